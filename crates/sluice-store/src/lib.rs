@@ -1,0 +1,478 @@
+//! `sluice-store` keeps Sluice's state: flags, segments and the hash-chained audit log, in an embedded
+//! SQLite file (WAL, migrations embedded). Every change is validated against the whole catalog, written
+//! with its audit event in one transaction, and returned with the compiled [`Snapshot`] to publish — so a
+//! change is either fully committed and audited, or not written at all. The SQL is kept portable so that
+//! PostgreSQL can be a second implementation run by the same tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_store::StoreError> {
+//! use sluice_store::{Change, Store};
+//! let store = Store::open("data/sluice.db").await?;
+//! let mut flag = sluice_flags::Flag::boolean("awf_bundle");
+//! flag.ramp.percent = 25;
+//! let (event, snapshot) = store.apply("admin", Change::PutFlag(flag), Some("phase 2".into())).await?;
+//! assert_eq!(event.action, "flag.create");
+//! assert!(snapshot.resolve("awf_bundle", &sluice_flags::Context::new().user_id("u")).is_some());
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod audit;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Mutex;
+
+pub use audit::{AuditEvent, Verification};
+
+/// A change to the flag catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Create or replace a flag.
+    PutFlag(Flag),
+    /// Delete a flag by key.
+    DeleteFlag(String),
+    /// Create or replace a segment (matched by name; a new one gets the next id).
+    PutSegment(SegmentDef),
+    /// Delete a segment by name; refused while a flag uses it.
+    DeleteSegment(String),
+}
+
+/// Why a change or a read failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The change would make a flag invalid; nothing was written.
+    Invalid(FlagError),
+    /// No such entity.
+    NotFound {
+        /// e.g. `flag:awf_bundle`.
+        entity: String,
+    },
+    /// The change conflicts with the state, e.g. deleting a segment a flag uses.
+    Conflict {
+        /// What conflicts and what to do.
+        message: String,
+    },
+    /// A stored row does not parse: the database was edited by hand or by a newer Sluice.
+    Corrupt {
+        /// Which row and why.
+        message: String,
+    },
+    /// The database failed.
+    Database(sqlx::Error),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Invalid(e) => write!(f, "{e}"),
+            StoreError::NotFound { entity } => write!(f, "{entity} does not exist"),
+            StoreError::Conflict { message } => write!(f, "{message}"),
+            StoreError::Corrupt { message } => write!(f, "stored data is corrupt: {message}"),
+            StoreError::Database(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Database(sqlx::Error::Migrate(Box::new(e)))
+    }
+}
+
+/// Filters of [`Store::audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this entity, e.g. `flag:awf_bundle`.
+    pub entity: Option<String>,
+    /// Only actions starting with this, e.g. `flag.`.
+    pub action_prefix: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many, newest first; 100 when zero.
+    pub limit: u32,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    /// One writer at a time: each change reads the catalog, validates and appends to the chain, which
+    /// must not interleave with another change's.
+    writer: Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating it and its folder if needed) the SQLite file at `path` and migrates it.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(Store {
+            pool,
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// The current catalog compiled into a snapshot, and its revision (the ETag of the flag state).
+    pub async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let (flags, segments) = load_catalog(&mut conn).await?;
+        let revision: i64 = sqlx::query_scalar("SELECT revision FROM revision WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        let snapshot = Snapshot::from_flags(flags, segments).map_err(|e| StoreError::Corrupt {
+            message: e.to_string(),
+        })?;
+        Ok((snapshot, revision))
+    }
+
+    /// Applies one change as `actor`: validates the resulting catalog, writes the change and its audit event
+    /// in one transaction, and returns the event and the new snapshot to publish.
+    pub async fn apply(
+        &self,
+        actor: &str,
+        change: Change,
+        reason: Option<String>,
+    ) -> Result<(AuditEvent, Snapshot), StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (mut flags, mut segments) = load_catalog(&mut tx).await?;
+        let now = Utc::now();
+        let (action, entity, before, after) = match change {
+            Change::PutFlag(flag) => {
+                let entity = format!("flag:{}", flag.key);
+                let after = to_json(&flag);
+                let (action, before) = match flags.iter_mut().find(|f| f.key == flag.key) {
+                    Some(slot) => {
+                        let before = to_json(slot);
+                        *slot = flag.clone();
+                        ("flag.update", Some(before))
+                    }
+                    None => {
+                        flags.push(flag.clone());
+                        ("flag.create", None)
+                    }
+                };
+                sqlx::query(
+                    "INSERT INTO flags (key, body, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                )
+                .bind(&flag.key)
+                .bind(after.to_string())
+                .bind(rfc3339(now))
+                .execute(&mut *tx)
+                .await?;
+                (action, entity, before, Some(after))
+            }
+            Change::DeleteFlag(key) => {
+                let entity = format!("flag:{key}");
+                let Some(pos) = flags.iter().position(|f| f.key == key) else {
+                    return Err(StoreError::NotFound { entity });
+                };
+                let before = to_json(&flags.remove(pos));
+                sqlx::query("DELETE FROM flags WHERE key = $1")
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await?;
+                ("flag.delete", entity, Some(before), None)
+            }
+            Change::PutSegment(mut segment) => {
+                let entity = format!("segment:{}", segment.name);
+                let existing = segments.iter().position(|s| s.name == segment.name);
+                let before = existing.map(|i| to_json(&segments[i]));
+                segment.id = match existing {
+                    Some(i) => segments[i].id,
+                    None => segments.iter().map(|s| s.id).max().unwrap_or(0) + 1,
+                };
+                for (i, c) in segment.constraints.iter().enumerate() {
+                    sluice_flags::validate_constraint(c).map_err(|(field, message)| {
+                        StoreError::Invalid(FlagError {
+                            flag: format!("(segment {})", segment.name),
+                            field: format!("constraints[{i}].{field}"),
+                            message,
+                        })
+                    })?;
+                }
+                let after = to_json(&segment);
+                match existing {
+                    Some(i) => segments[i] = segment.clone(),
+                    None => segments.push(segment.clone()),
+                }
+                sqlx::query(
+                    "INSERT INTO segments (id, name, body) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                )
+                .bind(segment.id)
+                .bind(&segment.name)
+                .bind(after.to_string())
+                .execute(&mut *tx)
+                .await?;
+                let action = if before.is_some() {
+                    "segment.update"
+                } else {
+                    "segment.create"
+                };
+                (action, entity, before, Some(after))
+            }
+            Change::DeleteSegment(name) => {
+                let entity = format!("segment:{name}");
+                let Some(pos) = segments.iter().position(|s| s.name == name) else {
+                    return Err(StoreError::NotFound { entity });
+                };
+                let users: Vec<&str> = flags
+                    .iter()
+                    .filter(|f| f.ramp.segments.contains(&name))
+                    .map(|f| f.key.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return Err(StoreError::Conflict {
+                        message: format!(
+                            "segment `{name}` is used by flag(s) {}; remove it from them first",
+                            users.join(", ")
+                        ),
+                    });
+                }
+                let before = to_json(&segments.remove(pos));
+                sqlx::query("DELETE FROM segments WHERE name = $1")
+                    .bind(&name)
+                    .execute(&mut *tx)
+                    .await?;
+                ("segment.delete", entity, Some(before), None)
+            }
+        };
+        // The whole catalog must still compile: this is what readers will be served.
+        let snapshot = Snapshot::from_flags(flags, segments).map_err(StoreError::Invalid)?;
+        let event =
+            append_audit(&mut tx, now, actor, action, &entity, before, after, reason).await?;
+        sqlx::query("UPDATE revision SET revision = revision + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((event, snapshot))
+    }
+
+    /// Audit events matching `filter`, newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        // One static statement: an absent filter is a NULL parameter that matches everything.
+        let rows = sqlx::query(
+            "SELECT * FROM audit \
+             WHERE (CAST($1 AS TEXT) IS NULL OR actor = $1) \
+               AND (CAST($2 AS TEXT) IS NULL OR entity = $2) \
+               AND (CAST($3 AS TEXT) IS NULL OR substr(action, 1, length($3)) = $3) \
+               AND (CAST($4 AS TEXT) IS NULL OR at >= $4) \
+             ORDER BY seq DESC LIMIT $5",
+        )
+        .bind(&filter.actor)
+        .bind(&filter.entity)
+        .bind(&filter.action_prefix)
+        .bind(filter.since.map(rfc3339))
+        .bind(if filter.limit == 0 {
+            100
+        } else {
+            i64::from(filter.limit)
+        })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Recomputes the whole chain; with `anchored_head`, also requires that hash to be in it.
+    pub async fn verify(&self, anchored_head: Option<&str>) -> Result<Verification, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(audit::verify(&events, anchored_head))
+    }
+
+    /// The last event's hash ([`audit::GENESIS`] when there is none), to anchor elsewhere.
+    pub async fn head(&self) -> Result<String, StoreError> {
+        let head: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(head.unwrap_or_else(|| audit::GENESIS.into()))
+    }
+
+    /// The underlying pool, for tests and tools that inspect the file.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// The schema migrations, embedded in the binary (no `sqlx` macros: nothing needs a database at build time).
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use sqlx::SqlSafeStr;
+    const MIGRATIONS: &[(i64, &str, &str)] = &[(
+        1,
+        "flags and audit",
+        include_str!("../migrations/0001_flags_and_audit.sql"),
+    )];
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn load_catalog(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<(Vec<Flag>, Vec<SegmentDef>), StoreError> {
+    let flags = sqlx::query("SELECT key, body FROM flags ORDER BY key")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| parse_body::<Flag>(r, "flag", r.get("key")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let segments = sqlx::query("SELECT name, body FROM segments ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| parse_body::<SegmentDef>(r, "segment", r.get("name")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((flags, segments))
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(
+    row: &sqlx::sqlite::SqliteRow,
+    kind: &str,
+    name: String,
+) -> Result<T, StoreError> {
+    let body: String = row.get("body");
+    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        message: format!("{kind} `{name}`: {e}"),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn append_audit(
+    tx: &mut sqlx::SqliteConnection,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    entity: &str,
+    before: Option<Value>,
+    after: Option<Value>,
+    reason: Option<String>,
+) -> Result<AuditEvent, StoreError> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (seq, prev_hash) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, audit::GENESIS.to_string()),
+    };
+    // Stored times keep microseconds, so the hash recomputed from the row equals the one computed here.
+    let at = DateTime::parse_from_rfc3339(&rfc3339(at))
+        .expect("own format")
+        .with_timezone(&Utc);
+    let mut event = AuditEvent {
+        seq,
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        entity: entity.into(),
+        before,
+        after,
+        reason,
+        prev_hash,
+        hash: String::new(),
+    };
+    event.hash = event.computed_hash();
+    sqlx::query(
+        "INSERT INTO audit (seq, at, actor, action, entity, before, after, reason, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(event.seq)
+    .bind(rfc3339(event.at))
+    .bind(&event.actor)
+    .bind(&event.action)
+    .bind(&event.entity)
+    .bind(event.before.as_ref().map(Value::to_string))
+    .bind(event.after.as_ref().map(Value::to_string))
+    .bind(&event.reason)
+    .bind(&event.prev_hash)
+    .bind(&event.hash)
+    .execute(&mut *tx)
+    .await?;
+    Ok(event)
+}
+
+fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent, StoreError> {
+    let seq: i64 = r.get("seq");
+    let corrupt = |what: &str| StoreError::Corrupt {
+        message: format!("audit record {seq}: {what}"),
+    };
+    let json = |col: &str| -> Result<Option<Value>, StoreError> {
+        let text: Option<String> = r.get(col);
+        text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt(&format!("`{col}` is not JSON"))))
+            .transpose()
+    };
+    let at: String = r.get("at");
+    Ok(AuditEvent {
+        seq,
+        at: DateTime::parse_from_rfc3339(&at)
+            .map_err(|_| corrupt("`at` is not a time"))?
+            .with_timezone(&Utc),
+        actor: r.get("actor"),
+        action: r.get("action"),
+        entity: r.get("entity"),
+        before: json("before")?,
+        after: json("after")?,
+        reason: r.get("reason"),
+        prev_hash: r.get("prev_hash"),
+        hash: r.get("hash"),
+    })
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("flag model serializes")
+}

@@ -1,0 +1,270 @@
+//! The SQLite store: changes and their audit events commit together or not at all; the chain catches edits.
+
+use sluice_flags::unleash::Constraint;
+use sluice_flags::{Context, Flag, Override, SegmentDef};
+use sluice_store::{AuditFilter, Change, Store, StoreError, Verification};
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("data/sluice.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+fn qa() -> SegmentDef {
+    SegmentDef {
+        id: 0,
+        name: "internal_qa".into(),
+        description: String::new(),
+        constraints: vec![Constraint {
+            context_name: "email".into(),
+            operator: "STR_ENDS_WITH".into(),
+            values: Some(vec!["@example.com".into()]),
+            ..Default::default()
+        }],
+    }
+}
+
+async fn audit_len(store: &Store) -> usize {
+    store
+        .audit(&AuditFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn changes_are_audited_with_before_and_after() {
+    let (_dir, store) = store().await;
+    let mut flag = Flag::boolean("awf_bundle");
+    let (created, _) = store
+        .apply("alice", Change::PutFlag(flag.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            created.seq,
+            created.action.as_str(),
+            created.entity.as_str()
+        ),
+        (1, "flag.create", "flag:awf_bundle")
+    );
+    assert!(created.before.is_none());
+
+    flag.ramp.percent = 25;
+    let (updated, snap) = store
+        .apply("bob", Change::PutFlag(flag), Some("phase 2".into()))
+        .await
+        .unwrap();
+    assert_eq!(updated.action, "flag.update");
+    assert_eq!(updated.before.as_ref().unwrap()["ramp"]["percent"], 0);
+    assert_eq!(updated.after.as_ref().unwrap()["ramp"]["percent"], 25);
+    assert_eq!(updated.reason.as_deref(), Some("phase 2"));
+    assert_eq!(updated.prev_hash, created.hash);
+    assert!(snap
+        .resolve("awf_bundle", &Context::new().user_id("u"))
+        .is_some());
+
+    let bobs = store
+        .audit(&AuditFilter {
+            actor: Some("bob".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(bobs, vec![updated.clone()]);
+    let flags = store
+        .audit(&AuditFilter {
+            action_prefix: Some("flag.".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(flags.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(
+        store.snapshot().await.unwrap().1,
+        2,
+        "revision counts committed changes"
+    );
+    assert_eq!(store.head().await.unwrap(), updated.hash);
+}
+
+#[tokio::test]
+async fn an_invalid_change_writes_nothing() {
+    let (_dir, store) = store().await;
+    store
+        .apply("alice", Change::PutFlag(Flag::boolean("f")), None)
+        .await
+        .unwrap();
+    let mut bad = Flag::boolean("f");
+    bad.ramp.percent = 101;
+    let err = store
+        .apply("alice", Change::PutFlag(bad), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(e) if e.field == "ramp.percent"),
+        "{err}"
+    );
+
+    let mut unknown_segment = Flag::boolean("g");
+    unknown_segment.ramp.segments = vec!["beta_testers".into()];
+    let err = store
+        .apply("alice", Change::PutFlag(unknown_segment), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown segment `beta_testers`"),
+        "{err}"
+    );
+
+    assert_eq!(audit_len(&store).await, 1);
+    let (snap, revision) = store.snapshot().await.unwrap();
+    assert_eq!((snap.keys().collect::<Vec<_>>(), revision), (vec!["f"], 1));
+    assert_eq!(snap.flags()[0].ramp.percent, 0);
+}
+
+#[tokio::test]
+async fn a_segment_in_use_cannot_be_deleted() {
+    let (_dir, store) = store().await;
+    store
+        .apply("alice", Change::PutSegment(qa()), None)
+        .await
+        .unwrap();
+    let mut flag = Flag::boolean("bounded_reasoning");
+    flag.ramp.segments = vec!["internal_qa".into()];
+    flag.ramp.percent = 100;
+    flag.overrides.push(Override::disable("userId", "vip"));
+    let (_, snap) = store
+        .apply("alice", Change::PutFlag(flag), None)
+        .await
+        .unwrap();
+    assert!(snap.is_enabled(
+        "bounded_reasoning",
+        &Context::new()
+            .user_id("a")
+            .property("email", "a@example.com")
+    ));
+
+    let err = store
+        .apply("alice", Change::DeleteSegment("internal_qa".into()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("bounded_reasoning"));
+    let err = store
+        .apply("alice", Change::DeleteFlag("nope".into()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }));
+    assert_eq!(audit_len(&store).await, 2);
+
+    store
+        .apply(
+            "alice",
+            Change::DeleteFlag("bounded_reasoning".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .apply("alice", Change::DeleteSegment("internal_qa".into()), None)
+        .await
+        .unwrap();
+    assert_eq!(audit_len(&store).await, 4);
+}
+
+#[tokio::test]
+async fn the_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    {
+        let store = Store::open(&path).await.unwrap();
+        store
+            .apply("alice", Change::PutSegment(qa()), None)
+            .await
+            .unwrap();
+        let mut flag = Flag::modes("stage_validation", &["off", "warn", "enforce"]);
+        flag.ramp.percent = 10;
+        store
+            .apply("alice", Change::PutFlag(flag), None)
+            .await
+            .unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    let (snap, revision) = store.snapshot().await.unwrap();
+    assert_eq!(revision, 2);
+    assert_eq!(snap.segments()[0].id, 1);
+    assert_eq!(snap.flags()[0].ramp.percent, 10);
+    assert!(matches!(
+        store.verify(None).await.unwrap(),
+        Verification::Intact { events: 2, .. }
+    ));
+}
+
+#[tokio::test]
+async fn verify_names_the_first_edited_record_and_the_anchor_catches_a_rewritten_tail() {
+    let (_dir, store) = store().await;
+    for i in 0..5 {
+        let mut f = Flag::boolean("f");
+        f.ramp.percent = i * 10;
+        store
+            .apply("alice", Change::PutFlag(f), None)
+            .await
+            .unwrap();
+    }
+    let anchored = store.head().await.unwrap();
+    assert_eq!(
+        store.verify(Some(&anchored)).await.unwrap(),
+        Verification::Intact {
+            events: 5,
+            head: anchored.clone()
+        }
+    );
+
+    // Someone edits record 3 in the file.
+    sqlx::query("UPDATE audit SET actor = 'mallory' WHERE seq = 3")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    match store.verify(None).await.unwrap() {
+        Verification::Broken { seq, problem } => {
+            assert_eq!((seq, problem.contains("hash")), (3, true))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // They recompute every hash from record 3 on: the chain is consistent again...
+    let mut events = store
+        .audit(&AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    events.reverse();
+    for i in 2..events.len() {
+        events[i].prev_hash = events[i - 1].hash.clone();
+        events[i].hash = events[i].computed_hash();
+        sqlx::query("UPDATE audit SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&events[i].prev_hash)
+            .bind(&events[i].hash)
+            .bind(events[i].seq)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.verify(None).await.unwrap(),
+        Verification::Intact { .. }
+    ));
+    // ...but not with the head anchored before the edit.
+    assert!(matches!(
+        store.verify(Some(&anchored)).await.unwrap(),
+        Verification::HeadMissing { .. }
+    ));
+}
