@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod token;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -31,6 +32,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
 pub use audit::{AuditEvent, Verification};
+pub use token::{Principal, Role, TokenInfo};
 
 /// A change to the flag catalog.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,6 +329,152 @@ impl Store {
         Ok(head.unwrap_or_else(|| audit::GENESIS.into()))
     }
 
+    /// Creates a token named `name` with `role`, audited as `actor`. Returns the token text, shown only now:
+    /// the store keeps its SHA-256.
+    pub async fn create_token(
+        &self,
+        actor: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(TokenInfo, String), StoreError> {
+        if name.is_empty()
+            || name.len() > 100
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
+            return Err(StoreError::Conflict {
+                message: "a token name is 1 to 100 letters, digits, `-`, `_`, `.` or `@`".into(),
+            });
+        }
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict {
+                message: format!("a token named `{name}` exists; revoke it or pick another name"),
+            });
+        }
+        let (id, secret) = (token::random_hex(8), token::random_hex(32));
+        let now = Utc::now();
+        let info = TokenInfo {
+            id: id.clone(),
+            name: name.into(),
+            role,
+            created_at: rfc3339(now),
+            created_by: actor.into(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO tokens (id, name, role, secret_sha256, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(token::sha256_hex(&secret))
+        .bind(&info.created_at)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+        let after = serde_json::json!({"id": id, "name": name, "role": role.as_str()});
+        append_audit(
+            &mut tx,
+            now,
+            actor,
+            "token.create",
+            &format!("token:{name}"),
+            None,
+            Some(after),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((info, format!("slc_{id}_{secret}")))
+    }
+
+    /// Revokes the token named `name`, audited as `actor`.
+    pub async fn revoke_token(&self, actor: &str, name: &str) -> Result<AuditEvent, StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let entity = format!("token:{name}");
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT id, role FROM tokens WHERE name = $1 AND revoked_at IS NULL")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((id, role)) = row else {
+            return Err(StoreError::NotFound { entity });
+        };
+        let now = Utc::now();
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+            .bind(rfc3339(now))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        let before = serde_json::json!({"id": id, "name": name, "role": role});
+        let event = append_audit(
+            &mut tx,
+            now,
+            actor,
+            "token.revoke",
+            &entity,
+            Some(before),
+            None,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    /// Every token, revoked ones included, oldest first; never a secret.
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, role, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.get("role");
+                Ok(TokenInfo {
+                    id: r.get("id"),
+                    name: r.get("name"),
+                    role: role
+                        .parse()
+                        .map_err(|message| StoreError::Corrupt { message })?,
+                    created_at: r.get("created_at"),
+                    created_by: r.get("created_by"),
+                    revoked_at: r.get("revoked_at"),
+                })
+            })
+            .collect()
+    }
+
+    /// The principal a token stands for, or `None` for an unknown, malformed or revoked token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        let Some((id, secret)) = token::parse(token) else {
+            return Ok(None);
+        };
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT name, role, secret_sha256 FROM tokens WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((name, role, stored)) = row else {
+            return Ok(None);
+        };
+        if !token::constant_time_eq(&token::sha256_hex(secret), &stored) {
+            return Ok(None);
+        }
+        let role = role
+            .parse()
+            .map_err(|message| StoreError::Corrupt { message })?;
+        Ok(Some(Principal { name, role }))
+    }
+
     /// The underlying pool, for tests and tools that inspect the file.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -337,11 +485,14 @@ impl Store {
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     use sqlx::SqlSafeStr;
-    const MIGRATIONS: &[(i64, &str, &str)] = &[(
-        1,
-        "flags and audit",
-        include_str!("../migrations/0001_flags_and_audit.sql"),
-    )];
+    const MIGRATIONS: &[(i64, &str, &str)] = &[
+        (
+            1,
+            "flags and audit",
+            include_str!("../migrations/0001_flags_and_audit.sql"),
+        ),
+        (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
+    ];
     Migrator::with_migrations(
         MIGRATIONS
             .iter()

@@ -268,3 +268,55 @@ async fn verify_names_the_first_edited_record_and_the_anchor_catches_a_rewritten
         Verification::HeadMissing { .. }
     ));
 }
+
+#[tokio::test]
+async fn tokens_authenticate_until_revoked_and_are_audited() {
+    use sluice_store::Role;
+    let (_dir, store) = store().await;
+    let (info, secret) = store
+        .create_token("bootstrap", "ci-deployer", Role::Operator)
+        .await
+        .unwrap();
+    assert!(secret.starts_with(&format!("slc_{}_", info.id)));
+    let who = store.authenticate(&secret).await.unwrap().unwrap();
+    assert_eq!(
+        (who.name.as_str(), who.role),
+        ("ci-deployer", Role::Operator)
+    );
+
+    // A wrong secret for the right id, garbage, and a near miss are all refused.
+    let mut wrong = secret.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    for bad in [wrong.as_str(), "slc_nope", "", &secret[..secret.len() - 1]] {
+        assert_eq!(store.authenticate(bad).await.unwrap(), None, "{bad}");
+    }
+    // The secret is not stored.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT secret_sha256 FROM tokens")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(!stored.iter().any(|s| secret.contains(s.as_str())));
+
+    let dup = store
+        .create_token("bootstrap", "ci-deployer", Role::Viewer)
+        .await
+        .unwrap_err();
+    assert!(dup.to_string().contains("exists"), "{dup}");
+
+    store.revoke_token("alice", "ci-deployer").await.unwrap();
+    assert_eq!(store.authenticate(&secret).await.unwrap(), None);
+    assert!(store.tokens().await.unwrap()[0].revoked_at.is_some());
+    let actions: Vec<String> = store
+        .audit(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, vec!["token.revoke", "token.create"]);
+    assert!(matches!(
+        store.verify(None).await.unwrap(),
+        Verification::Intact { events: 2, .. }
+    ));
+}
