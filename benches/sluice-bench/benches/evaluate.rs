@@ -12,17 +12,10 @@ use sluice_flags::{Context, LiveFlags, Snapshot};
 use unleash_yggdrasil::{EngineState, UpdateMessage};
 
 fn engines(state: &Value) -> (LiveFlags, EngineState) {
-    let sluice = LiveFlags::new(Snapshot::from_unleash(
-        serde_json::from_value(state.clone()).unwrap(),
-    ));
+    let sluice = LiveFlags::new(Snapshot::from_unleash(serde_json::from_value(state.clone()).unwrap()));
     let ygg = EngineState::default();
-    let warnings = ygg.take_state(UpdateMessage::FullResponse(
-        serde_json::from_value(state.clone()).unwrap(),
-    ));
-    assert!(
-        warnings.as_ref().is_none_or(|w| w.is_empty()),
-        "yggdrasil rejected the input: {warnings:?}"
-    );
+    let warnings = ygg.take_state(UpdateMessage::FullResponse(serde_json::from_value(state.clone()).unwrap()));
+    assert!(warnings.as_ref().is_none_or(|w| w.is_empty()), "yggdrasil rejected the input: {warnings:?}");
     (sluice, ygg)
 }
 
@@ -36,51 +29,30 @@ fn contexts(n: usize) -> Vec<(Context, unleash_types::client_features::Context)>
             if i % 5 == 2 {
                 json["properties"]["tenant"] = "initech".into();
             }
-            (
-                serde_json::from_value(json.clone()).unwrap(),
-                serde_json::from_value(json).unwrap(),
-            )
+            (serde_json::from_value(json.clone()).unwrap(), serde_json::from_value(json).unwrap())
         })
         .collect()
 }
 
 /// Both engines must agree on every flag for every context before either is timed.
 fn assert_same_answers(state: &Value, sluice: &LiveFlags, ygg: &EngineState) {
-    let names: Vec<&str> = state["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = state["features"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     let snapshot = sluice.load();
     let (mut enabled, mut checked) = (0, 0);
     for (ours, theirs) in contexts(2000) {
         for name in &names {
             let a = snapshot.variant(name, &ours);
             let b = ygg.get_variant(name, &theirs, &None);
-            assert_eq!(
-                a.feature_enabled, b.feature_enabled,
-                "{name}: enabled differs"
-            );
-            assert_eq!(
-                snapshot.is_enabled(name, &ours),
-                ygg.is_enabled(name, &theirs, &None),
-                "{name}"
-            );
+            assert_eq!(a.feature_enabled, b.feature_enabled, "{name}: enabled differs");
+            assert_eq!(snapshot.is_enabled(name, &ours), ygg.is_enabled(name, &theirs, &None), "{name}");
             assert_eq!(a.name, b.name, "{name}: variant differs");
-            assert_eq!(
-                a.payload.map(|p| p.value.as_str()),
-                b.payload.as_ref().map(|p| p.value.as_str())
-            );
+            assert_eq!(a.payload.map(|p| p.value.as_str()), b.payload.as_ref().map(|p| p.value.as_str()));
             enabled += usize::from(a.feature_enabled);
             checked += 1;
         }
     }
     // Guard against a trivially equal comparison (everything off).
-    assert!(
-        enabled > checked / 10 && enabled < checked,
-        "{enabled} of {checked} enabled"
-    );
+    assert!(enabled > checked / 10 && enabled < checked, "{enabled} of {checked} enabled");
 }
 
 fn single(c: &mut Criterion) {

@@ -61,12 +61,7 @@ impl HashPrefix {
         let rest = chunks.remainder();
         let mut tail = [0u8; 4];
         tail[..rest.len()].copy_from_slice(rest);
-        HashPrefix {
-            h,
-            tail,
-            tail_len: rest.len() as u8,
-            len: bytes.len() as u32,
-        }
+        HashPrefix { h, tail, tail_len: rest.len() as u8, len: bytes.len() as u32 }
     }
 
     /// The hash of the prefix followed by `value`.

@@ -138,13 +138,7 @@ pub(crate) struct CompiledConstraint {
 impl CompiledConstraint {
     pub(crate) fn compile(c: &Constraint) -> CompiledConstraint {
         let values = || c.values.as_deref().unwrap_or(&[]);
-        let single = || {
-            c.value.as_deref().or_else(|| {
-                c.values
-                    .as_ref()
-                    .and_then(|v| v.first().map(String::as_str))
-            })
-        };
+        let single = || c.value.as_deref().or_else(|| c.values.as_ref().and_then(|v| v.first().map(String::as_str)));
         let op = match c.operator.as_str() {
             "IN" => Op::In(Values::new(values())),
             "NOT_IN" => Op::NotIn(Values::new(values())),
@@ -156,21 +150,12 @@ impl CompiledConstraint {
                 },
                 values: values()
                     .iter()
-                    .map(|v| {
-                        if c.case_insensitive {
-                            v.to_lowercase().into()
-                        } else {
-                            v.as_str().into()
-                        }
-                    })
+                    .map(|v| if c.case_insensitive { v.to_lowercase().into() } else { v.as_str().into() })
                     .collect(),
                 case_insensitive: c.case_insensitive,
             },
             op @ ("NUM_EQ" | "NUM_GT" | "NUM_GTE" | "NUM_LT" | "NUM_LTE") => {
-                match single()
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|v| !v.is_nan())
-                {
+                match single().and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| !v.is_nan()) {
                     Some(v) => Op::Num(cmp_of(op), v),
                     None => Op::Never,
                 }
@@ -187,10 +172,8 @@ impl CompiledConstraint {
             }
             "REGEX" => {
                 let pattern = single().unwrap_or("");
-                let built = regex::RegexBuilder::new(pattern)
-                    .case_insensitive(c.case_insensitive)
-                    .size_limit(1 << 20)
-                    .build();
+                let built =
+                    regex::RegexBuilder::new(pattern).case_insensitive(c.case_insensitive).size_limit(1 << 20).build();
                 match built {
                     Ok(re) => Op::Regex(re),
                     Err(_) => Op::Never,
@@ -199,11 +182,7 @@ impl CompiledConstraint {
             "IN_CIDR" => Op::Cidr(values().iter().filter_map(|v| parse_net(v)).collect()),
             _ => Op::Never,
         };
-        CompiledConstraint {
-            field: Field::parse(&c.context_name),
-            inverted: c.inverted,
-            op,
-        }
+        CompiledConstraint { field: Field::parse(&c.context_name), inverted: c.inverted, op }
     }
 
     /// Does the context satisfy this constraint?
@@ -214,11 +193,7 @@ impl CompiledConstraint {
             Op::Never => return false,
             Op::In(set) => value.is_some_and(|v| set.contains(v)),
             Op::NotIn(set) => !value.is_some_and(|v| set.contains(v)),
-            Op::Str {
-                op,
-                values,
-                case_insensitive,
-            } => match value {
+            Op::Str { op, values, case_insensitive } => match value {
                 None => false,
                 Some(v) if *case_insensitive => str_match(*op, values, &v.to_lowercase()),
                 Some(v) => str_match(*op, values, v),
@@ -235,9 +210,9 @@ impl CompiledConstraint {
                 };
                 now.is_some_and(|t| cmp.holds(t.cmp(expected)))
             }
-            Op::Semver(cmp, expected) => value
-                .and_then(|v| semver::Version::parse(v).ok())
-                .is_some_and(|v| cmp.holds(semver_cmp(&v, expected))),
+            Op::Semver(cmp, expected) => {
+                value.and_then(|v| semver::Version::parse(v).ok()).is_some_and(|v| cmp.holds(semver_cmp(&v, expected)))
+            }
             Op::Regex(re) => value.is_some_and(|v| re.is_match(v)),
             Op::Cidr(nets) => value
                 .and_then(|v| v.trim().parse::<IpAddr>().ok())
@@ -268,14 +243,14 @@ fn str_match(op: StrOp, values: &[Box<str>], v: &str) -> bool {
 
 /// SemVer 2.0 precedence: build metadata does not count (the `semver` crate's `Ord` would order by it).
 fn semver_cmp(a: &semver::Version, b: &semver::Version) -> std::cmp::Ordering {
-    (a.major, a.minor, a.patch)
-        .cmp(&(b.major, b.minor, b.patch))
-        .then_with(|| match (a.pre.is_empty(), b.pre.is_empty()) {
+    (a.major, a.minor, a.patch).cmp(&(b.major, b.minor, b.patch)).then_with(|| {
+        match (a.pre.is_empty(), b.pre.is_empty()) {
             (true, true) => std::cmp::Ordering::Equal,
             (true, false) => std::cmp::Ordering::Greater,
             (false, true) => std::cmp::Ordering::Less,
             (false, false) => a.pre.cmp(&b.pre),
-        })
+        }
+    })
 }
 
 /// RFC 3339 first; then the looser forms a JavaScript `Date` accepts and SDKs send (no offset means UTC).
@@ -284,25 +259,16 @@ pub(crate) fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-    ] {
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc());
         }
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
 }
 
 /// An address or a CIDR range; a bare address is a /32 (or /128).
 pub(crate) fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }

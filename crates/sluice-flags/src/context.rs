@@ -33,11 +33,7 @@ pub struct Context {
     pub current_time: Option<String>,
     /// Every other field. A short list beats a hash map here: contexts carry a handful of properties, and a
     /// linear scan of a few short keys is faster than hashing one.
-    #[serde(
-        default,
-        deserialize_with = "properties",
-        serialize_with = "serialize_properties"
-    )]
+    #[serde(default, deserialize_with = "properties", serialize_with = "serialize_properties")]
     pub properties: Vec<(String, String)>,
 }
 
@@ -113,10 +109,7 @@ impl Context {
     /// A property by name.
     #[inline]
     pub fn property_value(&self, name: &str) -> Option<&str> {
-        self.properties
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -137,10 +130,7 @@ where
         .collect())
 }
 
-fn serialize_properties<S: serde::Serializer>(
-    props: &[(String, String)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_properties<S: serde::Serializer>(props: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut map = s.serialize_map(Some(props.len()))?;
     for (k, v) in props {

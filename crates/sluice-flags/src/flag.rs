@@ -138,22 +138,12 @@ pub enum OverrideAction {
 impl Override {
     /// `field = value` gets the ramped variant.
     pub fn enable(field: &str, value: &str) -> Self {
-        Override {
-            field: field.into(),
-            value: value.into(),
-            action: OverrideAction::Enable,
-            expires_at: None,
-        }
+        Override { field: field.into(), value: value.into(), action: OverrideAction::Enable, expires_at: None }
     }
 
     /// `field = value` gets the off variant.
     pub fn disable(field: &str, value: &str) -> Self {
-        Override {
-            field: field.into(),
-            value: value.into(),
-            action: OverrideAction::Disable,
-            expires_at: None,
-        }
+        Override { field: field.into(), value: value.into(), action: OverrideAction::Disable, expires_at: None }
     }
 
     /// `field = value` gets `variant`.
@@ -191,11 +181,7 @@ pub struct SegmentDef {
 impl SegmentDef {
     /// The Unleash form.
     pub fn to_unleash(&self) -> Segment {
-        Segment {
-            id: self.id,
-            name: Some(self.name.clone()),
-            constraints: self.constraints.clone(),
-        }
+        Segment { id: self.id, name: Some(self.name.clone()), constraints: self.constraints.clone() }
     }
 }
 
@@ -212,11 +198,7 @@ pub struct FlagError {
 
 impl std::fmt::Display for FlagError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "flag `{}`, field `{}`: {}",
-            self.flag, self.field, self.message
-        )
+        write!(f, "flag `{}`, field `{}`: {}", self.flag, self.field, self.message)
     }
 }
 
@@ -253,11 +235,7 @@ pub fn validate_constraint(c: &Constraint) -> Result<(), (String, String)> {
     if !OPERATORS.contains(&c.operator.as_str()) {
         return Err((
             "operator".into(),
-            format!(
-                "unknown operator `{}`; expected one of {}",
-                c.operator,
-                OPERATORS.join(", ")
-            ),
+            format!("unknown operator `{}`; expected one of {}", c.operator, OPERATORS.join(", ")),
         ));
     }
     let list = matches!(
@@ -266,28 +244,19 @@ pub fn validate_constraint(c: &Constraint) -> Result<(), (String, String)> {
     );
     if list {
         if c.values.is_none() {
-            return Err((
-                "values".into(),
-                format!("`{}` needs a list of values", c.operator),
-            ));
+            return Err(("values".into(), format!("`{}` needs a list of values", c.operator)));
         }
         if c.operator == "IN_CIDR" {
             for (i, v) in c.values.iter().flatten().enumerate() {
                 if crate::constraint::parse_net(v).is_none() {
-                    return Err((
-                        format!("values[{i}]"),
-                        format!("`{v}` is not an IP address or CIDR range"),
-                    ));
+                    return Err((format!("values[{i}]"), format!("`{v}` is not an IP address or CIDR range")));
                 }
             }
         }
         return Ok(());
     }
     let Some(v) = c.value.as_deref() else {
-        return Err((
-            "value".into(),
-            format!("`{}` needs a single value", c.operator),
-        ));
+        return Err(("value".into(), format!("`{}` needs a single value", c.operator)));
     };
     let ok = match c.operator.as_str() {
         op if op.starts_with("NUM_") => v.trim().parse::<f64>().is_ok_and(|n| n.is_finite()),
@@ -298,10 +267,7 @@ pub fn validate_constraint(c: &Constraint) -> Result<(), (String, String)> {
     if ok {
         Ok(())
     } else {
-        Err((
-            "value".into(),
-            format!("`{v}` is not a valid value for `{}`", c.operator),
-        ))
+        Err(("value".into(), format!("`{v}` is not a valid value for `{}`", c.operator)))
     }
 }
 
@@ -322,31 +288,17 @@ impl FlagMeta {
     /// Plain Unleash features: booleans without variants; otherwise the variants' payloads.
     pub(crate) fn for_unleash(f: &Feature) -> FlagMeta {
         let mut values: Vec<(Box<str>, Value)> = Vec::new();
-        let all = f.variants.iter().flatten().chain(
-            f.strategies
-                .iter()
-                .flat_map(|s| s.variants.iter().flatten()),
-        );
+        let all = f.variants.iter().flatten().chain(f.strategies.iter().flat_map(|s| s.variants.iter().flatten()));
         for v in all {
             if !values.iter().any(|(n, _)| **n == *v.name) {
-                let value = v
-                    .payload
-                    .as_ref()
-                    .map_or_else(|| Value::String(v.name.clone()), payload_value);
+                let value = v.payload.as_ref().map_or_else(|| Value::String(v.name.clone()), payload_value);
                 values.push((v.name.as_str().into(), value));
             }
         }
-        let reasons = f
-            .strategies
-            .iter()
-            .map(|_| Reason::TargetingMatch)
-            .collect();
+        let reasons = f.strategies.iter().map(|_| Reason::TargetingMatch).collect();
         if values.is_empty() {
             FlagMeta {
-                values: vec![
-                    ("off".into(), Value::Bool(false)),
-                    ("on".into(), Value::Bool(true)),
-                ],
+                values: vec![("off".into(), Value::Bool(false)), ("on".into(), Value::Bool(true))],
                 off: 0,
                 on: Some(1),
                 base_is_off: true,
@@ -354,21 +306,12 @@ impl FlagMeta {
             }
         } else {
             values.push((crate::snapshot::DISABLED_VARIANT.into(), Value::Null));
-            FlagMeta {
-                off: values.len() - 1,
-                values,
-                on: None,
-                base_is_off: true,
-                reasons,
-            }
+            FlagMeta { off: values.len() - 1, values, on: None, base_is_off: true, reasons }
         }
     }
 
     pub(crate) fn reason_of(&self, strategy: usize) -> Reason {
-        self.reasons
-            .get(strategy)
-            .copied()
-            .unwrap_or(Reason::TargetingMatch)
+        self.reasons.get(strategy).copied().unwrap_or(Reason::TargetingMatch)
     }
 
     /// Not enabled while the kill switch is on: the base when the base is off; otherwise a disable override
@@ -381,28 +324,13 @@ impl FlagMeta {
         }
     }
 
-    pub(crate) fn resolution<'s>(
-        &'s self,
-        key: &'s str,
-        variant: Option<&str>,
-        reason: Reason,
-    ) -> Resolution<'s> {
+    pub(crate) fn resolution<'s>(&'s self, key: &'s str, variant: Option<&str>, reason: Reason) -> Resolution<'s> {
         let i = match variant {
             None => self.off,
-            Some(name) => self
-                .values
-                .iter()
-                .position(|(n, _)| **n == *name)
-                .or(self.on)
-                .unwrap_or(self.off),
+            Some(name) => self.values.iter().position(|(n, _)| **n == *name).or(self.on).unwrap_or(self.off),
         };
         let (name, value) = &self.values[i];
-        Resolution {
-            key,
-            value,
-            variant: name,
-            reason,
-        }
+        Resolution { key, value, variant: name, reason }
     }
 }
 
@@ -422,13 +350,8 @@ impl Flag {
     /// A flag whose variants are string modes, e.g. `off`, `warn`, `enforce`: the first is the off variant and
     /// the ramp goes from the first to the second.
     pub fn modes(key: &str, modes: &[&str]) -> Flag {
-        let variants: Vec<FlagVariant> = modes
-            .iter()
-            .map(|m| FlagVariant {
-                name: (*m).into(),
-                value: Value::String((*m).into()),
-            })
-            .collect();
+        let variants: Vec<FlagVariant> =
+            modes.iter().map(|m| FlagVariant { name: (*m).into(), value: Value::String((*m).into()) }).collect();
         let mut flag = Flag::boolean(key);
         flag.ramp.base = modes.first().copied().unwrap_or("off").into();
         flag.ramp.ramped = modes.get(1).copied().unwrap_or("on").into();
@@ -443,28 +366,15 @@ impl Flag {
 
     /// Checks everything a writer can get wrong, naming the field. `segments` are the known segments.
     pub fn validate(&self, segments: &[SegmentDef]) -> Result<(), FlagError> {
-        let err = |field: &str, message: String| FlagError {
-            flag: self.key.clone(),
-            field: field.into(),
-            message,
-        };
+        let err = |field: &str, message: String| FlagError { flag: self.key.clone(), field: field.into(), message };
         if self.key.is_empty()
             || self.key.len() > 200
-            || !self
-                .key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || !self.key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         {
-            return Err(err(
-                "key",
-                "must be 1 to 200 letters, digits, `_`, `-` or `.`".into(),
-            ));
+            return Err(err("key", "must be 1 to 200 letters, digits, `_`, `-` or `.`".into()));
         }
         if self.variants.is_empty() {
-            return Err(err(
-                "variants",
-                "needs at least one variant; the first is served when the flag is off".into(),
-            ));
+            return Err(err("variants", "needs at least one variant; the first is served when the flag is off".into()));
         }
         for (i, v) in self.variants.iter().enumerate() {
             if v.name.is_empty() || v.name == crate::snapshot::DISABLED_VARIANT {
@@ -474,78 +384,47 @@ impl Flag {
                 ));
             }
             if self.variants[..i].iter().any(|w| w.name == v.name) {
-                return Err(err(
-                    &format!("variants[{i}].name"),
-                    format!("duplicate variant `{}`", v.name),
-                ));
+                return Err(err(&format!("variants[{i}].name"), format!("duplicate variant `{}`", v.name)));
             }
             if v.value.is_null() || value_kind(&v.value) != value_kind(&self.variants[0].value) {
                 return Err(err(
                     &format!("variants[{i}].value"),
-                    format!(
-                        "must be a {} like the first variant's value",
-                        value_kind(&self.variants[0].value)
-                    ),
+                    format!("must be a {} like the first variant's value", value_kind(&self.variants[0].value)),
                 ));
             }
         }
         let known = |name: &str| self.variants.iter().any(|v| v.name == name);
         if !known(&self.ramp.base) {
-            return Err(err(
-                "ramp.base",
-                format!("unknown variant `{}`", self.ramp.base),
-            ));
+            return Err(err("ramp.base", format!("unknown variant `{}`", self.ramp.base)));
         }
         if !known(&self.ramp.ramped) {
-            return Err(err(
-                "ramp.ramped",
-                format!("unknown variant `{}`", self.ramp.ramped),
-            ));
+            return Err(err("ramp.ramped", format!("unknown variant `{}`", self.ramp.ramped)));
         }
         if self.ramp.percent > 100 {
-            return Err(err(
-                "ramp.percent",
-                format!("{} is outside 0..100", self.ramp.percent),
-            ));
+            return Err(err("ramp.percent", format!("{} is outside 0..100", self.ramp.percent)));
         }
         if self.ramp.stickiness.trim().is_empty() {
-            return Err(err(
-                "ramp.stickiness",
-                "must name a context field or `default`".into(),
-            ));
+            return Err(err("ramp.stickiness", "must name a context field or `default`".into()));
         }
         for (i, s) in self.ramp.segments.iter().enumerate() {
             if !segments.iter().any(|d| &d.name == s) {
-                return Err(err(
-                    &format!("ramp.segments[{i}]"),
-                    format!("unknown segment `{s}`"),
-                ));
+                return Err(err(&format!("ramp.segments[{i}]"), format!("unknown segment `{s}`")));
             }
         }
         for (i, c) in self.ramp.constraints.iter().enumerate() {
-            validate_constraint(c)
-                .map_err(|(f, m)| err(&format!("ramp.constraints[{i}].{f}"), m))?;
+            validate_constraint(c).map_err(|(f, m)| err(&format!("ramp.constraints[{i}].{f}"), m))?;
         }
         let mut expiring = Vec::new();
         for (i, o) in self.overrides.iter().enumerate() {
             if o.field.trim().is_empty() {
-                return Err(err(
-                    &format!("overrides[{i}].field"),
-                    "must name a context field".into(),
-                ));
+                return Err(err(&format!("overrides[{i}].field"), "must name a context field".into()));
             }
             if let OverrideAction::Variant(v) = &o.action {
                 if !known(v) {
-                    return Err(err(
-                        &format!("overrides[{i}].action"),
-                        format!("unknown variant `{v}`"),
-                    ));
+                    return Err(err(&format!("overrides[{i}].action"), format!("unknown variant `{v}`")));
                 }
             }
-            if self.overrides[..i]
-                .iter()
-                .any(|p| p.field == o.field && p.value == o.value)
-            {
+            if self.overrides[..i].iter().any(|p| p.field == o.field && p.value == o.value) {
                 return Err(err(
                     &format!("overrides[{i}]"),
                     format!("a second override for {} = {}", o.field, o.value),
@@ -567,17 +446,10 @@ impl Flag {
     }
 
     /// The Unleash feature this flag compiles to, and what OFREP needs beyond it.
-    pub(crate) fn compile(
-        &self,
-        segments: &[SegmentDef],
-    ) -> Result<(Feature, FlagMeta), FlagError> {
+    pub(crate) fn compile(&self, segments: &[SegmentDef]) -> Result<(Feature, FlagMeta), FlagError> {
         self.validate(segments)?;
         let variant = |name: &str, stickiness: &str| {
-            let v = self
-                .variants
-                .iter()
-                .find(|v| v.name == name)
-                .expect("validated");
+            let v = self.variants.iter().find(|v| v.name == name).expect("validated");
             Variant {
                 name: v.name.clone(),
                 weight: 1000,
@@ -606,9 +478,7 @@ impl Flag {
                 OverrideAction::Enable => self.ramp.ramped.as_str(),
                 OverrideAction::Variant(v) => v.as_str(),
             };
-            pins.entry((field_rank(&o.field), &o.field, target, o.expires_at))
-                .or_default()
-                .push(o.value.clone());
+            pins.entry((field_rank(&o.field), &o.field, target, o.expires_at)).or_default().push(o.value.clone());
         }
         for ((_, field, target, expires), values) in pins {
             let mut constraints = vec![Constraint {
@@ -636,29 +506,15 @@ impl Flag {
             .ramp
             .segments
             .iter()
-            .map(|name| {
-                segments
-                    .iter()
-                    .find(|s| &s.name == name)
-                    .expect("validated")
-                    .id
-            })
+            .map(|name| segments.iter().find(|s| &s.name == name).expect("validated").id)
             .collect();
-        let ramp_reason = if self.ramp.percent >= 100 {
-            Reason::TargetingMatch
-        } else {
-            Reason::Split
-        };
+        let ramp_reason = if self.ramp.percent >= 100 { Reason::TargetingMatch } else { Reason::Split };
         plain.push((
             Strategy {
                 name: "flexibleRollout".into(),
                 parameters: rollout(self.ramp.percent, &self.ramp.stickiness),
                 constraints: Some(self.ramp.constraints.clone()),
-                segments: if segment_ids.is_empty() {
-                    None
-                } else {
-                    Some(segment_ids)
-                },
+                segments: if segment_ids.is_empty() { None } else { Some(segment_ids) },
                 variants: Some(vec![variant(&self.ramp.ramped, &self.ramp.stickiness)]),
             },
             ramp_reason,
@@ -684,41 +540,23 @@ impl Flag {
             strategies,
             variants: Some(Vec::new()),
             dependencies: None,
-            description: if self.description.is_empty() {
-                None
-            } else {
-                Some(self.description.clone())
-            },
+            description: if self.description.is_empty() { None } else { Some(self.description.clone()) },
             kind: Some("release".into()),
             project: Some("default".into()),
             stale: Some(false),
             impression_data: Some(false),
         };
-        let values: Vec<(Box<str>, Value)> = self
-            .variants
-            .iter()
-            .map(|v| (v.name.as_str().into(), v.value.clone()))
-            .collect();
-        let meta = FlagMeta {
-            values,
-            off: 0,
-            on: None,
-            base_is_off,
-            reasons: reasons.into_boxed_slice(),
-        };
+        let values: Vec<(Box<str>, Value)> =
+            self.variants.iter().map(|v| (v.name.as_str().into(), v.value.clone())).collect();
+        let meta = FlagMeta { values, off: 0, on: None, base_is_off, reasons: reasons.into_boxed_slice() };
         Ok((feature, meta))
     }
 
     /// Adds the "disable" overrides to every strategy as `NOT_IN` constraints; see the module doc for how
     /// expiring ones stay exact.
     fn guard_with_disables(&self, plain: Vec<(Strategy, Reason)>) -> (Vec<Strategy>, Vec<Reason>) {
-        let disables: Vec<&Override> = self
-            .overrides
-            .iter()
-            .filter(|o| o.action == OverrideAction::Disable)
-            .collect();
-        let mut instants: Vec<DateTime<Utc>> =
-            disables.iter().filter_map(|o| o.expires_at).collect();
+        let disables: Vec<&Override> = self.overrides.iter().filter(|o| o.action == OverrideAction::Disable).collect();
+        let mut instants: Vec<DateTime<Utc>> = disables.iter().filter_map(|o| o.expires_at).collect();
         instants.sort();
         instants.dedup();
         // Window k covers [instants[k-1], instants[k]); the overrides in force there expire after its start.
@@ -737,10 +575,7 @@ impl Flag {
             let mut excluded: BTreeMap<(u8, &str), Vec<String>> = BTreeMap::new();
             for o in &disables {
                 if o.expires_at.is_none_or(|t| start.is_none_or(|s| t > s)) {
-                    excluded
-                        .entry((field_rank(&o.field), &o.field))
-                        .or_default()
-                        .push(o.value.clone());
+                    excluded.entry((field_rank(&o.field), &o.field)).or_default().push(o.value.clone());
                 }
             }
             for ((_, field), values) in excluded {
@@ -799,18 +634,9 @@ fn value_kind(v: &Value) -> &'static str {
 /// The Unleash payload of a variant value, so that Unleash SDKs see the same data.
 fn payload_of(v: &Value) -> Payload {
     match v {
-        Value::String(s) => Payload {
-            kind: "string".into(),
-            value: s.clone(),
-        },
-        Value::Number(n) => Payload {
-            kind: "number".into(),
-            value: n.to_string(),
-        },
-        other => Payload {
-            kind: "json".into(),
-            value: other.to_string(),
-        },
+        Value::String(s) => Payload { kind: "string".into(), value: s.clone() },
+        Value::Number(n) => Payload { kind: "number".into(), value: n.to_string() },
+        other => Payload { kind: "json".into(), value: other.to_string() },
     }
 }
 
@@ -828,13 +654,7 @@ fn default_stickiness() -> String {
 }
 fn boolean_variants() -> Vec<FlagVariant> {
     vec![
-        FlagVariant {
-            name: "off".into(),
-            value: Value::Bool(false),
-        },
-        FlagVariant {
-            name: "on".into(),
-            value: Value::Bool(true),
-        },
+        FlagVariant { name: "off".into(), value: Value::Bool(false) },
+        FlagVariant { name: "on".into(), value: Value::Bool(true) },
     ]
 }

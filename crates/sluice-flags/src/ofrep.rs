@@ -97,7 +97,9 @@ impl Context {
                                     _ => {
                                         return Err(ContextError {
                                             code: ErrorCode::InvalidContext,
-                                            message: format!("context field `properties.{pk}` must be a string, number or boolean"),
+                                            message: format!(
+                                                "context field `properties.{pk}` must be a string, number or boolean"
+                                            ),
                                         })
                                     }
                                 }

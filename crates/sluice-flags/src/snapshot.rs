@@ -41,11 +41,7 @@ struct Outcome<'s> {
     strategy: Option<usize>,
 }
 
-const OFF: Outcome<'static> = Outcome {
-    enabled: false,
-    variant: None,
-    strategy: None,
-};
+const OFF: Outcome<'static> = Outcome { enabled: false, variant: None, strategy: None };
 
 /// The answer to Unleash's `getVariant`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,48 +109,23 @@ impl Snapshot {
         Ok(Self::compile(state, metas, flags, segments))
     }
 
-    fn compile(
-        state: ClientFeatures,
-        metas: Vec<FlagMeta>,
-        flags: Vec<Flag>,
-        segments: Vec<SegmentDef>,
-    ) -> Snapshot {
+    fn compile(state: ClientFeatures, metas: Vec<FlagMeta>, flags: Vec<Flag>, segments: Vec<SegmentDef>) -> Snapshot {
         let hostname = std::env::var("HOSTNAME").ok();
         let compiled_segments: HashMap<i64, Vec<CompiledConstraint>> = state
             .segments
             .iter()
             .flatten()
-            .map(|s| {
-                (
-                    s.id,
-                    s.constraints
-                        .iter()
-                        .map(CompiledConstraint::compile)
-                        .collect(),
-                )
-            })
+            .map(|s| (s.id, s.constraints.iter().map(CompiledConstraint::compile).collect()))
             .collect();
-        let index: HashMap<Box<str>, u32> = state
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Box::from(f.name.as_str()), i as u32))
-            .collect();
+        let index: HashMap<Box<str>, u32> =
+            state.features.iter().enumerate().map(|(i, f)| (Box::from(f.name.as_str()), i as u32)).collect();
         let features = state
             .features
             .iter()
             .zip(metas)
-            .map(|(f, meta)| {
-                compile_feature(f, meta, &index, &compiled_segments, hostname.as_deref())
-            })
+            .map(|(f, meta)| compile_feature(f, meta, &index, &compiled_segments, hostname.as_deref()))
             .collect();
-        Snapshot {
-            index,
-            features,
-            state,
-            flags,
-            segments,
-        }
+        Snapshot { index, features, state, flags, segments }
     }
 
     /// The Unleash client-API document this snapshot was compiled from, for `/api/client/features`.
@@ -190,9 +161,7 @@ impl Snapshot {
     /// Unleash's `isEnabled`: `false` for an unknown flag.
     #[inline]
     pub fn is_enabled(&self, name: &str, ctx: &Context) -> bool {
-        self.index
-            .get(name)
-            .is_some_and(|&i| self.outcome(i as usize, ctx).enabled)
+        self.index.get(name).is_some_and(|&i| self.outcome(i as usize, ctx).enabled)
     }
 
     /// Unleash's `getVariant`.
@@ -212,10 +181,7 @@ impl Snapshot {
     }
 
     /// The OFREP answers for every flag, for one context: the bulk evaluation.
-    pub fn resolve_all<'s, 'c>(
-        &'s self,
-        ctx: &'c Context,
-    ) -> impl Iterator<Item = Resolution<'s>> + 'c
+    pub fn resolve_all<'s, 'c>(&'s self, ctx: &'c Context) -> impl Iterator<Item = Resolution<'s>> + 'c
     where
         's: 'c,
     {
@@ -233,14 +199,8 @@ impl Snapshot {
         if !outcome.enabled {
             return meta.resolution(&f.name, None, meta.not_enabled_reason());
         }
-        let reason = outcome
-            .strategy
-            .map_or(Reason::Static, |s| meta.reason_of(s));
-        meta.resolution(
-            &f.name,
-            Some(outcome.variant.map_or(DISABLED_VARIANT, |v| &*v.name)),
-            reason,
-        )
+        let reason = outcome.strategy.map_or(Reason::Static, |s| meta.reason_of(s));
+        meta.resolution(&f.name, Some(outcome.variant.map_or(DISABLED_VARIANT, |v| &*v.name)), reason)
     }
 
     #[inline]
@@ -255,20 +215,12 @@ impl Snapshot {
     #[inline]
     fn strategies_outcome<'s>(&'s self, f: &'s CompiledFeature, ctx: &Context) -> Outcome<'s> {
         if f.strategies.is_empty() {
-            return Outcome {
-                enabled: true,
-                variant: f.variants.as_ref().and_then(|v| v.select(ctx)),
-                strategy: None,
-            };
+            return Outcome { enabled: true, variant: f.variants.as_ref().and_then(|v| v.select(ctx)), strategy: None };
         }
         for (i, s) in f.strategies.iter().enumerate() {
             if s.matches(ctx) {
                 let set = s.variants.as_ref().or(f.variants.as_ref());
-                return Outcome {
-                    enabled: true,
-                    variant: set.and_then(|v| v.select(ctx)),
-                    strategy: Some(i),
-                };
+                return Outcome { enabled: true, variant: set.and_then(|v| v.select(ctx)), strategy: Some(i) };
             }
         }
         OFF
@@ -282,11 +234,7 @@ impl Snapshot {
             if !parent.dependencies.is_empty() {
                 return false;
             }
-            let outcome = if parent.enabled {
-                self.strategies_outcome(parent, ctx)
-            } else {
-                OFF
-            };
+            let outcome = if parent.enabled { self.strategies_outcome(parent, ctx) } else { OFF };
             if !d.expect_enabled {
                 return !outcome.enabled;
             }
@@ -303,18 +251,10 @@ impl Snapshot {
 
 fn variant_result(o: Outcome<'_>) -> VariantResult<'_> {
     match o.variant {
-        Some(v) => VariantResult {
-            name: &v.name,
-            payload: v.payload.as_ref(),
-            enabled: true,
-            feature_enabled: o.enabled,
-        },
-        None => VariantResult {
-            name: DISABLED_VARIANT,
-            payload: None,
-            enabled: false,
-            feature_enabled: o.enabled,
-        },
+        Some(v) => {
+            VariantResult { name: &v.name, payload: v.payload.as_ref(), enabled: true, feature_enabled: o.enabled }
+        }
+        None => VariantResult { name: DISABLED_VARIANT, payload: None, enabled: false, feature_enabled: o.enabled },
     }
 }
 
@@ -328,11 +268,7 @@ fn compile_feature(
     CompiledFeature {
         name: f.name.as_str().into(),
         enabled: f.enabled,
-        strategies: f
-            .strategies
-            .iter()
-            .map(|s| CompiledStrategy::compile(s, &f.name, segments, hostname))
-            .collect(),
+        strategies: f.strategies.iter().map(|s| CompiledStrategy::compile(s, &f.name, segments, hostname)).collect(),
         variants: VariantSet::compile(f.variants.as_deref().unwrap_or(&[]), &f.name, None),
         dependencies: f
             .dependencies
@@ -341,12 +277,7 @@ fn compile_feature(
             .map(|d| CompiledDependency {
                 parent: index.get(d.feature.as_str()).copied(),
                 expect_enabled: d.enabled.unwrap_or(true),
-                variants: d
-                    .variants
-                    .iter()
-                    .flatten()
-                    .map(|v| Box::from(v.as_str()))
-                    .collect(),
+                variants: d.variants.iter().flatten().map(|v| Box::from(v.as_str())).collect(),
             })
             .collect(),
         meta,
@@ -374,9 +305,7 @@ pub struct LiveFlags {
 impl LiveFlags {
     /// Starts with `snapshot`.
     pub fn new(snapshot: Snapshot) -> Self {
-        LiveFlags {
-            current: ArcSwap::from_pointee(snapshot),
-        }
+        LiveFlags { current: ArcSwap::from_pointee(snapshot) }
     }
 
     /// The current snapshot; lock-free.
@@ -399,23 +328,13 @@ impl LiveFlags {
 /// Turns an Unleash payload into the typed JSON value OFREP returns.
 pub(crate) fn payload_value(p: &Payload) -> Value {
     match p.kind.as_str() {
-        "number" => p
-            .value
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or_else(
-                || Value::String(p.value.clone()),
-                |n| {
-                    // Integers stay integers so that typed SDKs read them as such.
-                    p.value
-                        .trim()
-                        .parse::<i64>()
-                        .map(Value::from)
-                        .unwrap_or(Value::Number(n))
-                },
-            ),
+        "number" => p.value.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or_else(
+            || Value::String(p.value.clone()),
+            |n| {
+                // Integers stay integers so that typed SDKs read them as such.
+                p.value.trim().parse::<i64>().map(Value::from).unwrap_or(Value::Number(n))
+            },
+        ),
         "json" => serde_json::from_str(&p.value).unwrap_or_else(|_| Value::String(p.value.clone())),
         _ => Value::String(p.value.clone()),
     }

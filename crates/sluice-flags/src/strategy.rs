@@ -89,13 +89,8 @@ impl VariantSet {
         if variants.is_empty() {
             return None;
         }
-        let stickiness = Stickiness::parse(
-            variants[0]
-                .stickiness
-                .as_deref()
-                .filter(|s| *s != "default")
-                .or(fallback_stickiness),
-        );
+        let stickiness =
+            Stickiness::parse(variants[0].stickiness.as_deref().filter(|s| *s != "default").or(fallback_stickiness));
         let mut overrides = Vec::new();
         for (i, v) in variants.iter().enumerate() {
             for o in v.overrides.iter().flatten() {
@@ -105,16 +100,9 @@ impl VariantSet {
         Some(VariantSet {
             variants: variants
                 .iter()
-                .map(|v| CompiledVariant {
-                    name: v.name.as_str().into(),
-                    payload: v.payload.clone(),
-                    weight: v.weight,
-                })
+                .map(|v| CompiledVariant { name: v.name.as_str().into(), payload: v.payload.clone(), weight: v.weight })
                 .collect(),
-            total: variants
-                .iter()
-                .map(|v| v.weight)
-                .fold(0u32, u32::saturating_add),
+            total: variants.iter().map(|v| v.weight).fold(0u32, u32::saturating_add),
             stickiness,
             prefix: HashPrefix::new(&format!("{group_id}:"), VARIANT_SEED),
             overrides: overrides.into_boxed_slice(),
@@ -162,27 +150,14 @@ impl CompiledStrategy {
         segments: &HashMap<i64, Vec<CompiledConstraint>>,
         hostname: Option<&str>,
     ) -> CompiledStrategy {
-        let param = |k: &str| {
-            s.parameters
-                .as_ref()
-                .and_then(|p| p.get(k))
-                .map(String::as_str)
-        };
-        let percent = |k: &str| {
-            param(k)
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
+        let param = |k: &str| s.parameters.as_ref().and_then(|p| p.get(k)).map(String::as_str);
+        let percent = |k: &str| param(k).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(f64::NAN);
         let group_id = param("groupId").unwrap_or(feature_name);
         let prefix = || HashPrefix::new(&format!("{group_id}:"), ROLLOUT_SEED);
         let mut check = match s.name.as_str() {
             "default" => Check::Always,
             "userWithId" => Check::UserIds(Values::new(
-                param("userIds")
-                    .unwrap_or("")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty()),
+                param("userIds").unwrap_or("").split(',').map(str::trim).filter(|v| !v.is_empty()),
             )),
             "gradualRolloutUserId" => Check::Rollout {
                 percent: percent("percentage"),
@@ -196,13 +171,9 @@ impl CompiledStrategy {
                 missing_is_random: false,
                 prefix: prefix(),
             },
-            "gradualRolloutRandom" => Check::Random {
-                percent: percent("percentage"),
-            },
+            "gradualRolloutRandom" => Check::Random { percent: percent("percentage") },
             "flexibleRollout" => match Stickiness::parse(param("stickiness")) {
-                Stickiness::Random => Check::Random {
-                    percent: percent("rollout"),
-                },
+                Stickiness::Random => Check::Random { percent: percent("rollout") },
                 stickiness => Check::Rollout {
                     percent: percent("rollout"),
                     missing_is_random: matches!(stickiness, Stickiness::Default),
@@ -210,13 +181,9 @@ impl CompiledStrategy {
                     prefix: prefix(),
                 },
             },
-            "remoteAddress" => Check::RemoteAddress(
-                param("IPs")
-                    .unwrap_or("")
-                    .split(',')
-                    .filter_map(parse_net)
-                    .collect(),
-            ),
+            "remoteAddress" => {
+                Check::RemoteAddress(param("IPs").unwrap_or("").split(',').filter_map(parse_net).collect())
+            }
             "applicationHostname" => {
                 let host = hostname.map(str::to_lowercase);
                 let listed = param("hostNames")
@@ -239,22 +206,9 @@ impl CompiledStrategy {
                 None => check = Check::Never,
             }
         }
-        constraints.extend(
-            s.constraints
-                .iter()
-                .flatten()
-                .map(CompiledConstraint::compile),
-        );
-        let variants = VariantSet::compile(
-            s.variants.as_deref().unwrap_or(&[]),
-            group_id,
-            param("stickiness"),
-        );
-        CompiledStrategy {
-            constraints: constraints.into_boxed_slice(),
-            check,
-            variants,
-        }
+        constraints.extend(s.constraints.iter().flatten().map(CompiledConstraint::compile));
+        let variants = VariantSet::compile(s.variants.as_deref().unwrap_or(&[]), group_id, param("stickiness"));
+        CompiledStrategy { constraints: constraints.into_boxed_slice(), check, variants }
     }
 
     /// Does this strategy enable the feature for the context?
@@ -264,12 +218,7 @@ impl CompiledStrategy {
             Check::Never => return false,
             Check::Always => true,
             Check::UserIds(ids) => ctx.user_id.as_deref().is_some_and(|u| ids.contains(u)),
-            Check::Rollout {
-                percent,
-                stickiness,
-                missing_is_random,
-                prefix,
-            } => match stickiness.value(ctx) {
+            Check::Rollout { percent, stickiness, missing_is_random, prefix } => match stickiness.value(ctx) {
                 Some(v) => (prefix.bucket(v, 100) as f64) <= *percent,
                 None if *missing_is_random => (fastrand::u32(1..=100) as f64) <= *percent,
                 None => false,

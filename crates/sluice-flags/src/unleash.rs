@@ -78,11 +78,7 @@ pub struct Strategy {
     /// `gradualRolloutRandom`, `remoteAddress`, `applicationHostname`. Any other name never matches.
     pub name: String,
     /// Strategy parameters; Unleash sends strings, some exports send numbers.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "parameters"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "parameters")]
     pub parameters: Option<BTreeMap<String, String>>,
     /// Constraints, all of which must hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,9 +248,7 @@ impl ClientFeatures {
     pub fn apply(&mut self, events: &[DeltaEvent]) {
         for event in events {
             match event {
-                DeltaEvent::Hydration {
-                    features, segments, ..
-                } => {
+                DeltaEvent::Hydration { features, segments, .. } => {
                     self.features = features.clone();
                     self.segments = Some(segments.clone());
                 }

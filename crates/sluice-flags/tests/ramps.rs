@@ -65,39 +65,26 @@ proptest! {
 #[test]
 fn the_ramped_share_matches_the_percentage() {
     let mut rng = fastrand::Rng::with_seed(7);
-    let ids: Vec<String> = (0..100_000)
-        .map(|_| format!("{:016x}", rng.u64(..)))
-        .collect();
+    let ids: Vec<String> = (0..100_000).map(|_| format!("{:016x}", rng.u64(..))).collect();
     for percent in [1u8, 5, 10, 20, 25, 50, 75, 99, 100] {
         let snap = snapshot(vec![ramped("bounded_reasoning", percent)]);
-        let on = ids
-            .iter()
-            .filter(|id| snap.is_enabled("bounded_reasoning", &Context::new().user_id(id.as_str())))
-            .count();
+        let on =
+            ids.iter().filter(|id| snap.is_enabled("bounded_reasoning", &Context::new().user_id(id.as_str()))).count();
         let share = on as f64 * 100.0 / ids.len() as f64;
-        assert!(
-            (share - percent as f64).abs() <= 1.0,
-            "{percent}%: {share:.2}% of ids ramped"
-        );
+        assert!((share - percent as f64).abs() <= 1.0, "{percent}%: {share:.2}% of ids ramped");
     }
     let none = snapshot(vec![ramped("bounded_reasoning", 0)]);
-    assert!(!ids
-        .iter()
-        .any(|id| none.is_enabled("bounded_reasoning", &Context::new().user_id(id.as_str()))));
+    assert!(!ids.iter().any(|id| none.is_enabled("bounded_reasoning", &Context::new().user_id(id.as_str()))));
 }
 
 #[test]
 fn an_expired_enable_override_stops_at_its_expiry() {
     let t = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
     let mut flag = ramped("awf_bundle", 0);
-    flag.overrides
-        .push(Override::enable("userId", "user-123").until(t));
+    flag.overrides.push(Override::enable("userId", "user-123").until(t));
     let snap = snapshot(vec![flag]);
     let user = Context::new().user_id("user-123");
-    assert!(snap.is_enabled(
-        "awf_bundle",
-        &at(user.clone(), t - Duration::milliseconds(1))
-    ));
+    assert!(snap.is_enabled("awf_bundle", &at(user.clone(), t - Duration::milliseconds(1))));
     assert!(!snap.is_enabled("awf_bundle", &at(user.clone(), t)));
     assert!(!snap.is_enabled("awf_bundle", &at(user, t + Duration::hours(1))));
 }
@@ -106,36 +93,17 @@ fn an_expired_enable_override_stops_at_its_expiry() {
 fn expiring_disable_overrides_are_exact_at_every_instant() {
     let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
     let mut flag = ramped("awf_bundle", 100);
-    let expiries = [
-        t0,
-        t0 + Duration::hours(2),
-        t0 + Duration::hours(2),
-        t0 + Duration::days(1),
-    ];
+    let expiries = [t0, t0 + Duration::hours(2), t0 + Duration::hours(2), t0 + Duration::days(1)];
     for (i, t) in expiries.iter().enumerate() {
-        flag.overrides
-            .push(Override::disable("userId", &format!("u{i}")).until(*t));
+        flag.overrides.push(Override::disable("userId", &format!("u{i}")).until(*t));
     }
-    flag.overrides
-        .push(Override::disable("sessionId", "s-forever"));
+    flag.overrides.push(Override::disable("sessionId", "s-forever"));
     let snap = snapshot(vec![flag]);
     for (i, t) in expiries.iter().enumerate() {
         let ctx = Context::new().user_id(format!("u{i}"));
-        assert!(
-            !snap.is_enabled(
-                "awf_bundle",
-                &at(ctx.clone(), *t - Duration::milliseconds(1))
-            ),
-            "u{i} before expiry"
-        );
-        assert!(
-            snap.is_enabled("awf_bundle", &at(ctx.clone(), *t)),
-            "u{i} at expiry"
-        );
-        assert!(
-            snap.is_enabled("awf_bundle", &at(ctx, *t + Duration::days(3))),
-            "u{i} long after"
-        );
+        assert!(!snap.is_enabled("awf_bundle", &at(ctx.clone(), *t - Duration::milliseconds(1))), "u{i} before expiry");
+        assert!(snap.is_enabled("awf_bundle", &at(ctx.clone(), *t)), "u{i} at expiry");
+        assert!(snap.is_enabled("awf_bundle", &at(ctx, *t + Duration::days(3))), "u{i} long after");
         // Every other user is unaffected at every boundary.
         for t2 in expiries {
             assert!(snap.is_enabled("awf_bundle", &at(Context::new().user_id("bystander"), t2)));
@@ -150,17 +118,13 @@ fn precedence_is_kill_switch_then_overrides_then_ramp() {
     let mut flag = ramped("f", 100);
     flag.overrides.push(Override::disable("userId", "blocked"));
     flag.overrides.push(Override::enable("sessionId", "s1"));
-    flag.overrides
-        .push(Override::variant("userId", "pinned", "off"));
+    flag.overrides.push(Override::variant("userId", "pinned", "off"));
     let snap = snapshot(vec![flag.clone()]);
     let r = |ctx: &Context| snap.resolve("f", ctx).unwrap();
 
     // The ramp serves everyone at 100%.
     assert_eq!(r(&Context::new().user_id("anyone")).variant, "on");
-    assert_eq!(
-        r(&Context::new().user_id("anyone")).reason,
-        Reason::TargetingMatch
-    );
+    assert_eq!(r(&Context::new().user_id("anyone")).reason, Reason::TargetingMatch);
     // A pin beats the ramp.
     assert_eq!(r(&Context::new().user_id("pinned")).variant, "off");
     // A disable beats another key's enable.
@@ -171,15 +135,9 @@ fn precedence_is_kill_switch_then_overrides_then_ramp() {
     // The kill switch beats everything.
     flag.enabled = false;
     let killed = snapshot(vec![flag]);
-    for ctx in [
-        Context::new().user_id("anyone"),
-        Context::new().session_id("s1"),
-    ] {
+    for ctx in [Context::new().user_id("anyone"), Context::new().session_id("s1")] {
         let res = killed.resolve("f", &ctx).unwrap();
-        assert_eq!(
-            (res.variant, res.reason, res.value),
-            ("off", Reason::Disabled, &json!(false))
-        );
+        assert_eq!((res.variant, res.reason, res.value), ("off", Reason::Disabled, &json!(false)));
     }
 }
 
@@ -189,31 +147,19 @@ fn modes_ramp_from_warn_to_enforce_and_report_reasons() {
     flag.ramp.base = "warn".into();
     flag.ramp.ramped = "enforce".into();
     flag.ramp.percent = 30;
-    flag.overrides
-        .push(Override::disable("userId", "legacy-client"));
+    flag.overrides.push(Override::disable("userId", "legacy-client"));
     let snap = snapshot(vec![flag]);
     let mut seen = std::collections::BTreeMap::new();
     for i in 0..2000 {
-        let r = snap
-            .resolve("stage_validation", &Context::new().user_id(format!("u{i}")))
-            .unwrap();
-        let expected_reason = if r.variant == "enforce" {
-            Reason::Split
-        } else {
-            Reason::Default
-        };
+        let r = snap.resolve("stage_validation", &Context::new().user_id(format!("u{i}"))).unwrap();
+        let expected_reason = if r.variant == "enforce" { Reason::Split } else { Reason::Default };
         assert_eq!(r.reason, expected_reason);
         assert_eq!(r.value, &json!(r.variant));
         *seen.entry(r.variant).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
-    let legacy = snap
-        .resolve("stage_validation", &Context::new().user_id("legacy-client"))
-        .unwrap();
-    assert_eq!(
-        (legacy.variant, legacy.reason),
-        ("off", Reason::TargetingMatch)
-    );
+    let legacy = snap.resolve("stage_validation", &Context::new().user_id("legacy-client")).unwrap();
+    assert_eq!((legacy.variant, legacy.reason), ("off", Reason::TargetingMatch));
 }
 
 #[test]
@@ -232,9 +178,7 @@ fn segments_limit_the_ramp_and_outsiders_keep_the_base() {
     let mut flag = ramped("bounded_reasoning", 100);
     flag.ramp.segments = vec!["internal_qa".into()];
     let snap = Snapshot::from_flags(vec![flag.clone()], vec![qa.clone()]).unwrap();
-    let insider = Context::new()
-        .user_id("a")
-        .property("email", "a@example.com");
+    let insider = Context::new().user_id("a").property("email", "a@example.com");
     let outsider = Context::new().user_id("b").property("email", "b@gmail.com");
     assert!(snap.is_enabled("bounded_reasoning", &insider));
     let out = snap.resolve("bounded_reasoning", &outsider).unwrap();
@@ -243,10 +187,7 @@ fn segments_limit_the_ramp_and_outsiders_keep_the_base() {
     flag.ramp.segments = vec!["beta_testers".into()];
     let err = Snapshot::from_flags(vec![flag], vec![qa]).unwrap_err();
     assert_eq!(err.field, "ramp.segments[0]");
-    assert!(
-        err.to_string().contains("unknown segment `beta_testers`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("unknown segment `beta_testers`"), "{err}");
 }
 
 #[test]
@@ -256,19 +197,11 @@ fn stickiness_by_session_or_any_field() {
     let snap = snapshot(vec![flag]);
     // Everybody in one tenant gets the same answer, whoever the user.
     for tenant in ["acme", "globex", "initech", "umbrella"] {
-        let first = snap.is_enabled(
-            "f",
-            &Context::new().user_id("u0").property("tenant", tenant),
-        );
+        let first = snap.is_enabled("f", &Context::new().user_id("u0").property("tenant", tenant));
         for u in 1..50 {
             assert_eq!(
                 first,
-                snap.is_enabled(
-                    "f",
-                    &Context::new()
-                        .user_id(format!("u{u}"))
-                        .property("tenant", tenant)
-                )
+                snap.is_enabled("f", &Context::new().user_id(format!("u{u}")).property("tenant", tenant))
             );
         }
     }
@@ -283,18 +216,9 @@ fn invalid_flags_name_the_field() {
         (Box::new(|f| f.key = "bad key".into()), "key"),
         (Box::new(|f| f.ramp.percent = 101), "ramp.percent"),
         (Box::new(|f| f.ramp.ramped = "nope".into()), "ramp.ramped"),
-        (
-            Box::new(|f| f.variants[1].value = json!("text")),
-            "variants[1].value",
-        ),
-        (
-            Box::new(|f| f.variants[1].name = "off".into()),
-            "variants[1].name",
-        ),
-        (
-            Box::new(|f| f.overrides.push(Override::variant("userId", "u", "ghost"))),
-            "overrides[0].action",
-        ),
+        (Box::new(|f| f.variants[1].value = json!("text")), "variants[1].value"),
+        (Box::new(|f| f.variants[1].name = "off".into()), "variants[1].name"),
+        (Box::new(|f| f.overrides.push(Override::variant("userId", "u", "ghost"))), "overrides[0].action"),
         (
             Box::new(|f| {
                 f.ramp.constraints.push(Constraint {
@@ -328,9 +252,7 @@ fn invalid_flags_name_the_field() {
 
 #[test]
 fn bulk_resolution_covers_every_flag_once() {
-    let flags: Vec<Flag> = (0..20)
-        .map(|i| ramped(&format!("f{i}"), (i * 5) as u8))
-        .collect();
+    let flags: Vec<Flag> = (0..20).map(|i| ramped(&format!("f{i}"), (i * 5) as u8)).collect();
     let snap = snapshot(flags);
     let ctx = Context::new().user_id("u");
     let all: Vec<_> = snap.resolve_all(&ctx).collect();

@@ -92,19 +92,13 @@ pub enum Verification {
 }
 
 /// Checks a chain given in sequence order. With `anchored_head`, also requires that hash to be in the chain.
-pub fn verify<'a>(
-    events: impl IntoIterator<Item = &'a AuditEvent>,
-    anchored_head: Option<&str>,
-) -> Verification {
+pub fn verify<'a>(events: impl IntoIterator<Item = &'a AuditEvent>, anchored_head: Option<&str>) -> Verification {
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
     let mut anchored_seen = anchored_head.is_none() || anchored_head == Some(GENESIS);
     for e in events {
         if e.seq != expected_seq {
-            return Verification::Broken {
-                seq: e.seq,
-                problem: format!("expected sequence number {expected_seq}"),
-            };
+            return Verification::Broken { seq: e.seq, problem: format!("expected sequence number {expected_seq}") };
         }
         if e.prev_hash != prev {
             return Verification::Broken {
@@ -113,23 +107,14 @@ pub fn verify<'a>(
             };
         }
         if e.computed_hash() != e.hash {
-            return Verification::Broken {
-                seq: e.seq,
-                problem: "hash does not match the record's fields".into(),
-            };
+            return Verification::Broken { seq: e.seq, problem: "hash does not match the record's fields".into() };
         }
         anchored_seen |= anchored_head == Some(e.hash.as_str());
         prev = e.hash.clone();
         expected_seq += 1;
     }
     if !anchored_seen {
-        return Verification::HeadMissing {
-            head: anchored_head.unwrap_or_default().into(),
-            events: expected_seq - 1,
-        };
+        return Verification::HeadMissing { head: anchored_head.unwrap_or_default().into(), events: expected_seq - 1 };
     }
-    Verification::Intact {
-        events: expected_seq - 1,
-        head: prev,
-    }
+    Verification::Intact { events: expected_seq - 1, head: prev }
 }

@@ -10,9 +10,9 @@
 //! let store = Store::open("data/sluice.db").await?;
 //! let mut flag = sluice_flags::Flag::boolean("awf_bundle");
 //! flag.ramp.percent = 25;
-//! let (event, snapshot) = store.apply("admin", Change::PutFlag(flag), Some("phase 2".into())).await?;
-//! assert_eq!(event.action, "flag.create");
-//! assert!(snapshot.resolve("awf_bundle", &sluice_flags::Context::new().user_id("u")).is_some());
+//! let applied = store.apply("admin", Change::PutFlag(flag), Some("phase 2".into())).await?;
+//! assert_eq!(applied.event.action, "flag.create");
+//! assert!(applied.snapshot.resolve("awf_bundle", &sluice_flags::Context::new().user_id("u")).is_some());
 //! # Ok(()) }
 //! ```
 
@@ -32,7 +32,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
 pub use audit::{AuditEvent, Verification};
-pub use token::{Principal, Role, TokenInfo};
+pub use token::{Principal, Role, TokenInfo, TokenTable};
 
 /// A change to the flag catalog.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,28 @@ pub enum Change {
     PutSegment(SegmentDef),
     /// Delete a segment by name; refused while a flag uses it.
     DeleteSegment(String),
+}
+
+/// A committed change: its audit event, the snapshot to publish, and the new revision.
+#[derive(Debug)]
+pub struct Applied {
+    /// The audit event written with the change.
+    pub event: AuditEvent,
+    /// The whole catalog after the change, compiled.
+    pub snapshot: Snapshot,
+    /// The catalog's revision after the change.
+    pub revision: i64,
+}
+
+/// A committed batch: one audit event per change, the snapshot to publish, and the new revision.
+#[derive(Debug)]
+pub struct AppliedBatch {
+    /// The audit events, in the order of the changes.
+    pub events: Vec<AuditEvent>,
+    /// The whole catalog after the changes, compiled.
+    pub snapshot: Snapshot,
+    /// The catalog's revision after the changes.
+    pub revision: i64,
 }
 
 /// Why a change or a read failed.
@@ -134,153 +156,57 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         migrator().run(&pool).await?;
-        Ok(Store {
-            pool,
-            writer: Mutex::new(()),
-        })
+        Ok(Store { pool, writer: Mutex::new(()) })
     }
 
     /// The current catalog compiled into a snapshot, and its revision (the ETag of the flag state).
     pub async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError> {
         let mut conn = self.pool.acquire().await?;
         let (flags, segments) = load_catalog(&mut conn).await?;
-        let revision: i64 = sqlx::query_scalar("SELECT revision FROM revision WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        let snapshot = Snapshot::from_flags(flags, segments).map_err(|e| StoreError::Corrupt {
-            message: e.to_string(),
-        })?;
+        let revision: i64 =
+            sqlx::query_scalar("SELECT revision FROM revision WHERE id = 1").fetch_one(&mut *conn).await?;
+        let snapshot =
+            Snapshot::from_flags(flags, segments).map_err(|e| StoreError::Corrupt { message: e.to_string() })?;
         Ok((snapshot, revision))
     }
 
     /// Applies one change as `actor`: validates the resulting catalog, writes the change and its audit event
     /// in one transaction, and returns the event and the new snapshot to publish.
-    pub async fn apply(
+    pub async fn apply(&self, actor: &str, change: Change, reason: Option<String>) -> Result<Applied, StoreError> {
+        let mut applied = self.apply_all(actor, vec![change], reason).await?;
+        Ok(Applied { event: applied.events.remove(0), snapshot: applied.snapshot, revision: applied.revision })
+    }
+
+    /// Applies several changes all or nothing (imports): one transaction, one audit event per change, and the
+    /// catalog validated once at the end, so that a batch may, say, create a segment and the flags using it.
+    pub async fn apply_all(
         &self,
         actor: &str,
-        change: Change,
+        changes: Vec<Change>,
         reason: Option<String>,
-    ) -> Result<(AuditEvent, Snapshot), StoreError> {
+    ) -> Result<AppliedBatch, StoreError> {
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let (mut flags, mut segments) = load_catalog(&mut tx).await?;
         let now = Utc::now();
-        let (action, entity, before, after) = match change {
-            Change::PutFlag(flag) => {
-                let entity = format!("flag:{}", flag.key);
-                let after = to_json(&flag);
-                let (action, before) = match flags.iter_mut().find(|f| f.key == flag.key) {
-                    Some(slot) => {
-                        let before = to_json(slot);
-                        *slot = flag.clone();
-                        ("flag.update", Some(before))
-                    }
-                    None => {
-                        flags.push(flag.clone());
-                        ("flag.create", None)
-                    }
-                };
-                sqlx::query(
-                    "INSERT INTO flags (key, body, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                )
-                .bind(&flag.key)
-                .bind(after.to_string())
-                .bind(rfc3339(now))
-                .execute(&mut *tx)
-                .await?;
-                (action, entity, before, Some(after))
-            }
-            Change::DeleteFlag(key) => {
-                let entity = format!("flag:{key}");
-                let Some(pos) = flags.iter().position(|f| f.key == key) else {
-                    return Err(StoreError::NotFound { entity });
-                };
-                let before = to_json(&flags.remove(pos));
-                sqlx::query("DELETE FROM flags WHERE key = $1")
-                    .bind(&key)
-                    .execute(&mut *tx)
-                    .await?;
-                ("flag.delete", entity, Some(before), None)
-            }
-            Change::PutSegment(mut segment) => {
-                let entity = format!("segment:{}", segment.name);
-                let existing = segments.iter().position(|s| s.name == segment.name);
-                let before = existing.map(|i| to_json(&segments[i]));
-                segment.id = match existing {
-                    Some(i) => segments[i].id,
-                    None => segments.iter().map(|s| s.id).max().unwrap_or(0) + 1,
-                };
-                for (i, c) in segment.constraints.iter().enumerate() {
-                    sluice_flags::validate_constraint(c).map_err(|(field, message)| {
-                        StoreError::Invalid(FlagError {
-                            flag: format!("(segment {})", segment.name),
-                            field: format!("constraints[{i}].{field}"),
-                            message,
-                        })
-                    })?;
-                }
-                let after = to_json(&segment);
-                match existing {
-                    Some(i) => segments[i] = segment.clone(),
-                    None => segments.push(segment.clone()),
-                }
-                sqlx::query(
-                    "INSERT INTO segments (id, name, body) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-                )
-                .bind(segment.id)
-                .bind(&segment.name)
-                .bind(after.to_string())
-                .execute(&mut *tx)
-                .await?;
-                let action = if before.is_some() {
-                    "segment.update"
-                } else {
-                    "segment.create"
-                };
-                (action, entity, before, Some(after))
-            }
-            Change::DeleteSegment(name) => {
-                let entity = format!("segment:{name}");
-                let Some(pos) = segments.iter().position(|s| s.name == name) else {
-                    return Err(StoreError::NotFound { entity });
-                };
-                let users: Vec<&str> = flags
-                    .iter()
-                    .filter(|f| f.ramp.segments.contains(&name))
-                    .map(|f| f.key.as_str())
-                    .collect();
-                if !users.is_empty() {
-                    return Err(StoreError::Conflict {
-                        message: format!(
-                            "segment `{name}` is used by flag(s) {}; remove it from them first",
-                            users.join(", ")
-                        ),
-                    });
-                }
-                let before = to_json(&segments.remove(pos));
-                sqlx::query("DELETE FROM segments WHERE name = $1")
-                    .bind(&name)
-                    .execute(&mut *tx)
-                    .await?;
-                ("segment.delete", entity, Some(before), None)
-            }
-        };
+        let mut staged = Vec::with_capacity(changes.len());
+        for change in changes {
+            staged.push(stage(&mut tx, &mut flags, &mut segments, change, now).await?);
+        }
         // The whole catalog must still compile: this is what readers will be served.
         let snapshot = Snapshot::from_flags(flags, segments).map_err(StoreError::Invalid)?;
-        let event =
-            append_audit(&mut tx, now, actor, action, &entity, before, after, reason).await?;
-        sqlx::query("UPDATE revision SET revision = revision + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
+        let mut events = Vec::with_capacity(staged.len());
+        for (action, entity, before, after) in staged {
+            events.push(append_audit(&mut tx, now, actor, action, &entity, before, after, reason.clone()).await?);
+        }
+        let revision: i64 =
+            sqlx::query_scalar("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision")
+                .fetch_one(&mut *tx)
+                .await?;
         tx.commit().await?;
-        Ok((event, snapshot))
+        Ok(AppliedBatch { events, snapshot, revision })
     }
 
     /// Audit events matching `filter`, newest first.
@@ -298,11 +224,7 @@ impl Store {
         .bind(&filter.entity)
         .bind(&filter.action_prefix)
         .bind(filter.since.map(rfc3339))
-        .bind(if filter.limit == 0 {
-            100
-        } else {
-            i64::from(filter.limit)
-        })
+        .bind(if filter.limit == 0 { 100 } else { i64::from(filter.limit) })
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_from_row).collect()
@@ -310,38 +232,22 @@ impl Store {
 
     /// Recomputes the whole chain; with `anchored_head`, also requires that hash to be in it.
     pub async fn verify(&self, anchored_head: Option<&str>) -> Result<Verification, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
-        let events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query("SELECT * FROM audit ORDER BY seq").fetch_all(&self.pool).await?;
+        let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
         Ok(audit::verify(&events, anchored_head))
     }
 
     /// The last event's hash ([`audit::GENESIS`] when there is none), to anchor elsewhere.
     pub async fn head(&self) -> Result<String, StoreError> {
         let head: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
+            sqlx::query_scalar("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&self.pool).await?;
         Ok(head.unwrap_or_else(|| audit::GENESIS.into()))
     }
 
     /// Creates a token named `name` with `role`, audited as `actor`. Returns the token text, shown only now:
     /// the store keeps its SHA-256.
-    pub async fn create_token(
-        &self,
-        actor: &str,
-        name: &str,
-        role: Role,
-    ) -> Result<(TokenInfo, String), StoreError> {
-        if name.is_empty()
-            || name.len() > 100
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    pub async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError> {
+        if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
         {
             return Err(StoreError::Conflict {
                 message: "a token name is 1 to 100 letters, digits, `-`, `_`, `.` or `@`".into(),
@@ -349,50 +255,70 @@ impl Store {
         }
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let taken: Option<String> =
+            sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
         if taken.is_some() {
             return Err(StoreError::Conflict {
                 message: format!("a token named `{name}` exists; revoke it or pick another name"),
             });
         }
-        let (id, secret) = (token::random_hex(8), token::random_hex(32));
+        let id = token::random_hex(8);
+        let text = format!("slc_{id}_{}", token::random_hex(32));
+        self.insert_token(&mut tx, actor, &id, name, role, &text).await?;
+        tx.commit().await?;
+        let info = self.tokens().await?.into_iter().find(|t| t.id == id).expect("just inserted");
+        Ok((info, text))
+    }
+
+    /// Makes `text` (e.g. from `SLUICE_ADMIN_TOKEN`) an active token named `name` with `role`, unless an
+    /// active token with that text exists. Returns whether it was added.
+    pub async fn ensure_token(&self, actor: &str, name: &str, role: Role, text: &str) -> Result<bool, StoreError> {
+        if text.len() < 32 {
+            return Err(StoreError::Conflict { message: "a token must be at least 32 characters".into() });
+        }
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let hash = token::sha256_hex(text);
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM tokens WHERE secret_sha256 = $1 AND revoked_at IS NULL")
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existing.is_some() {
+            return Ok(false);
+        }
+        let taken: Option<String> =
+            sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+        let name = if taken.is_some() { format!("{name}-{}", &hash[..8]) } else { name.to_string() };
+        self.insert_token(&mut tx, actor, &hash[..16], &name, role, text).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn insert_token(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        actor: &str,
+        id: &str,
+        name: &str,
+        role: Role,
+        text: &str,
+    ) -> Result<(), StoreError> {
         let now = Utc::now();
-        let info = TokenInfo {
-            id: id.clone(),
-            name: name.into(),
-            role,
-            created_at: rfc3339(now),
-            created_by: actor.into(),
-            revoked_at: None,
-        };
         sqlx::query(
             "INSERT INTO tokens (id, name, role, secret_sha256, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(&id)
+        .bind(id)
         .bind(name)
         .bind(role.as_str())
-        .bind(token::sha256_hex(&secret))
-        .bind(&info.created_at)
+        .bind(token::sha256_hex(text))
+        .bind(rfc3339(now))
         .bind(actor)
         .execute(&mut *tx)
         .await?;
         let after = serde_json::json!({"id": id, "name": name, "role": role.as_str()});
-        append_audit(
-            &mut tx,
-            now,
-            actor,
-            "token.create",
-            &format!("token:{name}"),
-            None,
-            Some(after),
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((info, format!("slc_{id}_{secret}")))
+        append_audit(tx, now, actor, "token.create", &format!("token:{name}"), None, Some(after), None).await?;
+        Ok(())
     }
 
     /// Revokes the token named `name`, audited as `actor`.
@@ -415,35 +341,25 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let before = serde_json::json!({"id": id, "name": name, "role": role});
-        let event = append_audit(
-            &mut tx,
-            now,
-            actor,
-            "token.revoke",
-            &entity,
-            Some(before),
-            None,
-            None,
-        )
-        .await?;
+        let event = append_audit(&mut tx, now, actor, "token.revoke", &entity, Some(before), None, None).await?;
         tx.commit().await?;
         Ok(event)
     }
 
     /// Every token, revoked ones included, oldest first; never a secret.
     pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, role, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let role: String = r.get("role");
                 Ok(TokenInfo {
                     id: r.get("id"),
                     name: r.get("name"),
-                    role: role
-                        .parse()
-                        .map_err(|message| StoreError::Corrupt { message })?,
+                    role: role.parse().map_err(|message| StoreError::Corrupt { message })?,
                     created_at: r.get("created_at"),
                     created_by: r.get("created_by"),
                     revoked_at: r.get("revoked_at"),
@@ -454,25 +370,21 @@ impl Store {
 
     /// The principal a token stands for, or `None` for an unknown, malformed or revoked token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
-        let Some((id, secret)) = token::parse(token) else {
-            return Ok(None);
-        };
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT name, role, secret_sha256 FROM tokens WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((name, role, stored)) = row else {
-            return Ok(None);
-        };
-        if !token::constant_time_eq(&token::sha256_hex(secret), &stored) {
-            return Ok(None);
+        Ok(self.token_table().await?.authenticate(token).cloned())
+    }
+
+    /// Every active token, for authenticating requests from memory.
+    pub async fn token_table(&self) -> Result<TokenTable, StoreError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT name, role, secret_sha256 FROM tokens WHERE revoked_at IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut table = TokenTable::default();
+        for (name, role, hash) in rows {
+            let role = role.parse().map_err(|message| StoreError::Corrupt { message })?;
+            table.insert(hash, Principal { name, role });
         }
-        let role = role
-            .parse()
-            .map_err(|message| StoreError::Corrupt { message })?;
-        Ok(Some(Principal { name, role }))
+        Ok(table)
     }
 
     /// The underlying pool, for tests and tools that inspect the file.
@@ -486,32 +398,123 @@ fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     use sqlx::SqlSafeStr;
     const MIGRATIONS: &[(i64, &str, &str)] = &[
-        (
-            1,
-            "flags and audit",
-            include_str!("../migrations/0001_flags_and_audit.sql"),
-        ),
+        (1, "flags and audit", include_str!("../migrations/0001_flags_and_audit.sql")),
         (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
     ];
     Migrator::with_migrations(
         MIGRATIONS
             .iter()
             .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    (*description).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
+                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
             })
             .collect(),
     )
 }
 
-async fn load_catalog(
-    conn: &mut sqlx::SqliteConnection,
-) -> Result<(Vec<Flag>, Vec<SegmentDef>), StoreError> {
+/// What one change wrote: (action, entity, before, after), for its audit event.
+type Staged = (&'static str, String, Option<Value>, Option<Value>);
+
+/// Writes one change inside the caller's transaction and applies it to the in-memory catalog.
+async fn stage(
+    tx: &mut sqlx::SqliteConnection,
+    flags: &mut Vec<Flag>,
+    segments: &mut Vec<SegmentDef>,
+    change: Change,
+    now: DateTime<Utc>,
+) -> Result<Staged, StoreError> {
+    let staged = match change {
+        Change::PutFlag(flag) => {
+            let entity = format!("flag:{}", flag.key);
+            let after = to_json(&flag);
+            let (action, before) = match flags.iter_mut().find(|f| f.key == flag.key) {
+                Some(slot) => {
+                    let before = to_json(slot);
+                    *slot = flag.clone();
+                    ("flag.update", Some(before))
+                }
+                None => {
+                    flags.push(flag.clone());
+                    ("flag.create", None)
+                }
+            };
+            sqlx::query(
+                "INSERT INTO flags (key, body, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+            )
+            .bind(&flag.key)
+            .bind(after.to_string())
+            .bind(rfc3339(now))
+            .execute(&mut *tx)
+            .await?;
+            (action, entity, before, Some(after))
+        }
+        Change::DeleteFlag(key) => {
+            let entity = format!("flag:{key}");
+            let Some(pos) = flags.iter().position(|f| f.key == key) else {
+                return Err(StoreError::NotFound { entity });
+            };
+            let before = to_json(&flags.remove(pos));
+            sqlx::query("DELETE FROM flags WHERE key = $1").bind(&key).execute(&mut *tx).await?;
+            ("flag.delete", entity, Some(before), None)
+        }
+        Change::PutSegment(mut segment) => {
+            let entity = format!("segment:{}", segment.name);
+            let existing = segments.iter().position(|s| s.name == segment.name);
+            let before = existing.map(|i| to_json(&segments[i]));
+            segment.id = match existing {
+                Some(i) => segments[i].id,
+                None => segments.iter().map(|s| s.id).max().unwrap_or(0) + 1,
+            };
+            for (i, c) in segment.constraints.iter().enumerate() {
+                sluice_flags::validate_constraint(c).map_err(|(field, message)| {
+                    StoreError::Invalid(FlagError {
+                        flag: format!("(segment {})", segment.name),
+                        field: format!("constraints[{i}].{field}"),
+                        message,
+                    })
+                })?;
+            }
+            let after = to_json(&segment);
+            match existing {
+                Some(i) => segments[i] = segment.clone(),
+                None => segments.push(segment.clone()),
+            }
+            sqlx::query(
+                "INSERT INTO segments (id, name, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+            )
+            .bind(segment.id)
+            .bind(&segment.name)
+            .bind(after.to_string())
+            .execute(&mut *tx)
+            .await?;
+            let action = if before.is_some() { "segment.update" } else { "segment.create" };
+            (action, entity, before, Some(after))
+        }
+        Change::DeleteSegment(name) => {
+            let entity = format!("segment:{name}");
+            let Some(pos) = segments.iter().position(|s| s.name == name) else {
+                return Err(StoreError::NotFound { entity });
+            };
+            let users: Vec<&str> =
+                flags.iter().filter(|f| f.ramp.segments.contains(&name)).map(|f| f.key.as_str()).collect();
+            if !users.is_empty() {
+                return Err(StoreError::Conflict {
+                    message: format!(
+                        "segment `{name}` is used by flag(s) {}; remove it from them first",
+                        users.join(", ")
+                    ),
+                });
+            }
+            let before = to_json(&segments.remove(pos));
+            sqlx::query("DELETE FROM segments WHERE name = $1").bind(&name).execute(&mut *tx).await?;
+            ("segment.delete", entity, Some(before), None)
+        }
+    };
+    Ok(staged)
+}
+
+async fn load_catalog(conn: &mut sqlx::SqliteConnection) -> Result<(Vec<Flag>, Vec<SegmentDef>), StoreError> {
     let flags = sqlx::query("SELECT key, body FROM flags ORDER BY key")
         .fetch_all(&mut *conn)
         .await?
@@ -533,9 +536,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     name: String,
 ) -> Result<T, StoreError> {
     let body: String = row.get("body");
-    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-        message: format!("{kind} `{name}`: {e}"),
-    })
+    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { message: format!("{kind} `{name}`: {e}") })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -550,17 +551,13 @@ async fn append_audit(
     reason: Option<String>,
 ) -> Result<AuditEvent, StoreError> {
     let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
     let (seq, prev_hash) = match last {
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, audit::GENESIS.to_string()),
     };
     // Stored times keep microseconds, so the hash recomputed from the row equals the one computed here.
-    let at = DateTime::parse_from_rfc3339(&rfc3339(at))
-        .expect("own format")
-        .with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc3339(&rfc3339(at)).expect("own format").with_timezone(&Utc);
     let mut event = AuditEvent {
         seq,
         at,
@@ -595,20 +592,15 @@ async fn append_audit(
 
 fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent, StoreError> {
     let seq: i64 = r.get("seq");
-    let corrupt = |what: &str| StoreError::Corrupt {
-        message: format!("audit record {seq}: {what}"),
-    };
+    let corrupt = |what: &str| StoreError::Corrupt { message: format!("audit record {seq}: {what}") };
     let json = |col: &str| -> Result<Option<Value>, StoreError> {
         let text: Option<String> = r.get(col);
-        text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt(&format!("`{col}` is not JSON"))))
-            .transpose()
+        text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt(&format!("`{col}` is not JSON")))).transpose()
     };
     let at: String = r.get("at");
     Ok(AuditEvent {
         seq,
-        at: DateTime::parse_from_rfc3339(&at)
-            .map_err(|_| corrupt("`at` is not a time"))?
-            .with_timezone(&Utc),
+        at: DateTime::parse_from_rfc3339(&at).map_err(|_| corrupt("`at` is not a time"))?.with_timezone(&Utc),
         actor: r.get("actor"),
         action: r.get("action"),
         entity: r.get("entity"),

@@ -1,5 +1,5 @@
-//! API tokens and roles. A token is `slc_<id>_<secret>`: the id finds the row, the secret (256 random bits)
-//! is kept only as its SHA-256 and compared in constant time.
+//! API tokens and roles. A token is `slc_<id>_<secret>` (256 random bits of secret); only the SHA-256 of the
+//! whole token is kept, and it is compared in constant time.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,9 +59,7 @@ impl std::str::FromStr for Role {
             "operator" => Ok(Role::Operator),
             "viewer" => Ok(Role::Viewer),
             "sdk" => Ok(Role::Sdk),
-            other => Err(format!(
-                "unknown role `{other}`; expected admin, operator, viewer or sdk"
-            )),
+            other => Err(format!("unknown role `{other}`; expected admin, operator, viewer or sdk")),
         }
     }
 }
@@ -92,6 +90,46 @@ pub struct TokenInfo {
     pub revoked_at: Option<String>,
 }
 
+/// The active tokens, for authenticating without touching the database on every request. Keyed by the
+/// SHA-256 of the whole token, so that a token of any format (e.g. `SLUICE_ADMIN_TOKEN`) works.
+#[derive(Debug, Clone, Default)]
+pub struct TokenTable {
+    /// First 16 hex digits of the digest → (whole digest, principal).
+    by_prefix: std::collections::HashMap<String, Vec<(String, Principal)>>,
+}
+
+impl TokenTable {
+    /// The principal behind `token`, if it is active.
+    ///
+    /// ```
+    /// let table = sluice_store::TokenTable::default();
+    /// assert!(table.authenticate("slc_nope").is_none());
+    /// ```
+    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
+        if token.is_empty() || token.len() > 512 {
+            return None;
+        }
+        // The map narrows by a digest prefix; the whole digest is then compared in constant time.
+        let digest = sha256_hex(token);
+        let candidates = self.by_prefix.get(&digest[..16])?;
+        candidates.iter().find(|(full, _)| constant_time_eq(full, &digest)).map(|(_, p)| p)
+    }
+
+    pub(crate) fn insert(&mut self, secret_sha256: String, principal: Principal) {
+        self.by_prefix.entry(secret_sha256[..16].to_string()).or_default().push((secret_sha256, principal));
+    }
+
+    /// Number of active tokens.
+    pub fn len(&self) -> usize {
+        self.by_prefix.values().map(Vec::len).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_prefix.is_empty()
+    }
+}
+
 pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the operating system's random source");
@@ -106,18 +144,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Splits `slc_<id>_<secret>`.
-pub(crate) fn parse(token: &str) -> Option<(&str, &str)> {
-    let rest = token.strip_prefix("slc_")?;
-    let (id, secret) = rest.split_once('_')?;
-    (id.len() == 16 && secret.len() == 64).then_some((id, secret))
-}
-
 /// Equal without an early exit, so the time taken does not say how much of a guess was right.
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -6,9 +6,7 @@ use sluice_store::{AuditFilter, Change, Store, StoreError, Verification};
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("data/sluice.db"))
-        .await
-        .unwrap();
+    let store = Store::open(dir.path().join("data/sluice.db")).await.unwrap();
     (dir, store)
 }
 
@@ -27,100 +25,49 @@ fn qa() -> SegmentDef {
 }
 
 async fn audit_len(store: &Store) -> usize {
-    store
-        .audit(&AuditFilter {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .len()
+    store.audit(&AuditFilter { limit: 1000, ..Default::default() }).await.unwrap().len()
 }
 
 #[tokio::test]
 async fn changes_are_audited_with_before_and_after() {
     let (_dir, store) = store().await;
     let mut flag = Flag::boolean("awf_bundle");
-    let (created, _) = store
-        .apply("alice", Change::PutFlag(flag.clone()), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            created.seq,
-            created.action.as_str(),
-            created.entity.as_str()
-        ),
-        (1, "flag.create", "flag:awf_bundle")
-    );
+    let created = store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap().event;
+    assert_eq!((created.seq, created.action.as_str(), created.entity.as_str()), (1, "flag.create", "flag:awf_bundle"));
     assert!(created.before.is_none());
 
     flag.ramp.percent = 25;
-    let (updated, snap) = store
-        .apply("bob", Change::PutFlag(flag), Some("phase 2".into()))
-        .await
-        .unwrap();
+    let applied = store.apply("bob", Change::PutFlag(flag), Some("phase 2".into())).await.unwrap();
+    assert_eq!(applied.revision, 2);
+    let (updated, snap) = (applied.event, applied.snapshot);
     assert_eq!(updated.action, "flag.update");
     assert_eq!(updated.before.as_ref().unwrap()["ramp"]["percent"], 0);
     assert_eq!(updated.after.as_ref().unwrap()["ramp"]["percent"], 25);
     assert_eq!(updated.reason.as_deref(), Some("phase 2"));
     assert_eq!(updated.prev_hash, created.hash);
-    assert!(snap
-        .resolve("awf_bundle", &Context::new().user_id("u"))
-        .is_some());
+    assert!(snap.resolve("awf_bundle", &Context::new().user_id("u")).is_some());
 
-    let bobs = store
-        .audit(&AuditFilter {
-            actor: Some("bob".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let bobs = store.audit(&AuditFilter { actor: Some("bob".into()), ..Default::default() }).await.unwrap();
     assert_eq!(bobs, vec![updated.clone()]);
-    let flags = store
-        .audit(&AuditFilter {
-            action_prefix: Some("flag.".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let flags = store.audit(&AuditFilter { action_prefix: Some("flag.".into()), ..Default::default() }).await.unwrap();
     assert_eq!(flags.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 1]);
-    assert_eq!(
-        store.snapshot().await.unwrap().1,
-        2,
-        "revision counts committed changes"
-    );
+    assert_eq!(store.snapshot().await.unwrap().1, 2, "revision counts committed changes");
     assert_eq!(store.head().await.unwrap(), updated.hash);
 }
 
 #[tokio::test]
 async fn an_invalid_change_writes_nothing() {
     let (_dir, store) = store().await;
-    store
-        .apply("alice", Change::PutFlag(Flag::boolean("f")), None)
-        .await
-        .unwrap();
+    store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
     let mut bad = Flag::boolean("f");
     bad.ramp.percent = 101;
-    let err = store
-        .apply("alice", Change::PutFlag(bad), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Invalid(e) if e.field == "ramp.percent"),
-        "{err}"
-    );
+    let err = store.apply("alice", Change::PutFlag(bad), None).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(e) if e.field == "ramp.percent"), "{err}");
 
     let mut unknown_segment = Flag::boolean("g");
     unknown_segment.ramp.segments = vec!["beta_testers".into()];
-    let err = store
-        .apply("alice", Change::PutFlag(unknown_segment), None)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("unknown segment `beta_testers`"),
-        "{err}"
-    );
+    let err = store.apply("alice", Change::PutFlag(unknown_segment), None).await.unwrap_err();
+    assert!(err.to_string().contains("unknown segment `beta_testers`"), "{err}");
 
     assert_eq!(audit_len(&store).await, 1);
     let (snap, revision) = store.snapshot().await.unwrap();
@@ -131,50 +78,23 @@ async fn an_invalid_change_writes_nothing() {
 #[tokio::test]
 async fn a_segment_in_use_cannot_be_deleted() {
     let (_dir, store) = store().await;
-    store
-        .apply("alice", Change::PutSegment(qa()), None)
-        .await
-        .unwrap();
+    store.apply("alice", Change::PutSegment(qa()), None).await.unwrap();
     let mut flag = Flag::boolean("bounded_reasoning");
     flag.ramp.segments = vec!["internal_qa".into()];
     flag.ramp.percent = 100;
     flag.overrides.push(Override::disable("userId", "vip"));
-    let (_, snap) = store
-        .apply("alice", Change::PutFlag(flag), None)
-        .await
-        .unwrap();
-    assert!(snap.is_enabled(
-        "bounded_reasoning",
-        &Context::new()
-            .user_id("a")
-            .property("email", "a@example.com")
-    ));
+    let snap = store.apply("alice", Change::PutFlag(flag), None).await.unwrap().snapshot;
+    assert!(snap.is_enabled("bounded_reasoning", &Context::new().user_id("a").property("email", "a@example.com")));
 
-    let err = store
-        .apply("alice", Change::DeleteSegment("internal_qa".into()), None)
-        .await
-        .unwrap_err();
+    let err = store.apply("alice", Change::DeleteSegment("internal_qa".into()), None).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     assert!(err.to_string().contains("bounded_reasoning"));
-    let err = store
-        .apply("alice", Change::DeleteFlag("nope".into()), None)
-        .await
-        .unwrap_err();
+    let err = store.apply("alice", Change::DeleteFlag("nope".into()), None).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }));
     assert_eq!(audit_len(&store).await, 2);
 
-    store
-        .apply(
-            "alice",
-            Change::DeleteFlag("bounded_reasoning".into()),
-            None,
-        )
-        .await
-        .unwrap();
-    store
-        .apply("alice", Change::DeleteSegment("internal_qa".into()), None)
-        .await
-        .unwrap();
+    store.apply("alice", Change::DeleteFlag("bounded_reasoning".into()), None).await.unwrap();
+    store.apply("alice", Change::DeleteSegment("internal_qa".into()), None).await.unwrap();
     assert_eq!(audit_len(&store).await, 4);
 }
 
@@ -184,26 +104,17 @@ async fn the_state_survives_a_restart() {
     let path = dir.path().join("sluice.db");
     {
         let store = Store::open(&path).await.unwrap();
-        store
-            .apply("alice", Change::PutSegment(qa()), None)
-            .await
-            .unwrap();
+        store.apply("alice", Change::PutSegment(qa()), None).await.unwrap();
         let mut flag = Flag::modes("stage_validation", &["off", "warn", "enforce"]);
         flag.ramp.percent = 10;
-        store
-            .apply("alice", Change::PutFlag(flag), None)
-            .await
-            .unwrap();
+        store.apply("alice", Change::PutFlag(flag), None).await.unwrap();
     }
     let store = Store::open(&path).await.unwrap();
     let (snap, revision) = store.snapshot().await.unwrap();
     assert_eq!(revision, 2);
     assert_eq!(snap.segments()[0].id, 1);
     assert_eq!(snap.flags()[0].ramp.percent, 10);
-    assert!(matches!(
-        store.verify(None).await.unwrap(),
-        Verification::Intact { events: 2, .. }
-    ));
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 2, .. }));
 }
 
 #[tokio::test]
@@ -212,25 +123,16 @@ async fn verify_names_the_first_edited_record_and_the_anchor_catches_a_rewritten
     for i in 0..5 {
         let mut f = Flag::boolean("f");
         f.ramp.percent = i * 10;
-        store
-            .apply("alice", Change::PutFlag(f), None)
-            .await
-            .unwrap();
+        store.apply("alice", Change::PutFlag(f), None).await.unwrap();
     }
     let anchored = store.head().await.unwrap();
     assert_eq!(
         store.verify(Some(&anchored)).await.unwrap(),
-        Verification::Intact {
-            events: 5,
-            head: anchored.clone()
-        }
+        Verification::Intact { events: 5, head: anchored.clone() }
     );
 
     // Someone edits record 3 in the file.
-    sqlx::query("UPDATE audit SET actor = 'mallory' WHERE seq = 3")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query("UPDATE audit SET actor = 'mallory' WHERE seq = 3").execute(store.pool()).await.unwrap();
     match store.verify(None).await.unwrap() {
         Verification::Broken { seq, problem } => {
             assert_eq!((seq, problem.contains("hash")), (3, true))
@@ -239,13 +141,7 @@ async fn verify_names_the_first_edited_record_and_the_anchor_catches_a_rewritten
     }
 
     // They recompute every hash from record 3 on: the chain is consistent again...
-    let mut events = store
-        .audit(&AuditFilter {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut events = store.audit(&AuditFilter { limit: 100, ..Default::default() }).await.unwrap();
     events.reverse();
     for i in 2..events.len() {
         events[i].prev_hash = events[i - 1].hash.clone();
@@ -258,31 +154,19 @@ async fn verify_names_the_first_edited_record_and_the_anchor_catches_a_rewritten
             .await
             .unwrap();
     }
-    assert!(matches!(
-        store.verify(None).await.unwrap(),
-        Verification::Intact { .. }
-    ));
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { .. }));
     // ...but not with the head anchored before the edit.
-    assert!(matches!(
-        store.verify(Some(&anchored)).await.unwrap(),
-        Verification::HeadMissing { .. }
-    ));
+    assert!(matches!(store.verify(Some(&anchored)).await.unwrap(), Verification::HeadMissing { .. }));
 }
 
 #[tokio::test]
 async fn tokens_authenticate_until_revoked_and_are_audited() {
     use sluice_store::Role;
     let (_dir, store) = store().await;
-    let (info, secret) = store
-        .create_token("bootstrap", "ci-deployer", Role::Operator)
-        .await
-        .unwrap();
+    let (info, secret) = store.create_token("bootstrap", "ci-deployer", Role::Operator).await.unwrap();
     assert!(secret.starts_with(&format!("slc_{}_", info.id)));
     let who = store.authenticate(&secret).await.unwrap().unwrap();
-    assert_eq!(
-        (who.name.as_str(), who.role),
-        ("ci-deployer", Role::Operator)
-    );
+    assert_eq!((who.name.as_str(), who.role), ("ci-deployer", Role::Operator));
 
     // A wrong secret for the right id, garbage, and a near miss are all refused.
     let mut wrong = secret.clone();
@@ -292,31 +176,54 @@ async fn tokens_authenticate_until_revoked_and_are_audited() {
         assert_eq!(store.authenticate(bad).await.unwrap(), None, "{bad}");
     }
     // The secret is not stored.
-    let stored: Vec<String> = sqlx::query_scalar("SELECT secret_sha256 FROM tokens")
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-    assert!(!stored.iter().any(|s| secret.contains(s.as_str())));
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT secret_sha256 FROM tokens").fetch_all(store.pool()).await.unwrap();
+    assert!(!stored.iter().any(|s| secret.contains(s.as_str()) || s.contains(&secret[20..])));
 
-    let dup = store
-        .create_token("bootstrap", "ci-deployer", Role::Viewer)
-        .await
-        .unwrap_err();
+    // A token of any form can be added from the environment, once.
+    let env_token = "an-operator-chosen-admin-token-0123456789";
+    assert!(store.ensure_token("bootstrap", "admin", Role::Admin, env_token).await.unwrap());
+    assert!(!store.ensure_token("bootstrap", "admin", Role::Admin, env_token).await.unwrap());
+    assert_eq!(store.authenticate(env_token).await.unwrap().unwrap().role, Role::Admin);
+    assert!(store.ensure_token("bootstrap", "admin", Role::Admin, "short").await.is_err());
+
+    let dup = store.create_token("bootstrap", "ci-deployer", Role::Viewer).await.unwrap_err();
     assert!(dup.to_string().contains("exists"), "{dup}");
 
     store.revoke_token("alice", "ci-deployer").await.unwrap();
     assert_eq!(store.authenticate(&secret).await.unwrap(), None);
-    assert!(store.tokens().await.unwrap()[0].revoked_at.is_some());
-    let actions: Vec<String> = store
-        .audit(&AuditFilter::default())
+    let tokens = store.tokens().await.unwrap();
+    assert!(tokens.iter().find(|t| t.name == "ci-deployer").unwrap().revoked_at.is_some());
+    assert_eq!(store.token_table().await.unwrap().len(), 1, "only the admin token is active");
+    let actions: Vec<String> =
+        store.audit(&AuditFilter::default()).await.unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(actions, vec!["token.revoke", "token.create", "token.create"]);
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 3, .. }));
+}
+
+#[tokio::test]
+async fn a_batch_is_all_or_nothing() {
+    let (_dir, store) = store().await;
+    let mut uses_qa = Flag::boolean("bounded_reasoning");
+    uses_qa.ramp.segments = vec!["internal_qa".into()];
+    let mut bad = Flag::boolean("broken");
+    bad.ramp.ramped = "missing".into();
+
+    // The segment and a flag using it land together...
+    let batch = store
+        .apply_all("importer", vec![Change::PutSegment(qa()), Change::PutFlag(uses_qa.clone())], Some("import".into()))
         .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
-    assert_eq!(actions, vec!["token.revoke", "token.create"]);
-    assert!(matches!(
-        store.verify(None).await.unwrap(),
-        Verification::Intact { events: 2, .. }
-    ));
+        .unwrap();
+    assert_eq!(batch.events.len(), 2);
+    assert_eq!(batch.revision, 1, "one batch, one revision");
+
+    // ...and one bad flag rejects the whole batch.
+    let err = store
+        .apply_all("importer", vec![Change::PutFlag(Flag::boolean("fine")), Change::PutFlag(bad)], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(e) if e.flag == "broken" && e.field == "ramp.ramped"), "{err}");
+    let (snap, revision) = store.snapshot().await.unwrap();
+    assert_eq!((snap.len(), revision), (1, 1));
+    assert_eq!(audit_len(&store).await, 2);
 }
