@@ -282,6 +282,8 @@ pub(crate) struct FlagMeta {
     on: Option<usize>,
     base_is_off: bool,
     reasons: Box<[Reason]>,
+    /// The stickiness field of a partial ramp (1..=99%): without it a context cannot be bucketed stably.
+    pub(crate) split_on: Option<Box<str>>,
 }
 
 impl FlagMeta {
@@ -303,10 +305,11 @@ impl FlagMeta {
                 on: Some(1),
                 base_is_off: true,
                 reasons,
+                split_on: None,
             }
         } else {
             values.push((crate::snapshot::DISABLED_VARIANT.into(), Value::Null));
-            FlagMeta { off: values.len() - 1, values, on: None, base_is_off: true, reasons }
+            FlagMeta { off: values.len() - 1, values, on: None, base_is_off: true, reasons, split_on: None }
         }
     }
 
@@ -548,7 +551,9 @@ impl Flag {
         };
         let values: Vec<(Box<str>, Value)> =
             self.variants.iter().map(|v| (v.name.as_str().into(), v.value.clone())).collect();
-        let meta = FlagMeta { values, off: 0, on: None, base_is_off, reasons: reasons.into_boxed_slice() };
+        let split_on = (self.ramp.percent > 0 && self.ramp.percent < 100 && self.ramp.stickiness != "random")
+            .then(|| self.ramp.stickiness.as_str().into());
+        let meta = FlagMeta { values, off: 0, on: None, base_is_off, reasons: reasons.into_boxed_slice(), split_on };
         Ok((feature, meta))
     }
 

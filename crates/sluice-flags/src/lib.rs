@@ -26,6 +26,7 @@ pub mod bucket;
 mod constraint;
 mod context;
 mod flag;
+pub mod import;
 pub mod ofrep;
 mod snapshot;
 mod strategy;

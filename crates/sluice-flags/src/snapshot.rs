@@ -180,6 +180,18 @@ impl Snapshot {
         Some(self.resolve_index(i, ctx))
     }
 
+    /// Whether `key` is a partial ramp that cannot bucket this context stably: its stickiness field (for
+    /// `default`, userId or sessionId) is missing. OFREP answers `TARGETING_KEY_MISSING` then, where an
+    /// Unleash SDK would draw at random.
+    pub fn needs_targeting_key(&self, key: &str, ctx: &Context) -> bool {
+        let Some(&i) = self.index.get(key) else { return false };
+        match self.features[i as usize].meta.split_on.as_deref() {
+            None => false,
+            Some("default") => ctx.user_id.is_none() && ctx.session_id.is_none(),
+            Some(field) => ctx.get(field).is_none(),
+        }
+    }
+
     /// The OFREP answers for every flag, for one context: the bulk evaluation.
     pub fn resolve_all<'s, 'c>(&'s self, ctx: &'c Context) -> impl Iterator<Item = Resolution<'s>> + 'c
     where

@@ -74,6 +74,15 @@ pub struct AppliedBatch {
 pub enum StoreError {
     /// The change would make a flag invalid; nothing was written.
     Invalid(FlagError),
+    /// The change would make another entity (a segment) invalid; nothing was written.
+    InvalidField {
+        /// e.g. `segment internal_qa`.
+        entity: String,
+        /// The field path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// No such entity.
     NotFound {
         /// e.g. `flag:awf_bundle`.
@@ -97,6 +106,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Invalid(e) => write!(f, "{e}"),
+            StoreError::InvalidField { entity, field, message } => write!(f, "{entity}, field `{field}`: {message}"),
             StoreError::NotFound { entity } => write!(f, "{entity} does not exist"),
             StoreError::Conflict { message } => write!(f, "{message}"),
             StoreError::Corrupt { message } => write!(f, "stored data is corrupt: {message}"),
@@ -466,12 +476,10 @@ async fn stage(
                 None => segments.iter().map(|s| s.id).max().unwrap_or(0) + 1,
             };
             for (i, c) in segment.constraints.iter().enumerate() {
-                sluice_flags::validate_constraint(c).map_err(|(field, message)| {
-                    StoreError::Invalid(FlagError {
-                        flag: format!("(segment {})", segment.name),
-                        field: format!("constraints[{i}].{field}"),
-                        message,
-                    })
+                sluice_flags::validate_constraint(c).map_err(|(field, message)| StoreError::InvalidField {
+                    entity: format!("segment `{}`", segment.name),
+                    field: format!("constraints[{i}].{field}"),
+                    message,
                 })?;
             }
             let after = to_json(&segment);

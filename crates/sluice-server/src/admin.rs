@@ -1,0 +1,455 @@
+//! The admin API (`/api/v1`): flags, their ramp, kill switch and overrides, segments, tokens, imports and the
+//! audit log. Every write names its actor from the token, goes through [`AppState::write`] (validated,
+//! committed with its audit event, published), and answers with what it wrote.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sluice_flags::unleash::{ClientFeatures, Constraint};
+use sluice_flags::{Flag, Override, OverrideAction, SegmentDef, Snapshot};
+use sluice_store::{AuditFilter, Change, Principal, Role};
+
+use crate::error::parse_json;
+use crate::{ApiError, AppState};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// `?reason=` on every write: recorded in the audit event.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Why {
+    reason: Option<String>,
+}
+
+fn flag_of<'s>(snapshot: &'s Snapshot, key: &str) -> Result<&'s Flag, ApiError> {
+    snapshot.flags().iter().find(|f| f.key == key).ok_or_else(|| ApiError::not_found(format!("no flag `{key}`")))
+}
+
+/// Answers a write with the entity as it now is and the audit events it wrote.
+fn written(status: StatusCode, entity: Value, w: crate::Written) -> Response {
+    (status, Json(json!({"data": entity, "revision": w.revision, "audit": w.events}))).into_response()
+}
+
+/// Read-modify-write of one flag.
+async fn update_flag(
+    state: &AppState,
+    who: &Principal,
+    key: &str,
+    why: Why,
+    edit: impl FnOnce(&mut Flag) -> Result<(), ApiError>,
+) -> ApiResult {
+    let mut result = None;
+    let w = state
+        .write(&who.name, why.reason, |snapshot| {
+            let mut flag = flag_of(snapshot, key)?.clone();
+            edit(&mut flag)?;
+            result = Some(flag.clone());
+            Ok(vec![Change::PutFlag(flag)])
+        })
+        .await?;
+    Ok(written(StatusCode::OK, json!(result), w))
+}
+
+pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    let snapshot = state.live.load();
+    let revision = state.published.load().revision;
+    Ok(Json(json!({"data": snapshot.flags(), "revision": revision})).into_response())
+}
+
+pub(crate) async fn get_flag(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    let snapshot = state.live.load();
+    Ok(Json(json!({"data": flag_of(&snapshot, &key)?})).into_response())
+}
+
+/// `PUT /api/v1/flags/{key}`: creates or replaces. With `If-None-Match: *` it only creates (412 if it exists).
+pub(crate) async fn put_flag(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(why): Query<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let mut body: Value = parse_json(&body)?;
+    match body.get("key") {
+        None => body["key"] = json!(key),
+        Some(k) if *k == json!(key) => {}
+        Some(k) => return Err(ApiError::invalid("key", format!("the body's key {k} differs from the path's `{key}`"))),
+    }
+    let flag: Flag = parse_json(body.to_string().as_bytes())?;
+    let only_create = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
+    let mut created = false;
+    let w = state
+        .write(&who.name, why.reason, |snapshot| {
+            created = !snapshot.flags().iter().any(|f| f.key == key);
+            if only_create && !created {
+                return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "exists", format!("flag `{key}` exists")));
+            }
+            Ok(vec![Change::PutFlag(flag.clone())])
+        })
+        .await?;
+    Ok(written(if created { StatusCode::CREATED } else { StatusCode::OK }, json!(flag), w))
+}
+
+pub(crate) async fn delete_flag(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(why): Query<Why>,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteFlag(key.clone())])).await?;
+    Ok(written(StatusCode::OK, Value::Null, w))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RampEdit {
+    percent: Option<u8>,
+    base: Option<String>,
+    ramped: Option<String>,
+    stickiness: Option<String>,
+    segments: Option<Vec<String>>,
+    constraints: Option<Vec<Constraint>>,
+}
+
+/// `POST /api/v1/flags/{key}/ramp`: changes any of the ramp's fields.
+pub(crate) async fn set_ramp(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(why): Query<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let edit: RampEdit = parse_json(&body)?;
+    update_flag(&state, &who, &key, why, |flag| {
+        let r = &mut flag.ramp;
+        if let Some(p) = edit.percent {
+            r.percent = p;
+        }
+        if let Some(v) = edit.base {
+            r.base = v;
+        }
+        if let Some(v) = edit.ramped {
+            r.ramped = v;
+        }
+        if let Some(v) = edit.stickiness {
+            r.stickiness = v;
+        }
+        if let Some(v) = edit.segments {
+            r.segments = v;
+        }
+        if let Some(v) = edit.constraints {
+            r.constraints = v;
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn enable(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(why): Query<Why>,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    update_flag(&state, &who, &key, why, |f| {
+        f.enabled = true;
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn disable(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(why): Query<Why>,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    update_flag(&state, &who, &key, why, |f| {
+        f.enabled = false;
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn list_overrides(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    let snapshot = state.live.load();
+    Ok(Json(json!({"data": flag_of(&snapshot, &key)?.overrides})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OverrideBody {
+    field: String,
+    value: String,
+    action: OverrideAction,
+    expires_at: Option<DateTime<Utc>>,
+    /// A duration from now, e.g. `2h`, `30m`, `7d`.
+    expires_in: Option<String>,
+}
+
+/// `POST /api/v1/flags/{key}/overrides`: adds an override, replacing one for the same field and value.
+pub(crate) async fn add_override(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(why): Query<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let b: OverrideBody = parse_json(&body)?;
+    let expires_at = match (&b.expires_at, &b.expires_in) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("expires_in", "give expires_at or expires_in, not both")),
+        (Some(t), None) => Some(*t),
+        (None, Some(d)) => {
+            let d = parse_duration(d).map_err(|m| ApiError::invalid("expires_in", m))?;
+            Some(Utc::now() + d)
+        }
+        (None, None) => None,
+    };
+    let o = Override { field: b.field, value: b.value, action: b.action, expires_at };
+    update_flag(&state, &who, &key, why, move |flag| {
+        flag.overrides.retain(|x| !(x.field == o.field && x.value == o.value));
+        flag.overrides.push(o);
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct OverrideSelector {
+    field: Option<String>,
+    value: Option<String>,
+    reason: Option<String>,
+}
+
+/// `DELETE /api/v1/flags/{key}/overrides`: clears all, or the one given by `?field=&value=`.
+pub(crate) async fn clear_overrides(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(sel): Query<OverrideSelector>,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    update_flag(&state, &who, &key, Why { reason: sel.reason }, |flag| {
+        match (&sel.field, &sel.value) {
+            (Some(f), Some(v)) => {
+                let before = flag.overrides.len();
+                flag.overrides.retain(|o| !(&o.field == f && &o.value == v));
+                if flag.overrides.len() == before {
+                    return Err(ApiError::not_found(format!("no override for {f} = {v} on `{}`", flag.key)));
+                }
+            }
+            (None, None) => flag.overrides.clear(),
+            _ => return Err(ApiError::invalid("field", "give both `field` and `value`, or neither to clear all")),
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn list_segments(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    Ok(Json(json!({"data": state.live.load().segments()})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SegmentBody {
+    #[serde(default)]
+    description: String,
+    constraints: Vec<Constraint>,
+}
+
+pub(crate) async fn put_segment(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(why): Query<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let b: SegmentBody = parse_json(&body)?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+        return Err(ApiError::invalid("name", "a segment name is letters, digits, `_`, `-` or `.`"));
+    }
+    let segment = SegmentDef { id: 0, name: name.clone(), description: b.description, constraints: b.constraints };
+    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::PutSegment(segment)])).await?;
+    let snapshot = state.live.load();
+    let stored = snapshot.segments().iter().find(|s| s.name == name).cloned();
+    Ok(written(StatusCode::OK, json!(stored), w))
+}
+
+pub(crate) async fn delete_segment(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(why): Query<Why>,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteSegment(name.clone())])).await?;
+    Ok(written(StatusCode::OK, Value::Null, w))
+}
+
+pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    state.require(&headers, Role::Admin)?;
+    Ok(Json(json!({"data": state.store.tokens().await?})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenBody {
+    name: String,
+    role: Role,
+}
+
+/// `POST /api/v1/tokens`: the answer carries the token text, the only time it is shown.
+pub(crate) async fn create_token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let who = state.require(&headers, Role::Admin)?;
+    let b: TokenBody = parse_json(&body)?;
+    let (info, token) = state.store.create_token(&who.name, &b.name, b.role).await?;
+    state.reload_tokens().await?;
+    Ok((StatusCode::CREATED, Json(json!({"data": info, "token": token}))).into_response())
+}
+
+pub(crate) async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Admin)?;
+    let event = state.store.revoke_token(&who.name, &name).await?;
+    state.reload_tokens().await?;
+    Ok(Json(json!({"audit": [event]})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AuditQuery {
+    actor: Option<String>,
+    entity: Option<String>,
+    action: Option<String>,
+    since: Option<DateTime<Utc>>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/audit`: newest first, filtered.
+pub(crate) async fn audit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit > 10_000 {
+        return Err(ApiError::invalid("limit", "at most 10000 events per request"));
+    }
+    let filter = AuditFilter { actor: q.actor, entity: q.entity, action_prefix: q.action, since: q.since, limit };
+    Ok(Json(json!({"data": state.store.audit(&filter).await?})).into_response())
+}
+
+pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    Ok(Json(json!({"head": state.store.head().await?})).into_response())
+}
+
+/// `POST /api/v1/import/unleash`: an Unleash client-API export, all or nothing.
+pub(crate) async fn import_unleash(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(why): Query<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let features: ClientFeatures = parse_json(&body)?;
+    let (flags, segments) = sluice_flags::import::from_unleash(&features)
+        .map_err(|e| ApiError { field: Some(e.field.clone()), ..ApiError::invalid("", e.to_string()) })?;
+    import(&state, &who.name, why.reason, flags, segments).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlagFile {
+    #[serde(default)]
+    segments: Vec<SegmentDef>,
+    #[serde(default)]
+    flags: Vec<Flag>,
+}
+
+/// `POST /api/v1/import/flags`: a Sluice flag file (`{segments, flags}`), all or nothing.
+pub(crate) async fn import_flags(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(why): Query<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Operator)?;
+    let file: FlagFile = parse_json(&body)?;
+    import(&state, &who.name, why.reason, file.flags, file.segments).await
+}
+
+async fn import(
+    state: &AppState,
+    actor: &str,
+    reason: Option<String>,
+    flags: Vec<Flag>,
+    segments: Vec<SegmentDef>,
+) -> ApiResult {
+    let (nf, ns) = (flags.len(), segments.len());
+    let mut changes: Vec<Change> = segments.into_iter().map(Change::PutSegment).collect();
+    changes.extend(flags.into_iter().map(Change::PutFlag));
+    if changes.is_empty() {
+        return Err(ApiError::invalid("flags", "the file has no flags and no segments"));
+    }
+    let w = state.write(actor, reason, |_| Ok(changes)).await?;
+    Ok(written(StatusCode::OK, json!({"flags": nf, "segments": ns}), w))
+}
+
+pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    let counts = state.client_metrics.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let rows: Vec<Value> =
+        counts.into_iter().map(|((flag, variant), n)| json!({"flag": flag, "variant": variant, "count": n})).collect();
+    let apps: Vec<Value> = state.client_apps.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+    Ok(Json(json!({"data": rows, "applications": apps})).into_response())
+}
+
+/// `30s`, `5m`, `24h`, `2d`, `1w`.
+pub(crate) fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 5m, 24h or 2d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("`{s}` is not a duration like 30s, 5m, 24h or 2d")),
+    };
+    if n <= 0 || n > 3650 * 86_400 / secs {
+        return Err(format!("`{s}` must be positive and at most ten years"));
+    }
+    Ok(chrono::Duration::seconds(n * secs))
+}

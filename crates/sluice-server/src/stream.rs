@@ -1,0 +1,72 @@
+//! Server-sent change streams: the OFREP event stream (`refetchEvaluation`, what the OpenFeature web
+//! provider listens for) and the admin stream of committed changes with their audit events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde_json::json;
+use sluice_store::Role;
+use tokio::sync::broadcast::{error::RecvError, Receiver};
+
+use crate::{AppState, ChangeEvent};
+
+/// The next change, or `None` when the server shuts down. A receiver that fell behind gets the latest
+/// revision instead of the ones it missed: every listener only needs to know that it must refetch.
+async fn next_change(rx: &mut Receiver<ChangeEvent>, state: &AppState) -> Option<ChangeEvent> {
+    match rx.recv().await {
+        Ok(change) => Some(change),
+        Err(RecvError::Lagged(_)) => {
+            Some(ChangeEvent { revision: state.published.load().revision, events: Vec::new() })
+        }
+        Err(RecvError::Closed) => None,
+    }
+}
+
+fn sse<S>(events: S) -> Response
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// `GET /ofrep/v1/events`: one unnamed (`message`) event `{"type":"refetchEvaluation", …}` per committed
+/// change. It carries no flag data, only "something changed", so it needs no token: browsers' and Node's
+/// `EventSource` cannot send an `Authorization` header.
+pub(crate) async fn ofrep_events(State(state): State<Arc<AppState>>) -> Response {
+    let rx = state.subscribe();
+    let events = stream::unfold((rx, state), |(mut rx, state)| async move {
+        let change = next_change(&mut rx, &state).await?;
+        let data = json!({
+            "type": "refetchEvaluation",
+            "etag": format!("r{}", change.revision),
+            "lastModified": chrono::Utc::now().timestamp(),
+        });
+        let event = Event::default().id(change.revision.to_string()).data(data.to_string());
+        Some((Ok(event), (rx, state)))
+    });
+    sse(events)
+}
+
+/// `GET /api/v1/stream` (viewer): every committed change as an event `change` with its revision and audit
+/// events — the feed the dashboard and `sluice` watchers read.
+pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = state.require(&headers, Role::Viewer) {
+        return e.into_response();
+    }
+    let rx = state.subscribe();
+    let events = stream::unfold((rx, state), |(mut rx, state)| async move {
+        let change = next_change(&mut rx, &state).await?;
+        let event = Event::default()
+            .event("change")
+            .id(change.revision.to_string())
+            .data(serde_json::to_string(&change).expect("json"));
+        Some((Ok(event), (rx, state)))
+    });
+    sse(events)
+}

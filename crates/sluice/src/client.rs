@@ -1,0 +1,99 @@
+//! The CLI's HTTP client: every command talks to a running server, and every failure says what to do next.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Where the server is and who we are.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// A failed command, as the user should read it.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    /// Sends a request; returns the JSON answer of a 2xx, or the server's error in words.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            CliError(format!(
+                "cannot reach the Sluice server at {}: {}\n  is `sluice serve` running? Point the CLI at it with --server or SLUICE_SERVER.",
+                self.base,
+                root_cause(&e)
+            ))
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| CliError(format!("reading the answer from {url}: {e}")))?;
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(json);
+        }
+        let message = json.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+        let field = json.get("field").and_then(Value::as_str).filter(|f| !f.is_empty());
+        Err(CliError(match status {
+            StatusCode::UNAUTHORIZED => match &self.token {
+                None => "the server needs a token: pass --token or set SLUICE_TOKEN (`sluice serve` prints the admin token on first start)".into(),
+                Some(_) => "the server refused the token (unknown or revoked): check --token / SLUICE_TOKEN".into(),
+            },
+            StatusCode::FORBIDDEN => format!("the token's role may not do this: {message}"),
+            _ => match field {
+                Some(f) => format!("{message} (field `{f}`)"),
+                None if message.is_empty() => format!("the server answered {status}: {json}"),
+                None => message,
+            },
+        }))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(Method::GET, path, None).await
+    }
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
