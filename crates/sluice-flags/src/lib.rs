@@ -37,5 +37,5 @@ pub use flag::{
     validate_constraint, Flag, FlagError, FlagVariant, Override, OverrideAction, Ramp, SegmentDef,
     MAX_EXPIRING_DISABLES, OPERATORS,
 };
-pub use snapshot::{LiveFlags, Snapshot, VariantResult, DISABLED_VARIANT};
+pub use snapshot::{LiveFlags, OfrepOutcome, Snapshot, VariantResult, DISABLED_VARIANT};
 pub use strategy::CompiledVariant;

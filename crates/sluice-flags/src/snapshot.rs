@@ -43,6 +43,15 @@ struct Outcome<'s> {
 
 const OFF: Outcome<'static> = Outcome { enabled: false, variant: None, strategy: None };
 
+/// What OFREP answers for one flag.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OfrepOutcome<'s> {
+    /// A value, its variant and the reason.
+    Resolved(Resolution<'s>),
+    /// The flag splits by a key this context lacks (the flag's key is carried).
+    TargetingKeyMissing(&'s str),
+}
+
 /// The answer to Unleash's `getVariant`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VariantResult<'s> {
@@ -184,11 +193,38 @@ impl Snapshot {
     /// `default`, userId or sessionId) is missing. OFREP answers `TARGETING_KEY_MISSING` then, where an
     /// Unleash SDK would draw at random.
     pub fn needs_targeting_key(&self, key: &str, ctx: &Context) -> bool {
-        let Some(&i) = self.index.get(key) else { return false };
-        match self.features[i as usize].meta.split_on.as_deref() {
+        self.index.get(key).is_some_and(|&i| self.needs_key_at(i as usize, ctx))
+    }
+
+    fn needs_key_at(&self, i: usize, ctx: &Context) -> bool {
+        match self.features[i].meta.split_on.as_deref() {
             None => false,
             Some("default") => ctx.user_id.is_none() && ctx.session_id.is_none(),
             Some(field) => ctx.get(field).is_none(),
+        }
+    }
+
+    /// The OFREP outcome for one flag: `None` when there is no such flag.
+    #[inline]
+    pub fn evaluate_ofrep(&self, key: &str, ctx: &Context) -> Option<OfrepOutcome<'_>> {
+        let i = *self.index.get(key)? as usize;
+        Some(self.ofrep_at(i, ctx))
+    }
+
+    /// The OFREP outcomes of every flag for one context, in the snapshot's order: the bulk evaluation.
+    pub fn evaluate_ofrep_all<'s, 'c>(&'s self, ctx: &'c Context) -> impl Iterator<Item = OfrepOutcome<'s>> + 'c
+    where
+        's: 'c,
+    {
+        (0..self.features.len()).map(move |i| self.ofrep_at(i, ctx))
+    }
+
+    #[inline]
+    fn ofrep_at(&self, i: usize, ctx: &Context) -> OfrepOutcome<'_> {
+        if self.features[i].enabled && self.needs_key_at(i, ctx) {
+            OfrepOutcome::TargetingKeyMissing(&self.features[i].name)
+        } else {
+            OfrepOutcome::Resolved(self.resolve_index(i, ctx))
         }
     }
 

@@ -7,10 +7,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use sluice_flags::ofrep::{ErrorCode, Resolution};
-use sluice_flags::{Context, Snapshot};
+use sluice_flags::ofrep::{ErrorCode, Reason};
+use sluice_flags::{Context, OfrepOutcome};
 
 use crate::auth::EvalRefusal;
 use crate::AppState;
@@ -62,26 +62,47 @@ fn context_of(body: &[u8], key: Option<&str>) -> Result<Context, Box<Response>> 
     }
 }
 
-fn success(r: &Resolution<'_>) -> Value {
-    json!({"key": r.key, "value": r.value, "reason": r.reason, "variant": r.variant, "metadata": {}})
+/// One flag's OFREP entry, serialized straight from borrowed data: the hot path builds no JSON tree.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'s> {
+    Ok {
+        key: &'s str,
+        value: &'s Value,
+        reason: Reason,
+        variant: &'s str,
+        metadata: Empty,
+    },
+    Err {
+        key: &'s str,
+        #[serde(rename = "errorCode")]
+        error_code: ErrorCode,
+        #[serde(rename = "errorDetails")]
+        error_details: &'static str,
+    },
 }
 
-/// One flag's answer or error, as both endpoints give it.
-fn answer(snapshot: &Snapshot, key: &str, ctx: &Context) -> Result<Value, (StatusCode, Value)> {
-    match snapshot.resolve(key, ctx) {
-        None => {
-            Err((StatusCode::NOT_FOUND, error_body(Some(key), ErrorCode::FlagNotFound, format!("no flag `{key}`"))))
+#[derive(Serialize)]
+struct Empty {}
+
+const KEY_MISSING: &str =
+    "this flag splits contexts by a key the context does not carry (targetingKey, or its stickiness field)";
+
+impl<'s> From<OfrepOutcome<'s>> for Entry<'s> {
+    fn from(o: OfrepOutcome<'s>) -> Self {
+        match o {
+            OfrepOutcome::Resolved(r) => {
+                Entry::Ok { key: r.key, value: r.value, reason: r.reason, variant: r.variant, metadata: Empty {} }
+            }
+            OfrepOutcome::TargetingKeyMissing(key) => {
+                Entry::Err { key, error_code: ErrorCode::TargetingKeyMissing, error_details: KEY_MISSING }
+            }
         }
-        Some(_) if snapshot.needs_targeting_key(key, ctx) => Err((
-            StatusCode::BAD_REQUEST,
-            error_body(
-                Some(key),
-                ErrorCode::TargetingKeyMissing,
-                "this flag splits contexts by a key the context does not carry (targetingKey, or its stickiness field)",
-            ),
-        )),
-        Some(r) => Ok(success(&r)),
     }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
@@ -98,9 +119,19 @@ pub(crate) async fn evaluate_one(
         Ok(ctx) => ctx,
         Err(response) => return *response,
     };
-    match answer(&state.live.load(), &key, &ctx) {
-        Ok(body) => axum::Json(body).into_response(),
-        Err((status, body)) => (status, axum::Json(body)).into_response(),
+    match state.live.load().evaluate_ofrep(&key, &ctx) {
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(error_body(Some(&key), ErrorCode::FlagNotFound, format!("no flag `{key}`"))),
+        )
+            .into_response(),
+        Some(outcome) => {
+            let status = match outcome {
+                OfrepOutcome::Resolved(_) => StatusCode::OK,
+                OfrepOutcome::TargetingKeyMissing(_) => StatusCode::BAD_REQUEST,
+            };
+            json_response(status, serde_json::to_vec(&Entry::from(outcome)).expect("json"))
+        }
     }
 }
 
@@ -115,23 +146,13 @@ pub(crate) async fn evaluate_all(State(state): State<Arc<AppState>>, headers: He
         Err(response) => return *response,
     };
     let snapshot = state.live.load();
-    let flags: Vec<Value> = snapshot
-        .keys()
-        .map(|key| match answer(&snapshot, key, &ctx) {
-            Ok(v) => v,
-            Err((_, v)) => v,
-        })
-        .collect();
-    // The stream is advertised relative to the provider's base URL, so no host name is needed here.
-    let body = serde_json::to_vec(&json!({
-        "flags": flags,
-        "metadata": {},
-        "eventStreams": [{"type": "sse", "endpoint": {"requestUri": "/ofrep/v1/events"}, "inactivityDelaySec": 120}],
-    }))
-    .expect("json");
-    let digest = Sha256::digest(&body);
-    let etag = format!("W/\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let etag = HeaderValue::from_str(&etag).expect("ascii");
+    let flags: Vec<Entry<'_>> = snapshot.evaluate_ofrep_all(&ctx).map(Entry::from).collect();
+    let body = serde_json::to_vec(&Bulk { flags, metadata: Empty {}, event_streams: EVENT_STREAMS }).expect("json");
+    // A weak ETag of the answer itself; collisions only cost a missed refresh until the next change, and
+    // SipHash is several times cheaper than a cryptographic digest of a 30 KB body.
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, &body);
+    let etag = HeaderValue::from_str(&format!("W/\"{:016x}\"", std::hash::Hasher::finish(&hasher))).expect("ascii");
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -139,9 +160,37 @@ pub(crate) async fn evaluate_all(State(state): State<Arc<AppState>>, headers: He
     if matches {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    (StatusCode::OK, [(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
-        .into_response()
+    let mut response = json_response(StatusCode::OK, body);
+    response.headers_mut().insert(header::ETAG, etag);
+    response
 }
+
+#[derive(Serialize)]
+struct Bulk<'s> {
+    flags: Vec<Entry<'s>>,
+    metadata: Empty,
+    #[serde(rename = "eventStreams")]
+    event_streams: &'static [EventStream],
+}
+
+/// Advertised relative to the provider's base URL, so no host name is needed here.
+#[derive(Serialize)]
+struct EventStream {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    endpoint: Endpoint,
+    #[serde(rename = "inactivityDelaySec")]
+    inactivity_delay_sec: u32,
+}
+
+#[derive(Serialize)]
+struct Endpoint {
+    #[serde(rename = "requestUri")]
+    request_uri: &'static str,
+}
+
+const EVENT_STREAMS: &[EventStream] =
+    &[EventStream { kind: "sse", endpoint: Endpoint { request_uri: "/ofrep/v1/events" }, inactivity_delay_sec: 120 }];
 
 /// `GET /ofrep/v1/configuration`: what this server supports, including its event stream.
 pub(crate) async fn configuration(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
