@@ -427,9 +427,13 @@ async fn import(
 
 pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
-    let counts = state.client_metrics.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let rows: Vec<Value> =
-        counts.into_iter().map(|((flag, variant), n)| json!({"flag": flag, "variant": variant, "count": n})).collect();
+    let rows: Vec<Value> = state
+        .store
+        .client_metrics()
+        .await?
+        .into_iter()
+        .map(|(flag, variant, n)| json!({"flag": flag, "variant": variant, "count": n}))
+        .collect();
     let apps: Vec<Value> = state.client_apps.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
     Ok(Json(json!({"data": rows, "applications": apps})).into_response())
 }

@@ -98,13 +98,18 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
-    let mut counts = state.client_metrics.lock().unwrap_or_else(|p| p.into_inner());
+    let mut counts = Vec::new();
     for (flag, t) in m.bucket.toggles {
-        *counts.entry((flag.clone(), "(enabled)".into())).or_default() += t.yes;
-        *counts.entry((flag.clone(), "(disabled)".into())).or_default() += t.no;
-        for (variant, n) in t.variants {
-            *counts.entry((flag.clone(), variant)).or_default() += n;
-        }
+        counts.push((flag.clone(), "(enabled)".to_string(), t.yes));
+        counts.push((flag.clone(), "(disabled)".to_string(), t.no));
+        counts.extend(t.variants.into_iter().map(|(variant, n)| (flag.clone(), variant, n)));
     }
-    StatusCode::ACCEPTED.into_response()
+    if counts.len() > 100_000 {
+        return ApiError::invalid("bucket.toggles", "at most 100000 flag and variant counts per report")
+            .into_response();
+    }
+    match state.store.record_client_metrics(&counts).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = sluice_store::Store::open("data/sluice.db").await?;
+//! let store = std::sync::Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
 //! let state = sluice_server::AppState::load(store, sluice_server::Options::default()).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4242").await?;
 //! axum::serve(listener, sluice_server::router(state)).await?;
@@ -65,7 +65,7 @@ pub struct ChangeEvent {
 
 /// Shared server state.
 pub struct AppState {
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) live: LiveFlags,
     pub(crate) published: ArcSwap<Published>,
     pub(crate) tokens: ArcSwap<TokenTable>,
@@ -74,14 +74,12 @@ pub struct AppState {
     pub(crate) writer: tokio::sync::Mutex<()>,
     pub(crate) options: Options,
     pub(crate) limiter: auth::RateLimiter,
-    /// Evaluation counts reported by Unleash SDKs: (flag, variant or `""`) → (yes, no, count).
-    pub(crate) client_metrics: Mutex<BTreeMap<(String, String), u64>>,
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
 }
 
 impl AppState {
     /// Loads the catalog and the tokens from `store`.
-    pub async fn load(store: Store, options: Options) -> Result<Arc<AppState>, StoreError> {
+    pub async fn load(store: Arc<dyn Store>, options: Options) -> Result<Arc<AppState>, StoreError> {
         let (snapshot, revision) = store.snapshot().await?;
         let tokens = store.token_table().await?;
         let published = publish_of(&snapshot, revision);
@@ -94,14 +92,13 @@ impl AppState {
             writer: tokio::sync::Mutex::new(()),
             limiter: auth::RateLimiter::new(options.evaluation_rate_limit),
             options,
-            client_metrics: Mutex::new(BTreeMap::new()),
             client_apps: Mutex::new(BTreeMap::new()),
         }))
     }
 
     /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     /// The live flags, as evaluations see them.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sluice_server::{AppState, Options};
-use sluice_store::{Role, Store};
+use sluice_store::{Role, SqliteStore, Store};
 
 struct Server {
     url: String,
@@ -20,9 +20,9 @@ struct Server {
 
 async fn start(options: Options) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("sluice.db")).await.unwrap();
+    let store = SqliteStore::open(dir.path().join("sluice.db")).await.unwrap();
     let (_, admin) = store.create_token("test", "admin", Role::Admin).await.unwrap();
-    let state = AppState::load(store, options).await.unwrap();
+    let state = AppState::load(Arc::new(store), options).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let app = sluice_server::router(state.clone());

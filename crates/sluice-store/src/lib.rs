@@ -6,8 +6,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_store::StoreError> {
-//! use sluice_store::{Change, Store};
-//! let store = Store::open("data/sluice.db").await?;
+//! use sluice_store::{Change, SqliteStore, Store};
+//! let store = SqliteStore::open("data/sluice.db").await?;
 //! let mut flag = sluice_flags::Flag::boolean("awf_bundle");
 //! flag.ramp.percent = 25;
 //! let applied = store.apply("admin", Change::PutFlag(flag), Some("phase 2".into())).await?;
@@ -19,19 +19,15 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod sqlite;
 mod token;
 
-use std::path::Path;
-use std::str::FromStr;
-
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::Value;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use tokio::sync::Mutex;
 
 pub use audit::{AuditEvent, Verification};
+pub use sqlite::SqliteStore;
 pub use token::{Principal, Role, TokenInfo, TokenTable};
 
 /// A change to the flag catalog.
@@ -144,486 +140,68 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-/// The SQLite store.
-#[derive(Debug)]
-pub struct Store {
-    pool: SqlitePool,
-    /// One writer at a time: each change reads the catalog, validates and appends to the chain, which
-    /// must not interleave with another change's.
-    writer: Mutex<()>,
-}
-
-impl Store {
-    /// Opens (creating it and its folder if needed) the SQLite file at `path` and migrates it.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
-        }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        migrator().run(&pool).await?;
-        Ok(Store { pool, writer: Mutex::new(()) })
-    }
-
+/// Sluice's persistence, behind one trait so that the server runs on any backend (SQLite now; PostgreSQL for
+/// several replicas). Every method that changes state writes its audit event in the same transaction.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
     /// The current catalog compiled into a snapshot, and its revision (the ETag of the flag state).
-    pub async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let (flags, segments) = load_catalog(&mut conn).await?;
-        let revision: i64 =
-            sqlx::query_scalar("SELECT revision FROM revision WHERE id = 1").fetch_one(&mut *conn).await?;
-        let snapshot =
-            Snapshot::from_flags(flags, segments).map_err(|e| StoreError::Corrupt { message: e.to_string() })?;
-        Ok((snapshot, revision))
-    }
-
-    /// Applies one change as `actor`: validates the resulting catalog, writes the change and its audit event
-    /// in one transaction, and returns the event and the new snapshot to publish.
-    pub async fn apply(&self, actor: &str, change: Change, reason: Option<String>) -> Result<Applied, StoreError> {
-        let mut applied = self.apply_all(actor, vec![change], reason).await?;
-        Ok(Applied { event: applied.events.remove(0), snapshot: applied.snapshot, revision: applied.revision })
-    }
+    async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError>;
 
     /// Applies several changes all or nothing (imports): one transaction, one audit event per change, and the
     /// catalog validated once at the end, so that a batch may, say, create a segment and the flags using it.
-    pub async fn apply_all(
+    async fn apply_all(
         &self,
         actor: &str,
         changes: Vec<Change>,
         reason: Option<String>,
-    ) -> Result<AppliedBatch, StoreError> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let (mut flags, mut segments) = load_catalog(&mut tx).await?;
-        let now = Utc::now();
-        let mut staged = Vec::with_capacity(changes.len());
-        for change in changes {
-            staged.push(stage(&mut tx, &mut flags, &mut segments, change, now).await?);
-        }
-        // The whole catalog must still compile: this is what readers will be served.
-        let snapshot = Snapshot::from_flags(flags, segments).map_err(StoreError::Invalid)?;
-        let mut events = Vec::with_capacity(staged.len());
-        for (action, entity, before, after) in staged {
-            events.push(append_audit(&mut tx, now, actor, action, &entity, before, after, reason.clone()).await?);
-        }
-        let revision: i64 =
-            sqlx::query_scalar("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision")
-                .fetch_one(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(AppliedBatch { events, snapshot, revision })
+    ) -> Result<AppliedBatch, StoreError>;
+
+    /// Applies one change as `actor`: validates the resulting catalog, writes the change and its audit event
+    /// in one transaction, and returns the event and the new snapshot to publish.
+    async fn apply(&self, actor: &str, change: Change, reason: Option<String>) -> Result<Applied, StoreError> {
+        let mut batch = self.apply_all(actor, vec![change], reason).await?;
+        Ok(Applied { event: batch.events.remove(0), snapshot: batch.snapshot, revision: batch.revision })
     }
 
     /// Audit events matching `filter`, newest first.
-    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        // One static statement: an absent filter is a NULL parameter that matches everything.
-        let rows = sqlx::query(
-            "SELECT * FROM audit \
-             WHERE (CAST($1 AS TEXT) IS NULL OR actor = $1) \
-               AND (CAST($2 AS TEXT) IS NULL OR entity = $2) \
-               AND (CAST($3 AS TEXT) IS NULL OR substr(action, 1, length($3)) = $3) \
-               AND (CAST($4 AS TEXT) IS NULL OR at >= $4) \
-             ORDER BY seq DESC LIMIT $5",
-        )
-        .bind(&filter.actor)
-        .bind(&filter.entity)
-        .bind(&filter.action_prefix)
-        .bind(filter.since.map(rfc3339))
-        .bind(if filter.limit == 0 { 100 } else { i64::from(filter.limit) })
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from_row).collect()
-    }
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Every audit event, oldest first.
+    async fn chain(&self) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Recomputes the whole chain; with `anchored_head`, also requires that hash to be in it.
-    pub async fn verify(&self, anchored_head: Option<&str>) -> Result<Verification, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit ORDER BY seq").fetch_all(&self.pool).await?;
-        let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(audit::verify(&events, anchored_head))
+    async fn verify(&self, anchored_head: Option<&str>) -> Result<Verification, StoreError> {
+        Ok(audit::verify(&self.chain().await?, anchored_head))
     }
 
     /// The last event's hash ([`audit::GENESIS`] when there is none), to anchor elsewhere.
-    pub async fn head(&self) -> Result<String, StoreError> {
-        let head: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&self.pool).await?;
-        Ok(head.unwrap_or_else(|| audit::GENESIS.into()))
-    }
+    async fn head(&self) -> Result<String, StoreError>;
 
     /// Creates a token named `name` with `role`, audited as `actor`. Returns the token text, shown only now:
     /// the store keeps its SHA-256.
-    pub async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError> {
-        if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-        {
-            return Err(StoreError::Conflict {
-                message: "a token name is 1 to 100 letters, digits, `-`, `_`, `.` or `@`".into(),
-            });
-        }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let taken: Option<String> =
-            sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
-        if taken.is_some() {
-            return Err(StoreError::Conflict {
-                message: format!("a token named `{name}` exists; revoke it or pick another name"),
-            });
-        }
-        let id = token::random_hex(8);
-        let text = format!("slc_{id}_{}", token::random_hex(32));
-        self.insert_token(&mut tx, actor, &id, name, role, &text).await?;
-        tx.commit().await?;
-        let info = self.tokens().await?.into_iter().find(|t| t.id == id).expect("just inserted");
-        Ok((info, text))
-    }
+    async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError>;
 
     /// Makes `text` (e.g. from `SLUICE_ADMIN_TOKEN`) an active token named `name` with `role`, unless an
     /// active token with that text exists. Returns whether it was added.
-    pub async fn ensure_token(&self, actor: &str, name: &str, role: Role, text: &str) -> Result<bool, StoreError> {
-        if text.len() < 32 {
-            return Err(StoreError::Conflict { message: "a token must be at least 32 characters".into() });
-        }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let hash = token::sha256_hex(text);
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM tokens WHERE secret_sha256 = $1 AND revoked_at IS NULL")
-                .bind(&hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if existing.is_some() {
-            return Ok(false);
-        }
-        let taken: Option<String> =
-            sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
-        let name = if taken.is_some() { format!("{name}-{}", &hash[..8]) } else { name.to_string() };
-        self.insert_token(&mut tx, actor, &hash[..16], &name, role, text).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn insert_token(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        actor: &str,
-        id: &str,
-        name: &str,
-        role: Role,
-        text: &str,
-    ) -> Result<(), StoreError> {
-        let now = Utc::now();
-        sqlx::query(
-            "INSERT INTO tokens (id, name, role, secret_sha256, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(role.as_str())
-        .bind(token::sha256_hex(text))
-        .bind(rfc3339(now))
-        .bind(actor)
-        .execute(&mut *tx)
-        .await?;
-        let after = serde_json::json!({"id": id, "name": name, "role": role.as_str()});
-        append_audit(tx, now, actor, "token.create", &format!("token:{name}"), None, Some(after), None).await?;
-        Ok(())
-    }
+    async fn ensure_token(&self, actor: &str, name: &str, role: Role, text: &str) -> Result<bool, StoreError>;
 
     /// Revokes the token named `name`, audited as `actor`.
-    pub async fn revoke_token(&self, actor: &str, name: &str) -> Result<AuditEvent, StoreError> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let entity = format!("token:{name}");
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT id, role FROM tokens WHERE name = $1 AND revoked_at IS NULL")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((id, role)) = row else {
-            return Err(StoreError::NotFound { entity });
-        };
-        let now = Utc::now();
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
-            .bind(rfc3339(now))
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        let before = serde_json::json!({"id": id, "name": name, "role": role});
-        let event = append_audit(&mut tx, now, actor, "token.revoke", &entity, Some(before), None, None).await?;
-        tx.commit().await?;
-        Ok(event)
-    }
+    async fn revoke_token(&self, actor: &str, name: &str) -> Result<AuditEvent, StoreError>;
 
     /// Every token, revoked ones included, oldest first; never a secret.
-    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, role, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let role: String = r.get("role");
-                Ok(TokenInfo {
-                    id: r.get("id"),
-                    name: r.get("name"),
-                    role: role.parse().map_err(|message| StoreError::Corrupt { message })?,
-                    created_at: r.get("created_at"),
-                    created_by: r.get("created_by"),
-                    revoked_at: r.get("revoked_at"),
-                })
-            })
-            .collect()
-    }
+    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
+
+    /// Every active token, for authenticating requests from memory.
+    async fn token_table(&self) -> Result<TokenTable, StoreError>;
 
     /// The principal a token stands for, or `None` for an unknown, malformed or revoked token.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
         Ok(self.token_table().await?.authenticate(token).cloned())
     }
 
-    /// Every active token, for authenticating requests from memory.
-    pub async fn token_table(&self) -> Result<TokenTable, StoreError> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT name, role, secret_sha256 FROM tokens WHERE revoked_at IS NULL")
-                .fetch_all(&self.pool)
-                .await?;
-        let mut table = TokenTable::default();
-        for (name, role, hash) in rows {
-            let role = role.parse().map_err(|message| StoreError::Corrupt { message })?;
-            table.insert(hash, Principal { name, role });
-        }
-        Ok(table)
-    }
+    /// Adds evaluation counts reported by an SDK: (flag, variant) → count.
+    async fn record_client_metrics(&self, counts: &[(String, String, u64)]) -> Result<(), StoreError>;
 
-    /// The underlying pool, for tests and tools that inspect the file.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-}
-
-/// The schema migrations, embedded in the binary (no `sqlx` macros: nothing needs a database at build time).
-fn migrator() -> sqlx::migrate::Migrator {
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    use sqlx::SqlSafeStr;
-    const MIGRATIONS: &[(i64, &str, &str)] = &[
-        (1, "flags and audit", include_str!("../migrations/0001_flags_and_audit.sql")),
-        (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
-    ];
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
-            })
-            .collect(),
-    )
-}
-
-/// What one change wrote: (action, entity, before, after), for its audit event.
-type Staged = (&'static str, String, Option<Value>, Option<Value>);
-
-/// Writes one change inside the caller's transaction and applies it to the in-memory catalog.
-async fn stage(
-    tx: &mut sqlx::SqliteConnection,
-    flags: &mut Vec<Flag>,
-    segments: &mut Vec<SegmentDef>,
-    change: Change,
-    now: DateTime<Utc>,
-) -> Result<Staged, StoreError> {
-    let staged = match change {
-        Change::PutFlag(flag) => {
-            let entity = format!("flag:{}", flag.key);
-            let after = to_json(&flag);
-            let (action, before) = match flags.iter_mut().find(|f| f.key == flag.key) {
-                Some(slot) => {
-                    let before = to_json(slot);
-                    *slot = flag.clone();
-                    ("flag.update", Some(before))
-                }
-                None => {
-                    flags.push(flag.clone());
-                    ("flag.create", None)
-                }
-            };
-            sqlx::query(
-                "INSERT INTO flags (key, body, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-            )
-            .bind(&flag.key)
-            .bind(after.to_string())
-            .bind(rfc3339(now))
-            .execute(&mut *tx)
-            .await?;
-            (action, entity, before, Some(after))
-        }
-        Change::DeleteFlag(key) => {
-            let entity = format!("flag:{key}");
-            let Some(pos) = flags.iter().position(|f| f.key == key) else {
-                return Err(StoreError::NotFound { entity });
-            };
-            let before = to_json(&flags.remove(pos));
-            sqlx::query("DELETE FROM flags WHERE key = $1").bind(&key).execute(&mut *tx).await?;
-            ("flag.delete", entity, Some(before), None)
-        }
-        Change::PutSegment(mut segment) => {
-            let entity = format!("segment:{}", segment.name);
-            let existing = segments.iter().position(|s| s.name == segment.name);
-            let before = existing.map(|i| to_json(&segments[i]));
-            segment.id = match existing {
-                Some(i) => segments[i].id,
-                None => segments.iter().map(|s| s.id).max().unwrap_or(0) + 1,
-            };
-            for (i, c) in segment.constraints.iter().enumerate() {
-                sluice_flags::validate_constraint(c).map_err(|(field, message)| StoreError::InvalidField {
-                    entity: format!("segment `{}`", segment.name),
-                    field: format!("constraints[{i}].{field}"),
-                    message,
-                })?;
-            }
-            let after = to_json(&segment);
-            match existing {
-                Some(i) => segments[i] = segment.clone(),
-                None => segments.push(segment.clone()),
-            }
-            sqlx::query(
-                "INSERT INTO segments (id, name, body) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-            )
-            .bind(segment.id)
-            .bind(&segment.name)
-            .bind(after.to_string())
-            .execute(&mut *tx)
-            .await?;
-            let action = if before.is_some() { "segment.update" } else { "segment.create" };
-            (action, entity, before, Some(after))
-        }
-        Change::DeleteSegment(name) => {
-            let entity = format!("segment:{name}");
-            let Some(pos) = segments.iter().position(|s| s.name == name) else {
-                return Err(StoreError::NotFound { entity });
-            };
-            let users: Vec<&str> =
-                flags.iter().filter(|f| f.ramp.segments.contains(&name)).map(|f| f.key.as_str()).collect();
-            if !users.is_empty() {
-                return Err(StoreError::Conflict {
-                    message: format!(
-                        "segment `{name}` is used by flag(s) {}; remove it from them first",
-                        users.join(", ")
-                    ),
-                });
-            }
-            let before = to_json(&segments.remove(pos));
-            sqlx::query("DELETE FROM segments WHERE name = $1").bind(&name).execute(&mut *tx).await?;
-            ("segment.delete", entity, Some(before), None)
-        }
-    };
-    Ok(staged)
-}
-
-async fn load_catalog(conn: &mut sqlx::SqliteConnection) -> Result<(Vec<Flag>, Vec<SegmentDef>), StoreError> {
-    let flags = sqlx::query("SELECT key, body FROM flags ORDER BY key")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| parse_body::<Flag>(r, "flag", r.get("key")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let segments = sqlx::query("SELECT name, body FROM segments ORDER BY id")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| parse_body::<SegmentDef>(r, "segment", r.get("name")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((flags, segments))
-}
-
-fn parse_body<T: serde::de::DeserializeOwned>(
-    row: &sqlx::sqlite::SqliteRow,
-    kind: &str,
-    name: String,
-) -> Result<T, StoreError> {
-    let body: String = row.get("body");
-    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { message: format!("{kind} `{name}`: {e}") })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn append_audit(
-    tx: &mut sqlx::SqliteConnection,
-    at: DateTime<Utc>,
-    actor: &str,
-    action: &str,
-    entity: &str,
-    before: Option<Value>,
-    after: Option<Value>,
-    reason: Option<String>,
-) -> Result<AuditEvent, StoreError> {
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
-    let (seq, prev_hash) = match last {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, audit::GENESIS.to_string()),
-    };
-    // Stored times keep microseconds, so the hash recomputed from the row equals the one computed here.
-    let at = DateTime::parse_from_rfc3339(&rfc3339(at)).expect("own format").with_timezone(&Utc);
-    let mut event = AuditEvent {
-        seq,
-        at,
-        actor: actor.into(),
-        action: action.into(),
-        entity: entity.into(),
-        before,
-        after,
-        reason,
-        prev_hash,
-        hash: String::new(),
-    };
-    event.hash = event.computed_hash();
-    sqlx::query(
-        "INSERT INTO audit (seq, at, actor, action, entity, before, after, reason, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(event.seq)
-    .bind(rfc3339(event.at))
-    .bind(&event.actor)
-    .bind(&event.action)
-    .bind(&event.entity)
-    .bind(event.before.as_ref().map(Value::to_string))
-    .bind(event.after.as_ref().map(Value::to_string))
-    .bind(&event.reason)
-    .bind(&event.prev_hash)
-    .bind(&event.hash)
-    .execute(&mut *tx)
-    .await?;
-    Ok(event)
-}
-
-fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent, StoreError> {
-    let seq: i64 = r.get("seq");
-    let corrupt = |what: &str| StoreError::Corrupt { message: format!("audit record {seq}: {what}") };
-    let json = |col: &str| -> Result<Option<Value>, StoreError> {
-        let text: Option<String> = r.get(col);
-        text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt(&format!("`{col}` is not JSON")))).transpose()
-    };
-    let at: String = r.get("at");
-    Ok(AuditEvent {
-        seq,
-        at: DateTime::parse_from_rfc3339(&at).map_err(|_| corrupt("`at` is not a time"))?.with_timezone(&Utc),
-        actor: r.get("actor"),
-        action: r.get("action"),
-        entity: r.get("entity"),
-        before: json("before")?,
-        after: json("after")?,
-        reason: r.get("reason"),
-        prev_hash: r.get("prev_hash"),
-        hash: r.get("hash"),
-    })
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).expect("flag model serializes")
+    /// The evaluation counts kept so far: (flag, variant, count), by flag then variant.
+    async fn client_metrics(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 }

@@ -2,11 +2,11 @@
 
 use sluice_flags::unleash::Constraint;
 use sluice_flags::{Context, Flag, Override, SegmentDef};
-use sluice_store::{AuditFilter, Change, Store, StoreError, Verification};
+use sluice_store::{AuditFilter, Change, SqliteStore, Store, StoreError, Verification};
 
-async fn store() -> (tempfile::TempDir, Store) {
+async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("data/sluice.db")).await.unwrap();
+    let store = SqliteStore::open(dir.path().join("data/sluice.db")).await.unwrap();
     (dir, store)
 }
 
@@ -24,7 +24,7 @@ fn qa() -> SegmentDef {
     }
 }
 
-async fn audit_len(store: &Store) -> usize {
+async fn audit_len(store: &SqliteStore) -> usize {
     store.audit(&AuditFilter { limit: 1000, ..Default::default() }).await.unwrap().len()
 }
 
@@ -103,13 +103,13 @@ async fn the_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.db");
     {
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         store.apply("alice", Change::PutSegment(qa()), None).await.unwrap();
         let mut flag = Flag::modes("stage_validation", &["off", "warn", "enforce"]);
         flag.ramp.percent = 10;
         store.apply("alice", Change::PutFlag(flag), None).await.unwrap();
     }
-    let store = Store::open(&path).await.unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
     let (snap, revision) = store.snapshot().await.unwrap();
     assert_eq!(revision, 2);
     assert_eq!(snap.segments()[0].id, 1);
@@ -226,4 +226,21 @@ async fn a_batch_is_all_or_nothing() {
     let (snap, revision) = store.snapshot().await.unwrap();
     assert_eq!((snap.len(), revision), (1, 1));
     assert_eq!(audit_len(&store).await, 2);
+}
+
+#[tokio::test]
+async fn client_metrics_add_up_and_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let report = vec![("f".to_string(), "on".to_string(), 7), ("f".to_string(), "off".to_string(), 3)];
+        store.record_client_metrics(&report).await.unwrap();
+        store.record_client_metrics(&report[..1]).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.client_metrics().await.unwrap(),
+        vec![("f".to_string(), "off".to_string(), 3), ("f".to_string(), "on".to_string(), 14)]
+    );
 }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Method;
 use serde_json::{json, Value};
-use sluice_store::Role;
+use sluice_store::{Role, Store};
 
 use client::{enc, CliError, Client};
 
@@ -298,7 +298,7 @@ async fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let db = args.data_dir.join("sluice.db");
-    let store = sluice_store::Store::open(&db)
+    let store = sluice_store::SqliteStore::open(&db)
         .await
         .map_err(|e| CliError(format!("cannot open the database {}: {e}", db.display())))?;
     let io = |e: sluice_store::StoreError| CliError(e.to_string());
@@ -320,7 +320,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         anonymous_evaluation: args.anonymous_evaluation,
         evaluation_rate_limit: args.rate_limit,
     };
-    let state = sluice_server::AppState::load(store, options).await.map_err(io)?;
+    let state = sluice_server::AppState::load(std::sync::Arc::new(store), options).await.map_err(io)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -11,15 +11,16 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_store::{Role, Store};
+use sluice_store::{Role, SqliteStore, Store};
 
 #[tokio::main]
 async fn main() {
     let writes: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(1000);
     let dir = std::env::temp_dir().join(format!("sluice-sse-latency-{}", std::process::id()));
-    let store = Store::open(dir.join("sluice.db")).await.unwrap();
+    let store = SqliteStore::open(dir.join("sluice.db")).await.unwrap();
     let (_, admin) = store.create_token("bench", "admin", Role::Admin).await.unwrap();
-    let state = sluice_server::AppState::load(store, sluice_server::Options::default()).await.unwrap();
+    let state =
+        sluice_server::AppState::load(std::sync::Arc::new(store), sluice_server::Options::default()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(axum::serve(listener, sluice_server::router(state)).into_future());
