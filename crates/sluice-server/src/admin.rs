@@ -83,6 +83,9 @@ pub(crate) async fn put_flag(
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     let mut body: Value = parse_json(&body)?;
+    if !body.is_object() {
+        return Err(ApiError::invalid("", "the body must be a JSON object: a flag"));
+    }
     match body.get("key") {
         None => body["key"] = json!(key),
         Some(k) if *k == json!(key) => {}
