@@ -61,6 +61,24 @@ enum Command {
     /// Import flags, all or nothing.
     #[command(subcommand)]
     Import(ImportCmd),
+    /// Rollout plans.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+}
+
+#[derive(Subcommand)]
+enum PlanCmd {
+    /// Check plans: every problem with file, line, column and key. Exit 1 when one cannot start.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Check flags, variants and segments against this flag file (YAML or JSON) instead of the server.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Do not check flags, variants and segments at all.
+        #[arg(long, conflicts_with = "catalog")]
+        offline: bool,
+    },
 }
 
 #[derive(Args)]
@@ -392,6 +410,9 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
         Command::Token(cmd) => token(client, output, cmd).await,
         Command::Audit(cmd) => audit(client, output, cmd).await,
         Command::Import(cmd) => import(client, output, cmd).await,
+        Command::Plan(PlanCmd::Check { files, catalog, offline }) => {
+            plan_check(client, output, files, catalog, offline).await
+        }
     }
 }
 
@@ -794,5 +815,102 @@ async fn import(client: &Client, output: Output, cmd: ImportCmd) -> Result<(), C
         &answer,
         &format!("imported {} flags and {} segments from {}", n["flags"], n["segments"], file.display()),
     );
+    Ok(())
+}
+
+/// Reads a flag file (YAML or JSON) or the server's flags and segments into what plans are checked against.
+fn catalog_of(flags: &Value, segments: &Value) -> sluice_plan::Catalog {
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|x| x[key].as_str().map(str::to_string)).collect()
+    };
+    sluice_plan::Catalog {
+        flags: flags
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let mut variants = names(&f["variants"], "name");
+                if f.get("variants").is_none() {
+                    variants = vec!["off".into(), "on".into()];
+                }
+                sluice_plan::CatalogFlag { key: f["key"].as_str().unwrap_or("").to_string(), variants }
+            })
+            .collect(),
+        segments: names(segments, "name"),
+    }
+}
+
+async fn plan_check(
+    client: &Client,
+    output: Output,
+    files: Vec<PathBuf>,
+    catalog: Option<PathBuf>,
+    offline: bool,
+) -> Result<(), CliError> {
+    let catalog = match (catalog, offline) {
+        (_, true) => None,
+        (Some(path), _) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?;
+            let file: Value =
+                serde_saphyr::from_str(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+            Some(catalog_of(&file["flags"], &file["segments"]))
+        }
+        (None, false) => {
+            let flags = client.get("/api/v1/flags").await.map_err(|e| {
+                CliError(format!("{e}\n  (plan check reads flags and segments from the server; use --catalog FILE or --offline without one)"))
+            })?;
+            let segments = client.get("/api/v1/segments").await?;
+            Some(catalog_of(&flags["data"], &segments["data"]))
+        }
+    };
+    let mut failed = 0;
+    let mut report = Vec::new();
+    for path in &files {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| CliError(format!("cannot read {name}: {e}")))?;
+        let (problems, summary) = match sluice_plan::load(&name, &text, catalog.as_ref()) {
+            Ok((plan, notes)) => {
+                let gates = plan.gates.len() + plan.phases.iter().map(|p| p.value.gates.len()).sum::<usize>();
+                (
+                    notes,
+                    Some(format!(
+                        "{name}: ok — {} phases, {gates} gates, {} triggers",
+                        plan.phases.len(),
+                        plan.triggers.len()
+                    )),
+                )
+            }
+            Err(problems) => {
+                failed += 1;
+                (problems, None)
+            }
+        };
+        if output == Output::Table {
+            for p in &problems {
+                println!("{p}");
+            }
+            if let Some(s) = &summary {
+                println!("{s}");
+            }
+        }
+        report.push(json!({
+            "file": name,
+            "ok": summary.is_some(),
+            "problems": problems.iter().map(|p| json!({
+                "level": if p.level == sluice_plan::Level::Error { "error" } else { "note" },
+                "line": p.line, "column": p.column, "key": p.key, "message": p.message,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if output == Output::Json {
+        print_json(&json!(report));
+    }
+    if catalog.is_none() && output == Output::Table {
+        println!("(flags, variants and segments were not checked: --offline)");
+    }
+    if failed > 0 {
+        return Err(CliError(format!("{failed} of {} plan(s) cannot start", files.len())));
+    }
     Ok(())
 }

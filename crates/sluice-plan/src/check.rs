@@ -1,0 +1,523 @@
+//! Where a plan is checked: every rule a plan must follow before a rollout may start, each problem named by
+//! file, line, column and key.
+
+use std::collections::BTreeSet;
+
+use serde_saphyr::{Location, Spanned};
+
+use crate::model::*;
+use crate::{Catalog, Level, Problem};
+
+/// Template names every plan has.
+pub const BUILTIN_TEMPLATES: &[&str] = &["flag", "ramped", "base", "phase", "percent", "interval"];
+
+/// Sources and actions this version can run; the rest parse and are reported as not available yet.
+const AVAILABLE_SOURCES: &[SourceKind] = &[SourceKind::Command, SourceKind::Signal];
+
+struct Checker<'a> {
+    file: &'a str,
+    plan: &'a Plan,
+    catalog: Option<&'a Catalog>,
+    problems: Vec<Problem>,
+    /// What this version cannot run yet → where it is first used, and every key using it.
+    unavailable: std::collections::BTreeMap<String, (Location, Vec<String>)>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, level: Level, loc: Location, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            level,
+            file: self.file.to_string(),
+            line: loc.line(),
+            column: loc.column(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn error(&mut self, loc: Location, key: impl Into<String>, message: impl Into<String>) {
+        self.at(Level::Error, loc, key, message);
+    }
+
+    fn note(&mut self, loc: Location, key: impl Into<String>, message: impl Into<String>) {
+        self.at(Level::Note, loc, key, message);
+    }
+
+    fn unavailable(&mut self, loc: Location, what: String, key: &str) {
+        self.unavailable.entry(what).or_insert_with(|| (loc, Vec::new())).1.push(key.to_string());
+    }
+
+    fn templates(&mut self, loc: Location, key: &str, text: &str) {
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            let Some(len) = rest[start + 2..].find("}}") else {
+                self.error(loc, key, "a `{{` without its `}}`");
+                return;
+            };
+            let name = rest[start + 2..start + 2 + len].trim();
+            let known = BUILTIN_TEMPLATES.contains(&name) || self.plan.vars.contains_key(name);
+            if !known {
+                let mut all: Vec<&str> = BUILTIN_TEMPLATES.to_vec();
+                all.extend(self.plan.vars.keys().map(String::as_str));
+                self.error(
+                    loc,
+                    key,
+                    format!(
+                        "unknown template variable `{{{{{name}}}}}`; known: {} (add others under `vars:`)",
+                        all.join(", ")
+                    ),
+                );
+            }
+            rest = &rest[start + 2 + len + 2..];
+        }
+    }
+
+    fn endpoint(&mut self, loc: Location, key: &str, e: &Endpoint) {
+        match (&e.url, &e.url_env) {
+            (Some(_), Some(_)) => self.error(loc, key, "give `url` or `url_env`, not both"),
+            (None, None) => self.error(loc, key, "needs `url` or `url_env` (an environment variable holding the URL)"),
+            _ => {}
+        }
+    }
+
+    fn action(&mut self, a: &Spanned<Action>, key: &str) {
+        let loc = a.referenced;
+        match (&a.value.exec, &a.value.webhook) {
+            (Some(argv), None) => {
+                if argv.value.is_empty() || argv.value[0].trim().is_empty() {
+                    self.error(argv.referenced, format!("{key}.exec"), "needs a command: [program, arg, …]");
+                }
+                for arg in &argv.value {
+                    self.templates(argv.referenced, &format!("{key}.exec"), arg);
+                }
+            }
+            (None, Some(w)) => {
+                match (&w.value.url, &w.value.url_env) {
+                    (Some(_), Some(_)) => {
+                        self.error(w.referenced, format!("{key}.webhook"), "give `url` or `url_env`, not both")
+                    }
+                    (None, None) => self.error(w.referenced, format!("{key}.webhook"), "needs `url` or `url_env`"),
+                    (Some(u), None) => self.templates(u.referenced, &format!("{key}.webhook.url"), &u.value),
+                    _ => {}
+                }
+                if let Some(b) = &w.value.body {
+                    self.templates(b.referenced, &format!("{key}.webhook.body"), &b.value);
+                }
+                self.unavailable(w.referenced, "webhook actions are".into(), &format!("{key}.webhook"));
+            }
+            (Some(_), Some(_)) => self.error(loc, key, "an action is `exec` or `webhook`, not both"),
+            (None, None) => self.error(loc, key, "an action needs `exec: [program, args…]` or `webhook: {url: …}`"),
+        }
+        if a.value.idempotent && a.value.webhook.is_some() {
+            self.note(
+                loc,
+                format!("{key}.idempotent"),
+                "webhooks are always retried with the same Idempotency-Key; `idempotent` is for exec actions",
+            );
+        }
+    }
+
+    /// One gate or trigger. `trigger` says which.
+    fn check(&mut self, c: &Spanned<Check>, key: &str, trigger: bool) {
+        let loc = c.referenced;
+        let v = &c.value;
+        if v.name.value.trim().is_empty() {
+            self.error(v.name.referenced, format!("{key}.name"), "must not be empty");
+        }
+        let inferred = [
+            (v.query.is_some() || v.slo.is_some(), SourceKind::Prometheus),
+            (v.metric.is_some(), SourceKind::Builtin),
+            (v.http.is_some(), SourceKind::Http),
+            (v.command.is_some(), SourceKind::Command),
+        ];
+        let given: Vec<SourceKind> = inferred.iter().filter(|(has, _)| *has).map(|(_, k)| *k).collect();
+        let source = match (&v.source, &self.plan.analysis.source, given.as_slice()) {
+            (Some(s), _, _) => s.value,
+            (None, _, [one]) => *one,
+            (None, Some(s), []) => s.value,
+            (None, _, []) => {
+                if trigger {
+                    SourceKind::Signal
+                } else {
+                    self.error(loc, key, "where does the value come from? give `query` (prometheus), `metric` (builtin), `http` or `command`");
+                    return;
+                }
+            }
+            (None, _, _) => {
+                self.error(loc, key, "give one of `query`, `metric`, `http` or `command`, or say which with `source`");
+                return;
+            }
+        };
+        let name = source.as_str();
+        let forbid = |this: &mut Self, present: bool, field: &str| {
+            if present {
+                this.error(loc, format!("{key}.{field}"), format!("`{field}` does not apply to a `{name}` source"));
+            }
+        };
+        forbid(
+            self,
+            source != SourceKind::Prometheus && (v.query.is_some() || v.slo.is_some() || v.reduce.is_some()),
+            "query",
+        );
+        forbid(
+            self,
+            source != SourceKind::Builtin
+                && (v.metric.is_some() || v.compare.is_some() || v.window.is_some() || v.min_samples.is_some()),
+            "metric",
+        );
+        forbid(self, source != SourceKind::Http && v.http.is_some(), "http");
+        forbid(self, source != SourceKind::Command && (v.command.is_some() || v.value_from.is_some()), "command");
+        let mut threshold_needed = true;
+        match source {
+            SourceKind::Prometheus => match (&v.query, &v.slo) {
+                (Some(q), None) => self.templates(q.referenced, &format!("{key}.query"), &q.value),
+                (None, Some(slo)) => {
+                    if !(0.0 < slo.value.objective && slo.value.objective < 100.0) {
+                        self.error(
+                            slo.referenced,
+                            format!("{key}.slo.objective"),
+                            "an objective is a percentage between 0 and 100, e.g. 99.9",
+                        );
+                    }
+                    if slo.value.windows.is_empty() {
+                        self.error(
+                            slo.referenced,
+                            format!("{key}.slo.windows"),
+                            "needs at least one window, e.g. [5m, 1h]",
+                        );
+                    }
+                    self.templates(slo.value.good.referenced, &format!("{key}.slo.good"), &slo.value.good.value);
+                    self.templates(slo.value.total.referenced, &format!("{key}.slo.total"), &slo.value.total.value);
+                }
+                (Some(_), Some(_)) => self.error(loc, key, "give `query` or `slo`, not both"),
+                (None, None) => self.error(loc, key, "a prometheus check needs a `query` (or an `slo`)"),
+            },
+            SourceKind::Builtin => {
+                match &v.metric {
+                    None => self.error(loc, key, "a builtin check needs a `metric`: error_rate, latency_p50, latency_p95, latency_p99, mean(NAME) or count"),
+                    Some(m) => {
+                        let ok = matches!(m.value.as_str(), "error_rate" | "latency_p50" | "latency_p95" | "latency_p99" | "count")
+                            || (m.value.starts_with("mean(") && m.value.ends_with(')') && m.value.len() > 6);
+                        if !ok {
+                            self.error(m.referenced, format!("{key}.metric"), format!("unknown metric `{}`: use error_rate, latency_p50, latency_p95, latency_p99, mean(NAME) or count", m.value));
+                        }
+                    }
+                }
+                if let Some(cmp) = &v.compare {
+                    threshold_needed = false;
+                    match (v.max_increase, v.max_increase_pct) {
+                        (None, None) => self.error(
+                            cmp.referenced,
+                            format!("{key}.compare"),
+                            "a comparison needs its margin: `max_increase` (absolute) or `max_increase_pct`",
+                        ),
+                        (Some(_), Some(_)) => self.error(
+                            cmp.referenced,
+                            format!("{key}.compare"),
+                            "give `max_increase` or `max_increase_pct`, not both",
+                        ),
+                        _ => {}
+                    }
+                    if v.below.is_some() || v.above.is_some() || v.between.is_some() {
+                        self.error(
+                            cmp.referenced,
+                            format!("{key}.compare"),
+                            "a comparison's threshold is its margin: drop below/above/between",
+                        );
+                    }
+                } else if v.max_increase.is_some() || v.max_increase_pct.is_some() {
+                    self.error(
+                        loc,
+                        format!("{key}.max_increase"),
+                        "a margin needs `compare: control` or `compare: baseline`",
+                    );
+                }
+            }
+            SourceKind::Http => {
+                if let Some(p) = &v.http {
+                    self.templates(p.value.url.referenced, &format!("{key}.http.url"), &p.value.url.value);
+                }
+            }
+            SourceKind::Command => match &v.command {
+                Some(argv) if !argv.value.is_empty() && !argv.value[0].trim().is_empty() => {
+                    for arg in &argv.value {
+                        self.templates(argv.referenced, &format!("{key}.command"), arg);
+                    }
+                }
+                Some(argv) => {
+                    self.error(argv.referenced, format!("{key}.command"), "needs a command: [program, arg, …]")
+                }
+                None => self.error(loc, key, "a command check needs `command: [program, args…]`"),
+            },
+            SourceKind::Signal => {
+                threshold_needed = false;
+                if !trigger {
+                    self.error(
+                        loc,
+                        key,
+                        "a gate needs a measured value; `signal` is for triggers fired by a person or an alert",
+                    );
+                }
+            }
+        }
+        if !AVAILABLE_SOURCES.contains(&source) {
+            self.unavailable(loc, format!("the `{name}` source is"), key);
+        }
+        let thresholds = [v.below.is_some(), v.above.is_some(), v.between.is_some()].iter().filter(|b| **b).count();
+        if threshold_needed && thresholds == 0 {
+            self.error(
+                loc,
+                key,
+                format!("`{}` has no threshold: add `below`, `above` or `between: [lo, hi]`", v.name.value),
+            );
+        }
+        if thresholds > 1 {
+            self.error(loc, key, "give one threshold: `below`, `above` or `between`");
+        }
+        if let Some(b) = &v.between {
+            if b.value.len() != 2 || b.value[0] >= b.value[1] {
+                self.error(b.referenced, format!("{key}.between"), "needs [lo, hi] with lo < hi");
+            }
+        }
+        let interval = self.plan.analysis.interval.value;
+        if let Some(f) = &v.for_ {
+            if f.value < interval {
+                self.error(f.referenced, format!("{key}.for"), format!("`for: {}` is shorter than the analysis interval {interval}: one tick already decides; drop `for` or make it longer", f.value));
+            }
+        }
+        if trigger {
+            match v.severity.as_ref().map(|s| s.value) {
+                None => self.error(
+                    loc,
+                    format!("{key}.severity"),
+                    "a trigger needs `severity: hard` (roll back at once) or `severity: soft` (pause and ask)",
+                ),
+                Some(Severity::Soft) => {
+                    if v.decide_within.is_none() || v.default.is_none() {
+                        self.error(loc, key, format!("soft trigger `{}` has no decision rule: add `decide_within: 1h` and `default: rollback` (or `resume`) for when nobody decides", v.name.value));
+                    }
+                }
+                Some(Severity::Hard) => {
+                    if let Some(d) = &v.decide_within {
+                        self.error(
+                            d.referenced,
+                            format!("{key}.decide_within"),
+                            "a hard trigger rolls back at once; only soft triggers wait for a decision",
+                        );
+                    }
+                    if let Some(d) = &v.default {
+                        self.error(
+                            d.referenced,
+                            format!("{key}.default"),
+                            "a hard trigger rolls back at once; only soft triggers have a default decision",
+                        );
+                    }
+                }
+            }
+        } else {
+            for (present, field) in [
+                (v.severity.as_ref().map(|s| s.referenced), "severity"),
+                (v.decide_within.as_ref().map(|s| s.referenced), "decide_within"),
+                (v.default.as_ref().map(|s| s.referenced), "default"),
+            ] {
+                if let Some(at) = present {
+                    self.error(
+                        at,
+                        format!("{key}.{field}"),
+                        format!("`{field}` is for triggers; a gate only blocks promotion"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn known_flag(&mut self, loc: Location, key: &str, flag: &str) -> bool {
+        let Some(catalog) = self.catalog else { return true };
+        if catalog.flags.iter().any(|f| f.key == flag) {
+            true
+        } else {
+            self.error(loc, key, format!("unknown flag `{flag}`: create it first (`sluice flag create {flag}`)"));
+            false
+        }
+    }
+
+    fn ramp(&mut self, r: &Spanned<RampSpec>, key: &str, flag_known: bool) {
+        if r.value.base.value == r.value.ramped.value {
+            self.error(r.referenced, key, "`base` and `ramped` are the same variant");
+        }
+        let Some(catalog) = self.catalog.filter(|_| flag_known) else { return };
+        let Some(flag) = catalog.flags.iter().find(|f| f.key == self.plan.flag.value) else { return };
+        for (field, v) in [("base", &r.value.base), ("ramped", &r.value.ramped)] {
+            if !flag.variants.contains(&v.value) {
+                self.error(
+                    v.referenced,
+                    format!("{key}.{field}"),
+                    format!("flag `{}` has no variant `{}` (it has {})", flag.key, v.value, flag.variants.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn run(mut self) -> Vec<Problem> {
+        let plan = self.plan;
+        if plan.name.value.trim().is_empty() {
+            self.error(plan.name.referenced, "name", "must not be empty");
+        }
+        let flag_known = self.known_flag(plan.flag.referenced, "flag", &plan.flag.value);
+        for name in plan.vars.keys() {
+            let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || BUILTIN_TEMPLATES.contains(&name.as_str()) {
+                self.error(
+                    plan.flag.referenced,
+                    format!("vars.{name}"),
+                    "a variable name is letters, digits and `_`, and not a built-in template name",
+                );
+            }
+        }
+        if let Some(p) = &plan.analysis.prometheus {
+            self.endpoint(plan.analysis.interval.referenced, "analysis.prometheus", p);
+        }
+        if let Some(r) = &plan.ramp {
+            self.ramp(r, "ramp", flag_known);
+        }
+        let mut plan_names = BTreeSet::new();
+        for (i, g) in plan.gates.iter().enumerate() {
+            self.check(g, &format!("gates[{i}]"), false);
+            self.unique(&mut plan_names, g, &format!("gates[{i}].name"));
+        }
+        for (i, t) in plan.triggers.iter().enumerate() {
+            self.check(t, &format!("triggers[{i}]"), true);
+            self.unique(&mut plan_names, t, &format!("triggers[{i}].name"));
+        }
+        if plan.phases.is_empty() {
+            self.error(plan.name.referenced, "phases", "a plan needs at least one phase");
+        }
+        let mut previous: Option<(String, String, u8)> = None;
+        for (i, p) in plan.phases.iter().enumerate() {
+            let key = format!("phases[{i}]");
+            let ph = &p.value;
+            if ph.percent.value > 100 {
+                self.error(
+                    ph.percent.referenced,
+                    format!("{key}.percent"),
+                    format!("{} is outside 0..100", ph.percent.value),
+                );
+            }
+            if let Some(r) = &ph.ramp {
+                self.ramp(r, &format!("{key}.ramp"), flag_known);
+            }
+            let ramp = ph
+                .ramp
+                .as_ref()
+                .or(plan.ramp.as_ref())
+                .map(|r| (r.value.base.value.clone(), r.value.ramped.value.clone()))
+                .unwrap_or_default();
+            if let Some((base, ramped, pct)) = &previous {
+                if (base, ramped) == (&ramp.0, &ramp.1) && ph.percent.value <= *pct {
+                    self.error(
+                        ph.percent.referenced,
+                        format!("{key}.percent"),
+                        format!("percentages must increase from phase to phase: {} after {pct}", ph.percent.value),
+                    );
+                }
+            }
+            previous = Some((ramp.0, ramp.1, ph.percent.value));
+            for (j, s) in ph.segments.iter().enumerate() {
+                if let Some(catalog) = self.catalog {
+                    if !catalog.segments.contains(&s.value) {
+                        self.error(
+                            s.referenced,
+                            format!("{key}.segments[{j}]"),
+                            format!(
+                                "unknown segment `{}` (create it with `sluice segment set {} --constraint …`)",
+                                s.value, s.value
+                            ),
+                        );
+                    }
+                }
+            }
+            let mut approvals = BTreeSet::new();
+            for (j, a) in ph.approvals.iter().enumerate() {
+                if a.value.trim().is_empty() || !approvals.insert(a.value.clone()) {
+                    self.error(
+                        a.referenced,
+                        format!("{key}.approvals[{j}]"),
+                        "approval items are unique, non-empty names",
+                    );
+                }
+            }
+            let mut names = plan_names.clone();
+            for (j, g) in ph.gates.iter().enumerate() {
+                self.check(g, &format!("{key}.gates[{j}]"), false);
+                self.unique(&mut names, g, &format!("{key}.gates[{j}].name"));
+            }
+            for (j, a) in ph.hooks.before.iter().enumerate() {
+                self.action(a, &format!("{key}.hooks.before[{j}]"));
+            }
+            for (j, a) in ph.hooks.after.iter().enumerate() {
+                self.action(a, &format!("{key}.hooks.after[{j}]"));
+            }
+        }
+        for (i, f) in plan.rollback.flags_off.iter().enumerate() {
+            if f.value == plan.flag.value {
+                self.error(
+                    f.referenced,
+                    format!("rollback.flags_off[{i}]"),
+                    "the plan's own flag is restored by the rollback already",
+                );
+            } else {
+                self.known_flag(f.referenced, &format!("rollback.flags_off[{i}]"), &f.value);
+            }
+        }
+        for (i, a) in plan.rollback.actions.iter().enumerate() {
+            self.action(a, &format!("rollback.actions[{i}]"));
+        }
+        for (i, n) in plan.notify.iter().enumerate() {
+            let key = format!("notify[{i}]");
+            let kinds = [&n.value.slack, &n.value.webhook, &n.value.alertmanager];
+            match kinds.iter().filter(|k| k.is_some()).count() {
+                1 => {
+                    let e = kinds.iter().find_map(|k| k.as_ref()).expect("one");
+                    self.endpoint(n.referenced, &key, e);
+                    self.unavailable(n.referenced, "notifiers are".into(), &key);
+                }
+                0 => self.error(n.referenced, key, "a notifier is one of `slack`, `webhook` or `alertmanager`"),
+                _ => self.error(n.referenced, key, "one notifier per list item: `slack`, `webhook` or `alertmanager`"),
+            }
+        }
+        for (what, (loc, keys)) in std::mem::take(&mut self.unavailable) {
+            let first = keys[0].clone();
+            let more = if keys.len() > 1 {
+                format!(" (and {} more: {})", keys.len() - 1, keys[1..].join(", "))
+            } else {
+                String::new()
+            };
+            self.note(
+                loc,
+                first,
+                format!(
+                    "{what} not available in this version yet{more}: the plan is valid but cannot start until it is"
+                ),
+            );
+        }
+        self.problems
+    }
+
+    fn unique(&mut self, names: &mut BTreeSet<String>, c: &Spanned<Check>, key: &str) {
+        if !names.insert(c.value.name.value.clone()) {
+            self.error(
+                c.value.name.referenced,
+                key,
+                format!("a second check named `{}`: names identify checks in decisions", c.value.name.value),
+            );
+        }
+    }
+}
+
+/// Every problem of a parsed plan, errors and notes, in file order.
+pub fn check(file: &str, plan: &Plan, catalog: Option<&Catalog>) -> Vec<Problem> {
+    let mut problems = Checker { file, plan, catalog, problems: Vec::new(), unavailable: Default::default() }.run();
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems
+}

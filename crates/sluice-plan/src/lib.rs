@@ -1,0 +1,153 @@
+//! `sluice-plan` is Sluice's rollout plan format: the YAML a platform engineer keeps in git to say which
+//! flag to ramp, through which phases, judged by which gates, watched by which triggers, and what rolling
+//! back does. It parses plans with line and column on every error, and checks them ([`check`]) against the
+//! rules a rollout relies on, so that a plan that fails `sluice plan check` can never start. Pure: no I/O.
+//!
+//! ```
+//! let yaml = "name: demo\nflag: checkout\nphases:\n  - percent: 10\n  - percent: 5\n";
+//! let problems = sluice_plan::load("demo.yaml", yaml, None).unwrap_err();
+//! assert_eq!(problems[0].to_string(), "demo.yaml:5:14: error: `phases[1].percent`: percentages must increase from phase to phase: 5 after 10");
+//! ```
+
+#![warn(missing_docs)]
+
+mod check;
+mod duration;
+pub mod model;
+
+pub use check::{check, BUILTIN_TEMPLATES};
+pub use duration::Dur;
+pub use model::Plan;
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// The plan cannot start.
+    Error,
+    /// Worth knowing; the plan is valid.
+    Note,
+}
+
+/// One problem of a plan, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or note.
+    pub level: Level,
+    /// The plan file.
+    pub file: String,
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub column: u64,
+    /// The offending key, e.g. `phases[2].gates[0].for`.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.level {
+            Level::Error => "error",
+            Level::Note => "note",
+        };
+        if self.key.is_empty() {
+            write!(f, "{}:{}:{}: {level}: {}", self.file, self.line, self.column, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {level}: `{}`: {}", self.file, self.line, self.column, self.key, self.message)
+        }
+    }
+}
+
+/// What a plan is checked against: the flags and segments that exist.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Known flags.
+    pub flags: Vec<CatalogFlag>,
+    /// Known segment names.
+    pub segments: Vec<String>,
+}
+
+/// A known flag and its variant names.
+#[derive(Debug, Clone)]
+pub struct CatalogFlag {
+    /// The flag key.
+    pub key: String,
+    /// Its variants.
+    pub variants: Vec<String>,
+}
+
+/// Most bytes of a plan file.
+pub const MAX_PLAN_BYTES: usize = 1 << 20;
+
+/// Parses a plan; the first syntax or shape error is returned with its position.
+pub fn parse(file: &str, text: &str) -> Result<Plan, Problem> {
+    let problem = |line, column, message: String| Problem {
+        level: Level::Error,
+        file: file.into(),
+        line,
+        column,
+        key: String::new(),
+        message,
+    };
+    if text.len() > MAX_PLAN_BYTES {
+        return Err(problem(0, 0, format!("the plan is larger than {MAX_PLAN_BYTES} bytes")));
+    }
+    ERROR_PATH.with(|p| p.borrow_mut().clear());
+    serde_saphyr::from_str::<Tracked>(text).map(|t| t.0).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        // The library's message repeats the position; keep only what is wrong.
+        let message = e.without_snippet().to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).trim().to_string();
+        let mut p = problem(line, column, message);
+        p.key = ERROR_PATH.with(|path| path.borrow().clone());
+        p
+    })
+}
+
+thread_local! {
+    /// The key path of the last parse error: `Deserialize` cannot return it beside the library's error
+    /// (which carries the position), so it is left here for [`parse`] on the same thread.
+    static ERROR_PATH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// `phases[0].value.hold.value` → `phases[0].hold`: a [`model::Spanned`] value adds one `value` hop after
+/// its key. (The one real `value` key, a probe's, sits under a spanned `http`, so it stays.)
+fn without_span_hops(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut hop_taken = true;
+    for part in path.split('.') {
+        let (name, _) = part.split_once('[').unwrap_or((part, ""));
+        if name == "value" && !hop_taken && part == "value" {
+            hop_taken = true;
+            continue;
+        }
+        out.push(part);
+        hop_taken = false;
+    }
+    out.join(".")
+}
+
+/// A plan whose deserialization records the key path of an error.
+struct Tracked(Plan);
+
+impl<'de> serde::Deserialize<'de> for Tracked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_path_to_error::deserialize(d).map(Tracked).map_err(|e| {
+            let path = e.path().to_string();
+            ERROR_PATH.with(|p| *p.borrow_mut() = if path == "." { String::new() } else { without_span_hops(&path) });
+            e.into_inner()
+        })
+    }
+}
+
+/// Parses and checks a plan: `Ok` (with any notes) when it may start, every problem otherwise.
+pub fn load(file: &str, text: &str, catalog: Option<&Catalog>) -> Result<(Plan, Vec<Problem>), Vec<Problem>> {
+    let plan = parse(file, text).map_err(|p| vec![p])?;
+    let problems = check(file, &plan, catalog);
+    if problems.iter().any(|p| p.level == Level::Error) {
+        Err(problems)
+    } else {
+        Ok((plan, problems))
+    }
+}

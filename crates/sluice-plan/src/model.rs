@@ -1,0 +1,516 @@
+//! The plan model, as written in YAML. Every value a check may need to point at is [`Spanned`], so that a
+//! problem found after parsing still names its line and column.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+pub use serde_saphyr::Spanned;
+
+use crate::Dur;
+
+/// A rollout plan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Plan name (e.g. `bounded-reasoning`).
+    pub name: Spanned<String>,
+    /// The flag the plan ramps.
+    pub flag: Spanned<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The ramp's base and ramped variants; defaults to the flag's own.
+    #[serde(default)]
+    pub ramp: Option<Spanned<RampSpec>>,
+    /// How and how often gates and triggers are measured.
+    #[serde(default)]
+    pub analysis: Analysis,
+    /// Values for `{{NAME}}` templates (e.g. `LLM_COST_PER_TOKEN`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, Scalar>,
+    /// Gates of every phase.
+    #[serde(default)]
+    pub gates: Vec<Spanned<Check>>,
+    /// The steps, in order.
+    pub phases: Vec<Spanned<Phase>>,
+    /// Watch after the last phase, triggers armed, before the rollout completes.
+    #[serde(default)]
+    pub bake: Option<Spanned<Dur>>,
+    /// Conditions watched from start to completion.
+    #[serde(default)]
+    pub triggers: Vec<Spanned<Check>>,
+    /// What rolling back does.
+    #[serde(default)]
+    pub rollback: Rollback,
+    /// Where people hear about it.
+    #[serde(default)]
+    pub notify: Vec<Spanned<Notifier>>,
+}
+
+/// Which variants a ramp moves between.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RampSpec {
+    /// Served outside the ramp (`off`, or a mode such as `warn`).
+    pub base: Spanned<String>,
+    /// Served inside the ramp (`on`, `enforce`).
+    pub ramped: Spanned<String>,
+}
+
+/// Analysis settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// Time between ticks.
+    #[serde(default = "one_minute")]
+    pub interval: Spanned<Dur>,
+    /// Default source of gates and triggers.
+    #[serde(default)]
+    pub source: Option<Spanned<SourceKind>>,
+    /// Consecutive source errors before the rollout pauses (or rolls back).
+    #[serde(default = "three")]
+    pub max_source_errors: u32,
+    /// What to do when a source stays down.
+    #[serde(default)]
+    pub on_source_down: OnSourceDown,
+    /// The Prometheus server of `prometheus` checks.
+    #[serde(default)]
+    pub prometheus: Option<Endpoint>,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval: one_minute(),
+            source: None,
+            max_source_errors: 3,
+            on_source_down: OnSourceDown::Pause,
+            prometheus: None,
+        }
+    }
+}
+
+fn one_minute() -> Spanned<Dur> {
+    Spanned::new(
+        Dur(std::time::Duration::from_secs(60)),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn three() -> u32 {
+    3
+}
+
+/// What to do after `max_source_errors`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSourceDown {
+    /// Pause and ask a person.
+    #[default]
+    Pause,
+    /// Roll back.
+    Rollback,
+}
+
+/// A URL, given directly or through an environment variable (for secrets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The URL.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+}
+
+/// Where a gate's or trigger's number comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A PromQL query.
+    Prometheus,
+    /// Sluice's own metrics of the flag's variants.
+    Builtin,
+    /// Golden HTTP probes.
+    Http,
+    /// A command's exit status or last printed number.
+    Command,
+    /// Only a person or an alert fires it (`sluice rollout signal`, Alertmanager).
+    Signal,
+}
+
+impl SourceKind {
+    /// The name as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Prometheus => "prometheus",
+            SourceKind::Builtin => "builtin",
+            SourceKind::Http => "http",
+            SourceKind::Command => "command",
+            SourceKind::Signal => "signal",
+        }
+    }
+}
+
+/// A gate (must hold to promote) or a trigger (fires when it holds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// The source; `analysis.source` when absent.
+    #[serde(default)]
+    pub source: Option<Spanned<SourceKind>>,
+    /// `prometheus`: the query (templates allowed).
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    /// `prometheus`: how several series become one number.
+    #[serde(default)]
+    pub reduce: Option<Reduce>,
+    /// `prometheus`: multi-window burn rate of an SLO; the value is the burn rate.
+    #[serde(default)]
+    pub slo: Option<Spanned<Slo>>,
+    /// `builtin`: `error_rate`, `latency_p50|p95|p99`, `mean(NAME)`, `count`.
+    #[serde(default)]
+    pub metric: Option<Spanned<String>>,
+    /// `builtin`: the window measured.
+    #[serde(default)]
+    pub window: Option<Spanned<Dur>>,
+    /// `builtin`: fewer samples are inconclusive.
+    #[serde(default)]
+    pub min_samples: Option<u64>,
+    /// `builtin`: compare the ramped variant with `control` or with the pre-rollout `baseline`.
+    #[serde(default)]
+    pub compare: Option<Spanned<Compare>>,
+    /// `builtin` comparisons: the margin, absolute.
+    #[serde(default)]
+    pub max_increase: Option<f64>,
+    /// `builtin` comparisons: the margin, in percent of the reference.
+    #[serde(default)]
+    pub max_increase_pct: Option<f64>,
+    /// `http`: the golden probe.
+    #[serde(default)]
+    pub http: Option<Spanned<Probe>>,
+    /// `command`: argv (templates allowed).
+    #[serde(default)]
+    pub command: Option<Spanned<Vec<String>>>,
+    /// `command`: `exit_status` (0 passes as value 0) or `last_number` printed.
+    #[serde(default)]
+    pub value_from: Option<ValueFrom>,
+    /// The threshold: value below this.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// The threshold: value above this.
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// The threshold: value within `[lo, hi]`.
+    #[serde(default)]
+    pub between: Option<Spanned<Vec<f64>>>,
+    /// The condition must have held at each tick of this long.
+    #[serde(default, rename = "for")]
+    pub for_: Option<Spanned<Dur>>,
+    /// What an empty query result means.
+    #[serde(default)]
+    pub on_empty: Option<OnEmpty>,
+    /// Evaluate and record, never act.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Triggers: `hard` rolls back at once, `soft` pauses and asks.
+    #[serde(default)]
+    pub severity: Option<Spanned<Severity>>,
+    /// Soft triggers: how long a person has to decide.
+    #[serde(default)]
+    pub decide_within: Option<Spanned<Dur>>,
+    /// Soft triggers: what happens when nobody decided in time.
+    #[serde(default)]
+    pub default: Option<Spanned<Decision>>,
+    /// Free text shown to the person deciding.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// How several series become one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduce {
+    /// The largest (e.g. "any endpoint").
+    Max,
+    /// The smallest.
+    Min,
+    /// The sum.
+    Sum,
+    /// The mean.
+    Avg,
+}
+
+/// An SLO burn-rate check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Objective in percent, e.g. 99.9.
+    pub objective: f64,
+    /// PromQL of good events' rate.
+    pub good: Spanned<String>,
+    /// PromQL of all events' rate.
+    pub total: Spanned<String>,
+    /// The windows that must all burn faster than the threshold (e.g. `[5m, 1h]`).
+    pub windows: Vec<Spanned<Dur>>,
+}
+
+/// What a builtin comparison compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compare {
+    /// The base variant's contexts over the same window.
+    Control,
+    /// The same metric before the rollout started.
+    Baseline,
+}
+
+/// A golden HTTP probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// The URL (templates allowed).
+    pub url: Spanned<String>,
+    /// `GET` by default.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// What a good answer looks like.
+    #[serde(default)]
+    pub expect: Expect,
+    /// `success_ratio` or `consecutive_failures`.
+    pub value: ProbeValue,
+}
+
+/// Expectations of a probe's answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The status code.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Text the body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// JSON pointers that must be present and not null.
+    #[serde(default)]
+    pub json_not_null: Vec<String>,
+}
+
+/// What a probe's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeValue {
+    /// Good answers over all, 0..1, over the window.
+    SuccessRatio,
+    /// Bad answers in a row.
+    ConsecutiveFailures,
+}
+
+/// Where a command check's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFrom {
+    /// The exit status.
+    ExitStatus,
+    /// The last number the command printed.
+    LastNumber,
+}
+
+/// What an empty query result means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnEmpty {
+    /// Not measured: never promotes, never fires.
+    Inconclusive,
+    /// Zero (e.g. `ALERTS{…}` empty means healthy).
+    Zero,
+}
+
+/// A trigger's severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Roll back at once.
+    Hard,
+    /// Pause, notify, wait for a person.
+    Soft,
+}
+
+/// A person's (or the default's) decision on a paused rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Go on.
+    Resume,
+    /// Roll back.
+    Rollback,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// Optional name, shown in status.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The ramp percentage, 0..100.
+    pub percent: Spanned<u8>,
+    /// This phase moves between other variants (e.g. `warn` → `enforce`).
+    #[serde(default)]
+    pub ramp: Option<Spanned<RampSpec>>,
+    /// Minimum time at this percentage before promotion.
+    #[serde(default)]
+    pub hold: Option<Spanned<Dur>>,
+    /// Eligibility: the ramp applies within these segments.
+    #[serde(default)]
+    pub segments: Vec<Spanned<String>>,
+    /// Go/no-go items that a person must sign before promotion.
+    #[serde(default)]
+    pub approvals: Vec<Spanned<String>>,
+    /// Gates of this phase, on top of the plan's.
+    #[serde(default)]
+    pub gates: Vec<Spanned<Check>>,
+    /// Actions around the phase.
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// Actions before a phase starts and after it is promoted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Before the percentage is set (e.g. a migration).
+    #[serde(default)]
+    pub before: Vec<Spanned<Action>>,
+    /// After the phase passed (e.g. a golden suite).
+    #[serde(default)]
+    pub after: Vec<Spanned<Action>>,
+}
+
+/// Something the controller does to the world.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// Shown in decisions and audit.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Run a command (argv, templates allowed).
+    #[serde(default)]
+    pub exec: Option<Spanned<Vec<String>>>,
+    /// Call a URL (with an `Idempotency-Key`).
+    #[serde(default)]
+    pub webhook: Option<Spanned<Webhook>>,
+    /// An exec action safe to run twice (retried after a crash instead of asking a person).
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Longest run.
+    #[serde(default)]
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+/// A webhook call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// The URL.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+    /// `POST` by default.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// JSON body (templates allowed).
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+}
+
+/// What rolling back does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// `start` (restore the flag as before the rollout, end `rolled_back`) or `previous-phase` (step back, pause).
+    #[serde(default)]
+    pub to: RollbackTo,
+    /// Other flags to switch off (seed 000: the safety prefilter, the KMS signer…).
+    #[serde(default)]
+    pub flags_off: Vec<Spanned<String>>,
+    /// Remove the flag's overrides too (seed 003's emergency rollback).
+    #[serde(default)]
+    pub clear_overrides: bool,
+    /// Actions after the flag is restored (e.g. `kubectl rollout undo`).
+    #[serde(default)]
+    pub actions: Vec<Spanned<Action>>,
+}
+
+/// Where a rollback goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackTo {
+    /// The flag as before the rollout.
+    #[default]
+    Start,
+    /// The previous phase's percentage, then pause.
+    PreviousPhase,
+}
+
+/// Where people hear about a rollout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notifier {
+    /// A Slack-compatible incoming webhook.
+    #[serde(default)]
+    pub slack: Option<Endpoint>,
+    /// A generic JSON webhook.
+    #[serde(default)]
+    pub webhook: Option<Endpoint>,
+    /// Alertmanager's API.
+    #[serde(default)]
+    pub alertmanager: Option<Endpoint>,
+    /// Only these events (e.g. `rolled_back`, `paused`); all when empty.
+    #[serde(default)]
+    pub on: Vec<String>,
+}
+
+/// A `vars:` value: any scalar, kept as text for templates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,157 @@
+//! `sluice plan check`'s rules, one fixture per kind of mistake, each asserted with its exact position and
+//! key; and the example plans of the seeds, which must check clean.
+
+use std::path::{Path, PathBuf};
+
+use sluice_plan::{load, Catalog, CatalogFlag, Level, Problem};
+
+fn catalog() -> Catalog {
+    Catalog {
+        flags: vec![
+            CatalogFlag { key: "bounded_reasoning".into(), variants: vec!["off".into(), "on".into()] },
+            CatalogFlag {
+                key: "stage_validation".into(),
+                variants: vec!["off".into(), "warn".into(), "enforce".into()],
+            },
+        ],
+        segments: vec!["internal_qa".into(), "beta_testers".into()],
+    }
+}
+
+fn errors(fixture: &str) -> Vec<Problem> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let problems = load(fixture, &text, Some(&catalog())).expect_err("the fixture must fail");
+    problems.into_iter().filter(|p| p.level == Level::Error).collect()
+}
+
+/// Asserts exactly one error, at `line:column`, on `key`, saying `says`.
+fn one(fixture: &str, line: u64, column: u64, key: &str, says: &str) {
+    let errs = errors(fixture);
+    assert_eq!(errs.len(), 1, "{fixture}: {errs:#?}");
+    let e = &errs[0];
+    assert_eq!((e.line, e.column, e.key.as_str()), (line, column, key), "{e}");
+    assert!(e.message.contains(says), "{e}");
+    assert!(e.to_string().starts_with(&format!("{fixture}:{line}:{column}: error: ")), "{e}");
+}
+
+#[test]
+fn an_unknown_key() {
+    one("unknown_key.yaml", 5, 5, "phases[0].hodl", "unknown field `hodl`");
+}
+
+#[test]
+fn a_bad_duration() {
+    one("bad_duration.yaml", 5, 11, "phases[0].hold", "`2 days` is not a duration");
+}
+
+#[test]
+fn percentages_not_increasing() {
+    one("percent_not_increasing.yaml", 6, 14, "phases[2].percent", "must increase from phase to phase: 25 after 25");
+}
+
+#[test]
+fn a_gate_with_no_threshold() {
+    one("gate_without_threshold.yaml", 4, 5, "gates[0]", "`golden-suite` has no threshold");
+}
+
+#[test]
+fn a_soft_trigger_with_no_decision_rule() {
+    one("soft_trigger_without_decision.yaml", 6, 5, "triggers[0]", "has no decision rule: add `decide_within");
+}
+
+#[test]
+fn an_unknown_flag() {
+    one("unknown_flag.yaml", 2, 7, "flag", "unknown flag `no_such_flag`");
+}
+
+#[test]
+fn an_unknown_segment() {
+    one("unknown_segment.yaml", 5, 29, "phases[0].segments[1]", "unknown segment `gamma_testers`");
+}
+
+#[test]
+fn an_unknown_variant() {
+    one("unknown_variant.yaml", 3, 29, "ramp.ramped", "flag `stage_validation` has no variant `block`");
+}
+
+#[test]
+fn a_template_variable_that_does_not_exist() {
+    one("unknown_template.yaml", 6, 14, "gates[0].command", "unknown template variable `{{budget}}`");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let errs = errors("misc_rules.yaml");
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["triggers[0].for", "triggers[0].decide_within", "triggers[1].severity", "triggers[1].name"],
+        "{errs:#?}"
+    );
+    assert!(errs[0].message.contains("shorter than the analysis interval 1m"));
+    assert!(errs[3].message.contains("a second check named `too-fast`"));
+}
+
+/// The flag file the examples are checked against, read as the CLI reads it.
+fn example_catalog() -> Catalog {
+    #[derive(serde::Deserialize)]
+    struct File {
+        segments: Vec<Named>,
+        flags: Vec<FlagEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct FlagEntry {
+        key: String,
+        #[serde(default)]
+        variants: Option<Vec<Named>>,
+    }
+    let path = examples().join("flags/catalog.yaml");
+    let file: File = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    Catalog {
+        flags: file
+            .flags
+            .into_iter()
+            .map(|f| CatalogFlag {
+                key: f.key,
+                variants: f
+                    .variants
+                    .map_or(vec!["off".into(), "on".into()], |v| v.into_iter().map(|n| n.name).collect()),
+            })
+            .collect(),
+        segments: file.segments.into_iter().map(|s| s.name).collect(),
+    }
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn every_seed_plan_checks_clean() {
+    let catalog = example_catalog();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        match load(&name, &text, Some(&catalog)) {
+            Ok((plan, notes)) => {
+                assert!(notes.iter().all(|n| n.level == Level::Note));
+                assert!(!plan.phases.is_empty());
+            }
+            Err(problems) => {
+                panic!("{name}:\n{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "one plan per seed (seed 002 has two)");
+}
