@@ -1,0 +1,668 @@
+//! Where gates and triggers are evaluated and a rollout moves: the state of one run of a plan and its
+//! transitions (DESIGN.md "Rollouts").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sluice_plan::model::{Action, Check, Decision, OnEmpty, OnSourceDown, RollbackTo, Severity};
+use sluice_plan::Plan;
+
+use crate::Millis;
+
+/// What a source measured for one check at one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Measurement {
+    /// A number.
+    Value(f64),
+    /// No data (an empty query result, no samples yet).
+    Empty,
+    /// The source failed; counts towards `max_source_errors`.
+    Error(String),
+}
+
+/// Gate or trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// Must hold to promote.
+    Gate,
+    /// Fires when it holds.
+    Trigger,
+}
+
+/// The check a source is asked to measure, with the plan's templates filled in.
+#[derive(Debug, Clone)]
+pub struct CheckRef<'a> {
+    /// The check's name.
+    pub name: &'a str,
+    /// Gate or trigger.
+    pub kind: CheckKind,
+    /// The check as written.
+    pub check: &'a Check,
+}
+
+/// Where measurements come from; a closure works too.
+pub trait MetricSource {
+    /// Measures one check now.
+    fn measure(&mut self, check: &CheckRef<'_>, now: Millis) -> Measurement;
+}
+
+impl<F: FnMut(&CheckRef<'_>, Millis) -> Measurement> MetricSource for F {
+    fn measure(&mut self, check: &CheckRef<'_>, now: Millis) -> Measurement {
+        self(check, now)
+    }
+}
+
+/// Whether a check's condition held at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The condition holds (a gate passes; a trigger's condition is met).
+    Holds,
+    /// It does not.
+    Clear,
+    /// Not measured: never promotes, never fires, and breaks a `for` run.
+    Inconclusive,
+}
+
+/// The recorded verdict of one check at one tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckDecision {
+    /// When.
+    pub at: Millis,
+    /// Which check.
+    pub check: String,
+    /// Gate or trigger.
+    pub kind: CheckKind,
+    /// The measured value.
+    pub value: Option<f64>,
+    /// The threshold, as written (`< 0.01`).
+    pub threshold: String,
+    /// The verdict.
+    pub outcome: Outcome,
+    /// Why inconclusive, when it is.
+    pub note: Option<String>,
+    /// Consecutive ticks the condition has held.
+    pub run: u32,
+    /// Ticks it must hold (`for` / interval).
+    pub needed: u32,
+    /// Recorded, never acted on.
+    pub dry_run: bool,
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    /// Created, not started.
+    Pending,
+    /// Ramping: at phase `phase`.
+    Running,
+    /// Waiting for a person.
+    Paused {
+        /// Why.
+        reason: String,
+        /// When the default decision applies, if there is one.
+        decide_by: Option<Millis>,
+        /// The default decision.
+        default: Option<DecisionKind>,
+    },
+    /// After the last phase, triggers armed, until `until`.
+    Baking {
+        /// When the bake ends.
+        until: Millis,
+    },
+    /// Done: the flag stays at the last phase.
+    Completed,
+    /// Rolled back to where it started.
+    RolledBack {
+        /// Why.
+        reason: String,
+    },
+    /// Ended by a person.
+    Aborted {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A decision on a paused rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// Go on.
+    Resume,
+    /// Roll back.
+    Rollback,
+}
+
+impl From<Decision> for DecisionKind {
+    fn from(d: Decision) -> Self {
+        match d {
+            Decision::Resume => DecisionKind::Resume,
+            Decision::Rollback => DecisionKind::Rollback,
+        }
+    }
+}
+
+impl Status {
+    /// Completed, rolled back or aborted.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Status::Completed | Status::RolledBack { .. } | Status::Aborted { .. })
+    }
+}
+
+/// Something the caller must do to the world, in order.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Set the flag's ramp.
+    SetRamp {
+        /// The percentage.
+        percent: u8,
+        /// The base variant, when the plan names it.
+        base: Option<String>,
+        /// The ramped variant, when the plan names it.
+        ramped: Option<String>,
+        /// Eligibility segments.
+        segments: Vec<String>,
+    },
+    /// Put the flag back exactly as it was before the rollout started.
+    RestoreFlag,
+    /// Switch these other flags off.
+    FlagsOff(Vec<String>),
+    /// Remove the flag's overrides.
+    ClearOverrides,
+    /// Run an action (a hook or a rollback action).
+    Run {
+        /// Why: `phases[1].hooks.before[0]`, `rollback.actions[0]`.
+        purpose: String,
+        /// The action.
+        action: Box<Action>,
+    },
+    /// Tell people.
+    Notify(Event),
+}
+
+/// A transition, as notifications and the audit log tell it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// When.
+    pub at: Millis,
+    /// `started`, `promoted`, `paused`, `resumed`, `baking`, `completed`, `rolled_back`, `aborted`, …
+    pub kind: String,
+    /// The phase index at that moment.
+    pub phase: usize,
+    /// The percentage at that moment.
+    pub percent: u8,
+    /// Why.
+    pub reason: String,
+}
+
+/// A command refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError(pub String);
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One run of a plan: everything the engine needs to continue after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollout {
+    /// The plan's name.
+    pub plan: String,
+    /// The flag.
+    pub flag: String,
+    /// Where it is.
+    pub status: Status,
+    /// The current phase.
+    pub phase: usize,
+    /// When the current phase started.
+    pub phase_started: Millis,
+    /// The current phase's hold was skipped by a person.
+    pub hold_skipped: bool,
+    /// Signed approval items of the current phase.
+    pub approvals: BTreeSet<String>,
+    /// Consecutive ticks each check (`gate:NAME`, `trigger:NAME`) has held.
+    pub runs: BTreeMap<String, u32>,
+    /// Consecutive ticks with a source error.
+    pub source_errors: u32,
+    /// Every transition so far.
+    pub history: Vec<Event>,
+}
+
+impl Rollout {
+    /// A pending rollout of `plan`.
+    pub fn new(plan: &Plan) -> Rollout {
+        Rollout {
+            plan: plan.name.value.clone(),
+            flag: plan.flag.value.clone(),
+            status: Status::Pending,
+            phase: 0,
+            phase_started: 0,
+            hold_skipped: false,
+            approvals: BTreeSet::new(),
+            runs: BTreeMap::new(),
+            source_errors: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// The current phase's percentage (0 before the start).
+    pub fn percent(&self, plan: &Plan) -> u8 {
+        match self.status {
+            Status::Pending => 0,
+            _ => plan.phases.get(self.phase).map_or(0, |p| p.value.percent.value),
+        }
+    }
+
+    fn event(&mut self, plan: &Plan, at: Millis, kind: &str, reason: impl Into<String>) -> Effect {
+        let e = Event { at, kind: kind.into(), phase: self.phase, percent: self.percent(plan), reason: reason.into() };
+        self.history.push(e.clone());
+        Effect::Notify(e)
+    }
+
+    /// The effects of entering phase `i`: its before-hooks, then the flag.
+    fn enter_phase(&mut self, plan: &Plan, i: usize, now: Millis) -> Vec<Effect> {
+        self.phase = i;
+        self.phase_started = now;
+        self.hold_skipped = false;
+        self.approvals.clear();
+        self.runs.retain(|k, _| k.starts_with("trigger:"));
+        let phase = &plan.phases[i].value;
+        let mut effects: Vec<Effect> = phase
+            .hooks
+            .before
+            .iter()
+            .enumerate()
+            .map(|(j, a)| Effect::Run {
+                purpose: format!("phases[{i}].hooks.before[{j}]"),
+                action: Box::new(a.value.clone()),
+            })
+            .collect();
+        let ramp = phase.ramp.as_ref().or(plan.ramp.as_ref());
+        effects.push(Effect::SetRamp {
+            percent: phase.percent.value,
+            base: ramp.map(|r| r.value.base.value.clone()),
+            ramped: ramp.map(|r| r.value.ramped.value.clone()),
+            segments: phase.segments.iter().map(|s| s.value.clone()).collect(),
+        });
+        effects
+    }
+
+    /// Starts the rollout at its first phase.
+    pub fn start(&mut self, plan: &Plan, now: Millis) -> Vec<Effect> {
+        if self.status != Status::Pending {
+            return Vec::new();
+        }
+        self.status = Status::Running;
+        let mut effects = self.enter_phase(plan, 0, now);
+        effects.push(self.event(plan, now, "started", "started"));
+        effects
+    }
+
+    /// One analysis tick: triggers first, then the current phase's gates. Returns every check's decision
+    /// and the effects to carry out, in order.
+    pub fn tick(
+        &mut self,
+        plan: &Plan,
+        now: Millis,
+        source: &mut dyn MetricSource,
+    ) -> (Vec<CheckDecision>, Vec<Effect>) {
+        let mut decisions = Vec::new();
+        let mut effects = Vec::new();
+        if self.status.is_terminal() || self.status == Status::Pending {
+            return (decisions, effects);
+        }
+        if let Status::Paused { decide_by: Some(by), default: Some(d), reason } = self.status.clone() {
+            if now >= by {
+                let why = format!("no decision within the time allowed after `{reason}`: default {d:?}");
+                effects.extend(match d {
+                    DecisionKind::Resume => self.resume_inner(plan, now, &why),
+                    DecisionKind::Rollback => self.rollback_inner(plan, now, &why),
+                });
+                if self.status.is_terminal() {
+                    return (decisions, effects);
+                }
+            }
+        }
+        let interval = plan.analysis.interval.value.0.as_millis() as u64;
+        let mut errored = false;
+
+        // Triggers, armed from start to completion.
+        for t in &plan.triggers {
+            let t = &t.value;
+            if is_signal(t) {
+                continue;
+            }
+            let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
+            errored |= d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
+            let fired = d.outcome == Outcome::Holds && d.run >= d.needed && !d.dry_run;
+            decisions.push(d);
+            if fired {
+                self.runs.insert(format!("trigger:{}", t.name.value), 0);
+                let reason = format!("trigger `{}` fired", t.name.value);
+                match t.severity.as_ref().map(|s| s.value) {
+                    Some(Severity::Hard) => {
+                        effects.extend(self.rollback_inner(plan, now, &reason));
+                        return (decisions, effects);
+                    }
+                    _ if !matches!(self.status, Status::Paused { .. }) => {
+                        let decide_by = t.decide_within.as_ref().map(|d| now + d.value.0.as_millis() as u64);
+                        let default = t.default.as_ref().map(|d| d.value.into());
+                        self.status = Status::Paused { reason: reason.clone(), decide_by, default };
+                        effects.push(self.event(plan, now, "paused", reason));
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        // Gates, while running.
+        let mut all_pass = true;
+        if self.status == Status::Running {
+            let phase = &plan.phases[self.phase].value;
+            for g in plan.gates.iter().chain(phase.gates.iter()) {
+                let d = self.evaluate(&g.value, CheckKind::Gate, interval, now, source);
+                errored |= d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
+                all_pass &= d.dry_run || (d.outcome == Outcome::Holds && d.run >= d.needed);
+                decisions.push(d);
+            }
+        }
+
+        // A source that keeps failing stops the rollout: unknown is never a pass.
+        self.source_errors = if errored { self.source_errors + 1 } else { 0 };
+        if self.source_errors >= plan.analysis.max_source_errors.max(1) && !matches!(self.status, Status::Paused { .. })
+        {
+            let reason = format!("{} consecutive ticks with a source error", self.source_errors);
+            self.source_errors = 0;
+            match plan.analysis.on_source_down {
+                OnSourceDown::Rollback => effects.extend(self.rollback_inner(plan, now, &reason)),
+                OnSourceDown::Pause => {
+                    self.status = Status::Paused { reason: reason.clone(), decide_by: None, default: None };
+                    effects.push(self.event(plan, now, "paused", reason));
+                }
+            }
+            return (decisions, effects);
+        }
+
+        match self.status.clone() {
+            Status::Running => {
+                let phase = &plan.phases[self.phase].value;
+                let held = self.hold_skipped
+                    || phase.hold.as_ref().is_none_or(|h| now - self.phase_started >= h.value.0.as_millis() as u64);
+                let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value));
+                if held && all_pass && signed {
+                    effects.extend(self.promote_inner(plan, now));
+                }
+            }
+            Status::Baking { until } if now >= until => {
+                self.status = Status::Completed;
+                effects.push(self.event(plan, now, "completed", "bake finished with no trigger firing"));
+            }
+            _ => {}
+        }
+        (decisions, effects)
+    }
+
+    fn evaluate(
+        &mut self,
+        c: &Check,
+        kind: CheckKind,
+        interval: u64,
+        now: Millis,
+        source: &mut dyn MetricSource,
+    ) -> CheckDecision {
+        let key = format!("{}:{}", if kind == CheckKind::Gate { "gate" } else { "trigger" }, c.name.value);
+        let needed =
+            c.for_.as_ref().map_or(1, |f| (f.value.0.as_millis() as u64).div_ceil(interval.max(1)) as u32).max(1);
+        let measured = source.measure(&CheckRef { name: &c.name.value, kind, check: c }, now);
+        let (value, note) = match measured {
+            Measurement::Value(v) if v.is_finite() => (Some(v), None),
+            Measurement::Value(v) => (None, Some(format!("not a number: {v}"))),
+            Measurement::Empty if c.on_empty == Some(OnEmpty::Zero) => (Some(0.0), None),
+            Measurement::Empty => (None, Some("no data".to_string())),
+            Measurement::Error(e) => (None, Some(format!("source error: {e}"))),
+        };
+        let (outcome, threshold) = match value {
+            None => (Outcome::Inconclusive, threshold_text(c, kind)),
+            Some(v) => (if condition(c, kind, v) { Outcome::Holds } else { Outcome::Clear }, threshold_text(c, kind)),
+        };
+        let run = self.runs.entry(key).or_insert(0);
+        *run = if outcome == Outcome::Holds { *run + 1 } else { 0 };
+        CheckDecision {
+            at: now,
+            check: c.name.value.clone(),
+            kind,
+            value,
+            threshold,
+            outcome,
+            note,
+            run: *run,
+            needed,
+            dry_run: c.dry_run,
+        }
+    }
+
+    fn promote_inner(&mut self, plan: &Plan, now: Millis) -> Vec<Effect> {
+        let i = self.phase;
+        let mut effects: Vec<Effect> = plan.phases[i]
+            .value
+            .hooks
+            .after
+            .iter()
+            .enumerate()
+            .map(|(j, a)| Effect::Run {
+                purpose: format!("phases[{i}].hooks.after[{j}]"),
+                action: Box::new(a.value.clone()),
+            })
+            .collect();
+        if i + 1 < plan.phases.len() {
+            effects.extend(self.enter_phase(plan, i + 1, now));
+            effects.push(self.event(plan, now, "promoted", format!("phase {} passed", i + 1)));
+        } else {
+            match &plan.bake {
+                Some(b) => {
+                    self.status = Status::Baking { until: now + b.value.0.as_millis() as u64 };
+                    effects.push(self.event(plan, now, "baking", format!("last phase passed; baking {}", b.value)));
+                }
+                None => {
+                    self.status = Status::Completed;
+                    effects.push(self.event(plan, now, "completed", "last phase passed"));
+                }
+            }
+        }
+        effects
+    }
+
+    /// Rolls back as the plan says: the flag first, then the rollback actions, then notifications.
+    fn rollback_inner(&mut self, plan: &Plan, now: Millis, reason: &str) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let previous = plan.rollback.to == RollbackTo::PreviousPhase && self.phase > 0;
+        if previous {
+            let i = self.phase - 1;
+            effects.extend(self.enter_phase(plan, i, now).into_iter().filter(|e| matches!(e, Effect::SetRamp { .. })));
+        } else {
+            effects.push(Effect::RestoreFlag);
+        }
+        if !plan.rollback.flags_off.is_empty() {
+            effects.push(Effect::FlagsOff(plan.rollback.flags_off.iter().map(|f| f.value.clone()).collect()));
+        }
+        if plan.rollback.clear_overrides {
+            effects.push(Effect::ClearOverrides);
+        }
+        effects.extend(plan.rollback.actions.iter().enumerate().map(|(j, a)| Effect::Run {
+            purpose: format!("rollback.actions[{j}]"),
+            action: Box::new(a.value.clone()),
+        }));
+        if plan.rollback.to == RollbackTo::PreviousPhase {
+            self.status = Status::Paused { reason: format!("{reason}; stepped back"), decide_by: None, default: None };
+            effects.push(self.event(plan, now, "stepped_back", reason));
+        } else {
+            self.status = Status::RolledBack { reason: reason.to_string() };
+            effects.push(self.event(plan, now, "rolled_back", reason));
+        }
+        effects
+    }
+
+    fn resume_inner(&mut self, plan: &Plan, now: Millis, why: &str) -> Vec<Effect> {
+        let stepped_back = matches!(&self.status, Status::Paused { reason, .. } if reason.ends_with("stepped back"));
+        self.status = Status::Running;
+        let mut effects = Vec::new();
+        if stepped_back {
+            // Resume retries the phase from its start.
+            let i = self.phase;
+            effects.extend(self.enter_phase(plan, i, now));
+        }
+        effects.push(self.event(plan, now, "resumed", why));
+        effects
+    }
+
+    fn paused(&self) -> Result<(), CommandError> {
+        match self.status {
+            Status::Paused { .. } => Ok(()),
+            ref s => Err(CommandError(format!("the rollout is not paused (it is {})", status_name(s)))),
+        }
+    }
+
+    fn live(&self) -> Result<(), CommandError> {
+        if self.status.is_terminal() || self.status == Status::Pending {
+            Err(CommandError(format!("the rollout is {}", status_name(&self.status))))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A person resumes a paused rollout.
+    pub fn resume(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
+        self.paused()?;
+        Ok(self.resume_inner(plan, now, reason))
+    }
+
+    /// A person rolls back.
+    pub fn rollback(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
+        self.live()?;
+        Ok(self.rollback_inner(plan, now, reason))
+    }
+
+    /// A person ends the rollout where it is.
+    pub fn abort(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
+        self.live()?;
+        self.status = Status::Aborted { reason: reason.to_string() };
+        Ok(vec![self.event(plan, now, "aborted", reason)])
+    }
+
+    /// A person skips the rest of the current phase's hold (gates and approvals still apply).
+    pub fn promote(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
+        if self.status != Status::Running {
+            return Err(CommandError(format!(
+                "only a running rollout can be promoted (it is {})",
+                status_name(&self.status)
+            )));
+        }
+        self.hold_skipped = true;
+        Ok(vec![self.event(plan, now, "hold_skipped", reason)])
+    }
+
+    /// A person signs an approval item of the current phase.
+    pub fn approve(&mut self, plan: &Plan, now: Millis, item: &str) -> Result<Vec<Effect>, CommandError> {
+        self.live()?;
+        let phase = &plan.phases[self.phase].value;
+        if !phase.approvals.iter().any(|a| a.value == item) {
+            let items: Vec<&str> = phase.approvals.iter().map(|a| a.value.as_str()).collect();
+            return Err(CommandError(format!(
+                "phase {} has no approval item `{item}` (it has: {})",
+                self.phase + 1,
+                if items.is_empty() { "none".to_string() } else { items.join(", ") }
+            )));
+        }
+        self.approvals.insert(item.to_string());
+        Ok(vec![self.event(plan, now, "approved", item)])
+    }
+
+    /// A person or an alert fires a trigger: `hard` rolls back at once, `soft` pauses (with the trigger's
+    /// decision rule when the plan names it).
+    pub fn signal(
+        &mut self,
+        plan: &Plan,
+        now: Millis,
+        name: &str,
+        hard: bool,
+        reason: &str,
+    ) -> Result<Vec<Effect>, CommandError> {
+        self.live()?;
+        let why = format!("signal `{name}`: {reason}");
+        if hard {
+            return Ok(self.rollback_inner(plan, now, &why));
+        }
+        let rule = plan.triggers.iter().find(|t| t.value.name.value == name).map(|t| &t.value);
+        let decide_by = rule.and_then(|t| t.decide_within.as_ref()).map(|d| now + d.value.0.as_millis() as u64);
+        let default = rule.and_then(|t| t.default.as_ref()).map(|d| d.value.into());
+        self.status = Status::Paused { reason: why.clone(), decide_by, default };
+        Ok(vec![self.event(plan, now, "paused", why)])
+    }
+}
+
+fn is_signal(c: &Check) -> bool {
+    c.source.as_ref().is_some_and(|s| s.value == sluice_plan::model::SourceKind::Signal)
+        || (c.source.is_none()
+            && c.query.is_none()
+            && c.slo.is_none()
+            && c.metric.is_none()
+            && c.http.is_none()
+            && c.command.is_none())
+}
+
+fn status_name(s: &Status) -> &'static str {
+    match s {
+        Status::Pending => "pending",
+        Status::Running => "running",
+        Status::Paused { .. } => "paused",
+        Status::Baking { .. } => "baking",
+        Status::Completed => "completed",
+        Status::RolledBack { .. } => "rolled back",
+        Status::Aborted { .. } => "aborted",
+    }
+}
+
+/// Whether the check's condition holds for `v`. A builtin comparison's value is its bound on (canary −
+/// reference): a gate passes when the upper bound is under the margin, a trigger fires when the lower
+/// bound is over it.
+fn condition(c: &Check, kind: CheckKind, v: f64) -> bool {
+    if c.compare.is_some() {
+        let margin = c.max_increase.or(c.max_increase_pct).unwrap_or(0.0);
+        return match kind {
+            CheckKind::Gate => v < margin,
+            CheckKind::Trigger => v > margin,
+        };
+    }
+    if let Some(b) = c.below {
+        return v < b;
+    }
+    if let Some(a) = c.above {
+        return v > a;
+    }
+    if let Some(r) = &c.between {
+        return r.value.len() == 2 && r.value[0] <= v && v <= r.value[1];
+    }
+    false
+}
+
+fn threshold_text(c: &Check, kind: CheckKind) -> String {
+    if c.compare.is_some() {
+        let (sym, m) = match (c.max_increase, c.max_increase_pct) {
+            (Some(m), _) => ("", m),
+            (_, Some(p)) => ("%", p),
+            _ => ("", 0.0),
+        };
+        return format!("{} {m}{sym}", if kind == CheckKind::Gate { "<" } else { ">" });
+    }
+    match (c.below, c.above, &c.between) {
+        (Some(b), _, _) => format!("< {b}"),
+        (_, Some(a), _) => format!("> {a}"),
+        (_, _, Some(r)) => format!("in {:?}", r.value),
+        _ => String::new(),
+    }
+}

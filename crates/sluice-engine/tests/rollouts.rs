@@ -1,0 +1,190 @@
+//! The rollout state machine in virtual time, against recorded timelines: DESIGN.md "Rollouts" rule by rule.
+
+use sluice_engine::timeline::Timeline;
+use sluice_engine::{simulate, time_limit, Effect, Outcome, Simulation, Status};
+
+const MIN: u64 = 60_000;
+const HOUR: u64 = 60 * MIN;
+
+fn run(plan_yaml: &str, timeline_csv: &str) -> Simulation {
+    let (plan, _) = sluice_plan::load("plan.yaml", plan_yaml, None).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut timeline = Timeline::parse(timeline_csv).unwrap();
+    simulate(&plan, &mut timeline, time_limit(&plan))
+}
+
+/// Transitions, without the approvals people signed along the way.
+fn events(sim: &Simulation) -> Vec<(u64, String)> {
+    sim.rollout.history.iter().filter(|e| e.kind != "approved").map(|e| (e.at, e.kind.clone())).collect()
+}
+
+const RAMP: &str = r#"
+name: ramp
+flag: f
+analysis: { interval: 1m }
+gates:
+  - { name: error-rate, command: [e], value_from: last_number, below: 0.01 }
+phases:
+  - { percent: 1, hold: 24h, approvals: [qa-signoff] }
+  - { percent: 10, hold: 48h }
+  - { percent: 100 }
+bake: 7d
+triggers:
+  - { name: errors-hard, command: [e], value_from: last_number, above: 0.05, for: 5m, severity: hard }
+  - { name: latency-soft, command: [l], value_from: last_number, above: 2, for: 3m, severity: soft, decide_within: 1h, default: rollback }
+rollback:
+  to: start
+  flags_off: [other]
+  actions: [ { exec: [kubectl, rollout, undo, deployment/x] } ]
+"#;
+
+fn healthy() -> String {
+    "at,name,value\n0s,error-rate,0.001\n0s,errors-hard,0.001\n0s,latency-soft,0.5\n".to_string()
+}
+
+#[test]
+fn a_healthy_plan_promotes_after_each_hold_and_completes_after_the_bake() {
+    let sim = run(RAMP, &(healthy() + "3h,approve:qa-signoff,\n"));
+    assert_eq!(sim.rollout.status, Status::Completed);
+    let ev = events(&sim);
+    assert_eq!(ev[1], (24 * HOUR, "promoted".into()), "phase 1 holds 24h: {ev:?}");
+    assert_eq!(ev[2], (72 * HOUR, "promoted".into()), "phase 2 holds 48h: {ev:?}");
+    assert_eq!(ev[3], (72 * HOUR + MIN, "baking".into()));
+    assert_eq!(ev[4], (72 * HOUR + MIN + 7 * 24 * HOUR, "completed".into()));
+    // A 10-day plan at 1-minute ticks: 14,000+ ticks, run in virtual time.
+    assert!(sim.ticks > 14_000, "{}", sim.ticks);
+}
+
+#[test]
+fn a_missing_approval_blocks_promotion() {
+    let sim = run(RAMP, &(healthy() + "30h,approve:qa-signoff,\n40h,approve:no-such-item,\n"));
+    assert_eq!(events(&sim)[1], (30 * HOUR, "promoted".into()), "promoted at the tick the approval arrived");
+    assert!(sim.rollout.history.iter().any(|e| e.kind == "approved" && e.reason == "qa-signoff" && e.at == 30 * HOUR));
+    assert_eq!(sim.refused.len(), 1);
+    assert!(sim.refused[0].1.contains("no approval item `no-such-item`"), "{:?}", sim.refused);
+}
+
+#[test]
+fn a_hard_trigger_rolls_back_after_its_for_window_flag_first() {
+    // The error rate goes bad at 10h: `for: 5m` at 1m ticks fires on the 5th bad tick.
+    let csv = healthy() + "10h,errors-hard,0.2\n10h,error-rate,0.2\n";
+    let sim = run(RAMP, &csv);
+    assert_eq!(sim.rollout.status, Status::RolledBack { reason: "trigger `errors-hard` fired".into() });
+    let (at, kind) = events(&sim).last().cloned().unwrap();
+    assert_eq!((at, kind.as_str()), (10 * HOUR + 4 * MIN, "rolled_back"), "the 5th tick from 10h is 10h04m");
+    let last = &sim.steps.last().unwrap().effects;
+    assert!(matches!(last[0], Effect::RestoreFlag), "the flag first: {last:?}");
+    assert!(matches!(&last[1], Effect::FlagsOff(f) if f == &vec!["other".to_string()]));
+    assert!(matches!(&last[2], Effect::Run { purpose, .. } if purpose == "rollback.actions[0]"));
+    assert!(matches!(last[3], Effect::Notify(_)), "notifications last");
+}
+
+#[test]
+fn an_inconclusive_tick_breaks_a_for_run() {
+    let csv = healthy() + "10h,errors-hard,0.2\n603m,errors-hard,\n604m,errors-hard,0.2\n";
+    let sim = run(RAMP, &csv);
+    let (at, kind) = events(&sim).last().cloned().unwrap();
+    assert_eq!(kind, "rolled_back");
+    assert_eq!(at, 10 * HOUR + 8 * MIN, "no data at 10h03 restarts the 5-tick run at 10h04");
+    let inconclusive = sim
+        .steps
+        .iter()
+        .flat_map(|s| &s.decisions)
+        .find(|d| d.check == "errors-hard" && d.outcome == Outcome::Inconclusive);
+    assert_eq!(inconclusive.unwrap().note.as_deref(), Some("no data"));
+}
+
+#[test]
+fn a_soft_trigger_pauses_and_its_default_applies_when_nobody_decides() {
+    let csv = healthy() + "5h,latency-soft,3\n";
+    let sim = run(RAMP, &csv);
+    let ev = events(&sim);
+    assert_eq!(ev[1], (5 * HOUR + 2 * MIN, "paused".into()), "for: 3m → the 3rd bad tick");
+    assert_eq!(
+        ev[2],
+        (6 * HOUR + 2 * MIN, "rolled_back".into()),
+        "decide_within 1h: the default applies at the tick that reaches it"
+    );
+}
+
+#[test]
+fn a_person_can_resume_a_paused_rollout() {
+    let csv = healthy() + "5h,latency-soft,3\n330m,latency-soft,1\n330m,decide,resume\n6h,approve:qa-signoff,\n";
+    let sim = run(RAMP, &csv);
+    assert_eq!(sim.rollout.status, Status::Completed);
+    let kinds: Vec<String> = sim.rollout.history.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(&kinds[..4], &["started", "paused", "resumed", "approved"]);
+    assert!(kinds.contains(&"resumed".to_string()) && kinds.last().unwrap() == "completed", "{kinds:?}");
+}
+
+#[test]
+fn gates_block_promotion_until_they_pass() {
+    let csv = "0s,error-rate,0.02\n0s,errors-hard,0\n0s,latency-soft,0\n30h,error-rate,0.001\n1s,approve:qa-signoff,\n";
+    let sim = run(RAMP, csv);
+    assert_eq!(events(&sim)[1], (30 * HOUR, "promoted".into()), "{:?}", events(&sim));
+}
+
+#[test]
+fn previous_phase_rollback_steps_back_and_resume_retries() {
+    let plan = RAMP.replace("to: start", "to: previous-phase");
+    // After stepping back, the retried phase asks for its go/no-go again.
+    let csv = healthy() + "1s,approve:qa-signoff,\n30h,errors-hard,0.2\n1810m,errors-hard,0\n31h,decide,resume\n32h,approve:qa-signoff,\n";
+    let sim = run(&plan, &csv);
+    let ev = events(&sim);
+    let step = sim.rollout.history.iter().find(|e| e.kind == "stepped_back").expect("stepped back");
+    assert_eq!((step.at, step.phase, step.percent), (30 * HOUR + 4 * MIN, 0, 1), "back to phase 1 at 1%");
+    let resumed = ev.iter().find(|e| e.1 == "resumed").unwrap().0;
+    assert_eq!(resumed, 31 * HOUR);
+    // Retrying phase 1 holds 24h again from the resume.
+    let promoted_again = ev.iter().filter(|e| e.1 == "promoted").nth(1).unwrap().0;
+    assert_eq!(promoted_again, 31 * HOUR + 24 * HOUR);
+    assert_eq!(sim.rollout.status, Status::Completed);
+}
+
+#[test]
+fn dry_run_triggers_are_recorded_but_never_act() {
+    let plan =
+        RAMP.replace("above: 0.05, for: 5m, severity: hard }", "above: 0.05, for: 5m, severity: hard, dry_run: true }");
+    let csv = healthy() + "1s,approve:qa-signoff,\n10h,errors-hard,0.2\n";
+    let sim = run(&plan, &csv);
+    assert_eq!(sim.rollout.status, Status::Completed);
+    assert!(sim.steps.iter().flat_map(|s| &s.decisions).any(|d| d.check == "errors-hard" && d.dry_run && d.run >= 5));
+}
+
+#[test]
+fn a_source_that_keeps_failing_pauses_or_rolls_back() {
+    let csv = healthy() + "2h,error-rate,error\n";
+    let sim = run(RAMP, &csv);
+    match &sim.rollout.status {
+        Status::Paused { reason, .. } => {
+            assert!(reason.contains("3 consecutive ticks with a source error"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(events(&sim).last().unwrap().0, 2 * HOUR + 2 * MIN);
+
+    let plan = RAMP.replace(
+        "analysis: { interval: 1m }",
+        "analysis: { interval: 1m, on_source_down: rollback, max_source_errors: 2 }",
+    );
+    let sim = run(&plan, &csv);
+    assert!(matches!(sim.rollout.status, Status::RolledBack { .. }));
+    assert_eq!(events(&sim).last().unwrap().0, 2 * HOUR + MIN);
+}
+
+#[test]
+fn triggers_stay_armed_through_the_bake() {
+    let csv = healthy() + "1s,approve:qa-signoff,\n100h,errors-hard,0.5\n";
+    let sim = run(RAMP, &csv);
+    let ev = events(&sim);
+    assert!(ev.iter().any(|e| e.1 == "baking"));
+    assert_eq!(ev.last().unwrap(), &(100 * HOUR + 4 * MIN, "rolled_back".to_string()));
+}
+
+#[test]
+fn signals_fire_triggers_by_hand() {
+    let hard = run(RAMP, &(healthy() + "3h,signal:security-incident,hard\n"));
+    assert!(matches!(&hard.rollout.status, Status::RolledBack { reason } if reason.contains("security-incident")));
+    let soft = run(RAMP, &(healthy() + "3h,signal:latency-soft,soft\n"));
+    // The plan's rule for that trigger applies: roll back after an hour without a decision.
+    assert_eq!(events(&soft).last().unwrap(), &(4 * HOUR, "rolled_back".to_string()));
+}
