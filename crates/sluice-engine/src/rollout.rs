@@ -106,6 +106,9 @@ pub enum Status {
         decide_by: Option<Millis>,
         /// The default decision.
         default: Option<DecisionKind>,
+        /// When the rollout was baking: when its bake ends, so that resuming goes back to baking.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bake_until: Option<Millis>,
     },
     /// After the last phase, triggers armed, until `until`.
     Baking {
@@ -258,6 +261,16 @@ impl Rollout {
         }
     }
 
+    /// A pause that remembers whether the rollout was baking.
+    fn pause_status(&self, reason: String, decide_by: Option<Millis>, default: Option<DecisionKind>) -> Status {
+        let bake_until = match self.status {
+            Status::Baking { until } => Some(until),
+            Status::Paused { bake_until, .. } => bake_until,
+            _ => None,
+        };
+        Status::Paused { reason, decide_by, default, bake_until }
+    }
+
     fn event(&mut self, plan: &Plan, at: Millis, kind: &str, reason: impl Into<String>) -> Effect {
         let e = Event { at, kind: kind.into(), phase: self.phase, percent: self.percent(plan), reason: reason.into() };
         self.history.push(e.clone());
@@ -316,7 +329,7 @@ impl Rollout {
         if self.status.is_terminal() || self.status == Status::Pending {
             return (decisions, effects);
         }
-        if let Status::Paused { decide_by: Some(by), default: Some(d), reason } = self.status.clone() {
+        if let Status::Paused { decide_by: Some(by), default: Some(d), reason, .. } = self.status.clone() {
             if now >= by {
                 let why = format!("no decision within the time allowed after `{reason}`: default {d:?}");
                 effects.extend(match d {
@@ -352,7 +365,7 @@ impl Rollout {
                     _ if !matches!(self.status, Status::Paused { .. }) => {
                         let decide_by = t.decide_within.as_ref().map(|d| now + d.value.0.as_millis() as u64);
                         let default = t.default.as_ref().map(|d| d.value.into());
-                        self.status = Status::Paused { reason: reason.clone(), decide_by, default };
+                        self.status = self.pause_status(reason.clone(), decide_by, default);
                         effects.push(self.event(plan, now, "paused", reason));
                     }
                     _ => {}
@@ -381,7 +394,7 @@ impl Rollout {
             match plan.analysis.on_source_down {
                 OnSourceDown::Rollback => effects.extend(self.rollback_inner(plan, now, &reason)),
                 OnSourceDown::Pause => {
-                    self.status = Status::Paused { reason: reason.clone(), decide_by: None, default: None };
+                    self.status = self.pause_status(reason.clone(), None, None);
                     effects.push(self.event(plan, now, "paused", reason));
                 }
             }
@@ -498,7 +511,12 @@ impl Rollout {
             action: Box::new(a.value.clone()),
         }));
         if plan.rollback.to == RollbackTo::PreviousPhase {
-            self.status = Status::Paused { reason: format!("{reason}; stepped back"), decide_by: None, default: None };
+            self.status = Status::Paused {
+                reason: format!("{reason}; stepped back"),
+                decide_by: None,
+                default: None,
+                bake_until: None,
+            };
             effects.push(self.event(plan, now, "stepped_back", reason));
         } else {
             self.status = Status::RolledBack { reason: reason.to_string() };
@@ -509,7 +527,10 @@ impl Rollout {
 
     fn resume_inner(&mut self, plan: &Plan, now: Millis, why: &str) -> Vec<Effect> {
         let stepped_back = matches!(&self.status, Status::Paused { reason, .. } if reason.ends_with("stepped back"));
-        self.status = Status::Running;
+        self.status = match self.status {
+            Status::Paused { bake_until: Some(until), .. } => Status::Baking { until },
+            _ => Status::Running,
+        };
         let mut effects = Vec::new();
         if stepped_back {
             // Resume retries the phase from its start.
@@ -533,6 +554,31 @@ impl Rollout {
         } else {
             Ok(())
         }
+    }
+
+    /// The checks the next tick will evaluate, so that a caller can measure them (asynchronously) first:
+    /// the measured triggers while the rollout is live, and the current phase's gates while it runs.
+    pub fn checks_due<'p>(&self, plan: &'p Plan) -> Vec<(CheckKind, &'p Check)> {
+        if self.status.is_terminal() || self.status == Status::Pending {
+            return Vec::new();
+        }
+        let mut due: Vec<(CheckKind, &Check)> =
+            plan.triggers.iter().map(|t| &t.value).filter(|t| !is_signal(t)).map(|t| (CheckKind::Trigger, t)).collect();
+        if self.status == Status::Running {
+            let phase = &plan.phases[self.phase].value;
+            due.extend(plan.gates.iter().chain(phase.gates.iter()).map(|g| (CheckKind::Gate, &g.value)));
+        }
+        due
+    }
+
+    /// A person pauses a running or baking rollout; triggers stay armed.
+    pub fn pause(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
+        self.live()?;
+        if matches!(self.status, Status::Paused { .. }) {
+            return Err(CommandError("the rollout is paused already".into()));
+        }
+        self.status = self.pause_status(format!("paused by hand: {reason}"), None, None);
+        Ok(vec![self.event(plan, now, "paused", reason)])
     }
 
     /// A person resumes a paused rollout.
@@ -600,7 +646,7 @@ impl Rollout {
         let rule = plan.triggers.iter().find(|t| t.value.name.value == name).map(|t| &t.value);
         let decide_by = rule.and_then(|t| t.decide_within.as_ref()).map(|d| now + d.value.0.as_millis() as u64);
         let default = rule.and_then(|t| t.default.as_ref()).map(|d| d.value.into());
-        self.status = Status::Paused { reason: why.clone(), decide_by, default };
+        self.status = self.pause_status(why.clone(), decide_by, default);
         Ok(vec![self.event(plan, now, "paused", why)])
     }
 }

@@ -188,3 +188,13 @@ fn signals_fire_triggers_by_hand() {
     // The plan's rule for that trigger applies: roll back after an hour without a decision.
     assert_eq!(events(&soft).last().unwrap(), &(4 * HOUR, "rolled_back".to_string()));
 }
+
+#[test]
+fn a_pause_during_the_bake_resumes_to_the_bake() {
+    let csv = healthy() + "1s,approve:qa-signoff,\n100h,latency-soft,3\n101h,latency-soft,1\n101h,decide,resume\n";
+    let sim = run(RAMP, &csv);
+    let kinds: Vec<&str> = sim.rollout.history.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(&kinds[kinds.len() - 4..], &["baking", "paused", "resumed", "completed"]);
+    // The bake ends when it would have: pauses do not extend it.
+    assert_eq!(sim.rollout.history.last().unwrap().at, 72 * HOUR + MIN + 7 * 24 * HOUR);
+}

@@ -151,3 +151,36 @@ pub fn load(file: &str, text: &str, catalog: Option<&Catalog>) -> Result<(Plan, 
         Ok((plan, problems))
     }
 }
+
+/// Fills `{{name}}` templates from `values`; an unknown name is left as written (`plan check` refuses
+/// plans with unknown names, so this only happens for text that was never checked).
+///
+/// ```
+/// let mut values = std::collections::BTreeMap::new();
+/// values.insert("ramped".to_string(), "on".to_string());
+/// assert_eq!(sluice_plan::render("variant=\"{{ramped}}\" {{ x }}", &values), "variant=\"on\" {{ x }}");
+/// ```
+pub fn render(text: &str, values: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = after[..end].trim();
+                match values.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,3 @@
+//! Actions, one file each.
+
+pub mod exec;
