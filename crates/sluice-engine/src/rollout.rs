@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sluice_plan::model::{Action, Check, Decision, OnEmpty, OnSourceDown, RollbackTo, Severity};
 use sluice_plan::Plan;
 
@@ -21,7 +21,7 @@ pub enum Measurement {
 }
 
 /// Gate or trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// Must hold to promote.
@@ -54,7 +54,7 @@ impl<F: FnMut(&CheckRef<'_>, Millis) -> Measurement> MetricSource for F {
 }
 
 /// Whether a check's condition held at a tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The condition holds (a gate passes; a trigger's condition is met).
@@ -66,7 +66,7 @@ pub enum Outcome {
 }
 
 /// The recorded verdict of one check at one tick.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckDecision {
     /// When.
     pub at: Millis,
@@ -91,7 +91,7 @@ pub struct CheckDecision {
 }
 
 /// Where a rollout is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Status {
     /// Created, not started.
@@ -130,7 +130,7 @@ pub enum Status {
 }
 
 /// A decision on a paused rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionKind {
     /// Go on.
@@ -149,6 +149,19 @@ impl From<Decision> for DecisionKind {
 }
 
 impl Status {
+    /// The state's name: `pending`, `running`, `paused`, `baking`, `completed`, `rolled_back`, `aborted`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Paused { .. } => "paused",
+            Status::Baking { .. } => "baking",
+            Status::Completed => "completed",
+            Status::RolledBack { .. } => "rolled_back",
+            Status::Aborted { .. } => "aborted",
+        }
+    }
+
     /// Completed, rolled back or aborted.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Status::Completed | Status::RolledBack { .. } | Status::Aborted { .. })
@@ -187,7 +200,7 @@ pub enum Effect {
 }
 
 /// A transition, as notifications and the audit log tell it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// When.
     pub at: Millis,
@@ -212,7 +225,7 @@ impl std::fmt::Display for CommandError {
 }
 
 /// One run of a plan: everything the engine needs to continue after a restart.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     /// The plan's name.
     pub plan: String,

@@ -17,7 +17,10 @@ mod auth;
 mod client_api;
 mod error;
 mod ofrep;
+mod rollouts;
 mod stream;
+
+pub use rollouts::run_forever as run_rollouts;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -75,6 +78,9 @@ pub struct AppState {
     pub(crate) options: Options,
     pub(crate) limiter: auth::RateLimiter,
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Rollout transitions, one at a time: the runner's ticks and people's commands.
+    pub(crate) rollout_lock: tokio::sync::Mutex<()>,
+    pub(crate) rollout_seq: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -93,6 +99,8 @@ impl AppState {
             limiter: auth::RateLimiter::new(options.evaluation_rate_limit),
             options,
             client_apps: Mutex::new(BTreeMap::new()),
+            rollout_lock: tokio::sync::Mutex::new(()),
+            rollout_seq: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -185,6 +193,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/import/flags", post(admin::import_flags))
         .route("/api/v1/client-metrics", get(admin::client_metrics))
         .route("/api/v1/stream", get(stream::changes))
+        .route("/api/v1/rollouts", get(rollouts::list).post(rollouts::start))
+        .route("/api/v1/rollouts/{id}", get(rollouts::get))
+        .route("/api/v1/rollouts/{id}/decisions", get(rollouts::decisions))
+        .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
+        .route("/api/v1/alertmanager", post(rollouts::alertmanager))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

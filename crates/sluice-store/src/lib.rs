@@ -24,6 +24,7 @@ mod token;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
 
 pub use audit::{AuditEvent, Verification};
@@ -204,4 +205,80 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The evaluation counts kept so far: (flag, variant, count), by flag then variant.
     async fn client_metrics(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+
+    /// Records a new active rollout, refused (`Conflict`, naming it) when its flag already has one.
+    async fn create_rollout(&self, rollout: &RolloutRecord) -> Result<AuditEvent, StoreError>;
+
+    /// Writes a rollout's new state and outbox, with one audit event per transition, in one transaction.
+    async fn save_rollout(&self, save: &RolloutSave<'_>) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Rollouts, oldest first; only the active ones with `active_only`.
+    async fn rollouts(&self, active_only: bool) -> Result<Vec<RolloutRecord>, StoreError>;
+
+    /// One rollout.
+    async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError>;
+
+    /// Appends one tick's decisions of a rollout.
+    async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Value]) -> Result<(), StoreError>;
+
+    /// The last `limit` decisions of a rollout, oldest first.
+    async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError>;
+
+    /// Appends one audit event that is not a catalog change (e.g. a decision whose outcome changed).
+    async fn record_event(
+        &self,
+        actor: &str,
+        action: &str,
+        entity: &str,
+        after: Value,
+        reason: Option<String>,
+    ) -> Result<AuditEvent, StoreError>;
+}
+
+/// A rollout as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RolloutRecord {
+    /// Its id.
+    pub id: String,
+    /// The flag it ramps.
+    pub flag: String,
+    /// The plan's name.
+    pub plan_name: String,
+    /// The plan, as started.
+    pub plan_text: String,
+    /// The flag (JSON) before the rollout: what `rollback.to: start` restores.
+    pub original_flag: Value,
+    /// The engine's state (JSON).
+    pub state: Value,
+    /// `running`, `paused`, `baking`, `completed`, `rolled_back`, `aborted`.
+    pub status: String,
+    /// Not finished.
+    pub active: bool,
+    /// Effects committed but not known to be done.
+    pub outbox: Value,
+    /// Who started it.
+    pub created_by: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+/// A rollout's transition, as written.
+#[derive(Debug)]
+pub struct RolloutSave<'a> {
+    /// Who acted: a person's token name, or the controller.
+    pub actor: &'a str,
+    /// The rollout.
+    pub id: &'a str,
+    /// The engine's new state.
+    pub state: &'a Value,
+    /// Its status name.
+    pub status: &'a str,
+    /// Not finished.
+    pub active: bool,
+    /// The effects to carry out, not yet done.
+    pub outbox: &'a Value,
+    /// Audit events: (action, details, reason).
+    pub events: &'a [(String, Value, Option<String>)],
 }

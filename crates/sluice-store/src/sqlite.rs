@@ -13,7 +13,8 @@ use tokio::sync::Mutex;
 
 use crate::token;
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, Change, Principal, Role, Store, StoreError, TokenInfo, TokenTable,
+    audit, AppliedBatch, AuditEvent, AuditFilter, Change, Principal, Role, RolloutRecord, RolloutSave, Store,
+    StoreError, TokenInfo, TokenTable,
 };
 
 /// The SQLite implementation of [`Store`]: one file, WAL, migrations embedded.
@@ -287,6 +288,151 @@ impl Store for SqliteStore {
                 .await?;
         Ok(rows.into_iter().map(|(f, v, n)| (f, v, n.max(0) as u64)).collect())
     }
+
+    async fn create_rollout(&self, r: &RolloutRecord) -> Result<AuditEvent, StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let active: Option<(String, String)> =
+            sqlx::query_as("SELECT id, plan_name FROM rollouts WHERE flag = $1 AND active = 1")
+                .bind(&r.flag)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((id, name)) = active {
+            return Err(StoreError::Conflict {
+                message: format!(
+                    "flag `{}` already has an active rollout: `{name}` ({id}); finish, roll back or abort it first",
+                    r.flag
+                ),
+            });
+        }
+        let now = rfc3339(Utc::now());
+        sqlx::query(
+            "INSERT INTO rollouts (id, flag, plan_name, plan_text, original_flag, state, status, active, outbox, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $10)",
+        )
+        .bind(&r.id)
+        .bind(&r.flag)
+        .bind(&r.plan_name)
+        .bind(&r.plan_text)
+        .bind(r.original_flag.to_string())
+        .bind(r.state.to_string())
+        .bind(&r.status)
+        .bind(r.outbox.to_string())
+        .bind(&r.created_by)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        let after = serde_json::json!({"id": r.id, "plan": r.plan_name, "flag": r.flag});
+        let event = append_audit(
+            &mut tx,
+            Utc::now(),
+            &r.created_by,
+            "rollout.create",
+            &format!("rollout:{}", r.id),
+            None,
+            Some(after),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn save_rollout(&self, save: &RolloutSave<'_>) -> Result<Vec<AuditEvent>, StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE rollouts SET state = $1, status = $2, active = $3, outbox = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(save.state.to_string())
+        .bind(save.status)
+        .bind(i64::from(save.active))
+        .bind(save.outbox.to_string())
+        .bind(rfc3339(Utc::now()))
+        .bind(save.id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: format!("rollout:{}", save.id) });
+        }
+        let mut events = Vec::new();
+        for (action, after, reason) in save.events {
+            let entity = format!("rollout:{}", save.id);
+            events.push(
+                append_audit(
+                    &mut tx,
+                    Utc::now(),
+                    save.actor,
+                    action,
+                    &entity,
+                    None,
+                    Some(after.clone()),
+                    reason.clone(),
+                )
+                .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn rollouts(&self, active_only: bool) -> Result<Vec<RolloutRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM rollouts WHERE active = 1 OR $1 = 0 ORDER BY created_at")
+            .bind(i64::from(active_only))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rollout_from_row).collect()
+    }
+
+    async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM rollouts WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(rollout_from_row).transpose()
+    }
+
+    async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Value]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for d in decisions {
+            sqlx::query("INSERT INTO decisions (rollout_id, at_ms, body) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(at_ms)
+                .bind(d.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT body FROM (SELECT body, at_ms, rowid AS r FROM decisions WHERE rollout_id = $1 ORDER BY at_ms DESC, r DESC LIMIT $2) ORDER BY at_ms, r",
+        )
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(b,)| {
+                serde_json::from_str(&b)
+                    .map_err(|e| StoreError::Corrupt { message: format!("a decision of {id}: {e}") })
+            })
+            .collect()
+    }
+
+    async fn record_event(
+        &self,
+        actor: &str,
+        action: &str,
+        entity: &str,
+        after: Value,
+        reason: Option<String>,
+    ) -> Result<AuditEvent, StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let event = append_audit(&mut tx, Utc::now(), actor, action, entity, None, Some(after), reason).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
 }
 
 /// The schema migrations, embedded in the binary (no `sqlx` macros: nothing needs a database at build time).
@@ -297,6 +443,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         (1, "flags and audit", include_str!("../migrations/0001_flags_and_audit.sql")),
         (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
         (3, "client metrics", include_str!("../migrations/0003_client_metrics.sql")),
+        (4, "rollouts", include_str!("../migrations/0004_rollouts.sql")),
     ];
     Migrator::with_migrations(
         MIGRATIONS
@@ -504,6 +651,28 @@ fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent, StoreError>
         reason: r.get("reason"),
         prev_hash: r.get("prev_hash"),
         hash: r.get("hash"),
+    })
+}
+
+fn rollout_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<RolloutRecord, StoreError> {
+    let id: String = r.get("id");
+    let json = |col: &str| -> Result<Value, StoreError> {
+        let text: String = r.get(col);
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt { message: format!("rollout {id}, `{col}`: {e}") })
+    };
+    Ok(RolloutRecord {
+        flag: r.get("flag"),
+        plan_name: r.get("plan_name"),
+        plan_text: r.get("plan_text"),
+        original_flag: json("original_flag")?,
+        state: json("state")?,
+        status: r.get("status"),
+        active: r.get::<i64, _>("active") == 1,
+        outbox: json("outbox")?,
+        created_by: r.get("created_by"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        id,
     })
 }
 

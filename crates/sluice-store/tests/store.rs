@@ -244,3 +244,51 @@ async fn client_metrics_add_up_and_are_kept() {
         vec![("f".to_string(), "off".to_string(), 3), ("f".to_string(), "on".to_string(), 14)]
     );
 }
+
+#[tokio::test]
+async fn a_flag_has_at_most_one_active_rollout() {
+    use serde_json::json;
+    use sluice_store::{RolloutRecord, RolloutSave};
+    let (_dir, store) = store().await;
+    let record = |id: &str, plan: &str| RolloutRecord {
+        id: id.into(),
+        flag: "awf_bundle".into(),
+        plan_name: plan.into(),
+        plan_text: "name: x".into(),
+        original_flag: json!({"key": "awf_bundle"}),
+        state: json!({}),
+        status: "running".into(),
+        active: true,
+        outbox: json!([]),
+        created_by: "alice".into(),
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    store.create_rollout(&record("r1", "awf-week-1")).await.unwrap();
+    let err = store.create_rollout(&record("r2", "awf-other")).await.unwrap_err();
+    assert!(err.to_string().contains("`awf-week-1` (r1)"), "{err}");
+
+    let events = [("rollout.rolled_back".to_string(), json!({"phase": 1}), Some("errors".to_string()))];
+    let saved = store
+        .save_rollout(&RolloutSave {
+            actor: "sluice",
+            id: "r1",
+            state: &json!({"s": 1}),
+            status: "rolled_back",
+            active: false,
+            outbox: &json!([]),
+            events: &events,
+        })
+        .await
+        .unwrap();
+    assert_eq!(saved[0].action, "rollout.rolled_back");
+    store.create_rollout(&record("r2", "awf-again")).await.unwrap();
+    assert_eq!(store.rollouts(true).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r2"]);
+    assert_eq!(store.rollout("r1").await.unwrap().unwrap().state, json!({"s": 1}));
+
+    store.record_decisions("r2", 1000, &[json!({"check": "a"}), json!({"check": "b"})]).await.unwrap();
+    store.record_decisions("r2", 2000, &[json!({"check": "c"})]).await.unwrap();
+    let last_two = store.decisions("r2", 2).await.unwrap();
+    assert_eq!(last_two, vec![json!({"check": "b"}), json!({"check": "c"})]);
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 3, .. }));
+}

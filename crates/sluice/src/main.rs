@@ -64,6 +64,9 @@ enum Command {
     /// Rollout plans.
     #[command(subcommand)]
     Plan(PlanCmd),
+    /// Run and steer rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
     /// Run a plan in virtual time against a recorded timeline and print every decision.
     Simulate {
         /// The plan.
@@ -75,6 +78,72 @@ enum Command {
         /// Print every check at every tick, not only when its outcome changes.
         #[arg(long)]
         verbose: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCmd {
+    /// Check a plan against the server's flags and start it.
+    Start { plan: PathBuf },
+    /// Every rollout.
+    List,
+    /// One rollout: phase, percentage, hold, approvals, history.
+    Status { id: String },
+    /// Follow a rollout until it ends (Ctrl-C to stop watching).
+    Watch {
+        id: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2)]
+        every: u64,
+    },
+    /// Every tick's decisions: each gate and trigger with value, threshold, outcome.
+    Decisions {
+        id: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Pause (triggers stay armed).
+    Pause {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Skip the rest of the current hold (gates and approvals still apply).
+    Promote {
+        id: String,
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Roll back now.
+    Rollback {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End the rollout where it is.
+    Abort {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Sign a go/no-go item of the current phase.
+    Approve { id: String, item: String },
+    /// Fire a trigger by hand: --hard rolls back now, --soft pauses and asks.
+    Signal {
+        id: String,
+        name: String,
+        #[arg(long, conflicts_with = "soft", required_unless_present = "soft")]
+        hard: bool,
+        #[arg(long)]
+        soft: bool,
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -356,6 +425,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     println!("sluice listening on http://{addr} (data: {})", args.data_dir.display());
+    tokio::spawn(sluice_server::run_rollouts(state.clone()));
     axum::serve(listener, sluice_server::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -426,6 +496,7 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
             plan_check(client, output, files, catalog, offline).await
         }
         Command::Simulate { plan, metrics, verbose } => simulate(output, plan, metrics, verbose),
+        Command::Rollout(cmd) => rollout(client, output, cmd).await,
     }
 }
 
@@ -1026,5 +1097,148 @@ fn simulate(output: Output, plan_path: PathBuf, metrics: PathBuf, verbose: bool)
         sim.ticks,
         took.as_secs_f64() * 1000.0
     );
+    Ok(())
+}
+
+fn print_rollout(r: &Value) {
+    let status = &r["status"];
+    let state = status["state"].as_str().unwrap_or("");
+    let detail = status.get("reason").and_then(Value::as_str).map(|s| format!(" ({s})")).unwrap_or_default();
+    println!(
+        "{} {}  flag {}  {state}{detail}",
+        r["id"].as_str().unwrap_or(""),
+        r["plan"].as_str().unwrap_or(""),
+        r["flag"].as_str().unwrap_or("")
+    );
+    let (phase, phases) = (r["phase"].as_u64().unwrap_or(0), r["phases"].as_u64().unwrap_or(0));
+    let percent = r["percent"].as_u64().unwrap_or(0) as usize;
+    let bar: String = (0..20).map(|i| if i * 5 < percent { '█' } else { '·' }).collect();
+    let mut line = format!("  phase {phase}/{phases}  [{bar}] {percent}%");
+    if let (Some(hold), Some(started)) = (r["hold_ms"].as_u64(), r["phase_started_ms"].as_u64()) {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let left = (started + hold).saturating_sub(now);
+        line += &format!("  hold left {}", offset(left).trim_start_matches('+'));
+    }
+    println!("{line}");
+    let needed: Vec<&str> = r["approvals_needed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if !needed.is_empty() {
+        let signed: Vec<&str> =
+            r["approvals_signed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let marks: Vec<String> =
+            needed.iter().map(|n| format!("{} {n}", if signed.contains(n) { "[x]" } else { "[ ]" })).collect();
+        println!("  approvals: {}", marks.join("  "));
+    }
+}
+
+async fn rollout(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(), CliError> {
+    let show = |answer: &Value| match output {
+        Output::Json => print_json(&answer["data"]),
+        Output::Table => print_rollout(&answer["data"]),
+    };
+    let act = |id: &str, command: &str, body: Value| {
+        let path = format!("/api/v1/rollouts/{}/{command}", enc(id));
+        async move { client.call(Method::POST, &path, Some(&body)).await }
+    };
+    match cmd {
+        RolloutCmd::Start { plan } => {
+            let text =
+                std::fs::read_to_string(&plan).map_err(|e| CliError(format!("cannot read {}: {e}", plan.display())))?;
+            let body = json!({"plan": text, "file": plan.display().to_string()});
+            show(&client.call(Method::POST, "/api/v1/rollouts", Some(&body)).await?);
+        }
+        RolloutCmd::List => {
+            let answer = client.get("/api/v1/rollouts").await?;
+            match output {
+                Output::Json => print_json(&answer["data"]),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = answer["data"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            vec![
+                                r["id"].as_str().unwrap_or("").into(),
+                                r["plan"].as_str().unwrap_or("").into(),
+                                r["flag"].as_str().unwrap_or("").into(),
+                                r["status"]["state"].as_str().unwrap_or("").into(),
+                                format!("{}/{}", r["phase"], r["phases"]),
+                                format!("{}%", r["percent"]),
+                            ]
+                        })
+                        .collect();
+                    table::print(&["ID", "PLAN", "FLAG", "STATE", "PHASE", "PERCENT"], &rows);
+                }
+            }
+        }
+        RolloutCmd::Status { id } => show(&client.get(&format!("/api/v1/rollouts/{}", enc(&id))).await?),
+        RolloutCmd::Watch { id, every } => loop {
+            let answer = client.get(&format!("/api/v1/rollouts/{}", enc(&id))).await?;
+            let decisions = client.get(&format!("/api/v1/rollouts/{}/decisions?limit=40", enc(&id))).await?;
+            print!("\x1b[2J\x1b[H");
+            print_rollout(&answer["data"]);
+            let mut latest: std::collections::BTreeMap<String, Value> = Default::default();
+            for d in decisions["data"].as_array().into_iter().flatten() {
+                latest.insert(
+                    format!("{}:{}", d["kind"].as_str().unwrap_or(""), d["check"].as_str().unwrap_or("")),
+                    d.clone(),
+                );
+            }
+            for d in latest.values() {
+                println!(
+                    "  {:<7} {:<28} {:>10} {:<10} {} {}/{}",
+                    d["kind"].as_str().unwrap_or(""),
+                    d["check"].as_str().unwrap_or(""),
+                    d["value"].as_f64().map_or_else(|| d["note"].as_str().unwrap_or("").to_string(), |v| v.to_string()),
+                    d["threshold"].as_str().unwrap_or(""),
+                    d["outcome"].as_str().unwrap_or(""),
+                    d["run"],
+                    d["needed"],
+                );
+            }
+            let state = answer["data"]["status"]["state"].as_str().unwrap_or("");
+            if matches!(state, "completed" | "rolled_back" | "aborted") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(every.max(1))).await;
+        },
+        RolloutCmd::Decisions { id, limit } => {
+            let answer = client.get(&format!("/api/v1/rollouts/{}/decisions?limit={limit}", enc(&id))).await?;
+            match output {
+                Output::Json => print_json(&answer["data"]),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = answer["data"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|d| {
+                            vec![
+                                d["at"].to_string(),
+                                d["kind"].as_str().unwrap_or("").into(),
+                                d["check"].as_str().unwrap_or("").into(),
+                                d["value"]
+                                    .as_f64()
+                                    .map_or_else(|| d["note"].as_str().unwrap_or("").to_string(), |v| v.to_string()),
+                                d["threshold"].as_str().unwrap_or("").into(),
+                                d["outcome"].as_str().unwrap_or("").into(),
+                                format!("{}/{}", d["run"], d["needed"]),
+                            ]
+                        })
+                        .collect();
+                    table::print(&["AT_MS", "KIND", "CHECK", "VALUE", "THRESHOLD", "OUTCOME", "RUN"], &rows);
+                }
+            }
+        }
+        RolloutCmd::Pause { id, reason } => show(&act(&id, "pause", json!({"reason": reason})).await?),
+        RolloutCmd::Resume { id, reason } => show(&act(&id, "resume", json!({"reason": reason})).await?),
+        RolloutCmd::Promote { id, reason } => show(&act(&id, "promote", json!({"reason": reason})).await?),
+        RolloutCmd::Rollback { id, reason } => show(&act(&id, "rollback", json!({"reason": reason})).await?),
+        RolloutCmd::Abort { id, reason } => show(&act(&id, "abort", json!({"reason": reason})).await?),
+        RolloutCmd::Approve { id, item } => show(&act(&id, "approve", json!({"item": item})).await?),
+        RolloutCmd::Signal { id, name, hard, soft: _, reason } => {
+            let severity = if hard { "hard" } else { "soft" };
+            show(&act(&id, "signal", json!({"name": name, "severity": severity, "reason": reason})).await?)
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,680 @@
+//! Live rollouts: the runner that ticks every active rollout on the wall clock, and the API that starts
+//! them and takes people's decisions. Every transition is written — engine state, the effects still to
+//! carry out (the outbox) and its audit events, in one transaction — before any effect runs; the outbox is
+//! emptied as the effects complete. A controller restarted at any instant finds in the store what may have
+//! run: flag changes and idempotent actions are carried out again with the same key, and a rollout whose
+//! non-idempotent action may or may not have run is paused for a person.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sluice_engine::{Clock, Effect, Measurement, Outcome, Rollout, SystemClock};
+use sluice_flags::Flag;
+use sluice_plan::model::Action;
+use sluice_plan::Plan;
+use sluice_store::{Change, Principal, Role, RolloutRecord, RolloutSave};
+
+use crate::error::parse_json;
+use crate::{ApiError, AppState};
+
+/// An effect written to the outbox: what the runner still has to do, with its idempotency key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OutboxItem {
+    key: String,
+    effect: OutboxEffect,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum OutboxEffect {
+    SetRamp {
+        percent: u8,
+        base: Option<String>,
+        ramped: Option<String>,
+        segments: Vec<String>,
+    },
+    RestoreFlag,
+    FlagsOff {
+        flags: Vec<String>,
+    },
+    ClearOverrides,
+    /// An action of the plan, named by its path (`rollback.actions[0]`).
+    Run {
+        purpose: String,
+        idempotent: bool,
+    },
+}
+
+impl OutboxEffect {
+    /// Flag changes set a state rather than add to it, so doing them twice is the same as once.
+    fn idempotent(&self) -> bool {
+        match self {
+            OutboxEffect::Run { idempotent, .. } => *idempotent,
+            _ => true,
+        }
+    }
+}
+
+/// Per-rollout memory of the runner: when it last ticked, and each check's last outcome (a decision goes
+/// to the audit log only when its outcome changes).
+#[derive(Default)]
+pub(crate) struct RunnerMemory {
+    last_tick: HashMap<String, u64>,
+    outcomes: HashMap<(String, String), Outcome>,
+}
+
+fn plan_of(record: &RolloutRecord) -> Result<Plan, ApiError> {
+    sluice_plan::parse(&record.plan_name, &record.plan_text).map_err(|p| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored plan no longer parses: {p}"))
+    })
+}
+
+fn state_of(record: &RolloutRecord) -> Result<Rollout, ApiError> {
+    serde_json::from_value(record.state.clone())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored rollout state: {e}")))
+}
+
+/// The action at a path such as `rollback.actions[0]` or `phases[1].hooks.before[0]`.
+fn action_at<'p>(plan: &'p Plan, purpose: &str) -> Option<&'p Action> {
+    let index = |s: &str| s.rsplit_once('[').and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok());
+    if let Some(rest) = purpose.strip_prefix("rollback.actions") {
+        return plan.rollback.actions.get(index(rest)?).map(|a| &a.value);
+    }
+    let (phase, hook) = purpose.strip_prefix("phases")?.split_once(".hooks.")?;
+    let phase = &plan.phases.get(index(phase)?)?.value;
+    let list = if hook.starts_with("before") { &phase.hooks.before } else { &phase.hooks.after };
+    list.get(index(hook)?).map(|a| &a.value)
+}
+
+/// The template values of a rollout at this moment.
+fn template_values(plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
+    let mut v: BTreeMap<String, String> = plan.vars.iter().map(|(k, s)| (k.clone(), s.0.clone())).collect();
+    let phase = plan.phases.get(rollout.phase).map(|p| &p.value);
+    let ramp = phase.and_then(|p| p.ramp.as_ref()).or(plan.ramp.as_ref());
+    let (base, ramped) = match (ramp, flag) {
+        (Some(r), _) => (r.value.base.value.clone(), r.value.ramped.value.clone()),
+        (None, Some(f)) => (f.ramp.base.clone(), f.ramp.ramped.clone()),
+        (None, None) => ("off".into(), "on".into()),
+    };
+    v.insert("flag".into(), plan.flag.value.clone());
+    v.insert("base".into(), base);
+    v.insert("ramped".into(), ramped);
+    v.insert("phase".into(), (rollout.phase + 1).to_string());
+    v.insert("percent".into(), rollout.percent(plan).to_string());
+    v.insert("interval".into(), plan.analysis.interval.value.to_string());
+    v
+}
+
+impl AppState {
+    /// The controller's actor name for what a rollout does by itself.
+    fn controller(record: &RolloutRecord) -> String {
+        format!("rollout:{}", record.plan_name)
+    }
+
+    /// Writes a transition (state, outbox, audit) and then carries out its effects.
+    pub(crate) async fn transition(
+        &self,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &mut Rollout,
+        effects: Vec<Effect>,
+        actor: &str,
+    ) -> Result<(), ApiError> {
+        let seq = rollout.history.len();
+        let mut events = Vec::new();
+        let mut outbox = Vec::new();
+        for (i, e) in effects.into_iter().enumerate() {
+            let key = format!("{}:{seq}:{i}", record.id);
+            let effect = match e {
+                Effect::Notify(ev) => {
+                    events.push((
+                        format!("rollout.{}", ev.kind),
+                        serde_json::to_value(&ev).expect("json"),
+                        Some(ev.reason.clone()),
+                    ));
+                    continue;
+                }
+                Effect::SetRamp { percent, base, ramped, segments } => {
+                    OutboxEffect::SetRamp { percent, base, ramped, segments }
+                }
+                Effect::RestoreFlag => OutboxEffect::RestoreFlag,
+                Effect::FlagsOff(flags) => OutboxEffect::FlagsOff { flags },
+                Effect::ClearOverrides => OutboxEffect::ClearOverrides,
+                Effect::Run { purpose, action } => {
+                    OutboxEffect::Run { purpose, idempotent: action.idempotent || action.webhook.is_some() }
+                }
+            };
+            outbox.push(OutboxItem { key, effect });
+        }
+        let state = serde_json::to_value(&*rollout).expect("json");
+        let status = rollout.status.name();
+        let active = !rollout.status.is_terminal();
+        let outbox_json = serde_json::to_value(&outbox).expect("json");
+        self.store
+            .save_rollout(&RolloutSave {
+                actor,
+                id: &record.id,
+                state: &state,
+                status,
+                active,
+                outbox: &outbox_json,
+                events: &events,
+            })
+            .await?;
+        self.carry_out(record, plan, rollout, outbox).await
+    }
+
+    /// Carries out outbox items in order, then empties the outbox. A hook that fails pauses the rollout.
+    async fn carry_out(
+        &self,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &mut Rollout,
+        outbox: Vec<OutboxItem>,
+    ) -> Result<(), ApiError> {
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        let actor = Self::controller(record);
+        let mut failed_hook = None;
+        for item in &outbox {
+            let reason = Some(format!("rollout {} ({})", record.plan_name, record.id));
+            match &item.effect {
+                OutboxEffect::SetRamp { percent, base, ramped, segments } => {
+                    let (percent, base, ramped, segments) = (*percent, base.clone(), ramped.clone(), segments.clone());
+                    self.edit_flag(&actor, reason, &record.flag, move |f| {
+                        f.ramp.percent = percent;
+                        if let Some(b) = base {
+                            f.ramp.base = b;
+                        }
+                        if let Some(r) = ramped {
+                            f.ramp.ramped = r;
+                        }
+                        f.ramp.segments = segments;
+                    })
+                    .await?;
+                }
+                OutboxEffect::RestoreFlag => {
+                    let original: Flag = serde_json::from_value(record.original_flag.clone()).map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            format!("stored original flag: {e}"),
+                        )
+                    })?;
+                    self.write(&actor, reason, |_| Ok(vec![Change::PutFlag(original)])).await?;
+                }
+                OutboxEffect::FlagsOff { flags } => {
+                    for key in flags {
+                        self.edit_flag(&actor, reason.clone(), key, |f| f.enabled = false).await?;
+                    }
+                }
+                OutboxEffect::ClearOverrides => {
+                    self.edit_flag(&actor, reason, &record.flag, |f| f.overrides.clear()).await?
+                }
+                OutboxEffect::Run { purpose, .. } => {
+                    let Some(action) = action_at(plan, purpose) else { continue };
+                    let flag = self.live.load().flags().iter().find(|f| f.key == record.flag).cloned();
+                    let values = template_values(plan, rollout, flag.as_ref());
+                    let outcome = sluice_sources::run(action, &values, &item.key).await;
+                    let detail = json!({"purpose": purpose, "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": item.key});
+                    self.store
+                        .record_event(&actor, "rollout.action", &format!("rollout:{}", record.id), detail, None)
+                        .await?;
+                    if !outcome.ok && purpose.starts_with("phases") && failed_hook.is_none() {
+                        failed_hook = Some(format!("hook {purpose} failed: {}", outcome.detail));
+                    }
+                }
+            }
+        }
+        let state = serde_json::to_value(&*rollout).expect("json");
+        self.store
+            .save_rollout(&RolloutSave {
+                actor: &actor,
+                id: &record.id,
+                state: &state,
+                status: rollout.status.name(),
+                active: !rollout.status.is_terminal(),
+                outbox: &json!([]),
+                events: &[],
+            })
+            .await?;
+        if let Some(why) = failed_hook {
+            if let Ok(effects) = rollout.pause(plan, SystemClock.now(), &why) {
+                Box::pin(self.transition(record, plan, rollout, effects, &actor)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn edit_flag(
+        &self,
+        actor: &str,
+        reason: Option<String>,
+        key: &str,
+        edit: impl FnOnce(&mut Flag),
+    ) -> Result<(), ApiError> {
+        self.write(actor, reason, |snapshot| {
+            let mut flag = snapshot
+                .flags()
+                .iter()
+                .find(|f| f.key == key)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(format!("no flag `{key}`")))?;
+            edit(&mut flag);
+            Ok(vec![Change::PutFlag(flag)])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// After a restart: finish what every active rollout's outbox says, or pause for a person where an
+    /// action that is not idempotent may or may not have run.
+    pub async fn recover_rollouts(&self) -> Result<(), ApiError> {
+        let _one = self.rollout_lock.lock().await;
+        for record in self.store.rollouts(true).await? {
+            let outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
+            if outbox.is_empty() {
+                continue;
+            }
+            let plan = plan_of(&record)?;
+            let mut rollout = state_of(&record)?;
+            let unsafe_item = outbox.iter().find(|i| !i.effect.idempotent());
+            match unsafe_item {
+                None => self.carry_out(&record, &plan, &mut rollout, outbox).await?,
+                Some(item) => {
+                    let why = format!(
+                        "the controller stopped while running {} ({}); it is not idempotent, so it was not run again: check it, then resume or roll back",
+                        match &item.effect {
+                            OutboxEffect::Run { purpose, .. } => purpose.clone(),
+                            other => format!("{other:?}"),
+                        },
+                        item.key
+                    );
+                    let idempotent_rest: Vec<OutboxItem> =
+                        outbox.iter().filter(|i| i.effect.idempotent()).cloned().collect();
+                    self.carry_out(&record, &plan, &mut rollout, idempotent_rest).await?;
+                    if let Ok(effects) = rollout.pause(&plan, SystemClock.now(), &why) {
+                        self.transition(&record, &plan, &mut rollout, effects, "sluice").await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass of the runner: ticks every active rollout whose interval has elapsed.
+    pub(crate) async fn run_due_rollouts(&self, memory: &mut RunnerMemory) -> Result<(), ApiError> {
+        let now = SystemClock.now();
+        for record in self.store.rollouts(true).await? {
+            let plan = plan_of(&record)?;
+            let interval = plan.analysis.interval.value.0.as_millis() as u64;
+            if memory.last_tick.get(&record.id).is_some_and(|t| now < t + interval) {
+                continue;
+            }
+            memory.last_tick.insert(record.id.clone(), now);
+            // Measure first, without the lock: commands may take a while.
+            let rollout = state_of(&record)?;
+            let flag = self.live.load().flags().iter().find(|f| f.key == record.flag).cloned();
+            let values = template_values(&plan, &rollout, flag.as_ref());
+            let default = plan.analysis.source.as_ref().map(|s| s.value);
+            let mut measured: HashMap<(sluice_engine::CheckKind, String), Measurement> = HashMap::new();
+            for (kind, check) in rollout.checks_due(&plan) {
+                measured
+                    .insert((kind, check.name.value.clone()), sluice_sources::measure(check, default, &values).await);
+            }
+            let _one = self.rollout_lock.lock().await;
+            // Re-read: a person may have acted meanwhile.
+            let Some(record) = self.store.rollout(&record.id).await? else { continue };
+            if !record.active {
+                continue;
+            }
+            let mut rollout = state_of(&record)?;
+            let mut source = |c: &sluice_engine::CheckRef<'_>, _: u64| {
+                measured
+                    .get(&(c.kind, c.name.to_string()))
+                    .cloned()
+                    .unwrap_or(Measurement::Error("not measured".into()))
+            };
+            let now = SystemClock.now();
+            let (decisions, effects) = rollout.tick(&plan, now, &mut source);
+            let decision_json: Vec<Value> = decisions.iter().map(|d| serde_json::to_value(d).expect("json")).collect();
+            self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
+            for d in &decisions {
+                let changed =
+                    memory.outcomes.insert((record.id.clone(), format!("{:?}:{}", d.kind, d.check)), d.outcome)
+                        != Some(d.outcome);
+                if changed {
+                    let detail = serde_json::to_value(d).expect("json");
+                    self.store
+                        .record_event(
+                            &Self::controller(&record),
+                            "rollout.decision",
+                            &format!("rollout:{}", record.id),
+                            detail,
+                            None,
+                        )
+                        .await?;
+                }
+            }
+            // Always written: the state carries the `for` runs and the source-error count between ticks.
+            self.transition(&record, &plan, &mut rollout, effects, &Self::controller(&record)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the runner forever: every second, tick the rollouts that are due.
+pub async fn run_forever(state: Arc<AppState>) {
+    if let Err(e) = state.recover_rollouts().await {
+        eprintln!("sluice: recovering rollouts failed: {}", e.message);
+    }
+    let mut memory = RunnerMemory::default();
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        every.tick().await;
+        if let Err(e) = state.run_due_rollouts(&mut memory).await {
+            eprintln!("sluice: rollout runner: {}", e.message);
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartBody {
+    /// The plan's YAML.
+    plan: String,
+    /// The file name, for error messages.
+    #[serde(default)]
+    file: Option<String>,
+}
+
+/// `POST /api/v1/rollouts`: checks the plan against the live catalog and starts it, or says every problem.
+pub(crate) async fn start(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = state.require(&headers, Role::Operator)?;
+    let b: StartBody = parse_json(&body)?;
+    let file = b.file.unwrap_or_else(|| "plan.yaml".into());
+    let snapshot = state.live.load();
+    let catalog = sluice_plan::Catalog {
+        flags: snapshot
+            .flags()
+            .iter()
+            .map(|f| sluice_plan::CatalogFlag {
+                key: f.key.clone(),
+                variants: f.variants.iter().map(|v| v.name.clone()).collect(),
+            })
+            .collect(),
+        segments: snapshot.segments().iter().map(|s| s.name.clone()).collect(),
+    };
+    let problems_json = |problems: &[sluice_plan::Problem]| {
+        problems
+            .iter()
+            .map(|p| json!({"line": p.line, "column": p.column, "key": p.key, "message": p.to_string()}))
+            .collect::<Vec<_>>()
+    };
+    let (plan, notes) = match sluice_plan::load(&file, &b.plan, Some(&catalog)) {
+        Ok(ok) => ok,
+        Err(problems) => {
+            let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"error": "invalid", "message": message, "problems": problems_json(&problems)})),
+            )
+                .into_response());
+        }
+    };
+    let missing: Vec<&sluice_plan::Problem> =
+        notes.iter().filter(|n| n.message.contains("not available in this version")).collect();
+    if !missing.is_empty() {
+        let message = missing.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_available",
+            format!("this plan cannot start yet:\n{message}"),
+        ));
+    }
+    let original =
+        snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
+    drop(snapshot);
+    let now = SystemClock.now();
+    let id = format!("r{now:x}{:04x}", state.rollout_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x10000);
+    let _one = state.rollout_lock.lock().await;
+    let mut rollout = Rollout::new(&plan);
+    let record = RolloutRecord {
+        id: id.clone(),
+        flag: plan.flag.value.clone(),
+        plan_name: plan.name.value.clone(),
+        plan_text: b.plan.clone(),
+        original_flag: serde_json::to_value(&original).expect("json"),
+        state: serde_json::to_value(&rollout).expect("json"),
+        status: "pending".into(),
+        active: true,
+        outbox: json!([]),
+        created_by: who.name.clone(),
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    state.store.create_rollout(&record).await?;
+    let effects = rollout.start(&plan, now);
+    state.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
+    Ok((StatusCode::CREATED, Json(json!({"data": summary(&record, &plan, &rollout)}))).into_response())
+}
+
+fn summary(record: &RolloutRecord, plan: &Plan, rollout: &Rollout) -> Value {
+    let phase = plan.phases.get(rollout.phase).map(|p| &p.value);
+    json!({
+        "id": record.id,
+        "plan": record.plan_name,
+        "flag": record.flag,
+        "status": rollout.status,
+        "phase": rollout.phase + 1,
+        "phases": plan.phases.len(),
+        "percent": rollout.percent(plan),
+        "phase_started_ms": rollout.phase_started,
+        "hold_ms": phase.and_then(|p| p.hold.as_ref()).map(|h| h.value.0.as_millis() as u64),
+        "approvals_needed": phase.map(|p| p.approvals.iter().map(|a| a.value.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        "approvals_signed": rollout.approvals,
+        "history": rollout.history,
+        "created_by": record.created_by,
+        "created_at": record.created_at,
+    })
+}
+
+async fn find(state: &AppState, id: &str) -> Result<RolloutRecord, ApiError> {
+    if let Some(r) = state.store.rollout(id).await? {
+        return Ok(r);
+    }
+    // A plan name or a flag stands for its active rollout, or else its latest one.
+    let all = state.store.rollouts(false).await?;
+    let matching = || all.iter().filter(|r| r.plan_name == id || r.flag == id);
+    matching()
+        .find(|r| r.active)
+        .or_else(|| matching().next_back())
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no rollout `{id}` (give its id, its plan's name or its flag)")))
+}
+
+pub(crate) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    state.require(&headers, Role::Viewer)?;
+    let mut out = Vec::new();
+    for record in state.store.rollouts(false).await? {
+        let plan = plan_of(&record)?;
+        out.push(summary(&record, &plan, &state_of(&record)?));
+    }
+    Ok(Json(json!({"data": out})).into_response())
+}
+
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.require(&headers, Role::Viewer)?;
+    let record = find(&state, &id).await?;
+    let plan = plan_of(&record)?;
+    Ok(Json(json!({"data": summary(&record, &plan, &state_of(&record)?)})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Limit {
+    limit: Option<u32>,
+}
+
+pub(crate) async fn decisions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Limit>,
+) -> Result<Response, ApiError> {
+    state.require(&headers, Role::Viewer)?;
+    let record = find(&state, &id).await?;
+    let limit = q.limit.unwrap_or(200).min(10_000);
+    Ok(Json(json!({"data": state.store.decisions(&record.id, limit).await?})).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommandBody {
+    #[serde(default)]
+    reason: Option<String>,
+    /// `approve`: the item.
+    #[serde(default)]
+    item: Option<String>,
+    /// `signal`: the trigger's name.
+    #[serde(default)]
+    name: Option<String>,
+    /// `signal`: `hard` or `soft`.
+    #[serde(default)]
+    severity: Option<String>,
+}
+
+/// The operator who may decide, or a refusal that is itself audited.
+async fn decider(state: &AppState, headers: &HeaderMap, id: &str, command: &str) -> Result<Principal, ApiError> {
+    let who = state.require(headers, Role::Viewer)?;
+    if !who.role.allows(Role::Operator) {
+        let detail = json!({"command": command, "role": who.role.as_str()});
+        state
+            .store
+            .record_event(
+                &who.name,
+                "rollout.refused",
+                &format!("rollout:{id}"),
+                detail,
+                Some("needs the operator role".into()),
+            )
+            .await?;
+        return Err(ApiError::forbidden("operator"));
+    }
+    Ok(who)
+}
+
+/// `POST /api/v1/rollouts/{id}/{command}`: pause, resume, promote, rollback, abort, approve, signal.
+pub(crate) async fn command(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, command)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let record = find(&state, &id).await?;
+    let who = decider(&state, &headers, &record.id, &command).await?;
+    let b: CommandBody =
+        if body.iter().all(u8::is_ascii_whitespace) { CommandBody::default() } else { parse_json(&body)? };
+    let reason = b.reason.clone().unwrap_or_else(|| format!("{command} by {}", who.name));
+    let _one = state.rollout_lock.lock().await;
+    let record = state.store.rollout(&record.id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+    let plan = plan_of(&record)?;
+    let mut rollout = state_of(&record)?;
+    let now = SystemClock.now();
+    let result = match command.as_str() {
+        "pause" => rollout.pause(&plan, now, &reason),
+        "resume" => rollout.resume(&plan, now, &reason),
+        "promote" => {
+            if b.reason.is_none() {
+                return Err(ApiError::invalid("reason", "promoting past a hold needs a reason"));
+            }
+            rollout.promote(&plan, now, &reason)
+        }
+        "rollback" => rollout.rollback(&plan, now, &format!("rolled back by {}: {reason}", who.name)),
+        "abort" => rollout.abort(&plan, now, &reason),
+        "approve" => {
+            let item = b.item.as_deref().ok_or_else(|| ApiError::invalid("item", "say which approval item"))?;
+            rollout.approve(&plan, now, item)
+        }
+        "signal" => {
+            let name =
+                b.name.as_deref().ok_or_else(|| ApiError::invalid("name", "say which trigger the signal fires"))?;
+            let hard = match b.severity.as_deref() {
+                Some("hard") => true,
+                Some("soft") => false,
+                _ => return Err(ApiError::invalid("severity", "`hard` (roll back now) or `soft` (pause and ask)")),
+            };
+            rollout.signal(&plan, now, name, hard, &reason)
+        }
+        other => return Err(ApiError::not_found(format!("no rollout command `{other}`"))),
+    };
+    let effects = result.map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", e.0))?;
+    state.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
+    Ok(Json(json!({"data": summary(&record, &plan, &rollout)})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AlertmanagerBody {
+    #[serde(default)]
+    alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Alert {
+    status: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/alertmanager`: Alertmanager's webhook. A firing alert labelled `sluice_rollout` (id or
+/// plan name) or `sluice_flag` signals that rollout: hard when `sluice_severity=hard` or `severity` is
+/// `critical` or `page`, soft otherwise; the trigger's name is the alert's name.
+pub(crate) async fn alertmanager(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = state.require(&headers, Role::Operator)?;
+    let b: AlertmanagerBody = parse_json(&body)?;
+    let mut signalled = Vec::new();
+    for alert in b.alerts.iter().filter(|a| a.status == "firing") {
+        let Some(target) = alert.labels.get("sluice_rollout").or_else(|| alert.labels.get("sluice_flag")) else {
+            continue;
+        };
+        let Ok(record) = find(&state, target).await else { continue };
+        if !record.active {
+            continue;
+        }
+        let name = alert.labels.get("alertname").cloned().unwrap_or_else(|| "alert".into());
+        let hard = alert.labels.get("sluice_severity").map(String::as_str) == Some("hard")
+            || matches!(alert.labels.get("severity").map(String::as_str), Some("critical" | "page"));
+        let reason =
+            alert.annotations.get("summary").cloned().unwrap_or_else(|| format!("Alertmanager: {name} firing"));
+        let _one = state.rollout_lock.lock().await;
+        let plan = plan_of(&record)?;
+        let mut rollout = state_of(&record)?;
+        if let Ok(effects) = rollout.signal(&plan, SystemClock.now(), &name, hard, &reason) {
+            state.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
+            signalled.push(json!({"rollout": record.id, "trigger": name, "hard": hard}));
+        }
+    }
+    Ok(Json(json!({"signalled": signalled})).into_response())
+}

@@ -1,0 +1,85 @@
+//! The real `sluice` binary, started on a free loopback port, and its CLI.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123456789";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on a free loopback port, with the admin token from the environment.
+pub fn serve() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("sluice listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url, dir }
+}
+
+impl Server {
+    pub fn cli_with(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args).env("SLUICE_SERVER", &self.url).env_remove("SLUICE_TOKEN");
+        if let Some(t) = token {
+            cmd.env("SLUICE_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Runs a CLI command as the admin; panics with its output when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_with(Some(ADMIN_TOKEN), args);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "sluice {args:?} failed:\n{stdout}\n{stderr}");
+        stdout.into_owned()
+    }
+
+    pub fn sdk_token(&self, name: &str) -> String {
+        let created: Value =
+            serde_json::from_str(&self.cli(&["token", "create", name, "--role", "sdk", "-o", "json"])).unwrap();
+        created["token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Server {
+    /// A token with `role`.
+    pub fn token(&self, name: &str, role: &str) -> String {
+        let created: Value =
+            serde_json::from_str(&self.cli(&["token", "create", name, "--role", role, "-o", "json"])).unwrap();
+        created["token"].as_str().unwrap().to_string()
+    }
+}

@@ -1,0 +1,192 @@
+//! Live rollouts on the wall clock, through the real binary: started from the CLI, measured by real
+//! commands, decided by people and alerts, rolled back to where they started. Plans tick every second;
+//! every wait is bounded.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{serve, Server, ADMIN_TOKEN};
+use serde_json::{json, Value};
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Polls the rollout's status until `done` says so, for at most 20 seconds.
+fn wait_for(s: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let status: Value = serde_json::from_str(&s.cli(&["rollout", "status", id, "-o", "json"])).unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no {what} within 20s: {status:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ofrep(s: &Server, token: &str, flag: &str, user: &str) -> Value {
+    reqwest::blocking::Client::new()
+        .post(format!("{}/ofrep/v1/evaluate/flags/{flag}", s.url))
+        .bearer_auth(token)
+        .json(&json!({"context": {"targetingKey": user}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn plan(dir: &Path, hold: &str, bake: &str) -> String {
+    format!(
+        r#"name: awf-live
+flag: awf_bundle
+analysis: {{ interval: 1s }}
+gates:
+  - {{ name: error-rate, command: [cat, "{d}/err"], value_from: last_number, below: 0.01 }}
+phases:
+  - {{ percent: 10, hold: {hold}, approvals: [qa-signoff] }}
+  - {{ percent: 100 }}
+{bake}
+triggers:
+  - {{ name: errors-hard, command: [cat, "{d}/bad"], value_from: last_number, above: 0.5, for: 2s, severity: hard }}
+  - {{ name: latency-soft, source: signal, severity: soft, decide_within: 1h, default: rollback }}
+rollback:
+  flags_off: [kms_signer]
+  actions:
+    - {{ exec: [sh, -c, "echo undo $SLUICE_IDEMPOTENCY_KEY >> {d}/actions.log"] }}
+"#,
+        d = dir.display()
+    )
+}
+
+fn setup(s: &Server) -> std::path::PathBuf {
+    let dir = s.dir.path().to_path_buf();
+    write(&dir.join("err"), "0.001\n");
+    write(&dir.join("bad"), "0\n");
+    s.cli(&["flag", "create", "awf_bundle", "--percent", "0"]);
+    s.cli(&["flag", "create", "kms_signer", "--percent", "100"]);
+    dir
+}
+
+#[test]
+fn a_healthy_rollout_waits_for_its_approval_then_ramps_to_100() {
+    let s = serve();
+    let dir = setup(&s);
+    let sdk = s.token("app", "sdk");
+    write(&dir.join("plan.yaml"), &plan(&dir, "1s", ""));
+    let started: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    assert_eq!(started["percent"], 10);
+
+    // Without the approval the phase stays, however long the hold has passed.
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = wait_for(&s, &id, "phase 1", |st| st["phase"] == 1);
+    assert_eq!(status["status"]["state"], "running");
+    s.cli(&["rollout", "approve", &id, "qa-signoff"]);
+    let done = wait_for(&s, &id, "completion", |st| st["status"]["state"] == "completed");
+    assert_eq!(done["percent"], 100);
+    assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], true);
+
+    let decisions: Value = serde_json::from_str(&s.cli(&["rollout", "decisions", &id, "-o", "json"])).unwrap();
+    assert!(decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["check"] == "error-rate" && d["outcome"] == "holds" && d["value"] == 0.001));
+    let audit = s.cli(&["audit", "list", "--entity", &format!("rollout:{id}")]);
+    for action in ["rollout.create", "rollout.started", "rollout.approved", "rollout.promoted", "rollout.completed"] {
+        assert!(audit.contains(action), "{action} missing from:\n{audit}");
+    }
+}
+
+#[test]
+fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
+    let s = serve();
+    let dir = setup(&s);
+    let sdk = s.token("app", "sdk");
+    write(&dir.join("plan.yaml"), &plan(&dir, "1h", "bake: 1h"));
+    let started: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+
+    // A second rollout of the same flag is refused, naming the first.
+    let second = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "start", dir.join("plan.yaml").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains(&format!("`awf-live` ({id})")), "{err}");
+
+    write(&dir.join("bad"), "1\n");
+    let rolled = wait_for(&s, &id, "rollback", |st| st["status"]["state"] == "rolled_back");
+    assert!(rolled["status"]["reason"].as_str().unwrap().contains("errors-hard"));
+    // The flag is back exactly as it was, the other flag is off, the action ran once.
+    assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], false);
+    let flag: Value = serde_json::from_str(&s.cli(&["flag", "get", "awf_bundle", "-o", "json"])).unwrap();
+    assert_eq!(flag["ramp"]["percent"], 0);
+    let kms: Value = serde_json::from_str(&s.cli(&["flag", "get", "kms_signer", "-o", "json"])).unwrap();
+    assert_eq!(kms["enabled"], false);
+    let log = std::fs::read_to_string(dir.join("actions.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.starts_with(&format!("undo {id}:")), "the action got its idempotency key: {log}");
+    assert!(s.cli(&["audit", "verify"]).starts_with("intact:"));
+}
+
+#[test]
+fn people_and_alerts_decide_and_roles_are_enforced() {
+    let s = serve();
+    let dir = setup(&s);
+    let viewer = s.token("auditor", "viewer");
+    write(&dir.join("plan.yaml"), &plan(&dir, "1h", ""));
+    let started: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+
+    // A viewer may look but not decide; the refusal is audited.
+    let refused = s.cli_with(Some(&viewer), &["rollout", "pause", &id]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("operator"));
+    assert!(s.cli(&["audit", "list", "--action", "rollout.refused"]).contains("auditor"));
+
+    // An Alertmanager alert labelled for the rollout pauses it (soft) with the plan's rule for that trigger.
+    let alert = json!({"alerts": [{"status": "firing", "labels": {"alertname": "latency-soft", "sluice_rollout": "awf-live", "severity": "warning"}, "annotations": {"summary": "p95 over 2s"}}]});
+    let resp: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/alertmanager", s.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&alert)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(resp["signalled"][0]["hard"], false, "{resp}");
+    let paused = wait_for(&s, &id, "pause", |st| st["status"]["state"] == "paused");
+    assert!(paused["status"]["decide_by"].is_u64(), "the plan's decide_within applies: {paused:#}");
+
+    s.cli(&["rollout", "resume", &id, "--reason", "looked fine"]);
+    wait_for(&s, &id, "resume", |st| st["status"]["state"] == "running");
+    s.cli(&["rollout", "signal", &id, "pii-exposure", "--hard", "--reason", "scanner found PII"]);
+    let done = wait_for(&s, &id, "rollback", |st| st["status"]["state"] == "rolled_back");
+    assert!(done["status"]["reason"].as_str().unwrap().contains("pii-exposure"));
+}
+
+#[test]
+fn a_plan_that_fails_its_check_or_needs_what_is_missing_cannot_start() {
+    let s = serve();
+    let dir = setup(&s);
+    write(&dir.join("bad.yaml"), "name: x\nflag: awf_bundle\nphases:\n  - percent: 50\n  - percent: 10\n");
+    let out = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "start", dir.join("bad.yaml").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.yaml:5:14") && err.contains("phases[1].percent"), "{err}");
+
+    write(
+        &dir.join("prom.yaml"),
+        "name: x\nflag: awf_bundle\ngates: [{name: e, query: 'up', below: 1}]\nphases: [{percent: 5}]\n",
+    );
+    let out = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "start", dir.join("prom.yaml").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot start yet") && err.contains("prometheus"), "{err}");
+    let list: Value = serde_json::from_str(&s.cli(&["rollout", "list", "-o", "json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing half-started");
+}
