@@ -235,18 +235,7 @@ impl AppState {
                 }
             }
         }
-        let state = serde_json::to_value(&*rollout).expect("json");
-        self.store
-            .save_rollout(&RolloutSave {
-                actor: &actor,
-                id: &record.id,
-                state: &state,
-                status: rollout.status.name(),
-                active: !rollout.status.is_terminal(),
-                outbox: &json!([]),
-                events: &[],
-            })
-            .await?;
+        self.save_state(record, rollout, &actor).await?;
         if let Some(why) = failed_hook {
             if let Ok(effects) = rollout.pause(plan, SystemClock.now(), &why) {
                 Box::pin(self.transition(record, plan, rollout, effects, &actor)).await?;
@@ -276,38 +265,70 @@ impl AppState {
         .map(|_| ())
     }
 
-    /// After a restart: finish what every active rollout's outbox says, or pause for a person where an
-    /// action that is not idempotent may or may not have run.
+    /// After a restart: finish what every rollout's outbox says — finished ones too, since a rollback's
+    /// actions are written with the transition that ends the rollout. Flag changes and idempotent actions
+    /// are carried out again with the same key. An action that is not idempotent and may or may not have
+    /// run is not run again: a live rollout pauses for a person; for a finished one, the audit log says
+    /// which action to check.
     pub async fn recover_rollouts(&self) -> Result<(), ApiError> {
         let _one = self.rollout_lock.lock().await;
-        for record in self.store.rollouts(true).await? {
+        for record in self.store.rollouts(false).await? {
             let outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
             if outbox.is_empty() {
                 continue;
             }
             let plan = plan_of(&record)?;
             let mut rollout = state_of(&record)?;
-            let unsafe_item = outbox.iter().find(|i| !i.effect.idempotent());
-            match unsafe_item {
-                None => self.carry_out(&record, &plan, &mut rollout, outbox).await?,
-                Some(item) => {
-                    let why = format!(
-                        "the controller stopped while running {} ({}); it is not idempotent, so it was not run again: check it, then resume or roll back",
-                        match &item.effect {
-                            OutboxEffect::Run { purpose, .. } => purpose.clone(),
-                            other => format!("{other:?}"),
-                        },
-                        item.key
-                    );
-                    let idempotent_rest: Vec<OutboxItem> =
-                        outbox.iter().filter(|i| i.effect.idempotent()).cloned().collect();
-                    self.carry_out(&record, &plan, &mut rollout, idempotent_rest).await?;
-                    if let Ok(effects) = rollout.pause(&plan, SystemClock.now(), &why) {
-                        self.transition(&record, &plan, &mut rollout, effects, "sluice").await?;
-                    }
+            let (redo, uncertain): (Vec<OutboxItem>, Vec<OutboxItem>) =
+                outbox.into_iter().partition(|i| i.effect.idempotent());
+            self.carry_out(&record, &plan, &mut rollout, redo).await?;
+            for item in uncertain {
+                let purpose = match &item.effect {
+                    OutboxEffect::Run { purpose, .. } => purpose.clone(),
+                    other => format!("{other:?}"),
+                };
+                let why = format!(
+                    "the controller stopped while running {purpose} (key {}); it is not idempotent, so it was not run again: check whether it ran",
+                    item.key
+                );
+                let detail = json!({"purpose": purpose, "idempotency_key": item.key});
+                self.store
+                    .record_event(
+                        "sluice",
+                        "rollout.action_unknown",
+                        &format!("rollout:{}", record.id),
+                        detail,
+                        Some(why.clone()),
+                    )
+                    .await?;
+                if let Ok(effects) = rollout.pause(&plan, self.now(), &why) {
+                    self.transition(&record, &plan, &mut rollout, effects, "sluice").await?;
+                } else {
+                    self.save_state(&record, &rollout, "sluice").await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    fn now(&self) -> u64 {
+        SystemClock.now()
+    }
+
+    /// Writes a rollout's state with an empty outbox and no event.
+    async fn save_state(&self, record: &RolloutRecord, rollout: &Rollout, actor: &str) -> Result<(), ApiError> {
+        let state = serde_json::to_value(rollout).expect("json");
+        self.store
+            .save_rollout(&RolloutSave {
+                actor,
+                id: &record.id,
+                state: &state,
+                status: rollout.status.name(),
+                active: !rollout.status.is_terminal(),
+                outbox: &json!([]),
+                events: &[],
+            })
+            .await?;
         Ok(())
     }
 

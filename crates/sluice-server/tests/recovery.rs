@@ -1,0 +1,131 @@
+//! A controller that stopped between writing a transition and finishing its effects: on restart the
+//! outbox is finished — flag changes and idempotent actions again (with the same key), a non-idempotent
+//! action never again (a person is asked) — for running and for finished rollouts alike.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sluice_flags::Flag;
+use sluice_server::{AppState, Options};
+use sluice_store::{Change, RolloutRecord, SqliteStore, Store};
+
+fn plan(log: &std::path::Path) -> String {
+    format!(
+        r#"name: crashy
+flag: f
+analysis: {{ interval: 1m }}
+phases:
+  - {{ percent: 10, hold: 1h }}
+  - {{ percent: 50, hooks: {{ before: [ {{ exec: [sh, -c, "echo migrate $SLUICE_IDEMPOTENCY_KEY >> {l}"] }} ] }} }}
+rollback:
+  actions:
+    - {{ exec: [sh, -c, "echo undo $SLUICE_IDEMPOTENCY_KEY >> {l}"], idempotent: true }}
+"#,
+        l = log.display()
+    )
+}
+
+async fn crashed_rollout(
+    store: &SqliteStore,
+    id: &str,
+    flag: &Flag,
+    plan: &str,
+    status: &str,
+    outbox: serde_json::Value,
+) {
+    let (parsed, _) = sluice_plan::load("p.yaml", plan, None).unwrap();
+    let mut rollout = sluice_engine::Rollout::new(&parsed);
+    rollout.start(&parsed, 0);
+    if status == "rolled_back" {
+        rollout.rollback(&parsed, 1, "errors").unwrap();
+    }
+    let record = RolloutRecord {
+        id: id.into(),
+        flag: flag.key.clone(),
+        plan_name: "crashy".into(),
+        plan_text: plan.into(),
+        original_flag: serde_json::to_value(flag).unwrap(),
+        state: serde_json::to_value(&rollout).unwrap(),
+        status: status.into(),
+        active: true,
+        outbox: json!([]),
+        created_by: "alice".into(),
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    store.create_rollout(&record).await.unwrap();
+    let state = serde_json::to_value(&rollout).unwrap();
+    store
+        .save_rollout(&sluice_store::RolloutSave {
+            actor: "test",
+            id,
+            state: &state,
+            status,
+            active: !rollout.status.is_terminal(),
+            outbox: &outbox,
+            events: &[],
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("actions.log");
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    let flag = Flag::boolean("f");
+    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    // Stopped while promoting to phase 2: the hook (not idempotent) and the new percentage were pending.
+    let outbox = json!([
+        {"key": "r1:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}},
+        {"key": "r1:3:1", "effect": {"kind": "set_ramp", "percent": 50, "base": null, "ramped": null, "segments": []}},
+    ]);
+    crashed_rollout(&store, "r1", &flag, &plan(&log), "running", outbox).await;
+
+    let store = Arc::new(store);
+    let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    state.recover_rollouts().await.unwrap();
+
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 50, "the flag change was finished");
+    assert!(!log.exists(), "the hook that may have run was not run again");
+    let r = store.rollout("r1").await.unwrap().unwrap();
+    assert_eq!(r.status, "paused");
+    assert_eq!(r.outbox, json!([]));
+    let audit = store.audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "rollout.action_unknown"
+        && e.reason.as_deref().unwrap_or("").contains("phases[1].hooks.before[0]")));
+
+    // A second restart does nothing more.
+    let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    state.recover_rollouts().await.unwrap();
+    assert!(!log.exists());
+}
+
+#[tokio::test]
+async fn a_rollback_interrupted_after_its_transition_still_runs_its_actions_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("actions.log");
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    let mut flag = Flag::boolean("f");
+    flag.ramp.percent = 0;
+    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let mut ramped = flag.clone();
+    ramped.ramp.percent = 10;
+    store.apply("rollout:crashy", Change::PutFlag(ramped), None).await.unwrap();
+    // The rollback was written (the rollout is finished), then the controller stopped before any effect.
+    let outbox = json!([
+        {"key": "r2:2:0", "effect": {"kind": "restore_flag"}},
+        {"key": "r2:2:1", "effect": {"kind": "run", "purpose": "rollback.actions[0]", "idempotent": true}},
+    ]);
+    crashed_rollout(&store, "r2", &flag, &plan(&log), "rolled_back", outbox).await;
+
+    let store = Arc::new(store);
+    let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    state.recover_rollouts().await.unwrap();
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "the flag is back as it was");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r2:2:1\n", "the rollback action ran, with its key");
+    let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    state.recover_rollouts().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "and only once");
+}
