@@ -42,14 +42,21 @@ impl Timeline {
     /// Parses the CSV; errors name the line.
     ///
     /// ```
-    /// let t = sluice_engine::timeline::Timeline::parse("at,name,value\n0s,error-rate,0.001\n2h,error-rate,0.2\n").unwrap();
+    /// let t = sluice_engine::timeline::Timeline::parse("# spike\nat,name,value\n0s,error-rate,0.001\n2h,error-rate,0.2\n").unwrap();
     /// assert_eq!(t.rows(), 2);
+    /// let err = sluice_engine::timeline::Timeline::parse("at,name,value\n5 min,error-rate,1\n").unwrap_err();
+    /// assert!(err.starts_with("line 2: `5 min` is not a duration"));
     /// ```
     pub fn parse(csv: &str) -> Result<Timeline, String> {
         let mut t = Timeline::default();
+        let mut first = true;
         for (n, raw) in csv.lines().enumerate() {
             let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || (n == 0 && line.replace(' ', "") == "at,name,value") {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // The header, if any, is the first line that is not a comment.
+            if std::mem::take(&mut first) && line.replace(' ', "") == "at,name,value" {
                 continue;
             }
             let err = |m: String| format!("line {}: {m}", n + 1);

@@ -198,3 +198,23 @@ fn a_pause_during_the_bake_resumes_to_the_bake() {
     // The bake ends when it would have: pauses do not extend it.
     assert_eq!(sim.rollout.history.last().unwrap().at, 72 * HOUR + MIN + 7 * 24 * HOUR);
 }
+
+/// The example timelines under `examples/timelines` end as their comments say.
+#[test]
+fn the_example_timelines_simulate_to_their_documented_outcomes() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let load = |plan: &str, timeline: &str| {
+        let text = std::fs::read_to_string(examples.join(plan)).unwrap();
+        let (plan, _) = sluice_plan::load(plan, &text, None).unwrap();
+        let mut t =
+            Timeline::parse(&std::fs::read_to_string(examples.join("timelines").join(timeline)).unwrap()).unwrap();
+        let limit = time_limit(&plan);
+        simulate(&plan, &mut t, limit)
+    };
+    let healthy = load("top-dog-safety-prefilter.yaml", "top-dog-healthy.csv");
+    assert_eq!(healthy.rollout.status, Status::Completed);
+    assert_eq!(healthy.ended_at, (16 * 24 + 2) * HOUR + MIN);
+    let spike = load("bounded-reasoning.yaml", "bounded-reasoning-errors-spike.csv");
+    assert!(matches!(&spike.rollout.status, Status::RolledBack { reason } if reason.contains("errors-hard")));
+    assert_eq!(spike.ended_at, 30 * HOUR + 4 * MIN);
+}
