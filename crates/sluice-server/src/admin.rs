@@ -163,29 +163,36 @@ pub(crate) async fn set_ramp(
     .await
 }
 
+/// `POST /api/v1/flags/{key}/enable`: the kill switch back on.
 pub(crate) async fn enable(
-    State(state): State<Arc<AppState>>,
+    state: State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(key): Path<String>,
-    Query(why): Query<Why>,
+    key: Path<String>,
+    why: Query<Why>,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
-    update_flag(&state, &who, &key, why, |f| {
-        f.enabled = true;
-        Ok(())
-    })
-    .await
+    set_enabled(state, headers, key, why, true).await
 }
 
+/// `POST /api/v1/flags/{key}/disable`: the kill switch; everyone gets the off variant.
 pub(crate) async fn disable(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    key: Path<String>,
+    why: Query<Why>,
+) -> ApiResult {
+    set_enabled(state, headers, key, why, false).await
+}
+
+async fn set_enabled(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
     Query(why): Query<Why>,
+    enabled: bool,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     update_flag(&state, &who, &key, why, |f| {
-        f.enabled = false;
+        f.enabled = enabled;
         Ok(())
     })
     .await

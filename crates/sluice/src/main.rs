@@ -438,6 +438,23 @@ fn reason_query(why: &Reason) -> String {
     why.reason.as_ref().map(|r| format!("?reason={}", enc(r))).unwrap_or_default()
 }
 
+/// A field as text for a table cell: strings as they are, other values as JSON, missing as empty.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a list answer: the JSON as it is, or a table with one row per item.
+fn print_list(output: Output, data: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+    match output {
+        Output::Json => print_json(data),
+        Output::Table => table::print(header, &data.as_array().into_iter().flatten().map(row).collect::<Vec<_>>()),
+    }
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
@@ -777,26 +794,10 @@ async fn token(client: &Client, output: Output, cmd: TokenCmd) -> Result<(), Cli
         }
         TokenCmd::List => {
             let answer = client.get("/api/v1/tokens").await?;
-            match output {
-                Output::Json => print_json(&answer["data"]),
-                Output::Table => {
-                    let rows: Vec<Vec<String>> = answer["data"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|t| {
-                            vec![
-                                t["name"].as_str().unwrap_or("").into(),
-                                t["role"].as_str().unwrap_or("").into(),
-                                t["created_at"].as_str().unwrap_or("").into(),
-                                t["created_by"].as_str().unwrap_or("").into(),
-                                t["revoked_at"].as_str().unwrap_or("-").into(),
-                            ]
-                        })
-                        .collect();
-                    table::print(&["TOKEN", "ROLE", "CREATED", "BY", "REVOKED"], &rows);
-                }
-            }
+            print_list(output, &answer["data"], &["TOKEN", "ROLE", "CREATED", "BY", "REVOKED"], |t| {
+                let revoked = if t["revoked_at"].is_null() { "-".to_string() } else { text(&t["revoked_at"]) };
+                vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["created_by"]), revoked]
+            });
         }
         TokenCmd::Revoke { name } => {
             let answer = client.call(Method::DELETE, &format!("/api/v1/tokens/{}", enc(&name)), None).await?;
@@ -816,27 +817,9 @@ async fn audit(client: &Client, output: Output, cmd: AuditCmd) -> Result<(), Cli
                 }
             }
             let answer = client.get(&format!("/api/v1/audit?{}", q.join("&"))).await?;
-            match output {
-                Output::Json => print_json(&answer["data"]),
-                Output::Table => {
-                    let rows: Vec<Vec<String>> = answer["data"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|e| {
-                            vec![
-                                e["seq"].to_string(),
-                                e["at"].as_str().unwrap_or("").into(),
-                                e["actor"].as_str().unwrap_or("").into(),
-                                e["action"].as_str().unwrap_or("").into(),
-                                e["entity"].as_str().unwrap_or("").into(),
-                                e["reason"].as_str().unwrap_or("").into(),
-                            ]
-                        })
-                        .collect();
-                    table::print(&["SEQ", "AT", "ACTOR", "ACTION", "ENTITY", "REASON"], &rows);
-                }
-            }
+            print_list(output, &answer["data"], &["SEQ", "AT", "ACTOR", "ACTION", "ENTITY", "REASON"], |e| {
+                ["seq", "at", "actor", "action", "entity", "reason"].iter().map(|k| text(&e[*k])).collect()
+            });
         }
         AuditCmd::Head => {
             let answer = client.get("/api/v1/audit/head").await?;
@@ -1149,27 +1132,16 @@ async fn rollout(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
         }
         RolloutCmd::List => {
             let answer = client.get("/api/v1/rollouts").await?;
-            match output {
-                Output::Json => print_json(&answer["data"]),
-                Output::Table => {
-                    let rows: Vec<Vec<String>> = answer["data"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|r| {
-                            vec![
-                                r["id"].as_str().unwrap_or("").into(),
-                                r["plan"].as_str().unwrap_or("").into(),
-                                r["flag"].as_str().unwrap_or("").into(),
-                                r["status"]["state"].as_str().unwrap_or("").into(),
-                                format!("{}/{}", r["phase"], r["phases"]),
-                                format!("{}%", r["percent"]),
-                            ]
-                        })
-                        .collect();
-                    table::print(&["ID", "PLAN", "FLAG", "STATE", "PHASE", "PERCENT"], &rows);
-                }
-            }
+            print_list(output, &answer["data"], &["ID", "PLAN", "FLAG", "STATE", "PHASE", "PERCENT"], |r| {
+                vec![
+                    text(&r["id"]),
+                    text(&r["plan"]),
+                    text(&r["flag"]),
+                    text(&r["status"]["state"]),
+                    format!("{}/{}", r["phase"], r["phases"]),
+                    format!("{}%", r["percent"]),
+                ]
+            });
         }
         RolloutCmd::Status { id } => show(&client.get(&format!("/api/v1/rollouts/{}", enc(&id))).await?),
         RolloutCmd::Watch { id, every } => loop {
@@ -1204,30 +1176,24 @@ async fn rollout(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
         },
         RolloutCmd::Decisions { id, limit } => {
             let answer = client.get(&format!("/api/v1/rollouts/{}/decisions?limit={limit}", enc(&id))).await?;
-            match output {
-                Output::Json => print_json(&answer["data"]),
-                Output::Table => {
-                    let rows: Vec<Vec<String>> = answer["data"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|d| {
-                            vec![
-                                d["at"].to_string(),
-                                d["kind"].as_str().unwrap_or("").into(),
-                                d["check"].as_str().unwrap_or("").into(),
-                                d["value"]
-                                    .as_f64()
-                                    .map_or_else(|| d["note"].as_str().unwrap_or("").to_string(), |v| v.to_string()),
-                                d["threshold"].as_str().unwrap_or("").into(),
-                                d["outcome"].as_str().unwrap_or("").into(),
-                                format!("{}/{}", d["run"], d["needed"]),
-                            ]
-                        })
-                        .collect();
-                    table::print(&["AT_MS", "KIND", "CHECK", "VALUE", "THRESHOLD", "OUTCOME", "RUN"], &rows);
-                }
-            }
+            print_list(
+                output,
+                &answer["data"],
+                &["AT_MS", "KIND", "CHECK", "VALUE", "THRESHOLD", "OUTCOME", "RUN"],
+                |d| {
+                    let value = if d["value"].is_null() { text(&d["note"]) } else { text(&d["value"]) };
+                    let run = format!("{}/{}", d["run"], d["needed"]);
+                    vec![
+                        text(&d["at"]),
+                        text(&d["kind"]),
+                        text(&d["check"]),
+                        value,
+                        text(&d["threshold"]),
+                        text(&d["outcome"]),
+                        run,
+                    ]
+                },
+            );
         }
         RolloutCmd::Pause { id, reason } => show(&act(&id, "pause", json!({"reason": reason})).await?),
         RolloutCmd::Resume { id, reason } => show(&act(&id, "resume", json!({"reason": reason})).await?),
