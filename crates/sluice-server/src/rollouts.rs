@@ -332,68 +332,72 @@ impl AppState {
         Ok(())
     }
 
-    /// One pass of the runner: ticks every active rollout whose interval has elapsed.
+    /// One pass of the runner: ticks every active rollout whose interval has elapsed. One rollout's
+    /// failure is reported and does not hold up the others.
     pub(crate) async fn run_due_rollouts(&self, memory: &mut RunnerMemory) -> Result<(), ApiError> {
-        let now = SystemClock.now();
         for record in self.store.rollouts(true).await? {
-            let plan = plan_of(&record)?;
-            let interval = plan.analysis.interval.value.0.as_millis() as u64;
-            if memory.last_tick.get(&record.id).is_some_and(|t| now < t + interval) {
-                continue;
+            let id = record.id.clone();
+            if let Err(e) = self.tick_rollout(record, memory).await {
+                eprintln!("sluice: rollout {id}: {}", e.message);
             }
-            memory.last_tick.insert(record.id.clone(), now);
-            // Measure first, without the lock: commands may take a while.
-            let rollout = state_of(&record)?;
-            let flag = self.live.load().flags().iter().find(|f| f.key == record.flag).cloned();
-            let values = template_values(&plan, &rollout, flag.as_ref());
-            let default = plan.analysis.source.as_ref().map(|s| s.value);
-            let mut measured: HashMap<(sluice_engine::CheckKind, String), Measurement> = HashMap::new();
-            for (kind, check) in rollout.checks_due(&plan) {
-                measured
-                    .insert((kind, check.name.value.clone()), sluice_sources::measure(check, default, &values).await);
-            }
-            let _one = self.rollout_lock.lock().await;
-            // Re-read: a person may have acted meanwhile.
-            let Some(record) = self.store.rollout(&record.id).await? else { continue };
-            if !record.active {
-                continue;
-            }
-            let mut rollout = state_of(&record)?;
-            let mut source = |c: &sluice_engine::CheckRef<'_>, _: u64| {
-                measured
-                    .get(&(c.kind, c.name.to_string()))
-                    .cloned()
-                    .unwrap_or(Measurement::Error("not measured".into()))
-            };
-            let now = SystemClock.now();
-            let (decisions, effects) = rollout.tick(&plan, now, &mut source);
-            let decision_json: Vec<Value> = decisions.iter().map(|d| serde_json::to_value(d).expect("json")).collect();
-            self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
-            for d in &decisions {
-                let changed =
-                    memory.outcomes.insert((record.id.clone(), format!("{:?}:{}", d.kind, d.check)), d.outcome)
-                        != Some(d.outcome);
-                if changed {
-                    let detail = serde_json::to_value(d).expect("json");
-                    self.store
-                        .record_event(
-                            &Self::controller(&record),
-                            "rollout.decision",
-                            &format!("rollout:{}", record.id),
-                            detail,
-                            None,
-                        )
-                        .await?;
-                }
-            }
-            // Always written: the state carries the `for` runs and the source-error count between ticks.
-            self.transition(&record, &plan, &mut rollout, effects, &Self::controller(&record)).await?;
         }
+        Ok(())
+    }
+
+    async fn tick_rollout(&self, record: RolloutRecord, memory: &mut RunnerMemory) -> Result<(), ApiError> {
+        let now = SystemClock.now();
+        let plan = plan_of(&record)?;
+        let interval = plan.analysis.interval.value.0.as_millis() as u64;
+        if memory.last_tick.get(&record.id).is_some_and(|t| now < t + interval) {
+            return Ok(());
+        }
+        memory.last_tick.insert(record.id.clone(), now);
+        // Measure first, without the lock: commands may take a while.
+        let rollout = state_of(&record)?;
+        let flag = self.live.load().flags().iter().find(|f| f.key == record.flag).cloned();
+        let values = template_values(&plan, &rollout, flag.as_ref());
+        let default = plan.analysis.source.as_ref().map(|s| s.value);
+        let mut measured: HashMap<(sluice_engine::CheckKind, String), Measurement> = HashMap::new();
+        for (kind, check) in rollout.checks_due(&plan) {
+            measured.insert((kind, check.name.value.clone()), sluice_sources::measure(check, default, &values).await);
+        }
+        let _one = self.rollout_lock.lock().await;
+        // Re-read: a person may have acted meanwhile.
+        let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };
+        if !record.active {
+            return Ok(());
+        }
+        let mut rollout = state_of(&record)?;
+        let mut source = |c: &sluice_engine::CheckRef<'_>, _: u64| {
+            measured.get(&(c.kind, c.name.to_string())).cloned().unwrap_or(Measurement::Error("not measured".into()))
+        };
+        let now = SystemClock.now();
+        let (decisions, effects) = rollout.tick(&plan, now, &mut source);
+        let decision_json: Vec<Value> = decisions.iter().map(|d| serde_json::to_value(d).expect("json")).collect();
+        self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
+        for d in &decisions {
+            let changed = memory.outcomes.insert((record.id.clone(), format!("{:?}:{}", d.kind, d.check)), d.outcome)
+                != Some(d.outcome);
+            if changed {
+                let detail = serde_json::to_value(d).expect("json");
+                self.store
+                    .record_event(
+                        &Self::controller(&record),
+                        "rollout.decision",
+                        &format!("rollout:{}", record.id),
+                        detail,
+                        None,
+                    )
+                    .await?;
+            }
+        }
+        // Always written: the state carries the `for` runs and the source-error count between ticks.
+        self.transition(&record, &plan, &mut rollout, effects, &Self::controller(&record)).await?;
         Ok(())
     }
 }
 
-/// Runs the runner forever: every second, tick the rollouts that are due.
+/// Runs the runner forever: four times a second, tick the rollouts that are due.
 pub async fn run_forever(state: Arc<AppState>) {
     if let Err(e) = state.recover_rollouts().await {
         eprintln!("sluice: recovering rollouts failed: {}", e.message);
