@@ -1,12 +1,12 @@
 //! Time, as the engine sees it: milliseconds from a [`Clock`], real or virtual.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Milliseconds (since the Unix epoch for [`SystemClock`], since the start for a [`VirtualClock`]).
 pub type Millis = u64;
 
 /// Where the engine gets the time. Tests and `sluice simulate` use a [`VirtualClock`].
-pub trait Clock {
+pub trait Clock: Send + Sync {
     /// Now.
     fn now(&self) -> Millis;
 }
@@ -31,23 +31,23 @@ impl Clock for SystemClock {
 /// ```
 #[derive(Debug, Default)]
 pub struct VirtualClock {
-    now: Cell<Millis>,
+    now: AtomicU64,
 }
 
 impl VirtualClock {
     /// Starts at `at`.
     pub fn at(at: Millis) -> Self {
-        VirtualClock { now: Cell::new(at) }
+        VirtualClock { now: AtomicU64::new(at) }
     }
 
     /// Moves time forward.
     pub fn advance_ms(&self, ms: Millis) {
-        self.now.set(self.now.get() + ms);
+        self.now.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
 impl Clock for VirtualClock {
     fn now(&self) -> Millis {
-        self.now.get()
+        self.now.load(Ordering::SeqCst)
     }
 }

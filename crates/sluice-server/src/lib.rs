@@ -20,7 +20,7 @@ mod ofrep;
 mod rollouts;
 mod stream;
 
-pub use rollouts::run_forever as run_rollouts;
+pub use rollouts::{run_forever as run_rollouts, CommandBody, RunnerMemory};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -81,11 +81,39 @@ pub struct AppState {
     /// Rollout transitions, one at a time: the runner's ticks and people's commands.
     pub(crate) rollout_lock: tokio::sync::Mutex<()>,
     pub(crate) rollout_seq: std::sync::atomic::AtomicU64,
+    pub(crate) clock: Arc<dyn sluice_engine::Clock>,
+    pub(crate) plugins: Arc<dyn sluice_sources::Plugins>,
+    pub(crate) faults: Option<FaultHook>,
+}
+
+/// Called at every commit and side-effect boundary of a rollout with the boundary's name; `true` makes the
+/// controller stop there as if killed (crash-safety tests).
+pub type FaultHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a controller measures, acts and keeps time with; [`Seams::default`] is the real world.
+pub struct Seams {
+    /// Time.
+    pub clock: Arc<dyn sluice_engine::Clock>,
+    /// Sources and actions.
+    pub plugins: Arc<dyn sluice_sources::Plugins>,
+    /// Injected crashes.
+    pub faults: Option<FaultHook>,
+}
+
+impl Default for Seams {
+    fn default() -> Self {
+        Seams { clock: Arc::new(sluice_engine::SystemClock), plugins: Arc::new(sluice_sources::Registry), faults: None }
+    }
 }
 
 impl AppState {
     /// Loads the catalog and the tokens from `store`.
     pub async fn load(store: Arc<dyn Store>, options: Options) -> Result<Arc<AppState>, StoreError> {
+        Self::load_with(store, options, Seams::default()).await
+    }
+
+    /// [`load`](Self::load) with other seams: a virtual clock, recorded sources, injected crashes.
+    pub async fn load_with(store: Arc<dyn Store>, options: Options, seams: Seams) -> Result<Arc<AppState>, StoreError> {
         let (snapshot, revision) = store.snapshot().await?;
         let tokens = store.token_table().await?;
         let published = publish_of(&snapshot, revision);
@@ -101,6 +129,9 @@ impl AppState {
             client_apps: Mutex::new(BTreeMap::new()),
             rollout_lock: tokio::sync::Mutex::new(()),
             rollout_seq: std::sync::atomic::AtomicU64::new(0),
+            clock: seams.clock,
+            plugins: seams.plugins,
+            faults: seams.faults,
         }))
     }
 

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sluice_engine::{Clock, Effect, Measurement, Outcome, Rollout, SystemClock};
+use sluice_engine::{Effect, Measurement, Outcome, Rollout};
 use sluice_flags::Flag;
 use sluice_plan::model::Action;
 use sluice_plan::Plan;
-use sluice_store::{Change, Principal, Role, RolloutRecord, RolloutSave};
+use sluice_store::{AuditNote, Change, Principal, Role, RolloutRecord, RolloutSave};
 
 use crate::error::parse_json;
 use crate::{ApiError, AppState};
@@ -30,6 +30,15 @@ use crate::{ApiError, AppState};
 pub(crate) struct OutboxItem {
     key: String,
     effect: OutboxEffect,
+    /// A non-idempotent action was about to run.
+    #[serde(default)]
+    started: bool,
+    /// It finished.
+    #[serde(default)]
+    done: bool,
+    /// It started and did not finish before a restart: a person must settle it.
+    #[serde(default)]
+    uncertain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,9 +73,10 @@ impl OutboxEffect {
 }
 
 /// Per-rollout memory of the runner: when it last ticked, and each check's last outcome (a decision goes
-/// to the audit log only when its outcome changes).
+/// to the audit log only when its outcome changes). Lost on a restart, which only means the next tick
+/// comes at once and its decisions are audited again.
 #[derive(Default)]
-pub(crate) struct RunnerMemory {
+pub struct RunnerMemory {
     last_tick: HashMap<String, u64>,
     outcomes: HashMap<(String, String), Outcome>,
 }
@@ -119,20 +129,22 @@ impl AppState {
         format!("rollout:{}", record.plan_name)
     }
 
-    /// Writes a transition (state, outbox, audit) and then carries out its effects.
-    pub(crate) async fn transition(
-        &self,
-        record: &RolloutRecord,
-        plan: &Plan,
-        rollout: &mut Rollout,
-        effects: Vec<Effect>,
-        actor: &str,
-    ) -> Result<(), ApiError> {
-        let seq = rollout.history.len();
+    /// Stops here if the fault hook says so (crash-safety tests): the caller returns at once, as a killed
+    /// process would.
+    fn fault(&self, point: &str) -> Result<(), ApiError> {
+        match &self.faults {
+            Some(hook) if hook(point) => {
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "crashed", format!("injected crash at {point}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn outbox_of(effects: Vec<Effect>, id: &str, seq: usize) -> (Vec<OutboxItem>, Vec<AuditNote>) {
         let mut events = Vec::new();
         let mut outbox = Vec::new();
         for (i, e) in effects.into_iter().enumerate() {
-            let key = format!("{}:{seq}:{i}", record.id);
+            let key = format!("{id}:{seq}:{i}");
             let effect = match e {
                 Effect::Notify(ev) => {
                     events.push((
@@ -152,44 +164,74 @@ impl AppState {
                     OutboxEffect::Run { purpose, idempotent: action.idempotent || action.webhook.is_some() }
                 }
             };
-            outbox.push(OutboxItem { key, effect });
+            outbox.push(OutboxItem { key, effect, started: false, done: false, uncertain: false });
         }
-        let state = serde_json::to_value(&*rollout).expect("json");
-        let status = rollout.status.name();
-        let active = !rollout.status.is_terminal();
-        let outbox_json = serde_json::to_value(&outbox).expect("json");
+        (outbox, events)
+    }
+
+    /// Writes a transition (state, outbox, audit) and then carries out its effects.
+    pub(crate) async fn transition(
+        &self,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &mut Rollout,
+        effects: Vec<Effect>,
+        actor: &str,
+    ) -> Result<(), ApiError> {
+        let (outbox, events) = Self::outbox_of(effects, &record.id, rollout.history.len());
+        self.fault("before-save")?;
+        self.save(record, rollout, actor, &outbox, &events).await?;
+        self.fault("after-save")?;
+        self.carry_out(record, plan, rollout, outbox).await
+    }
+
+    async fn save(
+        &self,
+        record: &RolloutRecord,
+        rollout: &Rollout,
+        actor: &str,
+        outbox: &[OutboxItem],
+        events: &[AuditNote],
+    ) -> Result<(), ApiError> {
+        let state = serde_json::to_value(rollout).expect("json");
+        let outbox = serde_json::to_value(outbox).expect("json");
         self.store
             .save_rollout(&RolloutSave {
                 actor,
                 id: &record.id,
                 state: &state,
-                status,
-                active,
-                outbox: &outbox_json,
-                events: &events,
+                status: rollout.status.name(),
+                active: !rollout.status.is_terminal(),
+                outbox: &outbox,
+                events,
             })
             .await?;
-        self.carry_out(record, plan, rollout, outbox).await
+        Ok(())
     }
 
-    /// Carries out outbox items in order, then empties the outbox. A hook that fails pauses the rollout.
+    /// Carries out outbox items in order, then empties the outbox. A non-idempotent action is marked
+    /// `started` before it runs and `done` after, so that only a crash while it ran leaves it uncertain.
+    /// A hook that fails pauses the rollout.
     async fn carry_out(
         &self,
         record: &RolloutRecord,
         plan: &Plan,
         rollout: &mut Rollout,
-        outbox: Vec<OutboxItem>,
+        mut outbox: Vec<OutboxItem>,
     ) -> Result<(), ApiError> {
         if outbox.is_empty() {
             return Ok(());
         }
         let actor = Self::controller(record);
         let mut failed_hook = None;
-        for item in &outbox {
+        for i in 0..outbox.len() {
+            if outbox[i].done {
+                continue;
+            }
+            self.fault("before-effect")?;
             let reason = Some(format!("rollout {} ({})", record.plan_name, record.id));
-            match &item.effect {
+            match outbox[i].effect.clone() {
                 OutboxEffect::SetRamp { percent, base, ramped, segments } => {
-                    let (percent, base, ramped, segments) = (*percent, base.clone(), ramped.clone(), segments.clone());
                     self.edit_flag(&actor, reason, &record.flag, move |f| {
                         f.ramp.percent = percent;
                         if let Some(b) = base {
@@ -214,18 +256,30 @@ impl AppState {
                 }
                 OutboxEffect::FlagsOff { flags } => {
                     for key in flags {
-                        self.edit_flag(&actor, reason.clone(), key, |f| f.enabled = false).await?;
+                        self.edit_flag(&actor, reason.clone(), &key, |f| f.enabled = false).await?;
                     }
                 }
                 OutboxEffect::ClearOverrides => {
                     self.edit_flag(&actor, reason, &record.flag, |f| f.overrides.clear()).await?
                 }
-                OutboxEffect::Run { purpose, .. } => {
-                    let Some(action) = action_at(plan, purpose) else { continue };
+                OutboxEffect::Run { purpose, idempotent } => {
+                    let Some(action) = action_at(plan, &purpose) else { continue };
+                    if !idempotent {
+                        outbox[i].started = true;
+                        self.save(record, rollout, &actor, &outbox, &[]).await?;
+                        self.fault("after-started")?;
+                    }
                     let flag = self.live.load().flags().iter().find(|f| f.key == record.flag).cloned();
                     let values = template_values(plan, rollout, flag.as_ref());
-                    let outcome = sluice_sources::run(action, &values, &item.key).await;
-                    let detail = json!({"purpose": purpose, "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": item.key});
+                    let key = outbox[i].key.clone();
+                    let outcome = self.plugins.run(action, &values, &key).await;
+                    self.fault("after-action")?;
+                    if !idempotent {
+                        outbox[i].done = true;
+                        self.save(record, rollout, &actor, &outbox, &[]).await?;
+                    }
+                    let detail =
+                        json!({"purpose": purpose, "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
                     self.store
                         .record_event(&actor, "rollout.action", &format!("rollout:{}", record.id), detail, None)
                         .await?;
@@ -234,10 +288,12 @@ impl AppState {
                     }
                 }
             }
+            self.fault("after-effect")?;
         }
-        self.save_state(record, rollout, &actor).await?;
+        self.save(record, rollout, &actor, &[], &[]).await?;
+        self.fault("after-clear")?;
         if let Some(why) = failed_hook {
-            if let Ok(effects) = rollout.pause(plan, SystemClock.now(), &why) {
+            if let Ok(effects) = rollout.pause(plan, self.clock.now(), &why) {
                 Box::pin(self.transition(record, plan, rollout, effects, &actor)).await?;
             }
         }
@@ -267,77 +323,79 @@ impl AppState {
 
     /// After a restart: finish what every rollout's outbox says — finished ones too, since a rollback's
     /// actions are written with the transition that ends the rollout. Flag changes and idempotent actions
-    /// are carried out again with the same key. An action that is not idempotent and may or may not have
-    /// run is not run again: a live rollout pauses for a person; for a finished one, the audit log says
-    /// which action to check.
+    /// are carried out again with the same key; a non-idempotent action that had not started runs now. One
+    /// that had started and not finished may or may not have run: the rollout is paused (when live), the
+    /// audit log names the action, and the rollout waits until a person settles it (`ran` or `retry`).
     pub async fn recover_rollouts(&self) -> Result<(), ApiError> {
         let _one = self.rollout_lock.lock().await;
         for record in self.store.rollouts(false).await? {
-            let outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
-            if outbox.is_empty() {
+            let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
+            if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) {
                 continue;
             }
             let plan = plan_of(&record)?;
             let mut rollout = state_of(&record)?;
-            let (redo, uncertain): (Vec<OutboxItem>, Vec<OutboxItem>) =
-                outbox.into_iter().partition(|i| i.effect.idempotent());
-            self.carry_out(&record, &plan, &mut rollout, redo).await?;
-            for item in uncertain {
-                let purpose = match &item.effect {
-                    OutboxEffect::Run { purpose, .. } => purpose.clone(),
-                    other => format!("{other:?}"),
-                };
-                let why = format!(
-                    "the controller stopped while running {purpose} (key {}); it is not idempotent, so it was not run again: check whether it ran",
-                    item.key
-                );
-                let detail = json!({"purpose": purpose, "idempotency_key": item.key});
-                self.store
-                    .record_event(
-                        "sluice",
-                        "rollout.action_unknown",
-                        &format!("rollout:{}", record.id),
-                        detail,
-                        Some(why.clone()),
-                    )
-                    .await?;
-                if let Ok(effects) = rollout.pause(&plan, self.now(), &why) {
-                    self.transition(&record, &plan, &mut rollout, effects, "sluice").await?;
-                } else {
-                    self.save_state(&record, &rollout, "sluice").await?;
-                }
+            let Some(i) = outbox.iter().position(|i| i.started && !i.done && !i.effect.idempotent()) else {
+                self.carry_out(&record, &plan, &mut rollout, outbox).await?;
+                continue;
+            };
+            outbox[i].uncertain = true;
+            let purpose = match &outbox[i].effect {
+                OutboxEffect::Run { purpose, .. } => purpose.clone(),
+                other => format!("{other:?}"),
+            };
+            let why = format!(
+                "the controller stopped while {purpose} (key {}) was running; it is not idempotent, so it was not run again: check whether it ran, then `settle` it as `ran` or `retry`",
+                outbox[i].key
+            );
+            let mut events = vec![(
+                "rollout.action_unknown".to_string(),
+                json!({"purpose": purpose, "idempotency_key": outbox[i].key}),
+                Some(why.clone()),
+            )];
+            if let Ok(effects) = rollout.pause(&plan, self.clock.now(), &why) {
+                events.extend(Self::outbox_of(effects, &record.id, rollout.history.len()).1);
             }
+            self.save(&record, &rollout, "sluice", &outbox, &events).await?;
         }
         Ok(())
     }
 
-    fn now(&self) -> u64 {
-        SystemClock.now()
-    }
-
-    /// Writes a rollout's state with an empty outbox and no event.
-    async fn save_state(&self, record: &RolloutRecord, rollout: &Rollout, actor: &str) -> Result<(), ApiError> {
-        let state = serde_json::to_value(rollout).expect("json");
-        self.store
-            .save_rollout(&RolloutSave {
-                actor,
-                id: &record.id,
-                state: &state,
-                status: rollout.status.name(),
-                active: !rollout.status.is_terminal(),
-                outbox: &json!([]),
-                events: &[],
-            })
-            .await?;
-        Ok(())
+    /// A person says what happened to an uncertain action (`ran`: do not run it again; `retry`: run it), and
+    /// the rest of the outbox is carried out.
+    pub async fn settle_rollout(&self, id: &str, ran: bool, who: &Principal) -> Result<(), ApiError> {
+        let _one = self.rollout_lock.lock().await;
+        let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found(format!("no rollout `{id}`")))?;
+        let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
+        let Some(i) = outbox.iter().position(|i| i.uncertain) else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "this rollout has no action waiting to be settled",
+            ));
+        };
+        outbox[i].uncertain = false;
+        if ran {
+            outbox[i].done = true;
+        } else {
+            outbox[i].started = false;
+        }
+        let detail = json!({"idempotency_key": outbox[i].key, "settled": if ran { "ran" } else { "retry" }});
+        self.store.record_event(&who.name, "rollout.settled", &format!("rollout:{id}"), detail, None).await?;
+        let plan = plan_of(&record)?;
+        let mut rollout = state_of(&record)?;
+        self.carry_out(&record, &plan, &mut rollout, outbox).await
     }
 
     /// One pass of the runner: ticks every active rollout whose interval has elapsed. One rollout's
     /// failure is reported and does not hold up the others.
-    pub(crate) async fn run_due_rollouts(&self, memory: &mut RunnerMemory) -> Result<(), ApiError> {
+    pub async fn run_due_rollouts(&self, memory: &mut RunnerMemory) -> Result<(), ApiError> {
         for record in self.store.rollouts(true).await? {
             let id = record.id.clone();
             if let Err(e) = self.tick_rollout(record, memory).await {
+                if e.error == "crashed" {
+                    return Err(e);
+                }
                 eprintln!("sluice: rollout {id}: {}", e.message);
             }
         }
@@ -345,7 +403,11 @@ impl AppState {
     }
 
     async fn tick_rollout(&self, record: RolloutRecord, memory: &mut RunnerMemory) -> Result<(), ApiError> {
-        let now = SystemClock.now();
+        // A rollout mid-transition, or waiting for a person to settle an action, does not tick.
+        if record.outbox.as_array().is_some_and(|o| !o.is_empty()) {
+            return Ok(());
+        }
+        let now = self.clock.now();
         let plan = plan_of(&record)?;
         let interval = plan.analysis.interval.value.0.as_millis() as u64;
         if memory.last_tick.get(&record.id).is_some_and(|t| now < t + interval) {
@@ -359,19 +421,18 @@ impl AppState {
         let default = plan.analysis.source.as_ref().map(|s| s.value);
         let mut measured: HashMap<(sluice_engine::CheckKind, String), Measurement> = HashMap::new();
         for (kind, check) in rollout.checks_due(&plan) {
-            measured.insert((kind, check.name.value.clone()), sluice_sources::measure(check, default, &values).await);
+            measured.insert((kind, check.name.value.clone()), self.plugins.measure(check, default, &values, now).await);
         }
         let _one = self.rollout_lock.lock().await;
         // Re-read: a person may have acted meanwhile.
         let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };
-        if !record.active {
+        if !record.active || record.outbox.as_array().is_some_and(|o| !o.is_empty()) {
             return Ok(());
         }
         let mut rollout = state_of(&record)?;
         let mut source = |c: &sluice_engine::CheckRef<'_>, _: u64| {
             measured.get(&(c.kind, c.name.to_string())).cloned().unwrap_or(Measurement::Error("not measured".into()))
         };
-        let now = SystemClock.now();
         let (decisions, effects) = rollout.tick(&plan, now, &mut source);
         let decision_json: Vec<Value> = decisions.iter().map(|d| serde_json::to_value(d).expect("json")).collect();
         self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
@@ -392,8 +453,137 @@ impl AppState {
             }
         }
         // Always written: the state carries the `for` runs and the source-error count between ticks.
-        self.transition(&record, &plan, &mut rollout, effects, &Self::controller(&record)).await?;
-        Ok(())
+        self.transition(&record, &plan, &mut rollout, effects, &Self::controller(&record)).await
+    }
+
+    /// Checks a plan against the live catalog and starts it: the rollout, its started state and its first
+    /// effects are written in one commit, then carried out.
+    pub async fn start_rollout(&self, who: &Principal, file: &str, text: &str) -> Result<RolloutRecord, ApiError> {
+        let snapshot = self.live.load();
+        let catalog = sluice_plan::Catalog {
+            flags: snapshot
+                .flags()
+                .iter()
+                .map(|f| sluice_plan::CatalogFlag {
+                    key: f.key.clone(),
+                    variants: f.variants.iter().map(|v| v.name.clone()).collect(),
+                })
+                .collect(),
+            segments: snapshot.segments().iter().map(|s| s.name.clone()).collect(),
+        };
+        let (plan, notes) = sluice_plan::load(file, text, Some(&catalog)).map_err(|problems| {
+            let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+        })?;
+        let missing: Vec<String> = notes
+            .iter()
+            .filter(|n| n.message.contains("not available in this version"))
+            .map(|p| p.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_available",
+                format!("this plan cannot start yet:\n{}", missing.join("\n")),
+            ));
+        }
+        let original =
+            snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
+        drop(snapshot);
+        let now = self.clock.now();
+        let id =
+            format!("r{now:x}{:04x}", self.rollout_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x10000);
+        let _one = self.rollout_lock.lock().await;
+        let mut rollout = Rollout::new(&plan);
+        let effects = rollout.start(&plan, now);
+        let (outbox, events) = Self::outbox_of(effects, &id, 0);
+        let record = RolloutRecord {
+            id,
+            flag: plan.flag.value.clone(),
+            plan_name: plan.name.value.clone(),
+            plan_text: text.to_string(),
+            original_flag: serde_json::to_value(&original).expect("json"),
+            state: serde_json::to_value(&rollout).expect("json"),
+            status: rollout.status.name().into(),
+            active: true,
+            outbox: serde_json::to_value(&outbox).expect("json"),
+            created_by: who.name.clone(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        self.fault("before-save")?;
+        self.store.create_rollout(&record, &events).await?;
+        self.fault("after-save")?;
+        self.carry_out(&record, &plan, &mut rollout, outbox).await?;
+        Ok(record)
+    }
+
+    /// A person's command on a rollout: pause, resume, promote, rollback, abort, approve, signal, settle.
+    pub async fn rollout_command(
+        &self,
+        id: &str,
+        command: &str,
+        b: CommandBody,
+        who: &Principal,
+    ) -> Result<Value, ApiError> {
+        if command == "settle" {
+            let ran = match b.pending.as_deref() {
+                Some("ran") => true,
+                Some("retry") => false,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "pending",
+                        "`ran` (it ran: do not run it again) or `retry` (run it now)",
+                    ))
+                }
+            };
+            self.settle_rollout(id, ran, who).await?;
+            let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+            return Ok(summary(&record, &plan_of(&record)?, &state_of(&record)?));
+        }
+        let reason = b.reason.clone().unwrap_or_else(|| format!("{command} by {}", who.name));
+        let _one = self.rollout_lock.lock().await;
+        let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+        if record.outbox.as_array().is_some_and(|o| o.iter().any(|i| i["uncertain"] == true)) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "unsettled",
+                "an action's outcome is unknown: `settle` it (ran or retry) first",
+            ));
+        }
+        let plan = plan_of(&record)?;
+        let mut rollout = state_of(&record)?;
+        let now = self.clock.now();
+        let result = match command {
+            "pause" => rollout.pause(&plan, now, &reason),
+            "resume" => rollout.resume(&plan, now, &reason),
+            "promote" => {
+                if b.reason.is_none() {
+                    return Err(ApiError::invalid("reason", "promoting past a hold needs a reason"));
+                }
+                rollout.promote(&plan, now, &reason)
+            }
+            "rollback" => rollout.rollback(&plan, now, &format!("rolled back by {}: {reason}", who.name)),
+            "abort" => rollout.abort(&plan, now, &reason),
+            "approve" => {
+                let item = b.item.as_deref().ok_or_else(|| ApiError::invalid("item", "say which approval item"))?;
+                rollout.approve(&plan, now, item)
+            }
+            "signal" => {
+                let name =
+                    b.name.as_deref().ok_or_else(|| ApiError::invalid("name", "say which trigger the signal fires"))?;
+                let hard = match b.severity.as_deref() {
+                    Some("hard") => true,
+                    Some("soft") => false,
+                    _ => return Err(ApiError::invalid("severity", "`hard` (roll back now) or `soft` (pause and ask)")),
+                };
+                rollout.signal(&plan, now, name, hard, &reason)
+            }
+            other => return Err(ApiError::not_found(format!("no rollout command `{other}`"))),
+        };
+        let effects = result.map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", e.0))?;
+        self.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
+        Ok(summary(&record, &plan, &rollout))
     }
 }
 
@@ -431,70 +621,10 @@ pub(crate) async fn start(
     let who = state.require(&headers, Role::Operator)?;
     let b: StartBody = parse_json(&body)?;
     let file = b.file.unwrap_or_else(|| "plan.yaml".into());
-    let snapshot = state.live.load();
-    let catalog = sluice_plan::Catalog {
-        flags: snapshot
-            .flags()
-            .iter()
-            .map(|f| sluice_plan::CatalogFlag {
-                key: f.key.clone(),
-                variants: f.variants.iter().map(|v| v.name.clone()).collect(),
-            })
-            .collect(),
-        segments: snapshot.segments().iter().map(|s| s.name.clone()).collect(),
-    };
-    let problems_json = |problems: &[sluice_plan::Problem]| {
-        problems
-            .iter()
-            .map(|p| json!({"line": p.line, "column": p.column, "key": p.key, "message": p.to_string()}))
-            .collect::<Vec<_>>()
-    };
-    let (plan, notes) = match sluice_plan::load(&file, &b.plan, Some(&catalog)) {
-        Ok(ok) => ok,
-        Err(problems) => {
-            let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
-            return Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"error": "invalid", "message": message, "problems": problems_json(&problems)})),
-            )
-                .into_response());
-        }
-    };
-    let missing: Vec<&sluice_plan::Problem> =
-        notes.iter().filter(|n| n.message.contains("not available in this version")).collect();
-    if !missing.is_empty() {
-        let message = missing.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not_available",
-            format!("this plan cannot start yet:\n{message}"),
-        ));
-    }
-    let original =
-        snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
-    drop(snapshot);
-    let now = SystemClock.now();
-    let id = format!("r{now:x}{:04x}", state.rollout_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x10000);
-    let _one = state.rollout_lock.lock().await;
-    let mut rollout = Rollout::new(&plan);
-    let record = RolloutRecord {
-        id: id.clone(),
-        flag: plan.flag.value.clone(),
-        plan_name: plan.name.value.clone(),
-        plan_text: b.plan.clone(),
-        original_flag: serde_json::to_value(&original).expect("json"),
-        state: serde_json::to_value(&rollout).expect("json"),
-        status: "pending".into(),
-        active: true,
-        outbox: json!([]),
-        created_by: who.name.clone(),
-        created_at: String::new(),
-        updated_at: String::new(),
-    };
-    state.store.create_rollout(&record).await?;
-    let effects = rollout.start(&plan, now);
-    state.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
-    Ok((StatusCode::CREATED, Json(json!({"data": summary(&record, &plan, &rollout)}))).into_response())
+    let record = state.start_rollout(&who, &file, &b.plan).await?;
+    let record = state.store.rollout(&record.id).await?.unwrap_or(record);
+    let data = summary(&record, &plan_of(&record)?, &state_of(&record)?);
+    Ok((StatusCode::CREATED, Json(json!({"data": data}))).into_response())
 }
 
 fn summary(record: &RolloutRecord, plan: &Plan, rollout: &Rollout) -> Value {
@@ -569,20 +699,25 @@ pub(crate) async fn decisions(
     Ok(Json(json!({"data": state.store.decisions(&record.id, limit).await?})).into_response())
 }
 
+/// The body of a rollout command.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CommandBody {
+pub struct CommandBody {
+    /// Why (audited).
     #[serde(default)]
-    reason: Option<String>,
+    pub reason: Option<String>,
     /// `approve`: the item.
     #[serde(default)]
-    item: Option<String>,
+    pub item: Option<String>,
     /// `signal`: the trigger's name.
     #[serde(default)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// `signal`: `hard` or `soft`.
     #[serde(default)]
-    severity: Option<String>,
+    pub severity: Option<String>,
+    /// `settle`: `ran` or `retry`.
+    #[serde(default)]
+    pub pending: Option<String>,
 }
 
 /// The operator who may decide, or a refusal that is itself audited.
@@ -605,7 +740,7 @@ async fn decider(state: &AppState, headers: &HeaderMap, id: &str, command: &str)
     Ok(who)
 }
 
-/// `POST /api/v1/rollouts/{id}/{command}`: pause, resume, promote, rollback, abort, approve, signal.
+/// `POST /api/v1/rollouts/{id}/{command}`: pause, resume, promote, rollback, abort, approve, signal, settle.
 pub(crate) async fn command(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -616,42 +751,8 @@ pub(crate) async fn command(
     let who = decider(&state, &headers, &record.id, &command).await?;
     let b: CommandBody =
         if body.iter().all(u8::is_ascii_whitespace) { CommandBody::default() } else { parse_json(&body)? };
-    let reason = b.reason.clone().unwrap_or_else(|| format!("{command} by {}", who.name));
-    let _one = state.rollout_lock.lock().await;
-    let record = state.store.rollout(&record.id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
-    let plan = plan_of(&record)?;
-    let mut rollout = state_of(&record)?;
-    let now = SystemClock.now();
-    let result = match command.as_str() {
-        "pause" => rollout.pause(&plan, now, &reason),
-        "resume" => rollout.resume(&plan, now, &reason),
-        "promote" => {
-            if b.reason.is_none() {
-                return Err(ApiError::invalid("reason", "promoting past a hold needs a reason"));
-            }
-            rollout.promote(&plan, now, &reason)
-        }
-        "rollback" => rollout.rollback(&plan, now, &format!("rolled back by {}: {reason}", who.name)),
-        "abort" => rollout.abort(&plan, now, &reason),
-        "approve" => {
-            let item = b.item.as_deref().ok_or_else(|| ApiError::invalid("item", "say which approval item"))?;
-            rollout.approve(&plan, now, item)
-        }
-        "signal" => {
-            let name =
-                b.name.as_deref().ok_or_else(|| ApiError::invalid("name", "say which trigger the signal fires"))?;
-            let hard = match b.severity.as_deref() {
-                Some("hard") => true,
-                Some("soft") => false,
-                _ => return Err(ApiError::invalid("severity", "`hard` (roll back now) or `soft` (pause and ask)")),
-            };
-            rollout.signal(&plan, now, name, hard, &reason)
-        }
-        other => return Err(ApiError::not_found(format!("no rollout command `{other}`"))),
-    };
-    let effects = result.map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", e.0))?;
-    state.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
-    Ok(Json(json!({"data": summary(&record, &plan, &rollout)})).into_response())
+    let data = state.rollout_command(&record.id, &command, b, &who).await?;
+    Ok(Json(json!({"data": data})).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -693,11 +794,13 @@ pub(crate) async fn alertmanager(
             || matches!(alert.labels.get("severity").map(String::as_str), Some("critical" | "page"));
         let reason =
             alert.annotations.get("summary").cloned().unwrap_or_else(|| format!("Alertmanager: {name} firing"));
-        let _one = state.rollout_lock.lock().await;
-        let plan = plan_of(&record)?;
-        let mut rollout = state_of(&record)?;
-        if let Ok(effects) = rollout.signal(&plan, SystemClock.now(), &name, hard, &reason) {
-            state.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
+        let body = CommandBody {
+            name: Some(name.clone()),
+            severity: Some(if hard { "hard" } else { "soft" }.into()),
+            reason: Some(reason),
+            ..CommandBody::default()
+        };
+        if state.rollout_command(&record.id, "signal", body, &who).await.is_ok() {
             signalled.push(json!({"rollout": record.id, "trigger": name, "hard": hard}));
         }
     }

@@ -53,7 +53,7 @@ async fn crashed_rollout(
         created_at: String::new(),
         updated_at: String::new(),
     };
-    store.create_rollout(&record).await.unwrap();
+    store.create_rollout(&record, &[]).await.unwrap();
     let state = serde_json::to_value(&rollout).unwrap();
     store
         .save_rollout(&sluice_store::RolloutSave {
@@ -76,9 +76,10 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
     let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
     let flag = Flag::boolean("f");
     store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
-    // Stopped while promoting to phase 2: the hook (not idempotent) and the new percentage were pending.
+    // Stopped while promoting to phase 2, with the hook (not idempotent) running: the new percentage after
+    // it was still pending.
     let outbox = json!([
-        {"key": "r1:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}},
+        {"key": "r1:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}, "started": true},
         {"key": "r1:3:1", "effect": {"kind": "set_ramp", "percent": 50, "base": null, "ramped": null, "segments": []}},
     ]);
     crashed_rollout(&store, "r1", &flag, &plan(&log), "running", outbox).await;
@@ -87,11 +88,11 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     state.recover_rollouts().await.unwrap();
 
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 50, "the flag change was finished");
     assert!(!log.exists(), "the hook that may have run was not run again");
     let r = store.rollout("r1").await.unwrap().unwrap();
     assert_eq!(r.status, "paused");
-    assert_eq!(r.outbox, json!([]));
+    assert_eq!(r.outbox[0]["uncertain"], true, "it waits to be settled: {}", r.outbox);
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "nothing after it runs before it is settled");
     let audit = store.audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "rollout.action_unknown"
         && e.reason.as_deref().unwrap_or("").contains("phases[1].hooks.before[0]")));
@@ -100,6 +101,28 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     state.recover_rollouts().await.unwrap();
     assert!(!log.exists());
+
+    // A person checked: it did not run. Retry runs it once, then the rest of the outbox.
+    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
+    let body = sluice_server::CommandBody { pending: Some("retry".into()), ..Default::default() };
+    state.rollout_command("r1", "settle", body, &who).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r1:3:0\n");
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
+    assert_eq!(store.rollout("r1").await.unwrap().unwrap().outbox, json!([]));
+}
+
+#[tokio::test]
+async fn a_non_idempotent_action_that_had_not_started_runs_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("actions.log");
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    let flag = Flag::boolean("f");
+    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let outbox = json!([{"key": "r3:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}}]);
+    crashed_rollout(&store, "r3", &flag, &plan(&log), "running", outbox).await;
+    let state = AppState::load(Arc::new(store), Options::default()).await.unwrap();
+    state.recover_rollouts().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r3:3:0\n", "it never started, so it is safe to run");
 }
 
 #[tokio::test]

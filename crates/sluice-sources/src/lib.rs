@@ -24,6 +24,43 @@ pub async fn measure(check: &Check, default: Option<SourceKind>, values: &BTreeM
     }
 }
 
+/// Where a running controller measures and acts: the real plug-ins by default ([`Registry`]); tests put a
+/// recorded timeline and a counting receiver in their place.
+#[async_trait::async_trait]
+pub trait Plugins: Send + Sync {
+    /// Measures one check.
+    async fn measure(
+        &self,
+        check: &Check,
+        default: Option<SourceKind>,
+        values: &BTreeMap<String, String>,
+        now: u64,
+    ) -> Measurement;
+    /// Runs one action with its idempotency key.
+    async fn run(&self, action: &Action, values: &BTreeMap<String, String>, key: &str) -> ActionOutcome;
+}
+
+/// The plug-ins of this crate.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Registry;
+
+#[async_trait::async_trait]
+impl Plugins for Registry {
+    async fn measure(
+        &self,
+        check: &Check,
+        default: Option<SourceKind>,
+        values: &BTreeMap<String, String>,
+        _now: u64,
+    ) -> Measurement {
+        measure(check, default, values).await
+    }
+
+    async fn run(&self, action: &Action, values: &BTreeMap<String, String>, key: &str) -> ActionOutcome {
+        run(action, values, key).await
+    }
+}
+
 /// What running an action gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionOutcome {

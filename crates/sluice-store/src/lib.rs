@@ -206,8 +206,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The evaluation counts kept so far: (flag, variant, count), by flag then variant.
     async fn client_metrics(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 
-    /// Records a new active rollout, refused (`Conflict`, naming it) when its flag already has one.
-    async fn create_rollout(&self, rollout: &RolloutRecord) -> Result<AuditEvent, StoreError>;
+    /// Records a new active rollout with the audit events of its start, refused (`Conflict`, naming it)
+    /// when its flag already has one.
+    async fn create_rollout(&self, rollout: &RolloutRecord, events: &[AuditNote]) -> Result<AuditEvent, StoreError>;
 
     /// Writes a rollout's new state and outbox, with one audit event per transition, in one transaction.
     async fn save_rollout(&self, save: &RolloutSave<'_>) -> Result<Vec<AuditEvent>, StoreError>;
@@ -234,6 +235,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: Option<String>,
     ) -> Result<AuditEvent, StoreError>;
 }
+
+/// An audit event to write with a rollout's change: (action, details, reason).
+pub type AuditNote = (String, Value, Option<String>);
 
 /// A rollout as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -279,6 +283,6 @@ pub struct RolloutSave<'a> {
     pub active: bool,
     /// The effects to carry out, not yet done.
     pub outbox: &'a Value,
-    /// Audit events: (action, details, reason).
-    pub events: &'a [(String, Value, Option<String>)],
+    /// Audit events.
+    pub events: &'a [AuditNote],
 }

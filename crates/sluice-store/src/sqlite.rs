@@ -13,8 +13,8 @@ use tokio::sync::Mutex;
 
 use crate::token;
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, Change, Principal, Role, RolloutRecord, RolloutSave, Store,
-    StoreError, TokenInfo, TokenTable,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Principal, Role, RolloutRecord, RolloutSave,
+    Store, StoreError, TokenInfo, TokenTable,
 };
 
 /// The SQLite implementation of [`Store`]: one file, WAL, migrations embedded.
@@ -289,7 +289,7 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(|(f, v, n)| (f, v, n.max(0) as u64)).collect())
     }
 
-    async fn create_rollout(&self, r: &RolloutRecord) -> Result<AuditEvent, StoreError> {
+    async fn create_rollout(&self, r: &RolloutRecord, events: &[AuditNote]) -> Result<AuditEvent, StoreError> {
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let active: Option<(String, String)> =
@@ -334,6 +334,20 @@ impl Store for SqliteStore {
             None,
         )
         .await?;
+        for (action, after, reason) in events {
+            let entity = format!("rollout:{}", r.id);
+            append_audit(
+                &mut tx,
+                Utc::now(),
+                &r.created_by,
+                action,
+                &entity,
+                None,
+                Some(after.clone()),
+                reason.clone(),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(event)
     }

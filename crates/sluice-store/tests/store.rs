@@ -264,8 +264,8 @@ async fn a_flag_has_at_most_one_active_rollout() {
         created_at: String::new(),
         updated_at: String::new(),
     };
-    store.create_rollout(&record("r1", "awf-week-1")).await.unwrap();
-    let err = store.create_rollout(&record("r2", "awf-other")).await.unwrap_err();
+    store.create_rollout(&record("r1", "awf-week-1"), &[]).await.unwrap();
+    let err = store.create_rollout(&record("r2", "awf-other"), &[]).await.unwrap_err();
     assert!(err.to_string().contains("`awf-week-1` (r1)"), "{err}");
 
     let events = [("rollout.rolled_back".to_string(), json!({"phase": 1}), Some("errors".to_string()))];
@@ -282,7 +282,7 @@ async fn a_flag_has_at_most_one_active_rollout() {
         .await
         .unwrap();
     assert_eq!(saved[0].action, "rollout.rolled_back");
-    store.create_rollout(&record("r2", "awf-again")).await.unwrap();
+    store.create_rollout(&record("r2", "awf-again"), &[]).await.unwrap();
     assert_eq!(store.rollouts(true).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r2"]);
     assert_eq!(store.rollout("r1").await.unwrap().unwrap().state, json!({"s": 1}));
 
