@@ -245,6 +245,9 @@ pub struct Rollout {
     pub runs: BTreeMap<String, u32>,
     /// Consecutive ticks with a source error.
     pub source_errors: u32,
+    /// When the last tick ran: a second tick within one interval (a restarted runner) does nothing.
+    #[serde(default)]
+    pub last_tick: Option<Millis>,
     /// Every transition so far.
     pub history: Vec<Event>,
 }
@@ -262,6 +265,7 @@ impl Rollout {
             approvals: BTreeSet::new(),
             runs: BTreeMap::new(),
             source_errors: 0,
+            last_tick: None,
             history: Vec::new(),
         }
     }
@@ -342,6 +346,11 @@ impl Rollout {
         if self.status.is_terminal() || self.status == Status::Pending {
             return (decisions, effects);
         }
+        let interval = plan.analysis.interval.value.0.as_millis() as u64;
+        if self.last_tick.is_some_and(|t| now < t + interval) {
+            return (decisions, effects);
+        }
+        self.last_tick = Some(now);
         if let Status::Paused { decide_by: Some(by), default: Some(d), reason, .. } = self.status.clone() {
             if now >= by {
                 let why = format!("no decision within the time allowed after `{reason}`: default {d:?}");
@@ -354,7 +363,6 @@ impl Rollout {
                 }
             }
         }
-        let interval = plan.analysis.interval.value.0.as_millis() as u64;
         let mut errored = false;
 
         // Triggers, armed from start to completion.
@@ -637,7 +645,10 @@ impl Rollout {
                 if items.is_empty() { "none".to_string() } else { items.join(", ") }
             )));
         }
-        self.approvals.insert(item.to_string());
+        if !self.approvals.insert(item.to_string()) {
+            // Signed already (e.g. a command sent again after a lost answer): nothing changes.
+            return Ok(Vec::new());
+        }
         Ok(vec![self.event(plan, now, "approved", item)])
     }
 

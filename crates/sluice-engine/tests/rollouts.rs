@@ -218,3 +218,15 @@ fn the_example_timelines_simulate_to_their_documented_outcomes() {
     assert!(matches!(&spike.rollout.status, Status::RolledBack { reason } if reason.contains("errors-hard")));
     assert_eq!(spike.ended_at, 30 * HOUR + 4 * MIN);
 }
+
+#[test]
+fn a_second_tick_within_one_interval_does_nothing() {
+    let (plan, _) = sluice_plan::load("plan.yaml", RAMP, None).unwrap();
+    let mut timeline = Timeline::parse(&(healthy() + "0s,errors-hard,0.9\n")).unwrap();
+    let mut rollout = sluice_engine::Rollout::new(&plan);
+    rollout.start(&plan, 0);
+    rollout.tick(&plan, MIN, &mut timeline);
+    let (decisions, _) = rollout.tick(&plan, MIN + 10, &mut timeline);
+    assert!(decisions.is_empty());
+    assert_eq!(rollout.runs["trigger:errors-hard"], 1, "a restarted runner must not count a minute twice");
+}

@@ -80,7 +80,6 @@ pub struct AppState {
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Rollout transitions, one at a time: the runner's ticks and people's commands.
     pub(crate) rollout_lock: tokio::sync::Mutex<()>,
-    pub(crate) rollout_seq: std::sync::atomic::AtomicU64,
     pub(crate) clock: Arc<dyn sluice_engine::Clock>,
     pub(crate) plugins: Arc<dyn sluice_sources::Plugins>,
     pub(crate) faults: Option<FaultHook>,
@@ -128,7 +127,6 @@ impl AppState {
             options,
             client_apps: Mutex::new(BTreeMap::new()),
             rollout_lock: tokio::sync::Mutex::new(()),
-            rollout_seq: std::sync::atomic::AtomicU64::new(0),
             clock: seams.clock,
             plugins: seams.plugins,
             faults: seams.faults,

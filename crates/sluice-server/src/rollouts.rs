@@ -491,9 +491,15 @@ impl AppState {
             snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
         drop(snapshot);
         let now = self.clock.now();
-        let id =
-            format!("r{now:x}{:04x}", self.rollout_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x10000);
         let _one = self.rollout_lock.lock().await;
+        // Readable and unique: the flag and the start time, with a suffix in the unlikely case of a second
+        // start of the same flag in the same millisecond (no counter: it would restart with the process).
+        let mut id = format!("{}-{now:x}", plan.flag.value);
+        let mut n = 1;
+        while self.store.rollout(&id).await?.is_some() {
+            n += 1;
+            id = format!("{}-{now:x}-{n}", plan.flag.value);
+        }
         let mut rollout = Rollout::new(&plan);
         let effects = rollout.start(&plan, now);
         let (outbox, events) = Self::outbox_of(effects, &id, 0);
