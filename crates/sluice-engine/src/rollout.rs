@@ -602,6 +602,28 @@ impl Rollout {
         Ok(vec![self.event(plan, now, "paused", reason)])
     }
 
+    /// A phase hook failed (the runner stopped there: nothing after it ran, so the percentage was not
+    /// raised). The rollout steps back to the phase whose percentage is in effect and pauses; `resume`
+    /// retries that phase, hooks included. `purpose` is the hook's path, e.g. `phases[1].hooks.before[0]`.
+    pub fn hook_failed(&mut self, plan: &Plan, now: Millis, purpose: &str, detail: &str) -> Vec<Effect> {
+        let before_of_current = purpose.starts_with(&format!("phases[{}].hooks.before", self.phase));
+        let after_of_previous =
+            self.phase > 0 && purpose.starts_with(&format!("phases[{}].hooks.after", self.phase - 1));
+        if (before_of_current || after_of_previous) && self.phase > 0 {
+            self.phase -= 1;
+        }
+        self.phase_started = now;
+        self.hold_skipped = false;
+        let reason = format!("{purpose} failed: {detail}");
+        self.status = Status::Paused {
+            reason: format!("{reason}; stepped back"),
+            decide_by: None,
+            default: None,
+            bake_until: None,
+        };
+        vec![self.event(plan, now, "hook_failed", reason)]
+    }
+
     /// A person resumes a paused rollout.
     pub fn resume(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
         self.paused()?;

@@ -228,6 +228,10 @@ impl AppState {
             if outbox[i].done {
                 continue;
             }
+            if failed_hook.is_some() {
+                // A phase hook failed: nothing after it runs (the percentage is not raised).
+                break;
+            }
             self.fault("before-effect")?;
             let reason = Some(format!("rollout {} ({})", record.plan_name, record.id));
             match outbox[i].effect.clone() {
@@ -284,7 +288,7 @@ impl AppState {
                         .record_event(&actor, "rollout.action", &format!("rollout:{}", record.id), detail, None)
                         .await?;
                     if !outcome.ok && purpose.starts_with("phases") && failed_hook.is_none() {
-                        failed_hook = Some(format!("hook {purpose} failed: {}", outcome.detail));
+                        failed_hook = Some((purpose.clone(), outcome.detail.clone()));
                     }
                 }
             }
@@ -292,10 +296,9 @@ impl AppState {
         }
         self.save(record, rollout, &actor, &[], &[]).await?;
         self.fault("after-clear")?;
-        if let Some(why) = failed_hook {
-            if let Ok(effects) = rollout.pause(plan, self.clock.now(), &why) {
-                Box::pin(self.transition(record, plan, rollout, effects, &actor)).await?;
-            }
+        if let Some((purpose, detail)) = failed_hook {
+            let effects = rollout.hook_failed(plan, self.clock.now(), &purpose, &detail);
+            Box::pin(self.transition(record, plan, rollout, effects, &actor)).await?;
         }
         Ok(())
     }

@@ -190,3 +190,35 @@ fn a_plan_that_fails_its_check_or_needs_what_is_missing_cannot_start() {
     let list: Value = serde_json::from_str(&s.cli(&["rollout", "list", "-o", "json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing half-started");
 }
+
+#[test]
+fn a_failing_hook_keeps_the_percentage_and_resume_retries_it() {
+    let s = serve();
+    let dir = setup(&s);
+    let d = dir.display();
+    let plan = format!(
+        r#"name: hooked
+flag: awf_bundle
+analysis: {{ interval: 1s }}
+phases:
+  - {{ percent: 10, hold: 1s }}
+  - {{ percent: 50, hooks: {{ before: [ {{ name: migrate, exec: [sh, -c, "test -f {d}/ready && echo ran >> {d}/hook.log"] }} ] }} }}
+"#
+    );
+    write(&dir.join("hooked.yaml"), &plan);
+    let started: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("hooked.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let paused = wait_for(&s, &id, "the hook to fail", |st| st["status"]["state"] == "paused");
+    assert!(paused["status"]["reason"].as_str().unwrap().contains("phases[1].hooks.before[0] failed"), "{paused:#}");
+    assert_eq!((paused["phase"].as_u64(), paused["percent"].as_u64()), (Some(1), Some(10)), "stepped back to phase 1");
+    let flag: Value = serde_json::from_str(&s.cli(&["flag", "get", "awf_bundle", "-o", "json"])).unwrap();
+    assert_eq!(flag["ramp"]["percent"], 10, "the percentage was not raised past a failed hook");
+
+    write(&dir.join("ready"), "");
+    s.cli(&["rollout", "resume", &id, "--reason", "migration fixed"]);
+    let done = wait_for(&s, &id, "completion", |st| st["status"]["state"] == "completed");
+    assert_eq!(done["percent"], 50);
+    assert_eq!(std::fs::read_to_string(dir.join("hook.log")).unwrap(), "ran\n", "the hook ran once, when it could");
+}
