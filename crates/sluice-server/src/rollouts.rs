@@ -437,7 +437,23 @@ impl AppState {
             measured.get(&(c.kind, c.name.to_string())).cloned().unwrap_or(Measurement::Error("not measured".into()))
         };
         let (decisions, effects) = rollout.tick(&plan, now, &mut source);
-        let decision_json: Vec<Value> = decisions.iter().map(|d| serde_json::to_value(d).expect("json")).collect();
+        // What the tick did, beside each decision: `promoted`, `paused`, `rolled_back`, … or `none`.
+        let action: Vec<&str> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify(ev) => Some(ev.kind.as_str()),
+                _ => None,
+            })
+            .collect();
+        let action = if action.is_empty() { "none".to_string() } else { action.join(",") };
+        let decision_json: Vec<Value> = decisions
+            .iter()
+            .map(|d| {
+                let mut v = serde_json::to_value(d).expect("json");
+                v["action"] = json!(action);
+                v
+            })
+            .collect();
         self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
         for d in &decisions {
             let changed = memory.outcomes.insert((record.id.clone(), format!("{:?}:{}", d.kind, d.check)), d.outcome)
@@ -645,6 +661,7 @@ fn summary(record: &RolloutRecord, plan: &Plan, rollout: &Rollout) -> Value {
         "status": rollout.status,
         "phase": rollout.phase + 1,
         "phases": plan.phases.len(),
+        "phase_percents": plan.phases.iter().map(|p| p.value.percent.value).collect::<Vec<_>>(),
         "percent": rollout.percent(plan),
         "phase_started_ms": rollout.phase_started,
         "hold_ms": phase.and_then(|p| p.hold.as_ref()).map(|h| h.value.0.as_millis() as u64),

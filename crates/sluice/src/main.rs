@@ -1093,17 +1093,29 @@ fn print_rollout(r: &Value) {
         r["plan"].as_str().unwrap_or(""),
         r["flag"].as_str().unwrap_or("")
     );
-    let (phase, phases) = (r["phase"].as_u64().unwrap_or(0), r["phases"].as_u64().unwrap_or(0));
-    let percent = r["percent"].as_u64().unwrap_or(0) as usize;
-    let bar: String = (0..20).map(|i| if i * 5 < percent { '█' } else { '·' }).collect();
-    let mut line = format!("  phase {phase}/{phases}  [{bar}] {percent}%");
-    if let (Some(hold), Some(started)) = (r["hold_ms"].as_u64(), r["phase_started_ms"].as_u64()) {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let left = (started + hold).saturating_sub(now);
-        line += &format!("  hold left {}", offset(left).trim_start_matches('+'));
+    let phase = r["phase"].as_u64().unwrap_or(0) as usize;
+    let percents: Vec<u64> = r["phase_percents"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+    let finished = matches!(state, "completed" | "baking");
+    for (i, p) in percents.iter().enumerate() {
+        let (mark, fill) = match (i + 1).cmp(&phase) {
+            _ if finished => ("done", *p as usize),
+            std::cmp::Ordering::Less => ("done", *p as usize),
+            std::cmp::Ordering::Equal => ("now ", r["percent"].as_u64().unwrap_or(0) as usize),
+            std::cmp::Ordering::Greater => ("    ", 0),
+        };
+        let bar: String = (0..20).map(|j| if j * 5 < fill { '█' } else { '·' }).collect();
+        let mut line = format!("  {mark} phase {:<2} [{bar}] {p:>3}%", i + 1);
+        if i + 1 == phase && !finished {
+            if let (Some(hold), Some(started)) = (r["hold_ms"].as_u64(), r["phase_started_ms"].as_u64()) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                line +=
+                    &format!("  hold left {}", offset((started + hold).saturating_sub(now)).trim_start_matches('+'));
+            }
+        }
+        println!("{line}");
     }
-    println!("{line}");
     let needed: Vec<&str> = r["approvals_needed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if !needed.is_empty() {
         let signed: Vec<&str> =
@@ -1179,7 +1191,7 @@ async fn rollout(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
             print_list(
                 output,
                 &answer["data"],
-                &["AT_MS", "KIND", "CHECK", "VALUE", "THRESHOLD", "OUTCOME", "RUN"],
+                &["AT_MS", "KIND", "CHECK", "VALUE", "THRESHOLD", "OUTCOME", "RUN", "ACTION"],
                 |d| {
                     let value = if d["value"].is_null() { text(&d["note"]) } else { text(&d["value"]) };
                     let run = format!("{}/{}", d["run"], d["needed"]);
@@ -1191,6 +1203,7 @@ async fn rollout(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
                         text(&d["threshold"]),
                         text(&d["outcome"]),
                         run,
+                        text(&d["action"]),
                     ]
                 },
             );

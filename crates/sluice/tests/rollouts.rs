@@ -132,6 +132,13 @@ fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(log.starts_with(&format!("undo {id}:")), "the action got its idempotency key: {log}");
     assert!(s.cli(&["audit", "verify"]).starts_with("intact:"));
+    let decisions: Value = serde_json::from_str(&s.cli(&["rollout", "decisions", &id, "-o", "json"])).unwrap();
+    let firing =
+        decisions.as_array().unwrap().iter().find(|d| d["action"] == "rolled_back").expect("the tick that rolled back");
+    assert_eq!(
+        (&firing["check"], &firing["outcome"], &firing["run"]),
+        (&json!("errors-hard"), &json!("holds"), &json!(2))
+    );
 }
 
 #[test]
