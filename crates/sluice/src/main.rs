@@ -134,6 +134,15 @@ enum RolloutCmd {
     },
     /// Sign a go/no-go item of the current phase.
     Approve { id: String, item: String },
+    /// After a restart, say what happened to an action that was running: --ran (do not run it again) or
+    /// --retry (run it now). The rest of the rollout's pending effects then go on.
+    Settle {
+        id: String,
+        #[arg(long, conflicts_with = "retry", required_unless_present = "retry")]
+        ran: bool,
+        #[arg(long)]
+        retry: bool,
+    },
     /// Fire a trigger by hand: --hard rolls back now, --soft pauses and asks.
     Signal {
         id: String,
@@ -1214,6 +1223,9 @@ async fn rollout(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
         RolloutCmd::Rollback { id, reason } => show(&act(&id, "rollback", json!({"reason": reason})).await?),
         RolloutCmd::Abort { id, reason } => show(&act(&id, "abort", json!({"reason": reason})).await?),
         RolloutCmd::Approve { id, item } => show(&act(&id, "approve", json!({"item": item})).await?),
+        RolloutCmd::Settle { id, ran, retry: _ } => {
+            show(&act(&id, "settle", json!({"pending": if ran { "ran" } else { "retry" }})).await?)
+        }
         RolloutCmd::Signal { id, name, hard, soft: _, reason } => {
             let severity = if hard { "hard" } else { "soft" };
             show(&act(&id, "signal", json!({"name": name, "severity": severity, "reason": reason})).await?)
