@@ -54,6 +54,7 @@ triggers:
   - {{ name: latency-soft, source: signal, severity: soft, decide_within: 1h, default: rollback }}
 rollback:
   flags_off: [kms_signer]
+  clear_overrides: true
   actions:
     - {{ exec: [sh, -c, "echo undo $SLUICE_IDEMPOTENCY_KEY >> {d}/actions.log"] }}
 "#,
@@ -108,6 +109,7 @@ fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
     let s = serve();
     let dir = setup(&s);
     let sdk = s.token("app", "sdk");
+    s.cli(&["flag", "override", "awf_bundle", "--user", "vip", "--enable"]);
     write(&dir.join("plan.yaml"), &plan(&dir, "1h", "bake: 1h"));
     let started: Value =
         serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
@@ -126,6 +128,7 @@ fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
     assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], false);
     let flag: Value = serde_json::from_str(&s.cli(&["flag", "get", "awf_bundle", "-o", "json"])).unwrap();
     assert_eq!(flag["ramp"]["percent"], 0);
+    assert!(flag.get("overrides").is_none_or(|o| o.as_array().unwrap().is_empty()), "overrides cleared: {flag}");
     let kms: Value = serde_json::from_str(&s.cli(&["flag", "get", "kms_signer", "-o", "json"])).unwrap();
     assert_eq!(kms["enabled"], false);
     let log = std::fs::read_to_string(dir.join("actions.log")).unwrap();
