@@ -368,7 +368,7 @@ impl Rollout {
         // Triggers, armed from start to completion.
         for t in &plan.triggers {
             let t = &t.value;
-            if is_signal(t) {
+            if is_signal(plan, t) {
                 continue;
             }
             let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
@@ -583,8 +583,13 @@ impl Rollout {
         if self.status.is_terminal() || self.status == Status::Pending {
             return Vec::new();
         }
-        let mut due: Vec<(CheckKind, &Check)> =
-            plan.triggers.iter().map(|t| &t.value).filter(|t| !is_signal(t)).map(|t| (CheckKind::Trigger, t)).collect();
+        let mut due: Vec<(CheckKind, &Check)> = plan
+            .triggers
+            .iter()
+            .map(|t| &t.value)
+            .filter(|t| !is_signal(plan, t))
+            .map(|t| (CheckKind::Trigger, t))
+            .collect();
         if self.status == Status::Running {
             let phase = &plan.phases[self.phase].value;
             due.extend(plan.gates.iter().chain(phase.gates.iter()).map(|g| (CheckKind::Gate, &g.value)));
@@ -697,26 +702,14 @@ impl Rollout {
     }
 }
 
-fn is_signal(c: &Check) -> bool {
-    c.source.as_ref().is_some_and(|s| s.value == sluice_plan::model::SourceKind::Signal)
-        || (c.source.is_none()
-            && c.query.is_none()
-            && c.slo.is_none()
-            && c.metric.is_none()
-            && c.http.is_none()
-            && c.command.is_none())
+/// A trigger only a person or an alert fires: never measured.
+fn is_signal(plan: &Plan, c: &Check) -> bool {
+    c.source_kind(plan.analysis.source.as_ref().map(|s| s.value)) == sluice_plan::model::SourceKind::Signal
 }
 
-fn status_name(s: &Status) -> &'static str {
-    match s {
-        Status::Pending => "pending",
-        Status::Running => "running",
-        Status::Paused { .. } => "paused",
-        Status::Baking { .. } => "baking",
-        Status::Completed => "completed",
-        Status::RolledBack { .. } => "rolled back",
-        Status::Aborted { .. } => "aborted",
-    }
+/// The state's name for a person's message (`rolled back`, not `rolled_back`).
+fn status_name(s: &Status) -> String {
+    s.name().replace('_', " ")
 }
 
 /// Whether the check's condition holds for `v`. A builtin comparison's value is its bound on (canary −

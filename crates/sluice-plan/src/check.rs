@@ -124,30 +124,20 @@ impl Checker<'_> {
         if v.name.value.trim().is_empty() {
             self.error(v.name.referenced, format!("{key}.name"), "must not be empty");
         }
-        let inferred = [
-            (v.query.is_some() || v.slo.is_some(), SourceKind::Prometheus),
-            (v.metric.is_some(), SourceKind::Builtin),
-            (v.http.is_some(), SourceKind::Http),
-            (v.command.is_some(), SourceKind::Command),
-        ];
-        let given: Vec<SourceKind> = inferred.iter().filter(|(has, _)| *has).map(|(_, k)| *k).collect();
-        let source = match (&v.source, &self.plan.analysis.source, given.as_slice()) {
-            (Some(s), _, _) => s.value,
-            (None, _, [one]) => *one,
-            (None, Some(s), []) => s.value,
-            (None, _, []) => {
-                if trigger {
-                    SourceKind::Signal
-                } else {
-                    self.error(loc, key, "where does the value come from? give `query` (prometheus), `metric` (builtin), `http` or `command`");
-                    return;
-                }
-            }
-            (None, _, _) => {
-                self.error(loc, key, "give one of `query`, `metric`, `http` or `command`, or say which with `source`");
-                return;
-            }
-        };
+        let given = v.sources_given();
+        if v.source.is_none() && given.len() > 1 {
+            self.error(loc, key, "give one of `query`, `metric`, `http` or `command`, or say which with `source`");
+            return;
+        }
+        let source = v.source_kind(self.plan.analysis.source.as_ref().map(|s| s.value));
+        if source == SourceKind::Signal && v.source.is_none() && !trigger {
+            self.error(
+                loc,
+                key,
+                "where does the value come from? give `query` (prometheus), `metric` (builtin), `http` or `command`",
+            );
+            return;
+        }
         let name = source.as_str();
         let forbid = |this: &mut Self, present: bool, field: &str| {
             if present {

@@ -231,6 +231,39 @@ pub struct Check {
     pub description: Option<String>,
 }
 
+impl Check {
+    /// The sources this check's fields name: `query` or `slo` → prometheus, `metric` → builtin, `http`,
+    /// `command`. `plan check` refuses more than one without an explicit `source`.
+    pub fn sources_given(&self) -> Vec<SourceKind> {
+        [
+            (self.query.is_some() || self.slo.is_some(), SourceKind::Prometheus),
+            (self.metric.is_some(), SourceKind::Builtin),
+            (self.http.is_some(), SourceKind::Http),
+            (self.command.is_some(), SourceKind::Command),
+        ]
+        .into_iter()
+        .filter_map(|(given, kind)| given.then_some(kind))
+        .collect()
+    }
+
+    /// Where the value comes from: `source` as written; else the source its fields name; else the plan's
+    /// default (`analysis.source`); else `signal`, a trigger only a person or an alert fires.
+    ///
+    /// ```
+    /// let yaml = "name: p\nflag: f\nphases: [{percent: 5}]\ntriggers:\n  - {name: t, command: [x], above: 1, severity: hard}\n  - {name: s, severity: hard}\n";
+    /// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
+    /// use sluice_plan::model::SourceKind;
+    /// assert_eq!(plan.triggers[0].value.source_kind(None), SourceKind::Command);
+    /// assert_eq!(plan.triggers[1].value.source_kind(None), SourceKind::Signal);
+    /// ```
+    pub fn source_kind(&self, default: Option<SourceKind>) -> SourceKind {
+        match &self.source {
+            Some(s) => s.value,
+            None => self.sources_given().first().copied().or(default).unwrap_or(SourceKind::Signal),
+        }
+    }
+}
+
 /// How several series become one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

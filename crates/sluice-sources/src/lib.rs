@@ -17,10 +17,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Measures one check with its source; templates are filled from `values`.
 pub async fn measure(check: &Check, default: Option<SourceKind>, values: &BTreeMap<String, String>) -> Measurement {
-    match sources::kind_of(check, default) {
-        Some(SourceKind::Command) => sources::command::measure(check, values).await,
-        Some(other) => Measurement::Error(format!("the `{}` source is not available in this version", other.as_str())),
-        None => Measurement::Error("the check names no source".into()),
+    match check.source_kind(default) {
+        SourceKind::Command => sources::command::measure(check, values).await,
+        other => Measurement::Error(format!("the `{}` source is not available in this version", other.as_str())),
     }
 }
 
