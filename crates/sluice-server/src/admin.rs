@@ -378,6 +378,31 @@ pub(crate) async fn audit(
     Ok(Json(json!({"data": state.store.audit(&filter).await?})).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChainQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/audit/chain?after=SEQ&limit=N`: the chain in order, a page at a time, for a client to
+/// recompute every hash itself (`sluice audit verify`).
+pub(crate) async fn audit_chain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ChainQuery>,
+) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    let limit = q.limit.unwrap_or(1_000);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::invalid("limit", "between 1 and 10000 events per page"));
+    }
+    if q.after < 0 {
+        return Err(ApiError::invalid("after", "a sequence number, 0 for the start of the chain"));
+    }
+    Ok(Json(json!({"data": state.store.chain(q.after, limit).await?})).into_response())
+}
+
 pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
     Ok(Json(json!({"head": state.store.head().await?})).into_response())

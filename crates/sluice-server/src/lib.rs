@@ -218,6 +218,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/tokens/{name}", delete(admin::revoke_token))
         .route("/api/v1/audit", get(admin::audit))
         .route("/api/v1/audit/head", get(admin::audit_head))
+        .route("/api/v1/audit/chain", get(admin::audit_chain))
         .route("/api/v1/import/unleash", post(admin::import_unleash))
         .route("/api/v1/import/flags", post(admin::import_flags))
         .route("/api/v1/client-metrics", get(admin::client_metrics))

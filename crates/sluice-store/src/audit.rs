@@ -93,28 +93,81 @@ pub enum Verification {
 
 /// Checks a chain given in sequence order. With `anchored_head`, also requires that hash to be in the chain.
 pub fn verify<'a>(events: impl IntoIterator<Item = &'a AuditEvent>, anchored_head: Option<&str>) -> Verification {
-    let mut prev = GENESIS.to_string();
-    let mut expected_seq = 1;
-    let mut anchored_seen = anchored_head.is_none() || anchored_head == Some(GENESIS);
+    let mut check = ChainCheck::new(anchored_head);
     for e in events {
-        if e.seq != expected_seq {
-            return Verification::Broken { seq: e.seq, problem: format!("expected sequence number {expected_seq}") };
+        if let Err(broken) = check.push(e) {
+            return broken;
         }
-        if e.prev_hash != prev {
-            return Verification::Broken {
+    }
+    check.finish()
+}
+
+/// Checks a chain one record at a time, so that a long chain can be fetched and checked page by page
+/// without holding all of it.
+///
+/// ```
+/// use sluice_store::audit::{AuditEvent, ChainCheck, Verification, GENESIS};
+/// let mut e = AuditEvent { seq: 1, at: chrono::Utc::now(), actor: "admin".into(), action: "flag.create".into(),
+///     entity: "flag:x".into(), before: None, after: None, reason: None, prev_hash: GENESIS.into(),
+///     hash: String::new() };
+/// e.hash = e.computed_hash();
+/// let mut check = ChainCheck::new(None);
+/// check.push(&e).unwrap();
+/// assert!(matches!(check.finish(), Verification::Intact { events: 1, .. }));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    prev: String,
+    next_seq: i64,
+    anchored_head: Option<String>,
+    anchored_seen: bool,
+}
+
+impl ChainCheck {
+    /// A check from the first record; with `anchored_head`, that hash must turn up in the chain.
+    pub fn new(anchored_head: Option<&str>) -> Self {
+        ChainCheck {
+            prev: GENESIS.to_string(),
+            next_seq: 1,
+            anchored_seen: anchored_head.is_none() || anchored_head == Some(GENESIS),
+            anchored_head: anchored_head.map(str::to_string),
+        }
+    }
+
+    /// The sequence number of the last record checked (0 before the first): fetch the next page after it.
+    pub fn last_seq(&self) -> i64 {
+        self.next_seq - 1
+    }
+
+    /// Checks the next record; `Err` names the first record that does not hold.
+    pub fn push(&mut self, e: &AuditEvent) -> Result<(), Verification> {
+        if e.seq != self.next_seq {
+            return Err(Verification::Broken {
+                seq: e.seq,
+                problem: format!("expected sequence number {}", self.next_seq),
+            });
+        }
+        if e.prev_hash != self.prev {
+            return Err(Verification::Broken {
                 seq: e.seq,
                 problem: "prev_hash does not match the previous record's hash".into(),
-            };
+            });
         }
         if e.computed_hash() != e.hash {
-            return Verification::Broken { seq: e.seq, problem: "hash does not match the record's fields".into() };
+            return Err(Verification::Broken { seq: e.seq, problem: "hash does not match the record's fields".into() });
         }
-        anchored_seen |= anchored_head == Some(e.hash.as_str());
-        prev = e.hash.clone();
-        expected_seq += 1;
+        self.anchored_seen |= self.anchored_head.as_deref() == Some(e.hash.as_str());
+        self.prev = e.hash.clone();
+        self.next_seq += 1;
+        Ok(())
     }
-    if !anchored_seen {
-        return Verification::HeadMissing { head: anchored_head.unwrap_or_default().into(), events: expected_seq - 1 };
+
+    /// The verdict once every record has been pushed.
+    pub fn finish(self) -> Verification {
+        let events = self.last_seq();
+        if !self.anchored_seen {
+            return Verification::HeadMissing { head: self.anchored_head.unwrap_or_default(), events };
+        }
+        Verification::Intact { events, head: self.prev }
     }
-    Verification::Intact { events: expected_seq - 1, head: prev }
 }

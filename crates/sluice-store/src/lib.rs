@@ -167,12 +167,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Audit events matching `filter`, newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Every audit event, oldest first.
-    async fn chain(&self) -> Result<Vec<AuditEvent>, StoreError>;
+    /// A page of the chain in order: at most `limit` events with a sequence number above `after_seq`.
+    async fn chain(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Recomputes the whole chain; with `anchored_head`, also requires that hash to be in it.
+    /// Recomputes the whole chain, a page at a time; with `anchored_head`, also requires that hash to be in it.
     async fn verify(&self, anchored_head: Option<&str>) -> Result<Verification, StoreError> {
-        Ok(audit::verify(&self.chain().await?, anchored_head))
+        const PAGE: u32 = 5_000;
+        let mut check = audit::ChainCheck::new(anchored_head);
+        loop {
+            let page = self.chain(check.last_seq(), PAGE).await?;
+            for e in &page {
+                if let Err(broken) = check.push(e) {
+                    return Ok(broken);
+                }
+            }
+            if page.len() < PAGE as usize {
+                return Ok(check.finish());
+            }
+        }
     }
 
     /// The last event's hash ([`audit::GENESIS`] when there is none), to anchor elsewhere.

@@ -360,6 +360,9 @@ enum AuditCmd {
         /// A head hash anchored earlier: catches a consistent rewrite of the tail.
         #[arg(long)]
         head: Option<String>,
+        /// Events fetched per request.
+        #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        page_size: u32,
     },
     /// Print the head hash, to anchor elsewhere.
     Head,
@@ -837,19 +840,21 @@ async fn audit(client: &Client, output: Output, cmd: AuditCmd) -> Result<(), Cli
                 Output::Table => println!("{}", answer["head"].as_str().unwrap_or("")),
             }
         }
-        AuditCmd::Verify { head } => {
-            // The chain is recomputed here, not trusted from the server's word.
-            let answer = client.get("/api/v1/audit?limit=10000").await?;
-            let mut events: Vec<sluice_store::AuditEvent> = serde_json::from_value(answer["data"].clone())
-                .map_err(|e| CliError(format!("the server sent audit events this CLI cannot read: {e}")))?;
-            if events.len() >= 10_000 {
-                return Err(CliError(
-                    "the chain has 10000 events or more; verify it on the server host (paging is not implemented yet)"
-                        .into(),
-                ));
-            }
-            events.reverse();
-            let verdict = sluice_store::audit::verify(&events, head.as_deref());
+        AuditCmd::Verify { head, page_size } => {
+            // The chain is recomputed here, page by page, not trusted from the server's word.
+            let mut check = sluice_store::audit::ChainCheck::new(head.as_deref());
+            let verdict = loop {
+                let answer =
+                    client.get(&format!("/api/v1/audit/chain?after={}&limit={page_size}", check.last_seq())).await?;
+                let page: Vec<sluice_store::AuditEvent> = serde_json::from_value(answer["data"].clone())
+                    .map_err(|e| CliError(format!("the server sent audit events this CLI cannot read: {e}")))?;
+                if let Some(broken) = page.iter().find_map(|e| check.push(e).err()) {
+                    break broken;
+                }
+                if page.len() < page_size as usize {
+                    break check.finish();
+                }
+            };
             if output == Output::Json {
                 print_json(&serde_json::to_value(&verdict).expect("json"));
             }
