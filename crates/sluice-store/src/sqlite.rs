@@ -8,8 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use sluice_flags::{Flag, SegmentDef, Snapshot};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use tokio::sync::Mutex;
+use sqlx::{Row, Sqlite, SqlitePool};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::token;
 use crate::{
@@ -42,6 +42,15 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         migrator().run(&pool).await?;
         Ok(SqliteStore { pool, writer: Mutex::new(()) })
+    }
+
+    /// Starts a write: one at a time in this process (the writer lock), and `BEGIN IMMEDIATE` so that the
+    /// file's write lock is taken up front. A deferred transaction that reads and then writes fails with
+    /// `SQLITE_BUSY_SNAPSHOT` when another write commits in between, and no busy timeout waits that out.
+    async fn begin_write(&self) -> Result<(MutexGuard<'_, ()>, sqlx::Transaction<'static, Sqlite>), StoreError> {
+        let writer = self.writer.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((writer, tx))
     }
 
     /// The underlying pool, for tests and tools that inspect the file.
@@ -97,8 +106,7 @@ impl Store for SqliteStore {
         changes: Vec<Change>,
         reason: Option<String>,
     ) -> Result<AppliedBatch, StoreError> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let (mut flags, mut segments) = load_catalog(&mut tx).await?;
         let now = Utc::now();
         let mut staged = Vec::with_capacity(changes.len());
@@ -156,8 +164,7 @@ impl Store for SqliteStore {
                 message: "a token name is 1 to 100 letters, digits, `-`, `_`, `.` or `@`".into(),
             });
         }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let taken: Option<String> =
             sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
         if taken.is_some() {
@@ -179,8 +186,7 @@ impl Store for SqliteStore {
         if text.len() < 32 {
             return Err(StoreError::Conflict { message: "a token must be at least 32 characters".into() });
         }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let hash = token::sha256_hex(text);
         let existing: Option<String> =
             sqlx::query_scalar("SELECT id FROM tokens WHERE secret_sha256 = $1 AND revoked_at IS NULL")
@@ -200,8 +206,7 @@ impl Store for SqliteStore {
 
     /// Revokes the token named `name`, audited as `actor`.
     async fn revoke_token(&self, actor: &str, name: &str) -> Result<AuditEvent, StoreError> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let entity = format!("token:{name}");
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT id, role FROM tokens WHERE name = $1 AND revoked_at IS NULL")
@@ -269,7 +274,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_client_metrics(&self, counts: &[(String, String, u64)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         for (flag, variant, n) in counts {
             sqlx::query(
                 "INSERT INTO client_metrics (flag, variant, count) VALUES ($1, $2, $3) \
@@ -294,8 +299,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_rollout(&self, r: &RolloutRecord, events: &[AuditNote]) -> Result<AuditEvent, StoreError> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let active: Option<(String, String)> =
             sqlx::query_as("SELECT id, plan_name FROM rollouts WHERE flag = $1 AND active = 1")
                 .bind(&r.flag)
@@ -357,8 +361,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_rollout(&self, save: &RolloutSave<'_>) -> Result<Vec<AuditEvent>, StoreError> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE rollouts SET state = $1, status = $2, active = $3, outbox = $4, updated_at = $5 WHERE id = $6",
         )
@@ -408,7 +411,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Value]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         for d in decisions {
             sqlx::query("INSERT INTO decisions (rollout_id, at_ms, body) VALUES ($1, $2, $3)")
                 .bind(id)
@@ -445,8 +448,7 @@ impl Store for SqliteStore {
         after: Value,
         reason: Option<String>,
     ) -> Result<AuditEvent, StoreError> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let event = append_audit(&mut tx, Utc::now(), actor, action, entity, None, Some(after), reason).await?;
         tx.commit().await?;
         Ok(event)
