@@ -22,7 +22,7 @@ mod stream;
 
 pub use rollouts::{run_forever as run_rollouts, CommandBody, RunnerMemory};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -78,8 +78,9 @@ pub struct AppState {
     pub(crate) options: Options,
     pub(crate) limiter: auth::RateLimiter,
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
-    /// Rollout transitions, one at a time: the runner's ticks and people's commands.
-    pub(crate) rollout_lock: tokio::sync::Mutex<()>,
+    /// One lock per rollout: its transitions (the runner's ticks, people's commands) happen one at a time,
+    /// while a slow action of one rollout never holds up another's rollback.
+    pub(crate) rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) clock: Arc<dyn sluice_engine::Clock>,
     pub(crate) plugins: Arc<dyn sluice_sources::Plugins>,
     pub(crate) faults: Option<FaultHook>,
@@ -126,7 +127,7 @@ impl AppState {
             limiter: auth::RateLimiter::new(options.evaluation_rate_limit),
             options,
             client_apps: Mutex::new(BTreeMap::new()),
-            rollout_lock: tokio::sync::Mutex::new(()),
+            rollout_locks: Mutex::new(HashMap::new()),
             clock: seams.clock,
             plugins: seams.plugins,
             faults: seams.faults,

@@ -5,7 +5,7 @@
 //! run: flag changes and idempotent actions are carried out again with the same key, and a rollout whose
 //! non-idempotent action may or may not have run is paused for a person.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,13 +72,33 @@ impl OutboxEffect {
     }
 }
 
-/// Per-rollout memory of the runner: when it last ticked, and each check's last outcome (a decision goes
-/// to the audit log only when its outcome changes). Lost on a restart, which only means the next tick
-/// comes at once and its decisions are audited again.
+/// Per-rollout memory of the runner: when it last ticked, each check's last outcome (a decision goes to
+/// the audit log only when its outcome changes), and which rollouts are ticking now. Lost on a restart,
+/// which only means the next tick comes at once and its decisions are audited again.
 #[derive(Default)]
 pub struct RunnerMemory {
-    last_tick: HashMap<String, u64>,
-    outcomes: HashMap<(String, String), Outcome>,
+    last_tick: std::sync::Mutex<HashMap<String, u64>>,
+    outcomes: std::sync::Mutex<HashMap<(String, String), Outcome>>,
+    ticking: std::sync::Mutex<HashSet<String>>,
+}
+
+/// Marks a rollout as ticking until dropped, so that the runner never starts a second tick of it while a
+/// slow one (a long command) is still going.
+struct Ticking<'m> {
+    memory: &'m RunnerMemory,
+    id: String,
+}
+
+impl<'m> Ticking<'m> {
+    fn claim(memory: &'m RunnerMemory, id: &str) -> Option<Self> {
+        memory.ticking.lock().expect("ticking").insert(id.to_string()).then(|| Ticking { memory, id: id.to_string() })
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.memory.ticking.lock().expect("ticking").remove(&self.id);
+    }
 }
 
 fn plan_of(record: &RolloutRecord) -> Result<Plan, ApiError> {
@@ -127,6 +147,12 @@ impl AppState {
     /// The controller's actor name for what a rollout does by itself.
     fn controller(record: &RolloutRecord) -> String {
         format!("rollout:{}", record.plan_name)
+    }
+
+    /// Waits for, then holds, the lock of one rollout (or, with a `start:` key, of starting one on a flag).
+    async fn lock_rollout(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.rollout_locks.lock().expect("rollout locks").entry(id.to_string()).or_default().clone();
+        lock.lock_owned().await
     }
 
     /// Stops here if the fault hook says so (crash-safety tests): the caller returns at once, as a killed
@@ -330,8 +356,9 @@ impl AppState {
     /// that had started and not finished may or may not have run: the rollout is paused (when live), the
     /// audit log names the action, and the rollout waits until a person settles it (`ran` or `retry`).
     pub async fn recover_rollouts(&self) -> Result<(), ApiError> {
-        let _one = self.rollout_lock.lock().await;
         for record in self.store.rollouts(false).await? {
+            let _one = self.lock_rollout(&record.id).await;
+            let Some(record) = self.store.rollout(&record.id).await? else { continue };
             let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
             if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) {
                 continue;
@@ -367,7 +394,7 @@ impl AppState {
     /// A person says what happened to an uncertain action (`ran`: do not run it again; `retry`: run it), and
     /// the rest of the outbox is carried out.
     pub async fn settle_rollout(&self, id: &str, ran: bool, who: &Principal) -> Result<(), ApiError> {
-        let _one = self.rollout_lock.lock().await;
+        let _one = self.lock_rollout(id).await;
         let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found(format!("no rollout `{id}`")))?;
         let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
         let Some(i) = outbox.iter().position(|i| i.uncertain) else {
@@ -392,20 +419,34 @@ impl AppState {
 
     /// One pass of the runner: ticks every active rollout whose interval has elapsed. One rollout's
     /// failure is reported and does not hold up the others.
-    pub async fn run_due_rollouts(&self, memory: &mut RunnerMemory) -> Result<(), ApiError> {
-        for record in self.store.rollouts(true).await? {
-            let id = record.id.clone();
-            if let Err(e) = self.tick_rollout(record, memory).await {
-                if e.error == "crashed" {
-                    return Err(e);
-                }
-                eprintln!("sluice: rollout {id}: {}", e.message);
-            }
-        }
-        Ok(())
+    /// The rollouts tick concurrently and the pass ends when all have; one that is still ticking from
+    /// an earlier pass is left alone. An injected crash stops the whole pass at once, as a kill would.
+    pub async fn run_due_rollouts(&self, memory: &RunnerMemory) -> Result<(), ApiError> {
+        let ticks = self.store.rollouts(true).await?.into_iter().filter_map(|record| {
+            let ticking = Ticking::claim(memory, &record.id)?;
+            Some(async move {
+                let _ticking = ticking;
+                self.tick_logged(record, memory).await
+            })
+        });
+        futures_util::future::try_join_all(ticks).await.map(|_| ())
     }
 
-    async fn tick_rollout(&self, record: RolloutRecord, memory: &mut RunnerMemory) -> Result<(), ApiError> {
+    /// Ticks one rollout; its failure is reported and does not hold up the others. Only an injected crash
+    /// comes back as an error.
+    async fn tick_logged(&self, record: RolloutRecord, memory: &RunnerMemory) -> Result<(), ApiError> {
+        let id = record.id.clone();
+        match self.tick_rollout(record, memory).await {
+            Err(e) if e.error == "crashed" => Err(e),
+            Err(e) => {
+                eprintln!("sluice: rollout {id}: {}", e.message);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    async fn tick_rollout(&self, record: RolloutRecord, memory: &RunnerMemory) -> Result<(), ApiError> {
         // A rollout mid-transition, or waiting for a person to settle an action, does not tick.
         if record.outbox.as_array().is_some_and(|o| !o.is_empty()) {
             return Ok(());
@@ -413,10 +454,13 @@ impl AppState {
         let now = self.clock.now();
         let plan = plan_of(&record)?;
         let interval = plan.analysis.interval.value.0.as_millis() as u64;
-        if memory.last_tick.get(&record.id).is_some_and(|t| now < t + interval) {
-            return Ok(());
+        {
+            let mut last_tick = memory.last_tick.lock().expect("last tick");
+            if last_tick.get(&record.id).is_some_and(|t| now < t + interval) {
+                return Ok(());
+            }
+            last_tick.insert(record.id.clone(), now);
         }
-        memory.last_tick.insert(record.id.clone(), now);
         // Measure first, without the lock: commands may take a while.
         let rollout = state_of(&record)?;
         let flag = self.live.load().flags().iter().find(|f| f.key == record.flag).cloned();
@@ -426,7 +470,7 @@ impl AppState {
         for (kind, check) in rollout.checks_due(&plan) {
             measured.insert((kind, check.name.value.clone()), self.plugins.measure(check, default, &values, now).await);
         }
-        let _one = self.rollout_lock.lock().await;
+        let _one = self.lock_rollout(&record.id).await;
         // Re-read: a person may have acted meanwhile.
         let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };
         if !record.active || record.outbox.as_array().is_some_and(|o| !o.is_empty()) {
@@ -456,8 +500,8 @@ impl AppState {
             .collect();
         self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
         for d in &decisions {
-            let changed = memory.outcomes.insert((record.id.clone(), format!("{:?}:{}", d.kind, d.check)), d.outcome)
-                != Some(d.outcome);
+            let key = (record.id.clone(), format!("{:?}:{}", d.kind, d.check));
+            let changed = memory.outcomes.lock().expect("outcomes").insert(key, d.outcome) != Some(d.outcome);
             if changed {
                 let detail = serde_json::to_value(d).expect("json");
                 self.store
@@ -510,7 +554,7 @@ impl AppState {
             snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
         drop(snapshot);
         let now = self.clock.now();
-        let _one = self.rollout_lock.lock().await;
+        let _one = self.lock_rollout(&format!("start:{}", plan.flag.value)).await;
         // Readable and unique: the flag and the start time, with a suffix in the unlikely case of a second
         // start of the same flag in the same millisecond (no counter: it would restart with the process).
         let mut id = format!("{}-{now:x}", plan.flag.value);
@@ -567,7 +611,7 @@ impl AppState {
             return Ok(summary(&record, &plan_of(&record)?, &state_of(&record)?));
         }
         let reason = b.reason.clone().unwrap_or_else(|| format!("{command} by {}", who.name));
-        let _one = self.rollout_lock.lock().await;
+        let _one = self.lock_rollout(id).await;
         let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
         if record.outbox.as_array().is_some_and(|o| o.iter().any(|i| i["uncertain"] == true)) {
             return Err(ApiError::new(
@@ -617,12 +661,25 @@ pub async fn run_forever(state: Arc<AppState>) {
     if let Err(e) = state.recover_rollouts().await {
         eprintln!("sluice: recovering rollouts failed: {}", e.message);
     }
-    let mut memory = RunnerMemory::default();
+    let memory = Arc::new(RunnerMemory::default());
     let mut every = tokio::time::interval(Duration::from_millis(250));
     loop {
         every.tick().await;
-        if let Err(e) = state.run_due_rollouts(&mut memory).await {
-            eprintln!("sluice: rollout runner: {}", e.message);
+        let records = match state.store.rollouts(true).await {
+            Ok(records) => records,
+            Err(e) => {
+                eprintln!("sluice: rollout runner: {e}");
+                continue;
+            }
+        };
+        for record in records {
+            let (state, memory) = (state.clone(), memory.clone());
+            // A task per rollout: a slow command of one (a gate's query, a hook) never delays another's tick,
+            // and so never its rollback.
+            tokio::spawn(async move {
+                let Some(_ticking) = Ticking::claim(&memory, &record.id) else { return };
+                let _ = state.tick_logged(record, &memory).await;
+            });
         }
     }
 }
@@ -668,9 +725,41 @@ fn summary(record: &RolloutRecord, plan: &Plan, rollout: &Rollout) -> Value {
         "approvals_needed": phase.map(|p| p.approvals.iter().map(|a| a.value.clone()).collect::<Vec<_>>()).unwrap_or_default(),
         "approvals_signed": rollout.approvals,
         "history": rollout.history,
+        "pending": pending(record, plan),
         "created_by": record.created_by,
         "created_at": record.created_at,
     })
+}
+
+/// What the last transition still has to carry out, in order: the first is under way (a hook that takes
+/// a while shows here, before the percentage it guards is raised), and `unknown` waits for `settle`.
+fn pending(record: &RolloutRecord, plan: &Plan) -> Vec<Value> {
+    let outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
+    let mut first = true;
+    outbox
+        .iter()
+        .filter(|i| !i.done)
+        .map(|i| {
+            let what = match &i.effect {
+                OutboxEffect::SetRamp { percent, .. } => format!("set the flag to {percent}%"),
+                OutboxEffect::RestoreFlag => "restore the flag as it was before the rollout".into(),
+                OutboxEffect::FlagsOff { flags } => format!("switch off {}", flags.join(", ")),
+                OutboxEffect::ClearOverrides => "clear the flag's overrides".into(),
+                OutboxEffect::Run { purpose, .. } => match action_at(plan, purpose).and_then(|a| a.name.as_deref()) {
+                    Some(name) => format!("{purpose} ({name})"),
+                    None => purpose.clone(),
+                },
+            };
+            let state = if i.uncertain {
+                "unknown"
+            } else if std::mem::take(&mut first) {
+                "under_way"
+            } else {
+                "waiting"
+            };
+            json!({"what": what, "state": state, "idempotency_key": i.key})
+        })
+        .collect()
 }
 
 async fn find(state: &AppState, id: &str) -> Result<RolloutRecord, ApiError> {

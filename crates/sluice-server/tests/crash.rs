@@ -228,7 +228,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
             }
         }
         loop {
-            match state.run_due_rollouts(&mut memory).await {
+            match state.run_due_rollouts(&memory).await {
                 Ok(()) => break,
                 Err(e) if crashed(&e) => {
                     state = restart(&make_boxed, &store, &receiver).await;

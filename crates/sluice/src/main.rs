@@ -1138,6 +1138,14 @@ fn print_rollout(r: &Value) {
             needed.iter().map(|n| format!("{} {n}", if signed.contains(n) { "[x]" } else { "[ ]" })).collect();
         println!("  approvals: {}", marks.join("  "));
     }
+    for item in r["pending"].as_array().into_iter().flatten() {
+        let state = match item["state"].as_str() {
+            Some("under_way") => "under way",
+            Some("unknown") => "outcome unknown: `sluice rollout settle` it",
+            _ => "waiting",
+        };
+        println!("  {state}: {}", item["what"].as_str().unwrap_or(""));
+    }
 }
 
 async fn rollout(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(), CliError> {

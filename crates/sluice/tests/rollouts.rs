@@ -144,6 +144,59 @@ fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
     );
 }
 
+/// One rollout's slow hook (a migration that takes half a minute) holds up neither another rollout's
+/// rollback nor people's commands on it.
+#[test]
+fn a_slow_hook_of_one_rollout_does_not_delay_another_rollback() {
+    let s = serve();
+    let dir = setup(&s);
+    s.cli(&["flag", "create", "slow_flag", "--percent", "0"]);
+    let slow = format!(
+        r#"name: slow-migration
+flag: slow_flag
+analysis: {{ interval: 1s }}
+phases:
+  - {{ percent: 10, hold: 1s }}
+  - {{ percent: 50, hooks: {{ before: [ {{ name: migrate, exec: [sh, -c, "touch {d}/migrating; exec sleep 30"] }} ] }} }}
+"#,
+        d = dir.display()
+    );
+    write(&dir.join("slow.yaml"), &slow);
+    write(&dir.join("plan.yaml"), &plan(&dir, "1h", ""));
+    let slow_id: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("slow.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let started: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+
+    let begun = Instant::now();
+    while !dir.join("migrating").exists() {
+        assert!(begun.elapsed() < Duration::from_secs(20), "the slow hook never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // While the migration runs: a command on the other rollout answers, and its hard trigger rolls it back
+    // after its `for: 2s`, not after the migration.
+    let fired = Instant::now();
+    s.cli(&["rollout", "pause", &id, "--reason", "checking"]);
+    s.cli(&["rollout", "resume", &id, "--reason", "checked"]);
+    write(&dir.join("bad"), "1\n");
+    wait_for(&s, &id, "rollback", |st| st["status"]["state"] == "rolled_back");
+    let took = fired.elapsed();
+    assert!(took < Duration::from_secs(10), "the rollback waited for the other rollout's hook: {took:?}");
+    let slow: Value =
+        serde_json::from_str(&s.cli(&["rollout", "status", slow_id["id"].as_str().unwrap(), "-o", "json"])).unwrap();
+    // The slow rollout shows its hook under way, before the raise it guards; the flag is still at 10%.
+    assert_eq!(slow["pending"][0]["what"], "phases[1].hooks.before[0] (migrate)", "{slow:#}");
+    assert_eq!(slow["pending"][0]["state"], "under_way");
+    assert_eq!(slow["pending"][1]["what"], "set the flag to 50%");
+    let flag: Value = serde_json::from_str(&s.cli(&["flag", "get", "slow_flag", "-o", "json"])).unwrap();
+    assert_eq!(flag["ramp"]["percent"], 10);
+    let table = s.cli(&["rollout", "status", "slow-migration"]);
+    assert!(table.contains("under way: phases[1].hooks.before[0] (migrate)"), "{table}");
+}
+
 #[test]
 fn people_and_alerts_decide_and_roles_are_enforced() {
     let s = serve();

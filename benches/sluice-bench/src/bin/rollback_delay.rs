@@ -59,7 +59,7 @@ async fn main() {
     let who = Principal { name: "bench".into(), role: Role::Operator };
 
     let (mut virtual_delays, mut wall) = (Vec::new(), Vec::new());
-    let mut memory = RunnerMemory::default();
+    let memory = RunnerMemory::default();
     for i in 0..runs {
         let flag = format!("f{i}");
         store.apply("bench", Change::PutFlag(sluice_flags::Flag::boolean(&flag)), None).await.unwrap();
@@ -74,7 +74,7 @@ async fn main() {
         // A few healthy ticks, then the condition turns true at a moment between two ticks.
         for _ in 0..3 {
             clock.advance_ms(MIN);
-            state.run_due_rollouts(&mut memory).await.unwrap();
+            state.run_due_rollouts(&memory).await.unwrap();
         }
         let ofrep = || {
             http.post(format!("{url}/ofrep/v1/evaluate/flags/{flag}"))
@@ -91,7 +91,7 @@ async fn main() {
         clock.advance_ms(MIN - offset);
         loop {
             let started = Instant::now();
-            state.run_due_rollouts(&mut memory).await.unwrap();
+            state.run_due_rollouts(&memory).await.unwrap();
             let served: serde_json::Value = ofrep().await.unwrap().json().await.unwrap();
             if served["value"] == false {
                 wall.push(started.elapsed());
