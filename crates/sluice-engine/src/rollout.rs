@@ -248,6 +248,14 @@ pub struct Rollout {
     /// When the last tick ran: a second tick within one interval (a restarted runner) does nothing.
     #[serde(default)]
     pub last_tick: Option<Millis>,
+    /// Paused after stepping back a phase (`rollback.to: previous-phase`, or a failed hook): `resume`
+    /// retries the phase; another hard trigger or a person's `rollback` rolls back to the start.
+    #[serde(default)]
+    pub stepped_back: bool,
+    /// The phase hook whose failure stepped the rollout back (`phases[2].hooks.before[0]`): `resume`
+    /// retries from that hook, not from the start of the phase before it.
+    #[serde(default)]
+    pub failed_hook: Option<String>,
     /// Every transition so far.
     pub history: Vec<Event>,
 }
@@ -266,6 +274,8 @@ impl Rollout {
             runs: BTreeMap::new(),
             source_errors: 0,
             last_tick: None,
+            stepped_back: false,
+            failed_hook: None,
             history: Vec::new(),
         }
     }
@@ -372,7 +382,8 @@ impl Rollout {
                 continue;
             }
             let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
-            errored |= d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
+            // A rehearsed (dry-run) check never acts, its source failing included.
+            errored |= !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
             let fired = d.outcome == Outcome::Holds && d.run >= d.needed && !d.dry_run;
             decisions.push(d);
             if fired {
@@ -400,7 +411,7 @@ impl Rollout {
             let phase = &plan.phases[self.phase].value;
             for g in plan.gates.iter().chain(phase.gates.iter()) {
                 let d = self.evaluate(&g.value, CheckKind::Gate, interval, now, source);
-                errored |= d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
+                errored |= !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
                 all_pass &= d.dry_run || (d.outcome == Outcome::Holds && d.run >= d.needed);
                 decisions.push(d);
             }
@@ -426,7 +437,10 @@ impl Rollout {
             Status::Running => {
                 let phase = &plan.phases[self.phase].value;
                 let held = self.hold_skipped
-                    || phase.hold.as_ref().is_none_or(|h| now - self.phase_started >= h.value.0.as_millis() as u64);
+                    || phase
+                        .hold
+                        .as_ref()
+                        .is_none_or(|h| now.saturating_sub(self.phase_started) >= h.value.0.as_millis() as u64);
                 let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value));
                 if held && all_pass && signed {
                     effects.extend(self.promote_inner(plan, now));
@@ -512,15 +526,37 @@ impl Rollout {
     }
 
     /// Rolls back as the plan says: the flag first, then the rollback actions, then notifications.
+    ///
+    /// With `rollback.to: previous-phase`, the first rollback only steps back: the previous phase's
+    /// percentage (the original flag from the first phase), and a pause for a person; the rollback's
+    /// actions, `flags_off` and `clear_overrides` are kept for a real rollback. A second hard trigger or a
+    /// person's `rollback` while stepped back rolls back to the start: one incident never walks the flag
+    /// down phase by phase, nor runs `kubectl rollout undo` twice.
     fn rollback_inner(&mut self, plan: &Plan, now: Millis, reason: &str) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let previous = plan.rollback.to == RollbackTo::PreviousPhase && self.phase > 0;
-        if previous {
-            let i = self.phase - 1;
-            effects.extend(self.enter_phase(plan, i, now).into_iter().filter(|e| matches!(e, Effect::SetRamp { .. })));
-        } else {
-            effects.push(Effect::RestoreFlag);
+        if plan.rollback.to == RollbackTo::PreviousPhase && !self.stepped_back {
+            if self.phase > 0 {
+                let i = self.phase - 1;
+                effects
+                    .extend(self.enter_phase(plan, i, now).into_iter().filter(|e| matches!(e, Effect::SetRamp { .. })));
+            } else {
+                // Before the first phase is the flag as it was: resume retries the first phase.
+                self.phase_started = now;
+                self.approvals.clear();
+                self.runs.retain(|k, _| k.starts_with("trigger:"));
+                effects.push(Effect::RestoreFlag);
+            }
+            self.stepped_back = true;
+            self.status = Status::Paused {
+                reason: format!("{reason}; stepped back"),
+                decide_by: None,
+                default: None,
+                bake_until: None,
+            };
+            effects.push(self.event(plan, now, "stepped_back", reason));
+            return effects;
         }
+        effects.push(Effect::RestoreFlag);
         if !plan.rollback.flags_off.is_empty() {
             effects.push(Effect::FlagsOff(plan.rollback.flags_off.iter().map(|f| f.value.clone()).collect()));
         }
@@ -531,34 +567,40 @@ impl Rollout {
             purpose: format!("rollback.actions[{j}]"),
             action: Box::new(a.value.clone()),
         }));
-        if plan.rollback.to == RollbackTo::PreviousPhase {
-            self.status = Status::Paused {
-                reason: format!("{reason}; stepped back"),
-                decide_by: None,
-                default: None,
-                bake_until: None,
-            };
-            effects.push(self.event(plan, now, "stepped_back", reason));
-        } else {
-            self.status = Status::RolledBack { reason: reason.to_string() };
-            effects.push(self.event(plan, now, "rolled_back", reason));
-        }
+        self.stepped_back = false;
+        self.status = Status::RolledBack { reason: reason.to_string() };
+        effects.push(self.event(plan, now, "rolled_back", reason));
         effects
     }
 
     fn resume_inner(&mut self, plan: &Plan, now: Millis, why: &str) -> Vec<Effect> {
-        let stepped_back = matches!(&self.status, Status::Paused { reason, .. } if reason.ends_with("stepped back"));
+        let stepped_back = std::mem::take(&mut self.stepped_back);
+        let failed_hook = self.failed_hook.take();
+        // Gates start their `for` runs again: what held before the pause says nothing about now.
+        self.runs.retain(|k, _| k.starts_with("trigger:"));
         self.status = match self.status {
             Status::Paused { bake_until: Some(until), .. } => Status::Baking { until },
             _ => Status::Running,
         };
-        let mut effects = Vec::new();
-        if stepped_back {
-            // Resume retries the phase from its start.
-            let i = self.phase;
-            effects.extend(self.enter_phase(plan, i, now));
+        let mut effects = vec![self.event(plan, now, "resumed", why)];
+        match failed_hook.as_deref().and_then(hook_phase) {
+            // A failed hook is retried where it failed: the promotion out of phase `k` (its after-hooks
+            // and what follows), or the entry into phase `k` (its before-hooks, then its percentage).
+            Some((k, HookKind::After)) if k < plan.phases.len() => {
+                self.phase = k;
+                effects.extend(self.promote_inner(plan, now));
+            }
+            Some((k, HookKind::Before)) if k < plan.phases.len() => {
+                effects.extend(self.enter_phase(plan, k, now));
+                effects.push(self.event(plan, now, "promoted", format!("retrying phase {}", k + 1)));
+            }
+            // Stepped back by a trigger: the phase stepped back to is tried again from its start.
+            _ if stepped_back => {
+                let i = self.phase;
+                effects.extend(self.enter_phase(plan, i, now));
+            }
+            _ => {}
         }
-        effects.push(self.event(plan, now, "resumed", why));
         effects
     }
 
@@ -619,6 +661,8 @@ impl Rollout {
         }
         self.phase_started = now;
         self.hold_skipped = false;
+        self.stepped_back = true;
+        self.failed_hook = Some(purpose.to_string());
         let reason = format!("{purpose} failed: {detail}");
         self.status = Status::Paused {
             reason: format!("{reason}; stepped back"),
@@ -694,12 +738,35 @@ impl Rollout {
         if hard {
             return Ok(self.rollback_inner(plan, now, &why));
         }
+        if matches!(self.status, Status::Paused { .. }) {
+            // Paused already: a repeated alert neither restarts the time to decide nor hides why it paused.
+            return Ok(Vec::new());
+        }
         let rule = plan.triggers.iter().find(|t| t.value.name.value == name).map(|t| &t.value);
         let decide_by = rule.and_then(|t| t.decide_within.as_ref()).map(|d| now + d.value.0.as_millis() as u64);
         let default = rule.and_then(|t| t.default.as_ref()).map(|d| d.value.into());
         self.status = self.pause_status(why.clone(), decide_by, default);
         Ok(vec![self.event(plan, now, "paused", why)])
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookKind {
+    Before,
+    After,
+}
+
+/// The phase index and kind of a hook path such as `phases[2].hooks.before[0]`.
+fn hook_phase(purpose: &str) -> Option<(usize, HookKind)> {
+    let (index, rest) = purpose.strip_prefix("phases[")?.split_once(']')?;
+    let kind = if rest.starts_with(".hooks.before") {
+        HookKind::Before
+    } else if rest.starts_with(".hooks.after") {
+        HookKind::After
+    } else {
+        return None;
+    };
+    Some((index.parse().ok()?, kind))
 }
 
 /// A trigger only a person or an alert fires: never measured.

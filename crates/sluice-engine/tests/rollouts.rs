@@ -127,17 +127,63 @@ fn gates_block_promotion_until_they_pass() {
 fn previous_phase_rollback_steps_back_and_resume_retries() {
     let plan = RAMP.replace("to: start", "to: previous-phase");
     // After stepping back, the retried phase asks for its go/no-go again.
-    let csv = healthy() + "1s,approve:qa-signoff,\n30h,errors-hard,0.2\n1810m,errors-hard,0\n31h,decide,resume\n32h,approve:qa-signoff,\n";
+    let csv = healthy() + "1s,approve:qa-signoff,\n30h,errors-hard,0.2\n1805m,errors-hard,0\n31h,decide,resume\n32h,approve:qa-signoff,\n";
     let sim = run(&plan, &csv);
     let ev = events(&sim);
     let step = sim.rollout.history.iter().find(|e| e.kind == "stepped_back").expect("stepped back");
     assert_eq!((step.at, step.phase, step.percent), (30 * HOUR + 4 * MIN, 0, 1), "back to phase 1 at 1%");
+    // Stepping back is not the rollback: the plan's actions and `flags_off` wait for a real one.
+    let stepping: Vec<&Effect> =
+        sim.steps.iter().filter(|s| s.at == 30 * HOUR + 4 * MIN).flat_map(|s| &s.effects).collect();
+    assert!(stepping.iter().any(|e| matches!(e, Effect::SetRamp { percent: 1, .. })), "{stepping:?}");
+    assert!(!stepping.iter().any(|e| matches!(e, Effect::Run { .. } | Effect::FlagsOff(_))), "{stepping:?}");
     let resumed = ev.iter().find(|e| e.1 == "resumed").unwrap().0;
     assert_eq!(resumed, 31 * HOUR);
     // Retrying phase 1 holds 24h again from the resume.
     let promoted_again = ev.iter().filter(|e| e.1 == "promoted").nth(1).unwrap().0;
     assert_eq!(promoted_again, 31 * HOUR + 24 * HOUR);
     assert_eq!(sim.rollout.status, Status::Completed);
+}
+
+#[test]
+fn a_trigger_that_fires_again_after_stepping_back_rolls_back_to_the_start_once() {
+    let plan = RAMP
+        .replace("to: start", "to: previous-phase")
+        .replace("{ percent: 100 }", "{ percent: 50, hold: 24h }\n  - { percent: 100 }");
+    // Bad from 80h (phase 3, 50%): steps back to 10% at the 5th bad tick, then, still bad, rolls back.
+    let csv = healthy() + "1s,approve:qa-signoff,\n80h,errors-hard,0.2\n";
+    let sim = run(&plan, &csv);
+    let kinds: Vec<String> = events(&sim).into_iter().map(|e| e.1).collect();
+    assert_eq!(kinds, ["started", "promoted", "promoted", "stepped_back", "rolled_back"], "{kinds:?}");
+    assert!(matches!(sim.rollout.status, Status::RolledBack { .. }));
+    let all: Vec<&Effect> = sim.steps.iter().flat_map(|s| &s.effects).collect();
+    let undo = all.iter().filter(|e| matches!(e, Effect::Run { purpose, .. } if purpose == "rollback.actions[0]"));
+    assert_eq!(undo.count(), 1, "the rollback's action runs once, at the real rollback");
+    assert_eq!(all.iter().filter(|e| matches!(e, Effect::RestoreFlag)).count(), 1);
+}
+
+#[test]
+fn after_a_pause_gates_must_hold_again_for_their_whole_window() {
+    let plan = RAMP.replace("below: 0.01 }", "below: 0.01, for: 30m }");
+    // Paused by a soft trigger at 23h52m and resumed at 24h10m, after the hold (24h) has ended: the gate's
+    // 30-minute window starts again at the resume, however long it had held before the pause.
+    let csv = healthy() + "1s,approve:qa-signoff,\n1430m,latency-soft,5\n1433m,latency-soft,0.5\n1450m,decide,resume\n";
+    let sim = run(&plan, &csv);
+    let ev = events(&sim);
+    let resumed = ev.iter().find(|e| e.1 == "resumed").expect("resumed").0;
+    let promoted = ev.iter().find(|e| e.1 == "promoted").expect("promoted").0;
+    assert!(promoted >= resumed + 29 * MIN, "promoted {} min after the resume", (promoted - resumed) / MIN);
+}
+
+#[test]
+fn a_failing_dry_run_source_never_pauses_the_rollout() {
+    let plan = RAMP.replace(
+        "triggers:\n",
+        "triggers:\n  - { name: rehearsal, command: [r], value_from: last_number, above: 1, severity: hard, dry_run: true }\n",
+    );
+    let csv = healthy() + "1s,approve:qa-signoff,\n0s,rehearsal,error\n";
+    let sim = run(&plan, &csv);
+    assert_eq!(sim.rollout.status, Status::Completed, "{:?}", events(&sim));
 }
 
 #[test]
@@ -229,4 +275,43 @@ fn a_second_tick_within_one_interval_does_nothing() {
     let (decisions, _) = rollout.tick(&plan, MIN + 10, &mut timeline);
     assert!(decisions.is_empty());
     assert_eq!(rollout.runs["trigger:errors-hard"], 1, "a restarted runner must not count a minute twice");
+}
+
+#[test]
+fn resume_after_a_failed_hook_retries_that_hook_not_the_phase_before() {
+    let yaml = r#"
+name: migrate
+flag: f
+phases:
+  - { percent: 10, hold: 48h, hooks: { before: [ { name: warm, exec: [warm] } ] } }
+  - { percent: 50, hooks: { before: [ { name: migrate, exec: [migrate] } ], after: [ { name: verify, exec: [verify] } ] } }
+  - { percent: 100 }
+"#;
+    let (plan, _) = sluice_plan::load("plan.yaml", yaml, None).unwrap();
+    let purposes = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Run { purpose, .. } => Some(purpose.clone()),
+                Effect::SetRamp { percent, .. } => Some(format!("{percent}%")),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut r = sluice_engine::Rollout::new(&plan);
+    r.start(&plan, 0);
+    // Promoted into phase 2; its migration failed, so 10% stays in effect.
+    r.phase = 1;
+    r.hook_failed(&plan, 49 * HOUR, "phases[1].hooks.before[0]", "exit 1");
+    assert_eq!((r.phase, r.status.name()), (0, "paused"));
+    let retried = r.resume(&plan, 50 * HOUR, "fixed the migration").unwrap();
+    assert_eq!(purposes(&retried), ["phases[1].hooks.before[0]", "50%"], "no 48h hold of phase 1 again");
+    assert_eq!(r.phase, 1);
+
+    // The after-hook of phase 2 fails on the way to 100%: resume runs it again, then raises.
+    r.hook_failed(&plan, 51 * HOUR, "phases[1].hooks.after[0]", "exit 1");
+    assert_eq!(r.phase, 1);
+    let retried = r.resume(&plan, 52 * HOUR, "verified by hand").unwrap();
+    assert_eq!(purposes(&retried), ["phases[1].hooks.after[0]", "100%"]);
+    assert_eq!(r.phase, 2);
 }

@@ -192,6 +192,25 @@ fn publish_of(snapshot: &sluice_flags::Snapshot, revision: i64) -> Published {
     }
 }
 
+/// Admin writes run in their own task, so that a client that goes away (a closed terminal, a proxy's
+/// timeout) cannot cancel one halfway: a change committed but never published, or a rollback whose flag
+/// was restored but whose actions never ran. Reads and evaluations are not worth a task.
+async fn run_writes_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let read = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if read || !request.uri().path().starts_with("/api/v1/") {
+        return next.run(request).await;
+    }
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request failed: {e}"))
+            .into_response(),
+    }
+}
+
 /// Every route of the server.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -230,6 +249,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
         .route("/api/v1/alertmanager", post(rollouts::alertmanager))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::middleware::from_fn(run_writes_to_completion))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

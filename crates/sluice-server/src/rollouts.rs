@@ -286,6 +286,21 @@ impl AppState {
                 }
                 OutboxEffect::FlagsOff { flags } => {
                     for key in flags {
+                        if !self.live.load().flags().iter().any(|f| f.key == key) {
+                            // Deleted since the plan was checked: nothing to switch off, and the rest of the
+                            // rollback must still run.
+                            let detail = json!({"flag": key, "skipped": "no such flag"});
+                            self.store
+                                .record_event(
+                                    &actor,
+                                    "rollout.flag_missing",
+                                    &format!("rollout:{}", record.id),
+                                    detail,
+                                    None,
+                                )
+                                .await?;
+                            continue;
+                        }
                         self.edit_flag(&actor, reason.clone(), &key, |f| f.enabled = false).await?;
                     }
                 }
@@ -358,37 +373,47 @@ impl AppState {
     pub async fn recover_rollouts(&self) -> Result<(), ApiError> {
         for record in self.store.rollouts(false).await? {
             let _one = self.lock_rollout(&record.id).await;
-            let Some(record) = self.store.rollout(&record.id).await? else { continue };
-            let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
-            if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) {
-                continue;
+            if let Some(record) = self.store.rollout(&record.id).await? {
+                self.finish_outbox(&record).await?;
             }
-            let plan = plan_of(&record)?;
-            let mut rollout = state_of(&record)?;
-            let Some(i) = outbox.iter().position(|i| i.started && !i.done && !i.effect.idempotent()) else {
-                self.carry_out(&record, &plan, &mut rollout, outbox).await?;
-                continue;
-            };
-            outbox[i].uncertain = true;
-            let purpose = match &outbox[i].effect {
-                OutboxEffect::Run { purpose, .. } => purpose.clone(),
-                other => format!("{other:?}"),
-            };
-            let why = format!(
-                "the controller stopped while {purpose} (key {}) was running; it is not idempotent, so it was not run again: check whether it ran, then `settle` it as `ran` or `retry`",
-                outbox[i].key
-            );
-            let mut events = vec![(
-                "rollout.action_unknown".to_string(),
-                json!({"purpose": purpose, "idempotency_key": outbox[i].key}),
-                Some(why.clone()),
-            )];
-            if let Ok(effects) = rollout.pause(&plan, self.clock.now(), &why) {
-                events.extend(Self::outbox_of(effects, &record.id, rollout.history.len()).1);
-            }
-            self.save(&record, &rollout, "sluice", &outbox, &events).await?;
         }
         Ok(())
+    }
+
+    /// Finishes an outbox that nobody is carrying out: after a restart, or when the transition that wrote
+    /// it stopped on an error or was cancelled. The caller holds the rollout's lock (whoever carries an
+    /// outbox out holds it, so an outbox found under the lock is stranded) and has just read `record`.
+    /// Returns whether there was one.
+    async fn finish_outbox(&self, record: &RolloutRecord) -> Result<bool, ApiError> {
+        let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
+        if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) {
+            return Ok(false);
+        }
+        let plan = plan_of(record)?;
+        let mut rollout = state_of(record)?;
+        let Some(i) = outbox.iter().position(|i| i.started && !i.done && !i.effect.idempotent()) else {
+            self.carry_out(record, &plan, &mut rollout, outbox).await?;
+            return Ok(true);
+        };
+        outbox[i].uncertain = true;
+        let purpose = match &outbox[i].effect {
+            OutboxEffect::Run { purpose, .. } => purpose.clone(),
+            other => format!("{other:?}"),
+        };
+        let why = format!(
+            "{purpose} (key {}) was interrupted while running; it is not idempotent, so it was not run again: check whether it ran, then `settle` it as `ran` or `retry`",
+            outbox[i].key
+        );
+        let mut events = vec![(
+            "rollout.action_unknown".to_string(),
+            json!({"purpose": purpose, "idempotency_key": outbox[i].key}),
+            Some(why.clone()),
+        )];
+        if let Ok(effects) = rollout.pause(&plan, self.clock.now(), &why) {
+            events.extend(Self::outbox_of(effects, &record.id, rollout.history.len()).1);
+        }
+        self.save(record, &rollout, "sluice", &outbox, &events).await?;
+        Ok(true)
     }
 
     /// A person says what happened to an uncertain action (`ran`: do not run it again; `retry`: run it), and
@@ -447,8 +472,14 @@ impl AppState {
     }
 
     async fn tick_rollout(&self, record: RolloutRecord, memory: &RunnerMemory) -> Result<(), ApiError> {
-        // A rollout mid-transition, or waiting for a person to settle an action, does not tick.
+        // A rollout mid-transition does not tick. Once its lock is free, whatever of the outbox is left was
+        // stranded (an error, a cancelled request) and is finished here; one waiting for a person to settle
+        // an action stays as it is.
         if record.outbox.as_array().is_some_and(|o| !o.is_empty()) {
+            let _one = self.lock_rollout(&record.id).await;
+            if let Some(record) = self.store.rollout(&record.id).await? {
+                self.finish_outbox(&record).await?;
+            }
             return Ok(());
         }
         let now = self.clock.now();
@@ -563,6 +594,9 @@ impl AppState {
             n += 1;
             id = format!("{}-{now:x}-{n}", plan.flag.value);
         }
+        // Held while the first effects run (a phase-0 hook may take a while): a command on the new rollout
+        // waits for them rather than racing them.
+        let _mine = self.lock_rollout(&id).await;
         let mut rollout = Rollout::new(&plan);
         let effects = rollout.start(&plan, now);
         let (outbox, events) = Self::outbox_of(effects, &id, 0);
@@ -612,7 +646,11 @@ impl AppState {
         }
         let reason = b.reason.clone().unwrap_or_else(|| format!("{command} by {}", who.name));
         let _one = self.lock_rollout(id).await;
-        let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+        let mut record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+        // What an earlier transition left undone comes first: a command never drops it.
+        if self.finish_outbox(&record).await? {
+            record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+        }
         if record.outbox.as_array().is_some_and(|o| o.iter().any(|i| i["uncertain"] == true)) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

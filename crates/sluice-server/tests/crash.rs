@@ -165,7 +165,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
             state.rollout_command(&record.id, "settle", body, &operator()).await.unwrap();
             let after = store.rollout(&record.id).await.unwrap().unwrap();
             let reason = after.state["status"]["reason"].as_str().unwrap_or("");
-            if after.status == "paused" && reason.contains("was running") {
+            if after.status == "paused" && reason.contains("interrupted while running") {
                 let body = CommandBody { reason: Some("checked after the restart".into()), ..Default::default() };
                 state.rollout_command(&record.id, "resume", body, &operator()).await.unwrap();
             }

@@ -152,3 +152,61 @@ async fn a_rollback_interrupted_after_its_transition_still_runs_its_actions_once
     state.recover_rollouts().await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "and only once");
 }
+
+/// A transition whose effects stopped on an error (or whose request was cancelled) is finished by the
+/// running controller at the rollout's next tick, without a restart; a command on it finishes it first.
+#[tokio::test]
+async fn a_stranded_outbox_is_finished_by_the_running_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("actions.log");
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    let flag = Flag::boolean("f");
+    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let outbox = json!([
+        {"key": "r5:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}},
+        {"key": "r5:3:1", "effect": {"kind": "set_ramp", "percent": 50, "base": null, "ramped": null, "segments": []}},
+    ]);
+    crashed_rollout(&store, "r5", &flag, &plan(&log), "running", outbox.clone()).await;
+    store.apply("alice", Change::PutFlag(Flag::boolean("g")), None).await.unwrap();
+    let store = Arc::new(store);
+    let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    state.run_due_rollouts(&sluice_server::RunnerMemory::default()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r5:3:0\n");
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
+    assert_eq!(store.rollout("r5").await.unwrap().unwrap().outbox, json!([]));
+
+    // The same stranded outbox under a person's `pause`: carried out first, then the pause.
+    std::fs::remove_file(&log).unwrap();
+    let outbox = serde_json::to_string(&outbox).unwrap().replace("r5:", "r6:");
+    let g = Flag::boolean("g");
+    let plan_g = plan(&log).replace("flag: f", "flag: g");
+    crashed_rollout(&store, "r6", &g, &plan_g, "running", serde_json::from_str(&outbox).unwrap()).await;
+    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
+    let body = sluice_server::CommandBody { reason: Some("look".into()), ..Default::default() };
+    state.rollout_command("r6", "pause", body, &who).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r6:3:0\n", "its own key, run once");
+    let r6 = store.rollout("r6").await.unwrap().unwrap();
+    assert_eq!((r6.status.as_str(), r6.outbox.clone()), ("paused", json!([])));
+}
+
+/// A rollback whose `flags_off` names a flag deleted since the plan was checked still runs the rest.
+#[tokio::test]
+async fn a_rollback_runs_its_actions_even_when_a_flag_to_switch_off_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("actions.log");
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    let flag = Flag::boolean("f");
+    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let plan = plan(&log).replace("rollback:\n", "rollback:\n  flags_off: [gone]\n");
+    crashed_rollout(&store, "r7", &flag, &plan, "running", json!([])).await;
+    let store = Arc::new(store);
+    let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
+    let body = sluice_server::CommandBody { reason: Some("errors".into()), ..Default::default() };
+    state.rollout_command("r7", "rollback", body, &who).await.unwrap();
+    let r7 = store.rollout("r7").await.unwrap().unwrap();
+    assert_eq!((r7.status.as_str(), r7.outbox.clone()), ("rolled_back", json!([])));
+    assert!(std::fs::read_to_string(&log).unwrap().starts_with("undo r7:"), "the rollback action ran");
+    let audit = store.audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "rollout.flag_missing"));
+}

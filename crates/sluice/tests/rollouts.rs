@@ -285,3 +285,37 @@ phases:
     assert_eq!(done["percent"], 50);
     assert_eq!(std::fs::read_to_string(dir.join("hook.log")).unwrap(), "ran\n", "the hook ran once, when it could");
 }
+
+/// A client that gives up halfway (here after 300 ms, during a one-second phase-0 hook) does not cancel
+/// the start: the hook runs once, to its end, and the first percentage is set.
+#[test]
+fn a_client_that_goes_away_does_not_cut_a_start_short() {
+    let s = serve();
+    let dir = setup(&s);
+    let plan = format!(
+        r#"name: patient
+flag: awf_bundle
+analysis: {{ interval: 1h }}
+phases:
+  - {{ percent: 10, hooks: {{ before: [ {{ name: warm, exec: [sh, -c, "sleep 1; echo warmed >> {d}/hook.log"] }} ] }} }}
+  - {{ percent: 100 }}
+"#,
+        d = dir.display()
+    );
+    let gave_up = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .post(format!("{}/api/v1/rollouts", s.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"plan": plan, "file": "patient.yaml"}))
+        .send();
+    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client was meant to give up first");
+    let status = wait_for(&s, "patient", "the start to finish", |st| {
+        st["pending"].as_array().is_some_and(|p| p.is_empty()) && st["status"]["state"] == "running"
+    });
+    assert_eq!(status["percent"], 10);
+    let flag: Value = serde_json::from_str(&s.cli(&["flag", "get", "awf_bundle", "-o", "json"])).unwrap();
+    assert_eq!(flag["ramp"]["percent"], 10);
+    assert_eq!(std::fs::read_to_string(dir.join("hook.log")).unwrap(), "warmed\n");
+}
