@@ -170,15 +170,10 @@ impl CompiledConstraint {
                     None => Op::Never,
                 }
             }
-            "REGEX" => {
-                let pattern = single().unwrap_or("");
-                let built =
-                    regex::RegexBuilder::new(pattern).case_insensitive(c.case_insensitive).size_limit(1 << 20).build();
-                match built {
-                    Ok(re) => Op::Regex(re),
-                    Err(_) => Op::Never,
-                }
-            }
+            "REGEX" => match build_regex(single().unwrap_or(""), c.case_insensitive) {
+                Ok(re) => Op::Regex(re),
+                Err(_) => Op::Never,
+            },
             "IN_CIDR" => Op::Cidr(values().iter().filter_map(|v| parse_net(v)).collect()),
             _ => Op::Never,
         };
@@ -271,4 +266,10 @@ pub(crate) fn parse_date(s: &str) -> Option<DateTime<Utc>> {
 pub(crate) fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
     s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// A REGEX constraint's pattern, compiled as evaluation uses it: a size limit keeps one flag from taking
+/// the server's memory. Validation calls this too, so a pattern accepted is a pattern that matches.
+pub(crate) fn build_regex(pattern: &str, case_insensitive: bool) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern).case_insensitive(case_insensitive).size_limit(1 << 20).build()
 }

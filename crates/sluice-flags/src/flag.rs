@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -262,7 +262,7 @@ pub fn validate_constraint(c: &Constraint) -> Result<(), (String, String)> {
         op if op.starts_with("NUM_") => v.trim().parse::<f64>().is_ok_and(|n| n.is_finite()),
         op if op.starts_with("DATE_") => crate::constraint::parse_date(v).is_some(),
         op if op.starts_with("SEMVER_") => semver::Version::parse(v).is_ok(),
-        _ => regex::Regex::new(v).is_ok(),
+        _ => crate::constraint::build_regex(v, c.case_insensitive).is_ok(),
     };
     if ok {
         Ok(())
@@ -426,6 +426,10 @@ impl Flag {
                 if !known(v) {
                     return Err(err(&format!("overrides[{i}].action"), format!("unknown variant `{v}`")));
                 }
+            }
+            if o.expires_at.is_some_and(|t| !(0..=9999).contains(&t.year())) {
+                // Unleash dates have four-digit years: a later expiry could not be written as a constraint.
+                return Err(err(&format!("overrides[{i}].expires_at"), "a year from 0 to 9999".to_string()));
             }
             if self.overrides[..i].iter().any(|p| p.field == o.field && p.value == o.value) {
                 return Err(err(

@@ -11,8 +11,21 @@ use sluice_store::{Principal, Role};
 use crate::{ApiError, AppState};
 
 fn token_of(headers: &HeaderMap) -> Option<&str> {
-    let raw = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    // `Authorization: Bearer …` (OFREP's BearerAuth), a bare `Authorization: …` (Unleash SDKs), or
+    // `X-API-Key: …` (OFREP's ApiKeyAuth).
+    let Some(raw) = headers.get(header::AUTHORIZATION) else {
+        return headers.get("x-api-key")?.to_str().ok().map(str::trim);
+    };
+    let raw = raw.to_str().ok()?.trim();
     Some(raw.strip_prefix("Bearer ").or_else(|| raw.strip_prefix("bearer ")).unwrap_or(raw).trim())
+}
+
+/// Why a token of another role may not evaluate, and what to do.
+pub(crate) fn forbidden_detail(role: Role) -> String {
+    format!(
+        "this is a `{}` token; evaluation takes an `sdk` token (create one: sluice token create NAME --role sdk)",
+        role.as_str()
+    )
 }
 
 impl AppState {
@@ -27,13 +40,15 @@ impl AppState {
         }
     }
 
-    /// The caller of an evaluation endpoint: any valid token (an `sdk` token is made for it), or nobody when
-    /// the server runs with anonymous evaluation. Returns the name to rate-limit by.
+    /// The caller of an evaluation endpoint: an `sdk` token, or nobody when the server runs with anonymous
+    /// evaluation. Tokens of the other roles are refused (403): an application holding an admin token
+    /// could change every flag. Returns the name to rate-limit by.
     pub(crate) fn evaluator(&self, headers: &HeaderMap) -> Result<String, EvalRefusal> {
         let tokens = self.tokens.load();
         let name = match token_of(headers).filter(|t| !t.is_empty()) {
             Some(t) => match tokens.authenticate(t) {
-                Some(p) => p.name.clone(),
+                Some(p) if p.role == Role::Sdk => p.name.clone(),
+                Some(p) => return Err(EvalRefusal::Forbidden { role: p.role }),
                 None => return Err(EvalRefusal::Unauthorized),
             },
             None if self.options.anonymous_evaluation => "anonymous".to_string(),
@@ -50,6 +65,10 @@ impl AppState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EvalRefusal {
     Unauthorized,
+    /// A valid token of a role that does not evaluate.
+    Forbidden {
+        role: Role,
+    },
     /// Seconds until the caller may try again.
     RateLimited {
         retry_after: u64,

@@ -17,6 +17,9 @@ fn allowed(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     state.evaluator(headers).map(|_| ()).map_err(|r| {
         Box::new(match r {
             crate::auth::EvalRefusal::Unauthorized => ApiError::unauthorized().into_response(),
+            crate::auth::EvalRefusal::Forbidden { role } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", crate::auth::forbidden_detail(role)).into_response()
+            }
             crate::auth::EvalRefusal::RateLimited { retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 [(header::RETRY_AFTER, retry_after.to_string())],

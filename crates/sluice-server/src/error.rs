@@ -98,7 +98,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 
 /// Turns the framework's own plain-text errors (413 body too large, 405, 415, a path that does not parse)
 /// into the same JSON shape as every other error, so that clients parse one format.
-pub async fn json_errors(response: Response) -> Response {
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // OFREP clients read `errorCode` / `errorDetails`, whatever failed.
+    let ofrep = request.uri().path().starts_with("/ofrep/");
+    let response = next.run(request).await;
     let status = response.status();
     let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/event-stream")
@@ -122,7 +125,11 @@ pub async fn json_errors(response: Response) -> Response {
     } else if message.is_empty() {
         message = status.canonical_reason().unwrap_or("error").to_string();
     }
-    let mut out = ApiError::new(status, code, message).into_response();
+    let mut out = if ofrep {
+        (status, axum::Json(serde_json::json!({"errorCode": "GENERAL", "errorDetails": message}))).into_response()
+    } else {
+        ApiError::new(status, code, message).into_response()
+    };
     for (name, value) in parts.headers.iter() {
         if name == header::ALLOW || name == header::RETRY_AFTER {
             out.headers_mut().insert(name.clone(), value.clone());

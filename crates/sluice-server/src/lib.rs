@@ -72,6 +72,9 @@ pub struct AppState {
     pub(crate) live: LiveFlags,
     pub(crate) published: ArcSwap<Published>,
     pub(crate) tokens: ArcSwap<TokenTable>,
+    /// Token reloads, one at a time: each reads the table after the one before has stored its copy, so a
+    /// slow reload can never put back a token that a later revoke removed.
+    pub(crate) tokens_reload: tokio::sync::Mutex<()>,
     pub(crate) changes: broadcast::Sender<ChangeEvent>,
     /// Writes are read-modify-write over the live catalog: one at a time, published before the next.
     pub(crate) writer: tokio::sync::Mutex<()>,
@@ -122,6 +125,7 @@ impl AppState {
             live: LiveFlags::new(snapshot),
             published: ArcSwap::from_pointee(published),
             tokens: ArcSwap::from_pointee(tokens),
+            tokens_reload: tokio::sync::Mutex::new(()),
             changes: broadcast::channel(1024).0,
             writer: tokio::sync::Mutex::new(()),
             limiter: auth::RateLimiter::new(options.evaluation_rate_limit),
@@ -151,6 +155,7 @@ impl AppState {
 
     /// Re-reads the token table after tokens changed.
     pub async fn reload_tokens(&self) -> Result<(), StoreError> {
+        let _one = self.tokens_reload.lock().await;
         self.tokens.store(Arc::new(self.store.token_table().await?));
         Ok(())
     }
@@ -250,7 +255,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/alertmanager", post(rollouts::alertmanager))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::middleware::from_fn(run_writes_to_completion))
-        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -31,6 +31,11 @@ fn refusal(r: EvalRefusal) -> Response {
             axum::Json(json!({"errorCode": ErrorCode::General, "errorDetails": "missing or unknown token"})),
         )
             .into_response(),
+        EvalRefusal::Forbidden { role } => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"errorCode": ErrorCode::General, "errorDetails": crate::auth::forbidden_detail(role)})),
+        )
+            .into_response(),
         EvalRefusal::RateLimited { retry_after } => (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, retry_after.to_string())],
@@ -201,7 +206,8 @@ pub(crate) async fn configuration(State(state): State<Arc<AppState>>, headers: H
         "name": "sluice",
         "capabilities": {
             "cacheInvalidation": {"polling": {"enabled": true, "minPollingIntervalMs": 1000}},
-            "flagEvaluation": {"supportedTypes": ["boolean", "string", "integer", "float", "object"]},
+            // Every OpenFeature type is served: a variant's value is a boolean, string, number or object.
+            "flagEvaluation": {"unsupportedTypes": []},
         },
         "eventStreams": [{"type": "sse", "endpoint": {"requestUri": "/ofrep/v1/events"}}],
     }))

@@ -900,6 +900,8 @@ pub(crate) async fn command(
     Path((id, command)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // Who first: an unauthenticated caller learns nothing, not even whether the rollout exists.
+    state.require(&headers, Role::Viewer)?;
     let record = find(&state, &id).await?;
     let who = decider(&state, &headers, &record.id, &command).await?;
     let b: CommandBody =

@@ -121,6 +121,36 @@ async fn ofrep_answers_with_the_protocols_codes_and_statuses() {
     let (st, _) = s.ofrep("slc_wrong", "awf_bundle", json!({"targetingKey": "u"})).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 
+    // A valid token of another role may not evaluate: 403, saying which token to use.
+    let viewer = s.token("dashboard", "viewer").await;
+    for token in [&s.admin, &viewer] {
+        let (st, v) = s.ofrep(token, "awf_bundle", json!({"targetingKey": "u"})).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+        assert!(v["errorDetails"].as_str().unwrap().contains("--role sdk"), "{v}");
+    }
+    let (st, _) = s.send(M::GET, "/api/client/features", Some(&s.admin.clone()), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    // OFREP's other way to send the key: `X-API-Key`.
+    let resp = s
+        .http
+        .post(format!("{}/ofrep/v1/evaluate/flags/awf_bundle", s.url))
+        .header("X-API-Key", &sdk)
+        .json(&json!({"context": {"targetingKey": "u"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // The framework's own errors on OFREP paths come in OFREP's shape too.
+    let (st, v) = s.send(M::GET, "/ofrep/v1/evaluate/flags/awf_bundle", Some(&sdk), None).await;
+    assert_eq!((st, &v["errorCode"]), (StatusCode::METHOD_NOT_ALLOWED, &json!("GENERAL")), "{v}");
+    let big = json!({"context": {"targetingKey": "u", "pad": "x".repeat(2 * 1024 * 1024)}});
+    let (st, v) = s.send(M::POST, "/ofrep/v1/evaluate/flags/awf_bundle", Some(&sdk), Some(big)).await;
+    assert_eq!((st, &v["errorCode"]), (StatusCode::PAYLOAD_TOO_LARGE, &json!("GENERAL")), "{v}");
+    let (_, v) = s.send(M::GET, "/ofrep/v1/configuration", Some(&sdk), None).await;
+    assert_eq!(v["capabilities"]["flagEvaluation"], json!({"unsupportedTypes": []}), "{v}");
+
     // The kill switch: DISABLED with the off value (clients need a value to return).
     s.admin(M::POST, "/api/v1/flags/stage_validation/disable", None).await;
     let (st, v) = s.ofrep(&sdk, "stage_validation", json!({"targetingKey": "u1"})).await;
@@ -226,6 +256,9 @@ async fn roles_limit_what_a_token_may_do_and_the_actor_is_the_token() {
     assert_eq!(st, StatusCode::FORBIDDEN, "an sdk token only evaluates");
     let (st, _) = s.send(M::POST, "/api/v1/tokens", Some(&operator), Some(json!({"name": "x", "role": "admin"}))).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "only admins make tokens");
+    // Without a token, a rollout command says 401 whether or not the rollout exists: nothing leaks.
+    let (st, _) = s.send(M::POST, "/api/v1/rollouts/no-such-rollout/pause", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
     let (st, _) = s.send(M::GET, "/api/v1/flags", None, None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 
@@ -278,6 +311,21 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
             json!({"variants": [{"name": "a", "value": 1}, {"name": "b", "value": "x"}], "ramp": {"base": "a", "ramped": "b"}}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "variants[1].value",
+        ),
+        (
+            M::PUT,
+            "/api/v1/flags/g",
+            // Compiles with the regex crate's defaults, but over the 1 MiB limit evaluation compiles with.
+            json!({"ramp": {"constraints": [{"contextName": "x", "operator": "REGEX", "value": "a{1,20000}"}]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ramp.constraints[0].value",
+        ),
+        (
+            M::POST,
+            "/api/v1/flags/f/overrides",
+            json!({"field": "userId", "value": "u", "action": "disable", "expires_at": "+10000-01-01T00:00:00Z"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "overrides[0].expires_at",
         ),
         (M::PUT, "/api/v1/flags/g", json!({"key": "other"}), StatusCode::UNPROCESSABLE_ENTITY, "key"),
         (M::PUT, "/api/v1/flags/g", json!({"rmap": {}}), StatusCode::UNPROCESSABLE_ENTITY, ""),

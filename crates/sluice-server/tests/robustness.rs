@@ -85,6 +85,9 @@ async fn no_request_gets_a_server_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("sluice.db")).await.unwrap();
     let (_, admin) = store.create_token("test", "admin", Role::Admin).await.unwrap();
+    // Evaluation takes an sdk token; the admin API an admin one.
+    let (_, sdk) = store.create_token("test", "app", Role::Sdk).await.unwrap();
+    let token_for = |path: &str| if path.starts_with("/api/v1/") { admin.clone() } else { sdk.clone() };
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -139,7 +142,7 @@ async fn no_request_gets_a_server_error() {
             };
             let resp = http
                 .request(method.clone(), format!("{url}{path}"))
-                .bearer_auth(&admin)
+                .bearer_auth(token_for(path))
                 .body(body.clone())
                 .send()
                 .await
@@ -167,7 +170,7 @@ async fn no_request_gets_a_server_error() {
     }
     // Deep nesting is refused, not a stack overflow.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let resp = http.post(format!("{url}/ofrep/v1/evaluate/flags")).bearer_auth(&admin).body(deep).send().await.unwrap();
+    let resp = http.post(format!("{url}/ofrep/v1/evaluate/flags")).bearer_auth(&sdk).body(deep).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     assert_eq!(http.get(format!("{url}/healthz")).send().await.unwrap().status(), StatusCode::OK);
