@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use sluice_flags::unleash::{ClientFeatures, Constraint};
 use sluice_flags::{Flag, Override, OverrideAction, SegmentDef, Snapshot};
 use sluice_store::{AuditFilter, Change, Principal, Role};
 
-use crate::error::parse_json;
+use crate::error::{parse_json, Params};
 use crate::{ApiError, AppState};
 
 type ApiResult = Result<Response, ApiError>;
@@ -78,7 +78,7 @@ pub(crate) async fn put_flag(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
@@ -110,7 +110,7 @@ pub(crate) async fn delete_flag(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteFlag(key.clone())])).await?;
@@ -133,7 +133,7 @@ pub(crate) async fn set_ramp(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
@@ -168,7 +168,7 @@ pub(crate) async fn enable(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     key: Path<String>,
-    why: Query<Why>,
+    why: Params<Why>,
 ) -> ApiResult {
     set_enabled(state, headers, key, why, true).await
 }
@@ -178,7 +178,7 @@ pub(crate) async fn disable(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     key: Path<String>,
-    why: Query<Why>,
+    why: Params<Why>,
 ) -> ApiResult {
     set_enabled(state, headers, key, why, false).await
 }
@@ -187,7 +187,7 @@ async fn set_enabled(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
     enabled: bool,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
@@ -224,7 +224,7 @@ pub(crate) async fn add_override(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
@@ -259,7 +259,7 @@ pub(crate) async fn clear_overrides(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-    Query(sel): Query<OverrideSelector>,
+    Params(sel): Params<OverrideSelector>,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     update_flag(&state, &who, &key, Why { reason: sel.reason }, |flag| {
@@ -292,18 +292,23 @@ pub(crate) struct SegmentBody {
     constraints: Vec<Constraint>,
 }
 
+fn check_segment_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+        return Err("a segment name is 1 to 100 letters, digits, `_`, `-` or `.`".into());
+    }
+    Ok(())
+}
+
 pub(crate) async fn put_segment(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     let b: SegmentBody = parse_json(&body)?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-        return Err(ApiError::invalid("name", "a segment name is letters, digits, `_`, `-` or `.`"));
-    }
+    check_segment_name(&name).map_err(|m| ApiError::invalid("name", m))?;
     let segment = SegmentDef { id: 0, name: name.clone(), description: b.description, constraints: b.constraints };
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::PutSegment(segment)])).await?;
     let snapshot = state.live.load();
@@ -315,7 +320,7 @@ pub(crate) async fn delete_segment(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteSegment(name.clone())])).await?;
@@ -338,6 +343,12 @@ pub(crate) struct TokenBody {
 pub(crate) async fn create_token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let who = state.require(&headers, Role::Admin)?;
     let b: TokenBody = parse_json(&body)?;
+    if b.name.is_empty()
+        || b.name.len() > 100
+        || !b.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err(ApiError::invalid("name", "a token name is 1 to 100 letters, digits, `-`, `_`, `.` or `@`"));
+    }
     let (info, token) = state.store.create_token(&who.name, &b.name, b.role).await?;
     state.reload_tokens().await?;
     Ok((StatusCode::CREATED, Json(json!({"data": info, "token": token}))).into_response())
@@ -367,7 +378,7 @@ pub(crate) struct AuditQuery {
 pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    Params(q): Params<AuditQuery>,
 ) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
     let limit = q.limit.unwrap_or(100);
@@ -390,7 +401,7 @@ pub(crate) struct ChainQuery {
 pub(crate) async fn audit_chain(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<ChainQuery>,
+    Params(q): Params<ChainQuery>,
 ) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
     let limit = q.limit.unwrap_or(1_000);
@@ -412,7 +423,7 @@ pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, headers: Head
 pub(crate) async fn import_unleash(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
@@ -435,7 +446,7 @@ pub(crate) struct FlagFile {
 pub(crate) async fn import_flags(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(why): Query<Why>,
+    Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
@@ -451,6 +462,16 @@ async fn import(
     segments: Vec<SegmentDef>,
 ) -> ApiResult {
     let (nf, ns) = (flags.len(), segments.len());
+    // Two segments of one name would silently merge: flags that meant the first would get the second.
+    for (i, s) in segments.iter().enumerate() {
+        check_segment_name(&s.name).map_err(|m| ApiError::invalid(format!("segments[{i}].name"), m))?;
+        if segments[..i].iter().any(|p| p.name == s.name) {
+            return Err(ApiError::invalid(
+                format!("segments[{i}].name"),
+                format!("a second segment named `{}`", s.name),
+            ));
+        }
+    }
     let mut changes: Vec<Change> = segments.into_iter().map(Change::PutSegment).collect();
     changes.extend(flags.into_iter().map(Change::PutFlag));
     if changes.is_empty() {

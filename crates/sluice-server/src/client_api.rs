@@ -48,6 +48,9 @@ pub(crate) async fn features(State(state): State<Arc<AppState>>, headers: Header
         .into_response()
 }
 
+/// Application instances remembered from `register`.
+const MAX_CLIENT_APPS: usize = 10_000;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Registration {
@@ -65,9 +68,24 @@ pub(crate) async fn register(State(state): State<Arc<AppState>>, headers: Header
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    // Kept in memory, bounded: the fields people look at, for at most MAX_CLIENT_APPS instances.
     let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let kept: serde_json::Map<String, serde_json::Value> =
+        ["appName", "instanceId", "sdkVersion", "environment", "started", "interval"]
+            .iter()
+            .filter_map(|k| raw.get(*k).filter(|v| v.to_string().len() <= 200).map(|v| (k.to_string(), v.clone())))
+            .collect();
     let key = format!("{}/{}", reg.app_name, reg.instance_id.unwrap_or_default());
-    state.client_apps.lock().unwrap_or_else(|p| p.into_inner()).insert(key, raw);
+    let mut apps = state.client_apps.lock().unwrap_or_else(|p| p.into_inner());
+    if apps.len() >= MAX_CLIENT_APPS && !apps.contains_key(&key) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_apps",
+            format!("at most {MAX_CLIENT_APPS} registered application instances"),
+        )
+        .into_response();
+    }
+    apps.insert(key, serde_json::Value::Object(kept));
     StatusCode::ACCEPTED.into_response()
 }
 
@@ -102,7 +120,9 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         Err(e) => return e.into_response(),
     };
     let mut counts = Vec::new();
-    for (flag, t) in m.bucket.toggles {
+    let snapshot = state.live.load();
+    // Counts for flags Sluice does not have (a typo in an app, a deleted flag) would be kept forever.
+    for (flag, t) in m.bucket.toggles.into_iter().filter(|(f, _)| snapshot.flags().iter().any(|x| &x.key == f)) {
         counts.push((flag.clone(), "(enabled)".to_string(), t.yes));
         counts.push((flag.clone(), "(disabled)".to_string(), t.no));
         counts.extend(t.variants.into_iter().map(|(variant, n)| (flag.clone(), variant, n)));

@@ -137,3 +137,19 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
     }
     out
 }
+
+/// Query parameters, like axum's `Query`, but a bad one is refused as every bad input is: a 422 that names
+/// the parameter (`{"field": "limit", …}`).
+pub(crate) struct Params<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Params)
+            .map_err(|e| ApiError::invalid(e.path().to_string(), e.inner().to_string()))
+    }
+}

@@ -21,6 +21,7 @@ mod rollouts;
 mod stream;
 
 pub use rollouts::{run_forever as run_rollouts, CommandBody, RunnerMemory};
+pub use stream::announce_expiries;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,9 @@ pub struct AppState {
     /// slow reload can never put back a token that a later revoke removed.
     pub(crate) tokens_reload: tokio::sync::Mutex<()>,
     pub(crate) changes: broadcast::Sender<ChangeEvent>,
+    /// An override's expiry time (ms) once it has passed: answers changed with no write, so OFREP clients
+    /// that listen instead of polling are told to refetch.
+    pub(crate) expiries: broadcast::Sender<i64>,
     /// Writes are read-modify-write over the live catalog: one at a time, published before the next.
     pub(crate) writer: tokio::sync::Mutex<()>,
     pub(crate) options: Options,
@@ -127,6 +131,7 @@ impl AppState {
             tokens: ArcSwap::from_pointee(tokens),
             tokens_reload: tokio::sync::Mutex::new(()),
             changes: broadcast::channel(1024).0,
+            expiries: broadcast::channel(64).0,
             writer: tokio::sync::Mutex::new(()),
             limiter: auth::RateLimiter::new(options.evaluation_rate_limit),
             options,

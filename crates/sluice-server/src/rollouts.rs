@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,7 +22,7 @@ use sluice_plan::model::Action;
 use sluice_plan::Plan;
 use sluice_store::{AuditNote, Change, Principal, Role, RolloutRecord, RolloutSave};
 
-use crate::error::parse_json;
+use crate::error::{parse_json, Params};
 use crate::{ApiError, AppState};
 
 /// An effect written to the outbox: what the runner still has to do, with its idempotency key.
@@ -844,7 +844,7 @@ pub(crate) async fn decisions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<Limit>,
+    Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
     state.require(&headers, Role::Viewer)?;
     let record = find(&state, &id).await?;

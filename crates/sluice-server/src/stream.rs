@@ -39,18 +39,57 @@ where
 /// change. It carries no flag data, only "something changed", so it needs no token: browsers' and Node's
 /// `EventSource` cannot send an `Authorization` header.
 pub(crate) async fn ofrep_events(State(state): State<Arc<AppState>>) -> Response {
-    let rx = state.subscribe();
-    let events = stream::unfold((rx, state), |(mut rx, state)| async move {
-        let change = next_change(&mut rx, &state).await?;
+    let (rx, expired) = (state.subscribe(), state.expiries.subscribe());
+    let events = stream::unfold((rx, expired, state), |(mut rx, mut expired, state)| async move {
+        // A committed change, or an override expiring: either way the answers may differ now.
+        let etag = tokio::select! {
+            change = next_change(&mut rx, &state) => format!("r{}", change?.revision),
+            at = expired.recv() => match at {
+                Ok(at) => format!("r{}-x{at}", state.published.load().revision),
+                Err(RecvError::Lagged(_)) => format!("r{}-x", state.published.load().revision),
+                Err(RecvError::Closed) => return None,
+            },
+        };
         let data = json!({
             "type": "refetchEvaluation",
-            "etag": format!("r{}", change.revision),
+            "etag": etag,
             "lastModified": chrono::Utc::now().timestamp(),
         });
-        let event = Event::default().id(change.revision.to_string()).data(data.to_string());
-        Some((Ok(event), (rx, state)))
+        let event = Event::default().id(etag).data(data.to_string());
+        Some((Ok(event), (rx, expired, state)))
     });
     sse(events)
+}
+
+/// Runs for the server's life: when an override's expiry passes, tells the OFREP event stream, since
+/// answers changed without a write. Recomputes the next expiry after every committed change.
+pub async fn announce_expiries(state: Arc<AppState>) {
+    let mut changes = state.subscribe();
+    loop {
+        let now = chrono::Utc::now();
+        let next = state
+            .live
+            .load()
+            .flags()
+            .iter()
+            .flat_map(|f| f.overrides.iter().filter_map(|o| o.expires_at))
+            .filter(|t| *t > now)
+            .min();
+        // Nothing expiring: wake on the next change (or hourly, which costs nothing).
+        let wait = next.map_or(Duration::from_secs(3600), |t| (t - now).to_std().unwrap_or_default());
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {
+                if let Some(t) = next.filter(|t| *t <= chrono::Utc::now()) {
+                    let _ = state.expiries.send(t.timestamp_millis());
+                }
+            }
+            change = changes.recv() => {
+                if matches!(change, Err(RecvError::Closed)) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// `GET /api/v1/stream` (viewer): every committed change as an event `change` with its revision and audit

@@ -207,6 +207,33 @@ async fn a_write_is_visible_to_the_next_evaluation_and_the_stream_follows() {
     );
 }
 
+/// An override that expires changes answers with no write: listeners are told to refetch when it does.
+#[tokio::test]
+async fn an_expiring_override_tells_ofrep_listeners_to_refetch() {
+    let s = start(Options::default()).await;
+    tokio::spawn(sluice_server::announce_expiries(s.state.clone()));
+    let sdk = s.token("app", "sdk").await;
+    s.admin(M::PUT, "/api/v1/flags/f", Some(boolean_flag("f", 0))).await;
+    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let pin = json!({"field": "userId", "value": "u1", "action": "enable", "expires_at": expires.to_rfc3339()});
+    let (st, v) = s.admin(M::POST, "/api/v1/flags/f/overrides", Some(pin)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(s.ofrep(&sdk, "f", json!({"targetingKey": "u1"})).await.1["value"], true);
+
+    let mut events = s.http.get(format!("{}/ofrep/v1/events", s.url)).send().await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("refetchEvaluation") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), events.chunk())
+            .await
+            .expect("an event within 5s of the expiry, with no write")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(chrono::Utc::now() >= expires, "not before the expiry: {seen}");
+    assert_eq!(s.ofrep(&sdk, "f", json!({"targetingKey": "u1"})).await.1["value"], false);
+}
+
 #[tokio::test]
 async fn the_unleash_client_api_serves_features_with_etags_and_keeps_metrics() {
     let s = start(Options::default()).await;
@@ -241,6 +268,19 @@ async fn the_unleash_client_api_serves_features_with_etags_and_keeps_metrics() {
     let (_, kept) = s.admin(M::GET, "/api/v1/client-metrics", None).await;
     let on = kept["data"].as_array().unwrap().iter().find(|r| r["flag"] == "f" && r["variant"] == "on").unwrap();
     assert_eq!(on["count"], 14);
+
+    // Huge counts saturate rather than break the table; counts for flags Sluice lacks are not kept.
+    let huge = json!({"bucket": {"toggles": {"f": {"yes": i64::MAX}, "typo_flag": {"yes": 1}}}});
+    for _ in 0..2 {
+        let (st, _) = s.send(M::POST, "/api/client/metrics", Some(&sdk), Some(huge.clone())).await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+    }
+    let (st, kept) = s.admin(M::GET, "/api/v1/client-metrics", None).await;
+    assert_eq!(st, StatusCode::OK, "{kept}");
+    let rows = kept["data"].as_array().unwrap();
+    let yes = rows.iter().find(|r| r["flag"] == "f" && r["variant"] == "(enabled)").unwrap();
+    assert_eq!(yes["count"], i64::MAX);
+    assert!(!rows.iter().any(|r| r["flag"] == "typo_flag"), "{kept}");
 }
 
 #[tokio::test]
@@ -399,8 +439,24 @@ async fn imports_are_all_or_nothing() {
     let file = json!({"flags": [{"key": "e"}, {"key": "f", "ramp": {"ramped": "missing"}}]});
     let (st, v) = s.admin(M::POST, "/api/v1/import/flags", Some(file)).await;
     assert_eq!((st, &v["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("ramp.ramped")), "{v}");
+    // Two Unleash segments with one name would merge; a name the API would refuse is refused here too.
+    let twins = json!({"version": 2, "segments": [
+            {"id": 1, "name": "qa", "constraints": [{"contextName": "tier", "operator": "IN", "values": ["qa"]}]},
+            {"id": 2, "name": "qa", "constraints": [{"contextName": "tier", "operator": "IN", "values": ["beta"]}]}],
+        "features": [{"name": "g", "enabled": true, "strategies": [{"name": "default", "segments": [1]}]}]});
+    let (st, v) = s.admin(M::POST, "/api/v1/import/unleash", Some(twins)).await;
+    assert_eq!((st, &v["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("segments[1].name")), "{v}");
+    let file = json!({"segments": [{"id": 0, "name": "no spaces", "constraints": []}], "flags": []});
+    let (st, v) = s.admin(M::POST, "/api/v1/import/flags", Some(file)).await;
+    assert_eq!((st, &v["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("segments[0].name")), "{v}");
     assert_eq!(s.audit_len().await, before, "nothing of a failed import is written");
     assert_eq!(s.state.live().load().keys().collect::<Vec<_>>(), vec!["a", "b"]);
+
+    // Query parameters and token names are refused like any bad input: 422 naming the field.
+    let (st, v) = s.admin(M::GET, "/api/v1/audit?limit=abc", None).await;
+    assert_eq!((st, &v["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("limit")), "{v}");
+    let (st, v) = s.admin(M::POST, "/api/v1/tokens", Some(json!({"name": "has space", "role": "sdk"}))).await;
+    assert_eq!((st, &v["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("name")), "{v}");
 }
 
 #[tokio::test]

@@ -278,7 +278,9 @@ impl Store for SqliteStore {
         for (flag, variant, n) in counts {
             sqlx::query(
                 "INSERT INTO client_metrics (flag, variant, count) VALUES ($1, $2, $3) \
-                 ON CONFLICT (flag, variant) DO UPDATE SET count = client_metrics.count + excluded.count",
+                 ON CONFLICT (flag, variant) DO UPDATE SET count = \
+                   CASE WHEN client_metrics.count > 9223372036854775807 - excluded.count \
+                        THEN 9223372036854775807 ELSE client_metrics.count + excluded.count END",
             )
             .bind(flag)
             .bind(variant)

@@ -36,6 +36,21 @@ impl Client {
 
     /// Sends a request; returns the JSON answer of a 2xx, or the server's error in words.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        self.request(method, path, body, None).await
+    }
+
+    /// `PUT` that only creates (`If-None-Match: *`): the server answers 412 when the entity exists.
+    pub async fn create(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.request(Method::PUT, path, Some(body), Some(("if-none-match", "*"))).await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        header: Option<(&str, &str)>,
+    ) -> Result<Value, CliError> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -43,6 +58,9 @@ impl Client {
         }
         if let Some(b) = body {
             req = req.json(b);
+        }
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
         }
         let resp = req.send().await.map_err(|e| {
             CliError(format!(

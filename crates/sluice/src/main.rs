@@ -438,6 +438,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     println!("sluice listening on http://{addr} (data: {})", args.data_dir.display());
     tokio::spawn(sluice_server::run_rollouts(state.clone()));
+    tokio::spawn(sluice_server::announce_expiries(state.clone()));
     axum::serve(listener, sluice_server::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -579,8 +580,12 @@ async fn flag(client: &Client, output: Output, cmd: FlagCmd) -> Result<(), CliEr
                 },
             });
             let answer = client
-                .call(Method::PUT, &format!("/api/v1/flags/{}{}", enc(&key), reason_query(&why)), Some(&body))
-                .await?;
+                .create(&format!("/api/v1/flags/{}{}", enc(&key), reason_query(&why)), &body)
+                .await
+                .map_err(|e| match e.0.contains("exists") {
+                    true => CliError(format!("{}: change it with `sluice flag set {key} …`", e.0)),
+                    false => e,
+                })?;
             print_written(output, &answer, &format!("created flag {key}"));
         }
         FlagCmd::Set { key, percent, base, ramped, stickiness, segments, why } => {

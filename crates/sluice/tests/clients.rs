@@ -204,6 +204,12 @@ fn the_cli_says_what_to_do_when_it_cannot_proceed() {
 
     let bad = s.cli_with(Some(ADMIN_TOKEN), &["flag", "create", "f", "--percent", "150"]);
     assert!(!bad.status.success());
+    // `create` never overwrites: a second one is refused and the flag keeps its ramp.
+    s.cli(&["flag", "create", "g", "--percent", "30"]);
+    let again = s.cli_with(Some(ADMIN_TOKEN), &["flag", "create", "g"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("exists") && err.contains("sluice flag set g"), "{err}");
+    assert!(s.cli(&["flag", "get", "g"]).contains("30%"));
     let bad = s.cli_with(Some(ADMIN_TOKEN), &["segment", "set", "qa", "--constraint", "email LIKE x"]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("unknown operator `LIKE`") && err.contains("constraints[0].operator"), "{err}");
