@@ -419,7 +419,8 @@ impl Rollout {
 
         // A source that keeps failing stops the rollout: unknown is never a pass.
         self.source_errors = if errored { self.source_errors + 1 } else { 0 };
-        if self.source_errors >= plan.analysis.max_source_errors.max(1) && !matches!(self.status, Status::Paused { .. })
+        if self.source_errors >= plan.analysis.max_source_errors.value.max(1)
+            && !matches!(self.status, Status::Paused { .. })
         {
             let reason = format!("{} consecutive ticks with a source error", self.source_errors);
             self.source_errors = 0;

@@ -264,6 +264,14 @@ impl Checker<'_> {
         if thresholds > 1 {
             self.error(loc, key, "give one threshold: `below`, `above` or `between`");
         }
+        let numbers = [v.below, v.above, v.max_increase, v.max_increase_pct]
+            .into_iter()
+            .flatten()
+            .chain(v.between.iter().flat_map(|b| b.value.iter().copied()));
+        if numbers.into_iter().any(|n| !n.is_finite()) {
+            // `.nan` never compares true and `.inf` always does: the check would never pass, or never fire.
+            self.error(loc, key, "thresholds must be finite numbers (not .nan or .inf)");
+        }
         if let Some(b) = &v.between {
             if b.value.len() != 2 || b.value[0] >= b.value[1] {
                 self.error(b.referenced, format!("{key}.between"), "needs [lo, hi] with lo < hi");
@@ -367,6 +375,13 @@ impl Checker<'_> {
         }
         if let Some(p) = &plan.analysis.prometheus {
             self.endpoint(plan.analysis.interval.referenced, "analysis.prometheus", p);
+        }
+        if plan.analysis.max_source_errors.value == 0 {
+            self.error(
+                plan.analysis.max_source_errors.referenced,
+                "analysis.max_source_errors",
+                "at least 1: the number of source errors in a row that stops the rollout",
+            );
         }
         if let Some(r) = &plan.ramp {
             self.ramp(r, "ramp", flag_known);

@@ -69,7 +69,7 @@ pub struct Analysis {
     pub source: Option<Spanned<SourceKind>>,
     /// Consecutive source errors before the rollout pauses (or rolls back).
     #[serde(default = "three")]
-    pub max_source_errors: u32,
+    pub max_source_errors: Spanned<u32>,
     /// What to do when a source stays down.
     #[serde(default)]
     pub on_source_down: OnSourceDown,
@@ -83,7 +83,7 @@ impl Default for Analysis {
         Analysis {
             interval: one_minute(),
             source: None,
-            max_source_errors: 3,
+            max_source_errors: three(),
             on_source_down: OnSourceDown::Pause,
             prometheus: None,
         }
@@ -98,8 +98,8 @@ fn one_minute() -> Spanned<Dur> {
     )
 }
 
-fn three() -> u32 {
-    3
+fn three() -> Spanned<u32> {
+    Spanned::new(3, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
 }
 
 /// What to do after `max_source_errors`.

@@ -86,11 +86,20 @@ fn every_problem_is_reported_at_once() {
     let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
         keys,
-        vec!["triggers[0].for", "triggers[0].decide_within", "triggers[1].severity", "triggers[1].name"],
+        vec![
+            "analysis.max_source_errors",
+            "triggers[0].for",
+            "triggers[0].decide_within",
+            "triggers[1].severity",
+            "triggers[1].name",
+            "triggers[2]"
+        ],
         "{errs:#?}"
     );
-    assert!(errs[0].message.contains("shorter than the analysis interval 1m"));
-    assert!(errs[3].message.contains("a second check named `too-fast`"));
+    assert_eq!((errs[0].line, errs[0].column), (3, 46), "{errs:#?}");
+    assert!(errs[1].message.contains("shorter than the analysis interval 1m"));
+    assert!(errs[4].message.contains("a second check named `too-fast`"));
+    assert!(errs[5].message.contains("finite"), "{errs:#?}");
 }
 
 /// The flag file the examples are checked against, read as the CLI reads it.

@@ -665,7 +665,7 @@ impl AppState {
             "pause" => rollout.pause(&plan, now, &reason),
             "resume" => rollout.resume(&plan, now, &reason),
             "promote" => {
-                if b.reason.is_none() {
+                if b.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
                     return Err(ApiError::invalid("reason", "promoting past a hold needs a reason"));
                 }
                 rollout.promote(&plan, now, &reason)
@@ -679,6 +679,9 @@ impl AppState {
             "signal" => {
                 let name =
                     b.name.as_deref().ok_or_else(|| ApiError::invalid("name", "say which trigger the signal fires"))?;
+                if b.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                    return Err(ApiError::invalid("reason", "say why the signal fires: it goes to the audit log"));
+                }
                 let hard = match b.severity.as_deref() {
                     Some("hard") => true,
                     Some("soft") => false,
@@ -933,7 +936,8 @@ pub(crate) async fn alertmanager(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let who = state.require(&headers, Role::Operator)?;
+    // A refused caller is audited, as for any rollout decision.
+    let who = decider(&state, &headers, "alertmanager", "signal").await?;
     let b: AlertmanagerBody = parse_json(&body)?;
     let mut signalled = Vec::new();
     for alert in b.alerts.iter().filter(|a| a.status == "firing") {

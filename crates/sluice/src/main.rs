@@ -151,8 +151,9 @@ enum RolloutCmd {
         hard: bool,
         #[arg(long)]
         soft: bool,
+        /// Why (required): it goes to the audit log and the notifications.
         #[arg(long)]
-        reason: Option<String>,
+        reason: String,
     },
 }
 
@@ -285,13 +286,13 @@ struct OverrideArgs {
     #[arg(long, group = "what")]
     variant: Option<String>,
     /// Remove the override of --user / --session / --field.
-    #[arg(long, group = "what")]
+    #[arg(long, group = "what", conflicts_with = "expires")]
     remove: bool,
     /// List the flag's overrides.
-    #[arg(long, group = "what")]
+    #[arg(long, group = "what", conflicts_with_all = ["user", "session", "field", "expires"])]
     list: bool,
     /// Remove every override of the flag.
-    #[arg(long, group = "what")]
+    #[arg(long, group = "what", conflicts_with_all = ["user", "session", "field", "expires"])]
     clear_all: bool,
     /// Expire after this long: 30m, 2h, 7d.
     #[arg(long)]
@@ -400,6 +401,11 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli.output == Output::Json => {
+            // A script asked for JSON: the error is JSON too (on stderr, with the failing exit status).
+            eprintln!("{}", json!({"error": e.to_string()}));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

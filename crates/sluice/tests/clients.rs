@@ -210,6 +210,13 @@ fn the_cli_says_what_to_do_when_it_cannot_proceed() {
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success() && err.contains("exists") && err.contains("sluice flag set g"), "{err}");
     assert!(s.cli(&["flag", "get", "g"]).contains("30%"));
+    // `--clear-all` clears everyone's overrides: with `--user` it is refused rather than half-obeyed.
+    let both = s.cli_with(Some(ADMIN_TOKEN), &["flag", "override", "g", "--user", "bob", "--clear-all"]);
+    assert!(!both.status.success() && String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    // Asked for JSON, a script gets its error as JSON too.
+    let missing = s.cli_with(Some(ADMIN_TOKEN), &["flag", "get", "nope", "-o", "json"]);
+    let err: Value = serde_json::from_slice(&missing.stderr).expect("a JSON error");
+    assert!(!missing.status.success() && err["error"].as_str().unwrap().contains("nope"), "{err}");
     let bad = s.cli_with(Some(ADMIN_TOKEN), &["segment", "set", "qa", "--constraint", "email LIKE x"]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("unknown operator `LIKE`") && err.contains("constraints[0].operator"), "{err}");

@@ -224,6 +224,15 @@ fn people_and_alerts_decide_and_roles_are_enforced() {
         .json()
         .unwrap();
     assert_eq!(resp["signalled"][0]["hard"], false, "{resp}");
+    // A viewer's token at the receiver is refused, and the refusal audited like any other decision.
+    let refused = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/alertmanager", s.url))
+        .bearer_auth(&viewer)
+        .json(&alert)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(s.cli(&["audit", "list", "--entity", "rollout:alertmanager"]).contains("rollout.refused"));
     let paused = wait_for(&s, &id, "pause", |st| st["status"]["state"] == "paused");
     assert!(paused["status"]["decide_by"].is_u64(), "the plan's decide_within applies: {paused:#}");
 
