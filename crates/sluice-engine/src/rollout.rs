@@ -343,6 +343,52 @@ impl Rollout {
         effects
     }
 
+    /// The tick while a phase hook (a migration, a golden suite) of the last transition is still running:
+    /// the triggers only. A hard trigger (or a source down with `on_source_down: rollback`) rolls back at
+    /// once; a soft trigger keeps its run and fires at the first full tick after the hook. Gates wait: the
+    /// percentage they would judge is not in effect yet.
+    pub fn tick_triggers(
+        &mut self,
+        plan: &Plan,
+        now: Millis,
+        source: &mut dyn MetricSource,
+    ) -> (Vec<CheckDecision>, Vec<Effect>) {
+        let mut decisions = Vec::new();
+        if self.status.is_terminal() || self.status == Status::Pending {
+            return (decisions, Vec::new());
+        }
+        let interval = plan.analysis.interval.value.0.as_millis() as u64;
+        if self.last_tick.is_some_and(|t| now < t + interval) {
+            return (decisions, Vec::new());
+        }
+        self.last_tick = Some(now);
+        let mut errored = false;
+        for t in &plan.triggers {
+            let t = &t.value;
+            if is_signal(plan, t) {
+                continue;
+            }
+            let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
+            errored |= !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
+            let fired = d.outcome == Outcome::Holds && d.run >= d.needed && !d.dry_run;
+            decisions.push(d);
+            if fired && t.severity.as_ref().map(|s| s.value) == Some(Severity::Hard) {
+                self.runs.insert(format!("trigger:{}", t.name.value), 0);
+                let reason = format!("trigger `{}` fired", t.name.value);
+                return (decisions, self.rollback_inner(plan, now, &reason));
+            }
+        }
+        self.source_errors = if errored { self.source_errors + 1 } else { 0 };
+        if self.source_errors >= plan.analysis.max_source_errors.value.max(1)
+            && plan.analysis.on_source_down == OnSourceDown::Rollback
+        {
+            let reason = format!("{} consecutive ticks with a source error", self.source_errors);
+            self.source_errors = 0;
+            return (decisions, self.rollback_inner(plan, now, &reason));
+        }
+        (decisions, Vec::new())
+    }
+
     /// One analysis tick: triggers first, then the current phase's gates. Returns every check's decision
     /// and the effects to carry out, in order.
     pub fn tick(

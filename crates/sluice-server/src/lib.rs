@@ -88,6 +88,8 @@ pub struct AppState {
     /// One lock per rollout: its transitions (the runner's ticks, people's commands) happen one at a time,
     /// while a slow action of one rollout never holds up another's rollback.
     pub(crate) rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Rollouts whose effects this process is carrying out right now (how many carriers each).
+    pub(crate) carrying: Mutex<HashMap<String, u32>>,
     pub(crate) clock: Arc<dyn sluice_engine::Clock>,
     pub(crate) plugins: Arc<dyn sluice_sources::Plugins>,
     pub(crate) faults: Option<FaultHook>,
@@ -137,6 +139,7 @@ impl AppState {
             options,
             client_apps: Mutex::new(BTreeMap::new()),
             rollout_locks: Mutex::new(HashMap::new()),
+            carrying: Mutex::new(HashMap::new()),
             clock: seams.clock,
             plugins: seams.plugins,
             faults: seams.faults,

@@ -82,6 +82,27 @@ pub struct RunnerMemory {
     ticking: std::sync::Mutex<HashSet<String>>,
 }
 
+/// The lock of one rollout, held while its state changes.
+pub(crate) type RolloutGuard = tokio::sync::OwnedMutexGuard<()>;
+
+/// A rollout's outbox being carried out in this process; the mark goes when this is dropped.
+struct Carrying<'s> {
+    state: &'s AppState,
+    id: String,
+}
+
+impl Drop for Carrying<'_> {
+    fn drop(&mut self) {
+        let mut carrying = self.state.carrying.lock().expect("carrying");
+        if let Some(n) = carrying.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                carrying.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// Marks a rollout as ticking until dropped, so that the runner never starts a second tick of it while a
 /// slow one (a long command) is still going.
 struct Ticking<'m> {
@@ -150,7 +171,7 @@ impl AppState {
     }
 
     /// Waits for, then holds, the lock of one rollout (or, with a `start:` key, of starting one on a flag).
-    async fn lock_rollout(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    async fn lock_rollout(&self, id: &str) -> RolloutGuard {
         let lock = self.rollout_locks.lock().expect("rollout locks").entry(id.to_string()).or_default().clone();
         lock.lock_owned().await
     }
@@ -195,20 +216,45 @@ impl AppState {
         (outbox, events)
     }
 
-    /// Writes a transition (state, outbox, audit) and then carries out its effects.
+    /// Writes a transition (state, outbox, audit) and then carries out its effects. The caller holds the
+    /// rollout's lock (`guard`) and gets it back.
     pub(crate) async fn transition(
         &self,
+        guard: RolloutGuard,
         record: &RolloutRecord,
         plan: &Plan,
         rollout: &mut Rollout,
         effects: Vec<Effect>,
         actor: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<RolloutGuard, ApiError> {
+        let outbox = self.commit_transition(record, rollout, effects, actor).await?;
+        self.carry_out(guard, record, plan, rollout, outbox).await
+    }
+
+    /// Writes a transition (state, outbox, audit) in one commit and returns the outbox to carry out.
+    async fn commit_transition(
+        &self,
+        record: &RolloutRecord,
+        rollout: &Rollout,
+        effects: Vec<Effect>,
+        actor: &str,
+    ) -> Result<Vec<OutboxItem>, ApiError> {
         let (outbox, events) = Self::outbox_of(effects, &record.id, rollout.history.len());
         self.fault("before-save")?;
         self.save(record, rollout, actor, &outbox, &events).await?;
         self.fault("after-save")?;
-        self.carry_out(record, plan, rollout, outbox).await
+        Ok(outbox)
+    }
+
+    /// Marks the rollout's outbox as being carried out in this process until the mark is dropped.
+    fn mark_carrying(&self, id: &str) -> Carrying<'_> {
+        *self.carrying.lock().expect("carrying").entry(id.to_string()).or_insert(0) += 1;
+        Carrying { state: self, id: id.to_string() }
+    }
+
+    /// Whether this process is carrying out the rollout's outbox right now (a phase hook is running).
+    fn is_carrying(&self, id: &str) -> bool {
+        self.carrying.lock().expect("carrying").contains_key(id)
     }
 
     async fn save(
@@ -238,16 +284,22 @@ impl AppState {
     /// Carries out outbox items in order, then empties the outbox. A non-idempotent action is marked
     /// `started` before it runs and `done` after, so that only a crash while it ran leaves it uncertain.
     /// A hook that fails pauses the rollout.
+    ///
+    /// A phase hook may run for hours (a migration): the rollout's lock is let go while it runs, so that
+    /// the runner keeps evaluating the rollout's triggers and a person can still roll back or abort. Either
+    /// supersedes this transition, which then stops after the hook.
     async fn carry_out(
         &self,
+        mut guard: RolloutGuard,
         record: &RolloutRecord,
         plan: &Plan,
         rollout: &mut Rollout,
         mut outbox: Vec<OutboxItem>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<RolloutGuard, ApiError> {
         if outbox.is_empty() {
-            return Ok(());
+            return Ok(guard);
         }
+        let _carrying = self.mark_carrying(&record.id);
         let actor = Self::controller(record);
         let mut failed_hook = None;
         for i in 0..outbox.len() {
@@ -317,18 +369,44 @@ impl AppState {
                     let flag = self.live.load().flags().iter().find(|f| f.key == record.flag).cloned();
                     let values = template_values(plan, rollout, flag.as_ref());
                     let key = outbox[i].key.clone();
-                    let outcome = self.plugins.run(action, &values, &key).await;
+                    let hook = purpose.starts_with("phases");
+                    let outcome = if hook {
+                        drop(guard);
+                        let outcome = self.plugins.run(action, &values, &key).await;
+                        guard = self.lock_rollout(&record.id).await;
+                        outcome
+                    } else {
+                        self.plugins.run(action, &values, &key).await
+                    };
                     self.fault("after-action")?;
+                    let detail =
+                        json!({"purpose": purpose, "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
+                    if hook {
+                        // While the hook ran, the runner may have recorded trigger ticks (kept), or a rollback
+                        // or an abort may have replaced this transition's effects (then nothing more here).
+                        let fresh = self.store.rollout(&record.id).await?.ok_or_else(|| {
+                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the rollout vanished")
+                        })?;
+                        let stored: Vec<OutboxItem> = serde_json::from_value(fresh.outbox.clone()).unwrap_or_default();
+                        if stored.get(i).map(|s| &s.key) != Some(&key) {
+                            let mut detail = detail;
+                            detail["superseded"] = json!(true);
+                            self.store
+                                .record_event(&actor, "rollout.action", &format!("rollout:{}", record.id), detail, None)
+                                .await?;
+                            *rollout = state_of(&fresh)?;
+                            return Ok(guard);
+                        }
+                        *rollout = state_of(&fresh)?;
+                    }
                     if !idempotent {
                         outbox[i].done = true;
                         self.save(record, rollout, &actor, &outbox, &[]).await?;
                     }
-                    let detail =
-                        json!({"purpose": purpose, "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
                     self.store
                         .record_event(&actor, "rollout.action", &format!("rollout:{}", record.id), detail, None)
                         .await?;
-                    if !outcome.ok && purpose.starts_with("phases") && failed_hook.is_none() {
+                    if !outcome.ok && hook && failed_hook.is_none() {
                         failed_hook = Some((purpose.clone(), outcome.detail.clone()));
                     }
                 }
@@ -339,9 +417,9 @@ impl AppState {
         self.fault("after-clear")?;
         if let Some((purpose, detail)) = failed_hook {
             let effects = rollout.hook_failed(plan, self.clock.now(), &purpose, &detail);
-            Box::pin(self.transition(record, plan, rollout, effects, &actor)).await?;
+            guard = Box::pin(self.transition(guard, record, plan, rollout, effects, &actor)).await?;
         }
-        Ok(())
+        Ok(guard)
     }
 
     async fn edit_flag(
@@ -372,28 +450,32 @@ impl AppState {
     /// audit log names the action, and the rollout waits until a person settles it (`ran` or `retry`).
     pub async fn recover_rollouts(&self) -> Result<(), ApiError> {
         for record in self.store.rollouts(false).await? {
-            let _one = self.lock_rollout(&record.id).await;
+            let guard = self.lock_rollout(&record.id).await;
             if let Some(record) = self.store.rollout(&record.id).await? {
-                self.finish_outbox(&record).await?;
+                self.finish_outbox(guard, &record).await?;
             }
         }
         Ok(())
     }
 
     /// Finishes an outbox that nobody is carrying out: after a restart, or when the transition that wrote
-    /// it stopped on an error or was cancelled. The caller holds the rollout's lock (whoever carries an
-    /// outbox out holds it, so an outbox found under the lock is stranded) and has just read `record`.
-    /// Returns whether there was one.
-    async fn finish_outbox(&self, record: &RolloutRecord) -> Result<bool, ApiError> {
+    /// it stopped on an error or was cancelled. The caller holds the rollout's lock and has just read
+    /// `record`; it gets the lock back, and whether there was such an outbox.
+    async fn finish_outbox(
+        &self,
+        guard: RolloutGuard,
+        record: &RolloutRecord,
+    ) -> Result<(RolloutGuard, bool), ApiError> {
         let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
-        if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) {
-            return Ok(false);
+        // Being carried out (a phase hook runs with the lock let go), or waiting for a person: not stranded.
+        if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) || self.is_carrying(&record.id) {
+            return Ok((guard, false));
         }
         let plan = plan_of(record)?;
         let mut rollout = state_of(record)?;
         let Some(i) = outbox.iter().position(|i| i.started && !i.done && !i.effect.idempotent()) else {
-            self.carry_out(record, &plan, &mut rollout, outbox).await?;
-            return Ok(true);
+            let guard = self.carry_out(guard, record, &plan, &mut rollout, outbox).await?;
+            return Ok((guard, true));
         };
         outbox[i].uncertain = true;
         let purpose = match &outbox[i].effect {
@@ -413,13 +495,13 @@ impl AppState {
             events.extend(Self::outbox_of(effects, &record.id, rollout.history.len()).1);
         }
         self.save(record, &rollout, "sluice", &outbox, &events).await?;
-        Ok(true)
+        Ok((guard, true))
     }
 
     /// A person says what happened to an uncertain action (`ran`: do not run it again; `retry`: run it), and
     /// the rest of the outbox is carried out.
     pub async fn settle_rollout(&self, id: &str, ran: bool, who: &Principal) -> Result<(), ApiError> {
-        let _one = self.lock_rollout(id).await;
+        let guard = self.lock_rollout(id).await;
         let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found(format!("no rollout `{id}`")))?;
         let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
         let Some(i) = outbox.iter().position(|i| i.uncertain) else {
@@ -439,7 +521,7 @@ impl AppState {
         self.store.record_event(&who.name, "rollout.settled", &format!("rollout:{id}"), detail, None).await?;
         let plan = plan_of(&record)?;
         let mut rollout = state_of(&record)?;
-        self.carry_out(&record, &plan, &mut rollout, outbox).await
+        self.carry_out(guard, &record, &plan, &mut rollout, outbox).await.map(drop)
     }
 
     /// One pass of the runner: ticks every active rollout whose interval has elapsed. One rollout's
@@ -449,19 +531,21 @@ impl AppState {
     pub async fn run_due_rollouts(&self, memory: &RunnerMemory) -> Result<(), ApiError> {
         let ticks = self.store.rollouts(true).await?.into_iter().filter_map(|record| {
             let ticking = Ticking::claim(memory, &record.id)?;
-            Some(async move {
-                let _ticking = ticking;
-                self.tick_logged(record, memory).await
-            })
+            Some(self.tick_logged(record, memory, ticking))
         });
         futures_util::future::try_join_all(ticks).await.map(|_| ())
     }
 
     /// Ticks one rollout; its failure is reported and does not hold up the others. Only an injected crash
     /// comes back as an error.
-    async fn tick_logged(&self, record: RolloutRecord, memory: &RunnerMemory) -> Result<(), ApiError> {
+    async fn tick_logged(
+        &self,
+        record: RolloutRecord,
+        memory: &RunnerMemory,
+        ticking: Ticking<'_>,
+    ) -> Result<(), ApiError> {
         let id = record.id.clone();
-        match self.tick_rollout(record, memory).await {
+        match self.tick_rollout(record, memory, ticking).await {
             Err(e) if e.error == "crashed" => Err(e),
             Err(e) => {
                 eprintln!("sluice: rollout {id}: {}", e.message);
@@ -471,14 +555,22 @@ impl AppState {
         }
     }
 
-    async fn tick_rollout(&self, record: RolloutRecord, memory: &RunnerMemory) -> Result<(), ApiError> {
-        // A rollout mid-transition does not tick. Once its lock is free, whatever of the outbox is left was
-        // stranded (an error, a cancelled request) and is finished here; one waiting for a person to settle
-        // an action stays as it is.
-        if record.outbox.as_array().is_some_and(|o| !o.is_empty()) {
-            let _one = self.lock_rollout(&record.id).await;
+    /// One tick: measure, decide and write the transition while `ticking` is held, then let it go and
+    /// carry out the effects, so that the next tick of this rollout (its triggers) can run while a long
+    /// phase hook does.
+    async fn tick_rollout(
+        &self,
+        record: RolloutRecord,
+        memory: &RunnerMemory,
+        ticking: Ticking<'_>,
+    ) -> Result<(), ApiError> {
+        let hook_running = self.is_carrying(&record.id);
+        // Effects left undone by a transition that stopped (an error, a cancelled request) are finished
+        // first; one waiting for a person to settle an action stays as it is.
+        if record.outbox.as_array().is_some_and(|o| !o.is_empty()) && !hook_running {
+            let guard = self.lock_rollout(&record.id).await;
             if let Some(record) = self.store.rollout(&record.id).await? {
-                self.finish_outbox(&record).await?;
+                self.finish_outbox(guard, &record).await?;
             }
             return Ok(());
         }
@@ -499,19 +591,52 @@ impl AppState {
         let default = plan.analysis.source.as_ref().map(|s| s.value);
         let mut measured: HashMap<(sluice_engine::CheckKind, String), Measurement> = HashMap::new();
         for (kind, check) in rollout.checks_due(&plan) {
+            if hook_running && kind == sluice_engine::CheckKind::Gate {
+                continue;
+            }
             measured.insert((kind, check.name.value.clone()), self.plugins.measure(check, default, &values, now).await);
         }
-        let _one = self.lock_rollout(&record.id).await;
-        // Re-read: a person may have acted meanwhile.
+        let guard = self.lock_rollout(&record.id).await;
+        // Re-read: a person may have acted meanwhile, or the hook finished.
         let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };
-        if !record.active || record.outbox.as_array().is_some_and(|o| !o.is_empty()) {
+        let pending = record.outbox.as_array().is_some_and(|o| !o.is_empty());
+        // A full tick when no transition is pending; a triggers-only one while the hook measured for runs.
+        let as_measured = if hook_running { pending && self.is_carrying(&record.id) } else { !pending };
+        if !record.active || !as_measured {
             return Ok(());
         }
         let mut rollout = state_of(&record)?;
         let mut source = |c: &sluice_engine::CheckRef<'_>, _: u64| {
             measured.get(&(c.kind, c.name.to_string())).cloned().unwrap_or(Measurement::Error("not measured".into()))
         };
-        let (decisions, effects) = rollout.tick(&plan, now, &mut source);
+        let (decisions, effects) = if pending {
+            rollout.tick_triggers(&plan, now, &mut source)
+        } else {
+            rollout.tick(&plan, now, &mut source)
+        };
+        self.record_tick(&record, now, &decisions, &effects, memory).await?;
+        let actor = Self::controller(&record);
+        if pending && effects.is_empty() {
+            // The hook's effects stay as they are; only the triggers' runs and counts are kept.
+            let outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
+            self.save(&record, &rollout, &actor, &outbox, &[]).await?;
+            return Ok(());
+        }
+        // Always written: the state carries the `for` runs and the source-error count between ticks.
+        let outbox = self.commit_transition(&record, &rollout, effects, &actor).await?;
+        drop(ticking);
+        self.carry_out(guard, &record, &plan, &mut rollout, outbox).await.map(drop)
+    }
+
+    /// Keeps a tick's decisions, each with what the tick did, and audits those whose outcome changed.
+    async fn record_tick(
+        &self,
+        record: &RolloutRecord,
+        now: u64,
+        decisions: &[sluice_engine::CheckDecision],
+        effects: &[Effect],
+        memory: &RunnerMemory,
+    ) -> Result<(), ApiError> {
         // What the tick did, beside each decision: `promoted`, `paused`, `rolled_back`, … or `none`.
         let action: Vec<&str> = effects
             .iter()
@@ -530,14 +655,14 @@ impl AppState {
             })
             .collect();
         self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
-        for d in &decisions {
+        for d in decisions {
             let key = (record.id.clone(), format!("{:?}:{}", d.kind, d.check));
             let changed = memory.outcomes.lock().expect("outcomes").insert(key, d.outcome) != Some(d.outcome);
             if changed {
                 let detail = serde_json::to_value(d).expect("json");
                 self.store
                     .record_event(
-                        &Self::controller(&record),
+                        &Self::controller(record),
                         "rollout.decision",
                         &format!("rollout:{}", record.id),
                         detail,
@@ -546,8 +671,7 @@ impl AppState {
                     .await?;
             }
         }
-        // Always written: the state carries the `for` runs and the source-error count between ticks.
-        self.transition(&record, &plan, &mut rollout, effects, &Self::controller(&record)).await
+        Ok(())
     }
 
     /// Checks a plan against the live catalog and starts it: the rollout, its started state and its first
@@ -596,7 +720,7 @@ impl AppState {
         }
         // Held while the first effects run (a phase-0 hook may take a while): a command on the new rollout
         // waits for them rather than racing them.
-        let _mine = self.lock_rollout(&id).await;
+        let mine = self.lock_rollout(&id).await;
         let mut rollout = Rollout::new(&plan);
         let effects = rollout.start(&plan, now);
         let (outbox, events) = Self::outbox_of(effects, &id, 0);
@@ -617,7 +741,7 @@ impl AppState {
         self.fault("before-save")?;
         self.store.create_rollout(&record, &events).await?;
         self.fault("after-save")?;
-        self.carry_out(&record, &plan, &mut rollout, outbox).await?;
+        self.carry_out(mine, &record, &plan, &mut rollout, outbox).await?;
         Ok(record)
     }
 
@@ -645,11 +769,23 @@ impl AppState {
             return Ok(summary(&record, &plan_of(&record)?, &state_of(&record)?));
         }
         let reason = b.reason.clone().unwrap_or_else(|| format!("{command} by {}", who.name));
-        let _one = self.lock_rollout(id).await;
+        let guard = self.lock_rollout(id).await;
         let mut record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
         // What an earlier transition left undone comes first: a command never drops it.
-        if self.finish_outbox(&record).await? {
+        let (guard, finished) = self.finish_outbox(guard, &record).await?;
+        if finished {
             record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+        }
+        // A phase hook is running (its transition let the lock go): only what ends the phase may interrupt it.
+        let hook_running = record.outbox.as_array().is_some_and(|o| !o.is_empty()) && self.is_carrying(id);
+        let ends_it =
+            matches!(command, "rollback" | "abort") || (command == "signal" && b.severity.as_deref() == Some("hard"));
+        if hook_running && !ends_it {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "hook_running",
+                "a phase hook of this rollout is running: wait for it to finish, or `rollback` / `abort` / signal --hard now",
+            ));
         }
         if record.outbox.as_array().is_some_and(|o| o.iter().any(|i| i["uncertain"] == true)) {
             return Err(ApiError::new(
@@ -692,8 +828,9 @@ impl AppState {
             other => return Err(ApiError::not_found(format!("no rollout command `{other}`"))),
         };
         let effects = result.map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", e.0))?;
-        self.transition(&record, &plan, &mut rollout, effects, &who.name).await?;
-        Ok(summary(&record, &plan, &rollout))
+        self.transition(guard, &record, &plan, &mut rollout, effects, &who.name).await?;
+        let record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+        Ok(summary(&record, &plan, &state_of(&record)?))
     }
 }
 
@@ -718,8 +855,8 @@ pub async fn run_forever(state: Arc<AppState>) {
             // A task per rollout: a slow command of one (a gate's query, a hook) never delays another's tick,
             // and so never its rollback.
             tokio::spawn(async move {
-                let Some(_ticking) = Ticking::claim(&memory, &record.id) else { return };
-                let _ = state.tick_logged(record, &memory).await;
+                let Some(ticking) = Ticking::claim(&memory, &record.id) else { return };
+                let _ = state.tick_logged(record, &memory, ticking).await;
             });
         }
     }

@@ -328,3 +328,51 @@ phases:
     assert_eq!(flag["ramp"]["percent"], 10);
     assert_eq!(std::fs::read_to_string(dir.join("hook.log")).unwrap(), "warmed\n");
 }
+
+/// A rollout's own triggers stay armed while its phase hook runs (a migration of half a minute here): a
+/// hard trigger rolls it back without waiting for the hook, and commands that would not end the phase are
+/// refused meanwhile rather than left waiting.
+#[test]
+fn a_hard_trigger_rolls_back_while_the_rollouts_own_hook_runs() {
+    let s = serve();
+    let dir = setup(&s);
+    let sdk = s.token("app", "sdk");
+    let plan = format!(
+        r#"name: migrating
+flag: awf_bundle
+analysis: {{ interval: 1s }}
+phases:
+  - {{ percent: 10, hold: 1s }}
+  - {{ percent: 50, hooks: {{ before: [ {{ name: migrate, exec: [sh, -c, "touch {d}/migrating; exec sleep 30"] }} ] }} }}
+triggers:
+  - {{ name: errors-hard, command: [cat, "{d}/bad"], value_from: last_number, above: 0.5, for: 2s, severity: hard }}
+rollback:
+  actions:
+    - {{ exec: [sh, -c, "echo undo >> {d}/actions.log"] }}
+"#,
+        d = dir.display()
+    );
+    write(&dir.join("plan.yaml"), &plan);
+    let started: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let begun = Instant::now();
+    while !dir.join("migrating").exists() {
+        assert!(begun.elapsed() < Duration::from_secs(20), "the hook never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let paused = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "pause", &id, "--reason", "look"]);
+    let err = String::from_utf8_lossy(&paused.stderr);
+    assert!(!paused.status.success() && err.contains("phase hook"), "{err}");
+
+    let fired = Instant::now();
+    write(&dir.join("bad"), "1\n");
+    let rolled = wait_for(&s, &id, "rollback", |st| st["status"]["state"] == "rolled_back");
+    assert!(fired.elapsed() < Duration::from_secs(15), "waited for the hook: {:?}", fired.elapsed());
+    assert!(rolled["status"]["reason"].as_str().unwrap().contains("errors-hard"), "{rolled:#}");
+    let flag: Value = serde_json::from_str(&s.cli(&["flag", "get", "awf_bundle", "-o", "json"])).unwrap();
+    assert_eq!(flag["ramp"]["percent"], 0, "restored as before the rollout, not raised after the hook");
+    assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], false);
+    assert_eq!(std::fs::read_to_string(dir.join("actions.log")).unwrap(), "undo\n");
+}

@@ -1,0 +1,114 @@
+//! A phase hook that takes a long time (a migration) runs with the rollout's lock let go: the rollout's
+//! triggers keep being evaluated, a rollback supersedes the transition, and when the hook finishes it
+//! changes nothing more. Driven in virtual time with a hook that finishes when the test says so.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use sluice_engine::{Clock, Measurement, VirtualClock};
+use sluice_flags::Flag;
+use sluice_plan::model::{Action, Check, SourceKind};
+use sluice_server::{AppState, CommandBody, Options, RunnerMemory, Seams};
+use sluice_sources::{ActionOutcome, Plugins};
+use sluice_store::{Change, Principal, Role, SqliteStore, Store};
+use tokio::sync::Notify;
+
+const PLAN: &str = r#"
+name: migrating
+flag: f
+analysis: { interval: 1m }
+phases:
+  - { percent: 10, hold: 2m }
+  - { percent: 50, hooks: { before: [ { name: migrate, exec: [migrate] } ] } }
+triggers:
+  - { name: errors-hard, command: [errors], above: 0.5, for: 2m, severity: hard }
+rollback:
+  actions: [ { name: undo, exec: [undo] } ]
+"#;
+
+/// The error rate the trigger reads, a migration that waits for `finish`, and a count of undos.
+#[derive(Default)]
+struct World {
+    errors: std::sync::Mutex<f64>,
+    finish: Notify,
+    migrating: AtomicU32,
+    undos: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Plugins for World {
+    async fn measure(&self, _: &Check, _: Option<SourceKind>, _: &BTreeMap<String, String>, _: u64) -> Measurement {
+        Measurement::Value(*self.errors.lock().unwrap())
+    }
+
+    async fn run(&self, action: &Action, _: &BTreeMap<String, String>, _: &str) -> ActionOutcome {
+        match action.name.as_deref() {
+            Some("migrate") => {
+                self.migrating.fetch_add(1, Ordering::SeqCst);
+                self.finish.notified().await;
+            }
+            Some("undo") => {
+                self.undos.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        ActionOutcome { ok: true, detail: String::new() }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_during_a_long_hook_supersedes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
+    store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
+    let clock = Arc::new(VirtualClock::default());
+    let world = Arc::new(World::default());
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    let who = Principal { name: "oncall".into(), role: Role::Operator };
+    let id = state.start_rollout(&who, "plan.yaml", PLAN).await.unwrap().id;
+    let memory = Arc::new(RunnerMemory::default());
+    let percent = |state: &AppState| state.live().load().flags()[0].ramp.percent;
+
+    // Ticks until phase 2's migration starts; it then runs in its own task, as the runner's ticks do.
+    let mut migration = None;
+    for _ in 0..10 {
+        clock.advance_ms(60_000);
+        let (state2, memory2) = (state.clone(), memory.clone());
+        let tick = tokio::spawn(async move { state2.run_due_rollouts(&memory2).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if world.migrating.load(Ordering::SeqCst) == 1 {
+            migration = Some(tick);
+            break;
+        }
+        tick.await.unwrap().unwrap();
+    }
+    let migration = migration.expect("the migration started");
+    assert_eq!(percent(&state), 10, "the raise waits for the hook");
+
+    // A command that would not end the phase is refused; the triggers keep ticking meanwhile.
+    let pause = CommandBody { reason: Some("look".into()), ..Default::default() };
+    let refused = state.rollout_command(&id, "pause", pause, &who).await.unwrap_err();
+    assert_eq!(refused.error, "hook_running");
+    *world.errors.lock().unwrap() = 0.9;
+    for _ in 0..3 {
+        clock.advance_ms(60_000);
+        state.run_due_rollouts(&memory).await.unwrap();
+    }
+    let record = store.rollout(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, "rolled_back", "the hard trigger acted during the hook");
+    assert_eq!(percent(&state), 0);
+    assert_eq!(world.undos.load(Ordering::SeqCst), 1);
+
+    // The migration ends: its transition was superseded, so the flag is not raised to 50%.
+    world.finish.notify_one();
+    migration.await.unwrap().unwrap();
+    assert_eq!(percent(&state), 0);
+    let record = store.rollout(&id).await.unwrap().unwrap();
+    assert_eq!((record.status.as_str(), record.outbox.clone()), ("rolled_back", serde_json::json!([])));
+    let audit = store.audit(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "rollout.action"
+        && e.after.as_ref().is_some_and(|a| a["superseded"] == true && a["purpose"] == "phases[1].hooks.before[0]")));
+    assert!(matches!(store.verify(None).await.unwrap(), sluice_store::Verification::Intact { .. }));
+}
