@@ -241,6 +241,9 @@ pub struct Rollout {
     pub hold_skipped: bool,
     /// Signed approval items of the current phase.
     pub approvals: BTreeSet<String>,
+    /// Who signed each of them.
+    #[serde(default)]
+    pub signed_by: BTreeMap<String, String>,
     /// Consecutive ticks each check (`gate:NAME`, `trigger:NAME`) has held.
     pub runs: BTreeMap<String, u32>,
     /// Consecutive ticks with a source error.
@@ -271,6 +274,7 @@ impl Rollout {
             phase_started: 0,
             hold_skipped: false,
             approvals: BTreeSet::new(),
+            signed_by: BTreeMap::new(),
             runs: BTreeMap::new(),
             source_errors: 0,
             last_tick: None,
@@ -310,6 +314,7 @@ impl Rollout {
         self.phase_started = now;
         self.hold_skipped = false;
         self.approvals.clear();
+        self.signed_by.clear();
         self.runs.retain(|k, _| k.starts_with("trigger:"));
         let phase = &plan.phases[i].value;
         let mut effects: Vec<Effect> = phase
@@ -488,7 +493,7 @@ impl Rollout {
                         .hold
                         .as_ref()
                         .is_none_or(|h| now.saturating_sub(self.phase_started) >= h.value.0.as_millis() as u64);
-                let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value));
+                let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value.item));
                 if held && all_pass && signed {
                     effects.extend(self.promote_inner(plan, now));
                 }
@@ -590,6 +595,7 @@ impl Rollout {
                 // Before the first phase is the flag as it was: resume retries the first phase.
                 self.phase_started = now;
                 self.approvals.clear();
+                self.signed_by.clear();
                 self.runs.retain(|k, _| k.starts_with("trigger:"));
                 effects.push(Effect::RestoreFlag);
             }
@@ -751,12 +757,13 @@ impl Rollout {
         Ok(vec![self.event(plan, now, "hold_skipped", reason)])
     }
 
-    /// A person signs an approval item of the current phase.
-    pub fn approve(&mut self, plan: &Plan, now: Millis, item: &str) -> Result<Vec<Effect>, CommandError> {
+    /// A person (`by`) signs an approval item of the current phase. Whether their role may sign it is the
+    /// caller's to check: the engine knows items, not tokens.
+    pub fn approve(&mut self, plan: &Plan, now: Millis, item: &str, by: &str) -> Result<Vec<Effect>, CommandError> {
         self.live()?;
         let phase = &plan.phases[self.phase].value;
-        if !phase.approvals.iter().any(|a| a.value == item) {
-            let items: Vec<&str> = phase.approvals.iter().map(|a| a.value.as_str()).collect();
+        if !phase.approvals.iter().any(|a| a.value.item == item) {
+            let items: Vec<&str> = phase.approvals.iter().map(|a| a.value.item.as_str()).collect();
             return Err(CommandError(format!(
                 "phase {} has no approval item `{item}` (it has: {})",
                 self.phase + 1,
@@ -767,7 +774,8 @@ impl Rollout {
             // Signed already (e.g. a command sent again after a lost answer): nothing changes.
             return Ok(Vec::new());
         }
-        Ok(vec![self.event(plan, now, "approved", item)])
+        self.signed_by.insert(item.to_string(), by.to_string());
+        Ok(vec![self.event(plan, now, "approved", format!("{item} by {by}"))])
     }
 
     /// A person or an alert fires a trigger: `hard` rolls back at once, `soft` pauses (with the trigger's

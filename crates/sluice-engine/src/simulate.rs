@@ -56,7 +56,7 @@ pub fn simulate(plan: &Plan, timeline: &mut Timeline, limit: Millis) -> Simulati
             let (at, control) = &controls[next_control];
             next_control += 1;
             let result = match control {
-                Control::Approve(item) => rollout.approve(plan, *at, item),
+                Control::Approve(item) => rollout.approve(plan, *at, item, "timeline"),
                 Control::Signal { name, hard } => rollout.signal(plan, *at, name, *hard, "recorded in the timeline"),
                 Control::Decide { resume: true } => rollout.resume(plan, *at, "decided: resume"),
                 Control::Decide { resume: false } => rollout.rollback(plan, *at, "decided: roll back"),

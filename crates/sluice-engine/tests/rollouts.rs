@@ -58,7 +58,11 @@ fn a_healthy_plan_promotes_after_each_hold_and_completes_after_the_bake() {
 fn a_missing_approval_blocks_promotion() {
     let sim = run(RAMP, &(healthy() + "30h,approve:qa-signoff,\n40h,approve:no-such-item,\n"));
     assert_eq!(events(&sim)[1], (30 * HOUR, "promoted".into()), "promoted at the tick the approval arrived");
-    assert!(sim.rollout.history.iter().any(|e| e.kind == "approved" && e.reason == "qa-signoff" && e.at == 30 * HOUR));
+    assert!(sim
+        .rollout
+        .history
+        .iter()
+        .any(|e| e.kind == "approved" && e.reason == "qa-signoff by timeline" && e.at == 30 * HOUR));
     assert_eq!(sim.refused.len(), 1);
     assert!(sim.refused[0].1.contains("no approval item `no-such-item`"), "{:?}", sim.refused);
 }

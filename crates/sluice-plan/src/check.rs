@@ -444,7 +444,7 @@ impl Checker<'_> {
             }
             let mut approvals = BTreeSet::new();
             for (j, a) in ph.approvals.iter().enumerate() {
-                if a.value.trim().is_empty() || !approvals.insert(a.value.clone()) {
+                if a.value.item.trim().is_empty() || !approvals.insert(a.value.item.clone()) {
                     self.error(
                         a.referenced,
                         format!("{key}.approvals[{j}]"),

@@ -409,7 +409,7 @@ pub struct Phase {
     pub segments: Vec<Spanned<String>>,
     /// Go/no-go items that a person must sign before promotion.
     #[serde(default)]
-    pub approvals: Vec<Spanned<String>>,
+    pub approvals: Vec<Spanned<Approval>>,
     /// Gates of this phase, on top of the plan's.
     #[serde(default)]
     pub gates: Vec<Spanned<Check>>,
@@ -545,5 +545,54 @@ impl<'de> Deserialize<'de> for Scalar {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A go/no-go item of a phase: `qa-signoff` (any operator signs it) or `{ item: security-review, role: admin }`
+/// (only that role or above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// The item's name, as `sluice rollout approve ID ITEM` gives it.
+    pub item: String,
+    /// The least role that may sign it.
+    pub role: ApprovalRole,
+}
+
+/// Who may sign an approval item.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalRole {
+    /// Operators and admins.
+    #[default]
+    Operator,
+    /// Admins only.
+    Admin,
+}
+
+impl<'de> Deserialize<'de> for Approval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = Approval;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an item name, or `{ item: NAME, role: operator | admin }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Approval, E> {
+                Ok(Approval { item: v.to_string(), role: ApprovalRole::Operator })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Approval, A::Error> {
+                let (mut item, mut role) = (None, ApprovalRole::Operator);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "item" => item = Some(map.next_value::<String>()?),
+                        "role" => role = map.next_value()?,
+                        other => return Err(serde::de::Error::unknown_field(other, &["item", "role"])),
+                    }
+                }
+                let item = item.ok_or_else(|| serde::de::Error::missing_field("item"))?;
+                Ok(Approval { item, role })
+            }
+        }
+        d.deserialize_any(Form)
     }
 }

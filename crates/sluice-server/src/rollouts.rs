@@ -810,7 +810,29 @@ impl AppState {
             "abort" => rollout.abort(&plan, now, &reason),
             "approve" => {
                 let item = b.item.as_deref().ok_or_else(|| ApiError::invalid("item", "say which approval item"))?;
-                rollout.approve(&plan, now, item)
+                let needed = plan
+                    .phases
+                    .get(rollout.phase)
+                    .and_then(|p| p.value.approvals.iter().find(|a| a.value.item == item))
+                    .map(|a| a.value.role);
+                if needed == Some(sluice_plan::model::ApprovalRole::Admin) && who.role != Role::Admin {
+                    let detail = json!({"command": "approve", "item": item, "role": who.role.as_str()});
+                    self.store
+                        .record_event(
+                            &who.name,
+                            "rollout.refused",
+                            &format!("rollout:{id}"),
+                            detail,
+                            Some(format!("`{item}` is signed by an admin")),
+                        )
+                        .await?;
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("`{item}` is signed by an admin; this token is `{}`", who.role.as_str()),
+                    ));
+                }
+                rollout.approve(&plan, now, item, &who.name)
             }
             "signal" => {
                 let name =
@@ -900,8 +922,10 @@ fn summary(record: &RolloutRecord, plan: &Plan, rollout: &Rollout) -> Value {
         "percent": rollout.percent(plan),
         "phase_started_ms": rollout.phase_started,
         "hold_ms": phase.and_then(|p| p.hold.as_ref()).map(|h| h.value.0.as_millis() as u64),
-        "approvals_needed": phase.map(|p| p.approvals.iter().map(|a| a.value.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        "approvals_needed": phase.map(|p| p.approvals.iter().map(|a| a.value.item.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        "approvals_admin_only": phase.map(|p| p.approvals.iter().filter(|a| a.value.role == sluice_plan::model::ApprovalRole::Admin).map(|a| a.value.item.clone()).collect::<Vec<_>>()).unwrap_or_default(),
         "approvals_signed": rollout.approvals,
+        "approvals_signed_by": rollout.signed_by,
         "history": rollout.history,
         "pending": pending(record, plan),
         "created_by": record.created_by,

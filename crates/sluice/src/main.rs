@@ -1145,8 +1145,16 @@ fn print_rollout(r: &Value) {
     if !needed.is_empty() {
         let signed: Vec<&str> =
             r["approvals_signed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let marks: Vec<String> =
-            needed.iter().map(|n| format!("{} {n}", if signed.contains(n) { "[x]" } else { "[ ]" })).collect();
+        let admin_only: Vec<&str> =
+            r["approvals_admin_only"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let marks: Vec<String> = needed
+            .iter()
+            .map(|n| {
+                let by = r["approvals_signed_by"][*n].as_str().map(|b| format!(" ({b})")).unwrap_or_default();
+                let admin = if admin_only.contains(n) && by.is_empty() { " (admin)" } else { "" };
+                format!("{} {n}{by}{admin}", if signed.contains(n) { "[x]" } else { "[ ]" })
+            })
+            .collect();
         println!("  approvals: {}", marks.join("  "));
     }
     for item in r["pending"].as_array().into_iter().flatten() {

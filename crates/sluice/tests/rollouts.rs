@@ -76,18 +76,27 @@ fn a_healthy_rollout_waits_for_its_approval_then_ramps_to_100() {
     let s = serve();
     let dir = setup(&s);
     let sdk = s.token("app", "sdk");
-    write(&dir.join("plan.yaml"), &plan(&dir, "1s", ""));
+    let operator = s.token("deployer", "operator");
+    let admin_item = "approvals: [qa-signoff, { item: security-review, role: admin }]";
+    write(&dir.join("plan.yaml"), &plan(&dir, "1s", "").replace("approvals: [qa-signoff]", admin_item));
     let started: Value =
         serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
             .unwrap();
     let id = started["id"].as_str().unwrap().to_string();
     assert_eq!(started["percent"], 10);
 
-    // Without the approval the phase stays, however long the hold has passed.
+    // Without the approvals the phase stays, however long the hold has passed.
     std::thread::sleep(Duration::from_millis(2500));
     let status = wait_for(&s, &id, "phase 1", |st| st["phase"] == 1);
     assert_eq!(status["status"]["state"], "running");
-    s.cli(&["rollout", "approve", &id, "qa-signoff"]);
+    s.cli_with(Some(&operator), &["rollout", "approve", &id, "qa-signoff"]);
+    // An item for admins only: an operator's signature is refused and audited.
+    let refused = s.cli_with(Some(&operator), &["rollout", "approve", &id, "security-review"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("admin"));
+    assert!(s.cli(&["audit", "list", "--action", "rollout.refused"]).contains("deployer"));
+    let status = s.cli(&["rollout", "status", &id]);
+    assert!(status.contains("[x] qa-signoff (deployer)") && status.contains("[ ] security-review (admin)"), "{status}");
+    s.cli(&["rollout", "approve", &id, "security-review"]);
     let done = wait_for(&s, &id, "completion", |st| st["status"]["state"] == "completed");
     assert_eq!(done["percent"], 100);
     assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], true);
