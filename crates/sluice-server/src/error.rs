@@ -98,10 +98,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 
 /// Turns the framework's own plain-text errors (413 body too large, 405, 415, a path that does not parse)
 /// into the same JSON shape as every other error, so that clients parse one format.
-pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    // OFREP clients read `errorCode` / `errorDetails`, whatever failed.
-    let ofrep = request.uri().path().starts_with("/ofrep/");
-    let response = next.run(request).await;
+pub async fn json_errors(response: Response) -> Response {
+    rewrite_plain_error(response, false).await
+}
+
+/// [`json_errors`] in OFREP's shape (`errorCode`, `errorDetails`), for the OFREP routes: OFREP clients
+/// read those fields whatever failed.
+pub async fn ofrep_errors(response: Response) -> Response {
+    rewrite_plain_error(response, true).await
+}
+
+async fn rewrite_plain_error(response: Response, ofrep: bool) -> Response {
     let status = response.status();
     let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/event-stream")

@@ -213,8 +213,7 @@ async fn run_writes_to_completion(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let read = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if read || !request.uri().path().starts_with("/api/v1/") {
+    if matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
         return next.run(request).await;
     }
     match tokio::spawn(next.run(request)).await {
@@ -226,16 +225,14 @@ async fn run_writes_to_completion(
 
 /// Every route of the server.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+    use axum::middleware::{from_fn, map_response};
+    let ofrep = Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_one))
         .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
         .route("/ofrep/v1/configuration", get(ofrep::configuration))
         .route("/ofrep/v1/events", get(stream::ofrep_events))
-        .route("/api/client/features", get(client_api::features))
-        .route("/api/client/register", post(client_api::register))
-        .route("/api/client/metrics", post(client_api::metrics))
+        .layer(map_response(error::ofrep_errors));
+    let admin = Router::new()
         .route("/api/v1/flags", get(admin::list_flags))
         .route("/api/v1/flags/{key}", get(admin::get_flag).put(admin::put_flag).delete(admin::delete_flag))
         .route("/api/v1/flags/{key}/ramp", post(admin::set_ramp))
@@ -261,9 +258,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rollouts/{id}/decisions", get(rollouts::decisions))
         .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
         .route("/api/v1/alertmanager", post(rollouts::alertmanager))
+        .route_layer(from_fn(run_writes_to_completion));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/api/client/features", get(client_api::features))
+        .route("/api/client/register", post(client_api::register))
+        .route("/api/client/metrics", post(client_api::metrics))
+        .merge(ofrep)
+        .merge(admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .layer(axum::middleware::from_fn(run_writes_to_completion))
-        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
