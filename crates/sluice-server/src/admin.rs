@@ -113,6 +113,17 @@ pub(crate) async fn delete_flag(
     Params(why): Params<Why>,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
+    // A rollout of the flag would lose what it ramps and what its rollback restores.
+    if let Some(r) = state.store.rollouts(true).await?.into_iter().find(|r| r.flag == key) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in_use",
+            format!(
+                "flag `{key}` has an active rollout `{}` ({}): finish, roll back or abort it first",
+                r.plan_name, r.id
+            ),
+        ));
+    }
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteFlag(key.clone())])).await?;
     Ok(written(StatusCode::OK, Value::Null, w))
 }

@@ -88,8 +88,12 @@ pub struct AppState {
     /// One lock per rollout: its transitions (the runner's ticks, people's commands) happen one at a time,
     /// while a slow action of one rollout never holds up another's rollback.
     pub(crate) rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Rollouts whose effects this process is carrying out right now (how many carriers each).
-    pub(crate) carrying: Mutex<HashMap<String, u32>>,
+    /// Outbox items this process is carrying out right now, by rollout: a stored outbox whose items are
+    /// here is in hand (a phase hook is running); one whose items are not is stranded.
+    pub(crate) carrying: Mutex<HashMap<String, Vec<String>>>,
+    /// Rollouts whose outbox may have been left unfinished (an error while carrying it out, or found at
+    /// start-up), finished ones included: the runner visits them beside the active ones.
+    pub(crate) unfinished: Mutex<std::collections::BTreeSet<String>>,
     pub(crate) clock: Arc<dyn sluice_engine::Clock>,
     pub(crate) plugins: Arc<dyn sluice_sources::Plugins>,
     pub(crate) faults: Option<FaultHook>,
@@ -140,6 +144,7 @@ impl AppState {
             client_apps: Mutex::new(BTreeMap::new()),
             rollout_locks: Mutex::new(HashMap::new()),
             carrying: Mutex::new(HashMap::new()),
+            unfinished: Mutex::new(std::collections::BTreeSet::new()),
             clock: seams.clock,
             plugins: seams.plugins,
             faults: seams.faults,

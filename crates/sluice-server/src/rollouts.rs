@@ -89,14 +89,19 @@ pub(crate) type RolloutGuard = tokio::sync::OwnedMutexGuard<()>;
 struct Carrying<'s> {
     state: &'s AppState,
     id: String,
+    keys: Vec<String>,
 }
 
 impl Drop for Carrying<'_> {
     fn drop(&mut self) {
         let mut carrying = self.state.carrying.lock().expect("carrying");
-        if let Some(n) = carrying.get_mut(&self.id) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(keys) = carrying.get_mut(&self.id) {
+            for k in &self.keys {
+                if let Some(at) = keys.iter().position(|c| c == k) {
+                    keys.swap_remove(at);
+                }
+            }
+            if keys.is_empty() {
                 carrying.remove(&self.id);
             }
         }
@@ -172,7 +177,14 @@ impl AppState {
 
     /// Waits for, then holds, the lock of one rollout (or, with a `start:` key, of starting one on a flag).
     async fn lock_rollout(&self, id: &str) -> RolloutGuard {
-        let lock = self.rollout_locks.lock().expect("rollout locks").entry(id.to_string()).or_default().clone();
+        let lock = {
+            let mut locks = self.rollout_locks.lock().expect("rollout locks");
+            if locks.len() > 1024 {
+                // A lock only the map holds is neither held nor awaited: forget it (ended rollouts, starts).
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            locks.entry(id.to_string()).or_default().clone()
+        };
         lock.lock_owned().await
     }
 
@@ -247,14 +259,23 @@ impl AppState {
     }
 
     /// Marks the rollout's outbox as being carried out in this process until the mark is dropped.
-    fn mark_carrying(&self, id: &str) -> Carrying<'_> {
-        *self.carrying.lock().expect("carrying").entry(id.to_string()).or_insert(0) += 1;
-        Carrying { state: self, id: id.to_string() }
+    fn mark_carrying(&self, id: &str, outbox: &[OutboxItem]) -> Carrying<'_> {
+        let keys: Vec<String> = outbox.iter().map(|i| i.key.clone()).collect();
+        self.carrying.lock().expect("carrying").entry(id.to_string()).or_default().extend(keys.iter().cloned());
+        Carrying { state: self, id: id.to_string(), keys }
     }
 
-    /// Whether this process is carrying out the rollout's outbox right now (a phase hook is running).
-    fn is_carrying(&self, id: &str) -> bool {
-        self.carrying.lock().expect("carrying").contains_key(id)
+    /// Whether the stored outbox of `record` is in hand: this process is carrying it out (a phase hook
+    /// runs with the lock let go). A carrier of an outbox that a rollback has since replaced does not count.
+    fn in_hand(&self, record: &RolloutRecord) -> bool {
+        let carrying = self.carrying.lock().expect("carrying");
+        let Some(keys) = carrying.get(&record.id) else { return false };
+        record
+            .outbox
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["key"].as_str().is_some_and(|k| keys.iter().any(|c| c == k)))
     }
 
     async fn save(
@@ -290,6 +311,22 @@ impl AppState {
     /// supersedes this transition, which then stops after the hook.
     async fn carry_out(
         &self,
+        guard: RolloutGuard,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &mut Rollout,
+        outbox: Vec<OutboxItem>,
+    ) -> Result<RolloutGuard, ApiError> {
+        let carried = Box::pin(self.carry_out_in_order(guard, record, plan, rollout, outbox)).await;
+        if carried.is_err() {
+            // Retried by the runner from the stored outbox, even when the rollout has ended.
+            self.unfinished.lock().expect("unfinished").insert(record.id.clone());
+        }
+        carried
+    }
+
+    async fn carry_out_in_order(
+        &self,
         mut guard: RolloutGuard,
         record: &RolloutRecord,
         plan: &Plan,
@@ -299,7 +336,7 @@ impl AppState {
         if outbox.is_empty() {
             return Ok(guard);
         }
-        let _carrying = self.mark_carrying(&record.id);
+        let _carrying = self.mark_carrying(&record.id, &outbox);
         let actor = Self::controller(record);
         let mut failed_hook = None;
         for i in 0..outbox.len() {
@@ -314,7 +351,7 @@ impl AppState {
             let reason = Some(format!("rollout {} ({})", record.plan_name, record.id));
             match outbox[i].effect.clone() {
                 OutboxEffect::SetRamp { percent, base, ramped, segments } => {
-                    self.edit_flag(&actor, reason, &record.flag, move |f| {
+                    self.edit_flag(&record.id, &actor, reason, &record.flag, move |f| {
                         f.ramp.percent = percent;
                         if let Some(b) = base {
                             f.ramp.base = b;
@@ -338,26 +375,11 @@ impl AppState {
                 }
                 OutboxEffect::FlagsOff { flags } => {
                     for key in flags {
-                        if !self.live.load().flags().iter().any(|f| f.key == key) {
-                            // Deleted since the plan was checked: nothing to switch off, and the rest of the
-                            // rollback must still run.
-                            let detail = json!({"flag": key, "skipped": "no such flag"});
-                            self.store
-                                .record_event(
-                                    &actor,
-                                    "rollout.flag_missing",
-                                    &format!("rollout:{}", record.id),
-                                    detail,
-                                    None,
-                                )
-                                .await?;
-                            continue;
-                        }
-                        self.edit_flag(&actor, reason.clone(), &key, |f| f.enabled = false).await?;
+                        self.edit_flag(&record.id, &actor, reason.clone(), &key, |f| f.enabled = false).await?;
                     }
                 }
                 OutboxEffect::ClearOverrides => {
-                    self.edit_flag(&actor, reason, &record.flag, |f| f.overrides.clear()).await?
+                    self.edit_flag(&record.id, &actor, reason, &record.flag, |f| f.overrides.clear()).await?
                 }
                 OutboxEffect::Run { purpose, idempotent } => {
                     let Some(action) = action_at(plan, &purpose) else { continue };
@@ -422,13 +444,23 @@ impl AppState {
         Ok(guard)
     }
 
+    /// Changes a flag for a rollout. A flag deleted since the plan was checked is skipped and audited
+    /// (`rollout.flag_missing`): the effects after it, a rollback's actions above all, must still run.
     async fn edit_flag(
         &self,
+        rollout_id: &str,
         actor: &str,
         reason: Option<String>,
         key: &str,
         edit: impl FnOnce(&mut Flag),
     ) -> Result<(), ApiError> {
+        if !self.live.load().flags().iter().any(|f| f.key == key) {
+            let detail = json!({"flag": key, "skipped": "no such flag"});
+            self.store
+                .record_event(actor, "rollout.flag_missing", &format!("rollout:{rollout_id}"), detail, None)
+                .await?;
+            return Ok(());
+        }
         self.write(actor, reason, |snapshot| {
             let mut flag = snapshot
                 .flags()
@@ -451,8 +483,12 @@ impl AppState {
     pub async fn recover_rollouts(&self) -> Result<(), ApiError> {
         for record in self.store.rollouts(false).await? {
             let guard = self.lock_rollout(&record.id).await;
-            if let Some(record) = self.store.rollout(&record.id).await? {
-                self.finish_outbox(guard, &record).await?;
+            let Some(record) = self.store.rollout(&record.id).await? else { continue };
+            // One rollout that cannot be finished now (retried by the runner) does not stop the others.
+            match self.finish_outbox(guard, &record).await {
+                Err(e) if e.error == "crashed" => return Err(e),
+                Err(e) => eprintln!("sluice: recovering rollout {}: {}", record.id, e.message),
+                Ok(_) => {}
             }
         }
         Ok(())
@@ -468,7 +504,7 @@ impl AppState {
     ) -> Result<(RolloutGuard, bool), ApiError> {
         let mut outbox: Vec<OutboxItem> = serde_json::from_value(record.outbox.clone()).unwrap_or_default();
         // Being carried out (a phase hook runs with the lock let go), or waiting for a person: not stranded.
-        if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) || self.is_carrying(&record.id) {
+        if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) || self.in_hand(record) {
             return Ok((guard, false));
         }
         let plan = plan_of(record)?;
@@ -529,11 +565,28 @@ impl AppState {
     /// The rollouts tick concurrently and the pass ends when all have; one that is still ticking from
     /// an earlier pass is left alone. An injected crash stops the whole pass at once, as a kill would.
     pub async fn run_due_rollouts(&self, memory: &RunnerMemory) -> Result<(), ApiError> {
-        let ticks = self.store.rollouts(true).await?.into_iter().filter_map(|record| {
+        let ticks = self.runnable_rollouts().await?.into_iter().filter_map(|record| {
             let ticking = Ticking::claim(memory, &record.id)?;
             Some(self.tick_logged(record, memory, ticking))
         });
         futures_util::future::try_join_all(ticks).await.map(|_| ())
+    }
+
+    /// The active rollouts, and those whose outbox may be unfinished.
+    async fn runnable_rollouts(&self) -> Result<Vec<RolloutRecord>, ApiError> {
+        let mut records = self.store.rollouts(true).await?;
+        let unfinished: Vec<String> = self.unfinished.lock().expect("unfinished").iter().cloned().collect();
+        for id in unfinished {
+            if !records.iter().any(|r| r.id == id) {
+                match self.store.rollout(&id).await? {
+                    Some(r) => records.push(r),
+                    None => {
+                        self.unfinished.lock().expect("unfinished").remove(&id);
+                    }
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// Ticks one rollout; its failure is reported and does not hold up the others. Only an injected crash
@@ -564,16 +617,7 @@ impl AppState {
         memory: &RunnerMemory,
         ticking: Ticking<'_>,
     ) -> Result<(), ApiError> {
-        let hook_running = self.is_carrying(&record.id);
-        // Effects left undone by a transition that stopped (an error, a cancelled request) are finished
-        // first; one waiting for a person to settle an action stays as it is.
-        if record.outbox.as_array().is_some_and(|o| !o.is_empty()) && !hook_running {
-            let guard = self.lock_rollout(&record.id).await;
-            if let Some(record) = self.store.rollout(&record.id).await? {
-                self.finish_outbox(guard, &record).await?;
-            }
-            return Ok(());
-        }
+        let hook_running = self.in_hand(&record);
         let now = self.clock.now();
         let plan = plan_of(&record)?;
         let interval = plan.analysis.interval.value.0.as_millis() as u64;
@@ -583,6 +627,22 @@ impl AppState {
                 return Ok(());
             }
             last_tick.insert(record.id.clone(), now);
+        }
+        // Effects left undone by a transition that stopped (an error, a cancelled request, a restart) are
+        // finished first, at most once an interval; one waiting for a person to settle an action stays as
+        // it is. The claim goes first: a phase hook among them must not keep the triggers from ticking.
+        if record.outbox.as_array().is_some_and(|o| !o.is_empty()) && !hook_running {
+            drop(ticking);
+            let guard = self.lock_rollout(&record.id).await;
+            if let Some(record) = self.store.rollout(&record.id).await? {
+                self.finish_outbox(guard, &record).await?;
+            }
+            self.unfinished.lock().expect("unfinished").remove(&record.id);
+            return Ok(());
+        }
+        if !record.active {
+            self.unfinished.lock().expect("unfinished").remove(&record.id);
+            return Ok(());
         }
         // Measure first, without the lock: commands may take a while.
         let rollout = state_of(&record)?;
@@ -601,7 +661,7 @@ impl AppState {
         let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };
         let pending = record.outbox.as_array().is_some_and(|o| !o.is_empty());
         // A full tick when no transition is pending; a triggers-only one while the hook measured for runs.
-        let as_measured = if hook_running { pending && self.is_carrying(&record.id) } else { !pending };
+        let as_measured = if hook_running { pending && self.in_hand(&record) } else { !pending };
         if !record.active || !as_measured {
             return Ok(());
         }
@@ -709,7 +769,7 @@ impl AppState {
             snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
         drop(snapshot);
         let now = self.clock.now();
-        let _one = self.lock_rollout(&format!("start:{}", plan.flag.value)).await;
+        let starting = self.lock_rollout(&format!("start:{}", plan.flag.value)).await;
         // Readable and unique: the flag and the start time, with a suffix in the unlikely case of a second
         // start of the same flag in the same millisecond (no counter: it would restart with the process).
         let mut id = format!("{}-{now:x}", plan.flag.value);
@@ -740,6 +800,7 @@ impl AppState {
         };
         self.fault("before-save")?;
         self.store.create_rollout(&record, &events).await?;
+        drop(starting);
         self.fault("after-save")?;
         self.carry_out(mine, &record, &plan, &mut rollout, outbox).await?;
         Ok(record)
@@ -771,15 +832,32 @@ impl AppState {
         let reason = b.reason.clone().unwrap_or_else(|| format!("{command} by {}", who.name));
         let guard = self.lock_rollout(id).await;
         let mut record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
-        // What an earlier transition left undone comes first: a command never drops it.
-        let (guard, finished) = self.finish_outbox(guard, &record).await?;
-        if finished {
-            record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
-        }
-        // A phase hook is running (its transition let the lock go): only what ends the phase may interrupt it.
-        let hook_running = record.outbox.as_array().is_some_and(|o| !o.is_empty()) && self.is_carrying(id);
         let ends_it =
             matches!(command, "rollback" | "abort") || (command == "signal" && b.severity.as_deref() == Some("hard"));
+        // What an earlier transition left undone comes first: a command never drops it. If it cannot be
+        // finished (a flag deleted under the rollout, a store error), a rollback or an abort still goes
+        // ahead: it replaces what was left.
+        let guard = match self.finish_outbox(guard, &record).await {
+            Ok((guard, finished)) => {
+                if finished {
+                    record =
+                        self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+                }
+                guard
+            }
+            Err(e) if ends_it && e.error != "crashed" => {
+                eprintln!(
+                    "sluice: rollout {id}: what the last transition left undone failed ({}); {command} replaces it",
+                    e.message
+                );
+                let guard = self.lock_rollout(id).await;
+                record = self.store.rollout(id).await?.ok_or_else(|| ApiError::not_found("the rollout vanished"))?;
+                guard
+            }
+            Err(e) => return Err(e),
+        };
+        // A phase hook is running (its transition let the lock go): only what ends the phase may interrupt it.
+        let hook_running = record.outbox.as_array().is_some_and(|o| !o.is_empty()) && self.in_hand(&record);
         if hook_running && !ends_it {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -858,17 +936,24 @@ impl AppState {
 
 /// Runs the runner forever: four times a second, tick the rollouts that are due.
 pub async fn run_forever(state: Arc<AppState>) {
-    if let Err(e) = state.recover_rollouts().await {
-        eprintln!("sluice: recovering rollouts failed: {}", e.message);
+    // What a previous process left undone is finished by each rollout's own task, side by side (a long
+    // hook of one does not hold up the others' recovery), finished rollouts included.
+    match state.store.rollouts(false).await {
+        Ok(all) => state
+            .unfinished
+            .lock()
+            .expect("unfinished")
+            .extend(all.into_iter().filter(|r| r.outbox.as_array().is_some_and(|o| !o.is_empty())).map(|r| r.id)),
+        Err(e) => eprintln!("sluice: reading rollouts to recover: {e}"),
     }
     let memory = Arc::new(RunnerMemory::default());
     let mut every = tokio::time::interval(Duration::from_millis(250));
     loop {
         every.tick().await;
-        let records = match state.store.rollouts(true).await {
+        let records = match state.runnable_rollouts().await {
             Ok(records) => records,
             Err(e) => {
-                eprintln!("sluice: rollout runner: {e}");
+                eprintln!("sluice: rollout runner: {}", e.message);
                 continue;
             }
         };

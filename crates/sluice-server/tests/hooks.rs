@@ -112,3 +112,49 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
         && e.after.as_ref().is_some_and(|a| a["superseded"] == true && a["purpose"] == "phases[1].hooks.before[0]")));
     assert!(matches!(store.verify(None).await.unwrap(), sluice_store::Verification::Intact { .. }));
 }
+
+/// With `rollback.to: previous-phase`, a trigger that fires during the hook steps back; the hook's
+/// transition is then replaced, so the rollout's triggers keep ticking and a second firing rolls back to
+/// the start, all while the stale hook still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
+    store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
+    let clock = Arc::new(VirtualClock::default());
+    let world = Arc::new(World::default());
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    let who = Principal { name: "oncall".into(), role: Role::Operator };
+    let plan = PLAN.replace("rollback:\n", "rollback:\n  to: previous-phase\n");
+    let id = state.start_rollout(&who, "plan.yaml", &plan).await.unwrap().id;
+    let memory = Arc::new(RunnerMemory::default());
+
+    let mut migration = None;
+    for _ in 0..10 {
+        clock.advance_ms(60_000);
+        let (state2, memory2) = (state.clone(), memory.clone());
+        let tick = tokio::spawn(async move { state2.run_due_rollouts(&memory2).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if world.migrating.load(Ordering::SeqCst) == 1 {
+            migration = Some(tick);
+            break;
+        }
+        tick.await.unwrap().unwrap();
+    }
+    let migration = migration.expect("the migration started");
+    *world.errors.lock().unwrap() = 0.9;
+    let mut states = Vec::new();
+    for _ in 0..6 {
+        clock.advance_ms(60_000);
+        state.run_due_rollouts(&memory).await.unwrap();
+        states.push(store.rollout(&id).await.unwrap().unwrap().status);
+    }
+    assert!(states.contains(&"paused".to_string()), "stepped back first: {states:?}");
+    assert_eq!(states.last().unwrap(), "rolled_back", "then rolled back, the hook still running: {states:?}");
+    assert_eq!(world.undos.load(Ordering::SeqCst), 1, "the rollback's action, once");
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 0);
+    world.finish.notify_one();
+    migration.await.unwrap().unwrap();
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 0);
+}

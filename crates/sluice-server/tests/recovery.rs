@@ -210,3 +210,34 @@ async fn a_rollback_runs_its_actions_even_when_a_flag_to_switch_off_is_gone() {
     let audit = store.audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "rollout.flag_missing"));
 }
+
+/// The runner started on a store whose finished rollout still has effects to carry out (its rollback was
+/// written, the process stopped): it restores the flag and runs the rollback's action, in the rollout's own
+/// task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_finishes_a_finished_rollouts_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("actions.log");
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    let mut flag = Flag::boolean("f");
+    flag.ramp.percent = 0;
+    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let mut raised = flag.clone();
+    raised.ramp.percent = 10;
+    store.apply("rollout:crashy", Change::PutFlag(raised), None).await.unwrap();
+    let outbox = json!([
+        {"key": "r8:2:0", "effect": {"kind": "restore_flag"}},
+        {"key": "r8:2:1", "effect": {"kind": "run", "purpose": "rollback.actions[0]", "idempotent": true}},
+    ]);
+    crashed_rollout(&store, "r8", &flag, &plan(&log), "rolled_back", outbox).await;
+    let store = Arc::new(store);
+    let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    tokio::spawn(sluice_server::run_rollouts(state.clone()));
+    let begun = std::time::Instant::now();
+    while store.rollout("r8").await.unwrap().unwrap().outbox != json!([]) {
+        assert!(begun.elapsed() < std::time::Duration::from_secs(10), "the runner never finished it");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "restored");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r8:2:1\n");
+}

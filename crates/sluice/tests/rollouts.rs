@@ -129,6 +129,10 @@ fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
     let second = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "start", dir.join("plan.yaml").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success() && err.contains(&format!("`awf-live` ({id})")), "{err}");
+    // Nor can its flag be deleted under it.
+    let delete = s.cli_with(Some(ADMIN_TOKEN), &["flag", "delete", "awf_bundle"]);
+    let err = String::from_utf8_lossy(&delete.stderr);
+    assert!(!delete.status.success() && err.contains("active rollout") && err.contains(&id), "{err}");
 
     write(&dir.join("bad"), "1\n");
     let rolled = wait_for(&s, &id, "rollback", |st| st["status"]["state"] == "rolled_back");
