@@ -114,7 +114,8 @@ pub(crate) async fn delete_flag(
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     // A rollout of the flag would lose what it ramps and what its rollback restores.
-    if let Some(r) = state.store.rollouts(true).await?.into_iter().find(|r| r.flag == key) {
+    let busy = |r: &sluice_store::RolloutRecord| r.active || r.outbox.as_array().is_some_and(|o| !o.is_empty());
+    if let Some(r) = state.store.rollouts(false).await?.into_iter().find(|r| r.flag == key && busy(r)) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "in_use",

@@ -317,10 +317,12 @@ impl AppState {
         rollout: &mut Rollout,
         outbox: Vec<OutboxItem>,
     ) -> Result<RolloutGuard, ApiError> {
+        // Marked before, cleared after: if this stops on an error (or is cancelled), the runner retries the
+        // stored outbox, even when the rollout has ended.
+        self.unfinished.lock().expect("unfinished").insert(record.id.clone());
         let carried = Box::pin(self.carry_out_in_order(guard, record, plan, rollout, outbox)).await;
-        if carried.is_err() {
-            // Retried by the runner from the stored outbox, even when the rollout has ended.
-            self.unfinished.lock().expect("unfinished").insert(record.id.clone());
+        if carried.is_ok() {
+            self.unfinished.lock().expect("unfinished").remove(&record.id);
         }
         carried
     }
@@ -371,7 +373,21 @@ impl AppState {
                             format!("stored original flag: {e}"),
                         )
                     })?;
-                    self.write(&actor, reason, |_| Ok(vec![Change::PutFlag(original)])).await?;
+                    if self.live.load().flags().iter().any(|f| f.key == original.key) {
+                        self.write(&actor, reason, |_| Ok(vec![Change::PutFlag(original)])).await?;
+                    } else {
+                        // Deleted since: restoring it would bring back a flag someone removed.
+                        let detail = json!({"flag": original.key, "skipped": "no such flag"});
+                        self.store
+                            .record_event(
+                                &actor,
+                                "rollout.flag_missing",
+                                &format!("rollout:{}", record.id),
+                                detail,
+                                None,
+                            )
+                            .await?;
+                    }
                 }
                 OutboxEffect::FlagsOff { flags } => {
                     for key in flags {
@@ -619,7 +635,10 @@ impl AppState {
     ) -> Result<(), ApiError> {
         let hook_running = self.in_hand(&record);
         let now = self.clock.now();
-        let plan = plan_of(&record)?;
+        let plan = plan_of(&record).inspect_err(|_| {
+            // Reported once, not every pass: the plan will not parse better next time.
+            self.unfinished.lock().expect("unfinished").remove(&record.id);
+        })?;
         let interval = plan.analysis.interval.value.0.as_millis() as u64;
         {
             let mut last_tick = memory.last_tick.lock().expect("last tick");
@@ -780,6 +799,24 @@ impl AppState {
         }
         // Held while the first effects run (a phase-0 hook may take a while): a command on the new rollout
         // waits for them rather than racing them.
+        // A finished rollout of this flag whose rollback is still being carried out would restore the flag
+        // under the new one.
+        if let Some(r) = self
+            .store
+            .rollouts(false)
+            .await?
+            .into_iter()
+            .find(|r| r.flag == plan.flag.value && !r.active && r.outbox.as_array().is_some_and(|o| !o.is_empty()))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "unfinished",
+                format!(
+                    "rollout `{}` ({}) of this flag still has effects to carry out: retry in a moment",
+                    r.plan_name, r.id
+                ),
+            ));
+        }
         let mine = self.lock_rollout(&id).await;
         let mut rollout = Rollout::new(&plan);
         let effects = rollout.start(&plan, now);

@@ -232,6 +232,10 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
     crashed_rollout(&store, "r8", &flag, &plan(&log), "rolled_back", outbox).await;
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
+    // Until that rollback is carried out, a new rollout of the flag would have it restored underneath.
+    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
+    let refused = state.start_rollout(&who, "p.yaml", &plan(&log)).await.unwrap_err();
+    assert_eq!(refused.error, "unfinished", "{}", refused.message);
     tokio::spawn(sluice_server::run_rollouts(state.clone()));
     let begun = std::time::Instant::now();
     while store.rollout("r8").await.unwrap().unwrap().outbox != json!([]) {
@@ -240,4 +244,6 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
     }
     assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "restored");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r8:2:1\n");
+    // Then it may start.
+    state.start_rollout(&who, "p.yaml", &plan(&log)).await.unwrap();
 }
