@@ -77,7 +77,10 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
         clock.advance_ms(60_000);
         let (state2, memory2) = (state.clone(), memory.clone());
         let tick = tokio::spawn(async move { state2.run_due_rollouts(&memory2).await });
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Either this pass ends, or it is the one that started the migration (then it waits for `finish`).
+        while world.migrating.load(Ordering::SeqCst) == 0 && !tick.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         if world.migrating.load(Ordering::SeqCst) == 1 {
             migration = Some(tick);
             break;
@@ -135,7 +138,10 @@ async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
         clock.advance_ms(60_000);
         let (state2, memory2) = (state.clone(), memory.clone());
         let tick = tokio::spawn(async move { state2.run_due_rollouts(&memory2).await });
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Either this pass ends, or it is the one that started the migration (then it waits for `finish`).
+        while world.migrating.load(Ordering::SeqCst) == 0 && !tick.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         if world.migrating.load(Ordering::SeqCst) == 1 {
             migration = Some(tick);
             break;
