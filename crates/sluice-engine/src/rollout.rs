@@ -373,9 +373,7 @@ impl Rollout {
             if is_signal(plan, t) {
                 continue;
             }
-            let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
-            errored |= !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
-            let fired = d.outcome == Outcome::Holds && d.run >= d.needed && !d.dry_run;
+            let (d, fired) = self.evaluate_trigger(t, interval, now, source, &mut errored);
             decisions.push(d);
             if fired && t.severity.as_ref().map(|s| s.value) == Some(Severity::Hard) {
                 self.runs.insert(format!("trigger:{}", t.name.value), 0);
@@ -432,10 +430,7 @@ impl Rollout {
             if is_signal(plan, t) {
                 continue;
             }
-            let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
-            // A rehearsed (dry-run) check never acts, its source failing included.
-            errored |= !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
-            let fired = d.outcome == Outcome::Holds && d.run >= d.needed && !d.dry_run;
+            let (d, fired) = self.evaluate_trigger(t, interval, now, source, &mut errored);
             decisions.push(d);
             if fired {
                 self.runs.insert(format!("trigger:{}", t.name.value), 0);
@@ -462,7 +457,7 @@ impl Rollout {
             let phase = &plan.phases[self.phase].value;
             for g in plan.gates.iter().chain(phase.gates.iter()) {
                 let d = self.evaluate(&g.value, CheckKind::Gate, interval, now, source);
-                errored |= !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"));
+                errored |= counts_as_source_error(&d);
                 all_pass &= d.dry_run || (d.outcome == Outcome::Holds && d.run >= d.needed);
                 decisions.push(d);
             }
@@ -505,6 +500,22 @@ impl Rollout {
             _ => {}
         }
         (decisions, effects)
+    }
+
+    /// Evaluates one measured trigger: its decision, and whether it fires (held for its `for`, and not a
+    /// rehearsal). Its source error, if any, is added to `errored`.
+    fn evaluate_trigger(
+        &mut self,
+        t: &Check,
+        interval: u64,
+        now: Millis,
+        source: &mut dyn MetricSource,
+        errored: &mut bool,
+    ) -> (CheckDecision, bool) {
+        let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
+        *errored |= counts_as_source_error(&d);
+        let fired = d.outcome == Outcome::Holds && d.run >= d.needed && !d.dry_run;
+        (d, fired)
     }
 
     fn evaluate(
@@ -803,6 +814,12 @@ impl Rollout {
         self.status = self.pause_status(why.clone(), decide_by, default);
         Ok(vec![self.event(plan, now, "paused", why)])
     }
+}
+
+/// A source error counts toward `max_source_errors`, except a rehearsed (dry-run) check's: a rehearsal
+/// never acts, its source failing included.
+fn counts_as_source_error(d: &CheckDecision) -> bool {
+    !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,6 +57,32 @@ impl Plugins for World {
     }
 }
 
+type Pass = tokio::task::JoinHandle<Result<(), sluice_server::ApiError>>;
+
+/// Runner passes a minute apart until one starts the migration; that pass is returned still running (it
+/// waits for `finish`), as the runner's task for the rollout would be.
+async fn tick_until_the_migration_runs(
+    state: &Arc<AppState>,
+    clock: &Arc<VirtualClock>,
+    memory: &Arc<RunnerMemory>,
+    world: &World,
+) -> Pass {
+    for _ in 0..10 {
+        clock.advance_ms(60_000);
+        let (state, memory) = (state.clone(), memory.clone());
+        let pass = tokio::spawn(async move { state.run_due_rollouts(&memory).await });
+        // Either this pass ends, or it is the one that started the migration.
+        while world.migrating.load(Ordering::SeqCst) == 0 && !pass.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if world.migrating.load(Ordering::SeqCst) == 1 {
+            return pass;
+        }
+        pass.await.unwrap().unwrap();
+    }
+    panic!("the migration never started");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_during_a_long_hook_supersedes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,22 +98,7 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
     let percent = |state: &AppState| state.live().load().flags()[0].ramp.percent;
 
     // Ticks until phase 2's migration starts; it then runs in its own task, as the runner's ticks do.
-    let mut migration = None;
-    for _ in 0..10 {
-        clock.advance_ms(60_000);
-        let (state2, memory2) = (state.clone(), memory.clone());
-        let tick = tokio::spawn(async move { state2.run_due_rollouts(&memory2).await });
-        // Either this pass ends, or it is the one that started the migration (then it waits for `finish`).
-        while world.migrating.load(Ordering::SeqCst) == 0 && !tick.is_finished() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        if world.migrating.load(Ordering::SeqCst) == 1 {
-            migration = Some(tick);
-            break;
-        }
-        tick.await.unwrap().unwrap();
-    }
-    let migration = migration.expect("the migration started");
+    let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
     assert_eq!(percent(&state), 10, "the raise waits for the hook");
 
     // A command that would not end the phase is refused; the triggers keep ticking meanwhile.
@@ -133,22 +144,7 @@ async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
     let id = state.start_rollout(&who, "plan.yaml", &plan).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
 
-    let mut migration = None;
-    for _ in 0..10 {
-        clock.advance_ms(60_000);
-        let (state2, memory2) = (state.clone(), memory.clone());
-        let tick = tokio::spawn(async move { state2.run_due_rollouts(&memory2).await });
-        // Either this pass ends, or it is the one that started the migration (then it waits for `finish`).
-        while world.migrating.load(Ordering::SeqCst) == 0 && !tick.is_finished() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        if world.migrating.load(Ordering::SeqCst) == 1 {
-            migration = Some(tick);
-            break;
-        }
-        tick.await.unwrap().unwrap();
-    }
-    let migration = migration.expect("the migration started");
+    let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
     *world.errors.lock().unwrap() = 0.9;
     let mut states = Vec::new();
     for _ in 0..6 {

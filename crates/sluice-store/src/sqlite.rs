@@ -160,7 +160,9 @@ impl Store for SqliteStore {
     async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError> {
         if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
         {
-            return Err(StoreError::Conflict {
+            return Err(StoreError::InvalidField {
+                entity: format!("token `{name}`"),
+                field: "name".into(),
                 message: "a token name is 1 to 100 letters, digits, `-`, `_`, `.` or `@`".into(),
             });
         }
