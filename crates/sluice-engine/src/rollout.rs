@@ -308,25 +308,21 @@ impl Rollout {
         Effect::Notify(e)
     }
 
-    /// The effects of entering phase `i`: its before-hooks, then the flag.
-    fn enter_phase(&mut self, plan: &Plan, i: usize, now: Millis) -> Vec<Effect> {
-        self.phase = i;
+    /// The current phase starts over at `now`: its hold, approvals and gates' `for` runs (triggers keep theirs).
+    fn restart_phase(&mut self, now: Millis) {
         self.phase_started = now;
         self.hold_skipped = false;
         self.approvals.clear();
         self.signed_by.clear();
         self.runs.retain(|k, _| k.starts_with("trigger:"));
+    }
+
+    /// The effects of entering phase `i`: its before-hooks, then the flag.
+    fn enter_phase(&mut self, plan: &Plan, i: usize, now: Millis) -> Vec<Effect> {
+        self.phase = i;
+        self.restart_phase(now);
         let phase = &plan.phases[i].value;
-        let mut effects: Vec<Effect> = phase
-            .hooks
-            .before
-            .iter()
-            .enumerate()
-            .map(|(j, a)| Effect::Run {
-                purpose: format!("phases[{i}].hooks.before[{j}]"),
-                action: Box::new(a.value.clone()),
-            })
-            .collect();
+        let mut effects = hook_effects(plan, i, HookKind::Before);
         let ramp = phase.ramp.as_ref().or(plan.ramp.as_ref());
         effects.push(Effect::SetRamp {
             percent: phase.percent.value,
@@ -559,17 +555,7 @@ impl Rollout {
 
     fn promote_inner(&mut self, plan: &Plan, now: Millis) -> Vec<Effect> {
         let i = self.phase;
-        let mut effects: Vec<Effect> = plan.phases[i]
-            .value
-            .hooks
-            .after
-            .iter()
-            .enumerate()
-            .map(|(j, a)| Effect::Run {
-                purpose: format!("phases[{i}].hooks.after[{j}]"),
-                action: Box::new(a.value.clone()),
-            })
-            .collect();
+        let mut effects = hook_effects(plan, i, HookKind::After);
         if i + 1 < plan.phases.len() {
             effects.extend(self.enter_phase(plan, i + 1, now));
             effects.push(self.event(plan, now, "promoted", format!("phase {} passed", i + 1)));
@@ -604,10 +590,7 @@ impl Rollout {
                     .extend(self.enter_phase(plan, i, now).into_iter().filter(|e| matches!(e, Effect::SetRamp { .. })));
             } else {
                 // Before the first phase is the flag as it was: resume retries the first phase.
-                self.phase_started = now;
-                self.approvals.clear();
-                self.signed_by.clear();
-                self.runs.retain(|k, _| k.starts_with("trigger:"));
+                self.restart_phase(now);
                 effects.push(Effect::RestoreFlag);
             }
             self.stepped_back = true;
@@ -826,6 +809,22 @@ fn counts_as_source_error(d: &CheckDecision) -> bool {
 enum HookKind {
     Before,
     After,
+}
+
+/// The actions of phase `i`'s `before` or `after` hooks, each named by its path (what [`hook_phase`] reads).
+fn hook_effects(plan: &Plan, i: usize, kind: HookKind) -> Vec<Effect> {
+    let hooks = &plan.phases[i].value.hooks;
+    let (list, name) = match kind {
+        HookKind::Before => (&hooks.before, "before"),
+        HookKind::After => (&hooks.after, "after"),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(j, a)| Effect::Run {
+            purpose: format!("phases[{i}].hooks.{name}[{j}]"),
+            action: Box::new(a.value.clone()),
+        })
+        .collect()
 }
 
 /// The phase index and kind of a hook path such as `phases[2].hooks.before[0]`.

@@ -57,6 +57,28 @@ impl Plugins for World {
     }
 }
 
+/// A store with flag `f`, a controller on a virtual clock acting on `World`, and an operator.
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    clock: Arc<VirtualClock>,
+    world: Arc<World>,
+    state: Arc<AppState>,
+    who: Principal,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
+    store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
+    let clock = Arc::new(VirtualClock::default());
+    let world = Arc::new(World::default());
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    let who = Principal { name: "oncall".into(), role: Role::Operator };
+    Setup { _dir: dir, store, clock, world, state, who }
+}
+
 type Pass = tokio::task::JoinHandle<Result<(), sluice_server::ApiError>>;
 
 /// Runner passes a minute apart until one starts the migration; that pass is returned still running (it
@@ -85,14 +107,7 @@ async fn tick_until_the_migration_runs(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_during_a_long_hook_supersedes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
-    store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
-    let clock = Arc::new(VirtualClock::default());
-    let world = Arc::new(World::default());
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
-    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
-    let who = Principal { name: "oncall".into(), role: Role::Operator };
+    let Setup { _dir, store, clock, world, state, who } = setup().await;
     let id = state.start_rollout(&who, "plan.yaml", PLAN).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
     let percent = |state: &AppState| state.live().load().flags()[0].ramp.percent;
@@ -132,14 +147,7 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
 /// the start, all while the stale hook still runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
-    store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
-    let clock = Arc::new(VirtualClock::default());
-    let world = Arc::new(World::default());
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
-    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
-    let who = Principal { name: "oncall".into(), role: Role::Operator };
+    let Setup { _dir, store, clock, world, state, who } = setup().await;
     let plan = PLAN.replace("rollback:\n", "rollback:\n  to: previous-phase\n");
     let id = state.start_rollout(&who, "plan.yaml", &plan).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
