@@ -1,10 +1,13 @@
 //! The audit chain: each event's hash covers its fields and the previous event's hash, so that editing,
 //! removing or reordering any record breaks every hash after it.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::stored::{self, Columns};
+use crate::{AuditFilter, StoreError};
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -169,5 +172,145 @@ impl ChainCheck {
             return Verification::HeadMissing { head: self.anchored_head.unwrap_or_default(), events };
         }
         Verification::Intact { events, head: self.prev }
+    }
+}
+
+/// An event about to be appended: what happened, before its place in the chain is known. Every backend
+/// links it the same way, so that a chain written by one verifies on any.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) entity: String,
+    pub(crate) before: Option<Value>,
+    pub(crate) after: Option<Value>,
+    pub(crate) reason: Option<String>,
+}
+
+impl NewEvent {
+    /// An event that records `after` with no `before`: a note about an entity rather than an edit of it.
+    pub(crate) fn note(
+        at: DateTime<Utc>,
+        actor: &str,
+        action: &str,
+        entity: &str,
+        after: Value,
+        reason: Option<String>,
+    ) -> Self {
+        NewEvent {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            entity: entity.into(),
+            before: None,
+            after: Some(after),
+            reason,
+        }
+    }
+
+    /// The event as the record after `head`, the last record's (seq, hash); `None` when the chain is empty.
+    pub(crate) fn link(self, head: Option<(i64, String)>) -> AuditEvent {
+        let (seq, prev_hash) = match head {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS.to_string()),
+        };
+        let mut event = AuditEvent {
+            seq,
+            // Stored times keep microseconds, so the hash recomputed from the row equals the one computed here.
+            at: self.at.trunc_subsecs(6),
+            actor: self.actor,
+            action: self.action,
+            entity: self.entity,
+            before: self.before,
+            after: self.after,
+            reason: self.reason,
+            prev_hash,
+            hash: String::new(),
+        };
+        event.hash = event.computed_hash();
+        event
+    }
+}
+
+/// An audit record as stored: times and JSON as text.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRow {
+    pub(crate) seq: i64,
+    pub(crate) at: String,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) entity: String,
+    pub(crate) before: Option<String>,
+    pub(crate) after: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+}
+
+impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for AuditRow {
+    fn from_row(r: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(AuditRow {
+            seq: r.int("seq")?,
+            at: r.text("at")?,
+            actor: r.text("actor")?,
+            action: r.text("action")?,
+            entity: r.text("entity")?,
+            before: r.text_or_null("before")?,
+            after: r.text_or_null("after")?,
+            reason: r.text_or_null("reason")?,
+            prev_hash: r.text("prev_hash")?,
+            hash: r.text("hash")?,
+        })
+    }
+}
+
+impl AuditRow {
+    /// The row that stores `e`.
+    pub(crate) fn of(e: &AuditEvent) -> Self {
+        AuditRow {
+            seq: e.seq,
+            at: stored::rfc3339(e.at),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            entity: e.entity.clone(),
+            before: e.before.as_ref().map(Value::to_string),
+            after: e.after.as_ref().map(Value::to_string),
+            reason: e.reason.clone(),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+
+    /// The event it stores; `Corrupt` when a time or a JSON column does not parse.
+    pub(crate) fn into_event(self) -> Result<AuditEvent, StoreError> {
+        let seq = self.seq;
+        let corrupt = |what: &str| StoreError::Corrupt { message: format!("audit record {seq}: {what}") };
+        let json = |col: &str, text: Option<String>| -> Result<Option<Value>, StoreError> {
+            text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt(&format!("`{col}` is not JSON")))).transpose()
+        };
+        Ok(AuditEvent {
+            seq,
+            at: DateTime::parse_from_rfc3339(&self.at).map_err(|_| corrupt("`at` is not a time"))?.with_timezone(&Utc),
+            actor: self.actor,
+            action: self.action,
+            entity: self.entity,
+            before: json("before", self.before)?,
+            after: json("after", self.after)?,
+            reason: self.reason,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+impl AuditFilter {
+    /// How many events to return at the most.
+    pub(crate) fn page_size(&self) -> i64 {
+        if self.limit == 0 {
+            100
+        } else {
+            i64::from(self.limit)
+        }
     }
 }

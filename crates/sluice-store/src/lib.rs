@@ -2,7 +2,8 @@
 //! SQLite file (WAL, migrations embedded). Every change is validated against the whole catalog, written
 //! with its audit event in one transaction, and returned with the compiled [`Snapshot`] to publish — so a
 //! change is either fully committed and audited, or not written at all. The SQL is kept portable so that
-//! PostgreSQL can be a second implementation run by the same tests.
+//! PostgreSQL can be a second implementation run by the same tests, and the rules — what a change does, what
+//! it audits, how the chain links — are backend-neutral code, so that a backend holds only its SQL.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_store::StoreError> {
@@ -19,7 +20,10 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod catalog;
+mod rollout;
 mod sqlite;
+mod stored;
 mod token;
 
 use async_trait::async_trait;

@@ -1,8 +1,13 @@
 //! API tokens and roles. A token is `slc_<id>_<secret>` (256 random bits of secret); only the SHA-256 of the
 //! whole token is kept, and it is compared in constant time.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::audit::NewEvent;
+use crate::stored::{rfc3339, Columns};
+use crate::StoreError;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +120,7 @@ impl TokenTable {
         candidates.iter().find(|(full, _)| constant_time_eq(full, &digest)).map(|(_, p)| p)
     }
 
-    pub(crate) fn insert(&mut self, secret_sha256: String, principal: Principal) {
+    fn insert(&mut self, secret_sha256: String, principal: Principal) {
         self.by_prefix.entry(secret_sha256[..16].to_string()).or_default().push((secret_sha256, principal));
     }
 
@@ -128,6 +133,160 @@ impl TokenTable {
     pub fn is_empty(&self) -> bool {
         self.by_prefix.is_empty()
     }
+}
+
+/// Refuses a name that would be awkward as an actor in the audit log or on a command line.
+pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
+        return Err(StoreError::InvalidField {
+            entity: format!("token `{name}`"),
+            field: "name".into(),
+            message: "a token name is 1 to 100 letters, digits, `-`, `_`, `.` or `@`".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a token chosen by an operator (e.g. `SLUICE_ADMIN_TOKEN`) that is too short to be hard to guess.
+pub(crate) fn check_text(text: &str) -> Result<(), StoreError> {
+    if text.len() < 32 {
+        return Err(StoreError::Conflict { message: "a token must be at least 32 characters".into() });
+    }
+    Ok(())
+}
+
+/// Why a token cannot be created under a name that is in use (revoked tokens keep their names).
+pub(crate) fn name_taken(name: &str) -> StoreError {
+    StoreError::Conflict { message: format!("a token named `{name}` exists; revoke it or pick another name") }
+}
+
+/// A token about to be stored, with the text to hand out once.
+#[derive(Debug, Clone)]
+pub(crate) struct NewToken {
+    pub(crate) info: TokenInfo,
+    pub(crate) secret_sha256: String,
+    pub(crate) text: String,
+    at: DateTime<Utc>,
+}
+
+impl NewToken {
+    /// A fresh `slc_<id>_<secret>` token named `name`.
+    pub(crate) fn generated(actor: &str, name: &str, role: Role, at: DateTime<Utc>) -> Self {
+        let id = random_hex(8);
+        let text = format!("slc_{id}_{}", random_hex(32));
+        NewToken::with_text(actor, id, name.into(), role, text, at)
+    }
+
+    /// A token with a text chosen elsewhere; when `name` is taken the new one gets a suffix from its digest,
+    /// so that a changed `SLUICE_ADMIN_TOKEN` still starts.
+    pub(crate) fn chosen(
+        actor: &str,
+        name: &str,
+        name_is_taken: bool,
+        role: Role,
+        text: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let hash = sha256_hex(text);
+        let name = if name_is_taken { format!("{name}-{}", &hash[..8]) } else { name.to_string() };
+        NewToken::with_text(actor, hash[..16].to_string(), name, role, text.into(), at)
+    }
+
+    fn with_text(actor: &str, id: String, name: String, role: Role, text: String, at: DateTime<Utc>) -> Self {
+        NewToken {
+            info: TokenInfo { id, name, role, created_at: rfc3339(at), created_by: actor.into(), revoked_at: None },
+            secret_sha256: sha256_hex(&text),
+            text,
+            at,
+        }
+    }
+
+    /// Its `token.create` audit event: never the secret.
+    pub(crate) fn created_event(&self) -> NewEvent {
+        let i = &self.info;
+        let body = summary(&i.id, &i.name, i.role.as_str());
+        token_event(&i.created_by, self.at, "token.create", &i.name, None, Some(body))
+    }
+}
+
+/// The `token.revoke` audit event of the token `id` named `name`.
+pub(crate) fn revoked_event(actor: &str, at: DateTime<Utc>, id: &str, name: &str, role: &str) -> NewEvent {
+    token_event(actor, at, "token.revoke", name, Some(summary(id, name, role)), None)
+}
+
+/// What the audit log keeps of a token: never its secret.
+fn summary(id: &str, name: &str, role: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "name": name, "role": role})
+}
+
+fn token_event(
+    actor: &str,
+    at: DateTime<Utc>,
+    action: &str,
+    name: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> NewEvent {
+    NewEvent {
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        entity: format!("token:{name}"),
+        before,
+        after,
+        reason: None,
+    }
+}
+
+/// A token row, without its secret; the role still as text.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    created_at: String,
+    created_by: String,
+    revoked_at: Option<String>,
+}
+
+impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for TokenRow {
+    fn from_row(r: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(TokenRow {
+            id: r.text("id")?,
+            name: r.text("name")?,
+            role: r.text("role")?,
+            created_at: r.text("created_at")?,
+            created_by: r.text("created_by")?,
+            revoked_at: r.text_or_null("revoked_at")?,
+        })
+    }
+}
+
+impl TokenRow {
+    /// The token it stores; `Corrupt` for an unknown role.
+    pub(crate) fn into_info(self) -> Result<TokenInfo, StoreError> {
+        Ok(TokenInfo {
+            role: parse_role(&self.role)?,
+            id: self.id,
+            name: self.name,
+            created_at: self.created_at,
+            created_by: self.created_by,
+            revoked_at: self.revoked_at,
+        })
+    }
+}
+
+/// The table of active tokens from their rows: (name, role, secret_sha256).
+pub(crate) fn table_from_rows(rows: Vec<(String, String, String)>) -> Result<TokenTable, StoreError> {
+    let mut table = TokenTable::default();
+    for (name, role, hash) in rows {
+        table.insert(hash, Principal { name, role: parse_role(&role)? });
+    }
+    Ok(table)
+}
+
+fn parse_role(role: &str) -> Result<Role, StoreError> {
+    role.parse().map_err(|message| StoreError::Corrupt { message })
 }
 
 pub(crate) fn random_hex(bytes: usize) -> String {

@@ -1,0 +1,111 @@
+//! The rollout rules, the same for every backend: one active rollout per flag, the audit events written with
+//! a rollout's start and transitions, and reading a stored rollout back.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::audit::NewEvent;
+use crate::stored::{parse_json, Columns};
+use crate::{AuditNote, RolloutRecord, RolloutSave, StoreError};
+
+/// Why a rollout cannot start: its flag already has the active rollout `id` of the plan `plan_name`.
+pub(crate) fn already_active(flag: &str, id: &str, plan_name: &str) -> StoreError {
+    StoreError::Conflict {
+        message: format!(
+            "flag `{flag}` already has an active rollout: `{plan_name}` ({id}); finish, roll back or abort it first"
+        ),
+    }
+}
+
+/// Why a rollout cannot be saved: there is none with that id.
+pub(crate) fn not_found(id: &str) -> StoreError {
+    StoreError::NotFound { entity: entity(id) }
+}
+
+/// The audit events of a rollout's start: `rollout.create`, then the caller's notes.
+pub(crate) fn created_events(r: &RolloutRecord, notes: &[AuditNote], at: DateTime<Utc>) -> Vec<NewEvent> {
+    let created = serde_json::json!({"id": r.id, "plan": r.plan_name, "flag": r.flag});
+    let mut events = vec![NewEvent::note(at, &r.created_by, "rollout.create", &entity(&r.id), created, None)];
+    events.extend(note_events(&r.created_by, &r.id, notes, at));
+    events
+}
+
+/// The audit events of a rollout's transition.
+pub(crate) fn saved_events(save: &RolloutSave<'_>, at: DateTime<Utc>) -> Vec<NewEvent> {
+    note_events(save.actor, save.id, save.events, at)
+}
+
+fn note_events(actor: &str, id: &str, notes: &[AuditNote], at: DateTime<Utc>) -> Vec<NewEvent> {
+    let entity = entity(id);
+    notes
+        .iter()
+        .map(|(action, after, reason)| NewEvent::note(at, actor, action, &entity, after.clone(), reason.clone()))
+        .collect()
+}
+
+fn entity(id: &str) -> String {
+    format!("rollout:{id}")
+}
+
+/// A rollout row: JSON columns as text, `active` as 0 or 1.
+#[derive(Debug, Clone)]
+pub(crate) struct RolloutRow {
+    id: String,
+    flag: String,
+    plan_name: String,
+    plan_text: String,
+    original_flag: String,
+    state: String,
+    status: String,
+    active: i64,
+    outbox: String,
+    created_by: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for RolloutRow {
+    fn from_row(r: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(RolloutRow {
+            id: r.text("id")?,
+            flag: r.text("flag")?,
+            plan_name: r.text("plan_name")?,
+            plan_text: r.text("plan_text")?,
+            original_flag: r.text("original_flag")?,
+            state: r.text("state")?,
+            status: r.text("status")?,
+            active: r.int("active")?,
+            outbox: r.text("outbox")?,
+            created_by: r.text("created_by")?,
+            created_at: r.text("created_at")?,
+            updated_at: r.text("updated_at")?,
+        })
+    }
+}
+
+impl RolloutRow {
+    /// The rollout it stores; `Corrupt` when a JSON column does not parse.
+    pub(crate) fn into_record(self) -> Result<RolloutRecord, StoreError> {
+        let id = self.id;
+        let json = |col: &str, text: &str| parse_json::<Value>(text, || format!("rollout {id}, `{col}`"));
+        Ok(RolloutRecord {
+            original_flag: json("original_flag", &self.original_flag)?,
+            state: json("state", &self.state)?,
+            outbox: json("outbox", &self.outbox)?,
+            flag: self.flag,
+            plan_name: self.plan_name,
+            plan_text: self.plan_text,
+            status: self.status,
+            active: self.active == 1,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            id,
+        })
+    }
+}
+
+/// A stored decision of the rollout `id`.
+pub(crate) fn parse_decision(id: &str, body: &str) -> Result<Value, StoreError> {
+    parse_json(body, || format!("a decision of {id}"))
+}
