@@ -2,22 +2,25 @@
 # HTTP load on loopback: OFREP single and bulk (350 flags) against `sluice serve` (release build), and a
 # constant-body endpoint of the same server (/healthz) as the ceiling. Needs wrk (Debian: apt-get install wrk).
 # Usage: bash benches/http/run.sh [DURATION] [CONNECTIONS]
+# SLUICE_BENCH_PROFILE=dev runs the debug build instead (CI's smoke run: checks the script, not the speed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-10s}
 CONNS=${2:-32}
-PORT=4377
-cargo build --release -q -p sluice -p sluice-bench --bin sluice --bin flagset
+PORT=${SLUICE_BENCH_PORT:-4377}
+PROFILE=${SLUICE_BENCH_PROFILE:-release}
+cargo build --profile "$PROFILE" -q -p sluice -p sluice-bench --bin sluice --bin flagset
+BIN=target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 DATA=$(mktemp -d)
 export SLUICE_ADMIN_TOKEN=bench-admin-token-0123456789abcdef0123456789
-target/release/sluice serve --listen 127.0.0.1:$PORT --data-dir "$DATA" > "$DATA/serve.log" 2>&1 &
+$BIN/sluice serve --listen 127.0.0.1:$PORT --data-dir "$DATA" > "$DATA/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 50); do curl -fs http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
 export SLUICE_SERVER=http://127.0.0.1:$PORT SLUICE_TOKEN=$SLUICE_ADMIN_TOKEN
-target/release/flagset > "$DATA/flags.json"
-target/release/sluice import flags "$DATA/flags.json" > /dev/null
-TOKEN=$(target/release/sluice token create bench --role sdk -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+$BIN/flagset > "$DATA/flags.json"
+$BIN/sluice import flags "$DATA/flags.json" > /dev/null
+TOKEN=$($BIN/sluice token create bench --role sdk -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 export TOKEN
 export BODY='{"context":{"targetingKey":"user-42","environment":"production","tenant":"acme-corp","seats":"25","appVersion":"2.4.1","tier":"beta"}}'
 echo "== ceiling: GET /healthz (constant body)"

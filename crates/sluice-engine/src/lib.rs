@@ -23,11 +23,13 @@
 #![warn(missing_docs)]
 
 mod clock;
+mod outbox;
 mod rollout;
 mod simulate;
 pub mod timeline;
 
 pub use clock::{Clock, Millis, SystemClock, VirtualClock};
+pub use outbox::{outbox, OutboxItem};
 pub use rollout::{
     CheckDecision, CheckKind, CheckRef, CommandError, Effect, Event, Measurement, MetricSource, Outcome, Rollout,
     Status,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sluice_plan::model::{Action, Check, Decision, OnEmpty, OnSourceDown, RollbackTo, Severity};
+use sluice_plan::model::{Action, ActionRef, Check, Decision, HookWhen, OnEmpty, OnSourceDown, RollbackTo, Severity};
 use sluice_plan::Plan;
 
 use crate::Millis;
@@ -168,8 +168,10 @@ impl Status {
     }
 }
 
-/// Something the caller must do to the world, in order.
-#[derive(Debug, Clone)]
+/// Something the caller must do to the world, in order. The controller writes every effect but
+/// [`Effect::Notify`] to the rollout's outbox as it is (serialized), before carrying any out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Effect {
     /// Set the flag's ramp.
     SetRamp {
@@ -185,18 +187,42 @@ pub enum Effect {
     /// Put the flag back exactly as it was before the rollout started.
     RestoreFlag,
     /// Switch these other flags off.
-    FlagsOff(Vec<String>),
+    FlagsOff {
+        /// Their keys.
+        flags: Vec<String>,
+    },
     /// Remove the flag's overrides.
     ClearOverrides,
-    /// Run an action (a hook or a rollback action).
+    /// Run an action of the plan (a hook or a rollback action).
     Run {
-        /// Why: `phases[1].hooks.before[0]`, `rollback.actions[0]`.
-        purpose: String,
-        /// The action.
-        action: Box<Action>,
+        /// Which: `phases[1].hooks.before[0]`, `rollback.actions[0]`. (Stored as `purpose` before typed
+        /// addresses; both read.)
+        #[serde(alias = "purpose")]
+        action: ActionRef,
+        /// Safe to run again with the same key after a crash ([`Action::is_idempotent`]).
+        #[serde(default)]
+        idempotent: bool,
     },
-    /// Tell people.
+    /// Tell people. Never stored in an outbox: the controller audits it with the transition and queues
+    /// its notifications.
+    #[serde(skip)]
     Notify(Event),
+}
+
+impl Effect {
+    /// Doing it twice is the same as once: flag changes set a state rather than add to it, and an action
+    /// that says so.
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Effect::Run { idempotent, .. } => *idempotent,
+            _ => true,
+        }
+    }
+
+    fn run(action: ActionRef, plan: &Plan) -> Effect {
+        let idempotent = action.resolve(plan).is_some_and(Action::is_idempotent);
+        Effect::Run { action, idempotent }
+    }
 }
 
 /// A transition, as notifications and the audit log tell it.
@@ -258,7 +284,7 @@ pub struct Rollout {
     /// The phase hook whose failure stepped the rollout back (`phases[2].hooks.before[0]`): `resume`
     /// retries from that hook, not from the start of the phase before it.
     #[serde(default)]
-    pub failed_hook: Option<String>,
+    pub failed_hook: Option<ActionRef>,
     /// Every transition so far.
     pub history: Vec<Event>,
 }
@@ -322,7 +348,7 @@ impl Rollout {
         self.phase = i;
         self.restart_phase(now);
         let phase = &plan.phases[i].value;
-        let mut effects = hook_effects(plan, i, HookKind::Before);
+        let mut effects = hook_effects(plan, i, HookWhen::Before);
         let ramp = phase.ramp.as_ref().or(plan.ramp.as_ref());
         effects.push(Effect::SetRamp {
             percent: phase.percent.value,
@@ -555,7 +581,7 @@ impl Rollout {
 
     fn promote_inner(&mut self, plan: &Plan, now: Millis) -> Vec<Effect> {
         let i = self.phase;
-        let mut effects = hook_effects(plan, i, HookKind::After);
+        let mut effects = hook_effects(plan, i, HookWhen::After);
         if i + 1 < plan.phases.len() {
             effects.extend(self.enter_phase(plan, i + 1, now));
             effects.push(self.event(plan, now, "promoted", format!("phase {} passed", i + 1)));
@@ -605,15 +631,12 @@ impl Rollout {
         }
         effects.push(Effect::RestoreFlag);
         if !plan.rollback.flags_off.is_empty() {
-            effects.push(Effect::FlagsOff(plan.rollback.flags_off.iter().map(|f| f.value.clone()).collect()));
+            effects.push(Effect::FlagsOff { flags: plan.rollback.flags_off.iter().map(|f| f.value.clone()).collect() });
         }
         if plan.rollback.clear_overrides {
             effects.push(Effect::ClearOverrides);
         }
-        effects.extend(plan.rollback.actions.iter().enumerate().map(|(j, a)| Effect::Run {
-            purpose: format!("rollback.actions[{j}]"),
-            action: Box::new(a.value.clone()),
-        }));
+        effects.extend((0..plan.rollback.actions.len()).map(|index| Effect::run(ActionRef::Rollback { index }, plan)));
         self.stepped_back = false;
         self.status = Status::RolledBack { reason: reason.to_string() };
         effects.push(self.event(plan, now, "rolled_back", reason));
@@ -630,14 +653,18 @@ impl Rollout {
             _ => Status::Running,
         };
         let mut effects = vec![self.event(plan, now, "resumed", why)];
-        match failed_hook.as_deref().and_then(hook_phase) {
+        let failed_hook = match failed_hook {
+            Some(ActionRef::Hook { phase, when, .. }) => Some((phase, when)),
+            _ => None,
+        };
+        match failed_hook {
             // A failed hook is retried where it failed: the promotion out of phase `k` (its after-hooks
             // and what follows), or the entry into phase `k` (its before-hooks, then its percentage).
-            Some((k, HookKind::After)) if k < plan.phases.len() => {
+            Some((k, HookWhen::After)) if k < plan.phases.len() => {
                 self.phase = k;
                 effects.extend(self.promote_inner(plan, now));
             }
-            Some((k, HookKind::Before)) if k < plan.phases.len() => {
+            Some((k, HookWhen::Before)) if k < plan.phases.len() => {
                 effects.extend(self.enter_phase(plan, k, now));
                 effects.push(self.event(plan, now, "promoted", format!("retrying phase {}", k + 1)));
             }
@@ -698,19 +725,21 @@ impl Rollout {
 
     /// A phase hook failed (the runner stopped there: nothing after it ran, so the percentage was not
     /// raised). The rollout steps back to the phase whose percentage is in effect and pauses; `resume`
-    /// retries that phase, hooks included. `purpose` is the hook's path, e.g. `phases[1].hooks.before[0]`.
-    pub fn hook_failed(&mut self, plan: &Plan, now: Millis, purpose: &str, detail: &str) -> Vec<Effect> {
-        let before_of_current = purpose.starts_with(&format!("phases[{}].hooks.before", self.phase));
-        let after_of_previous =
-            self.phase > 0 && purpose.starts_with(&format!("phases[{}].hooks.after", self.phase - 1));
+    /// retries that phase, hooks included.
+    pub fn hook_failed(&mut self, plan: &Plan, now: Millis, hook: ActionRef, detail: &str) -> Vec<Effect> {
+        let (before_of_current, after_of_previous) = match hook {
+            ActionRef::Hook { phase, when: HookWhen::Before, .. } => (phase == self.phase, false),
+            ActionRef::Hook { phase, when: HookWhen::After, .. } => (false, self.phase > 0 && phase == self.phase - 1),
+            ActionRef::Rollback { .. } => (false, false),
+        };
         if (before_of_current || after_of_previous) && self.phase > 0 {
             self.phase -= 1;
         }
         self.phase_started = now;
         self.hold_skipped = false;
         self.stepped_back = true;
-        self.failed_hook = Some(purpose.to_string());
-        let reason = format!("{purpose} failed: {detail}");
+        self.failed_hook = Some(hook);
+        let reason = format!("{hook} failed: {detail}");
         self.status = Status::Paused {
             reason: format!("{reason}; stepped back"),
             decide_by: None,
@@ -805,39 +834,14 @@ fn counts_as_source_error(d: &CheckDecision) -> bool {
     !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HookKind {
-    Before,
-    After,
-}
-
-/// The actions of phase `i`'s `before` or `after` hooks, each named by its path (what [`hook_phase`] reads).
-fn hook_effects(plan: &Plan, i: usize, kind: HookKind) -> Vec<Effect> {
+/// The actions of phase `i`'s `before` or `after` hooks.
+fn hook_effects(plan: &Plan, i: usize, when: HookWhen) -> Vec<Effect> {
     let hooks = &plan.phases[i].value.hooks;
-    let (list, name) = match kind {
-        HookKind::Before => (&hooks.before, "before"),
-        HookKind::After => (&hooks.after, "after"),
+    let count = match when {
+        HookWhen::Before => hooks.before.len(),
+        HookWhen::After => hooks.after.len(),
     };
-    list.iter()
-        .enumerate()
-        .map(|(j, a)| Effect::Run {
-            purpose: format!("phases[{i}].hooks.{name}[{j}]"),
-            action: Box::new(a.value.clone()),
-        })
-        .collect()
-}
-
-/// The phase index and kind of a hook path such as `phases[2].hooks.before[0]`.
-fn hook_phase(purpose: &str) -> Option<(usize, HookKind)> {
-    let (index, rest) = purpose.strip_prefix("phases[")?.split_once(']')?;
-    let kind = if rest.starts_with(".hooks.before") {
-        HookKind::Before
-    } else if rest.starts_with(".hooks.after") {
-        HookKind::After
-    } else {
-        return None;
-    };
-    Some((index.parse().ok()?, kind))
+    (0..count).map(|index| Effect::run(ActionRef::Hook { phase: i, when, index }, plan)).collect()
 }
 
 /// A trigger only a person or an alert fires: never measured.

@@ -77,8 +77,8 @@ fn a_hard_trigger_rolls_back_after_its_for_window_flag_first() {
     assert_eq!((at, kind.as_str()), (10 * HOUR + 4 * MIN, "rolled_back"), "the 5th tick from 10h is 10h04m");
     let last = &sim.steps.last().unwrap().effects;
     assert!(matches!(last[0], Effect::RestoreFlag), "the flag first: {last:?}");
-    assert!(matches!(&last[1], Effect::FlagsOff(f) if f == &vec!["other".to_string()]));
-    assert!(matches!(&last[2], Effect::Run { purpose, .. } if purpose == "rollback.actions[0]"));
+    assert!(matches!(&last[1], Effect::FlagsOff { flags: f } if f == &vec!["other".to_string()]));
+    assert!(matches!(&last[2], Effect::Run { action, .. } if action.to_string() == "rollback.actions[0]"));
     assert!(matches!(last[3], Effect::Notify(_)), "notifications last");
 }
 
@@ -140,7 +140,7 @@ fn previous_phase_rollback_steps_back_and_resume_retries() {
     let stepping: Vec<&Effect> =
         sim.steps.iter().filter(|s| s.at == 30 * HOUR + 4 * MIN).flat_map(|s| &s.effects).collect();
     assert!(stepping.iter().any(|e| matches!(e, Effect::SetRamp { percent: 1, .. })), "{stepping:?}");
-    assert!(!stepping.iter().any(|e| matches!(e, Effect::Run { .. } | Effect::FlagsOff(_))), "{stepping:?}");
+    assert!(!stepping.iter().any(|e| matches!(e, Effect::Run { .. } | Effect::FlagsOff { .. })), "{stepping:?}");
     let resumed = ev.iter().find(|e| e.1 == "resumed").unwrap().0;
     assert_eq!(resumed, 31 * HOUR);
     // Retrying phase 1 holds 24h again from the resume.
@@ -161,7 +161,8 @@ fn a_trigger_that_fires_again_after_stepping_back_rolls_back_to_the_start_once()
     assert_eq!(kinds, ["started", "promoted", "promoted", "stepped_back", "rolled_back"], "{kinds:?}");
     assert!(matches!(sim.rollout.status, Status::RolledBack { .. }));
     let all: Vec<&Effect> = sim.steps.iter().flat_map(|s| &s.effects).collect();
-    let undo = all.iter().filter(|e| matches!(e, Effect::Run { purpose, .. } if purpose == "rollback.actions[0]"));
+    let undo =
+        all.iter().filter(|e| matches!(e, Effect::Run { action, .. } if action.to_string() == "rollback.actions[0]"));
     assert_eq!(undo.count(), 1, "the rollback's action runs once, at the real rollback");
     assert_eq!(all.iter().filter(|e| matches!(e, Effect::RestoreFlag)).count(), 1);
 }
@@ -296,7 +297,7 @@ phases:
         effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Run { purpose, .. } => Some(purpose.clone()),
+                Effect::Run { action, .. } => Some(action.to_string()),
                 Effect::SetRamp { percent, .. } => Some(format!("{percent}%")),
                 _ => None,
             })
@@ -306,14 +307,14 @@ phases:
     r.start(&plan, 0);
     // Promoted into phase 2; its migration failed, so 10% stays in effect.
     r.phase = 1;
-    r.hook_failed(&plan, 49 * HOUR, "phases[1].hooks.before[0]", "exit 1");
+    r.hook_failed(&plan, 49 * HOUR, "phases[1].hooks.before[0]".parse().unwrap(), "exit 1");
     assert_eq!((r.phase, r.status.name()), (0, "paused"));
     let retried = r.resume(&plan, 50 * HOUR, "fixed the migration").unwrap();
     assert_eq!(purposes(&retried), ["phases[1].hooks.before[0]", "50%"], "no 48h hold of phase 1 again");
     assert_eq!(r.phase, 1);
 
     // The after-hook of phase 2 fails on the way to 100%: resume runs it again, then raises.
-    r.hook_failed(&plan, 51 * HOUR, "phases[1].hooks.after[0]", "exit 1");
+    r.hook_failed(&plan, 51 * HOUR, "phases[1].hooks.after[0]".parse().unwrap(), "exit 1");
     assert_eq!(r.phase, 1);
     let retried = r.resume(&plan, 52 * HOUR, "verified by hand").unwrap();
     assert_eq!(purposes(&retried), ["phases[1].hooks.after[0]", "100%"]);

@@ -6,18 +6,16 @@ use std::collections::BTreeSet;
 use serde_saphyr::{Location, Spanned};
 
 use crate::model::*;
-use crate::{Catalog, Level, Problem};
+use crate::{AllPlugins, Capabilities, Catalog, Level, PluginKind, Problem};
 
 /// Template names every plan has.
 pub const BUILTIN_TEMPLATES: &[&str] = &["flag", "ramped", "base", "phase", "percent", "interval"];
-
-/// Sources and actions this version can run; the rest parse and are reported as not available yet.
-const AVAILABLE_SOURCES: &[SourceKind] = &[SourceKind::Command, SourceKind::Signal];
 
 struct Checker<'a> {
     file: &'a str,
     plan: &'a Plan,
     catalog: Option<&'a Catalog>,
+    plugins: &'a dyn Capabilities,
     problems: Vec<Problem>,
     /// What this version cannot run yet → where it is first used, and every key using it.
     unavailable: std::collections::BTreeMap<String, (Location, Vec<String>)>,
@@ -103,7 +101,9 @@ impl Checker<'_> {
                 if let Some(b) = &w.value.body {
                     self.templates(b.referenced, &format!("{key}.webhook.body"), &b.value);
                 }
-                self.unavailable(w.referenced, "webhook actions are".into(), &format!("{key}.webhook"));
+                if !self.plugins.can(PluginKind::Action(ActionKind::Webhook)) {
+                    self.unavailable(w.referenced, "webhook actions are".into(), &format!("{key}.webhook"));
+                }
             }
             (Some(_), Some(_)) => self.error(loc, key, "an action is `exec` or `webhook`, not both"),
             (None, None) => self.error(loc, key, "an action needs `exec: [program, args…]` or `webhook: {url: …}`"),
@@ -250,7 +250,7 @@ impl Checker<'_> {
                 }
             }
         }
-        if !AVAILABLE_SOURCES.contains(&source) {
+        if !self.plugins.can(PluginKind::Source(source)) {
             self.unavailable(loc, format!("the `{name}` source is"), key);
         }
         let thresholds = [v.below.is_some(), v.above.is_some(), v.between.is_some()].iter().filter(|b| **b).count();
@@ -485,7 +485,11 @@ impl Checker<'_> {
                 1 => {
                     let e = kinds.iter().find_map(|k| k.as_ref()).expect("one");
                     self.endpoint(n.referenced, &key, e);
-                    self.unavailable(n.referenced, "notifiers are".into(), &key);
+                    if let Some((kind, _)) =
+                        n.value.endpoint().filter(|(k, _)| !self.plugins.can(PluginKind::Notifier(*k)))
+                    {
+                        self.unavailable(n.referenced, format!("`{}` notifiers are", kind.as_str()), &key);
+                    }
                 }
                 0 => self.error(n.referenced, key, "a notifier is one of `slack`, `webhook` or `alertmanager`"),
                 _ => self.error(n.referenced, key, "one notifier per list item: `slack`, `webhook` or `alertmanager`"),
@@ -498,12 +502,11 @@ impl Checker<'_> {
             } else {
                 String::new()
             };
-            self.note(
+            self.at(
+                Level::Unavailable,
                 loc,
                 first,
-                format!(
-                    "{what} not available in this version yet{more}: the plan is valid but cannot start until it is"
-                ),
+                format!("{what} not available on this server{more}: the plan is valid but cannot start here"),
             );
         }
         self.problems
@@ -520,9 +523,17 @@ impl Checker<'_> {
     }
 }
 
-/// Every problem of a parsed plan, errors and notes, in file order.
+/// Every problem of a parsed plan, errors and notes, in file order, assuming every kind of source, action
+/// and notifier exists: the plan's own rules. [`check_with`] also names what a given server cannot run.
 pub fn check(file: &str, plan: &Plan, catalog: Option<&Catalog>) -> Vec<Problem> {
-    let mut problems = Checker { file, plan, catalog, problems: Vec::new(), unavailable: Default::default() }.run();
+    check_with(file, plan, catalog, &AllPlugins)
+}
+
+/// [`check`], plus a note for each source, action or notifier the plan uses that `plugins` lacks (a
+/// plan with such a note is valid but cannot start on that server).
+pub fn check_with(file: &str, plan: &Plan, catalog: Option<&Catalog>, plugins: &dyn Capabilities) -> Vec<Problem> {
+    let checker = Checker { file, plan, catalog, plugins, problems: Vec::new(), unavailable: Default::default() };
+    let mut problems = checker.run();
     problems.sort_by_key(|p| (p.line, p.column));
     problems
 }

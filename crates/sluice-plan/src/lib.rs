@@ -15,9 +15,38 @@ mod check;
 mod duration;
 pub mod model;
 
-pub use check::{check, BUILTIN_TEMPLATES};
+pub use check::{check, check_with, BUILTIN_TEMPLATES};
 pub use duration::Dur;
 pub use model::Plan;
+
+/// A kind of plug-in a plan may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PluginKind {
+    /// Where a check's number comes from.
+    Source(model::SourceKind),
+    /// What an action does.
+    Action(model::ActionKind),
+    /// Where people hear about a rollout.
+    Notifier(model::NotifierKind),
+}
+
+/// What a server can measure, run and notify with. The plug-in registry (`sluice-sources`) answers it, so
+/// that `plan check` and starting a rollout name what a plan uses that this server cannot run; the plan
+/// format itself keeps no such list.
+pub trait Capabilities {
+    /// Whether this kind of plug-in exists here.
+    fn can(&self, kind: PluginKind) -> bool;
+}
+
+/// Every kind of plug-in: checks a plan against its own rules only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllPlugins;
+
+impl Capabilities for AllPlugins {
+    fn can(&self, _: PluginKind) -> bool {
+        true
+    }
+}
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,6 +55,8 @@ pub enum Level {
     Error,
     /// Worth knowing; the plan is valid.
     Note,
+    /// The plan is valid, but uses a plug-in this server lacks: it cannot start here. Shown as a note.
+    Unavailable,
 }
 
 /// One problem of a plan, with where it is.
@@ -49,7 +80,7 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let level = match self.level {
             Level::Error => "error",
-            Level::Note => "note",
+            Level::Note | Level::Unavailable => "note",
         };
         if self.key.is_empty() {
             write!(f, "{}:{}:{}: {level}: {}", self.file, self.line, self.column, self.message)
@@ -141,10 +172,22 @@ impl<'de> serde::Deserialize<'de> for Tracked {
     }
 }
 
-/// Parses and checks a plan: `Ok` (with any notes) when it may start, every problem otherwise.
+/// Parses and checks a plan against its own rules ([`check`]): `Ok` (with any notes) when it is valid,
+/// every problem otherwise.
 pub fn load(file: &str, text: &str, catalog: Option<&Catalog>) -> Result<(Plan, Vec<Problem>), Vec<Problem>> {
+    load_with(file, text, catalog, &AllPlugins)
+}
+
+/// [`load`] against a server's plug-ins ([`check_with`]): a note names each one the plan uses that
+/// `plugins` lacks.
+pub fn load_with(
+    file: &str,
+    text: &str,
+    catalog: Option<&Catalog>,
+    plugins: &dyn Capabilities,
+) -> Result<(Plan, Vec<Problem>), Vec<Problem>> {
     let plan = parse(file, text).map_err(|p| vec![p])?;
-    let problems = check(file, &plan, catalog);
+    let problems = check_with(file, &plan, catalog, plugins);
     if problems.iter().any(|p| p.level == Level::Error) {
         Err(problems)
     } else {

@@ -126,7 +126,7 @@ pub struct Endpoint {
 }
 
 /// Where a gate's or trigger's number comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     /// A PromQL query.
@@ -594,5 +594,193 @@ impl<'de> Deserialize<'de> for Approval {
             }
         }
         d.deserialize_any(Form)
+    }
+}
+
+/// What an action does: the kind of plug-in that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ActionKind {
+    /// Runs a program.
+    Exec,
+    /// Calls a URL.
+    Webhook,
+}
+
+impl ActionKind {
+    /// The key that names it in a plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Exec => "exec",
+            ActionKind::Webhook => "webhook",
+        }
+    }
+}
+
+impl Action {
+    /// What runs this action; `None` for one that names neither `exec` nor `webhook` (`plan check` refuses it).
+    pub fn kind(&self) -> Option<ActionKind> {
+        match (&self.exec, &self.webhook) {
+            (Some(_), None) => Some(ActionKind::Exec),
+            (None, Some(_)) => Some(ActionKind::Webhook),
+            _ => None,
+        }
+    }
+
+    /// Safe to carry out again after a crash with the same idempotency key: webhooks always are (they send
+    /// an `Idempotency-Key`), exec actions when the plan says so.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent || self.webhook.is_some()
+    }
+}
+
+/// Where a notifier sends: the kind of plug-in that delivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NotifierKind {
+    /// A Slack-compatible incoming webhook.
+    Slack,
+    /// A generic JSON webhook.
+    Webhook,
+    /// Alertmanager's API.
+    Alertmanager,
+}
+
+impl NotifierKind {
+    /// The key that names it in a plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifierKind::Slack => "slack",
+            NotifierKind::Webhook => "webhook",
+            NotifierKind::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+impl Notifier {
+    /// The kind and endpoint of this notifier; `None` unless exactly one kind is given (`plan check`
+    /// refuses that).
+    pub fn endpoint(&self) -> Option<(NotifierKind, &Endpoint)> {
+        let all = [
+            (NotifierKind::Slack, &self.slack),
+            (NotifierKind::Webhook, &self.webhook),
+            (NotifierKind::Alertmanager, &self.alertmanager),
+        ];
+        let mut given = all.into_iter().filter_map(|(k, e)| e.as_ref().map(|e| (k, e)));
+        let first = given.next()?;
+        given.next().is_none().then_some(first)
+    }
+}
+
+/// Which hooks of a phase: run before its percentage is set, or after its gates passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HookWhen {
+    /// `hooks.before`.
+    Before,
+    /// `hooks.after`.
+    After,
+}
+
+/// The address of an action in a plan: a rollback action or a phase hook. Stored as its path
+/// (`rollback.actions[0]`, `phases[1].hooks.before[0]`), which is also how people read it in the audit log,
+/// status and decisions; in memory it is typed, so nothing parses the path twice.
+///
+/// ```
+/// use sluice_plan::model::{ActionRef, HookWhen};
+/// let hook: ActionRef = "phases[1].hooks.before[0]".parse().unwrap();
+/// assert_eq!(hook, ActionRef::Hook { phase: 1, when: HookWhen::Before, index: 0 });
+/// assert_eq!(hook.to_string(), "phases[1].hooks.before[0]");
+/// assert!("phases[1].hooks.during[0]".parse::<ActionRef>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum ActionRef {
+    /// `rollback.actions[index]`.
+    Rollback {
+        /// Its position in `rollback.actions`.
+        index: usize,
+    },
+    /// `phases[phase].hooks.{before,after}[index]`.
+    Hook {
+        /// The phase's position.
+        phase: usize,
+        /// Before or after.
+        when: HookWhen,
+        /// Its position in that list.
+        index: usize,
+    },
+}
+
+impl ActionRef {
+    /// The action this address names in `plan`, if the plan has it.
+    pub fn resolve<'p>(&self, plan: &'p Plan) -> Option<&'p Action> {
+        match *self {
+            ActionRef::Rollback { index } => plan.rollback.actions.get(index).map(|a| &a.value),
+            ActionRef::Hook { phase, when, index } => {
+                let hooks = &plan.phases.get(phase)?.value.hooks;
+                let list = match when {
+                    HookWhen::Before => &hooks.before,
+                    HookWhen::After => &hooks.after,
+                };
+                list.get(index).map(|a| &a.value)
+            }
+        }
+    }
+
+    /// A phase hook (it guards a percentage), not a rollback action.
+    pub fn is_hook(&self) -> bool {
+        matches!(self, ActionRef::Hook { .. })
+    }
+}
+
+impl std::fmt::Display for ActionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ActionRef::Rollback { index } => write!(f, "rollback.actions[{index}]"),
+            ActionRef::Hook { phase, when: HookWhen::Before, index } => {
+                write!(f, "phases[{phase}].hooks.before[{index}]")
+            }
+            ActionRef::Hook { phase, when: HookWhen::After, index } => {
+                write!(f, "phases[{phase}].hooks.after[{index}]")
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for ActionRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        fn bracketed(s: &str) -> Option<(usize, &str)> {
+            let (n, rest) = s.strip_prefix('[')?.split_once(']')?;
+            Some((n.parse().ok()?, rest))
+        }
+        let parsed = if let Some(rest) = s.strip_prefix("rollback.actions") {
+            bracketed(rest).filter(|(_, r)| r.is_empty()).map(|(index, _)| ActionRef::Rollback { index })
+        } else {
+            s.strip_prefix("phases").and_then(bracketed).and_then(|(phase, rest)| {
+                let (when, rest) = if let Some(r) = rest.strip_prefix(".hooks.before") {
+                    (HookWhen::Before, r)
+                } else {
+                    (HookWhen::After, rest.strip_prefix(".hooks.after")?)
+                };
+                bracketed(rest).filter(|(_, r)| r.is_empty()).map(|(index, _)| ActionRef::Hook { phase, when, index })
+            })
+        };
+        parsed.ok_or_else(|| {
+            format!("`{s}` is not an action's place in a plan (`rollback.actions[0]`, `phases[1].hooks.before[0]`)")
+        })
+    }
+}
+
+impl From<ActionRef> for String {
+    fn from(a: ActionRef) -> String {
+        a.to_string()
+    }
+}
+
+impl TryFrom<String> for ActionRef {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }

@@ -58,7 +58,7 @@ async fn update_flag(
 
 pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
-    let snapshot = state.live.load();
+    let snapshot = state.live().load();
     let revision = state.published.load().revision;
     Ok(Json(json!({"data": snapshot.flags(), "revision": revision})).into_response())
 }
@@ -69,7 +69,7 @@ pub(crate) async fn get_flag(
     Path(key): Path<String>,
 ) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
-    let snapshot = state.live.load();
+    let snapshot = state.live().load();
     Ok(Json(json!({"data": flag_of(&snapshot, &key)?})).into_response())
 }
 
@@ -114,8 +114,7 @@ pub(crate) async fn delete_flag(
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     // A rollout of the flag would lose what it ramps and what its rollback restores.
-    let busy = |r: &sluice_store::RolloutRecord| r.active || r.outbox.as_array().is_some_and(|o| !o.is_empty());
-    if let Some(r) = state.store.rollouts(false).await?.into_iter().find(|r| r.flag == key && busy(r)) {
+    if let Some(r) = state.store.rollouts(false).await?.into_iter().find(|r| r.flag == key && r.busy()) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "in_use",
@@ -216,7 +215,7 @@ pub(crate) async fn list_overrides(
     Path(key): Path<String>,
 ) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
-    let snapshot = state.live.load();
+    let snapshot = state.live().load();
     Ok(Json(json!({"data": flag_of(&snapshot, &key)?.overrides})).into_response())
 }
 
@@ -293,7 +292,7 @@ pub(crate) async fn clear_overrides(
 
 pub(crate) async fn list_segments(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
-    Ok(Json(json!({"data": state.live.load().segments()})).into_response())
+    Ok(Json(json!({"data": state.live().load().segments()})).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,7 +322,7 @@ pub(crate) async fn put_segment(
     check_segment_name(&name).map_err(|m| ApiError::invalid("name", m))?;
     let segment = SegmentDef { id: 0, name: name.clone(), description: b.description, constraints: b.constraints };
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::PutSegment(segment)])).await?;
-    let snapshot = state.live.load();
+    let snapshot = state.live().load();
     let stored = snapshot.segments().iter().find(|s| s.name == name).cloned();
     Ok(written(StatusCode::OK, json!(stored), w))
 }

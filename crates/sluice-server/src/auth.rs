@@ -29,6 +29,12 @@ pub(crate) fn forbidden_detail(role: Role) -> String {
 }
 
 impl AppState {
+    /// Who a request comes from, for the request log: the token's name, or `-` when it has no valid token.
+    pub(crate) fn caller_name(&self, headers: &HeaderMap) -> String {
+        let tokens = self.tokens.load();
+        token_of(headers).and_then(|t| tokens.authenticate(t)).map_or_else(|| "-".to_string(), |p| p.name.clone())
+    }
+
     /// The caller, who must hold `needed` (admin ⊇ operator ⊇ viewer).
     pub(crate) fn require(&self, headers: &HeaderMap, needed: Role) -> Result<Principal, ApiError> {
         let tokens = self.tokens.load();

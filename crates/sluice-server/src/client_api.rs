@@ -120,7 +120,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         Err(e) => return e.into_response(),
     };
     let mut counts = Vec::new();
-    let snapshot = state.live.load();
+    let snapshot = state.live().load();
     // Counts for flags Sluice does not have (a typo in an app, a deleted flag) would be kept forever.
     for (flag, t) in m.bucket.toggles.into_iter().filter(|(f, _)| snapshot.flags().iter().any(|x| &x.key == f)) {
         counts.push((flag.clone(), "(enabled)".to_string(), t.yes));

@@ -82,6 +82,24 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<sluice_controller::ControllerError> for ApiError {
+    fn from(e: sluice_controller::ControllerError) -> Self {
+        use sluice_controller::ControllerError as C;
+        let message = e.to_string();
+        match e {
+            C::NotFound(m) => ApiError::not_found(m),
+            C::Invalid { field, message } => ApiError::invalid(field, message),
+            C::PlanInvalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            C::PluginsMissing(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_available", message),
+            C::Refused { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            C::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            C::Store(s) => s.into(),
+            C::Corrupt(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+            C::Crashed(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "crashed", m),
+        }
+    }
+}
+
 /// Parses a JSON body, naming the offending field (`ramp.percent: invalid value …`) when it does not fit.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);

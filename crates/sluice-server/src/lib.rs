@@ -1,12 +1,15 @@
-//! `sluice-server` is Sluice's HTTP surface: OpenFeature OFREP (`/ofrep/v1`), the Unleash client API
-//! (`/api/client`), the admin API (`/api/v1`) with its server-sent change stream, and health checks. Flag
-//! reads are served from the lock-free [`LiveFlags`] snapshot and an in-memory token table; only writes
-//! touch the store, and each write publishes the new snapshot before it answers.
+//! `sluice-server` is Sluice's HTTP surface, and only that: OpenFeature OFREP (`/ofrep/v1`), the Unleash
+//! client API (`/api/client`), the admin API (`/api/v1`) with its server-sent change stream, and health
+//! checks. It authenticates, parses and maps errors to answers; flag writes go through the controller
+//! crate's [`Catalog`] and rollout commands to its [`Controller`]. Flag reads are served from the
+//! lock-free [`LiveFlags`] snapshot and an in-memory token table; only writes touch the store, and each
+//! write publishes the new snapshot before it answers.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = std::sync::Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
 //! let state = sluice_server::AppState::load(store, sluice_server::Options::default()).await?;
+//! tokio::spawn(state.controller().clone().run());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4242").await?;
 //! axum::serve(listener, sluice_server::router(state)).await?;
 //! # Ok(()) }
@@ -20,10 +23,10 @@ mod ofrep;
 mod rollouts;
 mod stream;
 
-pub use rollouts::{run_forever as run_rollouts, CommandBody, RunnerMemory};
+pub use sluice_controller::{ChangeEvent, CommandBody, Controller, ControllerError, FaultHook, RunnerMemory, Seams};
 pub use stream::announce_expiries;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -31,8 +34,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use sluice_controller::{Catalog, Written};
 use sluice_flags::LiveFlags;
-use sluice_store::{AppliedBatch, AuditEvent, Change, Store, StoreError, TokenTable};
+use sluice_store::{Change, Store, StoreError, TokenTable};
 use tokio::sync::broadcast;
 
 pub use error::ApiError;
@@ -58,96 +62,54 @@ pub(crate) struct Published {
     pub etag: HeaderValue,
 }
 
-/// One committed change, as the stream tells it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ChangeEvent {
-    /// The catalog revision after the change.
-    pub revision: i64,
-    /// The audit events the change wrote.
-    pub events: Vec<AuditEvent>,
-}
-
-/// Shared server state.
+/// Shared server state: the catalog and the controller, and what only HTTP needs (tokens, the
+/// evaluation rate limiter, the Unleash client API's published body, registered SDK instances).
 pub struct AppState {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) controller: Arc<Controller>,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) live: LiveFlags,
-    pub(crate) published: ArcSwap<Published>,
+    pub(crate) published: Arc<ArcSwap<Published>>,
     pub(crate) tokens: ArcSwap<TokenTable>,
     /// Token reloads, one at a time: each reads the table after the one before has stored its copy, so a
     /// slow reload can never put back a token that a later revoke removed.
     pub(crate) tokens_reload: tokio::sync::Mutex<()>,
-    pub(crate) changes: broadcast::Sender<ChangeEvent>,
     /// An override's expiry time (ms) once it has passed: answers changed with no write, so OFREP clients
     /// that listen instead of polling are told to refetch.
     pub(crate) expiries: broadcast::Sender<i64>,
-    /// Writes are read-modify-write over the live catalog: one at a time, published before the next.
-    pub(crate) writer: tokio::sync::Mutex<()>,
     pub(crate) options: Options,
     pub(crate) limiter: auth::RateLimiter,
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
-    /// One lock per rollout: its transitions (the runner's ticks, people's commands) happen one at a time,
-    /// while a slow action of one rollout never holds up another's rollback.
-    pub(crate) rollout_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Outbox items this process is carrying out right now, by rollout: a stored outbox whose items are
-    /// here is in hand (a phase hook is running); one whose items are not is stranded.
-    pub(crate) carrying: Mutex<HashMap<String, Vec<String>>>,
-    /// Rollouts whose outbox may have been left unfinished (an error while carrying it out, or found at
-    /// start-up), finished ones included: the runner visits them beside the active ones.
-    pub(crate) unfinished: Mutex<std::collections::BTreeSet<String>>,
-    pub(crate) clock: Arc<dyn sluice_engine::Clock>,
-    pub(crate) plugins: Arc<dyn sluice_sources::Plugins>,
-    pub(crate) faults: Option<FaultHook>,
-}
-
-/// Called at every commit and side-effect boundary of a rollout with the boundary's name; `true` makes the
-/// controller stop there as if killed (crash-safety tests).
-pub type FaultHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// What a controller measures, acts and keeps time with; [`Seams::default`] is the real world.
-pub struct Seams {
-    /// Time.
-    pub clock: Arc<dyn sluice_engine::Clock>,
-    /// Sources and actions.
-    pub plugins: Arc<dyn sluice_sources::Plugins>,
-    /// Injected crashes.
-    pub faults: Option<FaultHook>,
-}
-
-impl Default for Seams {
-    fn default() -> Self {
-        Seams { clock: Arc::new(sluice_engine::SystemClock), plugins: Arc::new(sluice_sources::Registry), faults: None }
-    }
 }
 
 impl AppState {
-    /// Loads the catalog and the tokens from `store`.
+    /// Loads the catalog and the tokens from `store`, with a controller on the real clock and plug-ins.
     pub async fn load(store: Arc<dyn Store>, options: Options) -> Result<Arc<AppState>, StoreError> {
         Self::load_with(store, options, Seams::default()).await
     }
 
     /// [`load`](Self::load) with other seams: a virtual clock, recorded sources, injected crashes.
     pub async fn load_with(store: Arc<dyn Store>, options: Options, seams: Seams) -> Result<Arc<AppState>, StoreError> {
-        let (snapshot, revision) = store.snapshot().await?;
+        let published = Arc::new(ArcSwap::from_pointee(Published {
+            revision: -1,
+            client_features: axum::body::Bytes::new(),
+            etag: HeaderValue::from_static("\"\""),
+        }));
+        let publish_to = published.clone();
+        let on_publish: sluice_controller::OnPublish =
+            Box::new(move |snapshot, revision| publish_to.store(Arc::new(publish_of(snapshot, revision))));
+        let catalog = Arc::new(Catalog::load(store.clone(), on_publish).await?);
         let tokens = store.token_table().await?;
-        let published = publish_of(&snapshot, revision);
         Ok(Arc::new(AppState {
+            controller: Controller::new(catalog.clone(), seams),
+            catalog,
             store,
-            live: LiveFlags::new(snapshot),
-            published: ArcSwap::from_pointee(published),
+            published,
             tokens: ArcSwap::from_pointee(tokens),
             tokens_reload: tokio::sync::Mutex::new(()),
-            changes: broadcast::channel(1024).0,
             expiries: broadcast::channel(64).0,
-            writer: tokio::sync::Mutex::new(()),
             limiter: auth::RateLimiter::new(options.evaluation_rate_limit),
             options,
             client_apps: Mutex::new(BTreeMap::new()),
-            rollout_locks: Mutex::new(HashMap::new()),
-            carrying: Mutex::new(HashMap::new()),
-            unfinished: Mutex::new(std::collections::BTreeSet::new()),
-            clock: seams.clock,
-            plugins: seams.plugins,
-            faults: seams.faults,
         }))
     }
 
@@ -158,12 +120,17 @@ impl AppState {
 
     /// The live flags, as evaluations see them.
     pub fn live(&self) -> &LiveFlags {
-        &self.live
+        self.catalog.live()
+    }
+
+    /// The rollout controller.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
     }
 
     /// Subscribes to committed changes.
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
-        self.changes.subscribe()
+        self.catalog.subscribe()
     }
 
     /// Re-reads the token table after tokens changed.
@@ -179,26 +146,8 @@ impl AppState {
     where
         F: FnOnce(&sluice_flags::Snapshot) -> Result<Vec<Change>, ApiError>,
     {
-        let _one_writer = self.writer.lock().await;
-        let changes = plan(&self.live.load())?;
-        let AppliedBatch { events, snapshot, revision } = self.store.apply_all(actor, changes, reason).await?;
-        self.publish(snapshot, revision, events.clone());
-        Ok(Written { events, revision })
+        self.catalog.write(actor, reason, plan).await
     }
-
-    fn publish(&self, snapshot: sluice_flags::Snapshot, revision: i64, events: Vec<AuditEvent>) {
-        self.published.store(Arc::new(publish_of(&snapshot, revision)));
-        self.live.replace(snapshot);
-        // Nobody listening is fine.
-        let _ = self.changes.send(ChangeEvent { revision, events });
-    }
-}
-
-/// What a committed write returns to its handler; the snapshot itself is already published.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct Written {
-    pub events: Vec<AuditEvent>,
-    pub revision: i64,
 }
 
 fn publish_of(snapshot: &sluice_flags::Snapshot, revision: i64) -> Published {
@@ -226,6 +175,31 @@ async fn run_writes_to_completion(
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request failed: {e}"))
             .into_response(),
     }
+}
+
+/// One log line per admin request: who, what, the answer and how long it took. Evaluations are not logged
+/// (they are the hot path, and their volume would drown everything else).
+async fn log_admin_request(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let began = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| request.uri().path().to_string(), |p| p.as_str().to_string());
+    let actor = state.caller_name(request.headers());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = began.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(target: "sluice::http", %actor, %method, %route, status, ms, "admin request");
+    } else {
+        tracing::info!(target: "sluice::http", %actor, %method, %route, status, ms, "admin request");
+    }
+    response
 }
 
 /// Every route of the server.
@@ -263,7 +237,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rollouts/{id}/decisions", get(rollouts::decisions))
         .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
         .route("/api/v1/alertmanager", post(rollouts::alertmanager))
-        .route_layer(from_fn(run_writes_to_completion));
+        .route_layer(from_fn(run_writes_to_completion))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), log_admin_request));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))

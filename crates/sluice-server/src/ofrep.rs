@@ -124,7 +124,7 @@ pub(crate) async fn evaluate_one(
         Ok(ctx) => ctx,
         Err(response) => return *response,
     };
-    match state.live.load().evaluate_ofrep(&key, &ctx) {
+    match state.live().load().evaluate_ofrep(&key, &ctx) {
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(error_body(Some(&key), ErrorCode::FlagNotFound, format!("no flag `{key}`"))),
@@ -150,7 +150,7 @@ pub(crate) async fn evaluate_all(State(state): State<Arc<AppState>>, headers: He
         Ok(ctx) => ctx,
         Err(response) => return *response,
     };
-    let snapshot = state.live.load();
+    let snapshot = state.live().load();
     let flags: Vec<Entry<'_>> = snapshot.evaluate_ofrep_all(&ctx).map(Entry::from).collect();
     let body = serde_json::to_vec(&Bulk { flags, metadata: Empty {}, event_streams: EVENT_STREAMS }).expect("json");
     // A weak ETag of the answer itself; collisions only cost a missed refresh until the next change, and

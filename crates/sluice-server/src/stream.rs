@@ -22,9 +22,19 @@ async fn next_change(rx: &mut Receiver<ChangeEvent>, state: &AppState) -> Option
     match rx.recv().await {
         Ok(change) => Some(change),
         Err(RecvError::Lagged(_)) => {
-            Some(ChangeEvent { revision: state.published.load().revision, events: Vec::new() })
+            Some(ChangeEvent { revision: state.catalog.revision(), events: Vec::new(), rollout: None })
         }
         Err(RecvError::Closed) => None,
+    }
+}
+
+/// The next change of the flag catalog: a rollout's own transitions and decisions change no answer.
+async fn next_flag_change(rx: &mut Receiver<ChangeEvent>, state: &AppState) -> Option<ChangeEvent> {
+    loop {
+        let change = next_change(rx, state).await?;
+        if change.rollout.is_none() {
+            return Some(change);
+        }
     }
 }
 
@@ -43,10 +53,10 @@ pub(crate) async fn ofrep_events(State(state): State<Arc<AppState>>) -> Response
     let events = stream::unfold((rx, expired, state), |(mut rx, mut expired, state)| async move {
         // A committed change, or an override expiring: either way the answers may differ now.
         let etag = tokio::select! {
-            change = next_change(&mut rx, &state) => format!("r{}", change?.revision),
+            change = next_flag_change(&mut rx, &state) => format!("r{}", change?.revision),
             at = expired.recv() => match at {
-                Ok(at) => format!("r{}-x{at}", state.published.load().revision),
-                Err(RecvError::Lagged(_)) => format!("r{}-x", state.published.load().revision),
+                Ok(at) => format!("r{}-x{at}", state.catalog.revision()),
+                Err(RecvError::Lagged(_)) => format!("r{}-x", state.catalog.revision()),
                 Err(RecvError::Closed) => return None,
             },
         };
@@ -68,7 +78,7 @@ pub async fn announce_expiries(state: Arc<AppState>) {
     loop {
         let now = chrono::Utc::now();
         let next = state
-            .live
+            .live()
             .load()
             .flags()
             .iter()
@@ -92,8 +102,9 @@ pub async fn announce_expiries(state: Arc<AppState>) {
     }
 }
 
-/// `GET /api/v1/stream` (viewer): every committed change as an event `change` with its revision and audit
-/// events — the feed the dashboard and `sluice` watchers read.
+/// `GET /api/v1/stream` (viewer): every committed catalog change as an event `change` with its revision and
+/// audit events, and every rollout transition or tick as an event `rollout` (with the rollout's id, status,
+/// phase, percentage and the tick's decisions) — the feed the dashboard and `sluice rollout watch` read.
 pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = state.require(&headers, Role::Viewer) {
         return e.into_response();
@@ -102,7 +113,7 @@ pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderM
     let events = stream::unfold((rx, state), |(mut rx, state)| async move {
         let change = next_change(&mut rx, &state).await?;
         let event = Event::default()
-            .event("change")
+            .event(if change.rollout.is_some() { "rollout" } else { "change" })
             .id(change.revision.to_string())
             .data(serde_json::to_string(&change).expect("json"));
         Some((Ok(event), (rx, state)))

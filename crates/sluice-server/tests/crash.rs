@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use sluice_engine::timeline::{Control, Timeline};
 use sluice_engine::{CheckKind, CheckRef, Clock, Measurement, MetricSource, VirtualClock};
 use sluice_flags::Flag;
-use sluice_plan::model::{Action, Check, SourceKind};
+use sluice_plan::model::{Action, Check};
 use sluice_server::{AppState, CommandBody, Options, RunnerMemory, Seams};
-use sluice_sources::{ActionOutcome, Plugins};
+use sluice_sources::{ActionContext, ActionOutcome, MeasureContext, Plugins};
 use sluice_store::{Change, Principal, Role, SqliteStore, Store};
 
 const MIN: u64 = 60_000;
@@ -73,21 +73,15 @@ struct Recorded {
 
 #[async_trait::async_trait]
 impl Plugins for Recorded {
-    async fn measure(
-        &self,
-        check: &Check,
-        _: Option<SourceKind>,
-        values: &BTreeMap<String, String>,
-        now: u64,
-    ) -> Measurement {
-        let timeline = &self.timelines[&values["flag"]];
+    async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
+        let timeline = &self.timelines[&cx.values["flag"]];
         let probe = CheckRef { name: &check.name.value, kind: CheckKind::Gate, check };
-        timeline.lock().unwrap().measure(&probe, now)
+        timeline.lock().unwrap().measure(&probe, cx.now)
     }
 
-    async fn run(&self, action: &Action, values: &BTreeMap<String, String>, key: &str) -> ActionOutcome {
+    async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome {
         let name = action.name.clone().unwrap_or_default();
-        self.receiver.got.lock().unwrap().push((values["flag"].clone(), name, key.to_string()));
+        self.receiver.got.lock().unwrap().push((cx.values["flag"].clone(), name, cx.key.to_string()));
         ActionOutcome { ok: true, detail: String::new() }
     }
 }
@@ -110,8 +104,8 @@ fn operator() -> Principal {
     Principal { name: "oncall".into(), role: Role::Operator }
 }
 
-fn crashed(e: &sluice_server::ApiError) -> bool {
-    e.error == "crashed"
+fn crashed(e: &sluice_server::ControllerError) -> bool {
+    e.is_crash()
 }
 
 /// Runs the five rollouts to their end, killing the controller at boundary `crash_at` (counted from 0).
@@ -153,21 +147,20 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
         receiver: &Receiver,
     ) -> Arc<AppState> {
         let state = make(store.clone()).await;
-        state.recover_rollouts().await.unwrap();
+        state.controller().recover().await.unwrap();
         for record in store.rollouts(false).await.unwrap() {
-            let Some(item) = record.outbox.as_array().and_then(|o| o.iter().find(|i| i["uncertain"] == true)).cloned()
-            else {
+            let Some(item) = record.outbox.iter().find(|i| i.uncertain).cloned() else {
                 continue;
             };
-            let key = item["key"].as_str().unwrap();
+            let key = item.key.as_str();
             let ran = receiver.got.lock().unwrap().iter().any(|(_, _, k)| k == key);
             let body = CommandBody { pending: Some(if ran { "ran" } else { "retry" }.into()), ..Default::default() };
-            state.rollout_command(&record.id, "settle", body, &operator()).await.unwrap();
+            state.controller().command_named(&record.id, "settle", body, &operator()).await.unwrap();
             let after = store.rollout(&record.id).await.unwrap().unwrap();
-            let reason = after.state["status"]["reason"].as_str().unwrap_or("");
-            if after.status == "paused" && reason.contains("interrupted while running") {
+            let interrupted = matches!(after.status(), sluice_engine::Status::Paused { reason, .. } if reason.contains("interrupted while running"));
+            if interrupted {
                 let body = CommandBody { reason: Some("checked after the restart".into()), ..Default::default() };
-                state.rollout_command(&record.id, "resume", body, &operator()).await.unwrap();
+                state.controller().command_named(&record.id, "resume", body, &operator()).await.unwrap();
             }
         }
         state
@@ -180,7 +173,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     for (name, _) in scenarios() {
         loop {
-            match state.start_rollout(&who, name, &plan(name)).await {
+            match state.controller().start(&who, name, &plan(name)).await {
                 Ok(r) => {
                     ids.insert(name.to_string(), r.id);
                     break;
@@ -192,7 +185,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
                         break;
                     }
                 }
-                Err(e) => panic!("{}", e.message),
+                Err(e) => panic!("{e}"),
             }
         }
     }
@@ -221,20 +214,24 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
             done_controls += 1;
             // A person whose command was cut off by the crash tries again.
             for _ in 0..2 {
-                match state.rollout_command(&ids[name], command, CommandBody { ..clone_body(&body) }, &who).await {
+                match state
+                    .controller()
+                    .command_named(&ids[name], command, CommandBody { ..clone_body(&body) }, &who)
+                    .await
+                {
                     Err(e) if crashed(&e) => state = restart(&make_boxed, &store, &receiver).await,
                     _ => break,
                 }
             }
         }
         loop {
-            match state.run_due_rollouts(&memory).await {
+            match state.controller().run_due(&memory).await {
                 Ok(()) => break,
                 Err(e) if crashed(&e) => {
                     state = restart(&make_boxed, &store, &receiver).await;
                     memory = RunnerMemory::default();
                 }
-                Err(e) => panic!("{}", e.message),
+                Err(e) => panic!("{e}"),
             }
         }
     }
@@ -243,9 +240,9 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
     let mut ends = BTreeMap::new();
     for (name, id) in &ids {
         let record = store.rollout(id).await.unwrap().unwrap();
-        assert_eq!(record.outbox, serde_json::json!([]), "{name}: an outbox left behind");
+        assert_eq!(record.outbox, vec![], "{name}: an outbox left behind");
         let percent = snapshot.flags().iter().find(|f| &f.key == name).unwrap().ramp.percent;
-        ends.insert(name.clone(), End { status: record.status, percent });
+        ends.insert(name.clone(), End { status: record.status().name().to_string(), percent });
     }
     assert!(matches!(store.verify(None).await.unwrap(), sluice_store::Verification::Intact { .. }));
     let received = receiver.got.lock().unwrap().clone();

@@ -2,15 +2,14 @@
 //! triggers keep being evaluated, a rollback supersedes the transition, and when the hook finishes it
 //! changes nothing more. Driven in virtual time with a hook that finishes when the test says so.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use sluice_engine::{Clock, Measurement, VirtualClock};
 use sluice_flags::Flag;
-use sluice_plan::model::{Action, Check, SourceKind};
+use sluice_plan::model::{Action, Check};
 use sluice_server::{AppState, CommandBody, Options, RunnerMemory, Seams};
-use sluice_sources::{ActionOutcome, Plugins};
+use sluice_sources::{ActionContext, ActionOutcome, MeasureContext, Plugins};
 use sluice_store::{Change, Principal, Role, SqliteStore, Store};
 use tokio::sync::Notify;
 
@@ -38,11 +37,11 @@ struct World {
 
 #[async_trait::async_trait]
 impl Plugins for World {
-    async fn measure(&self, _: &Check, _: Option<SourceKind>, _: &BTreeMap<String, String>, _: u64) -> Measurement {
+    async fn measure(&self, _: &Check, _: &MeasureContext<'_>) -> Measurement {
         Measurement::Value(*self.errors.lock().unwrap())
     }
 
-    async fn run(&self, action: &Action, _: &BTreeMap<String, String>, _: &str) -> ActionOutcome {
+    async fn run(&self, action: &Action, _: &ActionContext<'_>) -> ActionOutcome {
         match action.name.as_deref() {
             Some("migrate") => {
                 self.migrating.fetch_add(1, Ordering::SeqCst);
@@ -79,7 +78,7 @@ async fn setup() -> Setup {
     Setup { _dir: dir, store, clock, world, state, who }
 }
 
-type Pass = tokio::task::JoinHandle<Result<(), sluice_server::ApiError>>;
+type Pass = tokio::task::JoinHandle<Result<(), sluice_server::ControllerError>>;
 
 /// Runner passes a minute apart until one starts the migration; that pass is returned still running (it
 /// waits for `finish`), as the runner's task for the rollout would be.
@@ -92,7 +91,7 @@ async fn tick_until_the_migration_runs(
     for _ in 0..10 {
         clock.advance_ms(60_000);
         let (state, memory) = (state.clone(), memory.clone());
-        let pass = tokio::spawn(async move { state.run_due_rollouts(&memory).await });
+        let pass = tokio::spawn(async move { state.controller().run_due(&memory).await });
         // Either this pass ends, or it is the one that started the migration.
         while world.migrating.load(Ordering::SeqCst) == 0 && !pass.is_finished() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -108,7 +107,7 @@ async fn tick_until_the_migration_runs(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_during_a_long_hook_supersedes_it() {
     let Setup { _dir, store, clock, world, state, who } = setup().await;
-    let id = state.start_rollout(&who, "plan.yaml", PLAN).await.unwrap().id;
+    let id = state.controller().start(&who, "plan.yaml", PLAN).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
     let percent = |state: &AppState| state.live().load().flags()[0].ramp.percent;
 
@@ -118,15 +117,16 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
 
     // A command that would not end the phase is refused; the triggers keep ticking meanwhile.
     let pause = CommandBody { reason: Some("look".into()), ..Default::default() };
-    let refused = state.rollout_command(&id, "pause", pause, &who).await.unwrap_err();
+    let refused =
+        sluice_server::ApiError::from(state.controller().command_named(&id, "pause", pause, &who).await.unwrap_err());
     assert_eq!(refused.error, "hook_running");
     *world.errors.lock().unwrap() = 0.9;
     for _ in 0..3 {
         clock.advance_ms(60_000);
-        state.run_due_rollouts(&memory).await.unwrap();
+        state.controller().run_due(&memory).await.unwrap();
     }
     let record = store.rollout(&id).await.unwrap().unwrap();
-    assert_eq!(record.status, "rolled_back", "the hard trigger acted during the hook");
+    assert_eq!(record.status().name(), "rolled_back", "the hard trigger acted during the hook");
     assert_eq!(percent(&state), 0);
     assert_eq!(world.undos.load(Ordering::SeqCst), 1);
 
@@ -135,7 +135,7 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
     migration.await.unwrap().unwrap();
     assert_eq!(percent(&state), 0);
     let record = store.rollout(&id).await.unwrap().unwrap();
-    assert_eq!((record.status.as_str(), record.outbox.clone()), ("rolled_back", serde_json::json!([])));
+    assert_eq!((record.status().name(), record.outbox.clone()), ("rolled_back", vec![]));
     let audit = store.audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "rollout.action"
         && e.after.as_ref().is_some_and(|a| a["superseded"] == true && a["purpose"] == "phases[1].hooks.before[0]")));
@@ -149,7 +149,7 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
 async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
     let Setup { _dir, store, clock, world, state, who } = setup().await;
     let plan = PLAN.replace("rollback:\n", "rollback:\n  to: previous-phase\n");
-    let id = state.start_rollout(&who, "plan.yaml", &plan).await.unwrap().id;
+    let id = state.controller().start(&who, "plan.yaml", &plan).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
 
     let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
@@ -157,11 +157,11 @@ async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
     let mut states = Vec::new();
     for _ in 0..6 {
         clock.advance_ms(60_000);
-        state.run_due_rollouts(&memory).await.unwrap();
-        states.push(store.rollout(&id).await.unwrap().unwrap().status);
+        state.controller().run_due(&memory).await.unwrap();
+        states.push(store.rollout(&id).await.unwrap().unwrap().status().name());
     }
-    assert!(states.contains(&"paused".to_string()), "stepped back first: {states:?}");
-    assert_eq!(states.last().unwrap(), "rolled_back", "then rolled back, the hook still running: {states:?}");
+    assert!(states.contains(&"paused"), "stepped back first: {states:?}");
+    assert_eq!(*states.last().unwrap(), "rolled_back", "then rolled back, the hook still running: {states:?}");
     assert_eq!(world.undos.load(Ordering::SeqCst), 1, "the rollback's action, once");
     assert_eq!(state.live().load().flags()[0].ramp.percent, 0);
     world.finish.notify_one();

@@ -44,26 +44,25 @@ async fn crashed_rollout(
         flag: flag.key.clone(),
         plan_name: "crashy".into(),
         plan_text: plan.into(),
-        original_flag: serde_json::to_value(flag).unwrap(),
-        state: serde_json::to_value(&rollout).unwrap(),
-        status: status.into(),
+        original_flag: flag.clone(),
+        state: rollout.clone(),
         active: true,
-        outbox: json!([]),
+        outbox: Vec::new(),
         created_by: "alice".into(),
         created_at: String::new(),
         updated_at: String::new(),
     };
-    store.create_rollout(&record, &[]).await.unwrap();
-    let state = serde_json::to_value(&rollout).unwrap();
+    store.create_rollout(&record, &[], &[]).await.unwrap();
+    // Written as the version before typed records wrote it: the outbox must still read.
+    let outbox: Vec<sluice_engine::OutboxItem> = serde_json::from_value(outbox).unwrap();
     store
         .save_rollout(&sluice_store::RolloutSave {
             actor: "test",
             id,
-            state: &state,
-            status,
-            active: !rollout.status.is_terminal(),
+            state: &rollout,
             outbox: &outbox,
             events: &[],
+            notifications: &[],
         })
         .await
         .unwrap();
@@ -86,12 +85,12 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
 
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
-    state.recover_rollouts().await.unwrap();
+    state.controller().recover().await.unwrap();
 
     assert!(!log.exists(), "the hook that may have run was not run again");
     let r = store.rollout("r1").await.unwrap().unwrap();
-    assert_eq!(r.status, "paused");
-    assert_eq!(r.outbox[0]["uncertain"], true, "it waits to be settled: {}", r.outbox);
+    assert_eq!(r.status().name(), "paused");
+    assert!(r.outbox[0].uncertain, "it waits to be settled: {:?}", r.outbox);
     assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "nothing after it runs before it is settled");
     let audit = store.audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "rollout.action_unknown"
@@ -99,16 +98,16 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
 
     // A second restart does nothing more.
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
-    state.recover_rollouts().await.unwrap();
+    state.controller().recover().await.unwrap();
     assert!(!log.exists());
 
     // A person checked: it did not run. Retry runs it once, then the rest of the outbox.
     let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
     let body = sluice_server::CommandBody { pending: Some("retry".into()), ..Default::default() };
-    state.rollout_command("r1", "settle", body, &who).await.unwrap();
+    state.controller().command_named("r1", "settle", body, &who).await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r1:3:0\n");
     assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
-    assert_eq!(store.rollout("r1").await.unwrap().unwrap().outbox, json!([]));
+    assert_eq!(store.rollout("r1").await.unwrap().unwrap().outbox, vec![]);
 }
 
 #[tokio::test]
@@ -121,7 +120,7 @@ async fn a_non_idempotent_action_that_had_not_started_runs_on_recovery() {
     let outbox = json!([{"key": "r3:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}}]);
     crashed_rollout(&store, "r3", &flag, &plan(&log), "running", outbox).await;
     let state = AppState::load(Arc::new(store), Options::default()).await.unwrap();
-    state.recover_rollouts().await.unwrap();
+    state.controller().recover().await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r3:3:0\n", "it never started, so it is safe to run");
 }
 
@@ -145,11 +144,11 @@ async fn a_rollback_interrupted_after_its_transition_still_runs_its_actions_once
 
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
-    state.recover_rollouts().await.unwrap();
+    state.controller().recover().await.unwrap();
     assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "the flag is back as it was");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r2:2:1\n", "the rollback action ran, with its key");
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
-    state.recover_rollouts().await.unwrap();
+    state.controller().recover().await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "and only once");
 }
 
@@ -170,10 +169,10 @@ async fn a_stranded_outbox_is_finished_by_the_running_controller() {
     store.apply("alice", Change::PutFlag(Flag::boolean("g")), None).await.unwrap();
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
-    state.run_due_rollouts(&sluice_server::RunnerMemory::default()).await.unwrap();
+    state.controller().run_due(&sluice_server::RunnerMemory::default()).await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r5:3:0\n");
     assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
-    assert_eq!(store.rollout("r5").await.unwrap().unwrap().outbox, json!([]));
+    assert_eq!(store.rollout("r5").await.unwrap().unwrap().outbox, vec![]);
 
     // The same stranded outbox under a person's `pause`: carried out first, then the pause.
     std::fs::remove_file(&log).unwrap();
@@ -183,10 +182,10 @@ async fn a_stranded_outbox_is_finished_by_the_running_controller() {
     crashed_rollout(&store, "r6", &g, &plan_g, "running", serde_json::from_str(&outbox).unwrap()).await;
     let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
     let body = sluice_server::CommandBody { reason: Some("look".into()), ..Default::default() };
-    state.rollout_command("r6", "pause", body, &who).await.unwrap();
+    state.controller().command_named("r6", "pause", body, &who).await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r6:3:0\n", "its own key, run once");
     let r6 = store.rollout("r6").await.unwrap().unwrap();
-    assert_eq!((r6.status.as_str(), r6.outbox.clone()), ("paused", json!([])));
+    assert_eq!((r6.status().name(), r6.outbox.clone()), ("paused", vec![]));
 }
 
 /// A rollback whose `flags_off` names a flag deleted since the plan was checked still runs the rest.
@@ -203,9 +202,9 @@ async fn a_rollback_runs_its_actions_even_when_a_flag_to_switch_off_is_gone() {
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
     let body = sluice_server::CommandBody { reason: Some("errors".into()), ..Default::default() };
-    state.rollout_command("r7", "rollback", body, &who).await.unwrap();
+    state.controller().command_named("r7", "rollback", body, &who).await.unwrap();
     let r7 = store.rollout("r7").await.unwrap().unwrap();
-    assert_eq!((r7.status.as_str(), r7.outbox.clone()), ("rolled_back", json!([])));
+    assert_eq!((r7.status().name(), r7.outbox.clone()), ("rolled_back", vec![]));
     assert!(std::fs::read_to_string(&log).unwrap().starts_with("undo r7:"), "the rollback action ran");
     let audit = store.audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "rollout.flag_missing"));
@@ -234,16 +233,17 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     // Until that rollback is carried out, a new rollout of the flag would have it restored underneath.
     let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
-    let refused = state.start_rollout(&who, "p.yaml", &plan(&log)).await.unwrap_err();
+    let refused: sluice_server::ApiError =
+        state.controller().start(&who, "p.yaml", &plan(&log)).await.unwrap_err().into();
     assert_eq!(refused.error, "unfinished", "{}", refused.message);
-    tokio::spawn(sluice_server::run_rollouts(state.clone()));
+    tokio::spawn(state.controller().clone().run());
     let begun = std::time::Instant::now();
-    while store.rollout("r8").await.unwrap().unwrap().outbox != json!([]) {
+    while !store.rollout("r8").await.unwrap().unwrap().outbox.is_empty() {
         assert!(begun.elapsed() < std::time::Duration::from_secs(10), "the runner never finished it");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "restored");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r8:2:1\n");
     // Then it may start.
-    state.start_rollout(&who, "p.yaml", &plan(&log)).await.unwrap();
+    state.controller().start(&who, "p.yaml", &plan(&log)).await.unwrap();
 }

@@ -1,63 +1,76 @@
-//! `sluice-sources` holds Sluice's plug-ins: where a gate's number comes from ([`sources`]) and what the
-//! controller does to the world ([`actions`]). Each kind is one file behind one function signature; adding
-//! one is that file plus one line in [`measure`] or [`run`]. The engine stays pure: the runner measures
-//! here, asynchronously, and hands the numbers to the engine's tick.
+//! `sluice-sources` holds Sluice's plug-ins, one folder per kind and one file per plug-in: where a check's
+//! number comes from ([`sources`], behind [`Source`]), what the controller does to the world ([`actions`],
+//! behind [`ActionRunner`]) and where people hear about a rollout ([`notifiers`], behind [`Notifier`]).
+//! A [`Registry`] builds them once from [`Config`] and says which kinds exist, so `plan check` and the
+//! controller ask it rather than a list. Adding a plug-in is its file plus one line in its folder's
+//! `register`. The engine stays pure: the controller measures and acts here, asynchronously, and hands
+//! the numbers to the engine's tick.
+//!
+//! ```
+//! use sluice_plan::{Capabilities, PluginKind, model::SourceKind};
+//! let registry = sluice_sources::Registry::new(&sluice_sources::Config::default());
+//! assert!(registry.can(PluginKind::Source(SourceKind::Command)));
+//! assert!(!registry.can(PluginKind::Source(SourceKind::Prometheus)));
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod actions;
+pub mod notifiers;
 pub mod sources;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::Measurement;
-use sluice_plan::model::{Action, Check, SourceKind};
+use serde::{Deserialize, Serialize};
+use sluice_engine::{Event, Measurement, Millis};
+use sluice_plan::model::{Action, ActionKind, Check, NotifierKind, SourceKind};
+use sluice_plan::{Capabilities, Plan, PluginKind};
 
 /// The default time a command may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Measures one check with its source; templates are filled from `values`.
-pub async fn measure(check: &Check, default: Option<SourceKind>, values: &BTreeMap<String, String>) -> Measurement {
-    match check.source_kind(default) {
-        SourceKind::Command => sources::command::measure(check, values).await,
-        other => Measurement::Error(format!("the `{}` source is not available in this version", other.as_str())),
+/// How the plug-ins are built: what the server was started with.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Longest run of a command check or an exec action without its own `timeout` (default 60 s).
+    pub command_timeout: Option<Duration>,
+}
+
+/// What a source may know about the measurement it takes, besides the check itself.
+#[derive(Debug, Clone, Copy)]
+pub struct MeasureContext<'a> {
+    /// The rollout's id.
+    pub rollout_id: &'a str,
+    /// Its plan: name, `analysis` settings (the default source, a Prometheus endpoint), `vars`.
+    pub plan: &'a Plan,
+    /// When the rollout started (ms), e.g. for a baseline window before it.
+    pub started_at: Millis,
+    /// The tick's time (ms): a query is evaluated at this instant.
+    pub now: Millis,
+    /// Template values: `flag`, `base`, `ramped`, `phase`, `percent`, `interval` and the plan's `vars`.
+    pub values: &'a BTreeMap<String, String>,
+}
+
+impl MeasureContext<'_> {
+    /// The source of `check`: its own, or the plan's default.
+    pub fn source_of(&self, check: &Check) -> SourceKind {
+        check.source_kind(self.plan.analysis.source.as_ref().map(|s| s.value))
     }
 }
 
-/// Where a running controller measures and acts: the real plug-ins by default ([`Registry`]); tests put a
-/// recorded timeline and a counting receiver in their place.
-#[async_trait::async_trait]
-pub trait Plugins: Send + Sync {
-    /// Measures one check.
-    async fn measure(
-        &self,
-        check: &Check,
-        default: Option<SourceKind>,
-        values: &BTreeMap<String, String>,
-        now: u64,
-    ) -> Measurement;
-    /// Runs one action with its idempotency key.
-    async fn run(&self, action: &Action, values: &BTreeMap<String, String>, key: &str) -> ActionOutcome;
-}
-
-/// The plug-ins of this crate.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Registry;
-
-#[async_trait::async_trait]
-impl Plugins for Registry {
-    async fn measure(
-        &self,
-        check: &Check,
-        default: Option<SourceKind>,
-        values: &BTreeMap<String, String>,
-        _now: u64,
-    ) -> Measurement {
-        measure(check, default, values).await
-    }
-
-    async fn run(&self, action: &Action, values: &BTreeMap<String, String>, key: &str) -> ActionOutcome {
-        run(action, values, key).await
-    }
+/// What an action may know about the run it is part of.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionContext<'a> {
+    /// The rollout's id.
+    pub rollout_id: &'a str,
+    /// Its plan.
+    pub plan: &'a Plan,
+    /// Template values, as for checks.
+    pub values: &'a BTreeMap<String, String>,
+    /// This effect's idempotency key: the same on every attempt.
+    pub key: &'a str,
 }
 
 /// What running an action gave.
@@ -69,11 +82,189 @@ pub struct ActionOutcome {
     pub detail: String,
 }
 
-/// Runs one action; templates are filled from `values`. `key` identifies this attempt for idempotency.
-pub async fn run(action: &Action, values: &BTreeMap<String, String>, key: &str) -> ActionOutcome {
-    if let Some(argv) = &action.exec {
-        let timeout = action.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| t.value.0);
-        return actions::exec::run(&argv.value, values, timeout, key).await;
+impl ActionOutcome {
+    /// A failure saying why.
+    pub fn failed(detail: impl Into<String>) -> ActionOutcome {
+        ActionOutcome { ok: false, detail: detail.into() }
     }
-    ActionOutcome { ok: false, detail: "webhook actions are not available in this version".into() }
+}
+
+/// A rollout's transition as people hear about it: queued with the transition and delivered at least
+/// once to each of its destinations, keyed by `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The audit-free identity of this event: `{rollout}:{transition}:{index}`, as an outbox key.
+    pub id: String,
+    /// The rollout's id.
+    pub rollout: String,
+    /// Its plan's name.
+    pub plan: String,
+    /// Its flag.
+    pub flag: String,
+    /// What happened.
+    pub event: Event,
+}
+
+impl Notification {
+    /// One line for people: `bounded-reasoning (bounded_reasoning): rolled_back at 10% — errors-hard fired`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}): {} at phase {}, {}% — {}",
+            self.plan,
+            self.flag,
+            self.event.kind,
+            self.event.phase + 1,
+            self.event.percent,
+            self.event.reason
+        )
+    }
+}
+
+/// Where a check's number comes from. One per [`SourceKind`].
+#[async_trait::async_trait]
+pub trait Source: Send + Sync {
+    /// Which kind of source this is.
+    fn kind(&self) -> SourceKind;
+    /// Measures `check` now. No data, too few samples or an error is never a pass: say so with
+    /// [`Measurement::Empty`] or [`Measurement::Error`].
+    async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement;
+}
+
+/// Carries out one kind of action. One per [`ActionKind`].
+#[async_trait::async_trait]
+pub trait ActionRunner: Send + Sync {
+    /// Which kind of action this runs.
+    fn kind(&self) -> ActionKind;
+    /// Runs `action`; `cx.key` identifies this effect across retries.
+    async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome;
+}
+
+/// Tells people. Delivery is retried until it succeeds, so a notifier must tolerate a repeat of the same
+/// [`Notification::id`].
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    /// Which kind of notifier this is; `None` for the log, which every rollout has.
+    fn kind(&self) -> Option<NotifierKind>;
+    /// Delivers `n` to `target` (the plan's `notify[i]` entry; `None` for the log).
+    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String>;
+}
+
+/// Where a running controller measures, acts and notifies: the [`Registry`] of real plug-ins, or, in
+/// tests, a recorded timeline and a counting receiver in its place.
+#[async_trait::async_trait]
+pub trait Plugins: Send + Sync {
+    /// Measures one check.
+    async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement;
+    /// Runs one action.
+    async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome;
+    /// Delivers one notification to `target` (`None`: the log). The default writes it to the log.
+    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String> {
+        notifiers::log::Log.notify(target, n).await
+    }
+    /// Whether this kind of plug-in exists. The default: all of them (a test double stands in for any).
+    fn can(&self, kind: PluginKind) -> bool {
+        let _ = kind;
+        true
+    }
+}
+
+/// Every plug-in this build has, configured once.
+#[derive(Clone, Default)]
+pub struct Registry {
+    sources: BTreeMap<SourceKind, Arc<dyn Source>>,
+    actions: BTreeMap<ActionKind, Arc<dyn ActionRunner>>,
+    notifiers: BTreeMap<Option<NotifierKind>, Arc<dyn Notifier>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sources", &self.sources.keys().collect::<Vec<_>>())
+            .field("actions", &self.actions.keys().collect::<Vec<_>>())
+            .field("notifiers", &self.notifiers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Builds every plug-in of this crate from `config`.
+    pub fn new(config: &Config) -> Registry {
+        let mut registry = Registry::default();
+        sources::register(&mut registry, config);
+        actions::register(&mut registry, config);
+        notifiers::register(&mut registry, config);
+        registry
+    }
+
+    /// Adds (or replaces) the source of its kind.
+    pub fn add_source(&mut self, source: impl Source + 'static) {
+        self.sources.insert(source.kind(), Arc::new(source));
+    }
+
+    /// Adds (or replaces) the runner of its kind of action.
+    pub fn add_action(&mut self, runner: impl ActionRunner + 'static) {
+        self.actions.insert(runner.kind(), Arc::new(runner));
+    }
+
+    /// Adds (or replaces) the notifier of its kind.
+    pub fn add_notifier(&mut self, notifier: impl Notifier + 'static) {
+        self.notifiers.insert(notifier.kind(), Arc::new(notifier));
+    }
+}
+
+impl Capabilities for Registry {
+    fn can(&self, kind: PluginKind) -> bool {
+        match kind {
+            // A signal is fired by a person or an alert: nothing measures it.
+            PluginKind::Source(SourceKind::Signal) => true,
+            PluginKind::Source(k) => self.sources.contains_key(&k),
+            PluginKind::Action(k) => self.actions.contains_key(&k),
+            PluginKind::Notifier(k) => self.notifiers.contains_key(&Some(k)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Plugins for Registry {
+    async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
+        let kind = cx.source_of(check);
+        match self.sources.get(&kind) {
+            Some(source) => source.measure(check, cx).await,
+            None => Measurement::Error(format!("this server has no `{}` source", kind.as_str())),
+        }
+    }
+
+    async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome {
+        let Some(kind) = action.kind() else {
+            return ActionOutcome::failed("the action names neither exec nor webhook");
+        };
+        match self.actions.get(&kind) {
+            Some(runner) => runner.run(action, cx).await,
+            None => ActionOutcome::failed(format!("this server has no `{}` actions", kind.as_str())),
+        }
+    }
+
+    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String> {
+        let kind = match target {
+            None => None,
+            Some(t) => Some(t.endpoint().ok_or("a notifier names one of slack, webhook or alertmanager")?.0),
+        };
+        match self.notifiers.get(&kind) {
+            Some(notifier) => notifier.notify(target, n).await,
+            None => Err(format!("this server has no `{}` notifier", kind.map_or("log", NotifierKind::as_str))),
+        }
+    }
+
+    fn can(&self, kind: PluginKind) -> bool {
+        Capabilities::can(self, kind)
+    }
+}
+
+/// A [`Plugins`] as the plan checker's [`Capabilities`].
+pub struct CapabilitiesOf<'a>(pub &'a dyn Plugins);
+
+impl Capabilities for CapabilitiesOf<'_> {
+    fn can(&self, kind: PluginKind) -> bool {
+        self.0.can(kind)
+    }
 }

@@ -3,30 +3,33 @@
 use std::collections::BTreeMap;
 
 use sluice_engine::Measurement;
+use sluice_sources::{MeasureContext, Plugins, Registry};
 
-fn check(yaml: &str) -> sluice_plan::model::Check {
+fn plan(yaml: &str) -> sluice_plan::Plan {
     let plan = format!("name: t\nflag: f\nphases: [{{percent: 5}}]\ngates:\n  - {yaml}\n");
-    let (plan, _) = sluice_plan::load("t.yaml", &plan, None).unwrap();
-    plan.gates[0].value.clone()
+    sluice_plan::load("t.yaml", &plan, None).unwrap().0
+}
+
+/// Measures the plan's one gate through the registry, as the controller does.
+async fn measure(plan: &sluice_plan::Plan, values: &BTreeMap<String, String>) -> Measurement {
+    let registry = Registry::new(&sluice_sources::Config::default());
+    let cx = MeasureContext { rollout_id: "r", plan, started_at: 0, now: 0, values };
+    registry.measure(&plan.gates[0].value, &cx).await
 }
 
 #[tokio::test]
 async fn the_last_number_printed_or_the_exit_status_is_the_value() {
     let values = BTreeMap::from([("flag".to_string(), "awf".to_string())]);
-    let c = check(
+    let c = plan(
         r#"{name: n, command: [sh, -c, "echo measuring {{flag}}; echo 0.25"], value_from: last_number, below: 1}"#,
     );
-    assert_eq!(sluice_sources::measure(&c, None, &values).await, Measurement::Value(0.25));
-    let c = check(r#"{name: n, command: [sh, -c, "exit 3"], value_from: exit_status, below: 1}"#);
-    assert_eq!(sluice_sources::measure(&c, None, &values).await, Measurement::Value(3.0));
-    let c = check(r#"{name: n, command: [sh, -c, "echo no number"], value_from: last_number, below: 1}"#);
-    assert!(
-        matches!(sluice_sources::measure(&c, None, &values).await, Measurement::Error(e) if e.contains("printed no number"))
-    );
-    let c = check(r#"{name: n, command: [/no/such/program], below: 1}"#);
-    assert!(
-        matches!(sluice_sources::measure(&c, None, &values).await, Measurement::Error(e) if e.contains("cannot run"))
-    );
+    assert_eq!(measure(&c, &values).await, Measurement::Value(0.25));
+    let c = plan(r#"{name: n, command: [sh, -c, "exit 3"], value_from: exit_status, below: 1}"#);
+    assert_eq!(measure(&c, &values).await, Measurement::Value(3.0));
+    let c = plan(r#"{name: n, command: [sh, -c, "echo no number"], value_from: last_number, below: 1}"#);
+    assert!(matches!(measure(&c, &values).await, Measurement::Error(e) if e.contains("printed no number")));
+    let c = plan(r#"{name: n, command: [/no/such/program], below: 1}"#);
+    assert!(matches!(measure(&c, &values).await, Measurement::Error(e) if e.contains("cannot run")));
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ mod token;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sluice_engine::{OutboxItem, Rollout, Status};
 use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
 
 pub use audit::{AuditEvent, Verification};
@@ -222,12 +223,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The evaluation counts kept so far: (flag, variant, count), by flag then variant.
     async fn client_metrics(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 
-    /// Records a new active rollout with the audit events of its start, refused (`Conflict`, naming it)
-    /// when its flag already has one.
-    async fn create_rollout(&self, rollout: &RolloutRecord, events: &[AuditNote]) -> Result<AuditEvent, StoreError>;
+    /// Records a new active rollout with the audit events of its start and its queued notifications,
+    /// refused (`Conflict`, naming it) when its flag already has one. Returns the audit events written.
+    async fn create_rollout(
+        &self,
+        rollout: &RolloutRecord,
+        events: &[AuditNote],
+        notifications: &[NewNotification],
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Writes a rollout's new state and outbox, with one audit event per transition, in one transaction.
+    /// Writes a rollout's new state and outbox, with one audit event per transition event and its queued
+    /// notifications, in one transaction.
     async fn save_rollout(&self, save: &RolloutSave<'_>) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Queued notifications whose next try is due, oldest first, at most `limit`.
+    async fn due_notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>, StoreError>;
+
+    /// Marks a notification delivered to `destination`: it is not tried again.
+    async fn notification_delivered(&self, id: &str, destination: &str) -> Result<(), StoreError>;
+
+    /// Records a failed delivery; the next try is due after `retry_in`.
+    async fn notification_failed(
+        &self,
+        id: &str,
+        destination: &str,
+        error: &str,
+        retry_in: std::time::Duration,
+    ) -> Result<(), StoreError>;
 
     /// Rollouts, oldest first; only the active ones with `active_only`.
     async fn rollouts(&self, active_only: bool) -> Result<Vec<RolloutRecord>, StoreError>;
@@ -255,7 +277,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// An audit event to write with a rollout's change: (action, details, reason).
 pub type AuditNote = (String, Value, Option<String>);
 
-/// A rollout as stored.
+/// A rollout as stored: typed, so that the controller never pokes at JSON. The engine state and the outbox
+/// are kept as JSON columns; a row that does not parse is reported as [`StoreError::Corrupt`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RolloutRecord {
     /// Its id.
@@ -266,22 +289,32 @@ pub struct RolloutRecord {
     pub plan_name: String,
     /// The plan, as started.
     pub plan_text: String,
-    /// The flag (JSON) before the rollout: what `rollback.to: start` restores.
-    pub original_flag: Value,
-    /// The engine's state (JSON).
-    pub state: Value,
-    /// `running`, `paused`, `baking`, `completed`, `rolled_back`, `aborted`.
-    pub status: String,
+    /// The flag before the rollout: what `rollback.to: start` restores.
+    pub original_flag: Flag,
+    /// The engine's state; its status is the rollout's.
+    pub state: Rollout,
     /// Not finished.
     pub active: bool,
     /// Effects committed but not known to be done.
-    pub outbox: Value,
+    pub outbox: Vec<OutboxItem>,
     /// Who started it.
     pub created_by: String,
     /// When (RFC 3339).
     pub created_at: String,
     /// Last change (RFC 3339).
     pub updated_at: String,
+}
+
+impl RolloutRecord {
+    /// Where it is: running, paused, baking, completed, rolled back, aborted.
+    pub fn status(&self) -> &Status {
+        &self.state.status
+    }
+
+    /// Still active, or with effects left to carry out: its flag must not be deleted or started again.
+    pub fn busy(&self) -> bool {
+        self.active || !self.outbox.is_empty()
+    }
 }
 
 /// A rollout's transition, as written.
@@ -291,14 +324,42 @@ pub struct RolloutSave<'a> {
     pub actor: &'a str,
     /// The rollout.
     pub id: &'a str,
-    /// The engine's new state.
-    pub state: &'a Value,
-    /// Its status name.
-    pub status: &'a str,
-    /// Not finished.
-    pub active: bool,
+    /// The engine's new state (its status says whether the rollout is still active).
+    pub state: &'a Rollout,
     /// The effects to carry out, not yet done.
-    pub outbox: &'a Value,
+    pub outbox: &'a [OutboxItem],
     /// Audit events.
     pub events: &'a [AuditNote],
+    /// Notifications to queue with the transition.
+    pub notifications: &'a [NewNotification],
+}
+
+/// A notification to queue: delivered at least once to `destination`, keyed by (`id`, `destination`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// The event's id.
+    pub id: String,
+    /// `log`, or the plan's `notify[i]`.
+    pub destination: String,
+    /// The rollout it is about.
+    pub rollout_id: String,
+    /// What to deliver.
+    pub body: Value,
+}
+
+/// A queued notification not yet delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedNotification {
+    /// The event's id.
+    pub id: String,
+    /// `log`, or the plan's `notify[i]`.
+    pub destination: String,
+    /// The rollout it is about.
+    pub rollout_id: String,
+    /// What to deliver.
+    pub body: Value,
+    /// Failed tries so far.
+    pub attempts: u32,
+    /// The last try's error.
+    pub last_error: Option<String>,
 }

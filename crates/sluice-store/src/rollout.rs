@@ -56,7 +56,6 @@ pub(crate) struct RolloutRow {
     plan_text: String,
     original_flag: String,
     state: String,
-    status: String,
     active: i64,
     outbox: String,
     created_by: String,
@@ -73,7 +72,6 @@ impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for RolloutRow {
             plan_text: r.text("plan_text")?,
             original_flag: r.text("original_flag")?,
             state: r.text("state")?,
-            status: r.text("status")?,
             active: r.int("active")?,
             outbox: r.text("outbox")?,
             created_by: r.text("created_by")?,
@@ -87,15 +85,17 @@ impl RolloutRow {
     /// The rollout it stores; `Corrupt` when a JSON column does not parse.
     pub(crate) fn into_record(self) -> Result<RolloutRecord, StoreError> {
         let id = self.id;
-        let json = |col: &str, text: &str| parse_json::<Value>(text, || format!("rollout {id}, `{col}`"));
+        let what = |col: &'static str| {
+            let id = &id;
+            move || format!("rollout {id}, `{col}`")
+        };
         Ok(RolloutRecord {
-            original_flag: json("original_flag", &self.original_flag)?,
-            state: json("state", &self.state)?,
-            outbox: json("outbox", &self.outbox)?,
+            original_flag: parse_json(&self.original_flag, what("original_flag"))?,
+            state: parse_json(&self.state, what("state"))?,
+            outbox: parse_json(&self.outbox, what("outbox"))?,
             flag: self.flag,
             plan_name: self.plan_name,
             plan_text: self.plan_text,
-            status: self.status,
             active: self.active == 1,
             created_by: self.created_by,
             created_at: self.created_at,
@@ -108,4 +108,43 @@ impl RolloutRow {
 /// A stored decision of the rollout `id`.
 pub(crate) fn parse_decision(id: &str, body: &str) -> Result<Value, StoreError> {
     parse_json(body, || format!("a decision of {id}"))
+}
+
+/// A queued notification row.
+#[derive(Debug, Clone)]
+pub(crate) struct NotificationRow {
+    id: String,
+    destination: String,
+    rollout_id: String,
+    body: String,
+    attempts: i64,
+    last_error: Option<String>,
+}
+
+impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for NotificationRow {
+    fn from_row(r: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(NotificationRow {
+            id: r.text("id")?,
+            destination: r.text("destination")?,
+            rollout_id: r.text("rollout_id")?,
+            body: r.text("body")?,
+            attempts: r.int("attempts")?,
+            last_error: r.text_or_null("last_error")?,
+        })
+    }
+}
+
+impl NotificationRow {
+    /// The notification it queues; `Corrupt` when its body does not parse.
+    pub(crate) fn into_queued(self) -> Result<crate::QueuedNotification, StoreError> {
+        let body = parse_json(&self.body, || format!("notification {} to {}", self.id, self.destination))?;
+        Ok(crate::QueuedNotification {
+            body,
+            id: self.id,
+            destination: self.destination,
+            rollout_id: self.rollout_id,
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            last_error: self.last_error,
+        })
+    }
 }

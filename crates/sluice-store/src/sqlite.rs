@@ -15,12 +15,12 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::audit::{AuditRow, NewEvent};
 use crate::catalog::{Catalog, RowEdit};
-use crate::rollout::{self, RolloutRow};
-use crate::stored::{count_from_column, count_to_column, rfc3339};
+use crate::rollout::{self, NotificationRow, RolloutRow};
+use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Role, RolloutRecord, RolloutSave, Store,
-    StoreError, TokenInfo, TokenTable,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, NewNotification, QueuedNotification, Role,
+    RolloutRecord, RolloutSave, Store, StoreError, TokenInfo, TokenTable,
 };
 
 /// The SQLite implementation of [`Store`]: one file, WAL, migrations embedded.
@@ -229,7 +229,12 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(|(f, v, n)| (f, v, count_from_column(n))).collect())
     }
 
-    async fn create_rollout(&self, r: &RolloutRecord, events: &[AuditNote]) -> Result<AuditEvent, StoreError> {
+    async fn create_rollout(
+        &self,
+        r: &RolloutRecord,
+        events: &[AuditNote],
+        notifications: &[NewNotification],
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         let (_writer, mut tx) = self.begin_write().await?;
         let active: Option<(String, String)> =
             sqlx::query_as("SELECT id, plan_name FROM rollouts WHERE flag = $1 AND active = 1")
@@ -248,17 +253,18 @@ impl Store for SqliteStore {
         .bind(&r.flag)
         .bind(&r.plan_name)
         .bind(&r.plan_text)
-        .bind(r.original_flag.to_string())
-        .bind(r.state.to_string())
-        .bind(&r.status)
-        .bind(r.outbox.to_string())
+        .bind(to_json(&r.original_flag).to_string())
+        .bind(to_json(&r.state).to_string())
+        .bind(r.state.status.name())
+        .bind(to_json(&r.outbox).to_string())
         .bind(&r.created_by)
         .bind(rfc3339(now))
         .execute(&mut *tx)
         .await?;
-        let mut written = append_all(&mut tx, rollout::created_events(r, events, now)).await?;
+        let written = append_all(&mut tx, rollout::created_events(r, events, now)).await?;
+        queue_notifications(&mut tx, notifications, now).await?;
         tx.commit().await?;
-        Ok(written.remove(0))
+        Ok(written)
     }
 
     async fn save_rollout(&self, save: &RolloutSave<'_>) -> Result<Vec<AuditEvent>, StoreError> {
@@ -267,10 +273,10 @@ impl Store for SqliteStore {
         let updated = sqlx::query(
             "UPDATE rollouts SET state = $1, status = $2, active = $3, outbox = $4, updated_at = $5 WHERE id = $6",
         )
-        .bind(save.state.to_string())
-        .bind(save.status)
-        .bind(i64::from(save.active))
-        .bind(save.outbox.to_string())
+        .bind(to_json(save.state).to_string())
+        .bind(save.state.status.name())
+        .bind(i64::from(!save.state.status.is_terminal()))
+        .bind(to_json(&save.outbox).to_string())
         .bind(rfc3339(now))
         .bind(save.id)
         .execute(&mut *tx)
@@ -279,8 +285,56 @@ impl Store for SqliteStore {
             return Err(rollout::not_found(save.id));
         }
         let events = append_all(&mut tx, rollout::saved_events(save, now)).await?;
+        queue_notifications(&mut tx, save.notifications, now).await?;
         tx.commit().await?;
         Ok(events)
+    }
+
+    async fn due_notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>, StoreError> {
+        let rows: Vec<NotificationRow> = sqlx::query_as(
+            "SELECT id, destination, rollout_id, body, attempts, last_error FROM notifications \
+             WHERE delivered_ms IS NULL AND next_ms <= $1 ORDER BY next_ms, created_ms LIMIT $2",
+        )
+        .bind(Utc::now().timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(NotificationRow::into_queued).collect()
+    }
+
+    async fn notification_delivered(&self, id: &str, destination: &str) -> Result<(), StoreError> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        sqlx::query("UPDATE notifications SET delivered_ms = $1 WHERE id = $2 AND destination = $3")
+            .bind(Utc::now().timestamp_millis())
+            .bind(id)
+            .bind(destination)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn notification_failed(
+        &self,
+        id: &str,
+        destination: &str,
+        error: &str,
+        retry_in: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let next =
+            Utc::now().timestamp_millis().saturating_add(i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX));
+        sqlx::query(
+            "UPDATE notifications SET attempts = attempts + 1, next_ms = $1, last_error = $2 WHERE id = $3 AND destination = $4",
+        )
+        .bind(next)
+        .bind(stored::bounded_text(error, 4096))
+        .bind(id)
+        .bind(destination)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn rollouts(&self, active_only: bool) -> Result<Vec<RolloutRecord>, StoreError> {
@@ -353,6 +407,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (3, "client metrics", include_str!("../migrations/0003_client_metrics.sql")),
         (4, "rollouts", include_str!("../migrations/0004_rollouts.sql")),
         (5, "decisions seq", include_str!("../migrations/0005_decisions_seq.sql")),
+        (6, "notifications", include_str!("../migrations/0006_notifications.sql")),
     ];
     MIGRATIONS
         .iter()
@@ -438,6 +493,29 @@ async fn append_audit(tx: &mut SqliteConnection, event: NewEvent) -> Result<Audi
     .execute(&mut *tx)
     .await?;
     Ok(event)
+}
+
+/// Queues notifications in the transaction that raised them; a repeat of one already queued is ignored.
+async fn queue_notifications(
+    tx: &mut SqliteConnection,
+    notifications: &[NewNotification],
+    now: chrono::DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let ms = now.timestamp_millis();
+    for n in notifications {
+        sqlx::query(
+            "INSERT INTO notifications (id, destination, rollout_id, body, created_ms, next_ms) VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (id, destination) DO NOTHING",
+        )
+        .bind(&n.id)
+        .bind(&n.destination)
+        .bind(&n.rollout_id)
+        .bind(n.body.to_string())
+        .bind(ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn append_all(tx: &mut SqliteConnection, events: Vec<NewEvent>) -> Result<Vec<AuditEvent>, StoreError> {

@@ -62,3 +62,16 @@ where
         self.try_get(column)
     }
 }
+
+/// At most `max` bytes of `text`, cut at a character boundary: an error message from a remote service must
+/// not grow a row without bound.
+pub(crate) fn bounded_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

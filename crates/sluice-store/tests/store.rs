@@ -59,6 +59,7 @@ store_tests! {
         #[tokio::test] an_invalid_change_writes_nothing,
         #[tokio::test] a_segment_in_use_cannot_be_deleted,
         #[tokio::test] the_state_survives_a_restart,
+        #[tokio::test] notifications_are_queued_with_their_transition_until_delivered,
         #[tokio::test] tokens_authenticate_until_revoked_and_are_audited,
         #[tokio::test] a_batch_is_all_or_nothing,
         #[tokio::test] client_metrics_add_up_and_are_kept,
@@ -248,41 +249,42 @@ async fn a_flag_has_at_most_one_active_rollout(db: Database) {
     use serde_json::json;
     use sluice_store::{RolloutRecord, RolloutSave};
     let store = db.open().await;
+    let (plan, running) = started("awf-week-1");
     let record = |id: &str, plan: &str| RolloutRecord {
         id: id.into(),
         flag: "awf_bundle".into(),
         plan_name: plan.into(),
         plan_text: "name: x".into(),
-        original_flag: json!({"key": "awf_bundle"}),
-        state: json!({}),
-        status: "running".into(),
+        original_flag: Flag::boolean("awf_bundle"),
+        state: running.clone(),
         active: true,
-        outbox: json!([]),
+        outbox: Vec::new(),
         created_by: "alice".into(),
         created_at: String::new(),
         updated_at: String::new(),
     };
-    store.create_rollout(&record("r1", "awf-week-1"), &[]).await.unwrap();
-    let err = store.create_rollout(&record("r2", "awf-other"), &[]).await.unwrap_err();
+    store.create_rollout(&record("r1", "awf-week-1"), &[], &[]).await.unwrap();
+    let err = store.create_rollout(&record("r2", "awf-other"), &[], &[]).await.unwrap_err();
     assert!(err.to_string().contains("`awf-week-1` (r1)"), "{err}");
 
+    let mut rolled_back = running.clone();
+    rolled_back.rollback(&plan, 1, "errors").unwrap();
     let events = [("rollout.rolled_back".to_string(), json!({"phase": 1}), Some("errors".to_string()))];
     let saved = store
         .save_rollout(&RolloutSave {
             actor: "sluice",
             id: "r1",
-            state: &json!({"s": 1}),
-            status: "rolled_back",
-            active: false,
-            outbox: &json!([]),
+            state: &rolled_back,
+            outbox: &[],
             events: &events,
+            notifications: &[],
         })
         .await
         .unwrap();
     assert_eq!(saved[0].action, "rollout.rolled_back");
-    store.create_rollout(&record("r2", "awf-again"), &[]).await.unwrap();
+    store.create_rollout(&record("r2", "awf-again"), &[], &[]).await.unwrap();
     assert_eq!(store.rollouts(true).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r2"]);
-    assert_eq!(store.rollout("r1").await.unwrap().unwrap().state, json!({"s": 1}));
+    assert_eq!(store.rollout("r1").await.unwrap().unwrap().state, rolled_back);
 
     store.record_decisions("r2", 1000, &[json!({"check": "a"}), json!({"check": "b"})]).await.unwrap();
     store.record_decisions("r2", 2000, &[json!({"check": "c"})]).await.unwrap();
@@ -382,4 +384,86 @@ mod sqlite_only {
             sqlx::query_scalar("SELECT secret_sha256 FROM tokens").fetch_all(store.pool()).await.unwrap();
         assert!(!stored.iter().any(|s| secret.contains(s.as_str()) || s.contains(&secret[20..])));
     }
+}
+
+/// A plan of one flag and a rollout of it, started.
+fn started(name: &str) -> (sluice_plan::Plan, sluice_engine::Rollout) {
+    let yaml = format!("name: {name}\nflag: awf_bundle\nphases: [{{percent: 10}}, {{percent: 100}}]\n");
+    let (plan, _) = sluice_plan::load("p.yaml", &yaml, None).unwrap();
+    let mut rollout = sluice_engine::Rollout::new(&plan);
+    rollout.start(&plan, 0);
+    (plan, rollout)
+}
+
+/// Notifications are queued with the transition that raised them, due at once, kept (with their error)
+/// until delivered, retried after the backoff given, and never queued twice for one destination.
+async fn notifications_are_queued_with_their_transition_until_delivered(db: Database) {
+    use serde_json::json;
+    use sluice_store::{NewNotification, RolloutRecord, RolloutSave};
+    let store = db.open().await;
+    let (_, running) = started("p");
+    let queued = |id: &str, destination: &str| NewNotification {
+        id: id.into(),
+        destination: destination.into(),
+        rollout_id: "r1".into(),
+        body: json!({"event": id}),
+    };
+    let record = RolloutRecord {
+        id: "r1".into(),
+        flag: "awf_bundle".into(),
+        plan_name: "p".into(),
+        plan_text: "name: p".into(),
+        original_flag: Flag::boolean("awf_bundle"),
+        state: running.clone(),
+        active: true,
+        outbox: Vec::new(),
+        created_by: "alice".into(),
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    store.create_rollout(&record, &[], &[queued("e1", "log"), queued("e1", "notify[0]")]).await.unwrap();
+    let save = |notifications: &[NewNotification]| {
+        let notifications = notifications.to_vec();
+        let store = store.clone();
+        let state = running.clone();
+        async move {
+            store
+                .save_rollout(&RolloutSave {
+                    actor: "sluice",
+                    id: "r1",
+                    state: &state,
+                    outbox: &[],
+                    events: &[],
+                    notifications: &notifications,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // The same event again (a transition retried after a crash) is not queued twice.
+    save(&[queued("e1", "log"), queued("e2", "log")]).await;
+    let due = |store: Arc<dyn Store>| async move {
+        let mut due: Vec<(String, String, u32)> = store
+            .due_notifications(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.id, n.destination, n.attempts))
+            .collect();
+        due.sort();
+        due
+    };
+    assert_eq!(
+        due(store.clone()).await,
+        [("e1".into(), "log".into(), 0), ("e1".into(), "notify[0]".into(), 0), ("e2".into(), "log".into(), 0)]
+    );
+    store.notification_delivered("e1", "log").await.unwrap();
+    store.notification_failed("e1", "notify[0]", "slack: 503", std::time::Duration::from_secs(3600)).await.unwrap();
+    store.notification_failed("e2", "log", "disk full", std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(due(store.clone()).await, [("e2".into(), "log".into(), 1)]);
+    let again = store.due_notifications(100).await.unwrap();
+    assert_eq!(again[0].last_error.as_deref(), Some("disk full"));
+    // Kept across a restart.
+    let reopened = db.open().await;
+    assert_eq!(due(reopened).await, [("e2".into(), "log".into(), 1)]);
 }

@@ -443,7 +443,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     println!("sluice listening on http://{addr} (data: {})", args.data_dir.display());
-    tokio::spawn(sluice_server::run_rollouts(state.clone()));
+    tokio::spawn(state.controller().clone().run());
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
     axum::serve(listener, sluice_server::router(state))
         .with_graceful_shutdown(async {
@@ -1077,13 +1077,14 @@ fn simulate(output: Output, plan_path: PathBuf, metrics: PathBuf, verbose: bool)
                 sluice_engine::Effect::RestoreFlag => {
                     println!("{:>12}  -> restore {} as before the rollout", offset(step.at), plan.flag.value)
                 }
-                sluice_engine::Effect::FlagsOff(f) => {
-                    println!("{:>12}  -> switch off {}", offset(step.at), f.join(", "))
+                sluice_engine::Effect::FlagsOff { flags } => {
+                    println!("{:>12}  -> switch off {}", offset(step.at), flags.join(", "))
                 }
                 sluice_engine::Effect::ClearOverrides => {
                     println!("{:>12}  -> clear the overrides of {}", offset(step.at), plan.flag.value)
                 }
-                sluice_engine::Effect::Run { purpose, action } => {
+                sluice_engine::Effect::Run { action: purpose, .. } => {
+                    let Some(action) = purpose.resolve(&plan) else { continue };
                     let what = action
                         .exec
                         .as_ref()

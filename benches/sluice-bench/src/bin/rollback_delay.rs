@@ -8,7 +8,6 @@
 //!
 //! Run: `cargo run --release -p sluice-bench --bin rollback_delay -- 100`
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_engine::{Clock, Measurement, VirtualClock};
-use sluice_plan::model::{Action, Check, SourceKind};
+use sluice_plan::model::{Action, Check};
 use sluice_server::{AppState, Options, RunnerMemory, Seams};
-use sluice_sources::{ActionOutcome, Plugins};
+use sluice_sources::{ActionContext, ActionOutcome, MeasureContext, Plugins};
 use sluice_store::{Change, Principal, Role, SqliteStore, Store};
 
 const MIN: u64 = 60_000;
@@ -28,10 +27,10 @@ struct Level(AtomicU64);
 
 #[async_trait::async_trait]
 impl Plugins for Level {
-    async fn measure(&self, _: &Check, _: Option<SourceKind>, _: &BTreeMap<String, String>, _: u64) -> Measurement {
+    async fn measure(&self, _: &Check, _: &MeasureContext<'_>) -> Measurement {
         Measurement::Value(self.0.load(Ordering::SeqCst) as f64 / 1000.0)
     }
-    async fn run(&self, _: &Action, _: &BTreeMap<String, String>, _: &str) -> ActionOutcome {
+    async fn run(&self, _: &Action, _: &ActionContext<'_>) -> ActionOutcome {
         ActionOutcome { ok: true, detail: String::new() }
     }
 }
@@ -70,11 +69,11 @@ async fn main() {
              triggers:\n  - {{ name: errors, command: [x], value_from: last_number, above: 0.05, for: 2m, severity: hard }}\n"
         );
         level.0.store(1, Ordering::SeqCst);
-        state.start_rollout(&who, "p.yaml", &plan).await.unwrap();
+        state.controller().start(&who, "p.yaml", &plan).await.unwrap();
         // A few healthy ticks, then the condition turns true at a moment between two ticks.
         for _ in 0..3 {
             clock.advance_ms(MIN);
-            state.run_due_rollouts(&memory).await.unwrap();
+            state.controller().run_due(&memory).await.unwrap();
         }
         let ofrep = || {
             http.post(format!("{url}/ofrep/v1/evaluate/flags/{flag}"))
@@ -91,7 +90,7 @@ async fn main() {
         clock.advance_ms(MIN - offset);
         loop {
             let started = Instant::now();
-            state.run_due_rollouts(&memory).await.unwrap();
+            state.controller().run_due(&memory).await.unwrap();
             let served: serde_json::Value = ofrep().await.unwrap().json().await.unwrap();
             if served["value"] == false {
                 wall.push(started.elapsed());

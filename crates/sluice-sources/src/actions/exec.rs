@@ -8,7 +8,35 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+use sluice_plan::model::{Action, ActionKind};
+
 use crate::ActionOutcome;
+
+/// The `exec` action.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    timeout: Duration,
+}
+
+impl Exec {
+    /// Built from the server's configuration.
+    pub fn new(config: &crate::Config) -> Exec {
+        Exec { timeout: config.command_timeout.unwrap_or(crate::DEFAULT_TIMEOUT) }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ActionRunner for Exec {
+    fn kind(&self) -> ActionKind {
+        ActionKind::Exec
+    }
+
+    async fn run(&self, action: &Action, cx: &crate::ActionContext<'_>) -> ActionOutcome {
+        let Some(argv) = &action.exec else { return ActionOutcome::failed("not an exec action") };
+        let timeout = action.timeout.as_ref().map_or(self.timeout, |t| t.value.0);
+        run(&argv.value, cx.values, timeout, cx.key).await
+    }
+}
 
 /// Runs `argv` with templates filled, within `timeout`.
 pub async fn run(argv: &[String], values: &BTreeMap<String, String>, timeout: Duration, key: &str) -> ActionOutcome {

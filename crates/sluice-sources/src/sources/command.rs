@@ -3,17 +3,42 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::time::Duration;
 
 use sluice_engine::Measurement;
-use sluice_plan::model::{Check, ValueFrom};
+use sluice_plan::model::{Check, SourceKind, ValueFrom};
 use tokio::io::AsyncReadExt;
 
 /// Most output read from a command; the rest is ignored.
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
-/// Runs the check's command (argv, no shell) with a timeout; a command that cannot start, times out, or
-/// prints no number is a source error, never a pass.
-pub async fn measure(check: &Check, values: &BTreeMap<String, String>) -> Measurement {
+/// The `command` source.
+#[derive(Debug, Clone)]
+pub struct Command {
+    timeout: Duration,
+}
+
+impl Command {
+    /// Built from the server's configuration.
+    pub fn new(config: &crate::Config) -> Command {
+        Command { timeout: config.command_timeout.unwrap_or(crate::DEFAULT_TIMEOUT) }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Source for Command {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Command
+    }
+
+    async fn measure(&self, check: &Check, cx: &crate::MeasureContext<'_>) -> Measurement {
+        measure(check, cx.values, self.timeout).await
+    }
+}
+
+/// Runs the check's command (argv, no shell) within `timeout`; a command that cannot start, times out,
+/// or prints no number is a source error, never a pass.
+pub async fn measure(check: &Check, values: &BTreeMap<String, String>, timeout: Duration) -> Measurement {
     let Some(argv) = &check.command else { return Measurement::Error("no command".into()) };
     let argv: Vec<String> = argv.value.iter().map(|a| sluice_plan::render(a, values)).collect();
     let Some((program, args)) = argv.split_first() else { return Measurement::Error("empty command".into()) };
@@ -35,9 +60,9 @@ pub async fn measure(check: &Check, values: &BTreeMap<String, String>) -> Measur
         let status = child.wait().await;
         (out, status)
     };
-    let (out, status) = match tokio::time::timeout(crate::DEFAULT_TIMEOUT, run).await {
+    let (out, status) = match tokio::time::timeout(timeout, run).await {
         Ok(r) => r,
-        Err(_) => return Measurement::Error(format!("`{program}` took longer than {:?}", crate::DEFAULT_TIMEOUT)),
+        Err(_) => return Measurement::Error(format!("`{program}` took longer than {timeout:?}")),
     };
     let status = match status {
         Ok(s) => s,

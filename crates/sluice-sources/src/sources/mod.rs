@@ -1,4 +1,9 @@
-//! Metric sources, one file each. Which source a check uses is the plan's business:
-//! [`Check::source_kind`](sluice_plan::model::Check::source_kind).
+//! Metric sources, one file each, each behind [`Source`](crate::Source). Which source a check uses is the
+//! plan's business: [`Check::source_kind`](sluice_plan::model::Check::source_kind).
 
 pub mod command;
+
+/// Adds every source of this folder: one line each.
+pub(crate) fn register(registry: &mut crate::Registry, config: &crate::Config) {
+    registry.add_source(command::Command::new(config));
+}

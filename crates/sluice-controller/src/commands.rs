@@ -1,0 +1,358 @@
+//! Where people's commands land: starting a plan, and pause, resume, promote, rollback, abort, approve,
+//! signal and settle on a running rollout. Each goes through the engine and the same write-ahead
+//! transition as a tick.
+
+use serde::Deserialize;
+use serde_json::json;
+use sluice_engine::Rollout;
+use sluice_plan::model::ApprovalRole;
+use sluice_plan::{Level, Plan};
+use sluice_sources::CapabilitiesOf;
+use sluice_store::{Principal, Role, RolloutRecord};
+
+use crate::{plan_of, Controller, ControllerError, RolloutSummary};
+
+/// A person's decision on a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Stop ramping; triggers stay armed.
+    Pause,
+    /// Go on from a pause.
+    Resume,
+    /// Skip the rest of the current phase's hold (needs a reason).
+    Promote,
+    /// Roll back to the start.
+    Rollback,
+    /// End the rollout where it is.
+    Abort,
+    /// Sign an approval item of the current phase.
+    Approve {
+        /// The item.
+        item: String,
+    },
+    /// Fire a trigger by hand or from an alert.
+    Signal {
+        /// The trigger's name.
+        name: String,
+        /// Hard (roll back now) or soft (pause and ask).
+        hard: bool,
+    },
+    /// Say what happened to an action whose outcome is unknown after a crash.
+    Settle {
+        /// It ran (do not run it again), or it did not (run it now).
+        ran: bool,
+    },
+}
+
+/// The body of a rollout command, as the API and the CLI send it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    /// Why (audited).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// `approve`: the item.
+    #[serde(default)]
+    pub item: Option<String>,
+    /// `signal`: the trigger's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `signal`: `hard` or `soft`.
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// `settle`: `ran` or `retry`.
+    #[serde(default)]
+    pub pending: Option<String>,
+}
+
+impl Command {
+    /// The command named `name` with what `body` says, or which field is missing or wrong.
+    pub fn parse(name: &str, body: &CommandBody) -> Result<Command, ControllerError> {
+        let reason_given = body.reason.as_deref().is_some_and(|r| !r.trim().is_empty());
+        Ok(match name {
+            "pause" => Command::Pause,
+            "resume" => Command::Resume,
+            "promote" if !reason_given => {
+                return Err(ControllerError::invalid("reason", "promoting past a hold needs a reason"))
+            }
+            "promote" => Command::Promote,
+            "rollback" => Command::Rollback,
+            "abort" => Command::Abort,
+            "approve" => Command::Approve {
+                item: body.item.clone().ok_or_else(|| ControllerError::invalid("item", "say which approval item"))?,
+            },
+            "signal" => {
+                let name = body
+                    .name
+                    .clone()
+                    .ok_or_else(|| ControllerError::invalid("name", "say which trigger the signal fires"))?;
+                if !reason_given {
+                    return Err(ControllerError::invalid(
+                        "reason",
+                        "say why the signal fires: it goes to the audit log",
+                    ));
+                }
+                let hard = match body.severity.as_deref() {
+                    Some("hard") => true,
+                    Some("soft") => false,
+                    _ => {
+                        return Err(ControllerError::invalid(
+                            "severity",
+                            "`hard` (roll back now) or `soft` (pause and ask)",
+                        ))
+                    }
+                };
+                Command::Signal { name, hard }
+            }
+            "settle" => Command::Settle {
+                ran: match body.pending.as_deref() {
+                    Some("ran") => true,
+                    Some("retry") => false,
+                    _ => {
+                        return Err(ControllerError::invalid(
+                            "pending",
+                            "`ran` (it ran: do not run it again) or `retry` (run it now)",
+                        ))
+                    }
+                },
+            },
+            other => return Err(ControllerError::NotFound(format!("no rollout command `{other}`"))),
+        })
+    }
+
+    /// Its name, as the API spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Promote => "promote",
+            Command::Rollback => "rollback",
+            Command::Abort => "abort",
+            Command::Approve { .. } => "approve",
+            Command::Signal { .. } => "signal",
+            Command::Settle { .. } => "settle",
+        }
+    }
+
+    /// It ends the rollout's current phase: allowed while a phase hook runs, and it replaces what an
+    /// earlier transition could not finish.
+    fn ends_it(&self) -> bool {
+        matches!(self, Command::Rollback | Command::Abort | Command::Signal { hard: true, .. })
+    }
+}
+
+impl Controller {
+    /// Checks a plan against the live catalog and this server's plug-ins, and starts it: the rollout, its
+    /// started state and its first effects are written in one commit, then carried out.
+    pub async fn start(&self, who: &Principal, file: &str, text: &str) -> Result<RolloutRecord, ControllerError> {
+        let snapshot = self.catalog.live().load();
+        let catalog = sluice_plan::Catalog {
+            flags: snapshot
+                .flags()
+                .iter()
+                .map(|f| sluice_plan::CatalogFlag {
+                    key: f.key.clone(),
+                    variants: f.variants.iter().map(|v| v.name.clone()).collect(),
+                })
+                .collect(),
+            segments: snapshot.segments().iter().map(|s| s.name.clone()).collect(),
+        };
+        let capabilities = CapabilitiesOf(&*self.plugins);
+        let (plan, notes) = sluice_plan::load_with(file, text, Some(&catalog), &capabilities).map_err(|problems| {
+            ControllerError::PlanInvalid(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
+        })?;
+        let missing: Vec<String> =
+            notes.iter().filter(|n| n.level == Level::Unavailable).map(|p| p.to_string()).collect();
+        if !missing.is_empty() {
+            return Err(ControllerError::PluginsMissing(missing.join("\n")));
+        }
+        let original =
+            snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
+        drop(snapshot);
+        let now = self.clock.now();
+        let starting = self.lock(&format!("start:{}", plan.flag.value)).await;
+        // Readable and unique: the flag and the start time, with a suffix in the unlikely case of a second
+        // start of the same flag in the same millisecond (no counter: it would restart with the process).
+        let mut id = format!("{}-{now:x}", plan.flag.value);
+        let mut n = 1;
+        while self.store.rollout(&id).await?.is_some() {
+            n += 1;
+            id = format!("{}-{now:x}-{n}", plan.flag.value);
+        }
+        // A finished rollout of this flag whose rollback is still being carried out would restore the flag
+        // under the new one.
+        if let Some(r) = self
+            .store
+            .rollouts(false)
+            .await?
+            .into_iter()
+            .find(|r| r.flag == plan.flag.value && !r.active && !r.outbox.is_empty())
+        {
+            return Err(ControllerError::refused(
+                "unfinished",
+                format!(
+                    "rollout `{}` ({}) of this flag still has effects to carry out: retry in a moment",
+                    r.plan_name, r.id
+                ),
+            ));
+        }
+        // Held while the first effects run (a phase-0 hook may take a while): a command on the new rollout
+        // waits for them rather than racing them.
+        let mine = self.lock(&id).await;
+        let mut rollout = Rollout::new(&plan);
+        let effects = rollout.start(&plan, now);
+        let (outbox, events) = sluice_engine::outbox(&id, 0, effects);
+        let record = RolloutRecord {
+            id,
+            flag: plan.flag.value.clone(),
+            plan_name: plan.name.value.clone(),
+            plan_text: text.to_string(),
+            original_flag: original,
+            active: !rollout.status.is_terminal(),
+            state: rollout.clone(),
+            outbox: outbox.clone(),
+            created_by: who.name.clone(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let notes: Vec<sluice_store::AuditNote> = events
+            .iter()
+            .map(|e| (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone())))
+            .collect();
+        let notifications = self.notifications_of(&record, &plan, &events);
+        self.fault("before-save")?;
+        let written = self.store.create_rollout(&record, &notes, &notifications).await?;
+        drop(starting);
+        self.catalog.tell(written, crate::transition::change_of(&record.id, &plan, &rollout, Vec::new()));
+        self.wake_runner.notify_one();
+        self.wake_notifier.notify_one();
+        self.fault("after-save")?;
+        self.carry_out(mine, &record, &plan, &mut rollout, outbox).await?;
+        Ok(record)
+    }
+
+    /// A rollout by id, or the active (else the latest) rollout of a plan name or a flag.
+    pub async fn find(&self, id: &str) -> Result<RolloutRecord, ControllerError> {
+        if let Some(r) = self.store.rollout(id).await? {
+            return Ok(r);
+        }
+        let all = self.store.rollouts(false).await?;
+        let matching = || all.iter().filter(|r| r.plan_name == id || r.flag == id);
+        matching().find(|r| r.active).or_else(|| matching().next_back()).cloned().ok_or_else(|| {
+            ControllerError::NotFound(format!("no rollout `{id}` (give its id, its plan's name or its flag)"))
+        })
+    }
+
+    /// What a rollout looks like now, for people.
+    pub async fn summary(&self, id: &str) -> Result<RolloutSummary, ControllerError> {
+        let record = self.record(id).await?;
+        RolloutSummary::of(&record)
+    }
+
+    /// [`Command::parse`] and [`command`](Self::command): the API's and the CLI's way in.
+    pub async fn command_named(
+        &self,
+        id: &str,
+        name: &str,
+        body: CommandBody,
+        who: &Principal,
+    ) -> Result<RolloutSummary, ControllerError> {
+        let command = Command::parse(name, &body)?;
+        self.command(id, command, body.reason, who).await
+    }
+
+    /// A person's command on a rollout. `who` is the authenticated principal (an operator or above);
+    /// `reason` goes to the audit log.
+    pub async fn command(
+        &self,
+        id: &str,
+        command: Command,
+        reason: Option<String>,
+        who: &Principal,
+    ) -> Result<RolloutSummary, ControllerError> {
+        if let Command::Settle { ran } = command {
+            self.settle(id, ran, who).await?;
+            return self.summary(id).await;
+        }
+        let reason = reason.unwrap_or_else(|| format!("{} by {}", command.name(), who.name));
+        let guard = self.lock(id).await;
+        let mut record = self.record(id).await?;
+        // What an earlier transition left undone comes first: a command never drops it. If it cannot be
+        // finished (a flag deleted under the rollout, a store error), a rollback or an abort still goes
+        // ahead: it replaces what was left.
+        let guard = match self.finish_outbox(guard, &record).await {
+            Ok((guard, finished)) => {
+                if finished {
+                    record = self.record(id).await?;
+                }
+                guard
+            }
+            Err(e) if command.ends_it() && !e.is_crash() => {
+                tracing::warn!(rollout = %id, error = %e, command = command.name(), "what the last transition left undone failed; the command replaces it");
+                let guard = self.lock(id).await;
+                record = self.record(id).await?;
+                guard
+            }
+            Err(e) => return Err(e),
+        };
+        // A phase hook is running (its transition let the lock go): only what ends the phase may interrupt it.
+        let hook_running = !record.outbox.is_empty() && self.in_hand(&record);
+        if hook_running && !command.ends_it() {
+            return Err(ControllerError::refused(
+                "hook_running",
+                "a phase hook of this rollout is running: wait for it to finish, or `rollback` / `abort` / signal --hard now",
+            ));
+        }
+        if record.outbox.iter().any(|i| i.uncertain) {
+            return Err(ControllerError::refused(
+                "unsettled",
+                "an action's outcome is unknown: `settle` it (ran or retry) first",
+            ));
+        }
+        let plan = plan_of(&record)?;
+        let mut rollout = record.state.clone();
+        let now = self.clock.now();
+        let result = match &command {
+            Command::Pause => rollout.pause(&plan, now, &reason),
+            Command::Resume => rollout.resume(&plan, now, &reason),
+            Command::Promote => rollout.promote(&plan, now, &reason),
+            Command::Rollback => rollout.rollback(&plan, now, &format!("rolled back by {}: {reason}", who.name)),
+            Command::Abort => rollout.abort(&plan, now, &reason),
+            Command::Approve { item } => {
+                self.may_sign(id, &plan, &rollout, item, who).await?;
+                rollout.approve(&plan, now, item, &who.name)
+            }
+            Command::Signal { name, hard } => rollout.signal(&plan, now, name, *hard, &reason),
+            Command::Settle { .. } => unreachable!("settled above"),
+        };
+        let effects = result.map_err(|e| ControllerError::conflict(e.0))?;
+        self.transition(guard, &record, &plan, &mut rollout, effects, &who.name).await?;
+        self.summary(id).await
+    }
+
+    /// An approval item marked `role: admin` is signed by an admin only; a refusal is audited.
+    async fn may_sign(
+        &self,
+        id: &str,
+        plan: &Plan,
+        rollout: &Rollout,
+        item: &str,
+        who: &Principal,
+    ) -> Result<(), ControllerError> {
+        let needed = plan
+            .phases
+            .get(rollout.phase)
+            .and_then(|p| p.value.approvals.iter().find(|a| a.value.item == item))
+            .map(|a| a.value.role);
+        if needed == Some(ApprovalRole::Admin) && who.role != Role::Admin {
+            let detail = json!({"command": "approve", "item": item, "role": who.role.as_str()});
+            self.audit(&who.name, "rollout.refused", id, detail, Some(format!("`{item}` is signed by an admin")))
+                .await?;
+            return Err(ControllerError::Forbidden(format!(
+                "`{item}` is signed by an admin; this token is `{}`",
+                who.role.as_str()
+            )));
+        }
+        Ok(())
+    }
+}

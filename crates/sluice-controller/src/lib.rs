@@ -1,0 +1,226 @@
+//! `sluice-controller` runs rollouts. Each active rollout ticks on its own timer: the controller measures
+//! the checks due through the plug-ins ([`sluice_sources::Plugins`]), hands the numbers to the engine's
+//! pure tick, writes the transition — engine state, the effects still to carry out (the outbox), audit
+//! events and queued notifications, in one commit — and only then carries the effects out. A controller
+//! killed at any instant finds in the store what may have run: flag changes and idempotent actions are
+//! carried out again under the same key, and a rollout whose non-idempotent action may or may not have run
+//! is paused for a person. People's commands (start, pause, resume, promote, rollback, abort, approve,
+//! signal, settle) go through the same path. Notifications are delivered apart, from a durable queue, so
+//! a chat outage never holds up a rollback. No HTTP here: the server maps [`ControllerError`] to answers.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use sluice_controller::{Catalog, Controller, Seams};
+//! let store: Arc<dyn sluice_store::Store> = Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
+//! let catalog = Arc::new(Catalog::load(store, Box::new(|_, _| {})).await?);
+//! let controller = Controller::new(catalog, Seams::default());
+//! tokio::spawn(controller.clone().run());
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod catalog;
+mod commands;
+mod error;
+mod notify;
+mod runner;
+mod status;
+mod transition;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use sluice_engine::{Clock, OutboxItem, Rollout};
+use sluice_flags::Flag;
+use sluice_plan::Plan;
+use sluice_sources::Plugins;
+use sluice_store::{RolloutRecord, Store};
+
+pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
+pub use commands::{Command, CommandBody};
+pub use error::ControllerError;
+pub use runner::RunnerMemory;
+pub use status::{Pending, RolloutSummary};
+
+/// Called at every commit and side-effect boundary of a rollout with the boundary's name; `true` makes the
+/// controller stop there as if killed (crash-safety tests).
+pub type FaultHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a controller measures, acts and keeps time with; [`Seams::default`] is the real world.
+pub struct Seams {
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Sources, actions and notifiers.
+    pub plugins: Arc<dyn Plugins>,
+    /// Injected crashes.
+    pub faults: Option<FaultHook>,
+}
+
+impl Default for Seams {
+    fn default() -> Self {
+        Seams {
+            clock: Arc::new(sluice_engine::SystemClock),
+            plugins: Arc::new(sluice_sources::Registry::new(&sluice_sources::Config::default())),
+            faults: None,
+        }
+    }
+}
+
+/// The lock of one rollout, held while its state changes.
+type RolloutGuard = tokio::sync::OwnedMutexGuard<()>;
+
+/// The rollout controller. One per process (one per database, when replicas share one).
+pub struct Controller {
+    catalog: Arc<Catalog>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    plugins: Arc<dyn Plugins>,
+    faults: Option<FaultHook>,
+    /// One lock per rollout: its transitions (ticks, people's commands) happen one at a time, while a slow
+    /// action of one rollout never holds up another's rollback.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Outbox items this process is carrying out right now, by rollout: a stored outbox whose items are
+    /// here is in hand (a phase hook is running); one whose items are not is stranded.
+    carrying: Mutex<HashMap<String, Vec<String>>>,
+    /// Rollouts whose outbox may have been left unfinished (an error while carrying it out, or found at
+    /// start-up), finished ones included: the runner visits them beside the active ones.
+    unfinished: Mutex<BTreeSet<String>>,
+    /// Something new to run (a rollout started): the runner looks at once instead of at its next scan.
+    wake_runner: tokio::sync::Notify,
+    /// Notifications were queued: the deliverer looks at once.
+    wake_notifier: tokio::sync::Notify,
+}
+
+impl Controller {
+    /// A controller over `catalog` (and its store) with `seams`.
+    pub fn new(catalog: Arc<Catalog>, seams: Seams) -> Arc<Controller> {
+        Arc::new(Controller {
+            store: catalog.store().clone(),
+            catalog,
+            clock: seams.clock,
+            plugins: seams.plugins,
+            faults: seams.faults,
+            locks: Mutex::new(HashMap::new()),
+            carrying: Mutex::new(HashMap::new()),
+            unfinished: Mutex::new(BTreeSet::new()),
+            wake_runner: tokio::sync::Notify::new(),
+            wake_notifier: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The catalog it ramps flags through.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The plug-ins it measures and acts with (and which kinds exist).
+    pub fn plugins(&self) -> &Arc<dyn Plugins> {
+        &self.plugins
+    }
+
+    /// The controller's actor name for what a rollout does by itself.
+    fn actor(record: &RolloutRecord) -> String {
+        format!("rollout:{}", record.plan_name)
+    }
+
+    /// Waits for, then holds, the lock of one rollout (or, with a `start:` key, of starting one on a flag).
+    async fn lock(&self, id: &str) -> RolloutGuard {
+        let lock = {
+            let mut locks = self.locks.lock().expect("rollout locks");
+            if locks.len() > 1024 {
+                // A lock only the map holds is neither held nor awaited: forget it (ended rollouts, starts).
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            locks.entry(id.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Stops here if the fault hook says so (crash-safety tests): the caller returns at once, as a killed
+    /// process would.
+    fn fault(&self, point: &str) -> Result<(), ControllerError> {
+        match &self.faults {
+            Some(hook) if hook(point) => Err(ControllerError::Crashed(format!("injected crash at {point}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A rollout by id.
+    async fn record(&self, id: &str) -> Result<RolloutRecord, ControllerError> {
+        self.store.rollout(id).await?.ok_or_else(|| ControllerError::NotFound(format!("no rollout `{id}`")))
+    }
+
+    /// The flag a rollout ramps, as evaluations see it now.
+    fn live_flag(&self, key: &str) -> Option<Flag> {
+        self.catalog.live().load().flags().iter().find(|f| f.key == key).cloned()
+    }
+
+    fn unfinished_insert(&self, id: &str) {
+        self.unfinished.lock().expect("unfinished").insert(id.to_string());
+    }
+
+    fn unfinished_remove(&self, id: &str) {
+        self.unfinished.lock().expect("unfinished").remove(id);
+    }
+
+    /// Whether the stored outbox of `record` is in hand: this process is carrying it out (a phase hook
+    /// runs with the lock let go). A carrier of an outbox that a rollback has since replaced does not count.
+    fn in_hand(&self, record: &RolloutRecord) -> bool {
+        let carrying = self.carrying.lock().expect("carrying");
+        let Some(keys) = carrying.get(&record.id) else { return false };
+        record.outbox.iter().any(|i| keys.contains(&i.key))
+    }
+
+    /// Marks the rollout's outbox as being carried out in this process until the mark is dropped.
+    fn mark_carrying(&self, id: &str, outbox: &[OutboxItem]) -> Carrying<'_> {
+        let keys: Vec<String> = outbox.iter().map(|i| i.key.clone()).collect();
+        self.carrying.lock().expect("carrying").entry(id.to_string()).or_default().extend(keys.iter().cloned());
+        Carrying { controller: self, id: id.to_string(), keys }
+    }
+}
+
+/// A rollout's outbox being carried out in this process; the mark goes when this is dropped.
+struct Carrying<'c> {
+    controller: &'c Controller,
+    id: String,
+    keys: Vec<String>,
+}
+
+impl Drop for Carrying<'_> {
+    fn drop(&mut self) {
+        let mut carrying = self.controller.carrying.lock().expect("carrying");
+        if let Some(keys) = carrying.get_mut(&self.id) {
+            keys.retain(|k| !self.keys.contains(k));
+            if keys.is_empty() {
+                carrying.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// The stored plan of a rollout.
+fn plan_of(record: &RolloutRecord) -> Result<Plan, ControllerError> {
+    sluice_plan::parse(&record.plan_name, &record.plan_text)
+        .map_err(|p| ControllerError::Corrupt(format!("rollout {}: its stored plan no longer parses: {p}", record.id)))
+}
+
+/// The template values of a rollout at this moment.
+fn template_values(plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
+    let mut v: BTreeMap<String, String> = plan.vars.iter().map(|(k, s)| (k.clone(), s.0.clone())).collect();
+    let phase = plan.phases.get(rollout.phase).map(|p| &p.value);
+    let ramp = phase.and_then(|p| p.ramp.as_ref()).or(plan.ramp.as_ref());
+    let (base, ramped) = match (ramp, flag) {
+        (Some(r), _) => (r.value.base.value.clone(), r.value.ramped.value.clone()),
+        (None, Some(f)) => (f.ramp.base.clone(), f.ramp.ramped.clone()),
+        (None, None) => ("off".into(), "on".into()),
+    };
+    v.insert("flag".into(), plan.flag.value.clone());
+    v.insert("base".into(), base);
+    v.insert("ramped".into(), ramped);
+    v.insert("phase".into(), (rollout.phase + 1).to_string());
+    v.insert("percent".into(), rollout.percent(plan).to_string());
+    v.insert("interval".into(), plan.analysis.interval.value.to_string());
+    v
+}

@@ -1,0 +1,405 @@
+//! Where a transition is written and carried out: the write-ahead outbox. Every transition — engine state,
+//! the effects still to carry out, the audit events and the queued notifications — is one commit; the
+//! effects run only after it, and the outbox is emptied as they complete. After a crash, the stored
+//! outbox says what may have run.
+
+use serde_json::json;
+use sluice_engine::{Effect, Event, OutboxItem, Rollout};
+use sluice_flags::Flag;
+use sluice_plan::Plan;
+use sluice_sources::ActionContext;
+use sluice_store::{AuditNote, Change, NewNotification, Principal, RolloutRecord, RolloutSave};
+
+use crate::{plan_of, template_values, Controller, ControllerError, RolloutChange, RolloutGuard};
+
+impl Controller {
+    /// Writes a transition (state, outbox, audit, notifications) and then carries out its effects. The
+    /// caller holds the rollout's lock (`guard`) and gets it back.
+    pub(crate) async fn transition(
+        &self,
+        guard: RolloutGuard,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &mut Rollout,
+        effects: Vec<Effect>,
+        actor: &str,
+    ) -> Result<RolloutGuard, ControllerError> {
+        let outbox = self.commit_transition(record, plan, rollout, effects, actor).await?;
+        self.carry_out(guard, record, plan, rollout, outbox).await
+    }
+
+    /// Writes a transition in one commit and returns the outbox to carry out.
+    pub(crate) async fn commit_transition(
+        &self,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &Rollout,
+        effects: Vec<Effect>,
+        actor: &str,
+    ) -> Result<Vec<OutboxItem>, ControllerError> {
+        let (outbox, events) = sluice_engine::outbox(&record.id, rollout.history.len(), effects);
+        self.fault("before-save")?;
+        self.save(record, plan, rollout, actor, &outbox, &events, Vec::new()).await?;
+        self.fault("after-save")?;
+        Ok(outbox)
+    }
+
+    /// Writes the rollout's state and outbox, with an audit event per transition event (after `extra`)
+    /// and its notifications, in one commit, then tells the change stream.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn save(
+        &self,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &Rollout,
+        actor: &str,
+        outbox: &[OutboxItem],
+        events: &[Event],
+        extra: Vec<AuditNote>,
+    ) -> Result<(), ControllerError> {
+        let mut notes = extra;
+        notes.extend(
+            events.iter().map(|e| {
+                (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone()))
+            }),
+        );
+        let notifications = self.notifications_of(record, plan, events);
+        let written = self
+            .store
+            .save_rollout(&RolloutSave {
+                actor,
+                id: &record.id,
+                state: rollout,
+                outbox,
+                events: &notes,
+                notifications: &notifications,
+            })
+            .await?;
+        if !written.is_empty() {
+            self.catalog.tell(written, change_of(&record.id, plan, rollout, Vec::new()));
+        }
+        if !notifications.is_empty() {
+            self.wake_notifier.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The notifications of a transition's events: each to the log, and to every notifier of the plan
+    /// that listens for its kind.
+    pub(crate) fn notifications_of(
+        &self,
+        record: &RolloutRecord,
+        plan: &Plan,
+        events: &[Event],
+    ) -> Vec<NewNotification> {
+        let mut out = Vec::new();
+        for (n, event) in events.iter().enumerate() {
+            let id = format!("{}:{}:{}", record.id, event.at, n);
+            let body = sluice_sources::Notification {
+                id: id.clone(),
+                rollout: record.id.clone(),
+                plan: record.plan_name.clone(),
+                flag: record.flag.clone(),
+                event: event.clone(),
+            };
+            let body = serde_json::to_value(&body).expect("json");
+            let listening = plan
+                .notify
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.value.on.is_empty() || t.value.on.contains(&event.kind))
+                .map(|(i, _)| format!("notify[{i}]"));
+            for destination in std::iter::once("log".to_string()).chain(listening) {
+                out.push(NewNotification {
+                    id: id.clone(),
+                    destination,
+                    rollout_id: record.id.clone(),
+                    body: body.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Appends an audit event about a rollout and tells the change stream.
+    pub(crate) async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        rollout_id: &str,
+        detail: serde_json::Value,
+        reason: Option<String>,
+    ) -> Result<(), ControllerError> {
+        let event = self.store.record_event(actor, action, &format!("rollout:{rollout_id}"), detail, reason).await?;
+        if let Ok(Some(record)) = self.store.rollout(rollout_id).await {
+            if let Ok(plan) = plan_of(&record) {
+                self.catalog.tell(vec![event], change_of(rollout_id, &plan, &record.state, Vec::new()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out outbox items in order, then empties the outbox. A non-idempotent action is marked
+    /// `started` before it runs and `done` after, so that only a crash while it ran leaves it uncertain.
+    /// A hook that fails pauses the rollout.
+    ///
+    /// A phase hook may run for hours (a migration): the rollout's lock is let go while it runs, so that
+    /// the runner keeps evaluating the rollout's triggers and a person can still roll back or abort. Either
+    /// supersedes this transition, which then stops after the hook.
+    pub(crate) async fn carry_out(
+        &self,
+        guard: RolloutGuard,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &mut Rollout,
+        outbox: Vec<OutboxItem>,
+    ) -> Result<RolloutGuard, ControllerError> {
+        // Marked before, cleared after: if this stops on an error (or is cancelled), the runner retries the
+        // stored outbox, even when the rollout has ended.
+        self.unfinished_insert(&record.id);
+        let carried = Box::pin(self.carry_out_in_order(guard, record, plan, rollout, outbox)).await;
+        if carried.is_ok() {
+            self.unfinished_remove(&record.id);
+        }
+        carried
+    }
+
+    async fn carry_out_in_order(
+        &self,
+        mut guard: RolloutGuard,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &mut Rollout,
+        mut outbox: Vec<OutboxItem>,
+    ) -> Result<RolloutGuard, ControllerError> {
+        if outbox.is_empty() {
+            return Ok(guard);
+        }
+        let _carrying = self.mark_carrying(&record.id, &outbox);
+        let actor = Self::actor(record);
+        let mut failed_hook = None;
+        for i in 0..outbox.len() {
+            if outbox[i].done {
+                continue;
+            }
+            if failed_hook.is_some() {
+                // A phase hook failed: nothing after it runs (the percentage is not raised).
+                break;
+            }
+            self.fault("before-effect")?;
+            let reason = Some(format!("rollout {} ({})", record.plan_name, record.id));
+            match outbox[i].effect.clone() {
+                Effect::SetRamp { percent, base, ramped, segments } => {
+                    self.edit_flag(record, &actor, reason, &record.flag, move |f| {
+                        f.ramp.percent = percent;
+                        if let Some(b) = base {
+                            f.ramp.base = b;
+                        }
+                        if let Some(r) = ramped {
+                            f.ramp.ramped = r;
+                        }
+                        f.ramp.segments = segments;
+                    })
+                    .await?;
+                }
+                Effect::RestoreFlag => {
+                    let original = record.original_flag.clone();
+                    if self.live_flag(&original.key).is_some() {
+                        self.catalog
+                            .write(&actor, reason, |_| Ok::<_, ControllerError>(vec![Change::PutFlag(original)]))
+                            .await?;
+                    } else {
+                        // Deleted since: restoring it would bring back a flag someone removed.
+                        let detail = json!({"flag": original.key, "skipped": "no such flag"});
+                        self.audit(&actor, "rollout.flag_missing", &record.id, detail, None).await?;
+                    }
+                }
+                Effect::FlagsOff { flags } => {
+                    for key in flags {
+                        self.edit_flag(record, &actor, reason.clone(), &key, |f| f.enabled = false).await?;
+                    }
+                }
+                Effect::ClearOverrides => {
+                    self.edit_flag(record, &actor, reason, &record.flag, |f| f.overrides.clear()).await?
+                }
+                Effect::Run { action: at, idempotent } => {
+                    let Some(action) = at.resolve(plan) else { continue };
+                    if !idempotent {
+                        outbox[i].started = true;
+                        self.save(record, plan, rollout, &actor, &outbox, &[], Vec::new()).await?;
+                        self.fault("after-started")?;
+                    }
+                    let flag = self.live_flag(&record.flag);
+                    let values = template_values(plan, rollout, flag.as_ref());
+                    let key = outbox[i].key.clone();
+                    let cx = ActionContext { rollout_id: &record.id, plan, values: &values, key: &key };
+                    let hook = at.is_hook();
+                    let outcome = if hook {
+                        drop(guard);
+                        let outcome = self.plugins.run(action, &cx).await;
+                        guard = self.lock(&record.id).await;
+                        outcome
+                    } else {
+                        self.plugins.run(action, &cx).await
+                    };
+                    self.fault("after-action")?;
+                    let mut detail = json!({"purpose": at.to_string(), "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
+                    if hook {
+                        // While the hook ran, the runner may have recorded trigger ticks (kept), or a rollback
+                        // or an abort may have replaced this transition's effects (then nothing more here).
+                        let fresh = self.record(&record.id).await?;
+                        let superseded = fresh.outbox.get(i).map(|s| &s.key) != Some(&key);
+                        *rollout = fresh.state;
+                        if superseded {
+                            detail["superseded"] = json!(true);
+                            self.audit(&actor, "rollout.action", &record.id, detail, None).await?;
+                            return Ok(guard);
+                        }
+                    }
+                    if !idempotent {
+                        outbox[i].done = true;
+                        self.save(record, plan, rollout, &actor, &outbox, &[], Vec::new()).await?;
+                    }
+                    self.audit(&actor, "rollout.action", &record.id, detail, None).await?;
+                    if !outcome.ok && hook && failed_hook.is_none() {
+                        failed_hook = Some((at, outcome.detail.clone()));
+                    }
+                }
+                // Never written to an outbox: events are audited and queued with their transition.
+                Effect::Notify(_) => {}
+            }
+            self.fault("after-effect")?;
+        }
+        self.save(record, plan, rollout, &actor, &[], &[], Vec::new()).await?;
+        self.fault("after-clear")?;
+        if let Some((at, detail)) = failed_hook {
+            let effects = rollout.hook_failed(plan, self.clock.now(), at, &detail);
+            guard = Box::pin(self.transition(guard, record, plan, rollout, effects, &actor)).await?;
+        }
+        Ok(guard)
+    }
+
+    /// Changes a flag for a rollout. A flag deleted since the plan was checked is skipped and audited
+    /// (`rollout.flag_missing`): the effects after it, a rollback's actions above all, must still run.
+    async fn edit_flag(
+        &self,
+        record: &RolloutRecord,
+        actor: &str,
+        reason: Option<String>,
+        key: &str,
+        edit: impl FnOnce(&mut Flag),
+    ) -> Result<(), ControllerError> {
+        if self.live_flag(key).is_none() {
+            let detail = json!({"flag": key, "skipped": "no such flag"});
+            return self.audit(actor, "rollout.flag_missing", &record.id, detail, None).await;
+        }
+        self.catalog
+            .write(actor, reason, |snapshot| {
+                let mut flag = snapshot
+                    .flags()
+                    .iter()
+                    .find(|f| f.key == key)
+                    .cloned()
+                    .ok_or_else(|| ControllerError::NotFound(format!("no flag `{key}`")))?;
+                edit(&mut flag);
+                Ok(vec![Change::PutFlag(flag)])
+            })
+            .await
+            .map(drop)
+    }
+
+    /// After a restart: finish what every rollout's outbox says — finished ones too, since a rollback's
+    /// actions are written with the transition that ends the rollout. Flag changes and idempotent actions
+    /// are carried out again with the same key; a non-idempotent action that had not started runs now. One
+    /// that had started and not finished may or may not have run: the rollout is paused (when live), the
+    /// audit log names the action, and the rollout waits until a person settles it (`ran` or `retry`).
+    pub async fn recover(&self) -> Result<(), ControllerError> {
+        for record in self.store.rollouts(false).await? {
+            let guard = self.lock(&record.id).await;
+            let Some(record) = self.store.rollout(&record.id).await? else { continue };
+            // One rollout that cannot be finished now (retried by the runner) does not stop the others.
+            match self.finish_outbox(guard, &record).await {
+                Err(e) if e.is_crash() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(rollout = %record.id, error = %e, "recovering a rollout failed; the runner retries it")
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes an outbox that nobody is carrying out: after a restart, or when the transition that wrote
+    /// it stopped on an error or was cancelled. The caller holds the rollout's lock and has just read
+    /// `record`; it gets the lock back, and whether there was such an outbox.
+    pub(crate) async fn finish_outbox(
+        &self,
+        guard: RolloutGuard,
+        record: &RolloutRecord,
+    ) -> Result<(RolloutGuard, bool), ControllerError> {
+        let mut outbox = record.outbox.clone();
+        // Being carried out (a phase hook runs with the lock let go), or waiting for a person: not stranded.
+        if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) || self.in_hand(record) {
+            return Ok((guard, false));
+        }
+        let plan = plan_of(record)?;
+        let mut rollout = record.state.clone();
+        let Some(i) = outbox.iter().position(OutboxItem::may_have_run_unfinished) else {
+            let guard = self.carry_out(guard, record, &plan, &mut rollout, outbox).await?;
+            return Ok((guard, true));
+        };
+        outbox[i].uncertain = true;
+        let purpose = match &outbox[i].effect {
+            Effect::Run { action, .. } => action.to_string(),
+            other => format!("{other:?}"),
+        };
+        let why = format!(
+            "{purpose} (key {}) was interrupted while running; it is not idempotent, so it was not run again: check whether it ran, then `settle` it as `ran` or `retry`",
+            outbox[i].key
+        );
+        let unknown = (
+            "rollout.action_unknown".to_string(),
+            json!({"purpose": purpose, "idempotency_key": outbox[i].key}),
+            Some(why.clone()),
+        );
+        let events = match rollout.pause(&plan, self.clock.now(), &why) {
+            Ok(effects) => sluice_engine::outbox(&record.id, rollout.history.len(), effects).1,
+            Err(_) => Vec::new(),
+        };
+        self.save(record, &plan, &rollout, "sluice", &outbox, &events, vec![unknown]).await?;
+        Ok((guard, true))
+    }
+
+    /// A person says what happened to an uncertain action (`ran`: do not run it again; `retry`: run it), and
+    /// the rest of the outbox is carried out.
+    pub async fn settle(&self, id: &str, ran: bool, who: &Principal) -> Result<(), ControllerError> {
+        let guard = self.lock(id).await;
+        let record = self.record(id).await?;
+        let mut outbox = record.outbox.clone();
+        let Some(i) = outbox.iter().position(|i| i.uncertain) else {
+            return Err(ControllerError::conflict("this rollout has no action waiting to be settled"));
+        };
+        outbox[i].uncertain = false;
+        if ran {
+            outbox[i].done = true;
+        } else {
+            outbox[i].started = false;
+        }
+        let detail = json!({"idempotency_key": outbox[i].key, "settled": if ran { "ran" } else { "retry" }});
+        self.audit(&who.name, "rollout.settled", id, detail, None).await?;
+        let plan = plan_of(&record)?;
+        let mut rollout = record.state.clone();
+        self.carry_out(guard, &record, &plan, &mut rollout, outbox).await.map(drop)
+    }
+}
+
+/// What the stream says about a rollout after a change.
+pub(crate) fn change_of(id: &str, plan: &Plan, rollout: &Rollout, decisions: Vec<serde_json::Value>) -> RolloutChange {
+    RolloutChange {
+        id: id.to_string(),
+        status: rollout.status.name(),
+        phase: rollout.phase + 1,
+        percent: rollout.percent(plan),
+        decisions,
+    }
+}
