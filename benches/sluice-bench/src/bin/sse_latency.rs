@@ -43,8 +43,10 @@ async fn main() {
             buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();
-                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
-                    let _ = tx.send((id.trim().parse().unwrap(), at));
+                // `id: r{revision}` for a committed change (`r{revision}-x{ms}` for an expiry: not ours).
+                let revision = event.lines().find_map(|l| l.strip_prefix("id: r")?.trim().parse::<i64>().ok());
+                if let Some(revision) = revision {
+                    let _ = tx.send((revision, at));
                 }
             }
         }
