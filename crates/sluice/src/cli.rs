@@ -1,0 +1,397 @@
+//! The command line as clap reads it: every command, subcommand, flag and its help text. Nothing here runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice_store::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Progressive delivery in one binary: serve flags, ramp them, roll back on SLOs"
+)]
+pub struct Cli {
+    /// The Sluice server the CLI talks to.
+    #[arg(long, global = true, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:4242")]
+    pub server: String,
+    /// API token (`sluice serve` prints the admin token on first start).
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server: OFREP, the Unleash client API, the admin API and the rollouts, on an embedded SQLite file.
+    Serve(ServeArgs),
+    /// Manage flags.
+    #[command(subcommand)]
+    Flag(FlagCmd),
+    /// Manage segments (named, reusable constraint lists).
+    #[command(subcommand)]
+    Segment(SegmentCmd),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Read and check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Import flags, all or nothing.
+    #[command(subcommand)]
+    Import(ImportCmd),
+    /// Rollout plans.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Run and steer rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
+    /// Run a plan in virtual time against a recorded timeline and print every decision.
+    Simulate {
+        /// The plan.
+        plan: PathBuf,
+        /// CSV of `at,name,value`: check values over time, and `approve:ITEM`, `signal:NAME`, `decide`,
+        /// `promote`, `abort` rows for what people and alerts did.
+        #[arg(long)]
+        metrics: PathBuf,
+        /// Print every check at every tick, not only when its outcome changes.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCmd {
+    /// Check a plan against the server's flags and start it.
+    Start { plan: PathBuf },
+    /// Every rollout.
+    List,
+    /// One rollout: phase, percentage, hold, approvals, history.
+    Status { id: String },
+    /// Follow a rollout until it ends (Ctrl-C to stop watching).
+    Watch {
+        id: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2)]
+        every: u64,
+    },
+    /// Every tick's decisions: each gate and trigger with value, threshold, outcome.
+    Decisions {
+        id: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Pause (triggers stay armed).
+    Pause {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Skip the rest of the current hold (gates and approvals still apply).
+    Promote {
+        id: String,
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Roll back now.
+    Rollback {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End the rollout where it is.
+    Abort {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Sign a go/no-go item of the current phase.
+    Approve { id: String, item: String },
+    /// After a restart, say what happened to an action that was running: --ran (do not run it again) or
+    /// --retry (run it now). The rest of the rollout's pending effects then go on.
+    Settle {
+        id: String,
+        #[arg(long, conflicts_with = "retry", required_unless_present = "retry")]
+        ran: bool,
+        #[arg(long)]
+        retry: bool,
+    },
+    /// Fire a trigger by hand: --hard rolls back now, --soft pauses and asks.
+    Signal {
+        id: String,
+        name: String,
+        #[arg(long, conflicts_with = "soft", required_unless_present = "soft")]
+        hard: bool,
+        #[arg(long)]
+        soft: bool,
+        /// Why (required): it goes to the audit log and the notifications.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PlanCmd {
+    /// Check plans: every problem with file, line, column and key. Exit 1 when one is invalid.
+    ///
+    /// The flags, variants and segments a plan names are checked against the server's (it needs --server
+    /// and --token), against a flag file with --catalog FILE, or not at all with --offline: the plan alone,
+    /// as a CI lint without a server runs it. A source, action or notifier this build of Sluice lacks is a
+    /// note: the plan is valid but cannot start on this server.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Check flags, variants and segments against this flag file (YAML or JSON) instead of the server.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Check the plan alone, without the server: its own rules and plug-ins, not its flags, variants
+        /// and segments.
+        #[arg(long, conflicts_with = "catalog")]
+        offline: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:4242")]
+    pub listen: SocketAddr,
+    /// Folder of the SQLite database, created on first start.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
+    pub data_dir: PathBuf,
+    /// Serve OFREP and the Unleash client API without a token (local use only).
+    #[arg(long)]
+    pub anonymous_evaluation: bool,
+    /// Most evaluation requests per second per token; beyond it, 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// How log lines are written to stderr: text for people, json (one object a line) for a log
+    /// collector. Which lines: SLUICE_LOG, else RUST_LOG (e.g. `debug`, `sluice::http=warn,info`),
+    /// else `info`.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct Reason {
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum FlagCmd {
+    /// List flags.
+    List,
+    /// Show one flag.
+    Get { key: String },
+    /// Create a flag. `--variants off,on` is a boolean flag; other names are string modes (off,warn,enforce).
+    Create {
+        key: String,
+        /// Variant names; the first is served when the flag is off.
+        #[arg(long, value_delimiter = ',', default_value = "off,on")]
+        variants: Vec<String>,
+        /// The variant outside the ramp (default: the first).
+        #[arg(long)]
+        base: Option<String>,
+        /// The variant inside the ramp (default: the second).
+        #[arg(long)]
+        ramped: Option<String>,
+        /// Context field that picks the bucket: default, userId, sessionId, random, or a property.
+        #[arg(long, default_value = "default")]
+        stickiness: String,
+        /// Limit the ramp to these segments.
+        #[arg(long, value_delimiter = ',')]
+        segments: Vec<String>,
+        /// Starting percentage.
+        #[arg(long, default_value_t = 0)]
+        percent: u8,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// Change a flag's ramp: percentage, base / ramped variant, stickiness, segments.
+    Set {
+        key: String,
+        #[arg(long)]
+        percent: Option<u8>,
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(long)]
+        ramped: Option<String>,
+        #[arg(long)]
+        stickiness: Option<String>,
+        /// Replace the ramp's segments (empty string: none).
+        #[arg(long, value_delimiter = ',')]
+        segments: Option<Vec<String>>,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// Turn the kill switch off: the flag serves its variants again.
+    Enable {
+        key: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// Kill switch: everyone gets the off variant.
+    Disable {
+        key: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// Pin one user, session or property value: --enable, --disable or --variant; or --list, --clear-all, --remove.
+    Override(OverrideArgs),
+    /// Delete a flag.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+}
+
+#[derive(Args)]
+pub struct OverrideArgs {
+    pub key: String,
+    #[arg(long, group = "who")]
+    pub user: Option<String>,
+    #[arg(long, group = "who")]
+    pub session: Option<String>,
+    /// Another context field, with --value.
+    #[arg(long, group = "who", requires = "value")]
+    pub field: Option<String>,
+    #[arg(long)]
+    pub value: Option<String>,
+    #[arg(long, group = "what")]
+    pub enable: bool,
+    #[arg(long, group = "what")]
+    pub disable: bool,
+    /// Pin this variant.
+    #[arg(long, group = "what")]
+    pub variant: Option<String>,
+    /// Remove the override of --user / --session / --field.
+    #[arg(long, group = "what", conflicts_with = "expires")]
+    pub remove: bool,
+    /// List the flag's overrides.
+    #[arg(long, group = "what", conflicts_with_all = ["user", "session", "field", "expires"])]
+    pub list: bool,
+    /// Remove every override of the flag.
+    #[arg(long, group = "what", conflicts_with_all = ["user", "session", "field", "expires"])]
+    pub clear_all: bool,
+    /// Expire after this long: 30m, 2h, 7d.
+    #[arg(long)]
+    pub expires: Option<String>,
+    #[command(flatten)]
+    pub why: Reason,
+}
+
+#[derive(Subcommand)]
+pub enum SegmentCmd {
+    /// List segments.
+    List,
+    /// Create or replace a segment. Each --constraint is `FIELD [NOT] OPERATOR VALUE[,VALUE…]`,
+    /// e.g. `email STR_ENDS_WITH @example.com`.
+    Set {
+        name: String,
+        #[arg(long = "constraint", required = true)]
+        constraints: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// Delete a segment no flag uses.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; its text is printed once.
+    Create {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// List audit events, newest first.
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        /// e.g. flag:awf_bundle
+        #[arg(long)]
+        entity: Option<String>,
+        /// Action prefix, e.g. `flag.` or `token.create`.
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Fetch the whole chain and recompute every hash here, naming the first broken record.
+    Verify {
+        /// A head hash anchored earlier: catches a consistent rewrite of the tail.
+        #[arg(long)]
+        head: Option<String>,
+        /// Events fetched per request.
+        #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        page_size: u32,
+    },
+    /// Print the head hash, to anchor elsewhere.
+    Head,
+}
+
+#[derive(Subcommand)]
+pub enum ImportCmd {
+    /// An Unleash client-API export (`/api/client/features` JSON).
+    Unleash {
+        file: PathBuf,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// A Sluice flag file (YAML or JSON): `segments:` and `flags:`.
+    Flags {
+        file: PathBuf,
+        #[command(flatten)]
+        why: Reason,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}

@@ -1,0 +1,40 @@
+//! One module per command family. Each takes the parsed subcommand, talks to the server through the
+//! [`Client`](crate::client::Client) (all but `simulate`) and prints through [`output`](crate::output).
+
+pub mod audit;
+pub mod flag;
+pub mod import;
+pub mod plan;
+pub mod rollout;
+pub mod segment;
+pub mod simulate;
+pub mod token;
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::cli::Reason;
+use crate::client::{enc, CliError, Client};
+
+/// `?reason=…` for a write, or nothing.
+fn reason_query(why: &Reason) -> String {
+    why.reason.as_ref().map(|r| format!("?reason={}", enc(r))).unwrap_or_default()
+}
+
+/// Sends a change with its `--reason`, which the server records in the audit log.
+async fn change(
+    client: &Client,
+    method: Method,
+    path: &str,
+    why: &Reason,
+    body: Option<&Value>,
+) -> Result<Value, CliError> {
+    client.call(method, &format!("{path}{}", reason_query(why)), body).await
+}
+
+/// A file the user named, or an error that names it.
+fn read(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))
+}

@@ -1,0 +1,37 @@
+//! `sluice token`: create, list and revoke API tokens.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::cli::{Output, TokenCmd};
+use crate::client::{enc, CliError, Client};
+use crate::output::{print_json, print_list, print_written, text};
+
+pub async fn run(client: &Client, output: Output, cmd: TokenCmd) -> Result<(), CliError> {
+    match cmd {
+        TokenCmd::Create { name, role } => {
+            let answer = client
+                .call(Method::POST, "/api/v1/tokens", Some(&json!({"name": name, "role": role.as_str()})))
+                .await?;
+            match output {
+                Output::Json => print_json(&answer),
+                Output::Table => {
+                    println!("token {name} ({}) — shown once, keep it:", role.as_str());
+                    println!("{}", answer["token"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        TokenCmd::List => {
+            let answer = client.get("/api/v1/tokens").await?;
+            print_list(output, &answer["data"], &["TOKEN", "ROLE", "CREATED", "BY", "REVOKED"], |t| {
+                let revoked = if t["revoked_at"].is_null() { "-".to_string() } else { text(&t["revoked_at"]) };
+                vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["created_by"]), revoked]
+            });
+        }
+        TokenCmd::Revoke { name } => {
+            let answer = client.call(Method::DELETE, &format!("/api/v1/tokens/{}", enc(&name)), None).await?;
+            print_written(output, &answer, &format!("revoked token {name}"));
+        }
+    }
+    Ok(())
+}
