@@ -486,6 +486,10 @@ async fn import(
     Ok(written(StatusCode::OK, json!({"flags": nf, "segments": ns}), w))
 }
 
+/// `GET /api/v1/client-metrics`: the Unleash SDKs' evaluation counts per flag and variant (`data`), the
+/// registered application instances (`applications`), and `dropped`: how many reported counts this server
+/// process did not keep since it started (unknown flag or variant, or over the per-report cap; see
+/// `client_api::metrics`).
 pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
     let rows: Vec<Value> = state
@@ -496,7 +500,8 @@ pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, headers: 
         .map(|(flag, variant, n)| json!({"flag": flag, "variant": variant, "count": n}))
         .collect();
     let apps: Vec<Value> = state.client_apps.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-    Ok(Json(json!({"data": rows, "applications": apps})).into_response())
+    let dropped = crate::client_api::dropped_counts();
+    Ok(Json(json!({"data": rows, "applications": apps, "dropped": dropped})).into_response())
 }
 
 /// `30s`, `5m`, `24h`, `2d`, `1w`.

@@ -1,6 +1,7 @@
 //! The Unleash client API, so that Unleash SDKs evaluate Sluice flags locally: the features document with
 //! ETag / 304, and the register and metrics calls SDKs make (metrics are kept as counts per flag and variant).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -110,7 +111,33 @@ struct ToggleCounts {
     variants: BTreeMap<String, u64>,
 }
 
+/// Most flag and variant counts one metrics report may add, so that one report cannot hold the store's
+/// writer for long (each count is one upsert). Kept counts are already bounded by the catalog: this only
+/// matters for a catalog of thousands of flags, and what is over it is dropped and counted.
+const MAX_COUNTS_PER_REPORT: usize = 10_000;
+
+/// The variant Unleash SDKs report when a flag is disabled or serves no variant: kept for every flag.
+const UNLEASH_DISABLED_VARIANT: &str = "disabled";
+
+/// Flag and variant counts from metrics reports that were not kept since the process started: counts for a
+/// flag the catalog lacks, for a variant the flag lacks (other than [`UNLEASH_DISABLED_VARIANT`]), or over
+/// [`MAX_COUNTS_PER_REPORT`]. Process-wide rather than per [`AppState`] (whose fields this module does not
+/// own); a server process has one state, so it is that server's count.
+static DROPPED_COUNTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many reported counts were dropped since the process started, for `GET /api/v1/client-metrics`.
+pub(crate) fn dropped_counts() -> u64 {
+    DROPPED_COUNTS.load(Ordering::Relaxed)
+}
+
 /// `POST /api/client/metrics`: adds the SDK's evaluation counts per flag and per variant.
+///
+/// Rows are keyed by names the SDK sends, and are kept forever, so only names the catalog knows are kept: the
+/// flag must exist and the variant must be one of its variants or Unleash's `disabled`. That bounds the table
+/// by the catalog's size however many names are invented. Other counts are dropped and counted (see
+/// [`dropped_counts`]) rather than refusing the report: an SDK retries a refused report forever. The work is
+/// bounded by the catalog and the body limit: the catalog is walked and each of its names looked up in the
+/// report, so invented names are never compared one by one.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = allowed(&state, &headers) {
         return *r;
@@ -119,18 +146,29 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
+    let mut toggles = m.bucket.toggles;
     let mut counts = Vec::new();
-    let snapshot = state.live().load();
-    // Counts for flags Sluice does not have (a typo in an app, a deleted flag) would be kept forever.
-    for (flag, t) in m.bucket.toggles.into_iter().filter(|(f, _)| snapshot.flags().iter().any(|x| &x.key == f)) {
-        counts.push((flag.clone(), "(enabled)".to_string(), t.yes));
-        counts.push((flag.clone(), "(disabled)".to_string(), t.no));
-        counts.extend(t.variants.into_iter().map(|(variant, n)| (flag.clone(), variant, n)));
+    let mut dropped = 0;
+    for flag in state.live().load().flags() {
+        let Some(mut t) = toggles.remove(&flag.key) else { continue };
+        counts.push((flag.key.clone(), "(enabled)".to_string(), t.yes));
+        counts.push((flag.key.clone(), "(disabled)".to_string(), t.no));
+        // `remove`: a flag with its own variant named `disabled` does not count it twice.
+        let known = flag.variants.iter().map(|v| v.name.as_str()).chain([UNLEASH_DISABLED_VARIANT]);
+        for name in known {
+            if let Some(n) = t.variants.remove(name) {
+                counts.push((flag.key.clone(), name.to_string(), n));
+            }
+        }
+        dropped += t.variants.len();
     }
-    if counts.len() > 100_000 {
-        return ApiError::invalid("bucket.toggles", "at most 100000 flag and variant counts per report")
-            .into_response();
+    // Flags Sluice does not have (a typo in an app, a deleted flag): their yes, no and variant counts.
+    dropped += toggles.values().map(|t| 2 + t.variants.len()).sum::<usize>();
+    if counts.len() > MAX_COUNTS_PER_REPORT {
+        dropped += counts.len() - MAX_COUNTS_PER_REPORT;
+        counts.truncate(MAX_COUNTS_PER_REPORT);
     }
+    DROPPED_COUNTS.fetch_add(dropped as u64, Ordering::Relaxed);
     match state.store.record_client_metrics(&counts).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => ApiError::from(e).into_response(),

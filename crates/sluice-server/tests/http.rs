@@ -283,6 +283,58 @@ async fn the_unleash_client_api_serves_features_with_etags_and_keeps_metrics() {
     assert!(!rows.iter().any(|r| r["flag"] == "typo_flag"), "{kept}");
 }
 
+/// Variant names come from SDKs: only the flag's own variants and Unleash's `disabled` are kept, so the
+/// table stays as small as the catalog. The rest are dropped and counted, and the report is still accepted
+/// (a refused report is retried by the SDK forever).
+#[tokio::test]
+async fn client_metrics_keep_only_known_variants_and_count_the_rest() {
+    let s = start(Options::default()).await;
+    let sdk = s.token("app", "sdk").await;
+    let modes = json!({"variants": [{"name": "off", "value": "off"}, {"name": "warn", "value": "warn"}, {"name": "enforce", "value": "enforce"}],
+                       "ramp": {"base": "off", "ramped": "enforce"}});
+    let (st, v) = s.admin(M::PUT, "/api/v1/flags/modes", Some(modes)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let dropped = |v: &Value| v["dropped"].as_u64();
+    let before = dropped(&s.admin(M::GET, "/api/v1/client-metrics", None).await.1);
+
+    let mut variants = serde_json::Map::new();
+    for (name, n) in [("off", 1), ("warn", 2), ("enforce", 3), ("disabled", 4)] {
+        variants.insert(name.into(), json!(n));
+    }
+    for i in 0..1000 {
+        variants.insert(format!("invented-{i}"), json!(1));
+    }
+    variants.insert("x".repeat(10_000), json!(1));
+    let report = json!({"appName": "checkout", "instanceId": "i-1",
+        "bucket": {"start": "2026-11-23T10:00:00Z", "stop": "2026-11-23T10:01:00Z",
+            "toggles": {"modes": {"yes": 10, "no": 0, "variants": variants}}}});
+    let (st, v) = s.send(M::POST, "/api/client/metrics", Some(&sdk), Some(report)).await;
+    assert!(st.is_success(), "{st}: {v}");
+
+    let (st, kept) = s.admin(M::GET, "/api/v1/client-metrics", None).await;
+    assert_eq!(st, StatusCode::OK, "{kept}");
+    let rows: Vec<(&str, &str, u64)> = kept["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["flag"].as_str().unwrap(), r["variant"].as_str().unwrap(), r["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("modes", "(disabled)", 0),
+            ("modes", "(enabled)", 10),
+            ("modes", "disabled", 4),
+            ("modes", "enforce", 3),
+            ("modes", "off", 1),
+            ("modes", "warn", 2),
+        ]
+    );
+    // The counter is process-wide: other tests sharing this process may add to it, never subtract.
+    let more = dropped(&kept).zip(before).map(|(after, before)| after - before);
+    assert!(more.is_some_and(|n| n >= 1001), "1000 invented names and an over-long one were dropped: {kept}");
+}
+
 #[tokio::test]
 async fn roles_limit_what_a_token_may_do_and_the_actor_is_the_token() {
     let s = start(Options::default()).await;
