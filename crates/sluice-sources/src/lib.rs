@@ -17,6 +17,7 @@
 
 pub mod actions;
 pub mod notifiers;
+mod output;
 pub mod sources;
 
 use std::collections::BTreeMap;

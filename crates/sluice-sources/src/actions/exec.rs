@@ -3,10 +3,7 @@
 //! deduplicate may.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
-
-use tokio::io::AsyncReadExt;
 
 use sluice_plan::model::{Action, ActionKind};
 
@@ -38,41 +35,18 @@ impl crate::ActionRunner for Exec {
     }
 }
 
-/// Runs `argv` with templates filled, within `timeout`.
+/// Runs `argv` with templates filled, within `timeout`, reading all it prints. The detail is what it
+/// printed, bounded (its start and its end): stdout when it succeeded; when it failed, its exit status and
+/// stderr (stdout when stderr is empty), since that is where the reason is.
 pub async fn run(argv: &[String], values: &BTreeMap<String, String>, timeout: Duration, key: &str) -> ActionOutcome {
-    let argv: Vec<String> = argv.iter().map(|a| sluice_plan::render(a, values)).collect();
-    let Some((program, args)) = argv.split_first() else {
-        return ActionOutcome { ok: false, detail: "empty command".into() };
+    let ran = match crate::output::run(argv, values, &[("SLUICE_IDEMPOTENCY_KEY", key)], timeout).await {
+        Ok(ran) => ran,
+        Err(e) => return ActionOutcome::failed(e),
     };
-    let spawned = tokio::process::Command::new(program)
-        .args(args)
-        .env("SLUICE_IDEMPOTENCY_KEY", key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => return ActionOutcome { ok: false, detail: format!("cannot run `{program}`: {e}") },
-    };
-    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-    let work = async {
-        let (mut o, mut e) = (Vec::new(), Vec::new());
-        let (mut out_limited, mut err_limited) = ((&mut out).take(64 * 1024), (&mut err).take(64 * 1024));
-        let _ = tokio::join!(out_limited.read_to_end(&mut o), err_limited.read_to_end(&mut e));
-        (child.wait().await, o, e)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Err(_) => ActionOutcome { ok: false, detail: format!("`{program}` took longer than {timeout:?}") },
-        Ok((Err(e), _, _)) => ActionOutcome { ok: false, detail: format!("`{program}`: {e}") },
-        Ok((Ok(status), o, e)) => {
-            let text = String::from_utf8_lossy(if status.success() { &o } else { &e });
-            let tail: String = text.trim().chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
-            ActionOutcome {
-                ok: status.success(),
-                detail: if status.success() { tail } else { format!("{status}: {tail}") },
-            }
-        }
+    if ran.status.success() {
+        return ActionOutcome { ok: true, detail: ran.stdout.text().trim().to_string() };
     }
+    let said = ran.stderr.text();
+    let said = if said.trim().is_empty() { ran.stdout.text() } else { said };
+    ActionOutcome::failed(format!("{}: {}", ran.status, said.trim()))
 }

@@ -2,15 +2,10 @@
 //! (migration invariants, golden suites, anything a script can measure).
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use sluice_engine::Measurement;
 use sluice_plan::model::{Check, SourceKind, ValueFrom};
-use tokio::io::AsyncReadExt;
-
-/// Most output read from a command; the rest is ignored.
-pub const MAX_OUTPUT: usize = 64 * 1024;
 
 /// The `command` source.
 #[derive(Debug, Clone)]
@@ -36,50 +31,32 @@ impl crate::Source for Command {
     }
 }
 
-/// Runs the check's command (argv, no shell) within `timeout`; a command that cannot start, times out,
-/// or prints no number is a source error, never a pass.
-pub async fn measure(check: &Check, values: &BTreeMap<String, String>, timeout: Duration) -> Measurement {
+/// Runs the check's command (argv, no shell) within the check's `timeout`, or `default_timeout` when it
+/// has none; a command that cannot start, times out, or prints no number is a source error, never a pass.
+/// The whole output is read, however long, so the last number is the one printed last.
+pub async fn measure(check: &Check, values: &BTreeMap<String, String>, default_timeout: Duration) -> Measurement {
     let Some(argv) = &check.command else { return Measurement::Error("no command".into()) };
-    let argv: Vec<String> = argv.value.iter().map(|a| sluice_plan::render(a, values)).collect();
-    let Some((program, args)) = argv.split_first() else { return Measurement::Error("empty command".into()) };
-    let mut child = match tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return Measurement::Error(format!("cannot run `{program}`: {e}")),
+    let timeout = check.timeout.as_ref().map_or(default_timeout, |t| t.value.0);
+    let ran = match crate::output::run(&argv.value, values, &[], timeout).await {
+        Ok(ran) => ran,
+        Err(e) => return Measurement::Error(e),
     };
-    let mut stdout = child.stdout.take().expect("piped");
-    let run = async {
-        let mut out = Vec::new();
-        let _ = (&mut stdout).take(MAX_OUTPUT as u64).read_to_end(&mut out).await;
-        let status = child.wait().await;
-        (out, status)
-    };
-    let (out, status) = match tokio::time::timeout(timeout, run).await {
-        Ok(r) => r,
-        Err(_) => return Measurement::Error(format!("`{program}` took longer than {timeout:?}")),
-    };
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => return Measurement::Error(format!("`{program}`: {e}")),
-    };
+    let program = &ran.program;
     match check.value_from.unwrap_or(ValueFrom::ExitStatus) {
-        ValueFrom::ExitStatus => match status.code() {
+        ValueFrom::ExitStatus => match ran.status.code() {
             Some(code) => Measurement::Value(f64::from(code)),
             None => Measurement::Error(format!("`{program}` was killed by a signal")),
         },
         ValueFrom::LastNumber => {
-            if !status.success() {
-                return Measurement::Error(format!("`{program}` exited with {status}"));
+            if !ran.status.success() {
+                return Measurement::Error(format!("`{program}` exited with {}", ran.status));
             }
-            let text = String::from_utf8_lossy(&out);
-            match text.split_whitespace().rev().find_map(|w| w.parse::<f64>().ok()) {
+            match ran.stdout.end().split_whitespace().rev().find_map(|w| w.parse::<f64>().ok()) {
                 Some(v) => Measurement::Value(v),
+                None if ran.stdout.omitted() > 0 => Measurement::Error(format!(
+                    "`{program}` printed no number in the last {} KiB of its output",
+                    crate::output::TAIL / 1024
+                )),
                 None => Measurement::Error(format!("`{program}` printed no number")),
             }
         }
