@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::json;
 use sluice_engine::Rollout;
-use sluice_plan::model::ApprovalRole;
+use sluice_plan::model::{ApprovalRole, RollbackTo};
 use sluice_plan::{Level, Plan};
 use sluice_sources::CapabilitiesOf;
 use sluice_store::{Principal, Role, RolloutRecord};
@@ -21,8 +21,11 @@ pub enum Command {
     Resume,
     /// Skip the rest of the current phase's hold (needs a reason).
     Promote,
-    /// Roll back to the start.
-    Rollback,
+    /// Roll back: to the start, or one phase back (`previous-phase`) when asked for explicitly.
+    Rollback {
+        /// Where to.
+        to: RollbackTo,
+    },
     /// End the rollout where it is.
     Abort,
     /// Sign an approval item of the current phase.
@@ -39,9 +42,20 @@ pub enum Command {
     },
     /// Say what happened to an action whose outcome is unknown after a crash.
     Settle {
-        /// It ran (do not run it again), or it did not (run it now).
-        ran: bool,
+        /// What a person found.
+        outcome: Settled,
     },
+}
+
+/// What happened to an action interrupted by a crash, as a person found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// It ran and succeeded: it is not run again and the rollout goes on.
+    Ran,
+    /// It did not run: it runs now.
+    Retry,
+    /// It ran and failed: as if the controller had seen it fail (a phase hook steps the rollout back).
+    Failed,
 }
 
 /// The body of a rollout command, as the API and the CLI send it.
@@ -60,9 +74,12 @@ pub struct CommandBody {
     /// `signal`: `hard` or `soft`.
     #[serde(default)]
     pub severity: Option<String>,
-    /// `settle`: `ran` or `retry`.
+    /// `settle`: `ran`, `retry` or `failed`.
     #[serde(default)]
     pub pending: Option<String>,
+    /// `rollback`: `start` (the default) or `previous-phase`.
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 impl Command {
@@ -76,7 +93,18 @@ impl Command {
                 return Err(ControllerError::invalid("reason", "promoting past a hold needs a reason"))
             }
             "promote" => Command::Promote,
-            "rollback" => Command::Rollback,
+            "rollback" => Command::Rollback {
+                to: match body.to.as_deref() {
+                    None | Some("start") => RollbackTo::Start,
+                    Some("previous-phase") => RollbackTo::PreviousPhase,
+                    Some(_) => {
+                        return Err(ControllerError::invalid(
+                            "to",
+                            "`start` (restore the flag as before the rollout) or `previous-phase` (step back one phase and pause)",
+                        ))
+                    }
+                },
+            },
             "abort" => Command::Abort,
             "approve" => Command::Approve {
                 item: body.item.clone().ok_or_else(|| ControllerError::invalid("item", "say which approval item"))?,
@@ -105,13 +133,14 @@ impl Command {
                 Command::Signal { name, hard }
             }
             "settle" => Command::Settle {
-                ran: match body.pending.as_deref() {
-                    Some("ran") => true,
-                    Some("retry") => false,
+                outcome: match body.pending.as_deref() {
+                    Some("ran") => Settled::Ran,
+                    Some("retry") => Settled::Retry,
+                    Some("failed") => Settled::Failed,
                     _ => {
                         return Err(ControllerError::invalid(
                             "pending",
-                            "`ran` (it ran: do not run it again) or `retry` (run it now)",
+                            "`ran` (it ran and succeeded: do not run it again), `retry` (it did not run: run it now) or `failed` (it ran and failed)",
                         ))
                     }
                 },
@@ -126,7 +155,7 @@ impl Command {
             Command::Pause => "pause",
             Command::Resume => "resume",
             Command::Promote => "promote",
-            Command::Rollback => "rollback",
+            Command::Rollback { .. } => "rollback",
             Command::Abort => "abort",
             Command::Approve { .. } => "approve",
             Command::Signal { .. } => "signal",
@@ -137,7 +166,7 @@ impl Command {
     /// It ends the rollout's current phase: allowed while a phase hook runs, and it replaces what an
     /// earlier transition could not finish.
     fn ends_it(&self) -> bool {
-        matches!(self, Command::Rollback | Command::Abort | Command::Signal { hard: true, .. })
+        matches!(self, Command::Rollback { .. } | Command::Abort | Command::Signal { hard: true, .. })
     }
 }
 
@@ -270,8 +299,8 @@ impl Controller {
         reason: Option<String>,
         who: &Principal,
     ) -> Result<RolloutSummary, ControllerError> {
-        if let Command::Settle { ran } = command {
-            self.settle(id, ran, who).await?;
+        if let Command::Settle { outcome } = command {
+            self.settle(id, outcome, who).await?;
             return self.summary(id).await;
         }
         let reason = reason.unwrap_or_else(|| format!("{} by {}", command.name(), who.name));
@@ -314,9 +343,25 @@ impl Controller {
         let now = self.clock.now();
         let result = match &command {
             Command::Pause => rollout.pause(&plan, now, &reason),
-            Command::Resume => rollout.resume(&plan, now, &reason),
+            Command::Resume => {
+                if self.live_flag(&record.flag).is_some_and(|f| !f.enabled) {
+                    return Err(ControllerError::refused(
+                        "kill_switch",
+                        format!(
+                            "flag `{}` is disabled (its kill switch is pulled): enable it first (`sluice flag enable {}`), then resume",
+                            record.flag, record.flag
+                        ),
+                    ));
+                }
+                rollout.resume(&plan, now, &reason)
+            }
             Command::Promote => rollout.promote(&plan, now, &reason),
-            Command::Rollback => rollout.rollback(&plan, now, &format!("rolled back by {}: {reason}", who.name)),
+            Command::Rollback { to: RollbackTo::Start } => {
+                rollout.rollback(&plan, now, &format!("rolled back by {}: {reason}", who.name))
+            }
+            Command::Rollback { to: RollbackTo::PreviousPhase } => {
+                rollout.step_back(&plan, now, &format!("stepped back by {}: {reason}", who.name))
+            }
             Command::Abort => rollout.abort(&plan, now, &reason),
             Command::Approve { item } => {
                 self.may_sign(id, &plan, &rollout, item, who).await?;
@@ -328,6 +373,36 @@ impl Controller {
         let effects = result.map_err(|e| ControllerError::conflict(e.0))?;
         self.transition(guard, &record, &plan, &mut rollout, effects, &who.name).await?;
         self.summary(id).await
+    }
+
+    /// The kill switch of `flag` was pulled (by `who`): its active rollout, running or baking, pauses and
+    /// says why. Nothing re-enables the flag later: a rollback restores the ramp only, and `resume` is
+    /// refused while the flag is disabled.
+    pub async fn kill_switch_pulled(&self, flag: &str, who: &str) -> Result<(), ControllerError> {
+        let Some(record) = self.store.rollouts(true).await?.into_iter().find(|r| r.flag == flag) else {
+            return Ok(());
+        };
+        let guard = self.lock(&record.id).await;
+        let record = self.record(&record.id).await?;
+        self.pause_for_kill_switch(guard, &record, who).await
+    }
+
+    /// Pauses a running or baking rollout whose flag is disabled; the caller holds its lock.
+    pub(crate) async fn pause_for_kill_switch(
+        &self,
+        guard: crate::RolloutGuard,
+        record: &RolloutRecord,
+        who: &str,
+    ) -> Result<(), ControllerError> {
+        use sluice_engine::Status;
+        if !matches!(record.state.status, Status::Running | Status::Baking { .. }) {
+            return Ok(());
+        }
+        let plan = plan_of(record)?;
+        let mut rollout = record.state.clone();
+        let why = format!("the kill switch of `{}` is pulled ({who}): enable the flag, then resume", record.flag);
+        let effects = rollout.pause(&plan, self.clock.now(), &why).map_err(|e| ControllerError::conflict(e.0))?;
+        self.transition(guard, record, &plan, &mut rollout, effects, who).await.map(drop)
     }
 
     /// An approval item marked `role: admin` is signed by an admin only; a refusal is audited.

@@ -15,7 +15,7 @@
 //! let store: Arc<dyn sluice_store::Store> = Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
 //! let catalog = Arc::new(Catalog::load(store, Box::new(|_, _| {})).await?);
 //! let controller = Controller::new(catalog, Seams::default());
-//! tokio::spawn(controller.clone().run());
+//! tokio::spawn(controller.clone().run(sluice_controller::Settings::default()));
 //! # Ok(()) }
 //! ```
 
@@ -39,9 +39,9 @@ use sluice_sources::Plugins;
 use sluice_store::{RolloutRecord, Store};
 
 pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
-pub use commands::{Command, CommandBody};
+pub use commands::{Command, CommandBody, Settled};
 pub use error::ControllerError;
-pub use runner::RunnerMemory;
+pub use runner::{RunnerMemory, Settings};
 pub use status::{Pending, RolloutSummary};
 
 /// Called at every commit and side-effect boundary of a rollout with the boundary's name; `true` makes the

@@ -8,17 +8,31 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sluice_engine::{CheckDecision, CheckKind, CheckRef, Effect, Measurement, Outcome};
 use sluice_sources::MeasureContext;
-use sluice_store::RolloutRecord;
+use sluice_store::{AuditNote, NewDecision, RolloutRecord};
 
-use crate::transition::change_of;
+use crate::transition::Saving;
 use crate::{plan_of, template_values, Controller, ControllerError};
 
 /// How often the live runner looks for rollouts it has no task for, in case a wake-up was missed (a
 /// rollout started by another process sharing the database).
 const RESCAN: Duration = Duration::from_secs(5);
+
+/// How the live controller keeps what it records.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Every tick's decisions are kept this long (default 7 days); after that, only those whose outcome
+    /// changed. A two-week bake at one-minute ticks would otherwise keep about 200k rows per rollout.
+    pub keep_every_decision_for: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { keep_every_decision_for: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
 
 /// Per-rollout memory of the runner: when it last ticked, each check's last outcome (a decision goes to
 /// the audit log only when its outcome changes), and which rollouts are ticking now. Lost on a restart,
@@ -53,7 +67,7 @@ impl Controller {
     /// Runs the controller for the process's life: finishes what a previous process left undone (each
     /// rollout in its own task, so one long hook holds up no other recovery), gives every active rollout a
     /// task that ticks it on its own timer, and delivers notifications.
-    pub async fn run(self: Arc<Self>) {
+    pub async fn run(self: Arc<Self>, settings: Settings) {
         match self.store.rollouts(false).await {
             Ok(all) => {
                 let mut unfinished = self.unfinished.lock().expect("unfinished");
@@ -62,6 +76,7 @@ impl Controller {
             Err(e) => tracing::error!(error = %e, "reading rollouts to recover"),
         }
         tokio::spawn(self.clone().deliver_notifications());
+        tokio::spawn(self.clone().prune_decisions(settings.keep_every_decision_for));
         let memory = Arc::new(RunnerMemory::default());
         let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         loop {
@@ -214,6 +229,7 @@ impl Controller {
         }
         // Measure first, without the lock: commands may take a while.
         let rollout = record.state.clone();
+        let measured_state = Epoch::of(&rollout);
         let flag = self.live_flag(&record.flag);
         let values = template_values(&plan, &rollout, flag.as_ref());
         let cx = MeasureContext {
@@ -239,6 +255,18 @@ impl Controller {
         if !record.active || !as_measured {
             return Ok(());
         }
+        if self.live_flag(&record.flag).is_some_and(|f| !f.enabled) && !pending {
+            // Disabled by any path (the kill switch, an import, a PUT): the rollout must not ramp a flag
+            // nobody is served.
+            return self.pause_for_kill_switch(guard, &record, &Self::actor(&record)).await;
+        }
+        if Epoch::of(&record.state) != measured_state {
+            // A person (or another tick) moved the rollout while this one measured: what was measured may
+            // not be what is due now (a resumed rollout's gates were never measured). Discarded, never
+            // charged as a source error; the next pass measures again.
+            memory.last_tick.lock().expect("last tick").remove(&record.id);
+            return Ok(());
+        }
         let mut rollout = record.state.clone();
         let mut source = |c: &CheckRef<'_>, _: u64| {
             measured.get(&(c.kind, c.name.to_string())).cloned().unwrap_or(Measurement::Error("not measured".into()))
@@ -248,31 +276,32 @@ impl Controller {
         } else {
             rollout.tick(&plan, now, &mut source)
         };
-        self.record_tick(&record, &plan, &rollout, now, &decisions, &effects, memory).await?;
+        let (kept, notes, outcomes) = self.decisions_of(&record, &decisions, &effects, memory);
         let actor = Self::actor(&record);
+        let also = Saving { notes, decisions: Some((now, &kept)), ..Saving::default() };
         if pending && effects.is_empty() {
             // The hook's effects stay as they are; only the triggers' runs and counts are kept.
-            self.save(&record, &plan, &rollout, &actor, &record.outbox, &[], Vec::new()).await?;
+            self.save(&record, &plan, &rollout, &actor, &record.outbox, also).await?;
+            memory.outcomes.lock().expect("outcomes").extend(outcomes);
             return Ok(());
         }
         // Always written: the state carries the `for` runs and the source-error count between ticks.
-        let outbox = self.commit_transition(&record, &plan, &rollout, effects, &actor).await?;
+        let outbox = self.commit_with(&record, &plan, &rollout, effects, &actor, also).await?;
+        memory.outcomes.lock().expect("outcomes").extend(outcomes);
         drop(ticking);
         self.carry_out(guard, &record, &plan, &mut rollout, outbox).await.map(drop)
     }
 
-    /// Keeps a tick's decisions, each with what the tick did, and audits those whose outcome changed.
-    #[allow(clippy::too_many_arguments)]
-    async fn record_tick(
+    /// A tick's decisions as kept (each with what the tick did, and whether its outcome changed), the
+    /// audit events of those whose outcome changed, and the outcomes to remember once they are written.
+    #[allow(clippy::type_complexity)]
+    fn decisions_of(
         &self,
         record: &RolloutRecord,
-        plan: &sluice_plan::Plan,
-        rollout: &sluice_engine::Rollout,
-        now: u64,
         decisions: &[CheckDecision],
         effects: &[Effect],
         memory: &RunnerMemory,
-    ) -> Result<(), ControllerError> {
+    ) -> (Vec<NewDecision>, Vec<AuditNote>, Vec<((String, String), Outcome)>) {
         // What the tick did, beside each decision: `promoted`, `paused`, `rolled_back`, … or `none`.
         let action: Vec<&str> = effects
             .iter()
@@ -282,35 +311,50 @@ impl Controller {
             })
             .collect();
         let action = if action.is_empty() { "none".to_string() } else { action.join(",") };
-        let decision_json: Vec<Value> = decisions
-            .iter()
-            .map(|d| {
-                let mut v = serde_json::to_value(d).expect("json");
-                v["action"] = json!(action);
-                v
-            })
-            .collect();
-        self.store.record_decisions(&record.id, now as i64, &decision_json).await?;
-        let mut audited = Vec::new();
+        let last = memory.outcomes.lock().expect("outcomes");
+        let mut kept = Vec::new();
+        let mut notes = Vec::new();
+        let mut outcomes = Vec::new();
         for d in decisions {
             let key = (record.id.clone(), format!("{:?}:{}", d.kind, d.check));
-            let changed = memory.outcomes.lock().expect("outcomes").insert(key, d.outcome) != Some(d.outcome);
+            let changed = last.get(&key) != Some(&d.outcome);
+            let detail = serde_json::to_value(d).expect("json");
             if changed {
-                let detail = serde_json::to_value(d).expect("json");
-                let event = self
-                    .store
-                    .record_event(
-                        &Self::actor(record),
-                        "rollout.decision",
-                        &format!("rollout:{}", record.id),
-                        detail,
-                        None,
-                    )
-                    .await?;
-                audited.push(event);
+                notes.push(("rollout.decision".to_string(), detail.clone(), None));
             }
+            let mut body = detail;
+            body["action"] = json!(action);
+            kept.push(NewDecision { body, changed });
+            outcomes.push((key, d.outcome));
         }
-        self.catalog.tell(audited, change_of(&record.id, plan, rollout, decision_json));
-        Ok(())
+        (kept, notes, outcomes)
+    }
+
+    /// Drops, every hour, the decisions older than `keep_for` whose outcome did not change.
+    pub(crate) async fn prune_decisions(self: Arc<Self>, keep_for: Duration) {
+        loop {
+            let before = self.clock.now().saturating_sub(keep_for.as_millis() as u64);
+            match self.store.prune_decisions(before as i64).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dropped = n, "old decisions whose outcome did not change were dropped"),
+                Err(e) => tracing::warn!(error = %e, "pruning old decisions"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+}
+
+/// Where a rollout stands, as far as what a tick measures goes: a transition (any event) or a change of
+/// status or phase makes an earlier measurement stale.
+#[derive(Debug, Clone, PartialEq)]
+struct Epoch {
+    events: usize,
+    status: &'static str,
+    phase: usize,
+}
+
+impl Epoch {
+    fn of(rollout: &sluice_engine::Rollout) -> Epoch {
+        Epoch { events: rollout.history.len(), status: rollout.status.name(), phase: rollout.phase }
     }
 }

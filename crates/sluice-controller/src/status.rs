@@ -45,6 +45,9 @@ pub struct RolloutSummary {
     pub history: Vec<Event>,
     /// What the last transition still has to carry out.
     pub pending: Vec<Pending>,
+    /// Triggers that have had no conclusive value for `analysis.max_inconclusive` ticks in a row: they
+    /// cannot fire until they have one.
+    pub blind_triggers: Vec<String>,
     /// Who started it.
     pub created_by: String,
     /// When (RFC 3339).
@@ -96,6 +99,7 @@ impl RolloutSummary {
             approvals_signed_by: rollout.signed_by.clone(),
             history: rollout.history.clone(),
             pending: pending(record, &plan),
+            blind_triggers: rollout.blind_triggers(&plan),
             created_by: record.created_by.clone(),
             created_at: record.created_at.clone(),
         })

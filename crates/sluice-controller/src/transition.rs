@@ -8,8 +8,9 @@ use sluice_engine::{Effect, Event, OutboxItem, Rollout};
 use sluice_flags::Flag;
 use sluice_plan::Plan;
 use sluice_sources::ActionContext;
-use sluice_store::{AuditNote, Change, NewNotification, Principal, RolloutRecord, RolloutSave};
+use sluice_store::{AuditNote, Change, NewDecision, NewNotification, Principal, RolloutRecord, RolloutSave};
 
+use crate::commands::Settled;
 use crate::{plan_of, template_values, Controller, ControllerError, RolloutChange, RolloutGuard};
 
 impl Controller {
@@ -37,16 +38,29 @@ impl Controller {
         effects: Vec<Effect>,
         actor: &str,
     ) -> Result<Vec<OutboxItem>, ControllerError> {
+        self.commit_with(record, plan, rollout, effects, actor, Saving::default()).await
+    }
+
+    /// [`commit_transition`](Self::commit_transition) with more to write in the same commit: a hook's
+    /// audit event, a tick's decisions.
+    pub(crate) async fn commit_with(
+        &self,
+        record: &RolloutRecord,
+        plan: &Plan,
+        rollout: &Rollout,
+        effects: Vec<Effect>,
+        actor: &str,
+        also: Saving<'_>,
+    ) -> Result<Vec<OutboxItem>, ControllerError> {
         let (outbox, events) = sluice_engine::outbox(&record.id, rollout.history.len(), effects);
         self.fault("before-save")?;
-        self.save(record, plan, rollout, actor, &outbox, &events, Vec::new()).await?;
+        self.save(record, plan, rollout, actor, &outbox, Saving { events: &events, ..also }).await?;
         self.fault("after-save")?;
         Ok(outbox)
     }
 
-    /// Writes the rollout's state and outbox, with an audit event per transition event (after `extra`)
-    /// and its notifications, in one commit, then tells the change stream.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the rollout's state and outbox, with an audit event per transition event (after `also.notes`),
+    /// its notifications and the tick's decisions, in one commit, then tells the change stream.
     pub(crate) async fn save(
         &self,
         record: &RolloutRecord,
@@ -54,16 +68,15 @@ impl Controller {
         rollout: &Rollout,
         actor: &str,
         outbox: &[OutboxItem],
-        events: &[Event],
-        extra: Vec<AuditNote>,
+        also: Saving<'_>,
     ) -> Result<(), ControllerError> {
-        let mut notes = extra;
+        let mut notes = also.notes;
         notes.extend(
-            events.iter().map(|e| {
+            also.events.iter().map(|e| {
                 (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone()))
             }),
         );
-        let notifications = self.notifications_of(record, plan, events);
+        let notifications = self.notifications_of(record, plan, also.events);
         let written = self
             .store
             .save_rollout(&RolloutSave {
@@ -73,10 +86,13 @@ impl Controller {
                 outbox,
                 events: &notes,
                 notifications: &notifications,
+                decisions: also.decisions.map(|(at, d)| (at as i64, d)),
             })
             .await?;
-        if !written.is_empty() {
-            self.catalog.tell(written, change_of(&record.id, plan, rollout, Vec::new()));
+        let decisions: Vec<serde_json::Value> =
+            also.decisions.map(|(_, d)| d.iter().map(|d| d.body.clone()).collect()).unwrap_or_default();
+        if !written.is_empty() || !decisions.is_empty() {
+            self.catalog.tell(written, change_of(&record.id, plan, rollout, decisions));
         }
         if !notifications.is_empty() {
             self.wake_notifier.notify_one();
@@ -177,14 +193,9 @@ impl Controller {
         }
         let _carrying = self.mark_carrying(&record.id, &outbox);
         let actor = Self::actor(record);
-        let mut failed_hook = None;
         for i in 0..outbox.len() {
             if outbox[i].done {
                 continue;
-            }
-            if failed_hook.is_some() {
-                // A phase hook failed: nothing after it runs (the percentage is not raised).
-                break;
             }
             self.fault("before-effect")?;
             let reason = Some(format!("rollout {} ({})", record.plan_name, record.id));
@@ -203,16 +214,10 @@ impl Controller {
                     .await?;
                 }
                 Effect::RestoreFlag => {
-                    let original = record.original_flag.clone();
-                    if self.live_flag(&original.key).is_some() {
-                        self.catalog
-                            .write(&actor, reason, |_| Ok::<_, ControllerError>(vec![Change::PutFlag(original)]))
-                            .await?;
-                    } else {
-                        // Deleted since: restoring it would bring back a flag someone removed.
-                        let detail = json!({"flag": original.key, "skipped": "no such flag"});
-                        self.audit(&actor, "rollout.flag_missing", &record.id, detail, None).await?;
-                    }
+                    // The ramp as it was, and only the ramp: a kill switch pulled during the rollout stays
+                    // pulled, and per-user overrides added meanwhile stay (unless the plan clears them).
+                    let ramp = record.original_flag.ramp.clone();
+                    self.edit_flag(record, &actor, reason, &record.flag, move |f| f.ramp = ramp).await?;
                 }
                 Effect::FlagsOff { flags } => {
                     for key in flags {
@@ -226,7 +231,7 @@ impl Controller {
                     let Some(action) = at.resolve(plan) else { continue };
                     if !idempotent {
                         outbox[i].started = true;
-                        self.save(record, plan, rollout, &actor, &outbox, &[], Vec::new()).await?;
+                        self.save(record, plan, rollout, &actor, &outbox, Saving::default()).await?;
                         self.fault("after-started")?;
                     }
                     let flag = self.live_flag(&record.flag);
@@ -256,26 +261,30 @@ impl Controller {
                             return Ok(guard);
                         }
                     }
-                    if !idempotent {
-                        outbox[i].done = true;
-                        self.save(record, plan, rollout, &actor, &outbox, &[], Vec::new()).await?;
+                    let note = ("rollout.action".to_string(), detail, None);
+                    if hook && !outcome.ok {
+                        // The hook's outcome and the step back it causes are one commit, replacing what was
+                        // left of this outbox: no crash can forget the failure and raise the percentage.
+                        let effects = rollout.hook_failed(plan, self.clock.now(), at, &outcome.detail);
+                        let next =
+                            self.commit_with(record, plan, rollout, effects, &actor, Saving::notes(vec![note])).await?;
+                        return Box::pin(self.carry_out_in_order(guard, record, plan, rollout, next)).await;
                     }
-                    self.audit(&actor, "rollout.action", &record.id, detail, None).await?;
-                    if !outcome.ok && hook && failed_hook.is_none() {
-                        failed_hook = Some((at, outcome.detail.clone()));
+                    if outcome.ok {
+                        rollout.hook_succeeded(at);
                     }
+                    // Done, with its audit event, in one commit: after a crash it is neither run again nor
+                    // missing from the audit log.
+                    outbox[i].done = true;
+                    self.save(record, plan, rollout, &actor, &outbox, Saving::notes(vec![note])).await?;
                 }
                 // Never written to an outbox: events are audited and queued with their transition.
                 Effect::Notify(_) => {}
             }
             self.fault("after-effect")?;
         }
-        self.save(record, plan, rollout, &actor, &[], &[], Vec::new()).await?;
+        self.save(record, plan, rollout, &actor, &[], Saving::default()).await?;
         self.fault("after-clear")?;
-        if let Some((at, detail)) = failed_hook {
-            let effects = rollout.hook_failed(plan, self.clock.now(), at, &detail);
-            guard = Box::pin(self.transition(guard, record, plan, rollout, effects, &actor)).await?;
-        }
         Ok(guard)
     }
 
@@ -366,13 +375,22 @@ impl Controller {
             Ok(effects) => sluice_engine::outbox(&record.id, rollout.history.len(), effects).1,
             Err(_) => Vec::new(),
         };
-        self.save(record, &plan, &rollout, "sluice", &outbox, &events, vec![unknown]).await?;
+        self.save(
+            record,
+            &plan,
+            &rollout,
+            "sluice",
+            &outbox,
+            Saving { events: &events, ..Saving::notes(vec![unknown]) },
+        )
+        .await?;
         Ok((guard, true))
     }
 
-    /// A person says what happened to an uncertain action (`ran`: do not run it again; `retry`: run it), and
-    /// the rest of the outbox is carried out.
-    pub async fn settle(&self, id: &str, ran: bool, who: &Principal) -> Result<(), ControllerError> {
+    /// A person says what happened to an uncertain action — it ran (not run again), it did not (run it),
+    /// or it ran and failed (a phase hook then steps the rollout back, as if the failure had been seen) —
+    /// and the rest of the outbox is carried out.
+    pub async fn settle(&self, id: &str, outcome: Settled, who: &Principal) -> Result<(), ControllerError> {
         let guard = self.lock(id).await;
         let record = self.record(id).await?;
         let mut outbox = record.outbox.clone();
@@ -380,15 +398,31 @@ impl Controller {
             return Err(ControllerError::conflict("this rollout has no action waiting to be settled"));
         };
         outbox[i].uncertain = false;
-        if ran {
-            outbox[i].done = true;
-        } else {
-            outbox[i].started = false;
-        }
-        let detail = json!({"idempotency_key": outbox[i].key, "settled": if ran { "ran" } else { "retry" }});
-        self.audit(&who.name, "rollout.settled", id, detail, None).await?;
+        let said = match outcome {
+            Settled::Ran => "ran",
+            Settled::Retry => "retry",
+            Settled::Failed => "failed",
+        };
+        let note = ("rollout.settled".to_string(), json!({"idempotency_key": outbox[i].key, "settled": said}), None);
         let plan = plan_of(&record)?;
         let mut rollout = record.state.clone();
+        match (outcome, &outbox[i].effect) {
+            (Settled::Failed, Effect::Run { action, .. }) if action.is_hook() => {
+                // The failure and the step back it causes, in one commit with the person's word.
+                let detail = format!("it ran and failed (settled by {})", who.name);
+                let effects = rollout.hook_failed(&plan, self.clock.now(), *action, &detail);
+                let next =
+                    self.commit_with(&record, &plan, &rollout, effects, &who.name, Saving::notes(vec![note])).await?;
+                return self.carry_out(guard, &record, &plan, &mut rollout, next).await.map(drop);
+            }
+            (Settled::Ran, Effect::Run { action, .. }) => {
+                rollout.hook_succeeded(*action);
+                outbox[i].done = true;
+            }
+            (Settled::Ran | Settled::Failed, _) => outbox[i].done = true,
+            (Settled::Retry, _) => outbox[i].started = false,
+        }
+        self.save(&record, &plan, &rollout, &who.name, &outbox, Saving::notes(vec![note])).await?;
         self.carry_out(guard, &record, &plan, &mut rollout, outbox).await.map(drop)
     }
 }
@@ -401,5 +435,22 @@ pub(crate) fn change_of(id: &str, plan: &Plan, rollout: &Rollout, decisions: Vec
         phase: rollout.phase + 1,
         percent: rollout.percent(plan),
         decisions,
+    }
+}
+
+/// What a save writes besides the state and the outbox, in the same commit.
+#[derive(Default)]
+pub(crate) struct Saving<'a> {
+    /// The transition's events (audited, notified).
+    pub events: &'a [Event],
+    /// Audit events before them (an action's outcome, a refusal).
+    pub notes: Vec<AuditNote>,
+    /// A tick's decisions, with the tick's time.
+    pub decisions: Option<(u64, &'a [NewDecision])>,
+}
+
+impl Saving<'_> {
+    pub(crate) fn notes(notes: Vec<AuditNote>) -> Self {
+        Saving { notes, ..Saving::default() }
     }
 }

@@ -285,6 +285,14 @@ pub struct Rollout {
     /// retries from that hook, not from the start of the phase before it.
     #[serde(default)]
     pub failed_hook: Option<ActionRef>,
+    /// Phase hooks that succeeded in this rollout: entering a phase again (after a step back) does not run
+    /// them twice — a migration runs once.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub hooks_done: BTreeSet<ActionRef>,
+    /// Consecutive inconclusive ticks of each trigger (`trigger:NAME`): one that can never fire is told to
+    /// people once it reaches `analysis.max_inconclusive`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inconclusive: BTreeMap<String, u32>,
     /// Every transition so far.
     pub history: Vec<Event>,
 }
@@ -306,6 +314,8 @@ impl Rollout {
             last_tick: None,
             stepped_back: false,
             failed_hook: None,
+            hooks_done: BTreeSet::new(),
+            inconclusive: BTreeMap::new(),
             history: Vec::new(),
         }
     }
@@ -343,12 +353,33 @@ impl Rollout {
         self.runs.retain(|k, _| k.starts_with("trigger:"));
     }
 
+    /// The actions of phase `i`'s `before` or `after` hooks that have not succeeded yet in this rollout.
+    fn hook_effects(&self, plan: &Plan, i: usize, when: HookWhen) -> Vec<Effect> {
+        let hooks = &plan.phases[i].value.hooks;
+        let count = match when {
+            HookWhen::Before => hooks.before.len(),
+            HookWhen::After => hooks.after.len(),
+        };
+        (0..count)
+            .map(|index| ActionRef::Hook { phase: i, when, index })
+            .filter(|hook| !self.hooks_done.contains(hook))
+            .map(|hook| Effect::run(hook, plan))
+            .collect()
+    }
+
+    /// A phase hook succeeded: it is not run again in this rollout, even when its phase is entered again.
+    pub fn hook_succeeded(&mut self, hook: ActionRef) {
+        if hook.is_hook() {
+            self.hooks_done.insert(hook);
+        }
+    }
+
     /// The effects of entering phase `i`: its before-hooks, then the flag.
     fn enter_phase(&mut self, plan: &Plan, i: usize, now: Millis) -> Vec<Effect> {
         self.phase = i;
         self.restart_phase(now);
         let phase = &plan.phases[i].value;
-        let mut effects = hook_effects(plan, i, HookWhen::Before);
+        let mut effects = self.hook_effects(plan, i, HookWhen::Before);
         let ramp = phase.ramp.as_ref().or(plan.ramp.as_ref());
         effects.push(Effect::SetRamp {
             percent: phase.percent.value,
@@ -403,15 +434,17 @@ impl Rollout {
                 return (decisions, self.rollback_inner(plan, now, &reason));
             }
         }
+        let mut effects = Vec::new();
+        self.note_inconclusive(plan, now, &decisions, &mut effects);
         self.source_errors = if errored { self.source_errors + 1 } else { 0 };
         if self.source_errors >= plan.analysis.max_source_errors.value.max(1)
             && plan.analysis.on_source_down == OnSourceDown::Rollback
         {
             let reason = format!("{} consecutive ticks with a source error", self.source_errors);
             self.source_errors = 0;
-            return (decisions, self.rollback_inner(plan, now, &reason));
+            effects.extend(self.rollback_inner(plan, now, &reason));
         }
-        (decisions, Vec::new())
+        (decisions, effects)
     }
 
     /// One analysis tick: triggers first, then the current phase's gates. Returns every check's decision
@@ -485,19 +518,21 @@ impl Rollout {
             }
         }
 
-        // A source that keeps failing stops the rollout: unknown is never a pass.
+        self.note_inconclusive(plan, now, &decisions, &mut effects);
+
+        // A source that keeps failing stops the rollout: unknown is never a pass. With `on_source_down:
+        // rollback` that holds while paused too — the flag is still exposed at its percentage.
         self.source_errors = if errored { self.source_errors + 1 } else { 0 };
-        if self.source_errors >= plan.analysis.max_source_errors.value.max(1)
-            && !matches!(self.status, Status::Paused { .. })
-        {
+        let paused = matches!(self.status, Status::Paused { .. });
+        let rolls_back = plan.analysis.on_source_down == OnSourceDown::Rollback;
+        if self.source_errors >= plan.analysis.max_source_errors.value.max(1) && (rolls_back || !paused) {
             let reason = format!("{} consecutive ticks with a source error", self.source_errors);
             self.source_errors = 0;
-            match plan.analysis.on_source_down {
-                OnSourceDown::Rollback => effects.extend(self.rollback_inner(plan, now, &reason)),
-                OnSourceDown::Pause => {
-                    self.status = self.pause_status(reason.clone(), None, None);
-                    effects.push(self.event(plan, now, "paused", reason));
-                }
+            if rolls_back {
+                effects.extend(self.rollback_inner(plan, now, &reason));
+            } else {
+                self.status = self.pause_status(reason.clone(), None, None);
+                effects.push(self.event(plan, now, "paused", reason));
             }
             return (decisions, effects);
         }
@@ -522,6 +557,40 @@ impl Rollout {
             _ => {}
         }
         (decisions, effects)
+    }
+
+    /// Counts each trigger's consecutive inconclusive ticks and tells people once, when one reaches
+    /// `analysis.max_inconclusive`: a trigger that never gets a value can never fire, and a bake "with no
+    /// trigger firing" would mean nothing.
+    fn note_inconclusive(&mut self, plan: &Plan, now: Millis, decisions: &[CheckDecision], effects: &mut Vec<Effect>) {
+        let limit = plan.analysis.max_inconclusive.value.max(1);
+        for d in decisions.iter().filter(|d| d.kind == CheckKind::Trigger) {
+            let key = format!("trigger:{}", d.check);
+            if d.outcome != Outcome::Inconclusive {
+                self.inconclusive.remove(&key);
+                continue;
+            }
+            let count = self.inconclusive.entry(key).or_insert(0);
+            *count += 1;
+            if *count == limit {
+                let why = d.note.as_deref().unwrap_or("no value");
+                let reason = format!(
+                    "trigger `{}` has had no conclusive value for {limit} ticks ({why}): it cannot fire until it has one",
+                    d.check
+                );
+                effects.push(self.event(plan, now, "inconclusive", reason));
+            }
+        }
+    }
+
+    /// The triggers that have been inconclusive for at least `analysis.max_inconclusive` ticks in a row.
+    pub fn blind_triggers(&self, plan: &Plan) -> Vec<String> {
+        let limit = plan.analysis.max_inconclusive.value.max(1);
+        self.inconclusive
+            .iter()
+            .filter(|(_, n)| **n >= limit)
+            .filter_map(|(k, _)| k.strip_prefix("trigger:").map(str::to_string))
+            .collect()
     }
 
     /// Evaluates one measured trigger: its decision, and whether it fires (held for its `for`, and not a
@@ -581,7 +650,7 @@ impl Rollout {
 
     fn promote_inner(&mut self, plan: &Plan, now: Millis) -> Vec<Effect> {
         let i = self.phase;
-        let mut effects = hook_effects(plan, i, HookWhen::After);
+        let mut effects = self.hook_effects(plan, i, HookWhen::After);
         if i + 1 < plan.phases.len() {
             effects.extend(self.enter_phase(plan, i + 1, now));
             effects.push(self.event(plan, now, "promoted", format!("phase {} passed", i + 1)));
@@ -600,36 +669,47 @@ impl Rollout {
         effects
     }
 
-    /// Rolls back as the plan says: the flag first, then the rollback actions, then notifications.
+    /// Rolls back as the plan says (a trigger, an alert, a soft trigger's default, a source that stays
+    /// down): the flag first, then the rollback actions, then notifications.
     ///
-    /// With `rollback.to: previous-phase`, the first rollback only steps back: the previous phase's
-    /// percentage (the original flag from the first phase), and a pause for a person; the rollback's
-    /// actions, `flags_off` and `clear_overrides` are kept for a real rollback. A second hard trigger or a
-    /// person's `rollback` while stepped back rolls back to the start: one incident never walks the flag
-    /// down phase by phase, nor runs `kubectl rollout undo` twice.
+    /// With `rollback.to: previous-phase`, the first rollback only steps back ([`step_back`](Self::step_back));
+    /// the rollback's actions, `flags_off` and `clear_overrides` are kept for a real rollback. A second hard
+    /// trigger while stepped back rolls back to the start: one incident never walks the flag down phase by
+    /// phase, nor runs `kubectl rollout undo` twice.
     fn rollback_inner(&mut self, plan: &Plan, now: Millis, reason: &str) -> Vec<Effect> {
-        let mut effects = Vec::new();
         if plan.rollback.to == RollbackTo::PreviousPhase && !self.stepped_back {
-            if self.phase > 0 {
-                let i = self.phase - 1;
-                effects
-                    .extend(self.enter_phase(plan, i, now).into_iter().filter(|e| matches!(e, Effect::SetRamp { .. })));
-            } else {
-                // Before the first phase is the flag as it was: resume retries the first phase.
-                self.restart_phase(now);
-                effects.push(Effect::RestoreFlag);
-            }
-            self.stepped_back = true;
-            self.status = Status::Paused {
-                reason: format!("{reason}; stepped back"),
-                decide_by: None,
-                default: None,
-                bake_until: None,
-            };
-            effects.push(self.event(plan, now, "stepped_back", reason));
-            return effects;
+            return self.step_back_inner(plan, now, reason);
         }
-        effects.push(Effect::RestoreFlag);
+        self.rollback_to_start(plan, now, reason)
+    }
+
+    /// The previous phase's percentage (the flag as it was, from the first phase), and a pause for a
+    /// person: `resume` retries the phase, `rollback` goes to the start.
+    fn step_back_inner(&mut self, plan: &Plan, now: Millis, reason: &str) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self.phase > 0 {
+            let i = self.phase - 1;
+            effects.extend(self.enter_phase(plan, i, now).into_iter().filter(|e| matches!(e, Effect::SetRamp { .. })));
+        } else {
+            // Before the first phase is the flag as it was: resume retries the first phase.
+            self.restart_phase(now);
+            effects.push(Effect::RestoreFlag);
+        }
+        self.stepped_back = true;
+        self.status = Status::Paused {
+            reason: format!("{reason}; stepped back"),
+            decide_by: None,
+            default: None,
+            bake_until: None,
+        };
+        effects.push(self.event(plan, now, "stepped_back", reason));
+        effects
+    }
+
+    /// Restores the flag's ramp as it was before the rollout, switches off `flags_off`, clears overrides
+    /// when asked, runs the rollback's actions, and ends the rollout `rolled_back`.
+    fn rollback_to_start(&mut self, plan: &Plan, now: Millis, reason: &str) -> Vec<Effect> {
+        let mut effects = vec![Effect::RestoreFlag];
         if !plan.rollback.flags_off.is_empty() {
             effects.push(Effect::FlagsOff { flags: plan.rollback.flags_off.iter().map(|f| f.value.clone()).collect() });
         }
@@ -755,10 +835,17 @@ impl Rollout {
         Ok(self.resume_inner(plan, now, reason))
     }
 
-    /// A person rolls back.
+    /// A person rolls back: to the start, whatever the plan's `rollback.to` (that is the policy of
+    /// automatic rollbacks); stepping back one phase is [`step_back`](Self::step_back).
     pub fn rollback(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
         self.live()?;
-        Ok(self.rollback_inner(plan, now, reason))
+        Ok(self.rollback_to_start(plan, now, reason))
+    }
+
+    /// A person steps back one phase (the flag as it was, from the first phase) and the rollout pauses.
+    pub fn step_back(&mut self, plan: &Plan, now: Millis, reason: &str) -> Result<Vec<Effect>, CommandError> {
+        self.live()?;
+        Ok(self.step_back_inner(plan, now, reason))
     }
 
     /// A person ends the rollout where it is.
@@ -832,16 +919,6 @@ impl Rollout {
 /// never acts, its source failing included.
 fn counts_as_source_error(d: &CheckDecision) -> bool {
     !d.dry_run && d.note.as_deref().is_some_and(|n| n.starts_with("source error"))
-}
-
-/// The actions of phase `i`'s `before` or `after` hooks.
-fn hook_effects(plan: &Plan, i: usize, when: HookWhen) -> Vec<Effect> {
-    let hooks = &plan.phases[i].value.hooks;
-    let count = match when {
-        HookWhen::Before => hooks.before.len(),
-        HookWhen::After => hooks.after.len(),
-    };
-    (0..count).map(|index| Effect::run(ActionRef::Hook { phase: i, when, index }, plan)).collect()
 }
 
 /// A trigger only a person or an alert fires: never measured.

@@ -277,6 +277,11 @@ impl Checker<'_> {
                 self.error(b.referenced, format!("{key}.between"), "needs [lo, hi] with lo < hi");
             }
         }
+        if let Some(t) = &v.timeout {
+            if t.value.0.is_zero() {
+                self.error(t.referenced, format!("{key}.timeout"), "a timeout longer than 0s");
+            }
+        }
         let interval = self.plan.analysis.interval.value;
         if let Some(f) = &v.for_ {
             if f.value < interval {
@@ -381,6 +386,13 @@ impl Checker<'_> {
                 plan.analysis.max_source_errors.referenced,
                 "analysis.max_source_errors",
                 "at least 1: the number of source errors in a row that stops the rollout",
+            );
+        }
+        if plan.analysis.max_inconclusive.value == 0 {
+            self.error(
+                plan.analysis.max_inconclusive.referenced,
+                "analysis.max_inconclusive",
+                "at least 1: the number of inconclusive ticks in a row after which people are told a trigger cannot fire",
             );
         }
         if let Some(r) = &plan.ramp {

@@ -73,6 +73,10 @@ pub struct Analysis {
     /// What to do when a source stays down.
     #[serde(default)]
     pub on_source_down: OnSourceDown,
+    /// Consecutive inconclusive ticks of a trigger (no data, too few samples) before people are told it
+    /// cannot fire (default 10).
+    #[serde(default = "ten")]
+    pub max_inconclusive: Spanned<u32>,
     /// The Prometheus server of `prometheus` checks.
     #[serde(default)]
     pub prometheus: Option<Endpoint>,
@@ -85,6 +89,7 @@ impl Default for Analysis {
             source: None,
             max_source_errors: three(),
             on_source_down: OnSourceDown::Pause,
+            max_inconclusive: ten(),
             prometheus: None,
         }
     }
@@ -100,6 +105,10 @@ fn one_minute() -> Spanned<Dur> {
 
 fn three() -> Spanned<u32> {
     Spanned::new(3, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+}
+
+fn ten() -> Spanned<u32> {
+    Spanned::new(10, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
 }
 
 /// What to do after `max_source_errors`.
@@ -199,6 +208,10 @@ pub struct Check {
     /// `command`: `exit_status` (0 passes as value 0) or `last_number` printed.
     #[serde(default)]
     pub value_from: Option<ValueFrom>,
+    /// Longest a measurement may take (a command's run, a query, a probe); past it the tick's value is a
+    /// source error. Default 60 s for commands.
+    #[serde(default)]
+    pub timeout: Option<Spanned<Dur>>,
     /// The threshold: value below this.
     #[serde(default)]
     pub below: Option<f64>,

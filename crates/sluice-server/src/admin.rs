@@ -21,10 +21,61 @@ use crate::{ApiError, AppState};
 
 type ApiResult = Result<Response, ApiError>;
 
-/// `?reason=` on every write: recorded in the audit event.
+/// `?reason=` on every write: recorded in the audit event. `?force=true` (with a reason) lets a person
+/// change the ramp or variants of a flag that an active rollout drives.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Why {
     reason: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// The flags that active rollouts drive, by key: a person's edit of their ramp or variants would fight
+/// the controller (and be undone by its next step or its rollback), so it is refused unless forced.
+/// The kill switch and per-user or per-session overrides stay allowed.
+struct Driven(std::collections::HashMap<String, (String, String)>);
+
+impl Driven {
+    async fn load(state: &AppState) -> Result<Driven, ApiError> {
+        let active = state.store.rollouts(true).await?;
+        Ok(Driven(active.into_iter().map(|r| (r.flag, (r.id, r.plan_name))).collect()))
+    }
+
+    /// Refuses changing `before` (absent: a new flag) into `after` when a rollout drives it and the change
+    /// touches the ramp or the variants, unless `why` forces it with a reason.
+    fn check(&self, before: Option<&Flag>, after: &Flag, why: &Why) -> Result<(), ApiError> {
+        let Some((id, plan)) = self.0.get(&after.key) else { return Ok(()) };
+        let touches = before.is_none_or(|b| b.ramp != after.ramp || b.variants != after.variants);
+        if !touches {
+            return Ok(());
+        }
+        if why.force {
+            return match why.reason.as_deref().map(str::trim) {
+                Some(r) if !r.is_empty() => Ok(()),
+                _ => Err(ApiError::invalid("reason", "forcing an edit of a flag a rollout drives needs a reason")),
+            };
+        }
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "driven",
+            format!(
+                "flag `{}` is driven by rollout `{plan}` ({id}): pause, finish or roll it back first, or force the edit with a reason (`--force --reason …`, `?force=true&reason=…`); the kill switch and overrides stay allowed",
+                after.key
+            ),
+        ))
+    }
+
+    /// The audit reason of a write: a forced edit says so.
+    fn reason(&self, keys: &[&str], why: Why) -> Option<String> {
+        let forced: Vec<String> =
+            keys.iter().filter_map(|k| self.0.get(*k)).map(|(id, plan)| format!("{plan} ({id})")).collect();
+        match why.reason {
+            Some(r) if why.force && !forced.is_empty() => {
+                Some(format!("forced while rollout {} drives it: {r}", forced.join(", ")))
+            }
+            other => other,
+        }
+    }
 }
 
 fn flag_of<'s>(snapshot: &'s Snapshot, key: &str) -> Result<&'s Flag, ApiError> {
@@ -44,16 +95,38 @@ async fn update_flag(
     why: Why,
     edit: impl FnOnce(&mut Flag) -> Result<(), ApiError>,
 ) -> ApiResult {
+    let driven = Driven::load(state).await?;
     let mut result = None;
+    let mut refused = None;
+    let reason = driven.reason(&[key], Why { reason: why.reason.clone(), force: why.force });
     let w = state
-        .write(&who.name, why.reason, |snapshot| {
-            let mut flag = flag_of(snapshot, key)?.clone();
+        .write(&who.name, reason, |snapshot| {
+            let before = flag_of(snapshot, key)?;
+            let mut flag = before.clone();
             edit(&mut flag)?;
+            if let Err(e) = driven.check(Some(before), &flag, &why) {
+                refused = Some(e.clone());
+                return Err(e);
+            }
             result = Some(flag.clone());
             Ok(vec![Change::PutFlag(flag)])
         })
-        .await?;
+        .await;
+    let w = match (w, refused) {
+        (Err(_), Some(refusal)) => {
+            audit_refusal(state, who, key, &refusal).await?;
+            return Err(refusal);
+        }
+        (w, _) => w?,
+    };
     Ok(written(StatusCode::OK, json!(result), w))
+}
+
+/// A refused edit of a driven flag is audited: who tried to change what, while which rollout drove it.
+async fn audit_refusal(state: &AppState, who: &Principal, key: &str, refusal: &ApiError) -> Result<(), ApiError> {
+    let detail = json!({"refused": refusal.error, "message": refusal.message});
+    state.store.record_event(&who.name, "flag.refused", &format!("flag:{key}"), detail, None).await?;
+    Ok(())
 }
 
 pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
@@ -94,15 +167,33 @@ pub(crate) async fn put_flag(
     let flag: Flag = parse_json(body.to_string().as_bytes())?;
     let only_create = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
     let mut created = false;
+    let driven = Driven::load(&state).await?;
+    let reason = driven.reason(&[&key], Why { reason: why.reason.clone(), force: why.force });
+    let mut refused = None;
     let w = state
-        .write(&who.name, why.reason, |snapshot| {
-            created = !snapshot.flags().iter().any(|f| f.key == key);
+        .write(&who.name, reason, |snapshot| {
+            let before = snapshot.flags().iter().find(|f| f.key == key);
+            created = before.is_none();
             if only_create && !created {
                 return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "exists", format!("flag `{key}` exists")));
             }
+            if let Err(e) = driven.check(before, &flag, &why) {
+                refused = Some(e.clone());
+                return Err(e);
+            }
             Ok(vec![Change::PutFlag(flag.clone())])
         })
-        .await?;
+        .await;
+    let w = match (w, refused) {
+        (Err(_), Some(refusal)) => {
+            audit_refusal(&state, &who, &key, &refusal).await?;
+            return Err(refusal);
+        }
+        (w, _) => w?,
+    };
+    if !flag.enabled {
+        state.controller.kill_switch_pulled(&key, &who.name).await?;
+    }
     Ok(written(if created { StatusCode::CREATED } else { StatusCode::OK }, json!(flag), w))
 }
 
@@ -113,17 +204,7 @@ pub(crate) async fn delete_flag(
     Params(why): Params<Why>,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
-    // A rollout of the flag would lose what it ramps and what its rollback restores.
-    if let Some(r) = state.store.rollouts(false).await?.into_iter().find(|r| r.flag == key && r.busy()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "in_use",
-            format!(
-                "flag `{key}` has an active rollout `{}` ({}): finish, roll back or abort it first",
-                r.plan_name, r.id
-            ),
-        ));
-    }
+    // A flag that a rollout ramps is refused by the store, in the delete's own transaction.
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteFlag(key.clone())])).await?;
     Ok(written(StatusCode::OK, Value::Null, w))
 }
@@ -202,11 +283,16 @@ async fn set_enabled(
     enabled: bool,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
-    update_flag(&state, &who, &key, why, |f| {
+    let answer = update_flag(&state, &who, &key, why, |f| {
         f.enabled = enabled;
         Ok(())
     })
-    .await
+    .await?;
+    if !enabled {
+        // Always allowed, and its rollout pauses at once (not at its next tick) and says why.
+        state.controller.kill_switch_pulled(&key, &who.name).await?;
+    }
+    Ok(answer)
 }
 
 pub(crate) async fn list_overrides(
@@ -273,7 +359,7 @@ pub(crate) async fn clear_overrides(
     Params(sel): Params<OverrideSelector>,
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
-    update_flag(&state, &who, &key, Why { reason: sel.reason }, |flag| {
+    update_flag(&state, &who, &key, Why { reason: sel.reason, force: false }, |flag| {
         match (&sel.field, &sel.value) {
             (Some(f), Some(v)) => {
                 let before = flag.overrides.len();
@@ -435,7 +521,7 @@ pub(crate) async fn import_unleash(
     let features: ClientFeatures = parse_json(&body)?;
     let (flags, segments) = sluice_flags::import::from_unleash(&features)
         .map_err(|e| ApiError { field: Some(e.field.clone()), ..ApiError::invalid("", e.to_string()) })?;
-    import(&state, &who.name, why.reason, flags, segments).await
+    import(&state, &who.name, why.reason, why.force, flags, segments).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,13 +542,14 @@ pub(crate) async fn import_flags(
 ) -> ApiResult {
     let who = state.require(&headers, Role::Operator)?;
     let file: FlagFile = parse_json(&body)?;
-    import(&state, &who.name, why.reason, file.flags, file.segments).await
+    import(&state, &who.name, why.reason, why.force, file.flags, file.segments).await
 }
 
 async fn import(
     state: &AppState,
     actor: &str,
     reason: Option<String>,
+    force: bool,
     flags: Vec<Flag>,
     segments: Vec<SegmentDef>,
 ) -> ApiResult {
@@ -477,12 +564,24 @@ async fn import(
             ));
         }
     }
+    let driven = Driven::load(state).await?;
+    let keys: Vec<&str> = flags.iter().map(|f| f.key.as_str()).collect();
+    let why = Why { reason, force };
+    let reason = driven.reason(&keys, Why { reason: why.reason.clone(), force });
     let mut changes: Vec<Change> = segments.into_iter().map(Change::PutSegment).collect();
-    changes.extend(flags.into_iter().map(Change::PutFlag));
+    changes.extend(flags.iter().cloned().map(Change::PutFlag));
     if changes.is_empty() {
         return Err(ApiError::invalid("flags", "the file has no flags and no segments"));
     }
-    let w = state.write(actor, reason, |_| Ok(changes)).await?;
+    let w = state
+        .write(actor, reason, |snapshot| {
+            for (i, f) in flags.iter().enumerate() {
+                let before = snapshot.flags().iter().find(|b| b.key == f.key);
+                driven.check(before, f, &why).map_err(|e| ApiError { field: Some(format!("flags[{i}]")), ..e })?;
+            }
+            Ok(changes)
+        })
+        .await?;
     Ok(written(StatusCode::OK, json!({"flags": nf, "segments": ns}), w))
 }
 

@@ -9,7 +9,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = std::sync::Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
 //! let state = sluice_server::AppState::load(store, sluice_server::Options::default()).await?;
-//! tokio::spawn(state.controller().clone().run());
+//! tokio::spawn(state.controller().clone().run(sluice_server::Settings::default()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4242").await?;
 //! axum::serve(listener, sluice_server::router(state)).await?;
 //! # Ok(()) }
@@ -23,7 +23,9 @@ mod ofrep;
 mod rollouts;
 mod stream;
 
-pub use sluice_controller::{ChangeEvent, CommandBody, Controller, ControllerError, FaultHook, RunnerMemory, Seams};
+pub use sluice_controller::{
+    ChangeEvent, CommandBody, Controller, ControllerError, FaultHook, RunnerMemory, Seams, Settings,
+};
 pub use stream::announce_expiries;
 
 use std::collections::BTreeMap;

@@ -128,7 +128,11 @@ pub(crate) struct Alert {
 
 /// `POST /api/v1/alertmanager`: Alertmanager's webhook. A firing alert labelled `sluice_rollout` (id or
 /// plan name) or `sluice_flag` signals that rollout: hard when `sluice_severity=hard` or `severity` is
-/// `critical` or `page`, soft otherwise; the trigger's name is the alert's name.
+/// `critical` or `page`, soft otherwise; the trigger's name is the alert's name, whether or not the plan has
+/// a trigger of that name (the pause or rollback then says `signal ALERTNAME: SUMMARY`, so status always
+/// explains it). Alerts for no rollout, or for one that has ended, are ignored and listed as such. A signal
+/// that fails (the store, a rollout busy with a phase hook or waiting to be settled) is audited and
+/// answered with 503, so that Alertmanager sends the notification again.
 pub(crate) async fn alertmanager(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -137,16 +141,26 @@ pub(crate) async fn alertmanager(
     // A refused caller is audited, as for any rollout decision.
     let who = decider(&state, &headers, "alertmanager", "signal").await?;
     let b: AlertmanagerBody = parse_json(&body)?;
-    let mut signalled = Vec::new();
+    let (mut signalled, mut ignored, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for alert in b.alerts.iter().filter(|a| a.status == "firing") {
+        let name = alert.labels.get("alertname").cloned().unwrap_or_else(|| "alert".into());
         let Some(target) = alert.labels.get("sluice_rollout").or_else(|| alert.labels.get("sluice_flag")) else {
+            ignored.push(json!({"alert": name, "why": "no sluice_rollout or sluice_flag label"}));
             continue;
         };
-        let Ok(record) = state.controller.find(target).await else { continue };
-        if !record.active {
-            continue;
-        }
-        let name = alert.labels.get("alertname").cloned().unwrap_or_else(|| "alert".into());
+        let record = match state.controller.find(target).await {
+            Ok(r) if r.active => r,
+            Ok(r) => {
+                ignored.push(
+                    json!({"alert": name, "rollout": r.id, "why": format!("the rollout is {}", r.status().name())}),
+                );
+                continue;
+            }
+            Err(_) => {
+                ignored.push(json!({"alert": name, "why": format!("no rollout `{target}`")}));
+                continue;
+            }
+        };
         let hard = alert.labels.get("sluice_severity").map(String::as_str) == Some("hard")
             || matches!(alert.labels.get("severity").map(String::as_str), Some("critical" | "page"));
         let reason =
@@ -157,9 +171,21 @@ pub(crate) async fn alertmanager(
             reason: Some(reason),
             ..CommandBody::default()
         };
-        if state.controller.command_named(&record.id, "signal", body, &who).await.is_ok() {
-            signalled.push(json!({"rollout": record.id, "trigger": name, "hard": hard}));
+        match state.controller.command_named(&record.id, "signal", body, &who).await {
+            Ok(_) => signalled.push(json!({"rollout": record.id, "trigger": name, "hard": hard})),
+            Err(e) => {
+                let error = ApiError::from(e);
+                let detail = json!({"alert": name, "hard": hard, "error": error.error, "message": error.message});
+                state
+                    .store
+                    .record_event(&who.name, "rollout.signal_failed", &format!("rollout:{}", record.id), detail, None)
+                    .await?;
+                failed.push(
+                    json!({"rollout": record.id, "trigger": name, "error": error.error, "message": error.message}),
+                );
+            }
         }
     }
-    Ok(Json(json!({"signalled": signalled})).into_response())
+    let status = if failed.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(json!({"signalled": signalled, "ignored": ignored, "failed": failed}))).into_response())
 }

@@ -1,6 +1,7 @@
-//! Crash safety, proven: six rollouts run together on one SQLite store in virtual time — healthy, a hard
+//! Crash safety, proven: ten rollouts run together on one SQLite store in virtual time — healthy, a hard
 //! rollback, a soft pause then resumed, a soft pause left to its default, a missing approval signed late,
-//! and a rollback by a person.
+//! a rollback by a person, and four where something fails on demand: a non-idempotent phase hook, an
+//! idempotent one, and each kind of rollback action.
 //! The uninterrupted run is the reference. Then the controller is killed at every commit and side-effect
 //! boundary in turn — dropped, rebuilt from the store, recovered, continued — and each run must end every
 //! rollout in the reference's state, with no action lost, no non-idempotent action run twice, and an
@@ -30,7 +31,7 @@ gates:
   - {{ name: g, command: [measure], below: 1 }}
 phases:
   - {{ percent: 10, hold: 2m, approvals: [go] }}
-  - {{ percent: 50, hold: 2m, hooks: {{ before: [ {{ name: migrate, exec: [migrate] }} ] }} }}
+  - {{ percent: 50, hold: 2m, hooks: {{ before: [ {{ name: migrate, exec: [migrate] }}, {{ name: warm, exec: [warm], idempotent: true }} ] }} }}
   - {{ percent: 100 }}
 bake: 2m
 triggers:
@@ -44,26 +45,49 @@ rollback:
     )
 }
 
+/// Which scenarios a proof runs: the cost of a proof grows with the square of its rollouts (each kill
+/// point replays all of them), so the two sets are proven apart, side by side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Set {
+    /// Every way a rollout ends, with every action succeeding.
+    Outcomes,
+    /// Hooks and actions that fail on demand, beside a healthy rollout.
+    Failures,
+}
+
 /// The scenarios: each a flag, and its recorded measurements and human decisions.
-fn scenarios() -> Vec<(&'static str, &'static str)> {
+fn scenarios(set: Set) -> Vec<(&'static str, &'static str)> {
     const OK: &str = "0s,g,0\n0s,hard,0\n0s,soft,0\n";
-    vec![
+    let outcomes = vec![
         ("healthy", "1m,approve:go,\n"),
         ("hard_rollback", "1m,approve:go,\n4m,hard,5\n"),
         ("soft_resumed", "1m,approve:go,\n3m,soft,5\n5m,soft,0\n5m,decide,resume\n"),
         ("soft_defaulted", "1m,approve:go,\n3m,soft,5\n"),
         ("late_approval", "8m,approve:go,\n"),
         ("rolled_back_by_hand", "1m,approve:go,\n4m,decide,rollback\n"),
-    ]
+    ];
+    let failures = vec![
+        ("healthy", "1m,approve:go,\n"),
+        // `{action}_fails`: that action fails whenever it runs for this flag.
+        ("migrate_fails", "1m,approve:go,\n"),
+        ("warm_fails", "1m,approve:go,\n"),
+        ("undo_fails", "1m,approve:go,\n4m,hard,5\n"),
+        ("page_fails", "1m,approve:go,\n4m,hard,5\n"),
+    ];
+    match set {
+        Set::Outcomes => outcomes,
+        Set::Failures => failures,
+    }
     .into_iter()
     .map(|(name, rest)| (name, Box::leak(format!("{OK}{rest}").into_boxed_str()) as &str))
     .collect()
 }
 
-/// Every action the world received: (flag, action name, idempotency key).
+/// Every action the world received: (flag, action name, idempotency key), and whether it succeeded.
 #[derive(Default)]
 struct Receiver {
     got: Mutex<Vec<(String, String, String)>>,
+    failed: Mutex<Vec<String>>,
 }
 
 struct Recorded {
@@ -81,7 +105,13 @@ impl Plugins for Recorded {
 
     async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome {
         let name = action.name.clone().unwrap_or_default();
-        self.receiver.got.lock().unwrap().push((cx.values["flag"].clone(), name, cx.key.to_string()));
+        let flag = cx.values["flag"].clone();
+        let fails = flag == format!("{name}_fails");
+        self.receiver.got.lock().unwrap().push((flag, name, cx.key.to_string()));
+        if fails {
+            self.receiver.failed.lock().unwrap().push(cx.key.to_string());
+            return ActionOutcome { ok: false, detail: "failed on demand".into() };
+        }
         ActionOutcome { ok: true, detail: String::new() }
     }
 }
@@ -109,10 +139,10 @@ fn crashed(e: &sluice_server::ControllerError) -> bool {
 }
 
 /// Runs the five rollouts to their end, killing the controller at boundary `crash_at` (counted from 0).
-async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
+async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
     let path = dir.join("s.db");
     let store = Arc::new(SqliteStore::open(&path).await.unwrap());
-    for (name, _) in scenarios() {
+    for (name, _) in scenarios(set) {
         store.apply("alice", Change::PutFlag(Flag::boolean(name)), None).await.unwrap();
     }
     let clock = Arc::new(VirtualClock::default());
@@ -120,7 +150,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
     let counter = Arc::new(AtomicUsize::new(0));
     let has_crashed = Arc::new(AtomicBool::new(false));
     let make = |store: Arc<SqliteStore>| {
-        let timelines = scenarios()
+        let timelines = scenarios(set)
             .into_iter()
             .map(|(name, csv)| (name.to_string(), Mutex::new(Timeline::parse(csv).unwrap())))
             .collect();
@@ -154,7 +184,13 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
             };
             let key = item.key.as_str();
             let ran = receiver.got.lock().unwrap().iter().any(|(_, _, k)| k == key);
-            let body = CommandBody { pending: Some(if ran { "ran" } else { "retry" }.into()), ..Default::default() };
+            let failed = receiver.failed.lock().unwrap().iter().any(|k| k == key);
+            let said = match (ran, failed) {
+                (true, false) => "ran",
+                (true, true) => "failed",
+                (false, _) => "retry",
+            };
+            let body = CommandBody { pending: Some(said.into()), ..Default::default() };
             state.controller().command_named(&record.id, "settle", body, &operator()).await.unwrap();
             let after = store.rollout(&record.id).await.unwrap().unwrap();
             let interrupted = matches!(after.status(), sluice_engine::Status::Paused { reason, .. } if reason.contains("interrupted while running"));
@@ -171,7 +207,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
 
     // Start the rollouts; a start interrupted before its commit is simply started again.
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
-    for (name, _) in scenarios() {
+    for (name, _) in scenarios(set) {
         loop {
             match state.controller().start(&who, name, &plan(name)).await {
                 Ok(r) => {
@@ -190,7 +226,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
         }
     }
 
-    let controls: Vec<(String, u64, Control)> = scenarios()
+    let controls: Vec<(String, u64, Control)> = scenarios(set)
         .into_iter()
         .flat_map(|(name, csv)| {
             Timeline::parse(csv).unwrap().controls.into_iter().map(move |(at, c)| (name.to_string(), at, c))
@@ -214,11 +250,7 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
             done_controls += 1;
             // A person whose command was cut off by the crash tries again.
             for _ in 0..2 {
-                match state
-                    .controller()
-                    .command_named(&ids[name], command, CommandBody { ..clone_body(&body) }, &who)
-                    .await
-                {
+                match state.controller().command_named(&ids[name], command, body.clone(), &who).await {
                     Err(e) if crashed(&e) => state = restart(&make_boxed, &store, &receiver).await,
                     _ => break,
                 }
@@ -249,20 +281,22 @@ async fn drive(dir: &Path, crash_at: Option<usize>) -> Run {
     Run { ends, received, boundaries: counter.load(Ordering::SeqCst), rollouts: ids.len() }
 }
 
-fn clone_body(b: &CommandBody) -> CommandBody {
-    CommandBody {
-        reason: b.reason.clone(),
-        item: b.item.clone(),
-        name: b.name.clone(),
-        severity: b.severity.clone(),
-        pending: b.pending.clone(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_boundary_every_rollout_ends_as_uninterrupted() {
+    prove(Set::Outcomes, 1000).await;
+}
+
+/// A failed phase hook is never forgotten by a crash (the ramp never goes on past it), and a failed
+/// rollback action never holds back the flag's rollback, wherever the controller is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_boundary_failing_hooks_and_actions_end_as_uninterrupted() {
+    prove(Set::Failures, 500).await;
+}
+
+/// Runs `set` once uninterrupted, then once killed at each boundary, and compares every run with the first.
+async fn prove(set: Set, at_least: usize) {
     let reference_dir = tempfile::tempdir().unwrap();
-    let reference = drive(reference_dir.path(), None).await;
+    let reference = drive(set, reference_dir.path(), None).await;
     let expected: BTreeMap<&str, (&str, u8)> = [
         ("healthy", ("completed", 100)),
         ("hard_rollback", ("rolled_back", 0)),
@@ -270,9 +304,16 @@ async fn killed_at_every_boundary_every_rollout_ends_as_uninterrupted() {
         ("soft_defaulted", ("rolled_back", 0)),
         ("late_approval", ("completed", 100)),
         ("rolled_back_by_hand", ("rolled_back", 0)),
+        // A failed hook of phase 2 stops the ramp: stepped back to phase 1's 10%, paused for a person.
+        ("migrate_fails", ("paused", 10)),
+        ("warm_fails", ("paused", 10)),
+        // A failed rollback action never holds back the rollback of the flag.
+        ("undo_fails", ("rolled_back", 0)),
+        ("page_fails", ("rolled_back", 0)),
     ]
     .into_iter()
     .collect();
+    assert_eq!(reference.ends.len(), scenarios(set).len());
     for (name, end) in &reference.ends {
         assert_eq!((end.status.as_str(), end.percent), expected[name.as_str()], "reference run, {name}");
     }
@@ -283,16 +324,18 @@ async fn killed_at_every_boundary_every_rollout_ends_as_uninterrupted() {
     let mut rollouts = reference.rollouts;
     for k in 0..reference.boundaries {
         let dir = tempfile::tempdir().unwrap();
-        let run = drive(dir.path(), Some(k)).await;
+        let run = drive(set, dir.path(), Some(k)).await;
         rollouts += run.rollouts;
         assert_eq!(run.ends, reference.ends, "killed at boundary {k}");
-        for (flag, _) in scenarios() {
-            for action in ["migrate", "undo", "page"] {
+        for (flag, _) in scenarios(set) {
+            for action in ["migrate", "warm", "undo", "page"] {
                 let want = count(&reference.received, flag, action);
                 let got = count(&run.received, flag, action);
-                if action == "undo" {
-                    // Idempotent: never lost, and it may repeat, but only with one and the same key.
-                    assert_eq!(got.is_empty(), want.is_empty(), "boundary {k}: {flag} {action} lost or invented");
+                if action == "undo" || action == "warm" {
+                    // Idempotent: as many distinct runs as without the crash; a run may repeat, but only
+                    // under its own key (a receiver that drops repeats sees the same runs).
+                    let distinct = |keys: &[String]| keys.iter().collect::<std::collections::BTreeSet<_>>().len();
+                    assert_eq!(distinct(&got), distinct(&want), "boundary {k}: {flag} {action}: {got:?} vs {want:?}");
                     assert!(
                         got.windows(2).all(|w| w[0] == w[1]),
                         "boundary {k}: {flag} {action} repeated with new keys: {got:?}"
@@ -304,6 +347,6 @@ async fn killed_at_every_boundary_every_rollout_ends_as_uninterrupted() {
             }
         }
     }
-    assert!(rollouts >= 1000, "only {rollouts} rollouts simulated over {} boundaries", reference.boundaries);
+    assert!(rollouts >= at_least, "only {rollouts} rollouts simulated over {} boundaries", reference.boundaries);
     println!("{} boundaries, {rollouts} rollouts", reference.boundaries);
 }

@@ -63,6 +63,7 @@ async fn crashed_rollout(
             outbox: &outbox,
             events: &[],
             notifications: &[],
+            decisions: None,
         })
         .await
         .unwrap();
@@ -236,7 +237,7 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
     let refused: sluice_server::ApiError =
         state.controller().start(&who, "p.yaml", &plan(&log)).await.unwrap_err().into();
     assert_eq!(refused.error, "unfinished", "{}", refused.message);
-    tokio::spawn(state.controller().clone().run());
+    tokio::spawn(state.controller().clone().run(sluice_server::Settings::default()));
     let begun = std::time::Instant::now();
     while !store.rollout("r8").await.unwrap().unwrap().outbox.is_empty() {
         assert!(begun.elapsed() < std::time::Duration::from_secs(10), "the runner never finished it");

@@ -33,7 +33,7 @@ use sluice_engine::{OutboxItem, Rollout, Status};
 use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
 
 pub use audit::{AuditEvent, Verification};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Durability, SqliteStore};
 pub use token::{Principal, Role, TokenInfo, TokenTable};
 
 /// A change to the flag catalog.
@@ -257,8 +257,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One rollout.
     async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError>;
 
-    /// Appends one tick's decisions of a rollout.
+    /// Appends one tick's decisions of a rollout (each counted as changed).
     async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Value]) -> Result<(), StoreError>;
+
+    /// Drops the decisions older than `before_ms` whose outcome did not change; returns how many.
+    async fn prune_decisions(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// The last `limit` decisions of a rollout, oldest first.
     async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError>;
@@ -332,6 +335,18 @@ pub struct RolloutSave<'a> {
     pub events: &'a [AuditNote],
     /// Notifications to queue with the transition.
     pub notifications: &'a [NewNotification],
+    /// The tick's decisions, when the save is a tick's (at that time, in ms): kept in the same commit, so a
+    /// crash can neither lose nor repeat them.
+    pub decisions: Option<(i64, &'a [NewDecision])>,
+}
+
+/// One check's decision of a tick, as kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDecision {
+    /// The decision (JSON: check, value, threshold, outcome, …).
+    pub body: Value,
+    /// Its outcome differs from the check's previous one: kept beyond the retention time.
+    pub changed: bool,
 }
 
 /// A notification to queue: delivered at least once to `destination`, keyed by (`id`, `destination`).

@@ -17,6 +17,48 @@ pub(crate) fn already_active(flag: &str, id: &str, plan_name: &str) -> StoreErro
     }
 }
 
+/// Refuses deleting a flag that a rollout still ramps (active, or with effects to carry out), or a segment
+/// that the current or a later phase of an active rollout names: the rollout would stick when it gets there.
+pub(crate) fn refuse_deleting_what_rollouts_need(
+    changes: &[crate::Change],
+    busy: &[RolloutRecord],
+) -> Result<(), StoreError> {
+    for change in changes {
+        match change {
+            crate::Change::DeleteFlag(key) => {
+                if let Some(r) = busy.iter().find(|r| &r.flag == key) {
+                    return Err(StoreError::Conflict {
+                        message: format!(
+                            "flag `{key}` has an active rollout `{}` ({}): finish, roll back or abort it first",
+                            r.plan_name, r.id
+                        ),
+                    });
+                }
+            }
+            crate::Change::DeleteSegment(name) => {
+                for r in busy.iter().filter(|r| r.active) {
+                    let Ok(plan) = sluice_plan::parse(&r.plan_name, &r.plan_text) else { continue };
+                    let later = plan.phases.iter().enumerate().skip(r.state.phase);
+                    if let Some((i, _)) =
+                        later.into_iter().find(|(_, p)| p.value.segments.iter().any(|s| &s.value == name))
+                    {
+                        return Err(StoreError::Conflict {
+                            message: format!(
+                                "segment `{name}` is named by phase {} of the active rollout `{}` ({}): finish, roll back or abort it first",
+                                i + 1,
+                                r.plan_name,
+                                r.id
+                            ),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Why a rollout cannot be saved: there is none with that id.
 pub(crate) fn not_found(id: &str) -> StoreError {
     StoreError::NotFound { entity: entity(id) }

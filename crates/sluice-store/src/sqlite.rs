@@ -19,9 +19,20 @@ use crate::rollout::{self, NotificationRow, RolloutRow};
 use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, NewNotification, QueuedNotification, Role,
-    RolloutRecord, RolloutSave, Store, StoreError, TokenInfo, TokenTable,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, NewDecision, NewNotification, QueuedNotification,
+    Role, RolloutRecord, RolloutSave, Store, StoreError, TokenInfo, TokenTable,
 };
+
+/// What a commit survives once it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A crash of the process or of the machine (SQLite `synchronous=FULL`: the WAL is synced at every
+    /// commit). The default: a rollout's transition is written before its effects run, and must still be
+    /// there after a power cut.
+    PowerLoss,
+    /// A crash of the process only (`synchronous=NORMAL`): the last commits may be lost with the machine.
+    ProcessCrash,
+}
 
 /// The SQLite implementation of [`Store`]: one file, WAL, migrations embedded.
 #[derive(Debug)]
@@ -33,9 +44,15 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating it and its folder if needed) the SQLite file at `path` and migrates it.
+    /// Opens (creating it and its folder if needed) the SQLite file at `path` and migrates it. Every commit
+    /// survives a power loss ([`Durability::PowerLoss`]): "written before acting" must hold then too.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let pool = connect(path.as_ref()).await?;
+        Self::open_with(path, Durability::PowerLoss).await
+    }
+
+    /// [`open`](Self::open) with a chosen durability (benchmarks compare the two).
+    pub async fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<SqliteStore, StoreError> {
+        let pool = connect(path.as_ref(), durability).await?;
         migrator().run(&pool).await?;
         Ok(SqliteStore { pool, writer: Mutex::new(()) })
     }
@@ -56,14 +73,17 @@ impl SqliteStore {
 }
 
 /// A pool on the file at `path` (created with its folder if needed), not yet migrated.
-async fn connect(path: &Path) -> Result<SqlitePool, StoreError> {
+async fn connect(path: &Path, durability: Durability) -> Result<SqlitePool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
     }
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        .synchronous(match durability {
+            Durability::PowerLoss => SqliteSynchronous::Full,
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+        })
         .foreign_keys(true)
         .busy_timeout(std::time::Duration::from_secs(5));
     Ok(SqlitePoolOptions::new().max_connections(4).connect_with(options).await?)
@@ -87,6 +107,13 @@ impl Store for SqliteStore {
     ) -> Result<AppliedBatch, StoreError> {
         let (_writer, mut tx) = self.begin_write().await?;
         let now = Utc::now();
+        // Checked in the write's own transaction: a rollout starting meanwhile cannot slip past it.
+        if changes.iter().any(|c| matches!(c, Change::DeleteFlag(_) | Change::DeleteSegment(_))) {
+            let rows: Vec<RolloutRow> =
+                sqlx::query_as("SELECT * FROM rollouts WHERE active = 1 OR outbox <> '[]'").fetch_all(&mut *tx).await?;
+            let busy = rows.into_iter().map(RolloutRow::into_record).collect::<Result<Vec<_>, _>>()?;
+            rollout::refuse_deleting_what_rollouts_need(&changes, &busy)?;
+        }
         let batch = load_catalog(&mut tx).await?.apply(changes, actor, reason, now)?;
         let updated_at = rfc3339(now);
         for edit in &batch.edits {
@@ -244,6 +271,12 @@ impl Store for SqliteStore {
         if let Some((id, plan_name)) = active {
             return Err(rollout::already_active(&r.flag, &id, &plan_name));
         }
+        // A delete of the flag that committed after the plan was checked: the rollout would ramp nothing.
+        let flag: Option<(String,)> =
+            sqlx::query_as("SELECT key FROM flags WHERE key = $1").bind(&r.flag).fetch_optional(&mut *tx).await?;
+        if flag.is_none() {
+            return Err(StoreError::NotFound { entity: format!("flag:{}", r.flag) });
+        }
         let now = Utc::now();
         sqlx::query(
             "INSERT INTO rollouts (id, flag, plan_name, plan_text, original_flag, state, status, active, outbox, created_by, created_at, updated_at) \
@@ -286,6 +319,9 @@ impl Store for SqliteStore {
         }
         let events = append_all(&mut tx, rollout::saved_events(save, now)).await?;
         queue_notifications(&mut tx, save.notifications, now).await?;
+        if let Some((at_ms, decisions)) = save.decisions {
+            insert_decisions(&mut tx, save.id, at_ms, decisions).await?;
+        }
         tx.commit().await?;
         Ok(events)
     }
@@ -354,16 +390,22 @@ impl Store for SqliteStore {
 
     async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Value]) -> Result<(), StoreError> {
         let (_writer, mut tx) = self.begin_write().await?;
-        for d in decisions {
-            sqlx::query("INSERT INTO decisions (rollout_id, at_ms, body) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(at_ms)
-                .bind(d.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let decisions: Vec<NewDecision> =
+            decisions.iter().map(|d| NewDecision { body: d.clone(), changed: true }).collect();
+        insert_decisions(&mut tx, id, at_ms, &decisions).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn prune_decisions(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let gone = sqlx::query("DELETE FROM decisions WHERE changed = 0 AND at_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone)
     }
 
     async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError> {
@@ -408,6 +450,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (4, "rollouts", include_str!("../migrations/0004_rollouts.sql")),
         (5, "decisions seq", include_str!("../migrations/0005_decisions_seq.sql")),
         (6, "notifications", include_str!("../migrations/0006_notifications.sql")),
+        (7, "decisions changed", include_str!("../migrations/0007_decisions_changed.sql")),
     ];
     MIGRATIONS
         .iter()
@@ -495,6 +538,25 @@ async fn append_audit(tx: &mut SqliteConnection, event: NewEvent) -> Result<Audi
     Ok(event)
 }
 
+/// Appends a tick's decisions in the transaction that decided them.
+async fn insert_decisions(
+    tx: &mut SqliteConnection,
+    id: &str,
+    at_ms: i64,
+    decisions: &[NewDecision],
+) -> Result<(), StoreError> {
+    for d in decisions {
+        sqlx::query("INSERT INTO decisions (rollout_id, at_ms, body, changed) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(at_ms)
+            .bind(d.body.to_string())
+            .bind(i64::from(d.changed))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Queues notifications in the transaction that raised them; a repeat of one already queued is ignored.
 async fn queue_notifications(
     tx: &mut SqliteConnection,
@@ -538,7 +600,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.db");
         {
-            let pool = connect(&path).await.unwrap();
+            let pool = connect(&path, Durability::PowerLoss).await.unwrap();
             let before_seq = migrations().into_iter().filter(|m| m.version < 5).collect();
             sqlx::migrate::Migrator::with_migrations(before_seq).run(&pool).await.unwrap();
             for (at_ms, check) in [(1000, "b"), (1000, "a"), (2000, "d"), (1000, "c")] {

@@ -60,6 +60,7 @@ store_tests! {
         #[tokio::test] a_segment_in_use_cannot_be_deleted,
         #[tokio::test] the_state_survives_a_restart,
         #[tokio::test] notifications_are_queued_with_their_transition_until_delivered,
+        #[tokio::test] what_an_active_rollout_needs_cannot_be_deleted,
         #[tokio::test] tokens_authenticate_until_revoked_and_are_audited,
         #[tokio::test] a_batch_is_all_or_nothing,
         #[tokio::test] client_metrics_add_up_and_are_kept,
@@ -249,6 +250,7 @@ async fn a_flag_has_at_most_one_active_rollout(db: Database) {
     use serde_json::json;
     use sluice_store::{RolloutRecord, RolloutSave};
     let store = db.open().await;
+    store.apply("alice", Change::PutFlag(Flag::boolean("awf_bundle")), None).await.unwrap();
     let (plan, running) = started("awf-week-1");
     let record = |id: &str, plan: &str| RolloutRecord {
         id: id.into(),
@@ -278,6 +280,7 @@ async fn a_flag_has_at_most_one_active_rollout(db: Database) {
             outbox: &[],
             events: &events,
             notifications: &[],
+            decisions: None,
         })
         .await
         .unwrap();
@@ -290,7 +293,8 @@ async fn a_flag_has_at_most_one_active_rollout(db: Database) {
     store.record_decisions("r2", 2000, &[json!({"check": "c"})]).await.unwrap();
     let last_two = store.decisions("r2", 2).await.unwrap();
     assert_eq!(last_two, vec![json!({"check": "b"}), json!({"check": "c"})]);
-    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 3, .. }));
+    // The flag's creation, two rollout creations, the rollback.
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 4, .. }));
 }
 
 /// Everything that writes — flag changes, audit events, rollout decisions, SDK metrics — at once from many
@@ -326,6 +330,19 @@ async fn concurrent_writes_of_every_kind_all_commit(db: Database) {
 
 /// Tests that edit or read rows behind the store's back, which takes a backend's own SQL.
 mod sqlite_only {
+    /// Every commit is synced (`synchronous=FULL`): a transition written before its effects run must
+    /// survive a power cut, not only a crash of the process.
+    #[tokio::test]
+    async fn commits_survive_a_power_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        for _ in 0..4 {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await.unwrap();
+            assert_eq!(level, 2, "synchronous=FULL");
+        }
+    }
+
     use super::*;
 
     async fn sqlite_store() -> (tempfile::TempDir, SqliteStore) {
@@ -401,6 +418,7 @@ async fn notifications_are_queued_with_their_transition_until_delivered(db: Data
     use serde_json::json;
     use sluice_store::{NewNotification, RolloutRecord, RolloutSave};
     let store = db.open().await;
+    store.apply("alice", Change::PutFlag(Flag::boolean("awf_bundle")), None).await.unwrap();
     let (_, running) = started("p");
     let queued = |id: &str, destination: &str| NewNotification {
         id: id.into(),
@@ -435,6 +453,7 @@ async fn notifications_are_queued_with_their_transition_until_delivered(db: Data
                     outbox: &[],
                     events: &[],
                     notifications: &notifications,
+                    decisions: None,
                 })
                 .await
                 .unwrap()
@@ -466,4 +485,47 @@ async fn notifications_are_queued_with_their_transition_until_delivered(db: Data
     // Kept across a restart.
     let reopened = db.open().await;
     assert_eq!(due(reopened).await, [("e2".into(), "log".into(), 1)]);
+}
+
+/// A segment that the current or a later phase of an active rollout names, or the flag a rollout ramps,
+/// cannot be deleted: refused in the delete's own transaction, naming the rollout. A rollout of a flag
+/// deleted since its plan was checked does not start.
+async fn what_an_active_rollout_needs_cannot_be_deleted(db: Database) {
+    use sluice_store::RolloutRecord;
+    let store = db.open().await;
+    store.apply("alice", Change::PutSegment(qa()), None).await.unwrap();
+    store.apply("alice", Change::PutFlag(Flag::boolean("awf_bundle")), None).await.unwrap();
+    store.apply("alice", Change::PutFlag(Flag::boolean("other")), None).await.unwrap();
+    let text =
+        "name: staged\nflag: awf_bundle\nphases:\n  - { percent: 10 }\n  - { percent: 50, segments: [internal_qa] }\n";
+    let (plan, _) = sluice_plan::load("p.yaml", text, None).unwrap();
+    let mut state = sluice_engine::Rollout::new(&plan);
+    state.start(&plan, 0);
+    let record = |id: &str, flag: &str| RolloutRecord {
+        id: id.into(),
+        flag: flag.into(),
+        plan_name: "staged".into(),
+        plan_text: text.into(),
+        original_flag: Flag::boolean(flag),
+        state: state.clone(),
+        active: true,
+        outbox: Vec::new(),
+        created_by: "alice".into(),
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    store.create_rollout(&record("r1", "awf_bundle"), &[], &[]).await.unwrap();
+    let refused = store.apply("bob", Change::DeleteSegment("internal_qa".into()), None).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Conflict { message } if message.contains("staged") && message.contains("r1") && message.contains("phase 2")),
+        "{refused}"
+    );
+    let refused = store.apply("bob", Change::DeleteFlag("awf_bundle".into()), None).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::Conflict { message } if message.contains("(r1)")), "{refused}");
+    // Nothing was written.
+    assert_eq!(store.snapshot().await.unwrap().0.segments().len(), 1);
+
+    store.apply("bob", Change::DeleteFlag("other".into()), None).await.unwrap();
+    let gone = store.create_rollout(&record("r2", "other"), &[], &[]).await.unwrap_err();
+    assert!(matches!(gone, StoreError::NotFound { .. }), "{gone}");
 }

@@ -110,11 +110,15 @@ pub enum RolloutCmd {
         #[arg(long, required = true)]
         reason: String,
     },
-    /// Roll back now.
+    /// Roll back now: to the start (the flag's ramp as before the rollout, the plan's rollback
+    /// actions), or with `--to previous-phase` one phase back, paused for a person.
     Rollback {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+        /// `start` (the default, whatever the plan's `rollback.to`) or `previous-phase`.
+        #[arg(long, value_parser = ["start", "previous-phase"])]
+        to: Option<String>,
     },
     /// End the rollout where it is.
     Abort {
@@ -128,10 +132,15 @@ pub enum RolloutCmd {
     /// --retry (run it now). The rest of the rollout's pending effects then go on.
     Settle {
         id: String,
-        #[arg(long, conflicts_with = "retry", required_unless_present = "retry")]
+        /// It ran and succeeded: do not run it again; the rollout goes on.
+        #[arg(long, group = "outcome", required = true)]
         ran: bool,
-        #[arg(long)]
+        /// It did not run: run it now.
+        #[arg(long, group = "outcome")]
         retry: bool,
+        /// It ran and failed: a phase hook's failure steps the rollout back and pauses it, as if seen.
+        #[arg(long, group = "outcome")]
+        failed: bool,
     },
     /// Fire a trigger by hand: --hard rolls back now, --soft pauses and asks.
     Signal {
@@ -187,6 +196,10 @@ pub struct ServeArgs {
     /// else `info`.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How long every tick's decisions are kept (`30m`, `24h`, `7d`); after that only the decisions whose
+    /// outcome changed stay, so a two-week bake does not keep 200k rows per rollout.
+    #[arg(long, env = "SLUICE_KEEP_DECISIONS", default_value = "7d")]
+    pub keep_decisions: sluice_plan::Dur,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -248,6 +261,10 @@ pub enum FlagCmd {
         /// Replace the ramp's segments (empty string: none).
         #[arg(long, value_delimiter = ',')]
         segments: Option<Vec<String>>,
+        /// Change it although an active rollout drives the flag (needs --reason; audited). The rollout's
+        /// next step or its rollback will set the ramp again.
+        #[arg(long, requires = "reason")]
+        force: bool,
         #[command(flatten)]
         why: Reason,
     },

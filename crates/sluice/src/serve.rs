@@ -41,7 +41,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     println!("sluice listening on http://{addr} (data: {})", args.data_dir.display());
-    tokio::spawn(state.controller().clone().run());
+    let settings = sluice_server::Settings { keep_every_decision_for: args.keep_decisions.0 };
+    tokio::spawn(state.controller().clone().run(settings));
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
     axum::serve(listener, sluice_server::router(state))
         .with_graceful_shutdown(async {

@@ -83,7 +83,7 @@ pub async fn run(client: &Client, output: Output, cmd: FlagCmd) -> Result<(), Cl
                 },
             });
             let answer = client
-                .create(&format!("/api/v1/flags/{}{}", enc(&key), reason_query(&why)), &body)
+                .create(&format!("/api/v1/flags/{}{}", enc(&key), reason_query("", &why)), &body)
                 .await
                 .map_err(|e| match e.0.contains("exists") {
                     true => CliError(format!("{}: change it with `sluice flag set {key} …`", e.0)),
@@ -91,7 +91,7 @@ pub async fn run(client: &Client, output: Output, cmd: FlagCmd) -> Result<(), Cl
                 })?;
             print_written(output, &answer, &format!("created flag {key}"));
         }
-        FlagCmd::Set { key, percent, base, ramped, stickiness, segments, why } => {
+        FlagCmd::Set { key, percent, base, ramped, stickiness, segments, force, why } => {
             let mut body = json!({});
             if let Some(p) = percent {
                 body["percent"] = json!(p);
@@ -113,8 +113,8 @@ pub async fn run(client: &Client, output: Output, cmd: FlagCmd) -> Result<(), Cl
                     "nothing to set: give --percent, --base, --ramped, --stickiness or --segments".into(),
                 ));
             }
-            let answer =
-                change(client, Method::POST, &format!("/api/v1/flags/{}/ramp", enc(&key)), &why, Some(&body)).await?;
+            let path = format!("/api/v1/flags/{}/ramp{}", enc(&key), if force { "?force=true" } else { "" });
+            let answer = change(client, Method::POST, &path, &why, Some(&body)).await?;
             print_written(output, &answer, &format!("{key}: {}", ramp_summary(&answer["data"])));
         }
         FlagCmd::Enable { key, why } => {

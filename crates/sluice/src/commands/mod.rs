@@ -18,9 +18,10 @@ use serde_json::Value;
 use crate::cli::Reason;
 use crate::client::{enc, CliError, Client};
 
-/// `?reason=…` for a write, or nothing.
-fn reason_query(why: &Reason) -> String {
-    why.reason.as_ref().map(|r| format!("?reason={}", enc(r))).unwrap_or_default()
+/// `reason=…` for a write's query, after `path`'s own query if it has one; or nothing.
+fn reason_query(path: &str, why: &Reason) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    why.reason.as_ref().map(|r| format!("{sep}reason={}", enc(r))).unwrap_or_default()
 }
 
 /// Sends a change with its `--reason`, which the server records in the audit log.
@@ -31,7 +32,7 @@ async fn change(
     why: &Reason,
     body: Option<&Value>,
 ) -> Result<Value, CliError> {
-    client.call(method, &format!("{path}{}", reason_query(why)), body).await
+    client.call(method, &format!("{path}{}", reason_query(path, why)), body).await
 }
 
 /// A file the user named, or an error that names it.

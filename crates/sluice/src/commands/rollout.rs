@@ -150,11 +150,20 @@ pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
         RolloutCmd::Pause { id, reason } => show(&act(&id, "pause", json!({"reason": reason})).await?),
         RolloutCmd::Resume { id, reason } => show(&act(&id, "resume", json!({"reason": reason})).await?),
         RolloutCmd::Promote { id, reason } => show(&act(&id, "promote", json!({"reason": reason})).await?),
-        RolloutCmd::Rollback { id, reason } => show(&act(&id, "rollback", json!({"reason": reason})).await?),
+        RolloutCmd::Rollback { id, reason, to } => {
+            show(&act(&id, "rollback", json!({"reason": reason, "to": to})).await?)
+        }
         RolloutCmd::Abort { id, reason } => show(&act(&id, "abort", json!({"reason": reason})).await?),
         RolloutCmd::Approve { id, item } => show(&act(&id, "approve", json!({"item": item})).await?),
-        RolloutCmd::Settle { id, ran, retry: _ } => {
-            show(&act(&id, "settle", json!({"pending": if ran { "ran" } else { "retry" }})).await?)
+        RolloutCmd::Settle { id, ran, retry, failed: _ } => {
+            let outcome = if ran {
+                "ran"
+            } else if retry {
+                "retry"
+            } else {
+                "failed"
+            };
+            show(&act(&id, "settle", json!({"pending": outcome})).await?)
         }
         RolloutCmd::Signal { id, name, hard, soft: _, reason } => {
             let severity = if hard { "hard" } else { "soft" };
