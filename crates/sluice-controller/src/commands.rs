@@ -195,6 +195,7 @@ impl Controller {
         if !missing.is_empty() {
             return Err(ControllerError::PluginsMissing(missing.join("\n")));
         }
+        self.may_run_programs(&plan, who).await?;
         let original =
             snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
         drop(snapshot);
@@ -403,6 +404,34 @@ impl Controller {
         let why = format!("the kill switch of `{}` is pulled ({who}): enable the flag, then resume", record.flag);
         let effects = rollout.pause(&plan, self.clock.now(), &why).map_err(|e| ControllerError::conflict(e.0))?;
         self.transition(guard, record, &plan, &mut rollout, effects, who).await.map(drop)
+    }
+
+    /// A plan that runs programs is started by an admin, or by an operator when the server allows every
+    /// program it runs (`--allow-exec`): a plan is code the server executes. A refusal is audited.
+    async fn may_run_programs(&self, plan: &Plan, who: &Principal) -> Result<(), ControllerError> {
+        if who.role == Role::Admin {
+            return Ok(());
+        }
+        let programs = sluice_plan::programs(plan);
+        let denied: Vec<&String> = programs.iter().filter(|p| !self.settings.allow_exec.contains(*p)).collect();
+        if denied.is_empty() {
+            return Ok(());
+        }
+        let names = denied.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
+        let detail =
+            json!({"command": "start", "plan": plan.name.value, "programs": denied, "role": who.role.as_str()});
+        self.store
+            .record_event(
+                &who.name,
+                "rollout.refused",
+                &format!("plan:{}", plan.name.value),
+                detail,
+                Some(format!("runs {names}")),
+            )
+            .await?;
+        Err(ControllerError::Forbidden(format!(
+            "this plan runs {names}, which the server does not allow operators to run: an admin may start it, or the server may allow them (sluice serve --allow-exec PROGRAM)"
+        )))
     }
 
     /// An approval item marked `role: admin` is signed by an admin only; a refusal is audited.

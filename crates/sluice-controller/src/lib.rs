@@ -15,7 +15,7 @@
 //! let store: Arc<dyn sluice_store::Store> = Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
 //! let catalog = Arc::new(Catalog::load(store, Box::new(|_, _| {})).await?);
 //! let controller = Controller::new(catalog, Seams::default());
-//! tokio::spawn(controller.clone().run(sluice_controller::Settings::default()));
+//! tokio::spawn(controller.clone().run());
 //! # Ok(()) }
 //! ```
 
@@ -91,11 +91,17 @@ pub struct Controller {
     wake_runner: tokio::sync::Notify,
     /// Notifications were queued: the deliverer looks at once.
     wake_notifier: tokio::sync::Notify,
+    settings: Settings,
 }
 
 impl Controller {
-    /// A controller over `catalog` (and its store) with `seams`.
+    /// A controller over `catalog` (and its store) with `seams`, and the default [`Settings`].
     pub fn new(catalog: Arc<Catalog>, seams: Seams) -> Arc<Controller> {
+        Self::with_settings(catalog, seams, Settings::default())
+    }
+
+    /// [`new`](Self::new) with the server's [`Settings`].
+    pub fn with_settings(catalog: Arc<Catalog>, seams: Seams, settings: Settings) -> Arc<Controller> {
         Arc::new(Controller {
             store: catalog.store().clone(),
             catalog,
@@ -107,6 +113,7 @@ impl Controller {
             unfinished: Mutex::new(BTreeSet::new()),
             wake_runner: tokio::sync::Notify::new(),
             wake_notifier: tokio::sync::Notify::new(),
+            settings,
         })
     }
 

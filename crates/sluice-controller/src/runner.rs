@@ -20,17 +20,20 @@ use crate::{plan_of, template_values, Controller, ControllerError};
 /// rollout started by another process sharing the database).
 const RESCAN: Duration = Duration::from_secs(5);
 
-/// How the live controller keeps what it records.
+/// What the server allows and keeps, set when it starts.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Every tick's decisions are kept this long (default 7 days); after that, only those whose outcome
     /// changed. A two-week bake at one-minute ticks would otherwise keep about 200k rows per rollout.
     pub keep_every_decision_for: Duration,
+    /// The programs an operator may start a plan with (its `exec` actions and hooks, its `command`
+    /// checks); plans running others are started by admins. Empty by default.
+    pub allow_exec: std::collections::BTreeSet<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { keep_every_decision_for: Duration::from_secs(7 * 24 * 3600) }
+        Settings { keep_every_decision_for: Duration::from_secs(7 * 24 * 3600), allow_exec: Default::default() }
     }
 }
 
@@ -67,7 +70,7 @@ impl Controller {
     /// Runs the controller for the process's life: finishes what a previous process left undone (each
     /// rollout in its own task, so one long hook holds up no other recovery), gives every active rollout a
     /// task that ticks it on its own timer, and delivers notifications.
-    pub async fn run(self: Arc<Self>, settings: Settings) {
+    pub async fn run(self: Arc<Self>) {
         match self.store.rollouts(false).await {
             Ok(all) => {
                 let mut unfinished = self.unfinished.lock().expect("unfinished");
@@ -76,7 +79,7 @@ impl Controller {
             Err(e) => tracing::error!(error = %e, "reading rollouts to recover"),
         }
         tokio::spawn(self.clone().deliver_notifications());
-        tokio::spawn(self.clone().prune_decisions(settings.keep_every_decision_for));
+        tokio::spawn(self.clone().prune_decisions(self.settings.keep_every_decision_for));
         let memory = Arc::new(RunnerMemory::default());
         let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         loop {

@@ -76,7 +76,7 @@ impl Setup {
     }
 
     async fn start(&self, plan: &str) -> String {
-        self.controller.start(&operator(), "plan.yaml", plan).await.unwrap().id
+        self.controller.start(&admin(), "plan.yaml", plan).await.unwrap().id
     }
 
     /// `n` minutes, one tick each.
@@ -350,4 +350,34 @@ async fn old_decisions_are_kept_only_where_the_outcome_changed() {
     s.world.set("t", Measurement::Value(3.0));
     s.ticks(1).await;
     assert_eq!(s.store.prune_decisions(s.clock.now() as i64 + 1).await.unwrap(), 0, "a change is kept");
+}
+
+/// Plans that run programs are started by an admin; operators decide on them.
+fn admin() -> sluice_store::Principal {
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
+}
+
+/// Plans that run programs are started by admins, or by operators only for programs the server allows.
+#[tokio::test]
+async fn operators_start_only_plans_whose_programs_the_server_allows() {
+    let plan = "name: p\nflag: f\nphases: [ { percent: 10 } ]\n\
+                triggers: [ { name: t, command: [check-errors], above: 1, severity: hard } ]\n\
+                rollback: { actions: [ { exec: [kubectl, rollout, undo, deployment/x] } ] }\n";
+    let s = Setup::new().await;
+    let refused = s.controller.start(&operator(), "plan.yaml", plan).await.unwrap_err();
+    let sluice_controller::ControllerError::Forbidden(why) = &refused else { panic!("{refused:?}") };
+    assert!(why.contains("`check-errors`") && why.contains("`kubectl`") && why.contains("--allow-exec"), "{why}");
+    let audited = sluice_store::AuditFilter { action_prefix: Some("rollout.refused".into()), ..Default::default() };
+    assert_eq!(s.store.audit(&audited).await.unwrap().len(), 1);
+    assert!(s.store.rollouts(false).await.unwrap().is_empty(), "nothing half-started");
+
+    // The same server allowing both programs lets an operator start it.
+    let catalog = s.controller.catalog().clone();
+    let seams = Seams { clock: s.clock.clone() as Arc<dyn Clock>, plugins: s.world.clone(), faults: None };
+    let settings = sluice_controller::Settings {
+        allow_exec: ["check-errors".to_string(), "kubectl".to_string()].into(),
+        ..Default::default()
+    };
+    let allowing = Controller::with_settings(catalog, seams, settings);
+    allowing.start(&operator(), "plan.yaml", plan).await.unwrap();
 }

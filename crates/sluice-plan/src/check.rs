@@ -8,6 +8,9 @@ use serde_saphyr::{Location, Spanned};
 use crate::model::*;
 use crate::{AllPlugins, Capabilities, Catalog, Level, PluginKind, Problem};
 
+/// The prefix of the only environment variables a plan may read.
+pub const SECRET_ENV_PREFIX: &str = "SLUICE_SECRET_";
+
 /// Template names every plan has.
 pub const BUILTIN_TEMPLATES: &[&str] = &["flag", "ramped", "base", "phase", "percent", "interval"];
 
@@ -74,7 +77,57 @@ impl Checker<'_> {
         match (&e.url, &e.url_env) {
             (Some(_), Some(_)) => self.error(loc, key, "give `url` or `url_env`, not both"),
             (None, None) => self.error(loc, key, "needs `url` or `url_env` (an environment variable holding the URL)"),
+            (None, Some(var)) => self.secret_env(var.referenced, &format!("{key}.url_env"), &var.value),
             _ => {}
+        }
+    }
+
+    /// A plan reads only the server's environment variables named `SLUICE_SECRET_*`.
+    fn secret_env(&mut self, loc: Location, key: &str, name: &str) {
+        let rest = name.strip_prefix(SECRET_ENV_PREFIX).unwrap_or("");
+        if rest.is_empty() || !rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+            self.error(
+                loc,
+                key,
+                format!("a plan reads only environment variables named {SECRET_ENV_PREFIX}… (capitals, digits, `_`): `{name}` is not one; export the secret under such a name"),
+            );
+        }
+    }
+
+    /// Environment variables for a program: names a program can take, secrets only from where plans may
+    /// read them.
+    fn env(&mut self, key: &str, env: &std::collections::BTreeMap<String, Spanned<EnvValue>>) {
+        for (name, value) in env {
+            let key = format!("{key}.env.{name}");
+            if name.is_empty()
+                || name.starts_with(|c: char| c.is_ascii_digit())
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                self.error(value.referenced, &key, "an environment variable's name is letters, digits and `_`");
+            }
+            match &value.value {
+                EnvValue::Text(text) => self.templates(value.referenced, &key, text),
+                EnvValue::Secret(SecretRef { secret_env: Some(var), secret_file: None }) => {
+                    self.secret_env(value.referenced, &format!("{key}.secret_env"), var)
+                }
+                EnvValue::Secret(SecretRef { secret_env: None, secret_file: Some(path) }) => {
+                    let p = std::path::Path::new(path);
+                    let inside =
+                        !path.is_empty() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                    if !inside {
+                        self.error(
+                            value.referenced,
+                            format!("{key}.secret_file"),
+                            format!("`{path}` must be a path inside the server's secrets directory (--secrets-dir): relative, without `..`"),
+                        );
+                    }
+                }
+                EnvValue::Secret(_) => self.error(
+                    value.referenced,
+                    &key,
+                    "a secret is `{secret_env: SLUICE_SECRET_…}` or `{secret_file: NAME}`",
+                ),
+            }
         }
     }
 
@@ -88,6 +141,7 @@ impl Checker<'_> {
                 for arg in &argv.value {
                     self.templates(argv.referenced, &format!("{key}.exec"), arg);
                 }
+                self.env(key, &a.value.env);
             }
             (None, Some(w)) => {
                 match (&w.value.url, &w.value.url_env) {
@@ -96,7 +150,7 @@ impl Checker<'_> {
                     }
                     (None, None) => self.error(w.referenced, format!("{key}.webhook"), "needs `url` or `url_env`"),
                     (Some(u), None) => self.templates(u.referenced, &format!("{key}.webhook.url"), &u.value),
-                    _ => {}
+                    (None, Some(var)) => self.secret_env(var.referenced, &format!("{key}.webhook.url_env"), &var.value),
                 }
                 if let Some(b) = &w.value.body {
                     self.templates(b.referenced, &format!("{key}.webhook.body"), &b.value);
@@ -233,6 +287,7 @@ impl Checker<'_> {
                     for arg in &argv.value {
                         self.templates(argv.referenced, &format!("{key}.command"), arg);
                     }
+                    self.env(key, &v.env);
                 }
                 Some(argv) => {
                     self.error(argv.referenced, format!("{key}.command"), "needs a command: [program, arg, …]")
@@ -533,6 +588,21 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// The programs a plan runs (`exec` actions and hooks, `command` checks), by the name it gives them:
+/// starting such a plan takes an admin, or an operator when the server allows each of them.
+pub fn programs(plan: &Plan) -> std::collections::BTreeSet<String> {
+    let actions = plan
+        .rollback
+        .actions
+        .iter()
+        .chain(plan.phases.iter().flat_map(|p| p.value.hooks.before.iter().chain(p.value.hooks.after.iter())))
+        .filter_map(|a| a.value.exec.as_ref());
+    let checks =
+        plan.gates.iter().chain(plan.triggers.iter()).chain(plan.phases.iter().flat_map(|p| p.value.gates.iter()));
+    let checks = checks.filter_map(|c| c.value.command.as_ref());
+    actions.chain(checks).filter_map(|argv| argv.value.first().cloned()).collect()
 }
 
 /// Every problem of a parsed plan, errors and notes, in file order, assuming every kind of source, action

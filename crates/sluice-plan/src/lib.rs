@@ -15,7 +15,7 @@ mod check;
 mod duration;
 pub mod model;
 
-pub use check::{check, check_with, BUILTIN_TEMPLATES};
+pub use check::{check, check_with, programs, BUILTIN_TEMPLATES, SECRET_ENV_PREFIX};
 pub use duration::Dur;
 pub use model::Plan;
 

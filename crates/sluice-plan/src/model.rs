@@ -122,6 +122,31 @@ pub enum OnSourceDown {
     Rollback,
 }
 
+/// An environment variable's value for a program: text, or a secret resolved when the program runs and
+/// never shown (not in decisions, audit, logs or answers).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// A secret.
+    Secret(SecretRef),
+    /// Plain text (templates allowed).
+    Text(String),
+}
+
+/// Where a secret comes from: an environment variable of the server named `SLUICE_SECRET_*`, or a file
+/// under the server's secrets directory (`--secrets-dir`). Nothing else: a plan cannot read the server's
+/// other variables or files.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// `SLUICE_SECRET_…`.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// A path relative to the secrets directory.
+    #[serde(default)]
+    pub secret_file: Option<String>,
+}
+
 /// A URL, given directly or through an environment variable (for secrets).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +237,9 @@ pub struct Check {
     /// source error. Default 60 s for commands.
     #[serde(default)]
     pub timeout: Option<Spanned<Dur>>,
+    /// `command`: environment variables for the program: text (templates allowed) or a secret.
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<EnvValue>>,
     /// The threshold: value below this.
     #[serde(default)]
     pub below: Option<f64>,
@@ -459,6 +487,9 @@ pub struct Action {
     /// An exec action safe to run twice (retried after a crash instead of asking a person).
     #[serde(default)]
     pub idempotent: bool,
+    /// `exec`: environment variables for the program: text (templates allowed) or a secret.
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<EnvValue>>,
     /// Longest run.
     #[serde(default)]
     pub timeout: Option<Spanned<Dur>>,

@@ -9,7 +9,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = std::sync::Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
 //! let state = sluice_server::AppState::load(store, sluice_server::Options::default()).await?;
-//! tokio::spawn(state.controller().clone().run(sluice_server::Settings::default()));
+//! tokio::spawn(state.controller().clone().run());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4242").await?;
 //! axum::serve(listener, sluice_server::router(state)).await?;
 //! # Ok(()) }
@@ -53,6 +53,8 @@ pub struct Options {
     pub anonymous_evaluation: bool,
     /// Most evaluation requests per second per token before answering 429; unlimited when `None`.
     pub evaluation_rate_limit: Option<u32>,
+    /// What the rollout controller allows and keeps.
+    pub controller: Settings,
 }
 
 /// What the server publishes for each committed revision of the flag catalog.
@@ -102,7 +104,7 @@ impl AppState {
         let catalog = Arc::new(Catalog::load(store.clone(), on_publish).await?);
         let tokens = store.token_table().await?;
         Ok(Arc::new(AppState {
-            controller: Controller::new(catalog.clone(), seams),
+            controller: Controller::with_settings(catalog.clone(), seams, options.controller.clone()),
             catalog,
             store,
             published,

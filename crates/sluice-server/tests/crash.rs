@@ -209,7 +209,7 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     for (name, _) in scenarios(set) {
         loop {
-            match state.controller().start(&who, name, &plan(name)).await {
+            match state.controller().start(&admin(), name, &plan(name)).await {
                 Ok(r) => {
                     ids.insert(name.to_string(), r.id);
                     break;
@@ -273,6 +273,11 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
     for (name, id) in &ids {
         let record = store.rollout(id).await.unwrap().unwrap();
         assert_eq!(record.outbox, vec![], "{name}: an outbox left behind");
+        // A tick's decisions are written with its transition: a crash neither loses nor repeats them.
+        let decisions = store.decisions(id, 100_000).await.unwrap();
+        let ticks: std::collections::BTreeSet<String> =
+            decisions.iter().map(|d| format!("{}/{}/{}", d["at"], d["kind"], d["check"])).collect();
+        assert_eq!(ticks.len(), decisions.len(), "{name}: a tick's decisions were written twice");
         let percent = snapshot.flags().iter().find(|f| &f.key == name).unwrap().ramp.percent;
         ends.insert(name.clone(), End { status: record.status().name().to_string(), percent });
     }
@@ -349,4 +354,9 @@ async fn prove(set: Set, at_least: usize) {
     }
     assert!(rollouts >= at_least, "only {rollouts} rollouts simulated over {} boundaries", reference.boundaries);
     println!("{} boundaries, {rollouts} rollouts", reference.boundaries);
+}
+
+/// Plans that run programs are started by an admin; operators decide on them.
+fn admin() -> sluice_store::Principal {
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
 }

@@ -107,7 +107,7 @@ async fn tick_until_the_migration_runs(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_during_a_long_hook_supersedes_it() {
     let Setup { _dir, store, clock, world, state, who } = setup().await;
-    let id = state.controller().start(&who, "plan.yaml", PLAN).await.unwrap().id;
+    let id = state.controller().start(&admin(), "plan.yaml", PLAN).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
     let percent = |state: &AppState| state.live().load().flags()[0].ramp.percent;
 
@@ -147,9 +147,9 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
 /// the start, all while the stale hook still runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
-    let Setup { _dir, store, clock, world, state, who } = setup().await;
+    let Setup { _dir, store, clock, world, state, who: _ } = setup().await;
     let plan = PLAN.replace("rollback:\n", "rollback:\n  to: previous-phase\n");
-    let id = state.controller().start(&who, "plan.yaml", &plan).await.unwrap().id;
+    let id = state.controller().start(&admin(), "plan.yaml", &plan).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
 
     let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
@@ -167,4 +167,9 @@ async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
     world.finish.notify_one();
     migration.await.unwrap().unwrap();
     assert_eq!(state.live().load().flags()[0].ramp.percent, 0);
+}
+
+/// Plans that run programs are started by an admin; operators decide on them.
+fn admin() -> sluice_store::Principal {
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
 }

@@ -233,11 +233,10 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     // Until that rollback is carried out, a new rollout of the flag would have it restored underneath.
-    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
     let refused: sluice_server::ApiError =
-        state.controller().start(&who, "p.yaml", &plan(&log)).await.unwrap_err().into();
+        state.controller().start(&admin(), "p.yaml", &plan(&log)).await.unwrap_err().into();
     assert_eq!(refused.error, "unfinished", "{}", refused.message);
-    tokio::spawn(state.controller().clone().run(sluice_server::Settings::default()));
+    tokio::spawn(state.controller().clone().run());
     let begun = std::time::Instant::now();
     while !store.rollout("r8").await.unwrap().unwrap().outbox.is_empty() {
         assert!(begun.elapsed() < std::time::Duration::from_secs(10), "the runner never finished it");
@@ -246,5 +245,10 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
     assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "restored");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r8:2:1\n");
     // Then it may start.
-    state.controller().start(&who, "p.yaml", &plan(&log)).await.unwrap();
+    state.controller().start(&admin(), "p.yaml", &plan(&log)).await.unwrap();
+}
+
+/// Plans that run programs are started by an admin; operators decide on them.
+fn admin() -> sluice_store::Principal {
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
 }

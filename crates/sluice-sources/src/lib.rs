@@ -18,6 +18,7 @@
 pub mod actions;
 pub mod notifiers;
 mod output;
+mod secrets;
 pub mod sources;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ use sluice_engine::{Event, Measurement, Millis};
 use sluice_plan::model::{Action, ActionKind, Check, NotifierKind, SourceKind};
 use sluice_plan::{Capabilities, Plan, PluginKind};
 
+pub use secrets::{Redactor, Secrets};
+
 /// The default time a command may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -37,6 +40,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Config {
     /// Longest run of a command check or an exec action without its own `timeout` (default 60 s).
     pub command_timeout: Option<Duration>,
+    /// Where `secret_file:` secrets are read from; without it, plans may use `SLUICE_SECRET_*` variables only.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 /// What a source may know about the measurement it takes, besides the check itself.

@@ -120,7 +120,7 @@ pub(crate) struct Finished {
 pub(crate) async fn run(
     argv: &[String],
     values: &BTreeMap<String, String>,
-    env: &[(&str, &str)],
+    env: &[(String, String)],
     timeout: Duration,
 ) -> Result<Finished, String> {
     let argv: Vec<String> = argv.iter().map(|a| sluice_plan::render(a, values)).collect();
@@ -128,7 +128,7 @@ pub(crate) async fn run(
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

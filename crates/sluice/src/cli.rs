@@ -200,6 +200,14 @@ pub struct ServeArgs {
     /// outcome changed stay, so a two-week bake does not keep 200k rows per rollout.
     #[arg(long, env = "SLUICE_KEEP_DECISIONS", default_value = "7d")]
     pub keep_decisions: sluice_plan::Dur,
+    /// A program operators may start plans with (exec actions and hooks, command checks), e.g.
+    /// `--allow-exec kubectl`; repeat for more. Plans running other programs are started by admins.
+    #[arg(long = "allow-exec", value_name = "PROGRAM")]
+    pub allow_exec: Vec<String>,
+    /// Folder of the secret files plans may name (`env: {X: {secret_file: NAME}}`); besides these, plans
+    /// read only environment variables named SLUICE_SECRET_*.
+    #[arg(long, env = "SLUICE_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

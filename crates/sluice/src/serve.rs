@@ -34,15 +34,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let options = sluice_server::Options {
         anonymous_evaluation: args.anonymous_evaluation,
         evaluation_rate_limit: args.rate_limit,
+        controller: sluice_server::Settings {
+            keep_every_decision_for: args.keep_decisions.0,
+            allow_exec: args.allow_exec.iter().cloned().collect(),
+        },
     };
-    let state = sluice_server::AppState::load(std::sync::Arc::new(store), options).await.map_err(io)?;
+    let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
+        secrets_dir: args.secrets_dir.clone(),
+        ..sluice_sources::Config::default()
+    });
+    let seams = sluice_server::Seams { plugins: std::sync::Arc::new(plugins), ..sluice_server::Seams::default() };
+    let state = sluice_server::AppState::load_with(std::sync::Arc::new(store), options, seams).await.map_err(io)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     println!("sluice listening on http://{addr} (data: {})", args.data_dir.display());
-    let settings = sluice_server::Settings { keep_every_decision_for: args.keep_decisions.0 };
-    tokio::spawn(state.controller().clone().run(settings));
+    tokio::spawn(state.controller().clone().run());
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
     axum::serve(listener, sluice_server::router(state))
         .with_graceful_shutdown(async {

@@ -13,12 +13,16 @@ use crate::ActionOutcome;
 #[derive(Debug, Clone)]
 pub struct Exec {
     timeout: Duration,
+    secrets: crate::Secrets,
 }
 
 impl Exec {
     /// Built from the server's configuration.
     pub fn new(config: &crate::Config) -> Exec {
-        Exec { timeout: config.command_timeout.unwrap_or(crate::DEFAULT_TIMEOUT) }
+        Exec {
+            timeout: config.command_timeout.unwrap_or(crate::DEFAULT_TIMEOUT),
+            secrets: crate::Secrets::new(config.secrets_dir.clone()),
+        }
     }
 }
 
@@ -31,7 +35,13 @@ impl crate::ActionRunner for Exec {
     async fn run(&self, action: &Action, cx: &crate::ActionContext<'_>) -> ActionOutcome {
         let Some(argv) = &action.exec else { return ActionOutcome::failed("not an exec action") };
         let timeout = action.timeout.as_ref().map_or(self.timeout, |t| t.value.0);
-        run(&argv.value, cx.values, timeout, cx.key).await
+        let (mut env, redactor) = match self.secrets.environment(&action.env, cx.values) {
+            Ok(env) => env,
+            Err(e) => return ActionOutcome::failed(e),
+        };
+        env.push(("SLUICE_IDEMPOTENCY_KEY".into(), cx.key.into()));
+        let outcome = run_with(&argv.value, cx.values, &env, timeout).await;
+        ActionOutcome { ok: outcome.ok, detail: redactor.redact(&outcome.detail) }
     }
 }
 
@@ -39,7 +49,16 @@ impl crate::ActionRunner for Exec {
 /// printed, bounded (its start and its end): stdout when it succeeded; when it failed, its exit status and
 /// stderr (stdout when stderr is empty), since that is where the reason is.
 pub async fn run(argv: &[String], values: &BTreeMap<String, String>, timeout: Duration, key: &str) -> ActionOutcome {
-    let ran = match crate::output::run(argv, values, &[("SLUICE_IDEMPOTENCY_KEY", key)], timeout).await {
+    run_with(argv, values, &[("SLUICE_IDEMPOTENCY_KEY".into(), key.into())], timeout).await
+}
+
+async fn run_with(
+    argv: &[String],
+    values: &BTreeMap<String, String>,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> ActionOutcome {
+    let ran = match crate::output::run(argv, values, env, timeout).await {
         Ok(ran) => ran,
         Err(e) => return ActionOutcome::failed(e),
     };

@@ -11,12 +11,16 @@ use sluice_plan::model::{Check, SourceKind, ValueFrom};
 #[derive(Debug, Clone)]
 pub struct Command {
     timeout: Duration,
+    secrets: crate::Secrets,
 }
 
 impl Command {
     /// Built from the server's configuration.
     pub fn new(config: &crate::Config) -> Command {
-        Command { timeout: config.command_timeout.unwrap_or(crate::DEFAULT_TIMEOUT) }
+        Command {
+            timeout: config.command_timeout.unwrap_or(crate::DEFAULT_TIMEOUT),
+            secrets: crate::Secrets::new(config.secrets_dir.clone()),
+        }
     }
 }
 
@@ -27,7 +31,14 @@ impl crate::Source for Command {
     }
 
     async fn measure(&self, check: &Check, cx: &crate::MeasureContext<'_>) -> Measurement {
-        measure(check, cx.values, self.timeout).await
+        let (env, redactor) = match self.secrets.environment(&check.env, cx.values) {
+            Ok(env) => env,
+            Err(e) => return Measurement::Error(e),
+        };
+        match measure_with(check, cx.values, &env, self.timeout).await {
+            Measurement::Error(e) => Measurement::Error(redactor.redact(&e)),
+            measured => measured,
+        }
     }
 }
 
@@ -35,9 +46,18 @@ impl crate::Source for Command {
 /// has none; a command that cannot start, times out, or prints no number is a source error, never a pass.
 /// The whole output is read, however long, so the last number is the one printed last.
 pub async fn measure(check: &Check, values: &BTreeMap<String, String>, default_timeout: Duration) -> Measurement {
+    measure_with(check, values, &[], default_timeout).await
+}
+
+async fn measure_with(
+    check: &Check,
+    values: &BTreeMap<String, String>,
+    env: &[(String, String)],
+    default_timeout: Duration,
+) -> Measurement {
     let Some(argv) = &check.command else { return Measurement::Error("no command".into()) };
     let timeout = check.timeout.as_ref().map_or(default_timeout, |t| t.value.0);
-    let ran = match crate::output::run(&argv.value, values, &[], timeout).await {
+    let ran = match crate::output::run(&argv.value, values, env, timeout).await {
         Ok(ran) => ran,
         Err(e) => return Measurement::Error(e),
     };

@@ -74,8 +74,19 @@ async fn check(
     for path in &files {
         let name = path.display().to_string();
         let text = read(path)?;
+        let mut programs = Vec::new();
         let (problems, summary) = match sluice_plan::load_with(&name, &text, catalog.as_ref(), &plugins) {
             Ok((plan, notes)) => {
+                // Who may start it depends on them: admins, or operators where the server allows each.
+                programs = sluice_plan::programs(&plan).into_iter().collect();
+                let runs = if programs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; runs {} (an admin starts it, or operators with sluice serve --allow-exec)",
+                        programs.join(", ")
+                    )
+                };
                 let gates = plan.gates.len() + plan.phases.iter().map(|p| p.value.gates.len()).sum::<usize>();
                 let lacking = if notes.iter().any(|p| p.level == Level::Unavailable) {
                     "; it uses what this server lacks (see the notes): it cannot start here"
@@ -85,7 +96,7 @@ async fn check(
                 (
                     notes,
                     Some(format!(
-                        "{name}: ok — {} phases, {gates} gates, {} triggers{lacking}",
+                        "{name}: ok — {} phases, {gates} gates, {} triggers{runs}{lacking}",
                         plan.phases.len(),
                         plan.triggers.len()
                     )),
@@ -107,6 +118,7 @@ async fn check(
         report.push(json!({
             "file": name,
             "ok": summary.is_some(),
+            "programs": programs,
             "problems": problems.iter().map(|p| json!({
                 "level": if p.level == Level::Error { "error" } else { "note" },
                 "unavailable": p.level == Level::Unavailable,

@@ -1,0 +1,133 @@
+//! A plan's secrets reach the program that needs them and nothing else: planted in the environment and in
+//! the secrets directory, then searched for in every answer, the audit log, the decisions, the change
+//! stream, the logs and the database files.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use reqwest::Method;
+use serde_json::json;
+use sluice_engine::{Clock, VirtualClock};
+use sluice_server::{AppState, Options, RunnerMemory, Seams};
+use sluice_store::{Role, SqliteStore, Store};
+
+const FROM_ENV: &str = "pl4nted-env-s3cret-7f3a";
+const FROM_FILE: &str = "pl4nted-file-s3cret-91c2";
+
+/// The log, as `sluice serve` would write it.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_secret_is_never_echoed() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt().with_writer(move || writer.clone()).with_max_level(tracing::Level::TRACE).init();
+    // SAFETY of the test: nextest runs each test in its own process, and nothing else reads the variable.
+    std::env::set_var("SLUICE_SECRET_PLANTED", FROM_ENV);
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("db-password"), format!("{FROM_FILE}\n")).unwrap();
+    let received = dir.path().join("received");
+
+    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
+    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
+    let clock = Arc::new(VirtualClock::at(1_000_000));
+    let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
+        secrets_dir: Some(secrets.clone()),
+        ..Default::default()
+    });
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = sluice_server::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+    let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = http.request(method, format!("{url}{path}")).bearer_auth(&admin);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+
+    // The change stream, read from the start.
+    let stream_text = Arc::new(Mutex::new(String::new()));
+    let mut stream = http.get(format!("{url}/api/v1/stream")).bearer_auth(&admin).send().await.unwrap();
+    let into = stream_text.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            into.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk));
+        }
+    });
+
+    call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    let env = r#"{ TOKEN: { secret_env: SLUICE_SECRET_PLANTED }, DB: { secret_file: db-password } }"#;
+    let plan = format!(
+        r#"name: secretive
+flag: f
+analysis: {{ interval: 1m }}
+phases:
+  - {{ percent: 10, hold: 1m }}
+  - percent: 50
+    hooks:
+      before:
+        - name: deploy
+          exec: [sh, -c, 'echo "$TOKEN $DB" > {received}; echo "using $TOKEN"; echo "denied for $TOKEN / $DB" >&2; exit 3']
+          env: {env}
+triggers:
+  - {{ name: probe, command: [sh, -c, 'echo "probe $TOKEN $DB"; echo 0'], value_from: last_number, above: 1, severity: hard, env: {env} }}
+"#,
+        received = received.display()
+    );
+    let started = call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
+    let id = serde_json::from_str::<serde_json::Value>(&started).unwrap()["data"]["id"].as_str().unwrap().to_string();
+    let memory = RunnerMemory::default();
+    for _ in 0..3 {
+        clock.advance_ms(60_000);
+        state.controller().run_due(&memory).await.unwrap();
+    }
+    while state.controller().deliver_due().await > 0 {}
+
+    // The hook got both secrets, and failed saying them.
+    assert_eq!(std::fs::read_to_string(&received).unwrap().trim(), format!("{FROM_ENV} {FROM_FILE}"));
+    let status = call(Method::GET, &format!("/api/v1/rollouts/{id}"), None).await;
+    assert!(status.contains("deploy") || status.contains("hooks.before[0] failed"), "{status}");
+    assert!(status.contains("[secret]"), "the failure's detail is kept, redacted: {status}");
+
+    let mut seen = vec![
+        ("the rollout's status", status),
+        ("the rollouts list", call(Method::GET, "/api/v1/rollouts", None).await),
+        ("the decisions", call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await),
+        ("the audit log", call(Method::GET, "/api/v1/audit?limit=1000", None).await),
+        ("the audit chain", call(Method::GET, "/api/v1/audit/chain", None).await),
+        ("the flags", call(Method::GET, "/api/v1/flags", None).await),
+    ];
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    seen.push(("the change stream", stream_text.lock().unwrap().clone()));
+    seen.push(("the logs", String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string()));
+    assert!(seen.last().unwrap().1.contains("secretive"), "the logs were captured");
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let path = file.unwrap().path();
+        if path.to_string_lossy().contains("sluice.db") {
+            seen.push(("a database file", String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string()));
+        }
+    }
+    for (place, text) in &seen {
+        for secret in [FROM_ENV, FROM_FILE] {
+            assert!(!text.contains(secret), "{place} shows a secret: {text}");
+        }
+    }
+}
