@@ -55,7 +55,7 @@ async fn main() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(axum::serve(listener, sluice_server::router(state.clone())).into_future());
     let http = reqwest::Client::new();
-    let who = Principal { name: "bench".into(), role: Role::Operator };
+    let who = Principal { name: "bench".into(), role: Role::Admin };
 
     let (mut virtual_delays, mut wall) = (Vec::new(), Vec::new());
     let memory = RunnerMemory::default();
