@@ -212,6 +212,13 @@ impl Checker<'_> {
         forbid(self, source != SourceKind::Http && v.http.is_some(), "http");
         forbid(self, source != SourceKind::Command && (v.command.is_some() || v.value_from.is_some()), "command");
         let mut threshold_needed = true;
+        if source == SourceKind::Prometheus && self.plan.analysis.prometheus.is_none() {
+            self.error(
+                loc,
+                key,
+                "a prometheus check needs the server to ask: add `analysis.prometheus: {url: http://…}` (or `url_env: SLUICE_SECRET_…`)",
+            );
+        }
         match source {
             SourceKind::Prometheus => match (&v.query, &v.slo) {
                 (Some(q), None) => self.templates(q.referenced, &format!("{key}.query"), &q.value),

@@ -10,7 +10,7 @@
 //! use sluice_plan::{Capabilities, PluginKind, model::SourceKind};
 //! let registry = sluice_sources::Registry::new(&sluice_sources::Config::default());
 //! assert!(registry.can(PluginKind::Source(SourceKind::Command)));
-//! assert!(!registry.can(PluginKind::Source(SourceKind::Prometheus)));
+//! assert!(!registry.can(PluginKind::Source(SourceKind::Builtin)));
 //! ```
 
 #![warn(missing_docs)]
@@ -42,6 +42,8 @@ pub struct Config {
     pub command_timeout: Option<Duration>,
     /// Where `secret_file:` secrets are read from; without it, plans may use `SLUICE_SECRET_*` variables only.
     pub secrets_dir: Option<std::path::PathBuf>,
+    /// Largest Prometheus answer read (default 4 MiB); a larger one is a source error.
+    pub prometheus_max_answer_bytes: Option<usize>,
 }
 
 /// What a source may know about the measurement it takes, besides the check itself.

@@ -41,7 +41,7 @@ fn offline_checks_the_plan_alone_and_notes_what_this_server_lacks() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("examples/bounded-reasoning.yaml: ok"), "{stdout}");
-    assert!(stdout.contains("note") && stdout.contains("`prometheus`"), "{stdout}");
+    assert!(stdout.contains("note") && stdout.contains("`slack`"), "{stdout}");
     assert!(stdout.contains("not available on this server"), "{stdout}");
     assert!(stdout.contains("were not checked: --offline"), "{stdout}");
 
