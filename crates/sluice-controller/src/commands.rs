@@ -249,7 +249,7 @@ impl Controller {
             .iter()
             .map(|e| (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone())))
             .collect();
-        let notifications = self.notifications_of(&record, &plan, &events);
+        let notifications = self.notifications_of(&record, &plan, &rollout, &events);
         self.fault("before-save")?;
         let written = self.store.create_rollout(&record, &notes, &notifications).await?;
         drop(starting);
@@ -403,6 +403,13 @@ impl Controller {
         let mut rollout = record.state.clone();
         let why = format!("the kill switch of `{}` is pulled ({who}): enable the flag, then resume", record.flag);
         let effects = rollout.pause(&plan, self.clock.now(), &why).map_err(|e| ControllerError::conflict(e.0))?;
+        if !record.outbox.is_empty() {
+            // A transition is still being carried out (a phase hook runs): the pause is written beside it,
+            // never over it, so the hook's outcome and the percentage it guards are not lost.
+            let (_, events) = sluice_engine::outbox(&record.id, rollout.history.len(), effects);
+            let also = crate::transition::Saving { events: &events, ..Default::default() };
+            return self.save(record, &plan, &rollout, who, &record.outbox, also).await;
+        }
         self.transition(guard, record, &plan, &mut rollout, effects, who).await.map(drop)
     }
 

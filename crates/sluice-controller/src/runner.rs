@@ -282,9 +282,11 @@ impl Controller {
         let (kept, notes, outcomes) = self.decisions_of(&record, &decisions, &effects, memory);
         let actor = Self::actor(&record);
         let also = Saving { notes, decisions: Some((now, &kept)), ..Saving::default() };
-        if pending && effects.is_empty() {
-            // The hook's effects stay as they are; only the triggers' runs and counts are kept.
-            self.save(&record, &plan, &rollout, &actor, &record.outbox, also).await?;
+        if pending && effects.iter().all(|e| matches!(e, Effect::Notify(_))) {
+            // The hook's effects stay as they are: only the triggers' runs and counts are kept, and what the
+            // tick has to tell (a trigger without data) is told — it must not replace the hook's outbox.
+            let (_, events) = sluice_engine::outbox(&record.id, rollout.history.len(), effects);
+            self.save(&record, &plan, &rollout, &actor, &record.outbox, Saving { events: &events, ..also }).await?;
             memory.outcomes.lock().expect("outcomes").extend(outcomes);
             return Ok(());
         }

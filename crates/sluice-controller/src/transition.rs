@@ -76,7 +76,7 @@ impl Controller {
                 (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone()))
             }),
         );
-        let notifications = self.notifications_of(record, plan, also.events);
+        let notifications = self.notifications_of(record, plan, rollout, also.events);
         let written = self
             .store
             .save_rollout(&RolloutSave {
@@ -101,16 +101,20 @@ impl Controller {
     }
 
     /// The notifications of a transition's events: each to the log, and to every notifier of the plan
-    /// that listens for its kind.
+    /// that listens for its kind. An event's id is its place in the rollout's history (`{rollout}:e{n}`),
+    /// the last of which `events` are: unique however close two transitions come, and the same when a
+    /// transition is written again after a crash.
     pub(crate) fn notifications_of(
         &self,
         record: &RolloutRecord,
         plan: &Plan,
+        rollout: &Rollout,
         events: &[Event],
     ) -> Vec<NewNotification> {
+        let first = rollout.history.len().saturating_sub(events.len());
         let mut out = Vec::new();
         for (n, event) in events.iter().enumerate() {
-            let id = format!("{}:{}:{}", record.id, event.at, n);
+            let id = format!("{}:e{}", record.id, first + n);
             let body = sluice_sources::Notification {
                 id: id.clone(),
                 rollout: record.id.clone(),

@@ -381,3 +381,28 @@ async fn operators_start_only_plans_whose_programs_the_server_allows() {
     let allowing = Controller::with_settings(catalog, seams, settings);
     allowing.start(&operator(), "plan.yaml", plan).await.unwrap();
 }
+
+/// Defect 3, the automatic way: a soft trigger's `default: resume` resumes the rollout inside a tick whose
+/// gates were not measured (it was paused); they are not charged as source errors.
+#[tokio::test]
+async fn a_default_resume_does_not_charge_the_gates_it_did_not_measure() {
+    let s = Setup::new().await;
+    let id = s
+        .start(
+            "name: p\nflag: f\nanalysis: { interval: 1m, max_source_errors: 1 }\n\
+             gates: [ { name: g, command: [g], below: 1 } ]\n\
+             phases: [ { percent: 10, hold: 1h }, { percent: 100 } ]\n\
+             triggers: [ { name: soft, command: [soft], above: 1, severity: soft, decide_within: 2m, default: resume } ]\n",
+        )
+        .await;
+    s.world.set("g", Measurement::Value(0.0));
+    s.world.set("soft", Measurement::Value(5.0));
+    s.ticks(1).await;
+    assert!(matches!(s.status(&id).await, Status::Paused { .. }));
+    s.world.set("soft", Measurement::Value(0.0));
+    s.ticks(3).await;
+    let record = s.store.rollout(&id).await.unwrap().unwrap();
+    assert_eq!(record.state.status, Status::Running, "{:?}", record.state.history);
+    let decisions = s.store.decisions(&id, 100).await.unwrap();
+    assert!(decisions.iter().all(|d| d["note"] != "source error: not measured"), "{decisions:?}");
+}

@@ -111,7 +111,7 @@ async fn run(row: Row, policy: &str) -> (&'static str, u8, u32) {
     }
     let summary = controller.summary(&id).await.unwrap();
     let undos = *world.undos.lock().unwrap();
-    (summary.status.name(), summary.percent.min(controller_flag(&controller)), undos)
+    (summary.status.name(), controller_flag(&controller), undos)
 }
 
 /// The flag's percentage as served (the summary's percent is the phase's).

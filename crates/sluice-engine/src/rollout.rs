@@ -465,6 +465,9 @@ impl Rollout {
             return (decisions, effects);
         }
         self.last_tick = Some(now);
+        // Resumed by the soft trigger's default in this very tick: the gates were not due (the rollout was
+        // paused) so nobody measured them; they are judged from the next tick on, never charged now.
+        let mut gates_measured = self.status == Status::Running;
         if let Status::Paused { decide_by: Some(by), default: Some(d), reason, .. } = self.status.clone() {
             if now >= by {
                 let why = format!("no decision within the time allowed after `{reason}`: default {d:?}");
@@ -507,8 +510,9 @@ impl Rollout {
         }
 
         // Gates, while running.
-        let mut all_pass = true;
-        if self.status == Status::Running {
+        let mut all_pass = gates_measured;
+        gates_measured &= self.status == Status::Running;
+        if gates_measured {
             let phase = &plan.phases[self.phase].value;
             for g in plan.gates.iter().chain(phase.gates.iter()) {
                 let d = self.evaluate(&g.value, CheckKind::Gate, interval, now, source);

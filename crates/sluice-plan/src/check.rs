@@ -105,6 +105,16 @@ impl Checker<'_> {
             {
                 self.error(value.referenced, &key, "an environment variable's name is letters, digits and `_`");
             }
+            // They decide which program runs: a plan allowed to run `kubectl` must not run another one.
+            if name == "PATH" || name.starts_with("LD_") || name.starts_with("DYLD_") {
+                self.error(
+                    value.referenced,
+                    &key,
+                    format!(
+                        "`{name}` cannot be set: it decides which program runs (the server's own PATH finds programs)"
+                    ),
+                );
+            }
             match &value.value {
                 EnvValue::Text(text) => self.templates(value.referenced, &key, text),
                 EnvValue::Secret(SecretRef { secret_env: Some(var), secret_file: None }) => {

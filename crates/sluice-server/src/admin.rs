@@ -114,7 +114,7 @@ async fn update_flag(
         .await;
     let w = match (w, refused) {
         (Err(_), Some(refusal)) => {
-            audit_refusal(state, who, key, &refusal).await?;
+            audit_refusal(state, &who.name, key, &refusal).await?;
             return Err(refusal);
         }
         (w, _) => w?,
@@ -122,10 +122,19 @@ async fn update_flag(
     Ok(written(StatusCode::OK, json!(result), w))
 }
 
+/// The kill switch is always allowed, and the rollout driving the flag pauses at once (not at its next
+/// tick) and says why. The flag is already disabled when this runs: a failure here is logged, not
+/// answered as an error for a change that was made, and the rollout's next tick pauses it anyway.
+async fn pause_for_kill_switch(state: &AppState, key: &str, who: &str) {
+    if let Err(e) = state.controller.kill_switch_pulled(key, who).await {
+        tracing::warn!(flag = %key, error = %e, "pausing the rollout of a disabled flag failed; its next tick pauses it");
+    }
+}
+
 /// A refused edit of a driven flag is audited: who tried to change what, while which rollout drove it.
-async fn audit_refusal(state: &AppState, who: &Principal, key: &str, refusal: &ApiError) -> Result<(), ApiError> {
+async fn audit_refusal(state: &AppState, actor: &str, key: &str, refusal: &ApiError) -> Result<(), ApiError> {
     let detail = json!({"refused": refusal.error, "message": refusal.message});
-    state.store.record_event(&who.name, "flag.refused", &format!("flag:{key}"), detail, None).await?;
+    state.store.record_event(actor, "flag.refused", &format!("flag:{key}"), detail, None).await?;
     Ok(())
 }
 
@@ -186,13 +195,13 @@ pub(crate) async fn put_flag(
         .await;
     let w = match (w, refused) {
         (Err(_), Some(refusal)) => {
-            audit_refusal(&state, &who, &key, &refusal).await?;
+            audit_refusal(&state, &who.name, &key, &refusal).await?;
             return Err(refusal);
         }
         (w, _) => w?,
     };
     if !flag.enabled {
-        state.controller.kill_switch_pulled(&key, &who.name).await?;
+        pause_for_kill_switch(&state, &key, &who.name).await;
     }
     Ok(written(if created { StatusCode::CREATED } else { StatusCode::OK }, json!(flag), w))
 }
@@ -289,8 +298,7 @@ async fn set_enabled(
     })
     .await?;
     if !enabled {
-        // Always allowed, and its rollout pauses at once (not at its next tick) and says why.
-        state.controller.kill_switch_pulled(&key, &who.name).await?;
+        pause_for_kill_switch(&state, &key, &who.name).await;
     }
     Ok(answer)
 }
@@ -573,15 +581,26 @@ async fn import(
     if changes.is_empty() {
         return Err(ApiError::invalid("flags", "the file has no flags and no segments"));
     }
+    let mut refused = None;
     let w = state
         .write(actor, reason, |snapshot| {
             for (i, f) in flags.iter().enumerate() {
                 let before = snapshot.flags().iter().find(|b| b.key == f.key);
-                driven.check(before, f, &why).map_err(|e| ApiError { field: Some(format!("flags[{i}]")), ..e })?;
+                if let Err(e) = driven.check(before, f, &why) {
+                    refused = Some((f.key.clone(), e.clone()));
+                    return Err(ApiError { field: Some(format!("flags[{i}]")), ..e });
+                }
             }
             Ok(changes)
         })
-        .await?;
+        .await;
+    let w = match (w, refused) {
+        (Err(e), Some((key, refusal))) => {
+            audit_refusal(state, actor, &key, &refusal).await?;
+            return Err(e);
+        }
+        (w, _) => w?,
+    };
     Ok(written(StatusCode::OK, json!({"flags": nf, "segments": ns}), w))
 }
 

@@ -156,8 +156,14 @@ pub(crate) async fn alertmanager(
                 );
                 continue;
             }
-            Err(_) => {
+            Err(sluice_controller::ControllerError::NotFound(_)) => {
                 ignored.push(json!({"alert": name, "why": format!("no rollout `{target}`")}));
+                continue;
+            }
+            Err(e) => {
+                // The store failed: not "no rollout". Alertmanager must send it again.
+                let error = ApiError::from(e);
+                failed.push(json!({"alert": name, "target": target, "error": error.error, "message": error.message}));
                 continue;
             }
         };

@@ -283,6 +283,20 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
     }
     assert!(matches!(store.verify(None).await.unwrap(), sluice_store::Verification::Intact { .. }));
     let received = receiver.got.lock().unwrap().clone();
+    // Every action that ran is in the audit log — its outcome committed with its done mark, or a person's
+    // word on it after a crash — and no outcome is audited twice.
+    let chain = store.chain(0, 1_000_000).await.unwrap();
+    let about = |action: &str, key: &str| {
+        chain
+            .iter()
+            .filter(|e| e.action == action && e.after.as_ref().is_some_and(|a| a["idempotency_key"] == key))
+            .count()
+    };
+    for (flag, action, key) in &received {
+        let (outcomes, settled) = (about("rollout.action", key), about("rollout.settled", key));
+        assert!(outcomes <= 1, "{flag} {action} {key}: its outcome audited {outcomes} times");
+        assert!(outcomes + settled >= 1, "{flag} {action} {key}: ran, and the audit log does not say so");
+    }
     Run { ends, received, boundaries: counter.load(Ordering::SeqCst), rollouts: ids.len() }
 }
 

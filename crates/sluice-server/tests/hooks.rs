@@ -30,6 +30,8 @@ rollback:
 #[derive(Default)]
 struct World {
     errors: std::sync::Mutex<f64>,
+    /// The trigger's query returns no data.
+    no_data: std::sync::atomic::AtomicBool,
     finish: Notify,
     migrating: AtomicU32,
     undos: AtomicU32,
@@ -38,6 +40,9 @@ struct World {
 #[async_trait::async_trait]
 impl Plugins for World {
     async fn measure(&self, _: &Check, _: &MeasureContext<'_>) -> Measurement {
+        if self.no_data.load(Ordering::SeqCst) {
+            return Measurement::Empty;
+        }
         Measurement::Value(*self.errors.lock().unwrap())
     }
 
@@ -172,4 +177,56 @@ async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
 /// Plans that run programs are started by an admin; operators decide on them.
 fn admin() -> sluice_store::Principal {
     sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
+}
+
+/// A trigger without data while a long hook runs is told to people — and the hook's transition goes on:
+/// when the hook ends, the percentage it guards is raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_without_data_during_a_hook_does_not_cancel_the_hook() {
+    let Setup { _dir, store, clock, world, state, who: _ } = setup().await;
+    let plan = PLAN.replace("analysis: { interval: 1m }", "analysis: { interval: 1m, max_inconclusive: 2 }");
+    let id = state.controller().start(&admin(), "plan.yaml", &plan).await.unwrap().id;
+    let memory = Arc::new(RunnerMemory::default());
+    let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
+    world.no_data.store(true, Ordering::SeqCst);
+    for _ in 0..4 {
+        clock.advance_ms(60_000);
+        state.controller().run_due(&memory).await.unwrap();
+    }
+    let record = store.rollout(&id).await.unwrap().unwrap();
+    assert!(record.state.history.iter().any(|e| e.kind == "inconclusive"), "told");
+    assert!(!record.outbox.is_empty(), "the hook's transition is still there");
+    world.finish.notify_one();
+    migration.await.unwrap().unwrap();
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 50, "the hook's percentage was raised");
+}
+
+/// The kill switch pulled while a hook runs pauses the rollout beside the hook's transition, never over
+/// it: the hook's outcome and its percentage are kept, and resume waits for the flag to be enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_during_a_hook_pauses_without_losing_the_hook() {
+    let Setup { _dir, store, clock, world, state, who } = setup().await;
+    let id = state.controller().start(&admin(), "plan.yaml", PLAN).await.unwrap().id;
+    let memory = Arc::new(RunnerMemory::default());
+    let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
+    let mut flag = state.live().load().flags()[0].clone();
+    flag.enabled = false;
+    state
+        .controller()
+        .catalog()
+        .write("bob", None, |_| Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(flag)]))
+        .await
+        .unwrap();
+    state.controller().kill_switch_pulled("f", "bob").await.unwrap();
+    let record = store.rollout(&id).await.unwrap().unwrap();
+    assert_eq!(record.state.status.name(), "paused");
+    assert!(!record.outbox.is_empty(), "the hook's transition is kept");
+    world.finish.notify_one();
+    migration.await.unwrap().unwrap();
+    let record = store.rollout(&id).await.unwrap().unwrap();
+    assert!(record.outbox.is_empty(), "carried out: {:?}", record.outbox);
+    assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
+    assert!(!state.live().load().flags()[0].enabled, "still disabled");
+    let resume = CommandBody { reason: Some("go".into()), ..Default::default() };
+    assert!(state.controller().command_named(&id, "resume", resume, &who).await.is_err(), "refused while disabled");
 }

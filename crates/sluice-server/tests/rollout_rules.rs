@@ -72,6 +72,11 @@ async fn a_driven_flag_refuses_ramp_edits_but_not_the_kill_switch_or_overrides()
         .call(Method::POST, "/api/v1/import/flags", Some(json!({"flags": [{"key": "f", "ramp": {"percent": 5}}]})))
         .await;
     assert_eq!((status, v["error"].as_str()), (StatusCode::CONFLICT, Some("driven")), "{v}");
+    assert_eq!(
+        s.store.audit(&refusals).await.unwrap().len(),
+        3,
+        "the ramp edit, the PUT and the import refused, each audited"
+    );
 
     // Forcing needs a reason, and the audit log says it was forced.
     let (status, v) = s.call(Method::POST, "/api/v1/flags/f/ramp?force=true", Some(json!({"percent": 20}))).await;

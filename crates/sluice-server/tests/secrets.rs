@@ -13,6 +13,9 @@ use sluice_store::{Role, SqliteStore, Store};
 
 const FROM_ENV: &str = "pl4nted-env-s3cret-7f3a";
 const FROM_FILE: &str = "pl4nted-file-s3cret-91c2";
+/// In the server's environment, named by no plan: programs must not see them.
+const ADMIN_TOKEN: &str = "slc_server-admin-token-never-shown-0123456789";
+const UNNAMED: &str = "unnamed-s3cret-of-another-plan";
 
 /// The log, as `sluice serve` would write it.
 #[derive(Clone, Default)]
@@ -35,6 +38,8 @@ async fn a_planted_secret_is_never_echoed() {
     tracing_subscriber::fmt().with_writer(move || writer.clone()).with_max_level(tracing::Level::TRACE).init();
     // SAFETY of the test: nextest runs each test in its own process, and nothing else reads the variable.
     std::env::set_var("SLUICE_SECRET_PLANTED", FROM_ENV);
+    std::env::set_var("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN);
+    std::env::set_var("SLUICE_SECRET_UNNAMED", UNNAMED);
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
@@ -85,7 +90,7 @@ phases:
     hooks:
       before:
         - name: deploy
-          exec: [sh, -c, 'echo "$TOKEN $DB" > {received}; echo "using $TOKEN"; echo "denied for $TOKEN / $DB" >&2; exit 3']
+          exec: [sh, -c, 'echo "$TOKEN $DB" > {received}; echo "using $TOKEN"; echo "denied for $TOKEN / $DB" >&2; env >&2; exit 3']
           env: {env}
 triggers:
   - {{ name: probe, command: [sh, -c, 'echo "probe $TOKEN $DB"; echo 0'], value_from: last_number, above: 1, severity: hard, env: {env} }}
@@ -126,7 +131,7 @@ triggers:
         }
     }
     for (place, text) in &seen {
-        for secret in [FROM_ENV, FROM_FILE] {
+        for secret in [FROM_ENV, FROM_FILE, ADMIN_TOKEN, UNNAMED] {
             assert!(!text.contains(secret), "{place} shows a secret: {text}");
         }
     }

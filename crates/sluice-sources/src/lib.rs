@@ -101,7 +101,7 @@ impl ActionOutcome {
 /// once to each of its destinations, keyed by `id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
-    /// The audit-free identity of this event: `{rollout}:{transition}:{index}`, as an outbox key.
+    /// This event's identity: `{rollout}:e{n}`, its place in the rollout's history.
     pub id: String,
     /// The rollout's id.
     pub rollout: String,

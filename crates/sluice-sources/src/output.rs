@@ -114,6 +114,9 @@ pub(crate) struct Finished {
     pub stderr: Output,
 }
 
+/// The server's environment variables a program sees; the rest it does not.
+pub(crate) const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
 /// Runs `argv` (templates filled from `values`, no shell) with `env` added and no stdin, reading both of
 /// its streams to their end while it runs. Past `timeout` the child and its process group are killed. The
 /// error is a sentence for the operator: it cannot start, it took too long, or waiting for it failed.
@@ -128,6 +131,10 @@ pub(crate) async fn run(
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
+        // Not the server's environment (its admin token, every secret, cloud credentials): only what a
+        // program needs to run, and what the plan gives it.
+        .env_clear()
+        .envs(INHERITED.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -88,6 +88,13 @@ impl Secrets {
     ) -> Result<(Vec<(String, String)>, Redactor), String> {
         let mut vars = Vec::new();
         let mut redactor = Redactor::default();
+        // Every secret the server holds, not only those named here: a program may print what it was not
+        // given (a configuration file it reads, a mistake in a script).
+        for (name, value) in std::env::vars() {
+            if name.starts_with(SECRET_ENV_PREFIX) && value.chars().count() >= MIN_SECRET_CHARS {
+                redactor.add(value.trim_end_matches(['\r', '\n']));
+            }
+        }
         for (name, value) in env {
             let value = match &value.value {
                 EnvValue::Text(text) => sluice_plan::render(text, values),

@@ -36,21 +36,23 @@ pub(crate) fn refuse_deleting_what_rollouts_need(
                 }
             }
             crate::Change::DeleteSegment(name) => {
-                for r in busy.iter().filter(|r| r.active) {
+                for r in busy {
+                    // Any phase may be set again (a promotion, a step back), and a rollback restores the
+                    // ramp as it was: each of them must still validate.
                     let Ok(plan) = sluice_plan::parse(&r.plan_name, &r.plan_text) else { continue };
-                    let later = plan.phases.iter().enumerate().skip(r.state.phase);
-                    if let Some((i, _)) =
-                        later.into_iter().find(|(_, p)| p.value.segments.iter().any(|s| &s.value == name))
-                    {
-                        return Err(StoreError::Conflict {
-                            message: format!(
-                                "segment `{name}` is named by phase {} of the active rollout `{}` ({}): finish, roll back or abort it first",
-                                i + 1,
-                                r.plan_name,
-                                r.id
-                            ),
-                        });
-                    }
+                    let phase = plan.phases.iter().position(|p| p.value.segments.iter().any(|s| &s.value == name));
+                    let restored = r.original_flag.ramp.segments.iter().any(|s| s == name);
+                    let needed_by = match (phase, restored) {
+                        (Some(i), _) => format!("phase {} of", i + 1),
+                        (None, true) => "the ramp a rollback restores, of".to_string(),
+                        (None, false) => continue,
+                    };
+                    return Err(StoreError::Conflict {
+                        message: format!(
+                            "segment `{name}` is needed by {needed_by} the rollout `{}` ({}): finish, roll back or abort it first",
+                            r.plan_name, r.id
+                        ),
+                    });
                 }
             }
             _ => {}

@@ -3,13 +3,14 @@
 //! so that its actor is the token's principal and the server audits every change. Tables by default,
 //! `--output json` everywhere (errors too, on stderr).
 //!
-//! - `serve`: the HTTP server (OFREP, Unleash client API, admin API, SSE, `/metrics`) and the rollout
-//!   controller on an SQLite file; logs to stderr (`SLUICE_LOG`, else `RUST_LOG`, else `info`;
-//!   `--log-format text|json`).
+//! - `serve`: the HTTP server (OFREP, Unleash client API, admin API, SSE) and the rollout controller on an
+//!   SQLite file; logs to stderr (`SLUICE_LOG`, else `RUST_LOG`, else `info`; `--log-format text|json`);
+//!   `--allow-exec PROGRAM` (what operators' plans may run), `--secrets-dir DIR`, `--keep-decisions 7d`.
 //! - `flag list`: every flag with its state, ramp, stickiness, segments and overrides.
 //! - `flag get KEY`: one flag, its variants and overrides.
 //! - `flag create KEY`: a new flag (`--variants`, `--base`, `--ramped`, `--percent`, `--segments` …).
-//! - `flag set KEY`: change a ramp's percentage, base / ramped variant, stickiness or segments.
+//! - `flag set KEY`: change a ramp's percentage, base / ramped variant, stickiness or segments (`--force
+//!   --reason …` while a rollout drives the flag).
 //! - `flag enable KEY`: turn the kill switch off; the flag serves its variants again.
 //! - `flag disable KEY`: kill switch: everyone gets the off variant.
 //! - `flag override KEY`: pin a user, session or field value (`--enable`, `--disable`, `--variant`), or
@@ -35,10 +36,10 @@
 //! - `rollout decisions ID`: each tick's gates and triggers with value, threshold and outcome.
 //! - `rollout pause ID` / `rollout resume ID`: pause (triggers stay armed) and resume.
 //! - `rollout promote ID --reason …`: skip the rest of the current hold.
-//! - `rollout rollback ID`: roll back now.
+//! - `rollout rollback ID`: roll back now, to the start (`--to previous-phase`: one phase back, paused).
 //! - `rollout abort ID`: end the rollout where it is.
 //! - `rollout approve ID ITEM`: sign a go/no-go item of the current phase.
-//! - `rollout settle ID --ran|--retry`: after a restart, say what became of an action that was running.
+//! - `rollout settle ID --ran|--retry|--failed`: after a restart, say what became of an action that was running.
 //! - `rollout signal ID NAME --hard|--soft --reason …`: fire a trigger by hand.
 //! - `simulate PLAN --metrics FILE`: run a plan in virtual time against a recorded timeline (no server).
 //!
