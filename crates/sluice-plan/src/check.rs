@@ -49,6 +49,11 @@ impl Checker<'_> {
     }
 
     fn templates(&mut self, loc: Location, key: &str, text: &str) {
+        self.templates_with(loc, key, text, &[]);
+    }
+
+    /// [`templates`](Self::templates) where `extra` names are known too (`window`, inside an `slo`).
+    fn templates_with(&mut self, loc: Location, key: &str, text: &str, extra: &[&str]) {
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
             let Some(len) = rest[start + 2..].find("}}") else {
@@ -56,9 +61,10 @@ impl Checker<'_> {
                 return;
             };
             let name = rest[start + 2..start + 2 + len].trim();
-            let known = BUILTIN_TEMPLATES.contains(&name) || self.plan.vars.contains_key(name);
+            let known = BUILTIN_TEMPLATES.contains(&name) || extra.contains(&name) || self.plan.vars.contains_key(name);
             if !known {
                 let mut all: Vec<&str> = BUILTIN_TEMPLATES.to_vec();
+                all.extend(extra);
                 all.extend(self.plan.vars.keys().map(String::as_str));
                 self.error(
                     loc,
@@ -247,8 +253,10 @@ impl Checker<'_> {
                             "needs at least one window, e.g. [5m, 1h]",
                         );
                     }
-                    self.templates(slo.value.good.referenced, &format!("{key}.slo.good"), &slo.value.good.value);
-                    self.templates(slo.value.total.referenced, &format!("{key}.slo.total"), &slo.value.total.value);
+                    // `{{window}}` is each window in turn, and means nothing elsewhere.
+                    let (good, total) = (&slo.value.good, &slo.value.total);
+                    self.templates_with(good.referenced, &format!("{key}.slo.good"), &good.value, &["window"]);
+                    self.templates_with(total.referenced, &format!("{key}.slo.total"), &total.value, &["window"]);
                 }
                 (Some(_), Some(_)) => self.error(loc, key, "give `query` or `slo`, not both"),
                 (None, None) => self.error(loc, key, "a prometheus check needs a `query` (or an `slo`)"),

@@ -169,7 +169,7 @@ async fn every_answer_shape_has_one_outcome() {
   - { name: scalar, query: 'scalar(sum(latency_seconds))', below: 5 }
   - { name: templated, query: 'sum(http_requests_total{variant="{{ramped}}"}) > 0', below: 1000000 }
   - name: burn
-    slo: { objective: 99.9, good: 'sum(rate(http_requests_total{variant="{{ramped}}", code!~"5.."}[{{interval}}]))', total: 'sum(rate(http_requests_total{variant="{{ramped}}"}[{{interval}}]))', windows: [5s, 10s] }
+    slo: { objective: 99.9, good: 'sum(rate(http_requests_total{variant="{{ramped}}", code!~"5.."}[{{window}}]))', total: 'sum(rate(http_requests_total{variant="{{ramped}}"}[{{window}}]))', windows: [5s, 10s] }
     above: 2
 "#,
     );

@@ -131,14 +131,14 @@ impl Prometheus {
 
     /// The error-budget burn rate: over each window, the share of bad events divided by the share the
     /// objective allows; the value is the smallest, so that it exceeds a threshold only when every window
-    /// burns that fast (the multi-window rule of the SRE workbook). In the queries, `{{interval}}` is the
+    /// burns that fast (the multi-window rule of the SRE workbook). In the queries, `{{window}}` is the
     /// window measured.
     async fn burn_rate(&self, base: &str, slo: &Slo, reduce: Option<Reduce>, cx: &MeasureContext<'_>) -> Measurement {
         let allowed = 1.0 - slo.objective / 100.0;
         let mut slowest: Option<f64> = None;
         for window in &slo.windows {
             let mut values = cx.values.clone();
-            values.insert("interval".into(), window.value.to_string());
+            values.insert("window".into(), window.value.to_string());
             let good = self.value(base, &sluice_plan::render(&slo.good.value, &values), reduce, cx.now).await;
             let total = self.value(base, &sluice_plan::render(&slo.total.value, &values), reduce, cx.now).await;
             let (good, total) = match (good, total) {
