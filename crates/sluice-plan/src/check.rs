@@ -88,6 +88,39 @@ impl Checker<'_> {
         }
     }
 
+    /// A probe: one request or a list, each a known method, templates known, JSON pointers well formed.
+    fn probe(&mut self, p: &Spanned<Probe>, key: &str) {
+        match (&p.value.url, p.value.requests.is_empty()) {
+            (Some(_), false) => self.error(p.referenced, key, "give `url` (one request) or `requests: […]`, not both"),
+            (None, true) => self.error(p.referenced, key, "needs `url` (one request) or `requests: […]`"),
+            _ => {}
+        }
+        for (i, r) in p.value.all_requests().iter().enumerate() {
+            let at = if p.value.url.is_some() { key.to_string() } else { format!("{key}.requests[{i}]") };
+            self.templates(r.url.referenced, &format!("{at}.url"), &r.url.value);
+            if let Some(m) = &r.method {
+                if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                    .contains(&m.to_ascii_uppercase().as_str())
+                {
+                    self.error(r.url.referenced, format!("{at}.method"), format!("`{m}` is not an HTTP method"));
+                }
+            }
+            self.env(&format!("{at}.headers"), &r.headers);
+            let expect = r.expect.clone().unwrap_or_default();
+            let pointers =
+                expect.json_present.iter().chain(expect.json_not_null.iter()).chain(expect.json_equals.keys());
+            for ptr in pointers {
+                if !ptr.is_empty() && !ptr.starts_with('/') {
+                    self.error(
+                        r.url.referenced,
+                        format!("{at}.expect"),
+                        format!("`{ptr}` is not a JSON pointer: it starts with `/` (`/endpoints/0/status`)"),
+                    );
+                }
+            }
+        }
+    }
+
     /// A plan reads only the server's environment variables named `SLUICE_SECRET_*`.
     fn secret_env(&mut self, loc: Location, key: &str, name: &str) {
         let rest = name.strip_prefix(SECRET_ENV_PREFIX).unwrap_or("");
@@ -302,11 +335,10 @@ impl Checker<'_> {
                     );
                 }
             }
-            SourceKind::Http => {
-                if let Some(p) = &v.http {
-                    self.templates(p.value.url.referenced, &format!("{key}.http.url"), &p.value.url.value);
-                }
-            }
+            SourceKind::Http => match &v.http {
+                Some(p) => self.probe(p, &format!("{key}.http")),
+                None => self.error(loc, key, "an http check needs `http: {url, expect, value}` (or `requests: […]`)"),
+            },
             SourceKind::Command => match &v.command {
                 Some(argv) if !argv.value.is_empty() && !argv.value[0].trim().is_empty() => {
                     for arg in &argv.value {

@@ -343,41 +343,92 @@ pub enum Compare {
     Baseline,
 }
 
-/// A golden HTTP probe.
+/// A golden HTTP probe: one request (`url`, …) or a list of them (`requests`), each with expectations;
+/// every request runs once a tick.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
+    /// The URL of a one-request probe (templates allowed).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// `GET` by default.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request headers: text (templates allowed) or a secret.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<EnvValue>>,
+    /// Request body (templates allowed).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// What a good answer looks like (for `url`, and the default of every item of `requests`).
+    #[serde(default)]
+    pub expect: Expect,
+    /// Several requests (e.g. every endpoint of a service), each as a one-request probe.
+    #[serde(default)]
+    pub requests: Vec<Spanned<ProbeRequest>>,
+    /// `success_ratio` or `consecutive_failures`.
+    pub value: ProbeValue,
+}
+
+/// One request of a probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
     /// The URL (templates allowed).
     pub url: Spanned<String>,
     /// `GET` by default.
     #[serde(default)]
     pub method: Option<String>,
-    /// Request headers.
+    /// Request headers: text or a secret.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Spanned<EnvValue>>,
     /// Request body.
     #[serde(default)]
     pub body: Option<String>,
-    /// What a good answer looks like.
+    /// Its expectations; the probe's `expect` when absent.
     #[serde(default)]
-    pub expect: Expect,
-    /// `success_ratio` or `consecutive_failures`.
-    pub value: ProbeValue,
+    pub expect: Option<Expect>,
+}
+
+impl Probe {
+    /// Every request of the probe, each with its expectations.
+    pub fn all_requests(&self) -> Vec<ProbeRequest> {
+        let one = self.url.as_ref().map(|url| ProbeRequest {
+            url: url.clone(),
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            expect: Some(self.expect.clone()),
+        });
+        one.into_iter()
+            .chain(self.requests.iter().map(|r| {
+                let mut r = r.value.clone();
+                r.expect.get_or_insert_with(|| self.expect.clone());
+                r
+            }))
+            .collect()
+    }
 }
 
 /// Expectations of a probe's answer.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// The status code.
+    /// The status code (any 2xx when absent).
     #[serde(default)]
     pub status: Option<u16>,
     /// Text the body must contain.
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// JSON pointers (`/endpoints/0/status`) that must be present, null or not.
+    #[serde(default)]
+    pub json_present: Vec<String>,
     /// JSON pointers that must be present and not null.
     #[serde(default)]
     pub json_not_null: Vec<String>,
+    /// JSON pointers and the value each must equal (numbers by value: 1 equals 1.0).
+    #[serde(default)]
+    pub json_equals: BTreeMap<String, serde_json::Value>,
 }
 
 /// What a probe's value is.

@@ -1,0 +1,196 @@
+//! The `http` source: golden probes. Each tick runs every request of a probe once, concurrently, each within
+//! the check's `timeout`, and checks its answer against its expectations (status, body text, JSON pointers
+//! present, not null or equal to a value). The value is either `success_ratio`, the share of this tick's
+//! requests that met every expectation, or `consecutive_failures`, the longest run of failed answers of
+//! one request across ticks (kept in memory: a restart starts the count again).
+//!
+//! An endpoint that is down, answers 5xx or times out is a failed request, not a source error: the probe
+//! measures the endpoints, and that is what it found.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sluice_engine::Measurement;
+use sluice_plan::model::{Check, Expect, ProbeRequest, ProbeValue, SourceKind};
+
+use crate::{MeasureContext, Secrets};
+
+/// Longest a request may take when the check sets no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer read; the rest is not needed to judge it.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The `http` source: one HTTP client, and each request's failures in a row.
+pub struct Http {
+    http: reqwest::Client,
+    secrets: Secrets,
+    /// (rollout, check, request) → failed answers in a row.
+    failures: Mutex<HashMap<(String, String, usize), u32>>,
+}
+
+impl Http {
+    /// Built from the server's configuration.
+    pub fn new(config: &crate::Config) -> Http {
+        Http {
+            http: reqwest::Client::builder().no_proxy().build().expect("an HTTP client with defaults"),
+            secrets: Secrets::new(config.secrets_dir.clone()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends one request; `Ok(())` when the answer met every expectation, else what was wrong.
+    async fn probe(&self, r: &ProbeRequest, cx: &MeasureContext<'_>, timeout: Duration) -> Result<(), String> {
+        let (headers, redactor) = self.secrets.environment(&r.headers, cx.values)?;
+        let url = sluice_plan::render(&r.url.value, cx.values);
+        let method = reqwest::Method::from_bytes(r.method.as_deref().unwrap_or("GET").to_ascii_uppercase().as_bytes())
+            .map_err(|_| "not an HTTP method".to_string())?;
+        let mut request = self.http.request(method, &url).timeout(timeout);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &r.body {
+            request = request.body(sluice_plan::render(body, cx.values));
+        }
+        let judged = async {
+            let mut response = request.send().await.map_err(|e| describe(&e))?;
+            let status = response.status();
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            judge(status.as_u16(), &body, r.expect.as_ref().unwrap_or(&Expect::default()))
+        };
+        judged.await.map_err(|e| redactor.redact(&e))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Source for Http {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Http
+    }
+
+    async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
+        let Some(probe) = &check.http else { return Measurement::Error("an http check needs `http:`".into()) };
+        let requests = probe.value.all_requests();
+        if requests.is_empty() {
+            return Measurement::Error("the probe has no request".into());
+        }
+        let timeout = check.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| t.value.0);
+        let outcomes = futures_util::future::join_all(requests.iter().map(|r| self.probe(r, cx, timeout))).await;
+        match probe.value.value {
+            ProbeValue::SuccessRatio => {
+                let good = outcomes.iter().filter(|o| o.is_ok()).count();
+                Measurement::Value(good as f64 / outcomes.len() as f64)
+            }
+            ProbeValue::ConsecutiveFailures => {
+                let mut failures = self.failures.lock().expect("failures");
+                let mut longest = 0;
+                for (i, outcome) in outcomes.iter().enumerate() {
+                    let run = failures.entry((cx.rollout_id.to_string(), check.name.value.clone(), i)).or_insert(0);
+                    *run = if outcome.is_ok() { 0 } else { *run + 1 };
+                    longest = longest.max(*run);
+                }
+                Measurement::Value(f64::from(longest))
+            }
+        }
+    }
+}
+
+/// Whether an answer meets `expect`: its status (any 2xx by default), the text its body contains, and the
+/// JSON pointers that must be present, not null, or equal to a value.
+fn judge(status: u16, body: &[u8], expect: &Expect) -> Result<(), String> {
+    match expect.status {
+        Some(want) if want != status => return Err(format!("status {status}, expected {want}")),
+        None if !(200..300).contains(&status) => return Err(format!("status {status}")),
+        _ => {}
+    }
+    if let Some(text) = &expect.body_contains {
+        if !String::from_utf8_lossy(body).contains(text.as_str()) {
+            return Err(format!("the body does not contain `{text}`"));
+        }
+    }
+    let pointers =
+        !expect.json_present.is_empty() || !expect.json_not_null.is_empty() || !expect.json_equals.is_empty();
+    if !pointers {
+        return Ok(());
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON".to_string())?;
+    for ptr in &expect.json_present {
+        if json.pointer(ptr).is_none() {
+            return Err(format!("`{ptr}` is missing"));
+        }
+    }
+    for ptr in &expect.json_not_null {
+        match json.pointer(ptr) {
+            None => return Err(format!("`{ptr}` is missing")),
+            Some(serde_json::Value::Null) => return Err(format!("`{ptr}` is null")),
+            Some(_) => {}
+        }
+    }
+    for (ptr, want) in &expect.json_equals {
+        let got = json.pointer(ptr).ok_or_else(|| format!("`{ptr}` is missing"))?;
+        if !same(got, want) {
+            return Err(format!("`{ptr}` is {got}, expected {want}"));
+        }
+    }
+    Ok(())
+}
+
+/// JSON equality where numbers compare by value (1 equals 1.0).
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// A transport error in a few words, without its URL (which may carry a token).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "no answer within the timeout".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        "the request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Expectations from JSON (a subset of what a plan's YAML says).
+    fn expect(json: &str) -> Expect {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let mut e = Expect { status: v["status"].as_u64().map(|s| s as u16), ..Expect::default() };
+        if let Some(m) = v["json_equals"].as_object() {
+            e.json_equals = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>();
+        }
+        if let Some(l) = v["json_not_null"].as_array() {
+            e.json_not_null = l.iter().map(|p| p.as_str().unwrap().to_string()).collect();
+        }
+        e
+    }
+
+    #[test]
+    fn numbers_compare_by_value_and_null_is_not_present_enough() {
+        let body = br#"{"n": 1, "status": null, "list": [1.0, "a"]}"#;
+        assert!(judge(200, body, &expect(r#"{"json_equals": {"/n": 1.0, "/list": [1, "a"]}}"#)).is_ok());
+        assert!(judge(200, body, &expect(r#"{"json_equals": {"/n": 2}}"#)).unwrap_err().contains("expected 2"));
+        assert!(judge(200, body, &expect(r#"{"json_not_null": ["/status"]}"#)).unwrap_err().contains("null"));
+        assert!(judge(503, body, &expect("{}")).unwrap_err().contains("503"));
+        assert!(judge(404, body, &expect(r#"{"status": 404}"#)).is_ok());
+    }
+}
