@@ -88,6 +88,28 @@ impl Checker<'_> {
         }
     }
 
+    /// A PromQL query parses (a real PromQL parser, templates filled with sample values): a syntax error is
+    /// found here, with the parser's words, rather than as a source error at the first tick.
+    fn promql(&mut self, q: &Spanned<String>, key: &str) {
+        let mut sample: std::collections::BTreeMap<String, String> =
+            self.plan.vars.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        for (name, value) in [
+            ("flag", "f"),
+            ("ramped", "on"),
+            ("base", "off"),
+            ("phase", "1"),
+            ("percent", "10"),
+            ("interval", "1m"),
+            ("window", "5m"),
+        ] {
+            sample.insert(name.into(), value.into());
+        }
+        let query = crate::render(&q.value, &sample);
+        if let Err(e) = promql_parser::parser::parse(&query) {
+            self.error(q.referenced, key, format!("the PromQL does not parse: {e}"));
+        }
+    }
+
     /// A probe: one request or a list, each a known method, templates known, JSON pointers well formed.
     fn probe(&mut self, p: &Spanned<Probe>, key: &str) {
         match (&p.value.url, p.value.requests.is_empty()) {
@@ -270,7 +292,10 @@ impl Checker<'_> {
         }
         match source {
             SourceKind::Prometheus => match (&v.query, &v.slo) {
-                (Some(q), None) => self.templates(q.referenced, &format!("{key}.query"), &q.value),
+                (Some(q), None) => {
+                    self.templates(q.referenced, &format!("{key}.query"), &q.value);
+                    self.promql(q, &format!("{key}.query"));
+                }
                 (None, Some(slo)) => {
                     if !(0.0 < slo.value.objective && slo.value.objective < 100.0) {
                         self.error(
@@ -290,6 +315,8 @@ impl Checker<'_> {
                     let (good, total) = (&slo.value.good, &slo.value.total);
                     self.templates_with(good.referenced, &format!("{key}.slo.good"), &good.value, &["window"]);
                     self.templates_with(total.referenced, &format!("{key}.slo.total"), &total.value, &["window"]);
+                    self.promql(good, &format!("{key}.slo.good"));
+                    self.promql(total, &format!("{key}.slo.total"));
                 }
                 (Some(_), Some(_)) => self.error(loc, key, "give `query` or `slo`, not both"),
                 (None, None) => self.error(loc, key, "a prometheus check needs a `query` (or an `slo`)"),

@@ -164,3 +164,19 @@ fn every_seed_plan_checks_clean() {
     }
     assert_eq!(checked, 6, "one plan per seed (seed 002 has two)");
 }
+
+/// A PromQL query that does not parse is an error at the query's own line and column, in the parser's
+/// words, after templates are filled; the same for an SLO's queries.
+#[test]
+fn promql_is_parsed_by_a_real_parser() {
+    let yaml = "name: p\nflag: f\nanalysis: { prometheus: { url: http://127.0.0.1:9090 } }\nphases: [ { percent: 5 } ]\ngates:\n  - name: ok\n    query: sum(rate(x{variant=\"{{ramped}}\"}[{{interval}}]))\n    below: 1\n  - name: broken\n    query: sum(rate(latency_seconds[1m])\n    below: 1\n  - name: burn\n    slo: { objective: 99.9, good: 'sum(rate(good[{{window}}]))', total: 'sum(rate(all[{{window}}])) by', windows: [5m] }\n    above: 2\n";
+    let problems = sluice_plan::load("p.yaml", yaml, None).unwrap_err();
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(
+        text[0]
+            .starts_with("p.yaml:10:12: error: `gates[1].query`: the PromQL does not parse: unclosed left parenthesis"),
+        "{text:?}"
+    );
+    assert!(text[1].contains("`gates[2].slo.total`: the PromQL does not parse"), "{text:?}");
+}
