@@ -82,7 +82,8 @@ pub enum RolloutCmd {
     /// Follow a rollout until it ends (Ctrl-C to stop watching).
     Watch {
         id: String,
-        /// Seconds between refreshes.
+        /// Seconds between redraws for the hold's countdown; the rollout's own events (ticks, transitions)
+        /// on the change stream redraw at once.
         #[arg(long, default_value_t = 2)]
         every: u64,
     },

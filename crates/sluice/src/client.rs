@@ -10,6 +10,33 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// A server-sent event stream (`/api/v1/stream`), read event by event.
+pub struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    /// Waits for the next `rollout` event about `rollout_id`; `None` when the stream ended.
+    pub async fn next_event_of(&mut self, rollout_id: &str) -> Option<()> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let is_rollout = event.lines().any(|l| l == "event: rollout");
+                let data = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect::<String>();
+                let about = serde_json::from_str::<Value>(&data)
+                    .ok()
+                    .and_then(|v| v["rollout"]["id"].as_str().map(str::to_string));
+                if is_rollout && about.as_deref() == Some(rollout_id) {
+                    return Some(());
+                }
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
 /// A failed command, as the user should read it.
 #[derive(Debug)]
 pub struct CliError(pub String);
@@ -89,6 +116,19 @@ impl Client {
                 None => message,
             },
         }))
+    }
+
+    /// Opens a server-sent event stream (no overall timeout: it stays open).
+    pub async fn stream(&self, path: &str) -> Result<Events, CliError> {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.map_err(|e| CliError(format!("cannot open {path}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(CliError(format!("{path} answered {}", response.status())));
+        }
+        Ok(Events { response, buffer: String::new() })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {

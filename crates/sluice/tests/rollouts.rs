@@ -389,3 +389,36 @@ rollback:
     assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], false);
     assert_eq!(std::fs::read_to_string(dir.join("actions.log")).unwrap(), "undo\n");
 }
+
+/// `rollout watch` follows the rollout on the change stream: with a countdown refresh of an hour, it still
+/// shows every tick and ends as soon as the rollout completes.
+#[test]
+fn watch_follows_the_change_stream_not_a_timer() {
+    let s = serve();
+    setup(&s);
+    let file = s.dir.path().join("watched.yaml");
+    write(&file, "name: watched\nflag: awf_bundle\nanalysis: { interval: 1s }\nphases: [ { percent: 10, hold: 2s }, { percent: 100 } ]\n");
+    s.cli(&["rollout", "start", file.to_str().unwrap()]);
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rollout", "watch", "watched", "--every", "3600"])
+        .env("SLUICE_SERVER", &s.url)
+        .env("SLUICE_TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        if began.elapsed() > Duration::from_secs(20) {
+            let _ = watch.kill();
+            panic!("watch did not end with the rollout: it waited for its timer");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    let mut shown = String::new();
+    std::io::Read::read_to_string(&mut watch.stdout.take().unwrap(), &mut shown).unwrap();
+    assert!(shown.contains("completed"), "{shown}");
+}

@@ -66,6 +66,26 @@ fn print_rollout(r: &Value) {
     }
 }
 
+/// The latest decision of each check, one line each.
+fn print_latest_decisions(decisions: &Value) {
+    let mut latest: std::collections::BTreeMap<String, Value> = Default::default();
+    for d in decisions.as_array().into_iter().flatten() {
+        latest.insert(format!("{}:{}", d["kind"].as_str().unwrap_or(""), d["check"].as_str().unwrap_or("")), d.clone());
+    }
+    for d in latest.values() {
+        println!(
+            "  {:<7} {:<28} {:>10} {:<10} {} {}/{}",
+            d["kind"].as_str().unwrap_or(""),
+            d["check"].as_str().unwrap_or(""),
+            d["value"].as_f64().map_or_else(|| d["note"].as_str().unwrap_or("").to_string(), |v| v.to_string()),
+            d["threshold"].as_str().unwrap_or(""),
+            d["outcome"].as_str().unwrap_or(""),
+            d["run"],
+            d["needed"],
+        );
+    }
+}
+
 pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(), CliError> {
     let show = |answer: &Value| match output {
         Output::Json => print_json(&answer["data"]),
@@ -95,36 +115,35 @@ pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
             });
         }
         RolloutCmd::Status { id } => show(&client.get(&format!("/api/v1/rollouts/{}", enc(&id))).await?),
-        RolloutCmd::Watch { id, every } => loop {
-            let answer = client.get(&format!("/api/v1/rollouts/{}", enc(&id))).await?;
-            let decisions = client.get(&format!("/api/v1/rollouts/{}/decisions?limit=40", enc(&id))).await?;
-            print!("\x1b[2J\x1b[H");
-            print_rollout(&answer["data"]);
-            let mut latest: std::collections::BTreeMap<String, Value> = Default::default();
-            for d in decisions["data"].as_array().into_iter().flatten() {
-                latest.insert(
-                    format!("{}:{}", d["kind"].as_str().unwrap_or(""), d["check"].as_str().unwrap_or("")),
-                    d.clone(),
-                );
+        RolloutCmd::Watch { id, every } => {
+            // Redrawn on each of the rollout's own events on the change stream (a tick, a transition), and
+            // every `every` seconds for the hold's countdown; polling only if the stream cannot be opened.
+            let mut events = client.stream("/api/v1/stream").await.ok();
+            loop {
+                let answer = client.get(&format!("/api/v1/rollouts/{}", enc(&id))).await?;
+                let decisions = client.get(&format!("/api/v1/rollouts/{}/decisions?limit=40", enc(&id))).await?;
+                print!("\x1b[2J\x1b[H");
+                print_rollout(&answer["data"]);
+                print_latest_decisions(&decisions["data"]);
+                let state = answer["data"]["status"]["state"].as_str().unwrap_or("");
+                if matches!(state, "completed" | "rolled_back" | "aborted") {
+                    break;
+                }
+                let rollout_id = answer["data"]["id"].as_str().unwrap_or_default().to_string();
+                let refresh = tokio::time::sleep(std::time::Duration::from_secs(every.max(1)));
+                match events.as_mut() {
+                    Some(stream) => tokio::select! {
+                        () = refresh => {}
+                        next = stream.next_event_of(&rollout_id) => {
+                            if next.is_none() {
+                                events = None;
+                            }
+                        }
+                    },
+                    None => refresh.await,
+                }
             }
-            for d in latest.values() {
-                println!(
-                    "  {:<7} {:<28} {:>10} {:<10} {} {}/{}",
-                    d["kind"].as_str().unwrap_or(""),
-                    d["check"].as_str().unwrap_or(""),
-                    d["value"].as_f64().map_or_else(|| d["note"].as_str().unwrap_or("").to_string(), |v| v.to_string()),
-                    d["threshold"].as_str().unwrap_or(""),
-                    d["outcome"].as_str().unwrap_or(""),
-                    d["run"],
-                    d["needed"],
-                );
-            }
-            let state = answer["data"]["status"]["state"].as_str().unwrap_or("");
-            if matches!(state, "completed" | "rolled_back" | "aborted") {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(every.max(1))).await;
-        },
+        }
         RolloutCmd::Decisions { id, limit } => {
             let answer = client.get(&format!("/api/v1/rollouts/{}/decisions?limit={limit}", enc(&id))).await?;
             print_list(
