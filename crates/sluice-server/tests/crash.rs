@@ -176,6 +176,13 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
         store: &Arc<SqliteStore>,
         receiver: &Receiver,
     ) -> Arc<AppState> {
+        // The kill is simulated by dropping the controller's futures, but a commit already handed to
+        // SQLite's worker still lands — after the new controller may have read the rollout. A killed
+        // process leaves nothing in flight: wait for the file's write lock before starting again.
+        let mut conn = store.pool().acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.unwrap();
+        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+        drop(conn);
         let state = make(store.clone()).await;
         state.controller().recover().await.unwrap();
         for record in store.rollouts(false).await.unwrap() {
