@@ -122,11 +122,6 @@ impl Controller {
         &self.catalog
     }
 
-    /// The plug-ins it measures and acts with (and which kinds exist).
-    pub fn plugins(&self) -> &Arc<dyn Plugins> {
-        &self.plugins
-    }
-
     /// The controller's actor name for what a rollout does by itself.
     fn actor(record: &RolloutRecord) -> String {
         format!("rollout:{}", record.plan_name)

@@ -313,11 +313,6 @@ impl RolloutRecord {
     pub fn status(&self) -> &Status {
         &self.state.status
     }
-
-    /// Still active, or with effects left to carry out: its flag must not be deleted or started again.
-    pub fn busy(&self) -> bool {
-        self.active || !self.outbox.is_empty()
-    }
 }
 
 /// A rollout's transition, as written.
