@@ -2,6 +2,8 @@
 //! signal and settle on a running rollout. Each goes through the engine and the same write-ahead
 //! transition as a tick.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::json;
 use sluice_engine::Rollout;
@@ -200,6 +202,7 @@ impl Controller {
             snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
         drop(snapshot);
         let now = self.clock.now();
+        let baselines = self.baselines(&plan, &original, now).await?;
         let starting = self.lock(&format!("start:{}", plan.flag.value)).await;
         // Readable and unique: the flag and the start time, with a suffix in the unlikely case of a second
         // start of the same flag in the same millisecond (no counter: it would restart with the process).
@@ -230,6 +233,7 @@ impl Controller {
         // waits for them rather than racing them.
         let mine = self.lock(&id).await;
         let mut rollout = Rollout::new(&plan);
+        rollout.baselines = baselines;
         let effects = rollout.start(&plan, now);
         let (outbox, events) = sluice_engine::outbox(&id, 0, effects);
         let record = RolloutRecord {
@@ -259,6 +263,31 @@ impl Controller {
         self.fault("after-save")?;
         self.carry_out(mine, &record, &plan, &mut rollout, outbox).await?;
         Ok(record)
+    }
+
+    /// Each `baseline` check's reference, measured over its window before `now`: kept with the rollout, so
+    /// that a restart compares with the same number. A rollout whose baseline cannot be measured does not
+    /// start: it could never pass that gate (or fire that trigger).
+    async fn baselines(
+        &self,
+        plan: &Plan,
+        flag: &sluice_flags::Flag,
+        now: sluice_engine::Millis,
+    ) -> Result<BTreeMap<String, f64>, ControllerError> {
+        let mut baselines = BTreeMap::new();
+        let values = Rollout::new(plan).template_values(plan, Some((&flag.ramp.base, &flag.ramp.ramped)));
+        for (key, check) in sluice_engine::baseline_checks(plan) {
+            let cx = sluice_sources::MeasureContext { rollout_id: "", plan, started_at: now, now, values: &values };
+            let value = self.plugins.baseline(check, &cx).await.map_err(|e| {
+                ControllerError::refused(
+                    "baseline",
+                    format!("the baseline of `{}` cannot be measured: {e}; fix the query, or start once it has history", check.name.value),
+                )
+            })?;
+            tracing::info!(check = %key, value, "baseline captured");
+            baselines.insert(key, value);
+        }
+        Ok(baselines)
     }
 
     /// A rollout by id, or the active (else the latest) rollout of a plan name or a flag.

@@ -208,21 +208,7 @@ fn plan_of(record: &RolloutRecord) -> Result<Plan, ControllerError> {
         .map_err(|p| ControllerError::Corrupt(format!("rollout {}: its stored plan no longer parses: {p}", record.id)))
 }
 
-/// The template values of a rollout at this moment.
+/// The template values of a rollout at this moment; the flag's own ramp when the plan names none.
 fn template_values(plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
-    let mut v: BTreeMap<String, String> = plan.vars.iter().map(|(k, s)| (k.clone(), s.0.clone())).collect();
-    let phase = plan.phases.get(rollout.phase).map(|p| &p.value);
-    let ramp = phase.and_then(|p| p.ramp.as_ref()).or(plan.ramp.as_ref());
-    let (base, ramped) = match (ramp, flag) {
-        (Some(r), _) => (r.value.base.value.clone(), r.value.ramped.value.clone()),
-        (None, Some(f)) => (f.ramp.base.clone(), f.ramp.ramped.clone()),
-        (None, None) => ("off".into(), "on".into()),
-    };
-    v.insert("flag".into(), plan.flag.value.clone());
-    v.insert("base".into(), base);
-    v.insert("ramped".into(), ramped);
-    v.insert("phase".into(), (rollout.phase + 1).to_string());
-    v.insert("percent".into(), rollout.percent(plan).to_string());
-    v.insert("interval".into(), plan.analysis.interval.value.to_string());
-    v
+    rollout.template_values(plan, flag.map(|f| (f.ramp.base.as_str(), f.ramp.ramped.as_str())))
 }

@@ -31,7 +31,7 @@ pub mod timeline;
 pub use clock::{Clock, Millis, SystemClock, VirtualClock};
 pub use outbox::{outbox, OutboxItem};
 pub use rollout::{
-    CheckDecision, CheckKind, CheckRef, CommandError, Effect, Event, Measurement, MetricSource, Outcome, Rollout,
-    Status,
+    baseline_checks, check_key, CheckDecision, CheckKind, CheckRef, CommandError, Effect, Event, Measurement,
+    MetricSource, Outcome, Rollout, Status,
 };
-pub use simulate::{simulate, time_limit, Simulation, Step};
+pub use simulate::{simulate, simulate_with, time_limit, Replay, Simulation, Step};

@@ -39,6 +39,9 @@ pub struct CheckRef<'a> {
     pub kind: CheckKind,
     /// The check as written.
     pub check: &'a Check,
+    /// The rollout's current phase (from 0): what `{{phase}}` and `{{percent}}` in the check's templates
+    /// stand for.
+    pub phase: usize,
 }
 
 /// Where measurements come from; a closure works too.
@@ -293,6 +296,10 @@ pub struct Rollout {
     /// people once it reaches `analysis.max_inconclusive`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inconclusive: BTreeMap<String, u32>,
+    /// Each baseline check's reference (`gate:NAME`, `trigger:NAME`): its source's average before the
+    /// start, captured once by the caller of [`Rollout::start`] and kept for the rollout's life.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baselines: BTreeMap<String, f64>,
     /// Every transition so far.
     pub history: Vec<Event>,
 }
@@ -316,6 +323,7 @@ impl Rollout {
             failed_hook: None,
             hooks_done: BTreeSet::new(),
             inconclusive: BTreeMap::new(),
+            baselines: BTreeMap::new(),
             history: Vec::new(),
         }
     }
@@ -372,6 +380,27 @@ impl Rollout {
         if hook.is_hook() {
             self.hooks_done.insert(hook);
         }
+    }
+
+    /// The values of a check's or action's templates now: `flag`, `base`, `ramped` (the plan's ramp, else
+    /// `flag_ramp` — the flag's own `(base, ramped)` — else `off`/`on`), `phase` (from 1), `percent`,
+    /// `interval` and the plan's `vars`.
+    pub fn template_values(&self, plan: &Plan, flag_ramp: Option<(&str, &str)>) -> BTreeMap<String, String> {
+        let mut v: BTreeMap<String, String> = plan.vars.iter().map(|(k, s)| (k.clone(), s.0.clone())).collect();
+        let phase = plan.phases.get(self.phase).map(|p| &p.value);
+        let ramp = phase.and_then(|p| p.ramp.as_ref()).or(plan.ramp.as_ref());
+        let (base, ramped) = match (ramp, flag_ramp) {
+            (Some(r), _) => (r.value.base.value.clone(), r.value.ramped.value.clone()),
+            (None, Some((b, r))) => (b.to_string(), r.to_string()),
+            (None, None) => ("off".into(), "on".into()),
+        };
+        v.insert("flag".into(), plan.flag.value.clone());
+        v.insert("base".into(), base);
+        v.insert("ramped".into(), ramped);
+        v.insert("phase".into(), (self.phase + 1).to_string());
+        v.insert("percent".into(), self.percent(plan).to_string());
+        v.insert("interval".into(), plan.analysis.interval.value.to_string());
+        v
     }
 
     /// The effects of entering phase `i`: its before-hooks, then the flag.
@@ -621,10 +650,10 @@ impl Rollout {
         now: Millis,
         source: &mut dyn MetricSource,
     ) -> CheckDecision {
-        let key = format!("{}:{}", if kind == CheckKind::Gate { "gate" } else { "trigger" }, c.name.value);
+        let key = check_key(kind, &c.name.value);
         let needed =
             c.for_.as_ref().map_or(1, |f| (f.value.0.as_millis() as u64).div_ceil(interval.max(1)) as u32).max(1);
-        let measured = source.measure(&CheckRef { name: &c.name.value, kind, check: c }, now);
+        let measured = source.measure(&CheckRef { name: &c.name.value, kind, check: c, phase: self.phase }, now);
         let (value, note) = match measured {
             Measurement::Value(v) if v.is_finite() => (Some(v), None),
             Measurement::Value(v) => (None, Some(format!("not a number: {v}"))),
@@ -632,9 +661,16 @@ impl Rollout {
             Measurement::Empty => (None, Some("no data".to_string())),
             Measurement::Error(e) => (None, Some(format!("source error: {e}"))),
         };
-        let (outcome, threshold) = match value {
-            None => (Outcome::Inconclusive, threshold_text(c, kind)),
-            Some(v) => (if condition(c, kind, v) { Outcome::Holds } else { Outcome::Clear }, threshold_text(c, kind)),
+        let baseline = self.baselines.get(&key).copied();
+        let (value, note) = match (value, baseline) {
+            (Some(_), None) if c.baseline.is_some() => (None, Some("no baseline was captured at the start".into())),
+            other => (other.0, note),
+        };
+        let threshold = threshold_text(c, kind, baseline);
+        let outcome = match value {
+            None => Outcome::Inconclusive,
+            Some(v) if condition(c, kind, v, baseline) => Outcome::Holds,
+            Some(_) => Outcome::Clear,
         };
         let run = self.runs.entry(key).or_insert(0);
         *run = if outcome == Outcome::Holds { *run + 1 } else { 0 };
@@ -919,6 +955,26 @@ impl Rollout {
     }
 }
 
+/// A check's key in [`Rollout::runs`] and [`Rollout::baselines`]: `gate:NAME` or `trigger:NAME`.
+pub fn check_key(kind: CheckKind, name: &str) -> String {
+    format!("{}:{name}", if kind == CheckKind::Gate { "gate" } else { "trigger" })
+}
+
+/// The checks with a `baseline`, keyed as in [`Rollout::baselines`]: the caller of [`Rollout::start`]
+/// measures each over its window before the start.
+///
+/// ```
+/// let yaml = "name: p\nflag: f\nanalysis: { prometheus: { url: 'http://127.0.0.1:9090' } }\nphases: [ { percent: 5 } ]\ngates:\n  - { name: p99, query: 'vector(1)', baseline: { window: 1h }, max_increase_pct: 10 }\n";
+/// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
+/// let keys: Vec<String> = sluice_engine::baseline_checks(&plan).map(|(k, _)| k).collect();
+/// assert_eq!(keys, ["gate:p99"]);
+/// ```
+pub fn baseline_checks(plan: &Plan) -> impl Iterator<Item = (String, &Check)> {
+    let gates = plan.gates.iter().map(|g| (CheckKind::Gate, &g.value));
+    let triggers = plan.triggers.iter().map(|t| (CheckKind::Trigger, &t.value));
+    gates.chain(triggers).filter(|(_, c)| c.baseline.is_some()).map(|(kind, c)| (check_key(kind, &c.name.value), c))
+}
+
 /// A source error counts toward `max_source_errors`, except a rehearsed (dry-run) check's: a rehearsal
 /// never acts, its source failing included.
 fn counts_as_source_error(d: &CheckDecision) -> bool {
@@ -938,7 +994,14 @@ fn status_name(s: &Status) -> String {
 /// Whether the check's condition holds for `v`. A builtin comparison's value is its bound on (canary −
 /// reference): a gate passes when the upper bound is under the margin, a trigger fires when the lower
 /// bound is over it.
-fn condition(c: &Check, kind: CheckKind, v: f64) -> bool {
+fn condition(c: &Check, kind: CheckKind, v: f64, baseline: Option<f64>) -> bool {
+    if let (Some(_), Some(limit)) = (&c.baseline, baseline.map(|b| baseline_limit(c, b))) {
+        // A point comparison: the gate holds while the value stays within the margin.
+        return match kind {
+            CheckKind::Gate => v <= limit,
+            CheckKind::Trigger => v > limit,
+        };
+    }
     if c.compare.is_some() {
         let margin = c.max_increase.or(c.max_increase_pct).unwrap_or(0.0);
         return match kind {
@@ -958,7 +1021,28 @@ fn condition(c: &Check, kind: CheckKind, v: f64) -> bool {
     false
 }
 
-fn threshold_text(c: &Check, kind: CheckKind) -> String {
+/// The most a baseline check's value may be: the baseline plus the margin, or times (1 + p/100).
+fn baseline_limit(c: &Check, baseline: f64) -> f64 {
+    match (c.max_increase, c.max_increase_pct) {
+        (Some(m), _) => baseline + m,
+        (_, Some(p)) => baseline * (1.0 + p / 100.0),
+        _ => baseline,
+    }
+}
+
+fn threshold_text(c: &Check, kind: CheckKind, baseline: Option<f64>) -> String {
+    if c.baseline.is_some() {
+        let margin = match (c.max_increase, c.max_increase_pct) {
+            (Some(m), _) => format!("+ {m}"),
+            (_, Some(p)) => format!("+ {p}%"),
+            _ => String::new(),
+        };
+        let sym = if kind == CheckKind::Gate { "<=" } else { ">" };
+        return match baseline {
+            Some(b) => format!("{sym} {} (baseline {b} {margin})", baseline_limit(c, b)),
+            None => format!("{sym} baseline {margin}"),
+        };
+    }
     if c.compare.is_some() {
         let (sym, m) = match (c.max_increase, c.max_increase_pct) {
             (Some(m), _) => ("", m),

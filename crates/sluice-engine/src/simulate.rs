@@ -2,7 +2,7 @@
 //! timeline's human actions at their times, until the rollout ends or the time limit passes.
 
 use crate::timeline::{Control, Timeline};
-use crate::{CheckDecision, Clock, Effect, Millis, Rollout, VirtualClock};
+use crate::{CheckDecision, Clock, Effect, MetricSource, Millis, Rollout, VirtualClock};
 use sluice_plan::Plan;
 
 /// Everything that happened in a simulation.
@@ -39,19 +39,59 @@ pub fn time_limit(plan: &Plan) -> Millis {
     holds + bake + 30 * 86_400_000
 }
 
+/// How a simulation runs besides its measurements.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Virtual time at the start (ms): 0 for a recorded timeline, the first instant of real history for a
+    /// replay against Prometheus.
+    pub start: Millis,
+    /// Virtual time past which the simulation stops.
+    pub until: Millis,
+    /// People's and alerts' actions, in time order.
+    pub controls: Vec<(Millis, Control)>,
+    /// Every approval item counts as signed when its phase needs it ("would the checks have caught it?").
+    pub approve_all: bool,
+    /// Baselines captured before the start, as [`Rollout::baselines`].
+    pub baselines: std::collections::BTreeMap<String, f64>,
+}
+
 /// Simulates `plan` against `timeline` from time 0 for at most `limit`.
 pub fn simulate(plan: &Plan, timeline: &mut Timeline, limit: Millis) -> Simulation {
+    let replay = Replay { until: limit, controls: timeline.controls.clone(), ..Replay::default() };
+    simulate_with(plan, timeline, &replay)
+}
+
+/// Simulates `plan` against any source of measurements: every tick of the analysis interval from
+/// `replay.start`, the controls at their times, until the rollout ends or `replay.until` passes.
+pub fn simulate_with(plan: &Plan, source: &mut dyn MetricSource, replay: &Replay) -> Simulation {
     let clock = VirtualClock::default();
+    clock.advance_ms(replay.start);
+    let limit = replay.until;
     let interval = (plan.analysis.interval.value.0.as_millis() as Millis).max(1);
     let mut rollout = Rollout::new(plan);
-    let mut steps = vec![Step { at: 0, decisions: Vec::new(), effects: rollout.start(plan, 0) }];
+    rollout.baselines = replay.baselines.clone();
+    let mut steps = vec![Step { at: replay.start, decisions: Vec::new(), effects: rollout.start(plan, replay.start) }];
     let mut refused = Vec::new();
-    let controls = timeline.controls.clone();
+    let controls = &replay.controls;
     let mut next_control = 0;
     let mut ticks = 0;
     while !rollout.status.is_terminal() && clock.now() < limit {
         clock.advance_ms(interval);
         let now = clock.now();
+        if replay.approve_all {
+            let items: Vec<String> = plan.phases[rollout.phase]
+                .value
+                .approvals
+                .iter()
+                .map(|a| a.value.item.clone())
+                .filter(|item| !rollout.approvals.contains(item))
+                .collect();
+            for item in items {
+                if let Ok(effects) = rollout.approve(plan, now, &item, "replay") {
+                    steps.push(Step { at: now, decisions: Vec::new(), effects });
+                }
+            }
+        }
         while next_control < controls.len() && controls[next_control].0 <= now {
             let (at, control) = &controls[next_control];
             next_control += 1;
@@ -68,7 +108,7 @@ pub fn simulate(plan: &Plan, timeline: &mut Timeline, limit: Millis) -> Simulati
                 Err(e) => refused.push((*at, e.to_string())),
             }
         }
-        let (decisions, effects) = rollout.tick(plan, now, timeline);
+        let (decisions, effects) = rollout.tick(plan, now, source);
         ticks += 1;
         steps.push(Step { at: now, decisions, effects });
     }

@@ -88,6 +88,79 @@ impl Checker<'_> {
         }
     }
 
+    /// A Prometheus check's `baseline` and its margin; whether the check has one (then the margin is its
+    /// threshold).
+    fn baseline(&mut self, v: &Check, key: &str) -> bool {
+        let Some(b) = &v.baseline else {
+            if v.max_increase.is_some() || v.max_increase_pct.is_some() {
+                self.error(
+                    v.name.referenced,
+                    format!("{key}.max_increase"),
+                    "a margin on a prometheus check needs `baseline: {window: 1h}` (the query's average before the start)",
+                );
+            }
+            return false;
+        };
+        let loc = b.referenced;
+        match (v.max_increase, v.max_increase_pct) {
+            (None, None) => self.error(
+                loc,
+                format!("{key}.baseline"),
+                "a baseline needs its margin: `max_increase` (absolute) or `max_increase_pct`",
+            ),
+            (Some(_), Some(_)) => {
+                self.error(loc, format!("{key}.baseline"), "give `max_increase` or `max_increase_pct`, not both")
+            }
+            _ => {}
+        }
+        if v.below.is_some() || v.above.is_some() || v.between.is_some() {
+            self.error(loc, format!("{key}.baseline"), "a baseline's threshold is its margin: drop below/above/between");
+        }
+        let interval = self.plan.analysis.interval.value;
+        if b.value.window.value < interval {
+            self.error(
+                b.value.window.referenced,
+                format!("{key}.baseline.window"),
+                format!("`{}` is shorter than the analysis interval {interval}: the baseline averages the query at every interval of it", b.value.window.value),
+            );
+        }
+        true
+    }
+
+    /// `analysis.prometheus`: where, and credentials only from where plans may read secrets.
+    fn prometheus_endpoint(&mut self, loc: Location, e: &PrometheusEndpoint) {
+        let key = "analysis.prometheus";
+        match (&e.url, &e.url_env) {
+            (Some(_), Some(_)) => self.error(loc, key, "give `url` or `url_env`, not both"),
+            (None, None) => self.error(loc, key, "needs `url` or `url_env` (an environment variable holding the URL)"),
+            (None, Some(var)) => self.secret_env(var.referenced, &format!("{key}.url_env"), &var.value),
+            (Some(url), None) => {
+                let templated = url.value.contains("{{");
+                if !templated && !(url.value.starts_with("http://") || url.value.starts_with("https://")) {
+                    self.error(url.referenced, format!("{key}.url"), "a Prometheus URL starts with http:// or https://");
+                }
+            }
+        }
+        match (&e.bearer_env, &e.basic_env) {
+            (Some(b), Some(_)) => {
+                self.error(b.referenced, format!("{key}.bearer_env"), "give `bearer_env` or `basic_env`, not both")
+            }
+            (Some(v), None) => self.secret_env(v.referenced, &format!("{key}.bearer_env"), &v.value),
+            (None, Some(v)) => self.secret_env(v.referenced, &format!("{key}.basic_env"), &v.value),
+            (None, None) => {}
+        }
+        for (name, value) in &e.headers {
+            let hkey = format!("{key}.headers.{name}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                self.error(value.referenced, &hkey, "a header's name is letters, digits, `-` and `_`");
+            }
+            if name.eq_ignore_ascii_case("authorization") && (e.bearer_env.is_some() || e.basic_env.is_some()) {
+                self.error(value.referenced, &hkey, "`bearer_env`/`basic_env` set `Authorization` already");
+            }
+            self.env_value(value, &hkey);
+        }
+    }
+
     /// A PromQL query parses (a real PromQL parser, templates filled with sample values): a syntax error is
     /// found here, with the parser's words, rather than as a source error at the first tick.
     fn promql(&mut self, q: &Spanned<String>, key: &str) {
@@ -176,29 +249,34 @@ impl Checker<'_> {
                     ),
                 );
             }
-            match &value.value {
-                EnvValue::Text(text) => self.templates(value.referenced, &key, text),
-                EnvValue::Secret(SecretRef { secret_env: Some(var), secret_file: None }) => {
-                    self.secret_env(value.referenced, &format!("{key}.secret_env"), var)
-                }
-                EnvValue::Secret(SecretRef { secret_env: None, secret_file: Some(path) }) => {
-                    let p = std::path::Path::new(path);
-                    let inside =
-                        !path.is_empty() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
-                    if !inside {
-                        self.error(
-                            value.referenced,
-                            format!("{key}.secret_file"),
-                            format!("`{path}` must be a path inside the server's secrets directory (--secrets-dir): relative, without `..`"),
-                        );
-                    }
-                }
-                EnvValue::Secret(_) => self.error(
-                    value.referenced,
-                    &key,
-                    "a secret is `{secret_env: SLUICE_SECRET_…}` or `{secret_file: NAME}`",
-                ),
+            self.env_value(value, &key);
+        }
+    }
+
+    /// Text (templates known) or a secret from where plans may read secrets.
+    fn env_value(&mut self, value: &Spanned<EnvValue>, key: &str) {
+        match &value.value {
+            EnvValue::Text(text) => self.templates(value.referenced, key, text),
+            EnvValue::Secret(SecretRef { secret_env: Some(var), secret_file: None }) => {
+                self.secret_env(value.referenced, &format!("{key}.secret_env"), var)
             }
+            EnvValue::Secret(SecretRef { secret_env: None, secret_file: Some(path) }) => {
+                let p = std::path::Path::new(path);
+                let inside =
+                    !path.is_empty() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    self.error(
+                        value.referenced,
+                        format!("{key}.secret_file"),
+                        format!("`{path}` must be a path inside the server's secrets directory (--secrets-dir): relative, without `..`"),
+                    );
+                }
+            }
+            EnvValue::Secret(_) => self.error(
+                value.referenced,
+                key,
+                "a secret is `{secret_env: SLUICE_SECRET_…}` or `{secret_file: NAME}`",
+            ),
         }
     }
 
@@ -321,6 +399,14 @@ impl Checker<'_> {
                 (Some(_), Some(_)) => self.error(loc, key, "give `query` or `slo`, not both"),
                 (None, None) => self.error(loc, key, "a prometheus check needs a `query` (or an `slo`)"),
             },
+            _ => {}
+        }
+        if source == SourceKind::Prometheus {
+            threshold_needed = !self.baseline(v, key);
+        }
+        forbid(self, source != SourceKind::Prometheus && v.baseline.is_some(), "baseline");
+        match source {
+            SourceKind::Prometheus => {}
             SourceKind::Builtin => {
                 match &v.metric {
                     None => self.error(loc, key, "a builtin check needs a `metric`: error_rate, latency_p50, latency_p95, latency_p99, mean(NAME) or count"),
@@ -518,7 +604,7 @@ impl Checker<'_> {
             }
         }
         if let Some(p) = &plan.analysis.prometheus {
-            self.endpoint(plan.analysis.interval.referenced, "analysis.prometheus", p);
+            self.prometheus_endpoint(plan.analysis.interval.referenced, p);
         }
         if plan.analysis.max_source_errors.value == 0 {
             self.error(

@@ -79,7 +79,7 @@ pub struct Analysis {
     pub max_inconclusive: Spanned<u32>,
     /// The Prometheus server of `prometheus` checks.
     #[serde(default)]
-    pub prometheus: Option<Endpoint>,
+    pub prometheus: Option<PrometheusEndpoint>,
 }
 
 impl Default for Analysis {
@@ -159,6 +159,47 @@ pub struct Endpoint {
     pub url_env: Option<Spanned<String>>,
 }
 
+/// The Prometheus a plan's `prometheus` checks ask, and how to authenticate to it. Credentials are
+/// secrets (`SLUICE_SECRET_*` variables or files under `--secrets-dir`): never logged, never shown.
+///
+/// ```
+/// let yaml = "name: p\nflag: f\nanalysis:\n  prometheus:\n    url: http://127.0.0.1:9090\n    bearer_env: SLUICE_SECRET_PROM\n    timeout: 5s\nphases: [ { percent: 5 } ]\n";
+/// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
+/// let p = plan.analysis.prometheus.unwrap();
+/// assert_eq!(p.bearer_env.unwrap().value, "SLUICE_SECRET_PROM");
+/// assert_eq!(p.timeout.unwrap().value.0, std::time::Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusEndpoint {
+    /// The URL (templates allowed).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The environment variable holding the URL (when it holds credentials).
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+    /// The environment variable holding a bearer token: `Authorization: Bearer TOKEN`.
+    #[serde(default)]
+    pub bearer_env: Option<Spanned<String>>,
+    /// The environment variable holding `user:password` for HTTP basic authentication.
+    #[serde(default)]
+    pub basic_env: Option<Spanned<String>>,
+    /// Headers sent with every query (e.g. `X-Scope-OrgID` of a Mimir or Cortex tenant): text, or a secret.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<EnvValue>>,
+    /// Longest a query may take when the check sets no `timeout` (default 30 s).
+    #[serde(default)]
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+/// A Prometheus check's reference: the query's average before the rollout started.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// How far back from the start (`1h`): the average of the query at every analysis interval of it.
+    pub window: Spanned<Dur>,
+}
+
 /// Where a gate's or trigger's number comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -212,6 +253,10 @@ pub struct Check {
     /// `builtin`: the window measured.
     #[serde(default)]
     pub window: Option<Spanned<Dur>>,
+    /// `prometheus`: compare each tick's value with the query's average over `window` before the rollout
+    /// started (captured at the start, kept with the rollout), by `max_increase` or `max_increase_pct`.
+    #[serde(default)]
+    pub baseline: Option<Spanned<Baseline>>,
     /// `builtin`: fewer samples are inconclusive.
     #[serde(default)]
     pub min_samples: Option<u64>,

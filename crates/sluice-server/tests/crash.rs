@@ -99,7 +99,7 @@ struct Recorded {
 impl Plugins for Recorded {
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
         let timeline = &self.timelines[&cx.values["flag"]];
-        let probe = CheckRef { name: &check.name.value, kind: CheckKind::Gate, check };
+        let probe = CheckRef { name: &check.name.value, kind: CheckKind::Gate, check, phase: 0 };
         timeline.lock().unwrap().measure(&probe, cx.now)
     }
 

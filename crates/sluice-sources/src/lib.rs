@@ -136,6 +136,12 @@ pub trait Source: Send + Sync {
     /// Measures `check` now. No data, too few samples or an error is never a pass: say so with
     /// [`Measurement::Empty`] or [`Measurement::Error`].
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement;
+    /// The reference of a check with `baseline:`, measured over the window before `cx.started_at`. The
+    /// default: this source keeps no baselines.
+    async fn baseline(&self, check: &Check, cx: &MeasureContext<'_>) -> Result<f64, String> {
+        let _ = (check, cx);
+        Err(format!("the `{}` source has no baselines", self.kind().as_str()))
+    }
 }
 
 /// Carries out one kind of action. One per [`ActionKind`].
@@ -163,6 +169,11 @@ pub trait Notifier: Send + Sync {
 pub trait Plugins: Send + Sync {
     /// Measures one check.
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement;
+    /// A check's baseline before the start (see [`Source::baseline`]). The default: none.
+    async fn baseline(&self, check: &Check, cx: &MeasureContext<'_>) -> Result<f64, String> {
+        let _ = (check, cx);
+        Err("these plug-ins keep no baselines".into())
+    }
     /// Runs one action.
     async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome;
     /// Delivers one notification to `target` (`None`: the log). The default writes it to the log.
@@ -239,6 +250,14 @@ impl Plugins for Registry {
         match self.sources.get(&kind) {
             Some(source) => source.measure(check, cx).await,
             None => Measurement::Error(format!("this server has no `{}` source", kind.as_str())),
+        }
+    }
+
+    async fn baseline(&self, check: &Check, cx: &MeasureContext<'_>) -> Result<f64, String> {
+        let kind = cx.source_of(check);
+        match self.sources.get(&kind) {
+            Some(source) => source.baseline(check, cx).await,
+            None => Err(format!("this server has no `{}` source", kind.as_str())),
         }
     }
 

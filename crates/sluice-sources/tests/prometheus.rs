@@ -3,7 +3,6 @@
 //! `SLUICE_REQUIRE_EXTERNAL=1` (CI), where it fails.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,23 +11,9 @@ use sluice_engine::Measurement;
 use sluice_sources::{MeasureContext, Plugins, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A Prometheus process, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "support/prometheus.rs"]
+mod support;
+use support::free_port;
 
 /// Serves `/metrics` in the text format: counters that grow by 99 good and 1 bad request per scrape (a 1%
 /// error ratio), two series of one gauge, and a NaN.
@@ -80,37 +65,8 @@ async fn hanging() -> String {
     url
 }
 
-async fn start_prometheus(target: &str) -> Option<Server> {
-    let binary =
-        ["/usr/bin/prometheus", "/usr/local/bin/prometheus"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let Some(binary) = binary else {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
-            "prometheus is not installed (Debian: apt-get install prometheus) and SLUICE_REQUIRE_EXTERNAL=1"
-        );
-        eprintln!("skipped: prometheus is not installed");
-        return None;
-    };
-    let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-             scrape_configs:\n  - job_name: app\n    static_configs: [ {{ targets: ['{target}'] }} ]\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Some(Server { child, url: format!("http://127.0.0.1:{port}"), _data: data })
+async fn start_prometheus(target: &str) -> Option<support::Server> {
+    tokio::task::block_in_place(|| support::scraping(target))
 }
 
 fn plan(prometheus: &str, checks: &str) -> sluice_plan::Plan {

@@ -57,14 +57,29 @@ pub enum Command {
     /// Run and steer rollouts.
     #[command(subcommand)]
     Rollout(RolloutCmd),
-    /// Run a plan in virtual time against a recorded timeline and print every decision.
+    /// Run a plan in virtual time and print every decision it makes: against a recorded timeline, or
+    /// against real history in Prometheus ("would this plan have caught last Tuesday's incident?").
+    #[command(
+        after_help = "Examples:\n  sluice simulate plan.yaml --metrics incident.csv\n  sluice simulate plan.yaml --prometheus http://prometheus:9090 --from 2026-11-17T14:00:00Z --to 2026-11-17T20:00:00Z"
+    )]
     Simulate {
         /// The plan.
         plan: PathBuf,
         /// CSV of `at,name,value`: check values over time, and `approve:ITEM`, `signal:NAME`, `decide`,
-        /// `promote`, `abort` rows for what people and alerts did.
-        #[arg(long)]
-        metrics: PathBuf,
+        /// `promote`, `abort` rows for what people and alerts did. With `--prometheus`, it supplies the
+        /// checks of other sources (times from `--from`).
+        #[arg(long, required_unless_present = "prometheus")]
+        metrics: Option<PathBuf>,
+        /// Replay the plan's Prometheus checks on this Prometheus' history (range queries) instead of the
+        /// plan's `analysis.prometheus.url`; its credentials still apply.
+        #[arg(long, requires_all = ["from", "to"])]
+        prometheus: Option<String>,
+        /// Start of the replayed history: RFC 3339 (`2026-11-17T14:00:00Z`), Unix seconds, or `now-6h`.
+        #[arg(long, requires = "prometheus")]
+        from: Option<String>,
+        /// End of the replayed history, as `--from`.
+        #[arg(long, requires = "prometheus")]
+        to: Option<String>,
         /// Print every check at every tick, not only when its outcome changes.
         #[arg(long)]
         verbose: bool,

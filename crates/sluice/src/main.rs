@@ -94,7 +94,13 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
         Command::Audit(cmd) => commands::audit::run(client, output, cmd).await,
         Command::Import(cmd) => commands::import::run(client, output, cmd).await,
         Command::Plan(cmd) => commands::plan::run(client, output, cmd).await,
-        Command::Simulate { plan, metrics, verbose } => commands::simulate::run(output, plan, metrics, verbose),
+        Command::Simulate { plan, metrics, prometheus, from, to, verbose } => {
+            let replay = match prometheus {
+                Some(url) => Some(commands::simulate::History::parse(url, from, to)?),
+                None => None,
+            };
+            commands::simulate::run(output, plan, metrics, replay, verbose).await
+        }
         Command::Rollout(cmd) => commands::rollout::run(client, output, cmd).await,
     }
 }

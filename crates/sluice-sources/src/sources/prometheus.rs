@@ -44,21 +44,47 @@ impl Prometheus {
         }
     }
 
-    /// The plan's Prometheus, and the redactor of a URL that came from a secret (it may hold credentials).
-    fn endpoint(&self, cx: &MeasureContext<'_>) -> Result<(String, Redactor), String> {
+    /// The plan's Prometheus: its URL, credentials and headers, and the redactor of every secret among
+    /// them (a URL from a secret may hold credentials too).
+    fn endpoint(&self, cx: &MeasureContext<'_>) -> Result<Target, String> {
         let e = cx.plan.analysis.prometheus.as_ref().ok_or("the plan has no `analysis.prometheus`")?;
-        let mut redactor = Redactor::default();
+        let env = |var: &str| sluice_plan::model::SecretRef { secret_env: Some(var.to_string()), secret_file: None };
+        let (headers, mut redactor) = self.secrets.environment(&e.headers, cx.values)?;
         let url = match (&e.url, &e.url_env) {
             (Some(u), None) => sluice_plan::render(&u.value, cx.values),
             (None, Some(var)) => {
-                let r = sluice_plan::model::SecretRef { secret_env: Some(var.value.clone()), secret_file: None };
-                let url = self.secrets.resolve(&r)?;
+                let url = self.secrets.resolve(&env(&var.value))?;
                 redactor.add(&url);
                 url
             }
             _ => return Err("`analysis.prometheus` needs `url` or `url_env`".into()),
         };
-        Ok((url.trim_end_matches('/').to_string(), redactor))
+        let auth = match (&e.bearer_env, &e.basic_env) {
+            (Some(var), _) => {
+                let token = self.secrets.resolve(&env(&var.value)).map_err(|e| format!("bearer_env: {e}"))?;
+                redactor.add(&token);
+                Some(Auth::Bearer(token))
+            }
+            (None, Some(var)) => {
+                let pair = self.secrets.resolve(&env(&var.value)).map_err(|e| format!("basic_env: {e}"))?;
+                let (user, password) = pair
+                    .split_once(':')
+                    .ok_or_else(|| format!("basic_env: `{}` holds no `user:password`", var.value))?;
+                redactor.add(&pair);
+                if password.chars().count() >= 4 {
+                    redactor.add(password);
+                }
+                Some(Auth::Basic(user.to_string(), password.to_string()))
+            }
+            (None, None) => None,
+        };
+        Ok(Target {
+            base: url.trim_end_matches('/').to_string(),
+            auth,
+            headers,
+            timeout: e.timeout.as_ref().map(|t| t.value.0),
+            redactor,
+        })
     }
 
     fn slots_of(&self, base: &str) -> Arc<tokio::sync::Semaphore> {
@@ -69,15 +95,13 @@ impl Prometheus {
             .clone()
     }
 
-    /// The samples of an instant query at `at_ms`.
-    async fn instant(&self, base: &str, query: &str, at_ms: u64) -> Result<Vec<Sample>, String> {
-        let slots = self.slots_of(base);
+    /// Prometheus' `data` for a GET of `/api/v1/{path}` with `params`: every failure a source error.
+    async fn fetch(&self, target: &Target, path: &str, params: &[(&str, &str)]) -> Result<Data, String> {
+        let slots = self.slots_of(&target.base);
         let _slot = slots.acquire().await.map_err(|_| "the endpoint's slots are closed".to_string())?;
-        let time = format!("{}.{:03}", at_ms / 1000, at_ms % 1000);
-        let mut response = self
-            .http
-            .get(format!("{base}/api/v1/query"))
-            .query(&[("query", query), ("time", time.as_str())])
+        let mut response = target
+            .request(&self.http, path)
+            .query(params)
             .send()
             .await
             .map_err(|e| format!("Prometheus cannot be reached: {}", without_url(&e)))?;
@@ -105,7 +129,13 @@ impl Prometheus {
                 answer.error.unwrap_or_default()
             ));
         }
-        let data = answer.data.ok_or("Prometheus answered success with no data")?;
+        answer.data.ok_or_else(|| "Prometheus answered success with no data".to_string())
+    }
+
+    /// The samples of an instant query at `at_ms`.
+    async fn instant(&self, target: &Target, query: &str, at_ms: u64) -> Result<Vec<Sample>, String> {
+        let time = seconds(at_ms);
+        let data = self.fetch(target, "query", &[("query", query), ("time", time.as_str())]).await?;
         match data.result_type.as_str() {
             "vector" => serde_json::from_value::<Vec<VectorSample>>(data.result)
                 .map_err(|e| format!("a vector Prometheus answered does not parse: {e}"))?
@@ -121,9 +151,65 @@ impl Prometheus {
         }
     }
 
-    /// One number from an instant query, as a measurement.
-    async fn value(&self, base: &str, query: &str, reduce: Option<Reduce>, at_ms: u64) -> Measurement {
-        match self.instant(base, query, at_ms).await {
+    /// Every series of a range query over `[from, to]` at `step`, asked in pieces that stay under
+    /// Prometheus' limit of 11,000 points per series.
+    async fn range(&self, target: &Target, query: &str, from: u64, to: u64, step: u64) -> Result<Vec<Series>, String> {
+        const MOST_POINTS: u64 = 10_000;
+        let mut by_labels: BTreeMap<BTreeMap<String, String>, Vec<(u64, f64)>> = BTreeMap::new();
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start + step * (MOST_POINTS - 1));
+            let (s, e, st) = (seconds(start), seconds(end), seconds(step));
+            let data = self
+                .fetch(target, "query_range", &[("query", query), ("start", &s), ("end", &e), ("step", &st)])
+                .await?;
+            if data.result_type != "matrix" {
+                return Err(format!("a range query returned a {}, not a matrix", data.result_type));
+            }
+            let series: Vec<MatrixSeries> = serde_json::from_value(data.result)
+                .map_err(|e| format!("a matrix Prometheus answered does not parse: {e}"))?;
+            for m in series {
+                let points = by_labels.entry(m.metric).or_default();
+                for (t, v) in m.values {
+                    points.push(((t * 1000.0).round() as u64, number(&v)?));
+                }
+            }
+            start = end + step;
+        }
+        Ok(by_labels.into_iter().map(|(labels, points)| Series { labels, points }).collect())
+    }
+
+    /// The samples of `query` at `at_ms`: asked now, or read from a range of history.
+    async fn samples(&self, target: &Target, query: &str, at: When<'_>) -> Result<Vec<Sample>, String> {
+        let (history, at_ms) = match at {
+            When::Now(at_ms) => return self.instant(target, query, at_ms).await,
+            When::Past(history, at_ms) => (history, at_ms),
+        };
+        let cell = {
+            let mut ranges = history.ranges.lock().expect("history");
+            ranges.entry(query.to_string()).or_default().clone()
+        };
+        let series = cell
+            .get_or_init(|| async {
+                self.range(target, query, history.from, history.to, history.step).await.map(Arc::new)
+            })
+            .await
+            .clone()?;
+        // Range points fall on `from + k × step`; a series without one there had no value then.
+        let half = history.step / 2;
+        Ok(series
+            .iter()
+            .filter_map(|s| {
+                let i = s.points.partition_point(|(t, _)| *t + half < at_ms);
+                let (t, v) = *s.points.get(i)?;
+                (t <= at_ms + half).then(|| Sample { labels: s.labels.clone(), value: v })
+            })
+            .collect())
+    }
+
+    /// One number from a query at an instant, as a measurement.
+    async fn value(&self, target: &Target, query: &str, reduce: Option<Reduce>, at: When<'_>) -> Measurement {
+        match self.samples(target, query, at).await {
             Ok(samples) => one(samples, reduce),
             Err(e) => Measurement::Error(e),
         }
@@ -133,14 +219,21 @@ impl Prometheus {
     /// objective allows; the value is the smallest, so that it exceeds a threshold only when every window
     /// burns that fast (the multi-window rule of the SRE workbook). In the queries, `{{window}}` is the
     /// window measured.
-    async fn burn_rate(&self, base: &str, slo: &Slo, reduce: Option<Reduce>, cx: &MeasureContext<'_>) -> Measurement {
+    async fn burn_rate(
+        &self,
+        target: &Target,
+        slo: &Slo,
+        reduce: Option<Reduce>,
+        cx: &MeasureContext<'_>,
+        at: When<'_>,
+    ) -> Measurement {
         let allowed = 1.0 - slo.objective / 100.0;
         let mut slowest: Option<f64> = None;
         for window in &slo.windows {
             let mut values = cx.values.clone();
             values.insert("window".into(), window.value.to_string());
-            let good = self.value(base, &sluice_plan::render(&slo.good.value, &values), reduce, cx.now).await;
-            let total = self.value(base, &sluice_plan::render(&slo.total.value, &values), reduce, cx.now).await;
+            let good = self.value(target, &sluice_plan::render(&slo.good.value, &values), reduce, at).await;
+            let total = self.value(target, &sluice_plan::render(&slo.total.value, &values), reduce, at).await;
             let (good, total) = match (good, total) {
                 (Measurement::Value(g), Measurement::Value(t)) => (g, t),
                 (Measurement::Error(e), _) | (_, Measurement::Error(e)) => return Measurement::Error(e),
@@ -164,24 +257,122 @@ impl crate::Source for Prometheus {
     }
 
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
-        let (base, redactor) = match self.endpoint(cx) {
+        self.measure_at(check, cx, When::Now(cx.now)).await
+    }
+
+    /// The average of the check's value at every analysis interval of its `baseline.window` before the
+    /// rollout's start (a range query, one point per interval).
+    async fn baseline(&self, check: &Check, cx: &MeasureContext<'_>) -> Result<f64, String> {
+        let window = check.baseline.as_ref().ok_or("the check has no `baseline`")?.value.window.value;
+        let step = (cx.plan.analysis.interval.value.0.as_millis() as u64).max(1000);
+        let to = cx.started_at;
+        let from = to.saturating_sub(window.0.as_millis() as u64);
+        let history = History::new(from, to, step);
+        let (mut sum, mut n) = (0.0, 0u64);
+        let mut at = from;
+        while at <= to {
+            match self.measure_at(check, &MeasureContext { now: at, ..*cx }, When::Past(&history, at)).await {
+                Measurement::Value(v) if v.is_finite() => {
+                    sum += v;
+                    n += 1;
+                }
+                Measurement::Error(e) => return Err(e),
+                _ => {}
+            }
+            at += step;
+        }
+        if n == 0 {
+            return Err(format!("the query had no value in the {window} before the start: nothing to compare with"));
+        }
+        Ok(sum / n as f64)
+    }
+}
+
+impl Prometheus {
+    /// The check's value at `cx.now` in the past, read from `history` (a range query per distinct query,
+    /// asked on first use): what `sluice simulate --prometheus` replays.
+    pub async fn replay(&self, check: &Check, cx: &MeasureContext<'_>, history: &History) -> Measurement {
+        self.measure_at(check, cx, When::Past(history, cx.now)).await
+    }
+
+    async fn measure_at(&self, check: &Check, cx: &MeasureContext<'_>, at: When<'_>) -> Measurement {
+        let target = match self.endpoint(cx) {
             Ok(e) => e,
             Err(e) => return Measurement::Error(e),
         };
-        let timeout = check.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| t.value.0);
+        let timeout = check.timeout.as_ref().map(|t| t.value.0).or(target.timeout).unwrap_or(DEFAULT_TIMEOUT);
         let measured = async {
             match (&check.slo, &check.query) {
-                (Some(slo), _) => self.burn_rate(&base, &slo.value, check.reduce, cx).await,
-                (None, Some(q)) => {
-                    self.value(&base, &sluice_plan::render(&q.value, cx.values), check.reduce, cx.now).await
-                }
+                (Some(slo), _) => self.burn_rate(&target, &slo.value, check.reduce, cx, at).await,
+                (None, Some(q)) => self.value(&target, &sluice_plan::render(&q.value, cx.values), check.reduce, at).await,
                 (None, None) => Measurement::Error("a prometheus check needs a `query` or an `slo`".into()),
             }
         };
         match tokio::time::timeout(timeout, measured).await {
-            Ok(Measurement::Error(e)) => Measurement::Error(redactor.redact(&e)),
+            Ok(Measurement::Error(e)) => Measurement::Error(target.redactor.redact(&e)),
             Ok(m) => m,
             Err(_) => Measurement::Error(format!("Prometheus gave no answer within the timeout of {timeout:?}")),
+        }
+    }
+}
+
+/// When a query is evaluated: at an instant now asked, or at an instant of [`History`].
+#[derive(Clone, Copy)]
+enum When<'a> {
+    Now(u64),
+    Past(&'a History, u64),
+}
+
+/// Past answers of Prometheus over `[from, to]` at `step` (ms): each distinct query asked once, as a range
+/// query, then read at any instant of it. Baselines and replays read history this way rather than with
+/// an instant query per point.
+#[derive(Debug)]
+pub struct History {
+    from: u64,
+    to: u64,
+    step: u64,
+    ranges: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Result<Arc<Vec<Series>>, String>>>>>,
+}
+
+impl History {
+    /// History from `from` to `to` (ms since the epoch) at `step` (ms, at least 1 s).
+    pub fn new(from: u64, to: u64, step: u64) -> History {
+        History { from, to, step: step.max(1000), ranges: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// One series of a range query.
+#[derive(Debug)]
+struct Series {
+    labels: BTreeMap<String, String>,
+    points: Vec<(u64, f64)>,
+}
+
+/// Where and how to ask one plan's Prometheus.
+struct Target {
+    base: String,
+    auth: Option<Auth>,
+    headers: Vec<(String, String)>,
+    timeout: Option<Duration>,
+    redactor: Redactor,
+}
+
+enum Auth {
+    Bearer(String),
+    Basic(String, String),
+}
+
+impl Target {
+    /// A GET of `/api/v1/{path}` with the credentials and headers.
+    fn request(&self, http: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
+        let mut request = http.get(format!("{}/api/v1/{path}", self.base));
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        match &self.auth {
+            Some(Auth::Bearer(token)) => request.bearer_auth(token),
+            Some(Auth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
         }
     }
 }
@@ -220,6 +411,11 @@ fn one(samples: Vec<Sample>, reduce: Option<Reduce>) -> Measurement {
 fn labels(l: &BTreeMap<String, String>) -> String {
     let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
+}
+
+/// Prometheus' time parameter: seconds with milliseconds.
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
 /// Prometheus writes numbers as strings: `"1.5"`, `"NaN"`, `"+Inf"`.
@@ -271,6 +467,13 @@ struct Data {
     #[serde(rename = "resultType")]
     result_type: String,
     result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct MatrixSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    values: Vec<(f64, String)>,
 }
 
 #[derive(Deserialize)]

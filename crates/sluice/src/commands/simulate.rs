@@ -1,25 +1,99 @@
-//! `sluice simulate`: runs a plan in virtual time against a recorded timeline and prints every decision.
+//! `sluice simulate`: runs a plan in virtual time and prints every decision, against a recorded timeline
+//! or against real history in Prometheus (range queries; approvals count as signed, hooks and actions are
+//! printed and not run).
 
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use sluice_engine::timeline::Timeline;
+use sluice_engine::{CheckRef, Measurement, MetricSource, Millis, Replay, Rollout};
+use sluice_plan::model::SourceKind;
+use sluice_plan::Plan;
+use sluice_sources::sources::prometheus::{self, Prometheus};
+use sluice_sources::{MeasureContext, Source};
 
 use super::read;
 use crate::cli::Output;
 use crate::client::CliError;
 use crate::output::{offset, print_json};
 
-pub fn run(output: Output, plan_path: PathBuf, metrics: PathBuf, verbose: bool) -> Result<(), CliError> {
+/// The stretch of Prometheus history a replay reads.
+#[derive(Debug, Clone)]
+pub struct History {
+    url: String,
+    from: Millis,
+    to: Millis,
+}
+
+impl History {
+    /// `--prometheus URL --from T --to T`.
+    pub fn parse(url: String, from: Option<String>, to: Option<String>) -> Result<History, CliError> {
+        let now = chrono::Utc::now().timestamp_millis().max(0) as Millis;
+        let from = instant(from.as_deref().unwrap_or_default(), now).map_err(|e| CliError(format!("--from: {e}")))?;
+        let to = instant(to.as_deref().unwrap_or_default(), now).map_err(|e| CliError(format!("--to: {e}")))?;
+        if from >= to {
+            return Err(CliError("--from must be before --to".into()));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CliError(format!("--prometheus: `{url}` is not an http:// or https:// URL")));
+        }
+        Ok(History { url, from, to })
+    }
+}
+
+/// RFC 3339, Unix seconds, `now` or `now-DURATION`, as milliseconds since the epoch.
+fn instant(text: &str, now: Millis) -> Result<Millis, String> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = text.strip_prefix("now-") {
+        let d: sluice_plan::Dur = ago.parse()?;
+        return Ok(now.saturating_sub(d.0.as_millis() as Millis));
+    }
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+        return text.parse::<Millis>().map(|s| s * 1000).map_err(|e| e.to_string());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis().max(0) as Millis)
+        .map_err(|_| format!("`{text}` is not a time: give RFC 3339 (2026-11-17T14:00:00Z), Unix seconds, or now-6h"))
+}
+
+pub async fn run(
+    output: Output,
+    plan_path: PathBuf,
+    metrics: Option<PathBuf>,
+    history: Option<History>,
+    verbose: bool,
+) -> Result<(), CliError> {
     let name = plan_path.display().to_string();
     let text = read(&plan_path)?;
-    let (plan, _) = sluice_plan::load(&name, &text, None)
+    let (mut plan, _) = sluice_plan::load(&name, &text, None)
         .map_err(|problems| CliError(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")))?;
-    let csv = read(&metrics)?;
-    let mut timeline =
-        sluice_engine::timeline::Timeline::parse(&csv).map_err(|e| CliError(format!("{}: {e}", metrics.display())))?;
+    let mut timeline = match &metrics {
+        Some(path) => {
+            let csv = read(path)?;
+            Timeline::parse(&csv).map_err(|e| CliError(format!("{}: {e}", path.display())))?
+        }
+        None => Timeline::default(),
+    };
     let started = std::time::Instant::now();
-    let sim = sluice_engine::simulate(&plan, &mut timeline, sluice_engine::time_limit(&plan));
+    let (sim, start) = match &history {
+        None => (sluice_engine::simulate(&plan, &mut timeline, sluice_engine::time_limit(&plan)), 0),
+        Some(h) => {
+            point_at(&mut plan, &h.url)?;
+            (replay(&plan, timeline, h).await?, h.from)
+        }
+    };
     let took = started.elapsed();
+    // A replay prints the wall-clock time of each decision, and how far into the history it is.
+    let when = |at: Millis| match &history {
+        None => offset(at),
+        Some(_) => {
+            let t = chrono::DateTime::from_timestamp_millis(at as i64).unwrap_or_default();
+            format!("{} ({})", t.format("%Y-%m-%d %H:%M:%S"), offset(at - start))
+        }
+    };
     if output == Output::Json {
         let steps: Vec<Value> = sim
             .steps
@@ -27,9 +101,12 @@ pub fn run(output: Output, plan_path: PathBuf, metrics: PathBuf, verbose: bool) 
             .map(|s| json!({"at_ms": s.at, "decisions": s.decisions, "effects": s.effects.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>()}))
             .collect();
         print_json(
-            &json!({"status": sim.rollout.status, "history": sim.rollout.history, "ticks": sim.ticks, "refused": sim.refused, "steps": steps}),
+            &json!({"status": sim.rollout.status, "history": sim.rollout.history, "baselines": sim.rollout.baselines, "ticks": sim.ticks, "refused": sim.refused, "steps": steps}),
         );
         return Ok(());
+    }
+    for (check, value) in &sim.rollout.baselines {
+        println!("baseline of {check}: {value}");
     }
     let mut last: std::collections::BTreeMap<String, sluice_engine::Outcome> = Default::default();
     for step in &sim.steps {
@@ -42,7 +119,7 @@ pub fn run(output: Output, plan_path: PathBuf, metrics: PathBuf, verbose: bool) 
                 let dry = if d.dry_run { " (dry run)" } else { "" };
                 println!(
                     "{:>12}  {kind:<7} {:<28} {value:>10} {:<10} {:?} {}/{}{dry}",
-                    offset(d.at),
+                    when(d.at),
                     d.check,
                     d.threshold,
                     d.outcome,
@@ -55,23 +132,23 @@ pub fn run(output: Output, plan_path: PathBuf, metrics: PathBuf, verbose: bool) 
             match e {
                 sluice_engine::Effect::Notify(ev) => println!(
                     "{:>12}  == {} (phase {}, {}%): {}",
-                    offset(ev.at),
+                    when(ev.at),
                     ev.kind.to_uppercase(),
                     ev.phase + 1,
                     ev.percent,
                     ev.reason
                 ),
                 sluice_engine::Effect::SetRamp { percent, .. } => {
-                    println!("{:>12}  -> set {} to {percent}%", offset(step.at), plan.flag.value)
+                    println!("{:>12}  -> set {} to {percent}%", when(step.at), plan.flag.value)
                 }
                 sluice_engine::Effect::RestoreFlag => {
-                    println!("{:>12}  -> restore {} as before the rollout", offset(step.at), plan.flag.value)
+                    println!("{:>12}  -> restore {} as before the rollout", when(step.at), plan.flag.value)
                 }
                 sluice_engine::Effect::FlagsOff { flags } => {
-                    println!("{:>12}  -> switch off {}", offset(step.at), flags.join(", "))
+                    println!("{:>12}  -> switch off {}", when(step.at), flags.join(", "))
                 }
                 sluice_engine::Effect::ClearOverrides => {
-                    println!("{:>12}  -> clear the overrides of {}", offset(step.at), plan.flag.value)
+                    println!("{:>12}  -> clear the overrides of {}", when(step.at), plan.flag.value)
                 }
                 sluice_engine::Effect::Run { action: purpose, .. } => {
                     let Some(action) = purpose.resolve(&plan) else { continue };
@@ -81,20 +158,75 @@ pub fn run(output: Output, plan_path: PathBuf, metrics: PathBuf, verbose: bool) 
                         .map(|a| a.value.join(" "))
                         .or_else(|| action.name.clone())
                         .unwrap_or_else(|| "webhook".into());
-                    println!("{:>12}  -> run {purpose}: {what}", offset(step.at))
+                    println!("{:>12}  -> run {purpose}: {what} (not run in a simulation)", when(step.at))
                 }
             }
         }
     }
     for (at, why) in &sim.refused {
-        println!("{:>12}  refused: {why}", offset(*at));
+        println!("{:>12}  refused: {why}", when(*at));
     }
     println!(
         "result: {:?} after {} ({} ticks, simulated in {:.1} ms)",
         sim.rollout.status,
-        offset(sim.ended_at),
+        offset(sim.ended_at - start),
         sim.ticks,
         took.as_secs_f64() * 1000.0
     );
     Ok(())
+}
+
+/// The plan's Prometheus checks ask `url`, with the plan's own credentials and headers.
+fn point_at(plan: &mut Plan, url: &str) -> Result<(), CliError> {
+    let p = plan.analysis.prometheus.as_mut().ok_or_else(|| {
+        CliError("the plan has no `analysis.prometheus`: it has no Prometheus checks to replay".into())
+    })?;
+    match (&mut p.url, p.url_env.take()) {
+        (Some(u), _) => u.value = url.to_string(),
+        (None, Some(mut env)) => {
+            env.value = url.to_string();
+            p.url = Some(env);
+        }
+        (None, None) => return Err(CliError("`analysis.prometheus` has no url".into())),
+    }
+    Ok(())
+}
+
+/// Runs the plan on `history`: its Prometheus checks read range queries, the others the timeline.
+async fn replay(plan: &Plan, timeline: Timeline, history: &History) -> Result<sluice_engine::Simulation, CliError> {
+    let prometheus = Prometheus::new(&sluice_sources::Config::default());
+    let interval = (plan.analysis.interval.value.0.as_millis() as Millis).max(1000);
+    let past = prometheus::History::new(history.from, history.to, interval);
+    let start = Rollout::new(plan);
+    let flag_ramp = None;
+    let values = start.template_values(plan, flag_ramp);
+    let mut baselines = std::collections::BTreeMap::new();
+    for (key, check) in sluice_engine::baseline_checks(plan) {
+        let cx = MeasureContext { rollout_id: "replay", plan, started_at: history.from, now: history.from, values: &values };
+        match prometheus.baseline(check, &cx).await {
+            Ok(v) => {
+                baselines.insert(key, v);
+            }
+            Err(e) => eprintln!("warning: the baseline of `{}` cannot be measured: {e}", check.name.value),
+        }
+    }
+    let controls = timeline.controls.iter().map(|(at, c)| (history.from + at, c.clone())).collect();
+    let replay = Replay { start: history.from, until: history.to, controls, approve_all: true, baselines };
+    let handle = tokio::runtime::Handle::current();
+    let from = history.from;
+    let mut timeline = timeline;
+    let mut source = |check: &CheckRef<'_>, now: Millis| -> Measurement {
+        let kind = check.check.source_kind(plan.analysis.source.as_ref().map(|s| s.value));
+        if kind != SourceKind::Prometheus {
+            return timeline.measure(check, now - from);
+        }
+        let mut at = Rollout::new(plan);
+        at.phase = check.phase;
+        at.status = sluice_engine::Status::Running;
+        let values = at.template_values(plan, flag_ramp);
+        let cx = MeasureContext { rollout_id: "replay", plan, started_at: from, now, values: &values };
+        // The engine is synchronous; each check waits for its (usually cached) range query here.
+        tokio::task::block_in_place(|| handle.block_on(prometheus.replay(check.check, &cx, &past)))
+    };
+    Ok(sluice_engine::simulate_with(plan, &mut source as &mut dyn MetricSource, &replay))
 }
