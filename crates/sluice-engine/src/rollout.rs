@@ -1038,8 +1038,10 @@ fn threshold_text(c: &Check, kind: CheckKind, baseline: Option<f64>) -> String {
             _ => String::new(),
         };
         let sym = if kind == CheckKind::Gate { "<=" } else { ">" };
+        // Nine significant digits: an average of 0.2s is 0.2, not 0.19999999999999984.
+        let short = |x: f64| format!("{}", format!("{x:.9e}").parse::<f64>().unwrap_or(x));
         return match baseline {
-            Some(b) => format!("{sym} {} (baseline {b} {margin})", baseline_limit(c, b)),
+            Some(b) => format!("{sym} {} (baseline {} {margin})", short(baseline_limit(c, b)), short(b)),
             None => format!("{sym} baseline {margin}"),
         };
     }

@@ -57,7 +57,10 @@ pub struct Replay {
 
 /// Simulates `plan` against `timeline` from time 0 for at most `limit`.
 pub fn simulate(plan: &Plan, timeline: &mut Timeline, limit: Millis) -> Simulation {
-    let replay = Replay { until: limit, controls: timeline.controls.clone(), ..Replay::default() };
+    let baselines = crate::baseline_checks(plan)
+        .filter_map(|(key, c)| timeline.baselines.get(&c.name.value).map(|v| (key, *v)))
+        .collect();
+    let replay = Replay { until: limit, controls: timeline.controls.clone(), baselines, ..Replay::default() };
     simulate_with(plan, timeline, &replay)
 }
 

@@ -1,7 +1,8 @@
 //! A recorded timeline of measurements and human actions, for `sluice simulate`: CSV rows of
 //! `at,name,value`, where `at` is a duration from the start (`0s`, `90m`, `2d`) and `name` is a check name
 //! (the value is a number, empty for "no data", or `error`), or one of `approve:ITEM`, `signal:NAME`
-//! (value `hard` or `soft`), `decide` (value `resume` or `rollback`), `promote`, `abort`.
+//! (value `hard` or `soft`), `decide` (value `resume` or `rollback`), `promote`, `abort`, or
+//! `baseline:NAME` (the reference of check NAME's `baseline`, as if captured at the start; `at` is ignored).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,8 @@ pub struct Timeline {
     series: BTreeMap<String, Vec<(Millis, Measurement)>>,
     /// Human and alert actions, in time order.
     pub controls: Vec<(Millis, Control)>,
+    /// Baselines by check name (`baseline:NAME` rows).
+    pub baselines: BTreeMap<String, f64>,
 }
 
 impl Timeline {
@@ -71,6 +74,11 @@ impl Timeline {
             let at = at.0.as_millis() as Millis;
             if name.is_empty() {
                 return Err(err("no name: rows are `at,name,value`".into()));
+            }
+            if let Some(check) = name.strip_prefix("baseline:") {
+                let v = value.parse().map_err(|_| err(format!("a baseline is a number, not `{value}`")))?;
+                t.baselines.insert(check.to_string(), v);
+                continue;
             }
             let control = if let Some(item) = name.strip_prefix("approve:") {
                 Some(Control::Approve(item.to_string()))

@@ -136,7 +136,7 @@ impl Checker<'_> {
             (None, Some(var)) => self.secret_env(var.referenced, &format!("{key}.url_env"), &var.value),
             (Some(url), None) => {
                 let templated = url.value.contains("{{");
-                if !templated && !(url.value.starts_with("http://") || url.value.starts_with("https://")) {
+                if !(templated || url.value.starts_with("http://") || url.value.starts_with("https://")) {
                     self.error(url.referenced, format!("{key}.url"), "a Prometheus URL starts with http:// or https://");
                 }
             }
@@ -368,8 +368,8 @@ impl Checker<'_> {
                 "a prometheus check needs the server to ask: add `analysis.prometheus: {url: http://…}` (or `url_env: SLUICE_SECRET_…`)",
             );
         }
-        match source {
-            SourceKind::Prometheus => match (&v.query, &v.slo) {
+        if source == SourceKind::Prometheus {
+            match (&v.query, &v.slo) {
                 (Some(q), None) => {
                     self.templates(q.referenced, &format!("{key}.query"), &q.value);
                     self.promql(q, &format!("{key}.query"));
@@ -398,10 +398,7 @@ impl Checker<'_> {
                 }
                 (Some(_), Some(_)) => self.error(loc, key, "give `query` or `slo`, not both"),
                 (None, None) => self.error(loc, key, "a prometheus check needs a `query` (or an `slo`)"),
-            },
-            _ => {}
-        }
-        if source == SourceKind::Prometheus {
+            }
             threshold_needed = !self.baseline(v, key);
         }
         forbid(self, source != SourceKind::Prometheus && v.baseline.is_some(), "baseline");

@@ -331,7 +331,7 @@ pub struct History {
     from: u64,
     to: u64,
     step: u64,
-    ranges: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Result<Arc<Vec<Series>>, String>>>>>,
+    ranges: Mutex<HashMap<String, Arc<Range>>>,
 }
 
 impl History {
@@ -340,6 +340,9 @@ impl History {
         History { from, to, step: step.max(1000), ranges: Mutex::new(HashMap::new()) }
     }
 }
+
+/// A range query's answer, asked once by whichever check needs it first.
+type Range = tokio::sync::OnceCell<Result<Arc<Vec<Series>>, String>>;
 
 /// One series of a range query.
 #[derive(Debug)]
