@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod actions;
+pub mod golden;
 pub mod notifiers;
 mod output;
 mod secrets;

@@ -57,6 +57,10 @@ pub enum Command {
     /// Run and steer rollouts.
     #[command(subcommand)]
     Rollout(RolloutCmd),
+    /// Golden suites of HTTP requests: record each answer, verify against the recorded ones, or test the
+    /// expectations. Runs here, without a server.
+    #[command(subcommand)]
+    Probe(ProbeCmd),
     /// Run a plan in virtual time and print every decision it makes: against a recorded timeline, or
     /// against real history in Prometheus ("would this plan have caught last Tuesday's incident?").
     #[command(
@@ -84,6 +88,31 @@ pub enum Command {
         #[arg(long)]
         verbose: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ProbeCmd {
+    /// Send every request and store each answer as a golden file in SUITE.golden/ beside the suite. Records
+    /// nothing unless every answer meets its expectations.
+    Record(ProbeArgs),
+    /// Send every request and compare each answer with its golden file (ignored fields skipped), and with
+    /// its expectations; exits non-zero on any difference.
+    Verify(ProbeArgs),
+    /// Send every request and check each answer against its expectations only; exits non-zero on a failure.
+    Test(ProbeArgs),
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// The suite (YAML: `vars`, `ignore`, `timeout`, `requests: [{name, url, method, headers, body,
+    /// expect, ignore}]`).
+    pub suite: PathBuf,
+    /// Only the request of this name (repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Where `secret_file:` headers are read from.
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -102,5 +102,6 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
             commands::simulate::run(output, plan, metrics, replay, verbose).await
         }
         Command::Rollout(cmd) => commands::rollout::run(client, output, cmd).await,
+        Command::Probe(cmd) => commands::probe::run(output, cmd).await,
     }
 }

@@ -41,8 +41,20 @@ impl Http {
 
     /// Sends one request; `Ok(())` when the answer met every expectation, else what was wrong.
     async fn probe(&self, r: &ProbeRequest, cx: &MeasureContext<'_>, timeout: Duration) -> Result<(), String> {
-        let (headers, redactor) = self.secrets.environment(&r.headers, cx.values)?;
-        let url = sluice_plan::render(&r.url.value, cx.values);
+        let answer = self.send(r, cx.values, timeout).await?;
+        judge(answer.status, &answer.body, r.expect.as_ref().unwrap_or(&Expect::default()))
+    }
+
+    /// Sends one request of a probe or a golden suite, templates filled from `values`, and reads its
+    /// answer (the first MiB of the body). Errors name no secret and no URL.
+    pub async fn send(
+        &self,
+        r: &ProbeRequest,
+        values: &std::collections::BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        let (headers, redactor) = self.secrets.environment(&r.headers, values)?;
+        let url = sluice_plan::render(&r.url.value, values);
         let method = reqwest::Method::from_bytes(r.method.as_deref().unwrap_or("GET").to_ascii_uppercase().as_bytes())
             .map_err(|_| "not an HTTP method".to_string())?;
         let mut request = self.http.request(method, &url).timeout(timeout);
@@ -50,11 +62,11 @@ impl Http {
             request = request.header(name, value);
         }
         if let Some(body) = &r.body {
-            request = request.body(sluice_plan::render(body, cx.values));
+            request = request.body(sluice_plan::render(body, values));
         }
-        let judged = async {
+        let read = async {
             let mut response = request.send().await.map_err(|e| describe(&e))?;
-            let status = response.status();
+            let status = response.status().as_u16();
             let mut body = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
@@ -62,10 +74,19 @@ impl Http {
                 }
                 body.extend_from_slice(&chunk);
             }
-            judge(status.as_u16(), &body, r.expect.as_ref().unwrap_or(&Expect::default()))
+            Ok(Answer { status, body })
         };
-        judged.await.map_err(|e| redactor.redact(&e))
+        read.await.map_err(|e: String| redactor.redact(&e))
     }
+}
+
+/// An endpoint's answer: its status and the start of its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body (at most 1 MiB).
+    pub body: Vec<u8>,
 }
 
 #[async_trait::async_trait]
@@ -103,7 +124,15 @@ impl crate::Source for Http {
 
 /// Whether an answer meets `expect`: its status (any 2xx by default), the text its body contains, and the
 /// JSON pointers that must be present, not null, or equal to a value.
-fn judge(status: u16, body: &[u8], expect: &Expect) -> Result<(), String> {
+///
+/// ```
+/// use sluice_plan::model::Expect;
+/// use sluice_sources::sources::http::judge;
+/// let expect = Expect { json_not_null: vec!["/status".into()], ..Expect::default() };
+/// assert!(judge(200, br#"{"status": "up"}"#, &expect).is_ok());
+/// assert_eq!(judge(200, br#"{"status": null}"#, &expect).unwrap_err(), "`/status` is null");
+/// ```
+pub fn judge(status: u16, body: &[u8], expect: &Expect) -> Result<(), String> {
     match expect.status {
         Some(want) if want != status => return Err(format!("status {status}, expected {want}")),
         None if !(200..300).contains(&status) => return Err(format!("status {status}")),
@@ -142,7 +171,7 @@ fn judge(status: u16, body: &[u8], expect: &Expect) -> Result<(), String> {
 }
 
 /// JSON equality where numbers compare by value (1 equals 1.0).
-fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+pub fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),

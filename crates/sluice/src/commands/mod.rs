@@ -1,10 +1,11 @@
 //! One module per command family. Each takes the parsed subcommand, talks to the server through the
-//! [`Client`](crate::client::Client) (all but `simulate`) and prints through [`output`](crate::output).
+//! [`Client`](crate::client::Client) (all but `simulate` and `probe`) and prints through [`output`](crate::output).
 
 pub mod audit;
 pub mod flag;
 pub mod import;
 pub mod plan;
+pub mod probe;
 pub mod rollout;
 pub mod segment;
 pub mod simulate;
