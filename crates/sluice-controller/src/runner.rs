@@ -242,13 +242,15 @@ impl Controller {
             now,
             values: &values,
         };
-        let mut measured: HashMap<(CheckKind, String), Measurement> = HashMap::new();
-        for (kind, check) in rollout.checks_due(&plan) {
-            if hook_running && kind == CheckKind::Gate {
-                continue;
-            }
-            measured.insert((kind, check.name.value.clone()), self.plugins.measure(check, &cx).await);
-        }
+        // All at once: a tick takes as long as its slowest check, not the sum of their timeouts.
+        let due: Vec<_> = rollout
+            .checks_due(&plan)
+            .into_iter()
+            .filter(|(kind, _)| !(hook_running && *kind == CheckKind::Gate))
+            .collect();
+        let values_measured = futures_util::future::join_all(due.iter().map(|(_, c)| self.plugins.measure(c, &cx))).await;
+        let measured: HashMap<(CheckKind, String), Measurement> =
+            due.iter().map(|(kind, c)| (*kind, c.name.value.clone())).zip(values_measured).collect();
         let guard = self.lock(&record.id).await;
         // Re-read: a person may have acted meanwhile, or the hook finished.
         let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };

@@ -54,6 +54,11 @@ pub fn scraping(target: &str) -> Option<Server> {
     start(&config, None)
 }
 
+/// Prometheus with nothing to scrape: for queries that need no data (`vector(1)`).
+pub fn idle() -> Option<Server> {
+    start("global: { scrape_interval: 1m }\n", None)
+}
+
 /// Prometheus serving the history in `openmetrics` (the OpenMetrics text format, ending in `# EOF`),
 /// loaded as blocks with promtool. Samples must lie within the retention (the last 15 days).
 pub fn with_history(openmetrics: &str) -> Option<Server> {

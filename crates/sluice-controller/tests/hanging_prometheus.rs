@@ -1,0 +1,77 @@
+//! A hanging Prometheus delays only the rollouts that ask it: one rollout's checks go to an endpoint that
+//! accepts connections and never answers (a stub: a real Prometheus will not hang on demand), another's
+//! to a real Prometheus. Over a dozen one-second ticks, the second rollout's ticks start on time: p99
+//! lateness under 100 ms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_controller::{Catalog, Controller, Seams};
+use sluice_flags::Flag;
+use sluice_store::{Change, Principal, Role, SqliteStore, Store};
+
+#[path = "../../sluice-sources/tests/support/prometheus.rs"]
+mod support;
+
+/// Accepts connections and never answers.
+async fn hanging() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+fn plan(flag: &str, prometheus: &str, checks: usize) -> String {
+    let gates: String = (0..checks)
+        .map(|i| format!("  - {{ name: g{i}, query: 'vector({i})', below: 100, timeout: 3s }}\n"))
+        .collect();
+    format!(
+        "name: {flag}\nflag: {flag}\nanalysis: {{ interval: 1s, prometheus: {{ url: '{prometheus}' }} }}\n\
+         phases: [ {{ percent: 10, hold: 1h }}, {{ percent: 100 }} ]\ngates:\n{gates}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_prometheus_does_not_delay_another_rollouts_ticks() {
+    let Some(prometheus) = tokio::task::block_in_place(support::idle) else { return };
+    let stuck = hanging().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
+    for key in ["stuck", "fine"] {
+        let mut flag = Flag::boolean(key);
+        flag.ramp.percent = 0;
+        store.apply("test", Change::PutFlag(flag), None).await.unwrap();
+    }
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let controller = Controller::new(catalog, Seams::default());
+    tokio::spawn(controller.clone().run());
+    let admin = Principal { name: "admin".into(), role: Role::Admin };
+    // Six checks on four slots: the stuck endpoint's slots stay full the whole time.
+    let stuck_id = controller.start(&admin, "stuck.yaml", &plan("stuck", &stuck, 6)).await.unwrap().id;
+    let fine_id = controller.start(&admin, "fine.yaml", &plan("fine", &prometheus.url, 5)).await.unwrap().id;
+    tokio::time::sleep(Duration::from_secs(14)).await;
+
+    let decisions = store.decisions(&fine_id, 10_000).await.unwrap();
+    let mut ticks: Vec<u64> = decisions.iter().filter_map(|d| d["at"].as_u64()).collect();
+    ticks.sort_unstable();
+    ticks.dedup();
+    assert!(ticks.len() >= 11, "the healthy rollout ticked {} times in 14 s", ticks.len());
+    let mut late: Vec<u64> = ticks.windows(2).map(|w| (w[1] - w[0]).saturating_sub(1000)).collect();
+    late.sort_unstable();
+    let p99 = late[(late.len() * 99).div_ceil(100) - 1];
+    assert!(p99 < 100, "tick lateness p99 {p99} ms: {late:?}");
+    let values: Vec<&serde_json::Value> = decisions.iter().filter(|d| d["check"] == "g3").collect();
+    assert!(values.iter().all(|d| d["value"] == 3.0), "the healthy rollout measured real values");
+
+    // The stuck one's checks ended in source errors at their timeout, and paused it after three.
+    let stuck_decisions = store.decisions(&stuck_id, 10_000).await.unwrap();
+    let text = serde_json::to_string(&stuck_decisions).unwrap();
+    assert!(text.contains("within the timeout of 3s"), "{text}");
+    let state = store.rollout(&stuck_id).await.unwrap().unwrap().state;
+    assert!(matches!(state.status, sluice_engine::Status::Paused { .. }), "{:?}", state.status);
+}
