@@ -203,3 +203,54 @@ async fn a_hanging_prometheus_delays_only_the_checks_that_ask_it() {
     let m = measure(&registry, &nobody).await;
     assert!(matches!(&m[0], Measurement::Error(e) if e.contains("cannot be reached")), "{:?}", m[0]);
 }
+
+/// A loopback endpoint that answers every request with `status` and `body`: the faults a real Prometheus
+/// does not produce on demand.
+async fn answering(status: &'static str, body: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let body = Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    url
+}
+
+/// A 5xx, garbage, Prometheus' error JSON and an answer of 10 MB of series are each a source error that
+/// says what happened, and never a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_prometheus_will_not_make_on_demand_are_source_errors() {
+    let registry = Registry::new(&sluice_sources::Config::default());
+    let gate = "  - { name: q, query: 'up', below: 1 }\n";
+    let series: String = (0..160_000)
+        .map(|i| format!(r#"{{"metric":{{"__name__":"big","instance":"host-{i:06}"}},"value":[1,"1"]}},"#))
+        .collect();
+    let big = format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#, series.trim_end_matches(','));
+    assert!(big.len() > 10 << 20, "10 MB of series");
+    let cases = [
+        (answering("503 Service Unavailable", b"upstream connect error".to_vec()).await, "HTTP 503"),
+        (answering("200 OK", b"<html>login</html>".to_vec()).await, "not Prometheus JSON"),
+        (
+            answering("422 Unprocessable Entity", br#"{"status":"error","errorType":"execution","error":"query timed out"}"#.to_vec())
+                .await,
+            "query timed out",
+        ),
+        (answering("200 OK", big.into_bytes()).await, "larger than 4194304 bytes"),
+    ];
+    for (url, expected) in cases {
+        let m = measure(&registry, &plan(&url, gate)).await;
+        assert!(matches!(&m[0], Measurement::Error(e) if e.contains(expected)), "{expected}: {:?}", m[0]);
+    }
+}
