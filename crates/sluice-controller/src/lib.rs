@@ -202,6 +202,13 @@ impl Drop for Carrying<'_> {
     }
 }
 
+impl Controller {
+    /// The controller's time (ms): the real clock, or a test's virtual one.
+    pub fn now(&self) -> sluice_engine::Millis {
+        self.clock.now()
+    }
+}
+
 /// The stored plan of a rollout.
 fn plan_of(record: &RolloutRecord) -> Result<Plan, ControllerError> {
     sluice_plan::parse(&record.plan_name, &record.plan_text)

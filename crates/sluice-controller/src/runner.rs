@@ -239,6 +239,7 @@ impl Controller {
             rollout_id: &record.id,
             plan: &plan,
             started_at: rollout.history.first().map_or(0, |e| e.at),
+            phase_started: rollout.phase_started,
             now,
             values: &values,
         };

@@ -296,7 +296,7 @@ async fn every_example_plan_starts_against_a_real_prometheus_and_measures_each_c
         let (runnable_plan, _) = sluice_plan::load(name, &runnable_text, None).unwrap();
         let checks = prometheus_checks(&runnable_plan, flag);
         for (phase, check, values) in &checks {
-            let cx = MeasureContext { rollout_id: "r", plan: &runnable_plan, started_at: now, now, values };
+            let cx = MeasureContext { rollout_id: "r", plan: &runnable_plan, started_at: now, phase_started: now, now, values };
             let m = registry.measure(check, &cx).await;
             let zero = check.on_empty == Some(sluice_plan::model::OnEmpty::Zero);
             assert!(

@@ -18,6 +18,9 @@ pub enum Measurement {
     Empty,
     /// The source failed; counts towards `max_source_errors`.
     Error(String),
+    /// Data, but nothing can be concluded from it, and why (too few samples, a traffic split that does not
+    /// match the percentage): inconclusive, never a pass, not a source error.
+    Inconclusive(String),
 }
 
 /// Gate or trigger.
@@ -660,6 +663,7 @@ impl Rollout {
             Measurement::Empty if c.on_empty == Some(OnEmpty::Zero) => (Some(0.0), None),
             Measurement::Empty => (None, Some("no data".to_string())),
             Measurement::Error(e) => (None, Some(format!("source error: {e}"))),
+            Measurement::Inconclusive(why) => (None, Some(why)),
         };
         let baseline = self.baselines.get(&key).copied();
         let (value, note) = match (value, baseline) {
@@ -991,9 +995,9 @@ fn status_name(s: &Status) -> String {
     s.name().replace('_', " ")
 }
 
-/// Whether the check's condition holds for `v`. A builtin comparison's value is its bound on (canary −
-/// reference): a gate passes when the upper bound is under the margin, a trigger fires when the lower
-/// bound is over it.
+/// Whether the check's condition holds for `v`. A builtin comparison's value is its bound on how far the
+/// canary is past its margin (canary − reference − margin, or canary − (1 + p/100) × reference): a gate
+/// passes when the upper bound is below 0, a trigger fires when the lower bound is above 0.
 fn condition(c: &Check, kind: CheckKind, v: f64, baseline: Option<f64>) -> bool {
     if let (Some(_), Some(limit)) = (&c.baseline, baseline.map(|b| baseline_limit(c, b))) {
         // A point comparison: the gate holds while the value stays within the margin.
@@ -1003,10 +1007,9 @@ fn condition(c: &Check, kind: CheckKind, v: f64, baseline: Option<f64>) -> bool 
         };
     }
     if c.compare.is_some() {
-        let margin = c.max_increase.or(c.max_increase_pct).unwrap_or(0.0);
         return match kind {
-            CheckKind::Gate => v < margin,
-            CheckKind::Trigger => v > margin,
+            CheckKind::Gate => v < 0.0,
+            CheckKind::Trigger => v > 0.0,
         };
     }
     if let Some(b) = c.below {
@@ -1045,13 +1048,20 @@ fn threshold_text(c: &Check, kind: CheckKind, baseline: Option<f64>) -> String {
             None => format!("{sym} baseline {margin}"),
         };
     }
-    if c.compare.is_some() {
-        let (sym, m) = match (c.max_increase, c.max_increase_pct) {
-            (Some(m), _) => ("", m),
-            (_, Some(p)) => ("%", p),
-            _ => ("", 0.0),
+    if let Some(cmp) = &c.compare {
+        let reference = match cmp.value {
+            sluice_plan::model::Compare::Control => "control",
+            sluice_plan::model::Compare::Baseline => "baseline",
         };
-        return format!("{} {m}{sym}", if kind == CheckKind::Gate { "<" } else { ">" });
+        let past = match (c.max_increase, c.max_increase_pct) {
+            (Some(m), _) => format!("canary − {reference} − {m}"),
+            (_, Some(p)) => format!("canary − {} × {reference}", 1.0 + p / 100.0),
+            _ => format!("canary − {reference}"),
+        };
+        return match kind {
+            CheckKind::Gate => format!("upper bound of {past} < 0"),
+            CheckKind::Trigger => format!("lower bound of {past} > 0"),
+        };
     }
     match (c.below, c.above, &c.between) {
         (Some(b), _, _) => format!("< {b}"),

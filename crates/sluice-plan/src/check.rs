@@ -437,6 +437,18 @@ impl Checker<'_> {
                             "a comparison's threshold is its margin: drop below/above/between",
                         );
                     }
+                    if let (Compare::Control, Some(w)) = (cmp.value, &v.window) {
+                        self.error(
+                            w.referenced,
+                            format!("{key}.window"),
+                            "a comparison with control uses every request since the percentage took effect: `window` is for plain thresholds (and the baseline's period)",
+                        );
+                    }
+                    if let Some(a) = v.alpha {
+                        if !(0.0 < a && a < 0.5) {
+                            self.error(cmp.referenced, format!("{key}.alpha"), "alpha is between 0 and 0.5, e.g. 0.05");
+                        }
+                    }
                 } else if v.max_increase.is_some() || v.max_increase_pct.is_some() {
                     self.error(
                         loc,
@@ -602,6 +614,11 @@ impl Checker<'_> {
         }
         if let Some(p) = &plan.analysis.prometheus {
             self.prometheus_endpoint(plan.analysis.interval.referenced, p);
+        }
+        if let Some(a) = plan.analysis.alpha {
+            if !(0.0 < a && a < 0.5) {
+                self.error(plan.analysis.interval.referenced, "analysis.alpha", "alpha is between 0 and 0.5, e.g. 0.05");
+            }
         }
         if plan.analysis.max_source_errors.value == 0 {
             self.error(

@@ -80,6 +80,9 @@ pub struct Analysis {
     /// The Prometheus server of `prometheus` checks.
     #[serde(default)]
     pub prometheus: Option<PrometheusEndpoint>,
+    /// The error rate of `builtin` comparisons without their own `alpha` (default 0.05).
+    #[serde(default)]
+    pub alpha: Option<f64>,
 }
 
 impl Default for Analysis {
@@ -91,6 +94,7 @@ impl Default for Analysis {
             on_source_down: OnSourceDown::Pause,
             max_inconclusive: ten(),
             prometheus: None,
+            alpha: None,
         }
     }
 }
@@ -263,6 +267,9 @@ pub struct Check {
     /// `builtin`: compare the ramped variant with `control` or with the pre-rollout `baseline`.
     #[serde(default)]
     pub compare: Option<Spanned<Compare>>,
+    /// `builtin` comparisons: the error rate (default `analysis.alpha`, else 0.05).
+    #[serde(default)]
+    pub alpha: Option<f64>,
     /// `builtin` comparisons: the margin, absolute.
     #[serde(default)]
     pub max_increase: Option<f64>,

@@ -174,3 +174,45 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         Err(e) => ApiError::from(e).into_response(),
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObservationBatch {
+    observations: Vec<sluice_sources::metrics::Observation>,
+}
+
+/// `POST /api/v1/metrics` (an `sdk` token): a batch of request outcomes for the built-in metrics, all or
+/// nothing. Each names the flag, the variant and the reason OFREP served it, and the stickiness key; an
+/// unknown flag or variant, a negative or non-finite number, a 33rd value name of a flag or a batch of
+/// more than 10,000 is refused with the entry's index in `field`.
+pub(crate) async fn observations(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = allowed(&state, &headers) {
+        return *r;
+    }
+    let batch: ObservationBatch = match parse_json(&body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let snapshot = state.live().load();
+    for (i, o) in batch.observations.iter().enumerate() {
+        let Some(flag) = snapshot.flags().iter().find(|f| f.key == o.flag) else {
+            return ApiError::invalid(format!("observations[{i}].flag"), format!("no flag `{}`", o.flag)).into_response();
+        };
+        if !flag.variants.iter().any(|v| v.name == o.variant) {
+            let names: Vec<&str> = flag.variants.iter().map(|v| v.name.as_str()).collect();
+            return ApiError::invalid(
+                format!("observations[{i}].variant"),
+                format!("flag `{}` has no variant `{}` (it has {})", o.flag, o.variant, names.join(", ")),
+            )
+            .into_response();
+        }
+    }
+    drop(snapshot);
+    match state.metrics.record(&batch.observations, state.controller.now()) {
+        Ok(()) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"accepted": batch.observations.len()}))).into_response(),
+        Err(e) => {
+            let field = e.index.map_or_else(|| "observations".to_string(), |i| format!("observations[{i}]"));
+            ApiError::invalid(field, e.message).into_response()
+        }
+    }
+}

@@ -70,6 +70,8 @@ pub(crate) struct Published {
 /// evaluation rate limiter, the Unleash client API's published body, registered SDK instances).
 pub struct AppState {
     pub(crate) catalog: Arc<Catalog>,
+    /// Built-in metrics: written by `POST /api/v1/metrics`, read by the `builtin` source.
+    pub(crate) metrics: Arc<sluice_sources::metrics::Metrics>,
     pub(crate) controller: Arc<Controller>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) published: Arc<ArcSwap<Published>>,
@@ -103,7 +105,9 @@ impl AppState {
             Box::new(move |snapshot, revision| publish_to.store(Arc::new(publish_of(snapshot, revision))));
         let catalog = Arc::new(Catalog::load(store.clone(), on_publish).await?);
         let tokens = store.token_table().await?;
+        let metrics = seams.plugins.metrics().unwrap_or_default();
         Ok(Arc::new(AppState {
+            metrics,
             controller: Controller::with_settings(catalog.clone(), seams, options.controller.clone()),
             catalog,
             store,
@@ -249,6 +253,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/client/features", get(client_api::features))
         .route("/api/client/register", post(client_api::register))
         .route("/api/client/metrics", post(client_api::metrics))
+        // A full batch (10,000 observations with values) is larger than other requests.
+        .route("/api/v1/metrics", post(client_api::observations).layer(DefaultBodyLimit::max(8 * MAX_BODY_BYTES)))
         .merge(ofrep)
         .merge(admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })

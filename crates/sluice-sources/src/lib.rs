@@ -10,13 +10,15 @@
 //! use sluice_plan::{Capabilities, PluginKind, model::SourceKind};
 //! let registry = sluice_sources::Registry::new(&sluice_sources::Config::default());
 //! assert!(registry.can(PluginKind::Source(SourceKind::Command)));
-//! assert!(!registry.can(PluginKind::Source(SourceKind::Builtin)));
+//! assert!(registry.can(PluginKind::Source(SourceKind::Builtin)));
+//! assert!(!registry.can(PluginKind::Action(sluice_plan::model::ActionKind::Webhook)));
 //! ```
 
 #![warn(missing_docs)]
 
 pub mod actions;
 pub mod golden;
+pub mod metrics;
 pub mod notifiers;
 mod output;
 mod secrets;
@@ -45,6 +47,8 @@ pub struct Config {
     pub secrets_dir: Option<std::path::PathBuf>,
     /// Largest Prometheus answer read (default 4 MiB); a larger one is a source error.
     pub prometheus_max_answer_bytes: Option<usize>,
+    /// The built-in metrics the `builtin` source reads and `POST /api/v1/metrics` writes.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// What a source may know about the measurement it takes, besides the check itself.
@@ -56,6 +60,8 @@ pub struct MeasureContext<'a> {
     pub plan: &'a Plan,
     /// When the rollout started (ms), e.g. for a baseline window before it.
     pub started_at: Millis,
+    /// When the current phase (its percentage) took effect: a comparison's sample starts here.
+    pub phase_started: Millis,
     /// The tick's time (ms): a query is evaluated at this instant.
     pub now: Millis,
     /// Template values: `flag`, `base`, `ramped`, `phase`, `percent`, `interval` and the plan's `vars`.
@@ -186,11 +192,17 @@ pub trait Plugins: Send + Sync {
         let _ = kind;
         true
     }
+    /// The built-in metrics the plug-ins read, which the server's ingestion writes to. The default: none
+    /// (the server keeps its own).
+    fn metrics(&self) -> Option<Arc<metrics::Metrics>> {
+        None
+    }
 }
 
 /// Every plug-in this build has, configured once.
 #[derive(Clone, Default)]
 pub struct Registry {
+    metrics: Option<Arc<metrics::Metrics>>,
     sources: BTreeMap<SourceKind, Arc<dyn Source>>,
     actions: BTreeMap<ActionKind, Arc<dyn ActionRunner>>,
     notifiers: BTreeMap<Option<NotifierKind>, Arc<dyn Notifier>>,
@@ -209,7 +221,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Builds every plug-in of this crate from `config`.
     pub fn new(config: &Config) -> Registry {
-        let mut registry = Registry::default();
+        let mut registry = Registry { metrics: Some(config.metrics.clone()), ..Registry::default() };
         sources::register(&mut registry, config);
         actions::register(&mut registry, config);
         notifiers::register(&mut registry, config);
@@ -285,6 +297,10 @@ impl Plugins for Registry {
 
     fn can(&self, kind: PluginKind) -> bool {
         Capabilities::can(self, kind)
+    }
+
+    fn metrics(&self) -> Option<Arc<metrics::Metrics>> {
+        self.metrics.clone()
     }
 }
 

@@ -80,7 +80,7 @@ fn values() -> BTreeMap<String, String> {
 
 async fn measure_at(registry: &Registry, plan: &sluice_plan::Plan, at_s: u64) -> Vec<Measurement> {
     let values = values();
-    let cx = MeasureContext { rollout_id: "r", plan, started_at: at_s * 1000, now: at_s * 1000, values: &values };
+    let cx = MeasureContext { rollout_id: "r", plan, started_at: at_s * 1000, phase_started: at_s * 1000, now: at_s * 1000, values: &values };
     let mut out = Vec::new();
     for g in &plan.gates {
         out.push(registry.measure(&g.value, &cx).await);
@@ -131,7 +131,7 @@ async fn burn_rates_and_baselines_match_the_history_computed_by_hand() {
     );
     let values = values();
     let start = (t0 + INCIDENT_AT + 1800) * 1000;
-    let cx = MeasureContext { rollout_id: "r", plan: &p, started_at: start, now: start, values: &values };
+    let cx = MeasureContext { rollout_id: "r", plan: &p, started_at: start, phase_started: start, now: start, values: &values };
     let baseline = registry.baseline(&p.gates[0].value, &cx).await.unwrap();
     let want = (30.0 * 0.2 + 31.0 * 0.3) / 61.0;
     assert!((baseline - want).abs() < 1e-9, "baseline {baseline} against {want}");

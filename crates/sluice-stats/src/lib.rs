@@ -93,6 +93,91 @@ impl Moments {
     }
 }
 
+/// Latencies in milliseconds, in buckets 4% wide from 0.01 ms up (a quantile is known to ±2%): sparse,
+/// mergeable by adding counts, and a window is the difference of two snapshots.
+///
+/// ```
+/// let mut h = sluice_stats::Histogram::default();
+/// for ms in 1..=1000 { h.add(ms as f64); }
+/// let p99 = h.quantile(0.99).unwrap();
+/// assert!((p99 - 990.0).abs() / 990.0 < 0.03, "{p99}");
+/// assert_eq!(h.count_above(2000.0), 0);
+/// assert!((h.count_above(500.0) as i64 - 500).abs() < 25);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Bucket index → count.
+    pub buckets: std::collections::BTreeMap<u16, u64>,
+    /// Observations.
+    pub n: u64,
+}
+
+const GROWTH: f64 = 1.04;
+const SMALLEST_MS: f64 = 0.01;
+
+impl Histogram {
+    fn bucket(ms: f64) -> u16 {
+        if ms <= SMALLEST_MS {
+            return 0;
+        }
+        ((ms / SMALLEST_MS).ln() / GROWTH.ln()).floor().clamp(0.0, u16::MAX as f64) as u16 + 1
+    }
+
+    /// The bucket's upper edge (ms).
+    fn upper(b: u16) -> f64 {
+        SMALLEST_MS * GROWTH.powi(b as i32)
+    }
+
+    /// One latency (ms).
+    pub fn add(&mut self, ms: f64) {
+        *self.buckets.entry(Self::bucket(ms.max(0.0))).or_default() += 1;
+        self.n += 1;
+    }
+
+    /// Another histogram's latencies too.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (b, c) in &other.buckets {
+            *self.buckets.entry(*b).or_default() += c;
+        }
+        self.n += other.n;
+    }
+
+    /// The latencies since `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let mut out = Histogram { buckets: Default::default(), n: self.n.saturating_sub(earlier.n) };
+        for (b, c) in &self.buckets {
+            let left = c.saturating_sub(earlier.buckets.get(b).copied().unwrap_or(0));
+            if left > 0 {
+                out.buckets.insert(*b, left);
+            }
+        }
+        out
+    }
+
+    /// The latency below which a share `q` of them fall (the bucket's middle), or `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, c) in &self.buckets {
+            seen += c;
+            if seen >= rank {
+                let hi = Self::upper(*b);
+                return Some(if *b == 0 { hi } else { (hi + hi / GROWTH) / 2.0 });
+            }
+        }
+        self.buckets.keys().next_back().map(|b| Self::upper(*b))
+    }
+
+    /// How many latencies are above `ms` (those in buckets wholly above it).
+    pub fn count_above(&self, ms: f64) -> u64 {
+        let b = Self::bucket(ms);
+        self.buckets.range(b.saturating_add(1)..).map(|(_, c)| c).sum()
+    }
+}
+
 /// How a canary may differ from its reference.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Margin {

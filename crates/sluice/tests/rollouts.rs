@@ -266,12 +266,12 @@ fn a_plan_that_fails_its_check_or_needs_what_is_missing_cannot_start() {
     assert!(!out.status.success() && err.contains("bad.yaml:5:14") && err.contains("phases[1].percent"), "{err}");
 
     write(
-        &dir.join("prom.yaml"),
-        "name: x\nflag: awf_bundle\ngates: [{name: e, metric: error_rate, window: 5m, below: 0.01}]\nphases: [{percent: 5}]\n",
+        &dir.join("hook.yaml"),
+        "name: x\nflag: awf_bundle\nphases: [{percent: 5}]\nrollback: { actions: [ { webhook: { url: 'http://127.0.0.1:9/undo' } } ] }\n",
     );
-    let out = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "start", dir.join("prom.yaml").to_str().unwrap()]);
+    let out = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "start", dir.join("hook.yaml").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("cannot start yet") && err.contains("builtin"), "{err}");
+    assert!(!out.status.success() && err.contains("cannot start yet") && err.contains("webhook"), "{err}");
     let list: Value = serde_json::from_str(&s.cli(&["rollout", "list", "-o", "json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing half-started");
 }

@@ -36,7 +36,7 @@ impl Plugins for Timed {
         self.took.lock().unwrap().push(began.elapsed());
         let kind = match &m {
             Measurement::Value(_) => "value",
-            Measurement::Empty => "no data",
+            Measurement::Empty | Measurement::Inconclusive(_) => "no data",
             Measurement::Error(_) => "error",
         };
         *self.outcomes.lock().unwrap().entry(kind).or_default() += 1;

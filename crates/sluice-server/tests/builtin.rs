@@ -1,0 +1,180 @@
+//! The built-in metrics end to end, over real HTTP on loopback with a virtual clock: users evaluated
+//! through OFREP, their outcomes reported through `POST /api/v1/metrics`, and rollouts judged by the
+//! `builtin` source — a bad canary rolled back by its canary-vs-control trigger, a broken traffic split
+//! made inconclusive — and the ingestion's refusals.
+
+use std::sync::Arc;
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use sluice_engine::{Clock, Status, VirtualClock};
+use sluice_server::{AppState, Options, RunnerMemory, Seams};
+use sluice_store::{Role, SqliteStore, Store};
+
+struct Server {
+    url: String,
+    admin: String,
+    sdk: String,
+    http: Client,
+    state: Arc<AppState>,
+    clock: Arc<VirtualClock>,
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
+    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
+    let (_, sdk) = store.create_token("app", "sdk", Role::Sdk).await.unwrap();
+    let clock = Arc::new(VirtualClock::at(1_800_000_000_000));
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, ..Seams::default() };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = sluice_server::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Server { url, admin, sdk, http: Client::new(), state, clock, store, _dir: dir }
+}
+
+impl Server {
+    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Each user's variant and reason, as OFREP serves them.
+    async fn evaluate(&self, flag: &str, users: usize) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for u in 0..users {
+            let key = format!("user-{u}");
+            let (s, v) = self
+                .call(&self.sdk, Method::POST, &format!("/ofrep/v1/evaluate/flags/{flag}"), Some(json!({"context": {"targetingKey": key}})))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            out.push((key, v["variant"].as_str().unwrap().to_string(), v["reason"].as_str().unwrap().to_string()));
+        }
+        out
+    }
+}
+
+/// One minute of traffic: every user once, failing at the rate of the variant they were served.
+fn minute(users: &[(String, String, String)], flag: &str, error_rate: impl Fn(&str) -> f64, rng: &mut fastrand::Rng) -> Value {
+    let observations: Vec<Value> = users
+        .iter()
+        .map(|(key, variant, reason)| {
+            json!({"flag": flag, "variant": variant, "reason": reason, "key": key,
+                   "ok": rng.f64() >= error_rate(variant), "latency_ms": 20.0 + rng.f64() * 10.0})
+        })
+        .collect();
+    json!({ "observations": observations })
+}
+
+const PLAN: &str = r#"name: canary
+flag: f
+analysis: { interval: 1m }
+phases: [ { percent: 10, hold: 2h }, { percent: 100 } ]
+gates:
+  - { name: errors-within-a-point, metric: error_rate, compare: control, max_increase: 0.01 }
+triggers:
+  - { name: errors-vs-control, metric: error_rate, compare: control, max_increase: 0, severity: hard }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_canary_is_rolled_back_on_evidence_from_the_builtin_metrics() {
+    let s = start().await;
+    let (st, v) = s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    assert!(st.is_success(), "{v}");
+    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": PLAN}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let users = s.evaluate("f", 2000).await;
+    let canary = users.iter().filter(|u| u.1 == "on").count();
+    assert!((120..=280).contains(&canary), "10% of 2,000 users on the canary: {canary}");
+
+    // The canary fails 6% of requests, control 1%.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let memory = RunnerMemory::default();
+    let mut ticks = 0;
+    while ticks < 30 {
+        let batch = minute(&users, "f", |v| if v == "on" { 0.06 } else { 0.01 }, &mut rng);
+        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        s.clock.advance_ms(60_000);
+        s.state.controller().run_due(&memory).await.unwrap();
+        ticks += 1;
+        if s.store.rollout(&id).await.unwrap().unwrap().state.status.is_terminal() {
+            break;
+        }
+    }
+    let state = s.store.rollout(&id).await.unwrap().unwrap().state;
+    let (_, decisions) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
+    assert!(
+        matches!(&state.status, Status::RolledBack { reason } if reason.contains("errors-vs-control")),
+        "after {ticks} ticks: {:?}: {decisions}",
+        state.status
+    );
+    let text = decisions.to_string();
+    assert!(text.contains("lower bound of canary − control − 0 > 0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traffic_split_that_does_not_match_the_percentage_makes_comparisons_inconclusive() {
+    let s = start().await;
+    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": PLAN}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    // An application that assigns half its users to the canary itself, whatever the flag said.
+    let users: Vec<(String, String, String)> = (0..2000)
+        .map(|u| (format!("user-{u}"), if u % 2 == 0 { "on" } else { "off" }.to_string(), "SPLIT".to_string()))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(8);
+    let memory = RunnerMemory::default();
+    // The first tick starts the sequence; the next ones see the split.
+    for _ in 0..4 {
+        let batch = minute(&users, "f", |_| 0.01, &mut rng);
+        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        s.clock.advance_ms(60_000);
+        s.state.controller().run_due(&memory).await.unwrap();
+    }
+    let (_, decisions) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
+    let text = decisions.to_string();
+    assert!(text.contains("sample ratio mismatch"), "{text}");
+    assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.status, Status::Running);
+}
+
+#[tokio::test]
+async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
+    let s = start().await;
+    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 10}}))).await;
+    let good = json!({"flag": "f", "variant": "on", "reason": "SPLIT", "key": "u1", "ok": true, "latency_ms": 3.5});
+    let cases = [
+        (json!([good, {"flag": "nope", "variant": "on", "reason": "SPLIT", "ok": true}]), "observations[1].flag", "no flag `nope`"),
+        (json!([{"flag": "f", "variant": "blue", "reason": "SPLIT", "ok": true}]), "observations[0].variant", "no variant `blue`"),
+        (json!([good, {"flag": "f", "variant": "on", "reason": "SPLIT", "ok": true, "latency_ms": -1}]), "observations[1]", "latency_ms is -1"),
+        (json!([{"flag": "f", "variant": "on", "reason": "SPLIT", "ok": true, "values": {"score": -0.5}}]), "observations[0]", "values.score"),
+    ];
+    for (batch, field, words) in cases {
+        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": batch}))).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(words), "{v}");
+    }
+    let big: Vec<Value> = (0..10_001).map(|_| good.clone()).collect();
+    let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": big}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("observations")), "{v}");
+    let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [{"flag": "f"}]}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("observations[0]")), "{v}");
+    // Only applications report: an admin token is not an sdk token.
+    let (st, _) = s.call(&s.admin, Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
+    assert_eq!((st, v["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(1)), "{v}");
+}

@@ -1,0 +1,367 @@
+//! Built-in metrics: what applications report about the requests a flag served (`POST /api/v1/metrics`),
+//! aggregated in memory per flag, variant and how the variant was served, for the `builtin` source.
+//!
+//! Each series keeps its running totals (count, errors, a latency histogram, the moments of each named
+//! value) and checkpoints of those totals — one a minute for two hours, one an hour for eight days — so
+//! that any window is the difference of two totals: "since the current percentage took effect" (a phase
+//! may last days), "the last 15 minutes", "the hour before the rollout started". Memory is bounded by the
+//! number of series, not by traffic. Observations an override or a disabled flag served are counted but
+//! belong to no cohort.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::Millis;
+use sluice_flags::ofrep::Reason;
+use sluice_stats::{Histogram, Moments};
+
+/// Most observations in one batch.
+pub const MAX_BATCH: usize = 10_000;
+/// Most value names per flag.
+pub const MAX_NAMES: usize = 32;
+/// Most distinct stickiness keys remembered per flag for the traffic-split check.
+const MAX_KEYS: usize = 2_000_000;
+const MINUTE: u64 = 60_000;
+const HOUR: u64 = 3_600_000;
+
+/// One request's outcome, as an application reports it.
+///
+/// ```
+/// let o: sluice_sources::metrics::Observation = serde_json::from_str(
+///     r#"{"flag": "checkout", "variant": "on", "reason": "SPLIT", "key": "user-1", "ok": true, "latency_ms": 12.5, "values": {"consistency_score": 0.93}}"#,
+/// ).unwrap();
+/// assert_eq!(o.values["consistency_score"], 0.93);
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    /// The flag evaluated.
+    pub flag: String,
+    /// The variant served.
+    pub variant: String,
+    /// Why, as OFREP answered (`SPLIT`, `STATIC`, `DEFAULT`, `TARGETING_MATCH`, `DISABLED`).
+    pub reason: Reason,
+    /// The stickiness key (the user id): counted once per key in the traffic-split check.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// How long it took.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// Named numbers (`consistency_score`, `compute_savings_pct`): at most 32 names per flag, each ≥ 0.
+    #[serde(default)]
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Which requests a series holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Served {
+    /// Served by the ramp's percentage split (OFREP `SPLIT`): the canary.
+    Split,
+    /// Served the base or a fixed value (`DEFAULT`, `STATIC`): the control when it is the ramp's base
+    /// variant, and part of the flag's whole traffic.
+    Plain,
+    /// An override or a disabled flag: in no cohort.
+    Excluded,
+}
+
+impl Served {
+    fn of(reason: Reason) -> Served {
+        match reason {
+            Reason::Split => Served::Split,
+            Reason::Static | Reason::Default | Reason::Unknown => Served::Plain,
+            Reason::TargetingMatch | Reason::Disabled | Reason::Error => Served::Excluded,
+        }
+    }
+}
+
+/// The totals of a set of requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Outcomes: `n` requests, `sum` errors.
+    pub errors: Moments,
+    /// Latencies.
+    pub latency: Histogram,
+    /// Each named value's moments.
+    pub values: BTreeMap<String, Moments>,
+}
+
+impl Aggregate {
+    fn add(&mut self, o: &Observation) {
+        self.errors.add(if o.ok { 0.0 } else { 1.0 });
+        if let Some(ms) = o.latency_ms {
+            self.latency.add(ms);
+        }
+        for (name, v) in &o.values {
+            self.values.entry(name.clone()).or_default().add(*v);
+        }
+    }
+
+    /// Another aggregate's requests too.
+    pub fn merge(&mut self, other: &Aggregate) {
+        self.errors.merge(&other.errors);
+        self.latency.merge(&other.latency);
+        for (name, m) in &other.values {
+            self.values.entry(name.clone()).or_default().merge(m);
+        }
+    }
+
+    /// The requests since `earlier` (a snapshot of the same series).
+    pub fn since(&self, earlier: &Aggregate) -> Aggregate {
+        Aggregate {
+            errors: self.errors.since(&earlier.errors),
+            latency: self.latency.since(&earlier.latency),
+            values: self
+                .values
+                .iter()
+                .map(|(k, m)| (k.clone(), m.since(&earlier.values.get(k).copied().unwrap_or_default())))
+                .collect(),
+        }
+    }
+}
+
+/// One series: running totals and their checkpoints.
+#[derive(Debug, Default)]
+struct Series {
+    total: Aggregate,
+    minutes: VecDeque<(Millis, Aggregate)>,
+    hours: VecDeque<(Millis, Aggregate)>,
+}
+
+impl Series {
+    fn add(&mut self, o: &Observation, now: Millis) {
+        // The totals as they stood at the start of this minute (and hour): nothing was added in between.
+        let minute = now - now % MINUTE;
+        if self.minutes.back().is_none_or(|(t, _)| *t < minute) {
+            self.minutes.push_back((minute, self.total.clone()));
+            while self.minutes.front().is_some_and(|(t, _)| *t + 2 * HOUR < minute) {
+                self.minutes.pop_front();
+            }
+        }
+        let hour = now - now % HOUR;
+        if self.hours.back().is_none_or(|(t, _)| *t < hour) {
+            self.hours.push_back((hour, self.total.clone()));
+            while self.hours.front().is_some_and(|(t, _)| *t + 8 * 24 * HOUR < hour) {
+                self.hours.pop_front();
+            }
+        }
+        self.total.add(o);
+    }
+
+    /// The totals of what came before `at`, to the minute (to the hour beyond two hours): the latest
+    /// checkpoint at or before it, rounding down — a window's end never takes in requests after it.
+    fn before(&self, at: Millis) -> Aggregate {
+        let in_minutes = self.minutes.front().is_some_and(|(t, _)| *t <= at);
+        let list = if in_minutes { &self.minutes } else { &self.hours };
+        list.iter().rev().find(|(t, _)| *t <= at).map(|(_, a)| a.clone()).unwrap_or_default()
+    }
+
+    /// The totals a window starting at `at` counts from: the earliest checkpoint at or after it, rounding
+    /// up — a window's start never takes in requests before it (a percentage's sequence never includes
+    /// the minute before it took effect); the running totals when nothing was checkpointed since.
+    fn from(&self, at: Millis) -> Aggregate {
+        let first = |q: &VecDeque<(Millis, Aggregate)>| q.iter().find(|(t, _)| *t >= at).cloned();
+        match (first(&self.minutes), first(&self.hours)) {
+            (Some(m), Some(h)) => if h.0 < m.0 { h.1 } else { m.1 },
+            (Some((_, a)), None) | (None, Some((_, a))) => a,
+            (None, None) => self.total.clone(),
+        }
+    }
+}
+
+/// The distinct stickiness keys of one flag's split since a moment, by variant.
+#[derive(Debug, Default)]
+struct Keys {
+    since: Millis,
+    seen: HashSet<u64>,
+    by_variant: HashMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct FlagMetrics {
+    names: std::collections::BTreeSet<String>,
+    series: HashMap<(String, Served), Series>,
+    keys: Option<Keys>,
+    observed: u64,
+}
+
+/// Every flag's built-in metrics. Shared by the ingestion endpoint (writes) and the `builtin` source.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    flags: Mutex<HashMap<String, FlagMetrics>>,
+}
+
+/// A batch entry's problem: its index and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The entry's index in the batch (`None`: the batch itself).
+    pub index: Option<usize>,
+    /// What to fix.
+    pub message: String,
+}
+
+impl Metrics {
+    /// Checks a batch against the rules that need no catalog (sizes, numbers, names) and records it whole,
+    /// or nothing. The caller checks flags and variants first.
+    pub fn record(&self, batch: &[Observation], now: Millis) -> Result<(), Invalid> {
+        if batch.len() > MAX_BATCH {
+            return Err(Invalid {
+                index: None,
+                message: format!("{} observations in one batch: send at most {MAX_BATCH}", batch.len()),
+            });
+        }
+        for (i, o) in batch.iter().enumerate() {
+            let bad = |m: String| Err(Invalid { index: Some(i), message: m });
+            if let Some(ms) = o.latency_ms {
+                if !ms.is_finite() || ms < 0.0 {
+                    return bad(format!("latency_ms is {ms}: a duration is a finite number ≥ 0"));
+                }
+            }
+            for (name, v) in &o.values {
+                if !v.is_finite() || *v < 0.0 {
+                    return bad(format!("values.{name} is {v}: a value is a finite number ≥ 0"));
+                }
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                if !ok {
+                    return bad(format!("values: `{name}` is not a name (letters, digits, `_`, `.`; 64 at most)"));
+                }
+            }
+        }
+        let mut flags = self.flags.lock().expect("metrics");
+        // Names first, for the whole batch: a batch that would pass the limit changes nothing.
+        let mut added: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
+        for (i, o) in batch.iter().enumerate() {
+            let known = flags.get(&o.flag).map(|f| &f.names);
+            let new = added.entry(o.flag.as_str()).or_default();
+            for name in o.values.keys() {
+                if !known.is_some_and(|k| k.contains(name)) {
+                    new.insert(name.as_str());
+                }
+            }
+            if known.map_or(0, |k| k.len()) + new.len() > MAX_NAMES {
+                return Err(Invalid {
+                    index: Some(i),
+                    message: format!("flag `{}` would have more than {MAX_NAMES} value names", o.flag),
+                });
+            }
+        }
+        for o in batch {
+            let f = flags.entry(o.flag.clone()).or_default();
+            f.names.extend(o.values.keys().cloned());
+            f.observed += 1;
+            let served = Served::of(o.reason);
+            f.series.entry((o.variant.clone(), served)).or_default().add(o, now);
+            // The split's users: the ramp's (SPLIT) and those it left on the base (DEFAULT).
+            if let (Served::Split | Served::Plain, Some(key), Some(keys)) = (served, &o.key, f.keys.as_mut()) {
+                if keys.seen.len() < MAX_KEYS && keys.seen.insert(hash(key)) {
+                    *keys.by_variant.entry(o.variant.clone()).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The requests of `flag`'s `variant` served as `served` between `from` and `to` (ms; `to` at most
+    /// now): `None` for a series never seen.
+    pub fn window(&self, flag: &str, variant: Option<&str>, served: &[Served], from: Millis, to: Option<Millis>) -> Aggregate {
+        let flags = self.flags.lock().expect("metrics");
+        let mut out = Aggregate::default();
+        let Some(f) = flags.get(flag) else { return out };
+        for ((v, s), series) in &f.series {
+            if variant.is_some_and(|want| want != v) || !served.contains(s) {
+                continue;
+            }
+            let end = to.map_or_else(|| series.total.clone(), |t| series.before(t));
+            out.merge(&end.since(&series.from(from)));
+        }
+        out
+    }
+
+    /// Distinct stickiness keys of `flag`'s split by variant since `since`; the count starts (empty) when
+    /// `since` changes — a new percentage is a new sequence.
+    pub fn split_keys(&self, flag: &str, since: Millis) -> BTreeMap<String, u64> {
+        let mut flags = self.flags.lock().expect("metrics");
+        let f = flags.entry(flag.to_string()).or_default();
+        match &f.keys {
+            Some(k) if k.since == since => k.by_variant.iter().map(|(v, n)| (v.clone(), *n)).collect(),
+            _ => {
+                f.keys = Some(Keys { since, ..Keys::default() });
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Observations recorded for `flag` since the start.
+    pub fn observed(&self, flag: &str) -> u64 {
+        self.flags.lock().expect("metrics").get(flag).map_or(0, |f| f.observed)
+    }
+}
+
+/// A stickiness key's 64-bit hash (FNV-1a: stable, and unrelated to the ramp's murmur3 bucketing).
+fn hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(variant: &str, ok: bool, ms: f64) -> Observation {
+        Observation {
+            flag: "f".into(),
+            variant: variant.into(),
+            reason: Reason::Split,
+            key: Some(format!("{variant}-{ms}")),
+            ok,
+            latency_ms: Some(ms),
+            values: BTreeMap::from([("score".to_string(), ms / 10.0)]),
+        }
+    }
+
+    #[test]
+    fn windows_are_differences_of_checkpoints() {
+        let m = Metrics::default();
+        let t0 = 10 * HOUR;
+        m.record(&[obs("on", true, 10.0), obs("on", false, 20.0)], t0).unwrap();
+        m.record(&[obs("on", false, 30.0)], t0 + 5 * MINUTE).unwrap();
+        m.record(&[obs("off", true, 40.0)], t0 + 3 * HOUR).unwrap();
+        let all = m.window("f", Some("on"), &[Served::Split], 0, None);
+        assert_eq!((all.errors.n, all.errors.sum), (3, 2.0));
+        let later = m.window("f", Some("on"), &[Served::Split], t0 + 2 * MINUTE, None);
+        assert_eq!((later.errors.n, later.values["score"].mean()), (1, Some(3.0)));
+        // Windows round inwards to the minute: requests of t0's minute end a window at t0+4m only when
+        // the minute's checkpoint (t0+5m) is past its end.
+        let early = m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 6 * MINUTE));
+        assert_eq!(early.errors.n, 2);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 4 * MINUTE)).errors.n, 0);
+        assert_eq!(m.window("f", None, &[Served::Split], 0, None).errors.n, 4);
+    }
+
+    #[test]
+    fn a_bad_entry_refuses_the_whole_batch() {
+        let m = Metrics::default();
+        let mut bad = obs("on", true, 1.0);
+        bad.latency_ms = Some(f64::NAN);
+        let e = m.record(&[obs("on", true, 1.0), bad], 0).unwrap_err();
+        assert_eq!(e.index, Some(1));
+        assert_eq!(m.observed("f"), 0, "nothing of the batch was kept");
+        let many: Vec<Observation> = (0..=MAX_NAMES)
+            .map(|i| Observation { values: BTreeMap::from([(format!("v{i}"), 1.0)]), ..obs("on", true, 1.0) })
+            .collect();
+        assert!(m.record(&many, 0).unwrap_err().message.contains("value names"));
+    }
+
+    #[test]
+    fn split_keys_count_each_key_once_per_sequence() {
+        let m = Metrics::default();
+        assert!(m.split_keys("f", 100).is_empty());
+        m.record(&[obs("on", true, 1.0), obs("on", true, 1.0), obs("off", true, 2.0)], 150).unwrap();
+        assert_eq!(m.split_keys("f", 100), BTreeMap::from([("off".into(), 1), ("on".into(), 1)]));
+        assert!(m.split_keys("f", 200).is_empty(), "a new percentage starts a new count");
+    }
+}

@@ -1,0 +1,178 @@
+//! The `builtin` source: Sluice's own metrics of the flag's variants, as applications report them
+//! (`POST /api/v1/metrics`, kept in [`Metrics`]). Metrics: `error_rate`, `latency_p50|p95|p99`,
+//! `mean(NAME)` and `count` of the ramped variant's requests served by the ramp.
+//!
+//! A plain threshold reads the last `window` (default: since the current percentage took effect). A
+//! comparison (`compare: control | baseline` with `max_increase` or `max_increase_pct`) is an
+//! anytime-valid confidence sequence ([`sluice_stats`]) over every request since the percentage took
+//! effect, against the base variant's requests over the same time (`control`) or the flag's whole traffic
+//! over `window` (default 1 h) before the rollout started (`baseline`); its value is the bound on how far
+//! the canary is past its margin — the upper bound for a gate, the lower for a trigger. A latency quantile
+//! is compared by the share of canary requests slower than the reference's quantile raised by the margin,
+//! against the quantile's tail share (1% for p99). Before a comparison decides, the traffic split is
+//! checked: canary users (distinct stickiness keys) against the percentage in force; a mismatch makes the
+//! comparison inconclusive, so a broken assignment cannot pass as healthy.
+
+use std::sync::Arc;
+
+use sluice_engine::Measurement;
+use sluice_plan::model::{Check, Compare, SourceKind};
+use sluice_stats::{compare, sample_ratio_mismatch, share_above, Margin, Settings};
+
+use crate::metrics::{Aggregate, Metrics, Served};
+use crate::MeasureContext;
+
+/// Fewer observations than this in either arm leave a comparison inconclusive unless the check says.
+pub const DEFAULT_MIN_SAMPLES: u64 = 100;
+/// The error rate of a comparison without `alpha` (check or plan).
+pub const DEFAULT_ALPHA: f64 = 0.05;
+const HOUR: u64 = 3_600_000;
+
+/// The `builtin` source, reading the server's [`Metrics`].
+pub struct Builtin {
+    metrics: Arc<Metrics>,
+}
+
+impl Builtin {
+    /// Reads `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Builtin {
+        Builtin { metrics }
+    }
+}
+
+/// What a metric is computed from.
+enum Metric {
+    ErrorRate,
+    Latency(f64),
+    Mean(String),
+    Count,
+}
+
+fn metric(name: &str) -> Result<Metric, String> {
+    Ok(match name {
+        "error_rate" => Metric::ErrorRate,
+        "latency_p50" => Metric::Latency(0.50),
+        "latency_p95" => Metric::Latency(0.95),
+        "latency_p99" => Metric::Latency(0.99),
+        "count" => Metric::Count,
+        m if m.starts_with("mean(") && m.ends_with(')') => Metric::Mean(m[5..m.len() - 1].to_string()),
+        other => return Err(format!("unknown metric `{other}`")),
+    })
+}
+
+#[async_trait::async_trait]
+impl crate::Source for Builtin {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Builtin
+    }
+
+    async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
+        let Some(name) = &check.metric else { return Measurement::Error("a builtin check needs a `metric`".into()) };
+        let metric = match metric(&name.value) {
+            Ok(m) => m,
+            Err(e) => return Measurement::Error(e),
+        };
+        let flag = &cx.plan.flag.value;
+        let ramped = cx.values.get("ramped").map(String::as_str).unwrap_or("on");
+        let base = cx.values.get("base").map(String::as_str).unwrap_or("off");
+        let min = check.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES);
+        let split = [Served::Split];
+        let Some(cmp) = &check.compare else {
+            let from = check.window.as_ref().map_or(cx.phase_started, |w| cx.now.saturating_sub(w.value.0.as_millis() as u64));
+            let canary = self.metrics.window(flag, Some(ramped), &split, from, None);
+            return plain(&metric, &canary, min);
+        };
+        // The traffic split first: a comparison of wrongly assigned cohorts proves nothing.
+        let keys = self.metrics.split_keys(flag, cx.phase_started);
+        let total: u64 = keys.values().sum();
+        let percent: f64 = cx.values.get("percent").and_then(|p| p.parse().ok()).unwrap_or(0.0);
+        let alpha = check.alpha.or(cx.plan.analysis.alpha).unwrap_or(DEFAULT_ALPHA);
+        if 0.0 < percent && percent < 100.0 {
+            let canary_keys = keys.get(ramped).copied().unwrap_or(0);
+            if sample_ratio_mismatch(canary_keys, total, percent / 100.0, alpha).1 {
+                return Measurement::Inconclusive(format!(
+                    "sample ratio mismatch: {canary_keys} of {total} users got `{ramped}`, {percent}% should have — check how the flag is evaluated"
+                ));
+            }
+        }
+        let canary = self.metrics.window(flag, Some(ramped), &split, cx.phase_started, None);
+        let reference = match cmp.value {
+            // The base variant as the ramp left it: OFREP says `DEFAULT` for users outside the bucket.
+            Compare::Control => {
+                self.metrics.window(flag, Some(base), &[Served::Split, Served::Plain], cx.phase_started, None)
+            }
+            Compare::Baseline => {
+                let window = check.window.as_ref().map_or(HOUR, |w| w.value.0.as_millis() as u64);
+                let before = cx.started_at.saturating_sub(window);
+                self.metrics.window(flag, None, &[Served::Split, Served::Plain], before, Some(cx.started_at))
+            }
+        };
+        let margin = match (check.max_increase, check.max_increase_pct) {
+            (Some(m), _) => Margin::Absolute(m),
+            (_, Some(p)) => Margin::Relative(p),
+            _ => return Measurement::Error("a comparison needs `max_increase` or `max_increase_pct`".into()),
+        };
+        let trigger = check.severity.is_some();
+        let settings = Settings { alpha, min_samples: min, proportion: false, ..Settings::default() };
+        let bounds = match &metric {
+            Metric::ErrorRate => {
+                compare(&canary.errors, &reference.errors, margin, &Settings { proportion: true, ..settings })
+            }
+            Metric::Mean(name) => {
+                let (Some(c), Some(r)) = (canary.values.get(name), reference.values.get(name)) else {
+                    return Measurement::Inconclusive(format!("no `{name}` values yet"));
+                };
+                compare(c, r, margin, &settings)
+            }
+            Metric::Latency(q) => {
+                if reference.latency.n < min {
+                    None
+                } else {
+                    let Some(reference_q) = reference.latency.quantile(*q) else { return Measurement::Empty };
+                    let limit = match margin {
+                        Margin::Absolute(m) => reference_q + m,
+                        Margin::Relative(p) => reference_q * (1.0 + p / 100.0),
+                    };
+                    let slower = canary.latency.count_above(limit);
+                    share_above(slower, canary.latency.n, 1.0 - q, &settings)
+                }
+            }
+            Metric::Count => return Measurement::Error("`count` cannot be compared: give it a threshold".into()),
+        };
+        match bounds {
+            None => Measurement::Inconclusive(format!(
+                "too few samples: {} canary, {} reference (min_samples {min})",
+                sample_count(&metric, &canary),
+                sample_count(&metric, &reference)
+            )),
+            Some(b) if trigger => Measurement::Value(b.lower),
+            Some(b) => Measurement::Value(b.upper),
+        }
+    }
+}
+
+fn sample_count(metric: &Metric, a: &Aggregate) -> u64 {
+    match metric {
+        Metric::Latency(_) => a.latency.n,
+        Metric::Mean(name) => a.values.get(name).map_or(0, |m| m.n),
+        _ => a.errors.n,
+    }
+}
+
+/// A plain threshold's value: the metric over the window, inconclusive below `min` samples.
+fn plain(metric: &Metric, a: &Aggregate, min: u64) -> Measurement {
+    let n = sample_count(metric, a);
+    if let Metric::Count = metric {
+        return Measurement::Value(a.errors.n as f64);
+    }
+    if n < min.max(1) {
+        return Measurement::Inconclusive(format!("too few samples: {n} (min_samples {min})"));
+    }
+    let v = match metric {
+        Metric::ErrorRate => a.errors.mean(),
+        Metric::Latency(q) => a.latency.quantile(*q),
+        Metric::Mean(name) => a.values.get(name).and_then(|m| m.mean()),
+        Metric::Count => None,
+    };
+    v.map_or(Measurement::Empty, Measurement::Value)
+}
