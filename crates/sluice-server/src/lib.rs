@@ -46,6 +46,9 @@ pub use error::ApiError;
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// How often `sluice serve` saves the built-in metrics.
+pub const METRICS_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Server options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -106,6 +109,7 @@ impl AppState {
         let catalog = Arc::new(Catalog::load(store.clone(), on_publish).await?);
         let tokens = store.token_table().await?;
         let metrics = seams.plugins.metrics().unwrap_or_default();
+        metrics.restore(store.load_metrics().await?);
         Ok(Arc::new(AppState {
             metrics,
             controller: Controller::with_settings(catalog.clone(), seams, options.controller.clone()),
@@ -129,6 +133,26 @@ impl AppState {
     /// The live flags, as evaluations see them.
     pub fn live(&self) -> &LiveFlags {
         self.catalog.live()
+    }
+
+    /// Saves the built-in metrics changed since the last save (every [`METRICS_SAVE_INTERVAL`] while
+    /// serving, and at shutdown): a restart loses at most one interval of observations.
+    pub async fn save_metrics(&self) -> Result<(), StoreError> {
+        let changed = self.metrics.to_save();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = changed.iter().map(|(n, _)| n.clone()).collect();
+        let result = self.store.save_metrics(&changed, self.controller.now() as i64).await;
+        if result.is_err() {
+            self.metrics.unsaved(names);
+        }
+        result
+    }
+
+    /// The built-in metrics.
+    pub fn metrics(&self) -> &Arc<sluice_sources::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The rollout controller.

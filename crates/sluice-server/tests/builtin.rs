@@ -178,3 +178,48 @@ async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
     let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
     assert_eq!((st, v["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(1)), "{v}");
 }
+
+/// The count in a decision's note: `too few samples: N canary, …`.
+fn canary_count(decisions: &Value) -> u64 {
+    let note = decisions["data"].as_array().unwrap().last().unwrap()["note"].as_str().unwrap().to_string();
+    note.trim_start_matches("too few samples: ").split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{note}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_evidence_but_for_the_last_unsaved_interval() {
+    let s = start().await;
+    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    // A gate that never has enough samples, so that its note tells the count.
+    let plan = "name: counted\nflag: f\nanalysis: { interval: 1m }\nphases: [ { percent: 10, hold: 2h }, { percent: 100 } ]\n\
+                gates: [ { name: errors, metric: error_rate, compare: control, max_increase: 0.01, min_samples: 1000000000 } ]\n";
+    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let users = s.evaluate("f", 500).await;
+    let mut rng = fastrand::Rng::with_seed(9);
+    let memory = RunnerMemory::default();
+    for minute_no in 0..4 {
+        s.clock.advance_ms(60_000);
+        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(minute(&users, "f", |_| 0.01, &mut rng))).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        if minute_no == 2 {
+            s.state.save_metrics().await.unwrap();
+        }
+    }
+    s.clock.advance_ms(60_000);
+    s.state.controller().run_due(&memory).await.unwrap();
+    let (_, decisions) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
+    let before = canary_count(&decisions);
+    let unsaved = users.iter().filter(|u| u.1 == "on").count() as u64;
+    assert!(before > 3 * unsaved / 2, "four minutes of the canary counted: {before}");
+
+    // A new server on the same store, as after a crash: the minute after the save is lost, no more.
+    let seams = Seams { clock: s.clock.clone() as Arc<dyn Clock>, ..Seams::default() };
+    let again = AppState::load_with(s.store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    again.controller().recover().await.unwrap();
+    s.clock.advance_ms(60_000);
+    again.controller().run_due(&RunnerMemory::default()).await.unwrap();
+    let decisions = json!({"data": s.store.decisions(&id, 100).await.unwrap()});
+    let after = canary_count(&decisions);
+    assert!(after >= before - unsaved && after < before + 1, "before {before}, after {after}, unsaved {unsaved}");
+}

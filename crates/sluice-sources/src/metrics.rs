@@ -124,7 +124,7 @@ impl Aggregate {
 }
 
 /// One series: running totals and their checkpoints.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Series {
     total: Aggregate,
     minutes: VecDeque<(Millis, Aggregate)>,
@@ -132,6 +132,10 @@ struct Series {
 }
 
 impl Series {
+    fn clone_series(&self) -> Series {
+        Series { total: self.total.clone(), minutes: self.minutes.clone(), hours: self.hours.clone() }
+    }
+
     fn add(&mut self, o: &Observation, now: Millis) {
         // The totals as they stood at the start of this minute (and hour): nothing was added in between.
         let minute = now - now % MINUTE;
@@ -188,10 +192,21 @@ struct FlagMetrics {
     observed: u64,
 }
 
+/// A flag's aggregates as saved in the store (the traffic-split key sets are not: a restart starts them
+/// again).
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    names: std::collections::BTreeSet<String>,
+    observed: u64,
+    series: Vec<(String, Served, Series)>,
+}
+
 /// Every flag's built-in metrics. Shared by the ingestion endpoint (writes) and the `builtin` source.
 #[derive(Debug, Default)]
 pub struct Metrics {
     flags: Mutex<HashMap<String, FlagMetrics>>,
+    /// Flags changed since they were last saved.
+    dirty: Mutex<HashSet<String>>,
 }
 
 /// A batch entry's problem: its index and what is wrong.
@@ -250,7 +265,11 @@ impl Metrics {
                 });
             }
         }
+        let mut dirty = self.dirty.lock().expect("dirty");
         for o in batch {
+            if !dirty.contains(&o.flag) {
+                dirty.insert(o.flag.clone());
+            }
             let f = flags.entry(o.flag.clone()).or_default();
             f.names.extend(o.values.keys().cloned());
             f.observed += 1;
@@ -292,6 +311,50 @@ impl Metrics {
             _ => {
                 f.keys = Some(Keys { since, ..Keys::default() });
                 BTreeMap::new()
+            }
+        }
+    }
+
+    /// The flags changed since the last call, each as the JSON body to save; they are clean afterwards
+    /// (call [`Metrics::unsaved`] with their names if saving them failed).
+    pub fn to_save(&self) -> Vec<(String, String)> {
+        let names: Vec<String> = std::mem::take(&mut *self.dirty.lock().expect("dirty")).into_iter().collect();
+        let flags = self.flags.lock().expect("metrics");
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let f = flags.get(&name)?;
+                let saved = Saved {
+                    names: f.names.clone(),
+                    observed: f.observed,
+                    series: f.series.iter().map(|((v, s), series)| (v.clone(), *s, series.clone_series())).collect(),
+                };
+                Some((name, serde_json::to_string(&saved).expect("json")))
+            })
+            .collect()
+    }
+
+    /// Flags whose save failed: saved again next time.
+    pub fn unsaved(&self, names: impl IntoIterator<Item = String>) {
+        self.dirty.lock().expect("dirty").extend(names);
+    }
+
+    /// Loads what [`Metrics::to_save`] gave, as the store kept it; a body this version cannot read is
+    /// skipped with a warning (its flag starts empty).
+    pub fn restore(&self, saved: Vec<(String, String)>) {
+        let mut flags = self.flags.lock().expect("metrics");
+        for (name, body) in saved {
+            match serde_json::from_str::<Saved>(&body) {
+                Ok(s) => {
+                    let f = FlagMetrics {
+                        names: s.names,
+                        observed: s.observed,
+                        series: s.series.into_iter().map(|(v, served, series)| ((v, served), series)).collect(),
+                        keys: None,
+                    };
+                    flags.insert(name, f);
+                }
+                Err(e) => tracing::warn!(flag = %name, error = %e, "saved built-in metrics do not parse; starting empty"),
             }
         }
     }
@@ -354,6 +417,20 @@ mod tests {
             .map(|i| Observation { values: BTreeMap::from([(format!("v{i}"), 1.0)]), ..obs("on", true, 1.0) })
             .collect();
         assert!(m.record(&many, 0).unwrap_err().message.contains("value names"));
+    }
+
+    #[test]
+    fn what_is_saved_restores_the_same_windows() {
+        let m = Metrics::default();
+        m.record(&[obs("on", true, 10.0), obs("on", false, 20.0)], 10 * HOUR).unwrap();
+        let saved = m.to_save();
+        assert_eq!(saved.len(), 1);
+        assert!(m.to_save().is_empty(), "clean after a save");
+        let restored = Metrics::default();
+        restored.restore(saved);
+        let w = restored.window("f", Some("on"), &[Served::Split], 0, None);
+        assert_eq!((w.errors.n, w.errors.sum, w.latency.n), (2, 1.0, 2));
+        assert_eq!(restored.observed("f"), 2);
     }
 
     #[test]

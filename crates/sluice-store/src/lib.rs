@@ -263,6 +263,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Drops the decisions older than `before_ms` whose outcome did not change; returns how many.
     async fn prune_decisions(&self, before_ms: i64) -> Result<u64, StoreError>;
 
+    /// Saves built-in metric aggregates, one JSON body per flag (replacing what was saved for it).
+    async fn save_metrics(&self, flags: &[(String, String)], at_ms: i64) -> Result<(), StoreError>;
+
+    /// Every flag's saved built-in metric aggregates.
+    async fn load_metrics(&self) -> Result<Vec<(String, String)>, StoreError>;
+
     /// The last `limit` decisions of a rollout, oldest first.
     async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError>;
 

@@ -408,6 +408,30 @@ impl Store for SqliteStore {
         Ok(gone)
     }
 
+    async fn save_metrics(&self, flags: &[(String, String)], at_ms: i64) -> Result<(), StoreError> {
+        if flags.is_empty() {
+            return Ok(());
+        }
+        let (_writer, mut tx) = self.begin_write().await?;
+        for (flag, body) in flags {
+            sqlx::query(
+                "INSERT INTO metrics (flag, body, saved_at_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (flag) DO UPDATE SET body = excluded.body, saved_at_ms = excluded.saved_at_ms",
+            )
+            .bind(flag)
+            .bind(body)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_metrics(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT flag, body FROM metrics ORDER BY flag").fetch_all(&self.pool).await?)
+    }
+
     async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT body FROM (SELECT body, at_ms, seq FROM decisions WHERE rollout_id = $1 \
@@ -451,6 +475,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (5, "decisions seq", include_str!("../migrations/0005_decisions_seq.sql")),
         (6, "notifications", include_str!("../migrations/0006_notifications.sql")),
         (7, "decisions changed", include_str!("../migrations/0007_decisions_changed.sql")),
+        (8, "built-in metrics", include_str!("../migrations/0008_metrics.sql")),
     ];
     MIGRATIONS
         .iter()

@@ -52,6 +52,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     println!("sluice listening on http://{addr} (data: {})", args.data_dir.display());
     tokio::spawn(state.controller().clone().run());
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
+    let saver = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(sluice_server::METRICS_SAVE_INTERVAL).await;
+            if let Err(e) = saver.save_metrics().await {
+                tracing::warn!(error = %e, "saving the built-in metrics; retrying at the next interval");
+            }
+        }
+    });
+    let last = state.clone();
     axum::serve(listener, sluice_server::router(state))
         .with_graceful_shutdown(async {
             match tokio::signal::ctrl_c().await {
@@ -60,7 +70,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             }
         })
         .await
-        .map_err(|e| CliError(format!("server error: {e}")))
+        .map_err(|e| CliError(format!("server error: {e}")))?;
+    last.save_metrics().await.map_err(|e| CliError(format!("saving the built-in metrics at shutdown: {e}")))
 }
 
 /// Sends `tracing` events to stderr, as text or one JSON object a line. Which: `SLUICE_LOG`, else
