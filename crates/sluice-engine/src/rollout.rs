@@ -455,7 +455,7 @@ impl Rollout {
         let mut errored = false;
         for t in &plan.triggers {
             let t = &t.value;
-            if is_signal(plan, t) {
+            if is_signal(plan, t) || !self.applies(plan, t) {
                 continue;
             }
             let (d, fired) = self.evaluate_trigger(t, interval, now, source, &mut errored);
@@ -517,7 +517,7 @@ impl Rollout {
         // Triggers, armed from start to completion.
         for t in &plan.triggers {
             let t = &t.value;
-            if is_signal(plan, t) {
+            if is_signal(plan, t) || !self.applies(plan, t) {
                 continue;
             }
             let (d, fired) = self.evaluate_trigger(t, interval, now, source, &mut errored);
@@ -546,8 +546,10 @@ impl Rollout {
         gates_measured &= self.status == Status::Running;
         if gates_measured {
             let phase = &plan.phases[self.phase].value;
-            for g in plan.gates.iter().chain(phase.gates.iter()) {
-                let d = self.evaluate(&g.value, CheckKind::Gate, interval, now, source);
+            let applying: Vec<&Check> =
+                plan.gates.iter().chain(phase.gates.iter()).map(|g| &g.value).filter(|g| self.applies(plan, g)).collect();
+            for g in applying {
+                let d = self.evaluate(g, CheckKind::Gate, interval, now, source);
                 errored |= counts_as_source_error(&d);
                 all_pass &= d.dry_run || (d.outcome == Outcome::Holds && d.run >= d.needed);
                 decisions.push(d);
@@ -827,14 +829,27 @@ impl Rollout {
             .triggers
             .iter()
             .map(|t| &t.value)
-            .filter(|t| !is_signal(plan, t))
+            .filter(|t| !is_signal(plan, t) && self.applies(plan, t))
             .map(|t| (CheckKind::Trigger, t))
             .collect();
         if self.status == Status::Running {
             let phase = &plan.phases[self.phase].value;
-            due.extend(plan.gates.iter().chain(phase.gates.iter()).map(|g| (CheckKind::Gate, &g.value)));
+            due.extend(
+                plan.gates
+                    .iter()
+                    .chain(phase.gates.iter())
+                    .filter(|g| self.applies(plan, &g.value))
+                    .map(|g| (CheckKind::Gate, &g.value)),
+            );
         }
         due
+    }
+
+    /// Whether a check applies now: a comparison with control does not at 100%, where no control is left
+    /// (the bake and the other checks still guard the last phase).
+    fn applies(&self, plan: &Plan, c: &Check) -> bool {
+        let with_control = c.compare.as_ref().is_some_and(|cmp| cmp.value == sluice_plan::model::Compare::Control);
+        !(with_control && self.percent(plan) >= 100)
     }
 
     /// A person pauses a running or baking rollout; triggers stay armed.

@@ -24,7 +24,7 @@ mod rollouts;
 mod stream;
 
 pub use sluice_controller::{
-    ChangeEvent, CommandBody, Controller, ControllerError, FaultHook, RunnerMemory, Seams, Settings,
+    ChangeEvent, CommandBody, Controller, ControllerError, FaultHook, RolloutSummary, RunnerMemory, Seams, Settings,
 };
 pub use stream::announce_expiries;
 

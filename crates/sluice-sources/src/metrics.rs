@@ -2,13 +2,17 @@
 //! aggregated in memory per flag, variant and how the variant was served, for the `builtin` source.
 //!
 //! Each series keeps its running totals (count, errors, a latency histogram, the moments of each named
-//! value) and checkpoints of those totals — one a minute for two hours, one an hour for eight days — so
-//! that any window is the difference of two totals: "since the current percentage took effect" (a phase
-//! may last days), "the last 15 minutes", "the hour before the rollout started". Memory is bounded by the
-//! number of series, not by traffic. Observations an override or a disabled flag served are counted but
+//! value), each second's requests for the last ten minutes, and checkpoints of the totals — one a minute
+//! for two hours, one an hour for eight days — so that any window is a sum of seconds (to the second, in
+//! the last ten minutes) or the difference of two totals (to the minute, or the hour, further back): "since
+//! the current percentage took effect" (a phase may last seconds in a demo or days in production), "the
+//! last 15 minutes", "the hour before the rollout started". Windows round inwards: they never take in a
+//! request from before their start or after their end. Memory is bounded by the number of series, not by
+//! traffic. Observations an override or a disabled flag served are counted but
 //! belong to no cohort.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +26,10 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_NAMES: usize = 32;
 /// Most distinct stickiness keys remembered per flag for the traffic-split check.
 const MAX_KEYS: usize = 2_000_000;
+const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60_000;
+/// How long each second's requests are kept.
+const SECONDS_KEPT: u64 = 10 * MINUTE;
 const HOUR: u64 = 3_600_000;
 
 /// One request's outcome, as an application reports it.
@@ -129,11 +136,35 @@ struct Series {
     total: Aggregate,
     minutes: VecDeque<(Millis, Aggregate)>,
     hours: VecDeque<(Millis, Aggregate)>,
+    /// Each second's requests (not the totals), for the last ten minutes.
+    #[serde(default)]
+    seconds: VecDeque<(Millis, Aggregate)>,
+    /// From when `seconds` holds every request.
+    #[serde(default)]
+    seconds_complete_from: Millis,
 }
 
 impl Series {
     fn clone_series(&self) -> Series {
-        Series { total: self.total.clone(), minutes: self.minutes.clone(), hours: self.hours.clone() }
+        Series {
+            total: self.total.clone(),
+            minutes: self.minutes.clone(),
+            hours: self.hours.clone(),
+            seconds: self.seconds.clone(),
+            seconds_complete_from: self.seconds_complete_from,
+        }
+    }
+
+    /// The requests since `from` (rounded up to the second) when the seconds cover it.
+    fn seconds_since(&self, from: Millis) -> Option<Aggregate> {
+        if self.seconds.is_empty() || from < self.seconds_complete_from {
+            return None;
+        }
+        let mut out = Aggregate::default();
+        for (_, a) in self.seconds.iter().filter(|(t, _)| *t >= from) {
+            out.merge(a);
+        }
+        Some(out)
     }
 
     fn add(&mut self, o: &Observation, now: Millis) {
@@ -151,6 +182,20 @@ impl Series {
             while self.hours.front().is_some_and(|(t, _)| *t + 8 * 24 * HOUR < hour) {
                 self.hours.pop_front();
             }
+        }
+        let second = now - now % SECOND;
+        if self.seconds.is_empty() {
+            self.seconds_complete_from = second;
+        }
+        if self.seconds.back().is_none_or(|(t, _)| *t < second) {
+            self.seconds.push_back((second, Aggregate::default()));
+            while self.seconds.front().is_some_and(|(t, _)| *t + SECONDS_KEPT < second) {
+                self.seconds.pop_front();
+                self.seconds_complete_from = self.seconds.front().map_or(second, |(t, _)| *t);
+            }
+        }
+        if let Some((_, a)) = self.seconds.back_mut() {
+            a.add(o);
         }
         self.total.add(o);
     }
@@ -176,12 +221,43 @@ impl Series {
     }
 }
 
-/// The distinct stickiness keys of one flag's split since a moment, by variant.
+/// The distinct stickiness keys of one flag's split since a moment, each counted under the variant it
+/// was last served: a client whose cached evaluation lagged behind a percentage change moves over when
+/// it refetches, rather than counting against the split forever.
 #[derive(Debug, Default)]
 struct Keys {
     since: Millis,
-    seen: HashSet<u64>,
+    variants: Vec<String>,
+    latest: HashMap<u64, u16>,
     by_variant: HashMap<String, u64>,
+}
+
+impl Keys {
+    fn saw(&mut self, key: &str, variant: &str) {
+        let index = match self.variants.iter().position(|v| v == variant) {
+            Some(i) => i as u16,
+            None => {
+                self.variants.push(variant.to_string());
+                (self.variants.len() - 1) as u16
+            }
+        };
+        let h = hash(key);
+        match self.latest.get(&h).copied() {
+            Some(old) if old == index => {}
+            Some(old) => {
+                self.latest.insert(h, index);
+                if let Some(n) = self.by_variant.get_mut(&self.variants[old as usize]) {
+                    *n = n.saturating_sub(1);
+                }
+                *self.by_variant.entry(variant.to_string()).or_default() += 1;
+            }
+            None if self.latest.len() < MAX_KEYS => {
+                self.latest.insert(h, index);
+                *self.by_variant.entry(variant.to_string()).or_default() += 1;
+            }
+            None => {}
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -277,9 +353,7 @@ impl Metrics {
             f.series.entry((o.variant.clone(), served)).or_default().add(o, now);
             // The split's users: the ramp's (SPLIT) and those it left on the base (DEFAULT).
             if let (Served::Split | Served::Plain, Some(key), Some(keys)) = (served, &o.key, f.keys.as_mut()) {
-                if keys.seen.len() < MAX_KEYS && keys.seen.insert(hash(key)) {
-                    *keys.by_variant.entry(o.variant.clone()).or_default() += 1;
-                }
+                keys.saw(key, &o.variant);
             }
         }
         Ok(())
@@ -295,8 +369,13 @@ impl Metrics {
             if variant.is_some_and(|want| want != v) || !served.contains(s) {
                 continue;
             }
-            let end = to.map_or_else(|| series.total.clone(), |t| series.before(t));
-            out.merge(&end.since(&series.from(from)));
+            match (to, series.seconds_since(from)) {
+                (None, Some(recent)) => out.merge(&recent),
+                _ => {
+                    let end = to.map_or_else(|| series.total.clone(), |t| series.before(t));
+                    out.merge(&end.since(&series.from(from)));
+                }
+            }
         }
         out
     }
@@ -402,7 +481,11 @@ mod tests {
         let early = m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 6 * MINUTE));
         assert_eq!(early.errors.n, 2);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 4 * MINUTE)).errors.n, 0);
-        assert_eq!(m.window("f", None, &[Served::Split], 0, None).errors.n, 4);
+        // To the second in the last ten minutes.
+        m.record(&[obs("on", true, 50.0)], t0 + 3 * HOUR + 1500).unwrap();
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 3 * HOUR + 1000, None).errors.n, 1);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 3 * HOUR + 2000, None).errors.n, 0);
+        assert_eq!(m.window("f", None, &[Served::Split], 0, None).errors.n, 5);
     }
 
     #[test]
@@ -439,6 +522,10 @@ mod tests {
         assert!(m.split_keys("f", 100).is_empty());
         m.record(&[obs("on", true, 1.0), obs("on", true, 1.0), obs("off", true, 2.0)], 150).unwrap();
         assert_eq!(m.split_keys("f", 100), BTreeMap::from([("off".into(), 1), ("on".into(), 1)]));
+        // A user whose client refetched after the change moves to the variant it is served now.
+        let moved = Observation { key: Some("off-2".into()), ..obs("on", true, 3.0) };
+        m.record(&[moved], 160).unwrap();
+        assert_eq!(m.split_keys("f", 100), BTreeMap::from([("off".into(), 0), ("on".into(), 2)]));
         assert!(m.split_keys("f", 200).is_empty(), "a new percentage starts a new count");
     }
 }

@@ -34,6 +34,9 @@ pub enum Output {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// See Sluice work in about a minute: a server on a temporary store, a synthetic service reporting its
+    /// requests, a good canary promoted to 100% and a bad one rolled back on the evidence.
+    Demo(DemoArgs),
     /// Run the server: OFREP, the Unleash client API, the admin API and the rollouts, on an embedded SQLite file.
     Serve(ServeArgs),
     /// Manage flags.
@@ -220,6 +223,16 @@ pub enum PlanCmd {
         #[arg(long, conflicts_with = "catalog")]
         offline: bool,
     },
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Keep serving after the rollouts end (Ctrl-C to stop), to look around with the CLI.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Address to listen on (a free port by default).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Args)]

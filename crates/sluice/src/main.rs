@@ -49,6 +49,7 @@
 mod cli;
 mod client;
 mod commands;
+mod demo;
 mod output;
 mod serve;
 
@@ -65,6 +66,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args).await,
+        Command::Demo(args) => demo::run(args).await,
         command => {
             let client = Client::new(&cli.server, cli.token.clone());
             run(&client, cli.output, command).await
@@ -87,7 +89,7 @@ async fn main() -> ExitCode {
 /// Runs a client command against the server.
 async fn run(client: &Client, output: Output, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::Demo(_) => unreachable!("handled in main"),
         Command::Flag(cmd) => commands::flag::run(client, output, cmd).await,
         Command::Segment(cmd) => commands::segment::run(client, output, cmd).await,
         Command::Token(cmd) => commands::token::run(client, output, cmd).await,

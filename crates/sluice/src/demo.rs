@@ -1,0 +1,297 @@
+//! `sluice demo`: the main job on the embedded defaults, in about a minute. A server on a temporary
+//! SQLite store, a synthetic service in the same process whose simulated users get their variants through
+//! OFREP (the real evaluation path, sticky buckets) and report every request's outcome through
+//! `POST /api/v1/metrics` (the real ingestion path), and two rollouts side by side judged by the built-in
+//! metrics: a good canary promoted 1 → 10 → 50 → 100% and completed, and a bad one whose errors rise once
+//! it serves 10% of users, caught by its canary-vs-control trigger and rolled back.
+
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_store::{Role, Store};
+
+use crate::cli::DemoArgs;
+use crate::client::CliError;
+
+const USERS: usize = 3000;
+/// Requests the synthetic service serves a second.
+const REQUESTS_PER_SECOND: usize = 4000;
+const GOOD: &str = "new-checkout";
+const BAD: &str = "new-search";
+
+fn plan(name: &str, flag: &str) -> String {
+    format!(
+        r#"name: {name}
+flag: {flag}
+analysis: {{ interval: 1s, alpha: 0.05 }}
+phases:
+  - {{ percent: 1, hold: 4s }}
+  - {{ percent: 10, hold: 6s }}
+  - {{ percent: 50, hold: 6s }}
+  - {{ percent: 100 }}
+gates:
+  - {{ name: errors-vs-control, metric: error_rate, compare: control, max_increase: 0.02, min_samples: 50 }}
+  - {{ name: p95-latency-ms, metric: latency_p95, window: 10s, below: 250, min_samples: 50 }}
+triggers:
+  - {{ name: errors-worse-than-control, metric: error_rate, compare: control, max_increase: 0, severity: hard, min_samples: 50 }}
+"#
+    )
+}
+
+/// The synthetic service: each user's variant of each flag as OFREP last served it.
+#[derive(Default)]
+struct Service {
+    /// (flag, user) → (variant, reason).
+    served: Mutex<BTreeMap<(String, usize), (String, String)>>,
+}
+
+impl Service {
+    /// Asks OFREP (bulk) for every user's variants, 16 requests at a time: what an SDK's OFREP provider
+    /// does when told the flags changed.
+    async fn evaluate(&self, http: &reqwest::Client, url: &str, sdk: &str) {
+        use futures_util::StreamExt;
+        let answers = futures_util::stream::iter(0..USERS)
+            .map(|user| async move {
+                let answer = http
+                    .post(format!("{url}/ofrep/v1/evaluate/flags"))
+                    .bearer_auth(sdk)
+                    .json(&json!({"context": {"targetingKey": format!("user-{user}")}}))
+                    .send()
+                    .await
+                    .ok()?;
+                Some((user, answer.json::<Value>().await.ok()?))
+            })
+            .buffer_unordered(16);
+        let answers: Vec<Option<(usize, Value)>> = answers.collect().await;
+        let mut served = self.served.lock().expect("served");
+        for (user, body) in answers.into_iter().flatten() {
+            for f in body["flags"].as_array().into_iter().flatten() {
+                if let (Some(key), Some(variant), Some(reason)) =
+                    (f["key"].as_str(), f["variant"].as_str(), f["reason"].as_str())
+                {
+                    served.insert((key.to_string(), user), (variant.to_string(), reason.to_string()));
+                }
+            }
+        }
+    }
+
+    /// A batch of request outcomes: 1% errors, except the bad canary's once it serves 10% of users.
+    fn requests(&self, n: usize, rng: &mut fastrand::Rng) -> Value {
+        let served = self.served.lock().expect("served");
+        let on_bad = (0..USERS).filter(|u| served.get(&(BAD.to_string(), *u)).is_some_and(|s| s.0 == "on")).count();
+        // The bad canary's bug shows under load: once it serves about a tenth of the users.
+        let overloaded = on_bad * 20 >= USERS;
+        let mut observations = Vec::with_capacity(n);
+        for _ in 0..n {
+            let user = rng.usize(..USERS);
+            for flag in [GOOD, BAD] {
+                let Some((variant, reason)) = served.get(&(flag.to_string(), user)) else { continue };
+                let error_rate = if flag == BAD && variant == "on" && overloaded { 0.08 } else { 0.01 };
+                let latency = 40.0 + rng.f64() * 60.0 + if variant == "on" { 5.0 } else { 0.0 };
+                observations.push(json!({"flag": flag, "variant": variant, "reason": reason, "key": format!("user-{user}"),
+                    "ok": rng.f64() >= error_rate, "latency_ms": latency}));
+            }
+        }
+        json!({ "observations": observations })
+    }
+}
+
+pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
+    let io = |e: sluice_store::StoreError| CliError(e.to_string());
+    let store = Arc::new(
+        sluice_store::SqliteStore::open(dir.join("sluice.db"))
+            .await
+            .map_err(|e| CliError(format!("cannot open a store in {}: {e}", dir.display())))?,
+    );
+    let (_, admin) = store.create_token("demo-admin", "admin", Role::Admin).await.map_err(io)?;
+    let (_, sdk) = store.create_token("demo-service", "sdk", Role::Sdk).await.map_err(io)?;
+    let state = sluice_server::AppState::load(store.clone() as Arc<dyn Store>, sluice_server::Options::default())
+        .await
+        .map_err(io)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let url = format!("http://{}", listener.local_addr().map_err(|e| CliError(e.to_string()))?);
+    tokio::spawn(axum::serve(listener, sluice_server::router(state.clone())).into_future());
+    tokio::spawn(state.controller().clone().run());
+    println!("Sluice demo: a server on {url} (a temporary store in {})", dir.display());
+    println!("  look around while it runs:  export SLUICE_SERVER={url} SLUICE_TOKEN={admin}");
+    println!("                              sluice rollout list; sluice rollout decisions bad-canary");
+    println!();
+
+    let http = reqwest::Client::builder().no_proxy().build().map_err(|e| CliError(e.to_string()))?;
+    let call = |method: reqwest::Method, path: &str, body: Value| {
+        http.request(method, format!("{url}{path}")).bearer_auth(&admin).json(&body).send()
+    };
+    for flag in [GOOD, BAD] {
+        let r = call(reqwest::Method::PUT, &format!("/api/v1/flags/{flag}"), json!({"ramp": {"percent": 0}}))
+            .await
+            .map_err(|e| CliError(e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(CliError(format!("creating flag {flag}: {}", r.text().await.unwrap_or_default())));
+        }
+    }
+    let service = Arc::new(Service::default());
+    service.evaluate(&http, &url, &sdk).await;
+    let mut ids = Vec::new();
+    for (name, flag) in [("good-canary", GOOD), ("bad-canary", BAD)] {
+        let r = call(reqwest::Method::POST, "/api/v1/rollouts", json!({"plan": plan(name, flag)}))
+            .await
+            .map_err(|e| CliError(e.to_string()))?;
+        let v: Value = r.json().await.map_err(|e| CliError(e.to_string()))?;
+        let id = v["data"]["id"].as_str().ok_or_else(|| CliError(format!("starting {name}: {v}")))?.to_string();
+        ids.push((name, id));
+    }
+
+    // The service: re-evaluates its users all the time (as SDKs refetch on a change), and meanwhile
+    // serves requests with the variants it has and reports them five times a second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresh = {
+        let (service, http, url, sdk, stop) = (service.clone(), http.clone(), url.clone(), sdk.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                service.evaluate(&http, &url, &sdk).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let traffic = {
+        let (service, http, url, sdk, stop) = (service.clone(), http.clone(), url.clone(), sdk.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(42);
+            while !stop.load(Ordering::SeqCst) {
+                let tick = Instant::now();
+                let batch = service.requests(REQUESTS_PER_SECOND / 5, &mut rng);
+                // A refused or lost batch is lost, as an app's telemetry would be; the rollouts wait for data.
+                let _ = http.post(format!("{url}/api/v1/metrics")).bearer_auth(&sdk).json(&batch).send().await;
+                tokio::time::sleep(Duration::from_millis(200).saturating_sub(tick.elapsed())).await;
+            }
+        })
+    };
+
+    let began = Instant::now();
+    let terminal = std::io::stdout().is_terminal();
+    let mut last_lines: Vec<String> = Vec::new();
+    let finals = loop {
+        let mut lines = Vec::new();
+        let mut done = true;
+        let mut finals = Vec::new();
+        for (name, id) in &ids {
+            let summary = state.controller().summary(id).await.map_err(|e| CliError(e.to_string()))?;
+            let decisions = store.decisions(id, 20).await.map_err(io)?;
+            done &= summary.status.is_terminal();
+            lines.push(progress(name, &summary, &decisions));
+            finals.push((name.to_string(), summary, decisions));
+        }
+        if terminal {
+            if !last_lines.is_empty() {
+                print!("\x1b[{}A", last_lines.len());
+            }
+            for l in &lines {
+                print!("\x1b[2K{l}\n");
+            }
+        } else {
+            for (l, old) in lines.iter().zip(last_lines.iter().map(Some).chain(std::iter::repeat(None))) {
+                if old != Some(l) {
+                    println!("{l}");
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+        last_lines = lines;
+        if done || began.elapsed() > Duration::from_secs(110) {
+            break finals;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    println!();
+    println!("Verdict:");
+    let mut as_expected = true;
+    for (name, summary, decisions) in &finals {
+        println!("  {}", verdict(name, summary, decisions));
+        let want_completed = *name == "good-canary";
+        as_expected &= match &summary.status {
+            sluice_engine::Status::Completed => want_completed,
+            sluice_engine::Status::RolledBack { .. } => !want_completed,
+            _ => false,
+        };
+    }
+    println!("  every decision and change is in the audit log: sluice audit list; sluice audit verify");
+    if args.keep_running {
+        println!();
+        println!("Still serving on {url} (Ctrl-C to stop).");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = traffic.await;
+    let _ = refresh.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if as_expected {
+        Ok(())
+    } else {
+        Err(CliError("the demo did not end as it should: the good canary completed and the bad one rolled back".into()))
+    }
+}
+
+/// The latest decision of each check: `name value threshold outcome`.
+fn latest(decisions: &[Value]) -> BTreeMap<String, &Value> {
+    decisions.iter().filter_map(|d| Some((d["check"].as_str()?.to_string(), d))).collect()
+}
+
+fn mark(d: &Value) -> &'static str {
+    match d["outcome"].as_str() {
+        Some("holds") if d["kind"] == "gate" => "pass",
+        Some("holds") => "FIRED",
+        Some("clear") if d["kind"] == "gate" => "not yet",
+        Some("clear") => "quiet",
+        _ => "no data",
+    }
+}
+
+fn progress(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) -> String {
+    let filled = (s.percent as usize * 20).div_ceil(100);
+    let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled));
+    let state = match &s.status {
+        sluice_engine::Status::Running => format!("phase {}/{}", s.phase, s.phases),
+        other => other.name().replace('_', " "),
+    };
+    let checks: Vec<String> = latest(decisions)
+        .values()
+        .map(|d| {
+            let v = d["value"].as_f64().map_or_else(
+                || d["note"].as_str().map_or("-".to_string(), |n| n.chars().take(40).collect()),
+                |v| format!("{v:.4}"),
+            );
+            format!("{} {v} ({})", d["check"].as_str().unwrap_or(""), mark(d))
+        })
+        .collect();
+    format!("{name:<12} {bar} {:>3}%  {state:<11} {}", s.percent, checks.join("  "))
+}
+
+fn verdict(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) -> String {
+    match &s.status {
+        sluice_engine::Status::Completed => {
+            let gates: Vec<String> = latest(decisions)
+                .values()
+                .filter(|d| d["kind"] == "gate")
+                .map(|d| format!("{} {:.4} ({})", d["check"].as_str().unwrap_or(""), d["value"].as_f64().unwrap_or(f64::NAN), d["threshold"].as_str().unwrap_or("")))
+                .collect();
+            format!("{name}: completed at 100% — promoted at each phase because its gates held: {}", gates.join("; "))
+        }
+        sluice_engine::Status::RolledBack { reason } => {
+            let fired = decisions.iter().rev().find(|d| d["kind"] == "trigger" && d["outcome"] == "holds");
+            let why = fired.map_or(String::new(), |d| {
+                format!(": {} = {:.4}, {}", d["check"].as_str().unwrap_or(""), d["value"].as_f64().unwrap_or(f64::NAN), d["threshold"].as_str().unwrap_or(""))
+            });
+            format!("{name}: rolled back at {}% — {reason}{why}; the flag is back where it started", s.history.last().map_or(0, |e| e.percent))
+        }
+        other => format!("{name}: {} (did not finish in time)", other.name()),
+    }
+}
