@@ -194,7 +194,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
                 print!("\x1b[{}A", last_lines.len());
             }
             for l in &lines {
-                print!("\x1b[2K{l}\n");
+                println!("\x1b[2K{l}");
             }
         } else {
             for (l, old) in lines.iter().zip(last_lines.iter().map(Some).chain(std::iter::repeat(None))) {
