@@ -142,6 +142,9 @@ struct Series {
     /// From when `seconds` holds every request.
     #[serde(default)]
     seconds_complete_from: Millis,
+    /// Whether seconds were dropped: until then `seconds` holds every request of the series.
+    #[serde(default)]
+    seconds_pruned: bool,
 }
 
 impl Series {
@@ -152,12 +155,13 @@ impl Series {
             hours: self.hours.clone(),
             seconds: self.seconds.clone(),
             seconds_complete_from: self.seconds_complete_from,
+            seconds_pruned: self.seconds_pruned,
         }
     }
 
     /// The requests since `from` (rounded up to the second) when the seconds cover it.
     fn seconds_since(&self, from: Millis) -> Option<Aggregate> {
-        if self.seconds.is_empty() || from < self.seconds_complete_from {
+        if self.seconds.is_empty() || (self.seconds_pruned && from < self.seconds_complete_from) {
             return None;
         }
         let mut out = Aggregate::default();
@@ -191,6 +195,7 @@ impl Series {
             self.seconds.push_back((second, Aggregate::default()));
             while self.seconds.front().is_some_and(|(t, _)| *t + SECONDS_KEPT < second) {
                 self.seconds.pop_front();
+                self.seconds_pruned = true;
                 self.seconds_complete_from = self.seconds.front().map_or(second, |(t, _)| *t);
             }
         }

@@ -270,3 +270,45 @@ fn flag_files_import_all_or_nothing_and_the_audit_verifies() {
         assert!(!out.status.success() && err.contains("broken at record 5"), "page size {page}: {err}");
     }
 }
+
+/// A Node service reports its requests' outcomes through an OpenFeature hook; the builtin source counts
+/// them in a rollout's decisions.
+#[test]
+fn an_openfeature_hook_reports_outcomes_to_the_builtin_metrics() {
+    let modules = node_modules();
+    let s = serve();
+    s.cli(&["flag", "create", "checkout_redesign", "--percent", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "name: counted\nflag: checkout_redesign\nanalysis: { interval: 1s }\nphases: [ { percent: 50, hold: 1h }, { percent: 100 } ]\n\
+         gates: [ { name: canary-requests, metric: count, below: 1000000 } ]\n",
+    )
+    .unwrap();
+    s.cli(&["rollout", "start", plan.to_str().unwrap()]);
+    // Let the first tick start the sequence, then send.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sdk = s.sdk_token("checkout-service");
+    let out = run_checked(
+        Command::new("node")
+            .arg(root().join("tests/clients/metrics.mjs"))
+            .current_dir(modules.parent().unwrap())
+            .env("SLUICE_URL", &s.url)
+            .env("SDK_TOKEN", &sdk),
+        "the OpenFeature metrics script",
+    );
+    let canary: f64 = out.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(canary > 0.0, "{out}");
+    // The next ticks count what the hook reported.
+    let began = std::time::Instant::now();
+    loop {
+        let decisions: Value = serde_json::from_str(&s.cli(&["rollout", "decisions", "counted", "-o", "json"])).unwrap();
+        let last = decisions.as_array().and_then(|d| d.iter().rev().find(|d| d["check"] == "canary-requests").cloned());
+        if last.as_ref().and_then(|d| d["value"].as_f64()) == Some(canary) {
+            break;
+        }
+        assert!(began.elapsed() < std::time::Duration::from_secs(15), "no decision counted {canary}: {last:?}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
