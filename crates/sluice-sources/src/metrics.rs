@@ -62,6 +62,9 @@ pub struct Observation {
     pub values: BTreeMap<String, f64>,
 }
 
+/// Every [`Served`], by index.
+const SERVED: [Served; 3] = [Served::Split, Served::Plain, Served::Excluded];
+
 /// Which requests a series holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,7 +106,10 @@ impl Aggregate {
             self.latency.add(ms);
         }
         for (name, v) in &o.values {
-            self.values.entry(name.clone()).or_default().add(*v);
+            match self.values.get_mut(name) {
+                Some(m) => m.add(*v),
+                None => self.values.entry(name.clone()).or_default().add(*v),
+            }
         }
     }
 
@@ -268,7 +274,8 @@ impl Keys {
 #[derive(Debug, Default)]
 struct FlagMetrics {
     names: std::collections::BTreeSet<String>,
-    series: HashMap<(String, Served), Series>,
+    /// By variant, then by [`Served`] (its index): looked up without allocating on the hot path.
+    series: HashMap<String, [Series; 3]>,
     keys: Option<Keys>,
     observed: u64,
 }
@@ -351,11 +358,21 @@ impl Metrics {
             if !dirty.contains(&o.flag) {
                 dirty.insert(o.flag.clone());
             }
-            let f = flags.entry(o.flag.clone()).or_default();
-            f.names.extend(o.values.keys().cloned());
+            if !flags.contains_key(&o.flag) {
+                flags.insert(o.flag.clone(), FlagMetrics::default());
+            }
+            let f = flags.get_mut(&o.flag).expect("inserted");
+            for name in o.values.keys() {
+                if !f.names.contains(name) {
+                    f.names.insert(name.clone());
+                }
+            }
             f.observed += 1;
             let served = Served::of(o.reason);
-            f.series.entry((o.variant.clone(), served)).or_default().add(o, now);
+            if !f.series.contains_key(&o.variant) {
+                f.series.insert(o.variant.clone(), Default::default());
+            }
+            f.series.get_mut(&o.variant).expect("inserted")[served as usize].add(o, now);
             // The split's users: the ramp's (SPLIT) and those it left on the base (DEFAULT).
             if let (Served::Split | Served::Plain, Some(key), Some(keys)) = (served, &o.key, f.keys.as_mut()) {
                 keys.saw(key, &o.variant);
@@ -370,8 +387,9 @@ impl Metrics {
         let flags = self.flags.lock().expect("metrics");
         let mut out = Aggregate::default();
         let Some(f) = flags.get(flag) else { return out };
-        for ((v, s), series) in &f.series {
-            if variant.is_some_and(|want| want != v) || !served.contains(s) {
+        let all = f.series.iter().flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v, SERVED[i], s)));
+        for (v, s, series) in all {
+            if variant.is_some_and(|want| want != v) || !served.contains(&s) || series.total.errors.n == 0 {
                 continue;
             }
             match (to, series.seconds_since(from)) {
@@ -411,7 +429,12 @@ impl Metrics {
                 let saved = Saved {
                     names: f.names.clone(),
                     observed: f.observed,
-                    series: f.series.iter().map(|((v, s), series)| (v.clone(), *s, series.clone_series())).collect(),
+                    series: f
+                        .series
+                        .iter()
+                        .flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v.clone(), SERVED[i], s.clone_series())))
+                        .filter(|(_, _, s)| s.total.errors.n > 0)
+                        .collect(),
                 };
                 Some((name, serde_json::to_string(&saved).expect("json")))
             })
@@ -430,12 +453,11 @@ impl Metrics {
         for (name, body) in saved {
             match serde_json::from_str::<Saved>(&body) {
                 Ok(s) => {
-                    let f = FlagMetrics {
-                        names: s.names,
-                        observed: s.observed,
-                        series: s.series.into_iter().map(|(v, served, series)| ((v, served), series)).collect(),
-                        keys: None,
-                    };
+                    let mut f =
+                        FlagMetrics { names: s.names, observed: s.observed, series: HashMap::new(), keys: None };
+                    for (v, served, series) in s.series {
+                        f.series.entry(v).or_default()[served as usize] = series;
+                    }
                     flags.insert(name, f);
                 }
                 Err(e) => tracing::warn!(flag = %name, error = %e, "saved built-in metrics do not parse; starting empty"),
