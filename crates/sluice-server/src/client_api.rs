@@ -194,8 +194,15 @@ pub(crate) async fn observations(State(state): State<Arc<AppState>>, headers: He
         Err(e) => return e.into_response(),
     };
     let snapshot = state.live().load();
+    // A batch is usually about one flag or a few: the last one found is tried first.
+    let mut last: Option<&sluice_flags::Flag> = None;
     for (i, o) in batch.observations.iter().enumerate() {
-        let Some(flag) = snapshot.flags().iter().find(|f| f.key == o.flag) else {
+        let found = match last {
+            Some(f) if f.key == o.flag => Some(f),
+            _ => snapshot.flags().iter().find(|f| f.key == o.flag),
+        };
+        last = found;
+        let Some(flag) = found else {
             return ApiError::invalid(format!("observations[{i}].flag"), format!("no flag `{}`", o.flag)).into_response();
         };
         if !flag.variants.iter().any(|v| v.name == o.variant) {

@@ -102,6 +102,10 @@ impl From<sluice_controller::ControllerError> for ApiError {
 
 /// Parses a JSON body, naming the offending field (`ramp.percent: invalid value …`) when it does not fit.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // The fast path first: tracking the path costs on every field, and only a refusal needs it.
+    if let Ok(parsed) = serde_json::from_slice(body) {
+        return Ok(parsed);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
