@@ -277,11 +277,21 @@ impl Controller {
         let mut baselines = BTreeMap::new();
         let values = Rollout::new(plan).template_values(plan, Some((&flag.ramp.base, &flag.ramp.ramped)));
         for (key, check) in sluice_engine::baseline_checks(plan) {
-            let cx = sluice_sources::MeasureContext { rollout_id: "", plan, started_at: now, phase_started: now, now, values: &values };
+            let cx = sluice_sources::MeasureContext {
+                rollout_id: "",
+                plan,
+                started_at: now,
+                phase_started: now,
+                now,
+                values: &values,
+            };
             let value = self.plugins.baseline(check, &cx).await.map_err(|e| {
                 ControllerError::refused(
                     "baseline",
-                    format!("the baseline of `{}` cannot be measured: {e}; fix the query, or start once it has history", check.name.value),
+                    format!(
+                        "the baseline of `{}` cannot be measured: {e}; fix the query, or start once it has history",
+                        check.name.value
+                    ),
                 )
             })?;
             tracing::info!(check = %key, value, "baseline captured");

@@ -249,7 +249,8 @@ impl Controller {
             .into_iter()
             .filter(|(kind, _)| !(hook_running && *kind == CheckKind::Gate))
             .collect();
-        let values_measured = futures_util::future::join_all(due.iter().map(|(_, c)| self.plugins.measure(c, &cx))).await;
+        let values_measured =
+            futures_util::future::join_all(due.iter().map(|(_, c)| self.plugins.measure(c, &cx))).await;
         let measured: HashMap<(CheckKind, String), Measurement> =
             due.iter().map(|(kind, c)| (*kind, c.name.value.clone())).zip(values_measured).collect();
         let guard = self.lock(&record.id).await;

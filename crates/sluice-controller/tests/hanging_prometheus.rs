@@ -27,9 +27,8 @@ async fn hanging() -> String {
 }
 
 fn plan(flag: &str, prometheus: &str, checks: usize) -> String {
-    let gates: String = (0..checks)
-        .map(|i| format!("  - {{ name: g{i}, query: 'vector({i})', below: 100, timeout: 3s }}\n"))
-        .collect();
+    let gates: String =
+        (0..checks).map(|i| format!("  - {{ name: g{i}, query: 'vector({i})', below: 100, timeout: 3s }}\n")).collect();
     format!(
         "name: {flag}\nflag: {flag}\nanalysis: {{ interval: 1s, prometheus: {{ url: '{prometheus}' }} }}\n\
          phases: [ {{ percent: 10, hold: 1h }}, {{ percent: 100 }} ]\ngates:\n{gates}"

@@ -161,7 +161,7 @@ fn history(selected: &BTreeSet<(String, BTreeMap<String, String>)>, t0: u64) -> 
         } else {
             vec![(None, 0.0)]
         };
-    for (le, rate) in buckets {
+        for (le, rate) in buckets {
             let mut labels = labels.clone();
             if let Some(le) = le {
                 labels.insert("le".into(), le.into());
@@ -232,7 +232,10 @@ fn runnable(text: &str, prometheus: &str, probes: &str) -> String {
     serde_json::to_string_pretty(&plan).unwrap()
 }
 
-async fn controller_at(file: &FlagFile, now_ms: u64) -> (tempfile::TempDir, Arc<dyn Store>, Arc<Controller>, Arc<VirtualClock>) {
+async fn controller_at(
+    file: &FlagFile,
+    now_ms: u64,
+) -> (tempfile::TempDir, Arc<dyn Store>, Arc<Controller>, Arc<VirtualClock>) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
     for s in &file.segments {
@@ -296,7 +299,14 @@ async fn every_example_plan_starts_against_a_real_prometheus_and_measures_each_c
         let (runnable_plan, _) = sluice_plan::load(name, &runnable_text, None).unwrap();
         let checks = prometheus_checks(&runnable_plan, flag);
         for (phase, check, values) in &checks {
-            let cx = MeasureContext { rollout_id: "r", plan: &runnable_plan, started_at: now, phase_started: now, now, values };
+            let cx = MeasureContext {
+                rollout_id: "r",
+                plan: &runnable_plan,
+                started_at: now,
+                phase_started: now,
+                now,
+                values,
+            };
             let m = registry.measure(check, &cx).await;
             let zero = check.on_empty == Some(sluice_plan::model::OnEmpty::Zero);
             assert!(

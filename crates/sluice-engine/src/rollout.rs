@@ -546,8 +546,13 @@ impl Rollout {
         gates_measured &= self.status == Status::Running;
         if gates_measured {
             let phase = &plan.phases[self.phase].value;
-            let applying: Vec<&Check> =
-                plan.gates.iter().chain(phase.gates.iter()).map(|g| &g.value).filter(|g| self.applies(plan, g)).collect();
+            let applying: Vec<&Check> = plan
+                .gates
+                .iter()
+                .chain(phase.gates.iter())
+                .map(|g| &g.value)
+                .filter(|g| self.applies(plan, g))
+                .collect();
             for g in applying {
                 let d = self.evaluate(g, CheckKind::Gate, interval, now, source);
                 errored |= counts_as_source_error(&d);

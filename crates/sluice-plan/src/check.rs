@@ -114,7 +114,11 @@ impl Checker<'_> {
             _ => {}
         }
         if v.below.is_some() || v.above.is_some() || v.between.is_some() {
-            self.error(loc, format!("{key}.baseline"), "a baseline's threshold is its margin: drop below/above/between");
+            self.error(
+                loc,
+                format!("{key}.baseline"),
+                "a baseline's threshold is its margin: drop below/above/between",
+            );
         }
         let interval = self.plan.analysis.interval.value;
         if b.value.window.value < interval {
@@ -137,7 +141,11 @@ impl Checker<'_> {
             (Some(url), None) => {
                 let templated = url.value.contains("{{");
                 if !(templated || url.value.starts_with("http://") || url.value.starts_with("https://")) {
-                    self.error(url.referenced, format!("{key}.url"), "a Prometheus URL starts with http:// or https://");
+                    self.error(
+                        url.referenced,
+                        format!("{key}.url"),
+                        "a Prometheus URL starts with http:// or https://",
+                    );
                 }
             }
         }
@@ -262,8 +270,7 @@ impl Checker<'_> {
             }
             EnvValue::Secret(SecretRef { secret_env: None, secret_file: Some(path) }) => {
                 let p = std::path::Path::new(path);
-                let inside =
-                    !path.is_empty() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                let inside = !path.is_empty() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
                 if !inside {
                     self.error(
                         value.referenced,
@@ -617,7 +624,11 @@ impl Checker<'_> {
         }
         if let Some(a) = plan.analysis.alpha {
             if !(0.0 < a && a < 0.5) {
-                self.error(plan.analysis.interval.referenced, "analysis.alpha", "alpha is between 0 and 0.5, e.g. 0.05");
+                self.error(
+                    plan.analysis.interval.referenced,
+                    "analysis.alpha",
+                    "alpha is between 0 and 0.5, e.g. 0.05",
+                );
             }
         }
         if plan.analysis.max_source_errors.value == 0 {

@@ -203,7 +203,8 @@ pub(crate) async fn observations(State(state): State<Arc<AppState>>, headers: He
         };
         last = found;
         let Some(flag) = found else {
-            return ApiError::invalid(format!("observations[{i}].flag"), format!("no flag `{}`", o.flag)).into_response();
+            return ApiError::invalid(format!("observations[{i}].flag"), format!("no flag `{}`", o.flag))
+                .into_response();
         };
         if !flag.variants.iter().any(|v| v.name == o.variant) {
             let names: Vec<&str> = flag.variants.iter().map(|v| v.name.as_str()).collect();
@@ -216,7 +217,8 @@ pub(crate) async fn observations(State(state): State<Arc<AppState>>, headers: He
     }
     drop(snapshot);
     match state.metrics.record(&batch.observations, state.controller.now()) {
-        Ok(()) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"accepted": batch.observations.len()}))).into_response(),
+        Ok(()) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"accepted": batch.observations.len()})))
+            .into_response(),
         Err(e) => {
             let field = e.index.map_or_else(|| "observations".to_string(), |i| format!("observations[{i}]"));
             ApiError::invalid(field, e.message).into_response()

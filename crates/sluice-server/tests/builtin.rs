@@ -54,7 +54,12 @@ impl Server {
         for u in 0..users {
             let key = format!("user-{u}");
             let (s, v) = self
-                .call(&self.sdk, Method::POST, &format!("/ofrep/v1/evaluate/flags/{flag}"), Some(json!({"context": {"targetingKey": key}})))
+                .call(
+                    &self.sdk,
+                    Method::POST,
+                    &format!("/ofrep/v1/evaluate/flags/{flag}"),
+                    Some(json!({"context": {"targetingKey": key}})),
+                )
                 .await;
             assert_eq!(s, StatusCode::OK, "{v}");
             out.push((key, v["variant"].as_str().unwrap().to_string(), v["reason"].as_str().unwrap().to_string()));
@@ -64,7 +69,12 @@ impl Server {
 }
 
 /// One minute of traffic: every user once, failing at the rate of the variant they were served.
-fn minute(users: &[(String, String, String)], flag: &str, error_rate: impl Fn(&str) -> f64, rng: &mut fastrand::Rng) -> Value {
+fn minute(
+    users: &[(String, String, String)],
+    flag: &str,
+    error_rate: impl Fn(&str) -> f64,
+    rng: &mut fastrand::Rng,
+) -> Value {
     let observations: Vec<Value> = users
         .iter()
         .map(|(key, variant, reason)| {
@@ -156,10 +166,26 @@ async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
     s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 10}}))).await;
     let good = json!({"flag": "f", "variant": "on", "reason": "SPLIT", "key": "u1", "ok": true, "latency_ms": 3.5});
     let cases = [
-        (json!([good, {"flag": "nope", "variant": "on", "reason": "SPLIT", "ok": true}]), "observations[1].flag", "no flag `nope`"),
-        (json!([{"flag": "f", "variant": "blue", "reason": "SPLIT", "ok": true}]), "observations[0].variant", "no variant `blue`"),
-        (json!([good, {"flag": "f", "variant": "on", "reason": "SPLIT", "ok": true, "latency_ms": -1}]), "observations[1]", "latency_ms is -1"),
-        (json!([{"flag": "f", "variant": "on", "reason": "SPLIT", "ok": true, "values": {"score": -0.5}}]), "observations[0]", "values.score"),
+        (
+            json!([good, {"flag": "nope", "variant": "on", "reason": "SPLIT", "ok": true}]),
+            "observations[1].flag",
+            "no flag `nope`",
+        ),
+        (
+            json!([{"flag": "f", "variant": "blue", "reason": "SPLIT", "ok": true}]),
+            "observations[0].variant",
+            "no variant `blue`",
+        ),
+        (
+            json!([good, {"flag": "f", "variant": "on", "reason": "SPLIT", "ok": true, "latency_ms": -1}]),
+            "observations[1]",
+            "latency_ms is -1",
+        ),
+        (
+            json!([{"flag": "f", "variant": "on", "reason": "SPLIT", "ok": true, "values": {"score": -0.5}}]),
+            "observations[0]",
+            "values.score",
+        ),
     ];
     for (batch, field, words) in cases {
         let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": batch}))).await;
@@ -200,7 +226,8 @@ async fn a_restart_keeps_the_evidence_but_for_the_last_unsaved_interval() {
     let memory = RunnerMemory::default();
     for minute_no in 0..4 {
         s.clock.advance_ms(60_000);
-        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(minute(&users, "f", |_| 0.01, &mut rng))).await;
+        let (st, v) =
+            s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(minute(&users, "f", |_| 0.01, &mut rng))).await;
         assert_eq!(st, StatusCode::ACCEPTED, "{v}");
         if minute_no == 2 {
             s.state.save_metrics().await.unwrap();

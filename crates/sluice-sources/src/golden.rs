@@ -300,8 +300,11 @@ mod tests {
 
     #[test]
     fn a_suite_names_its_problems_with_their_place() {
-        let e = Suite::parse("s.yaml", "requests:\n  - { name: a, url: 'http://x' }\n  - { name: 'a b', url: 'http://x' }\n")
-            .unwrap_err();
+        let e = Suite::parse(
+            "s.yaml",
+            "requests:\n  - { name: a, url: 'http://x' }\n  - { name: 'a b', url: 'http://x' }\n",
+        )
+        .unwrap_err();
         assert!(e.starts_with("s.yaml:3:"), "{e}");
         assert!(e.contains("`a b` must be letters"), "{e}");
         assert!(Suite::parse("s.yaml", "requests: []\n").unwrap_err().contains("is empty"));

@@ -225,7 +225,13 @@ impl Series {
     fn from(&self, at: Millis) -> Aggregate {
         let first = |q: &VecDeque<(Millis, Aggregate)>| q.iter().find(|(t, _)| *t >= at).cloned();
         match (first(&self.minutes), first(&self.hours)) {
-            (Some(m), Some(h)) => if h.0 < m.0 { h.1 } else { m.1 },
+            (Some(m), Some(h)) => {
+                if h.0 < m.0 {
+                    h.1
+                } else {
+                    m.1
+                }
+            }
             (Some((_, a)), None) | (None, Some((_, a))) => a,
             (None, None) => self.total.clone(),
         }
@@ -383,7 +389,14 @@ impl Metrics {
 
     /// The requests of `flag`'s `variant` served as `served` between `from` and `to` (ms; `to` at most
     /// now): `None` for a series never seen.
-    pub fn window(&self, flag: &str, variant: Option<&str>, served: &[Served], from: Millis, to: Option<Millis>) -> Aggregate {
+    pub fn window(
+        &self,
+        flag: &str,
+        variant: Option<&str>,
+        served: &[Served],
+        from: Millis,
+        to: Option<Millis>,
+    ) -> Aggregate {
         let flags = self.flags.lock().expect("metrics");
         let mut out = Aggregate::default();
         let Some(f) = flags.get(flag) else { return out };
@@ -432,7 +445,9 @@ impl Metrics {
                     series: f
                         .series
                         .iter()
-                        .flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v.clone(), SERVED[i], s.clone_series())))
+                        .flat_map(|(v, by)| {
+                            by.iter().enumerate().map(move |(i, s)| (v.clone(), SERVED[i], s.clone_series()))
+                        })
                         .filter(|(_, _, s)| s.total.errors.n > 0)
                         .collect(),
                 };
@@ -460,7 +475,9 @@ impl Metrics {
                     }
                     flags.insert(name, f);
                 }
-                Err(e) => tracing::warn!(flag = %name, error = %e, "saved built-in metrics do not parse; starting empty"),
+                Err(e) => {
+                    tracing::warn!(flag = %name, error = %e, "saved built-in metrics do not parse; starting empty")
+                }
             }
         }
     }

@@ -237,14 +237,20 @@ async fn faults_prometheus_will_not_make_on_demand_are_source_errors() {
     let series: String = (0..160_000)
         .map(|i| format!(r#"{{"metric":{{"__name__":"big","instance":"host-{i:06}"}},"value":[1,"1"]}},"#))
         .collect();
-    let big = format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#, series.trim_end_matches(','));
+    let big = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+        series.trim_end_matches(',')
+    );
     assert!(big.len() > 10 << 20, "10 MB of series");
     let cases = [
         (answering("503 Service Unavailable", b"upstream connect error".to_vec()).await, "HTTP 503"),
         (answering("200 OK", b"<html>login</html>".to_vec()).await, "not Prometheus JSON"),
         (
-            answering("422 Unprocessable Entity", br#"{"status":"error","errorType":"execution","error":"query timed out"}"#.to_vec())
-                .await,
+            answering(
+                "422 Unprocessable Entity",
+                br#"{"status":"error","errorType":"execution","error":"query timed out"}"#.to_vec(),
+            )
+            .await,
             "query timed out",
         ),
         (answering("200 OK", big.into_bytes()).await, "larger than 4194304 bytes"),

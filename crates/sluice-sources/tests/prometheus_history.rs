@@ -60,7 +60,10 @@ fn history(t0: u64) -> String {
         value: Box::new(move |t| if t - t0 >= INCIDENT_AT { 0.3 } else { 0.2 }),
     };
     support::openmetrics(
-        &[("http_requests", "counter", vec![on_ok, on_err, off_ok, off_err]), ("latency_seconds", "gauge", vec![latency])],
+        &[
+            ("http_requests", "counter", vec![on_ok, on_err, off_ok, off_err]),
+            ("latency_seconds", "gauge", vec![latency]),
+        ],
         t0,
         t0 + 3 * 3600,
         30,
@@ -80,7 +83,14 @@ fn values() -> BTreeMap<String, String> {
 
 async fn measure_at(registry: &Registry, plan: &sluice_plan::Plan, at_s: u64) -> Vec<Measurement> {
     let values = values();
-    let cx = MeasureContext { rollout_id: "r", plan, started_at: at_s * 1000, phase_started: at_s * 1000, now: at_s * 1000, values: &values };
+    let cx = MeasureContext {
+        rollout_id: "r",
+        plan,
+        started_at: at_s * 1000,
+        phase_started: at_s * 1000,
+        now: at_s * 1000,
+        values: &values,
+    };
     let mut out = Vec::new();
     for g in &plan.gates {
         out.push(registry.measure(&g.value, &cx).await);
@@ -131,7 +141,14 @@ async fn burn_rates_and_baselines_match_the_history_computed_by_hand() {
     );
     let values = values();
     let start = (t0 + INCIDENT_AT + 1800) * 1000;
-    let cx = MeasureContext { rollout_id: "r", plan: &p, started_at: start, phase_started: start, now: start, values: &values };
+    let cx = MeasureContext {
+        rollout_id: "r",
+        plan: &p,
+        started_at: start,
+        phase_started: start,
+        now: start,
+        values: &values,
+    };
     let baseline = registry.baseline(&p.gates[0].value, &cx).await.unwrap();
     let want = (30.0 * 0.2 + 31.0 * 0.3) / 61.0;
     assert!((baseline - want).abs() < 1e-9, "baseline {baseline} against {want}");
@@ -155,7 +172,8 @@ async fn recording_stub() -> (String, Arc<Mutex<Vec<String>>>) {
                 let mut buf = vec![0u8; 16384];
                 let n = socket.read(&mut buf).await.unwrap_or(0);
                 log.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).to_string());
-                let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"7"]}]}}"#;
+                let body =
+                    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"7"]}]}}"#;
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -194,7 +212,10 @@ async fn credentials_and_headers_reach_prometheus_and_nowhere_else() {
     // A failure names no secret, even when the endpoint's answer would have echoed it.
     let missing = plan(&url, ", bearer_env: SLUICE_SECRET_NOT_SET", gate);
     let m = measure_at(&registry, &missing, 1_700_000_000).await;
-    assert!(matches!(&m[0], Measurement::Error(e) if e.contains("SLUICE_SECRET_NOT_SET") && e.contains("not set")), "{m:?}");
+    assert!(
+        matches!(&m[0], Measurement::Error(e) if e.contains("SLUICE_SECRET_NOT_SET") && e.contains("not set")),
+        "{m:?}"
+    );
 
     // `analysis.prometheus.timeout` is the default of every check; a check's own `timeout` wins.
     let stuck = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -144,8 +144,9 @@ fn a_doubled_error_ratio_is_caught_within_three_fixed_horizon_sample_sizes() {
 #[test]
 fn a_gate_does_not_pass_a_canary_twice_the_margin_worse_and_passes_an_equal_one() {
     let margin = 0.005;
-    let passes =
-        |c: &Moments, r: &Moments| compare(c, r, Margin::Absolute(margin), &Settings::default()).is_some_and(|b| b.upper < 0.0);
+    let passes = |c: &Moments, r: &Moments| {
+        compare(c, r, Margin::Absolute(margin), &Settings::default()).is_some_and(|b| b.upper < 0.0)
+    };
     // Worse by twice the margin: 1% → 2%.
     let (rate, _) = scenario(3, 0.01 + 2.0 * margin, 0.01, 100, passes);
     let ceiling = ALPHA + 3.0 * standard_error(ALPHA);

@@ -93,7 +93,8 @@ impl Service {
                 let Some((variant, reason)) = served.get(&(flag.to_string(), user)) else { continue };
                 let error_rate = if flag == BAD && variant == "on" && overloaded { 0.08 } else { 0.01 };
                 let latency = 40.0 + rng.f64() * 60.0 + if variant == "on" { 5.0 } else { 0.0 };
-                observations.push(json!({"flag": flag, "variant": variant, "reason": reason, "key": format!("user-{user}"),
+                observations
+                    .push(json!({"flag": flag, "variant": variant, "reason": reason, "key": format!("user-{user}"),
                     "ok": rng.f64() >= error_rate, "latency_ms": latency}));
             }
         }
@@ -281,16 +282,31 @@ fn verdict(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) -
             let gates: Vec<String> = latest(decisions)
                 .values()
                 .filter(|d| d["kind"] == "gate")
-                .map(|d| format!("{} {:.4} ({})", d["check"].as_str().unwrap_or(""), d["value"].as_f64().unwrap_or(f64::NAN), d["threshold"].as_str().unwrap_or("")))
+                .map(|d| {
+                    format!(
+                        "{} {:.4} ({})",
+                        d["check"].as_str().unwrap_or(""),
+                        d["value"].as_f64().unwrap_or(f64::NAN),
+                        d["threshold"].as_str().unwrap_or("")
+                    )
+                })
                 .collect();
             format!("{name}: completed at 100% — promoted at each phase because its gates held: {}", gates.join("; "))
         }
         sluice_engine::Status::RolledBack { reason } => {
             let fired = decisions.iter().rev().find(|d| d["kind"] == "trigger" && d["outcome"] == "holds");
             let why = fired.map_or(String::new(), |d| {
-                format!(": {} = {:.4}, {}", d["check"].as_str().unwrap_or(""), d["value"].as_f64().unwrap_or(f64::NAN), d["threshold"].as_str().unwrap_or(""))
+                format!(
+                    ": {} = {:.4}, {}",
+                    d["check"].as_str().unwrap_or(""),
+                    d["value"].as_f64().unwrap_or(f64::NAN),
+                    d["threshold"].as_str().unwrap_or("")
+                )
             });
-            format!("{name}: rolled back at {}% — {reason}{why}; the flag is back where it started", s.history.last().map_or(0, |e| e.percent))
+            format!(
+                "{name}: rolled back at {}% — {reason}{why}; the flag is back where it started",
+                s.history.last().map_or(0, |e| e.percent)
+            )
         }
         other => format!("{name}: {} (did not finish in time)", other.name()),
     }

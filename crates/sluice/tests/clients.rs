@@ -303,7 +303,8 @@ fn an_openfeature_hook_reports_outcomes_to_the_builtin_metrics() {
     // The next ticks count what the hook reported.
     let began = std::time::Instant::now();
     loop {
-        let decisions: Value = serde_json::from_str(&s.cli(&["rollout", "decisions", "counted", "-o", "json"])).unwrap();
+        let decisions: Value =
+            serde_json::from_str(&s.cli(&["rollout", "decisions", "counted", "-o", "json"])).unwrap();
         let last = decisions.as_array().and_then(|d| d.iter().rev().find(|d| d["check"] == "canary-requests").cloned());
         if last.as_ref().and_then(|d| d["value"].as_f64()) == Some(canary) {
             break;

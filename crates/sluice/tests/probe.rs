@@ -31,7 +31,10 @@ fn serve(service: Arc<Service>) -> String {
                     let price = service.price.load(Ordering::SeqCst);
                     (
                         "application/json",
-                        format!(r#"{{"status": {status}, "at": {call}, "items": [{{"id": {}, "sku": "a", "price": {price}}}]}}"#, 1000 + call),
+                        format!(
+                            r#"{{"status": {status}, "at": {call}, "items": [{{"id": {}, "sku": "a", "price": {price}}}]}}"#,
+                            1000 + call
+                        ),
                     )
                 } else {
                     let sent = request.split("\r\n\r\n").nth(1).unwrap_or("");

@@ -45,8 +45,10 @@ fn a_replay_on_real_history_catches_the_incident_at_the_tick_computed_by_hand() 
         name: r#"http_requests_total{variant="on",code="200"}"#.into(),
         value: Box::new(move |t| 100.0 * (t - t0) as f64 - errors(t - t0)),
     };
-    let on_err =
-        Series { name: r#"http_requests_total{variant="on",code="500"}"#.into(), value: Box::new(move |t| errors(t - t0)) };
+    let on_err = Series {
+        name: r#"http_requests_total{variant="on",code="500"}"#.into(),
+        value: Box::new(move |t| errors(t - t0)),
+    };
     let latency = Series { name: r#"latency_seconds{variant="on"}"#.into(), value: Box::new(|_| 0.2) };
     let history = support::openmetrics(
         &[("http_requests", "counter", vec![on_ok, on_err]), ("latency_seconds", "gauge", vec![latency])],

@@ -30,8 +30,10 @@ fn batch_json(obs: &[Observation], seed: u64) -> Value {
     let mut rng = fastrand::Rng::with_seed(seed);
     let list: Vec<Value> = obs
         .iter()
-        .map(|o| json!({"flag": o.flag, "variant": o.variant, "reason": if o.variant == "on" { "SPLIT" } else { "DEFAULT" },
-            "key": o.key, "ok": o.ok, "latency_ms": o.latency_ms, "values": {"basket_items": rng.u8(..7)}}))
+        .map(|o| {
+            json!({"flag": o.flag, "variant": o.variant, "reason": if o.variant == "on" { "SPLIT" } else { "DEFAULT" },
+            "key": o.key, "ok": o.ok, "latency_ms": o.latency_ms, "values": {"basket_items": rng.u8(..7)}})
+        })
         .collect();
     json!({ "observations": list })
 }
@@ -82,7 +84,9 @@ async fn main() {
     let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
     let (_, admin) = store.create_token("bench", "admin", Role::Admin).await.unwrap();
     let (_, sdk) = store.create_token("app", "sdk", Role::Sdk).await.unwrap();
-    let state = sluice_server::AppState::load(store.clone() as Arc<dyn Store>, sluice_server::Options::default()).await.unwrap();
+    let state = sluice_server::AppState::load(store.clone() as Arc<dyn Store>, sluice_server::Options::default())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(axum::serve(listener, sluice_server::router(state.clone())).into_future());
@@ -97,8 +101,9 @@ async fn main() {
     assert!(r.status().is_success());
     // Serialized once: the applications that send them run elsewhere in production; here they share the
     // machine, so the generator should cost as little as it can.
-    let bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new(batches.iter().enumerate().map(|(i, b)| serde_json::to_vec(&batch_json(b, i as u64)).unwrap()).collect());
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        batches.iter().enumerate().map(|(i, b)| serde_json::to_vec(&batch_json(b, i as u64)).unwrap()).collect(),
+    );
 
     // HTTP batch ingestion: four clients posting 1,000-observation batches as fast as they are accepted.
     let sent = Arc::new(AtomicU64::new(0));
@@ -110,7 +115,14 @@ async fn main() {
             tokio::spawn(async move {
                 let mut i = c;
                 while Instant::now() < until {
-                    let r = http.post(format!("{url}/api/v1/metrics")).bearer_auth(&sdk).header("content-type", "application/json").body(bodies[i % bodies.len()].clone()).send().await.unwrap();
+                    let r = http
+                        .post(format!("{url}/api/v1/metrics"))
+                        .bearer_auth(&sdk)
+                        .header("content-type", "application/json")
+                        .body(bodies[i % bodies.len()].clone())
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 202);
                     sent.fetch_add(1000, Ordering::Relaxed);
                     i += 4;
@@ -134,14 +146,21 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
     let pacer = {
-        let (http, url, sdk, bodies, stop, ingested) = (http.clone(), url.clone(), sdk.clone(), bodies.clone(), stop.clone(), ingested.clone());
+        let (http, url, sdk, bodies, stop, ingested) =
+            (http.clone(), url.clone(), sdk.clone(), bodies.clone(), stop.clone(), ingested.clone());
         tokio::spawn(async move {
             // 100 batches of 1,000 a second, on a 10 ms beat.
             let mut beat = tokio::time::interval(Duration::from_millis(10));
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 beat.tick().await;
-                let r = http.post(format!("{url}/api/v1/metrics")).bearer_auth(&sdk).header("content-type", "application/json").body(bodies[i % bodies.len()].clone()).send().await;
+                let r = http
+                    .post(format!("{url}/api/v1/metrics"))
+                    .bearer_auth(&sdk)
+                    .header("content-type", "application/json")
+                    .body(bodies[i % bodies.len()].clone())
+                    .send()
+                    .await;
                 if r.is_ok_and(|r| r.status() == 202) {
                     ingested.fetch_add(1000, Ordering::Relaxed);
                 }

@@ -155,7 +155,8 @@ async fn main() {
         let q = format!("{}/api/v1/query?query=count_over_time(up%5B1m%5D)", prom.1);
         if let Ok(r) = http.get(&q).send().await {
             if let Ok(v) = r.json::<serde_json::Value>().await {
-                if v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) >= 2.0 {
+                if v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) >= 2.0
+                {
                     break;
                 }
             }

@@ -78,7 +78,8 @@ impl crate::Source for Builtin {
         let min = check.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES);
         let split = [Served::Split];
         let Some(cmp) = &check.compare else {
-            let from = check.window.as_ref().map_or(cx.phase_started, |w| cx.now.saturating_sub(w.value.0.as_millis() as u64));
+            let from =
+                check.window.as_ref().map_or(cx.phase_started, |w| cx.now.saturating_sub(w.value.0.as_millis() as u64));
             let canary = self.metrics.window(flag, Some(ramped), &split, from, None);
             return plain(&metric, &canary, min);
         };

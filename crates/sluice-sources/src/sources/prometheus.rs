@@ -304,7 +304,9 @@ impl Prometheus {
         let measured = async {
             match (&check.slo, &check.query) {
                 (Some(slo), _) => self.burn_rate(&target, &slo.value, check.reduce, cx, at).await,
-                (None, Some(q)) => self.value(&target, &sluice_plan::render(&q.value, cx.values), check.reduce, at).await,
+                (None, Some(q)) => {
+                    self.value(&target, &sluice_plan::render(&q.value, cx.values), check.reduce, at).await
+                }
                 (None, None) => Measurement::Error("a prometheus check needs a `query` or an `slo`".into()),
             }
         };

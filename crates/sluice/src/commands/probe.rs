@@ -73,8 +73,7 @@ pub async fn run(output: Output, cmd: ProbeCmd) -> Result<(), CliError> {
     let failed: Vec<&(String, String, Vec<String>)> = results.iter().filter(|r| !r.2.is_empty()).collect();
     if mode == Mode::Record && failed.is_empty() {
         // All or nothing: a suite is never half from one run and half from another.
-        std::fs::create_dir_all(&folder)
-            .map_err(|e| CliError(format!("cannot create {}: {e}", folder.display())))?;
+        std::fs::create_dir_all(&folder).map_err(|e| CliError(format!("cannot create {}: {e}", folder.display())))?;
         for (name, g) in &recorded {
             let target = folder.join(format!("{name}.json"));
             let text = serde_json::to_string_pretty(g).expect("json") + "\n";
@@ -125,8 +124,8 @@ fn compare(folder: &Path, name: &str, status: u16, body: Body, ignore: &[String]
         Ok(t) => t,
         Err(_) => return Ok(vec![format!("no golden file {}: record it with `sluice probe record`", path.display())]),
     };
-    let golden: Golden = serde_json::from_str(&text)
-        .map_err(|e| CliError(format!("{} is not a golden file: {e}", path.display())))?;
+    let golden: Golden =
+        serde_json::from_str(&text).map_err(|e| CliError(format!("{} is not a golden file: {e}", path.display())))?;
     let mut out = Vec::new();
     if golden.status != status {
         out.push(format!("status: {} → {status}", golden.status));

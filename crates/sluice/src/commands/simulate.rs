@@ -202,7 +202,14 @@ async fn replay(plan: &Plan, timeline: Timeline, history: &History) -> Result<sl
     let values = start.template_values(plan, flag_ramp);
     let mut baselines = std::collections::BTreeMap::new();
     for (key, check) in sluice_engine::baseline_checks(plan) {
-        let cx = MeasureContext { rollout_id: "replay", plan, started_at: history.from, phase_started: history.from, now: history.from, values: &values };
+        let cx = MeasureContext {
+            rollout_id: "replay",
+            plan,
+            started_at: history.from,
+            phase_started: history.from,
+            now: history.from,
+            values: &values,
+        };
         match prometheus.baseline(check, &cx).await {
             Ok(v) => {
                 baselines.insert(key, v);
@@ -224,7 +231,8 @@ async fn replay(plan: &Plan, timeline: Timeline, history: &History) -> Result<sl
         at.phase = check.phase;
         at.status = sluice_engine::Status::Running;
         let values = at.template_values(plan, flag_ramp);
-        let cx = MeasureContext { rollout_id: "replay", plan, started_at: from, phase_started: from, now, values: &values };
+        let cx =
+            MeasureContext { rollout_id: "replay", plan, started_at: from, phase_started: from, now, values: &values };
         // The engine is synchronous; each check waits for its (usually cached) range query here.
         tokio::task::block_in_place(|| handle.block_on(prometheus.replay(check.check, &cx, &past)))
     };
