@@ -13,19 +13,6 @@ use sluice_store::{Change, Principal, Role, SqliteStore, Store};
 #[path = "../../sluice-sources/tests/support/prometheus.rs"]
 mod support;
 
-/// Accepts connections and never answers.
-async fn hanging() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    url
-}
-
 fn plan(flag: &str, prometheus: &str, checks: usize) -> String {
     let gates: String =
         (0..checks).map(|i| format!("  - {{ name: g{i}, query: 'vector({i})', below: 100, timeout: 3s }}\n")).collect();
@@ -38,7 +25,7 @@ fn plan(flag: &str, prometheus: &str, checks: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_prometheus_does_not_delay_another_rollouts_ticks() {
     let Some(prometheus) = tokio::task::block_in_place(support::idle) else { return };
-    let stuck = hanging().await;
+    let stuck = support::hanging().await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
     for key in ["stuck", "fine"] {

@@ -62,7 +62,7 @@ pub struct Observation {
     pub values: BTreeMap<String, f64>,
 }
 
-/// Every [`Served`], by index.
+/// Every [`Served`], by its discriminant (the index of its series in a variant's `[Series; 3]`).
 const SERVED: [Served; 3] = [Served::Split, Served::Plain, Served::Excluded];
 
 /// Which requests a series holds.
@@ -70,12 +70,12 @@ const SERVED: [Served; 3] = [Served::Split, Served::Plain, Served::Excluded];
 #[serde(rename_all = "snake_case")]
 pub enum Served {
     /// Served by the ramp's percentage split (OFREP `SPLIT`): the canary.
-    Split,
+    Split = 0,
     /// Served the base or a fixed value (`DEFAULT`, `STATIC`): the control when it is the ramp's base
     /// variant, and part of the flag's whole traffic.
-    Plain,
+    Plain = 1,
     /// An override or a disabled flag: in no cohort.
-    Excluded,
+    Excluded = 2,
 }
 
 impl Served {
@@ -137,7 +137,7 @@ impl Aggregate {
 }
 
 /// One series: running totals and their checkpoints.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Series {
     total: Aggregate,
     minutes: VecDeque<(Millis, Aggregate)>,
@@ -154,17 +154,6 @@ struct Series {
 }
 
 impl Series {
-    fn clone_series(&self) -> Series {
-        Series {
-            total: self.total.clone(),
-            minutes: self.minutes.clone(),
-            hours: self.hours.clone(),
-            seconds: self.seconds.clone(),
-            seconds_complete_from: self.seconds_complete_from,
-            seconds_pruned: self.seconds_pruned,
-        }
-    }
-
     /// The requests since `from` (rounded up to the second) when the seconds cover it.
     fn seconds_since(&self, from: Millis) -> Option<Aggregate> {
         if self.seconds.is_empty() || (self.seconds_pruned && from < self.seconds_complete_from) {
@@ -445,9 +434,7 @@ impl Metrics {
                     series: f
                         .series
                         .iter()
-                        .flat_map(|(v, by)| {
-                            by.iter().enumerate().map(move |(i, s)| (v.clone(), SERVED[i], s.clone_series()))
-                        })
+                        .flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v.clone(), SERVED[i], s.clone())))
                         .filter(|(_, _, s)| s.total.errors.n > 0)
                         .collect(),
                 };

@@ -51,20 +51,6 @@ async fn exporter() -> String {
     addr.to_string()
 }
 
-/// A loopback endpoint that accepts connections and never answers: the fault a real Prometheus will not
-/// produce on demand.
-async fn hanging() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    url
-}
-
 async fn start_prometheus(target: &str) -> Option<support::Server> {
     tokio::task::block_in_place(|| support::scraping(target))
 }
@@ -165,7 +151,7 @@ async fn a_hanging_prometheus_delays_only_the_checks_that_ask_it() {
     let target = exporter().await;
     let Some(prometheus) = start_prometheus(&target).await else { return };
     let registry = Arc::new(Registry::new(&sluice_sources::Config::default()));
-    let stuck = hanging().await;
+    let stuck = support::hanging().await;
     let slow = Arc::new(plan(&stuck, "  - { name: q, query: 'up', timeout: 2s, below: 1 }\n"));
     // Six checks at once against four slots: the last two wait for a slot, and that wait is part of
     // their timeout — all six end within it.

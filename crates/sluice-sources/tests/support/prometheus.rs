@@ -45,6 +45,20 @@ pub fn binary(name: &str) -> Option<String> {
     found
 }
 
+/// A loopback endpoint that accepts connections and never answers: the fault a real Prometheus will not
+/// produce on demand.
+pub async fn hanging() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
 /// Prometheus scraping `target` (`host:port`) every second.
 pub fn scraping(target: &str) -> Option<Server> {
     let config = format!(
