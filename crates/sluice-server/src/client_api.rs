@@ -177,8 +177,9 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ObservationBatch {
-    observations: Vec<sluice_sources::metrics::Observation>,
+struct ObservationBatch<'a> {
+    #[serde(borrow)]
+    observations: Vec<sluice_sources::metrics::Observation<'a>>,
 }
 
 /// `POST /api/v1/metrics` (an `sdk` token): a batch of request outcomes for the built-in metrics, all or
@@ -198,19 +199,19 @@ pub(crate) async fn observations(State(state): State<Arc<AppState>>, headers: He
     let mut last: Option<&sluice_flags::Flag> = None;
     for (i, o) in batch.observations.iter().enumerate() {
         let found = match last {
-            Some(f) if f.key == o.flag => Some(f),
-            _ => snapshot.flags().iter().find(|f| f.key == o.flag),
+            Some(f) if f.key == *o.flag => Some(f),
+            _ => snapshot.flags().iter().find(|f| f.key == *o.flag),
         };
         last = found;
         let Some(flag) = found else {
-            return ApiError::invalid(format!("observations[{i}].flag"), format!("no flag `{}`", o.flag))
+            return ApiError::invalid(format!("observations[{i}].flag"), format!("no flag `{}`", &*o.flag))
                 .into_response();
         };
-        if !flag.variants.iter().any(|v| v.name == o.variant) {
+        if !flag.variants.iter().any(|v| v.name == *o.variant) {
             let names: Vec<&str> = flag.variants.iter().map(|v| v.name.as_str()).collect();
             return ApiError::invalid(
                 format!("observations[{i}].variant"),
-                format!("flag `{}` has no variant `{}` (it has {})", o.flag, o.variant, names.join(", ")),
+                format!("flag `{}` has no variant `{}` (it has {})", &*o.flag, &*o.variant, names.join(", ")),
             )
             .into_response();
         }

@@ -198,6 +198,31 @@ async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
     assert_eq!((st, v["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("observations")), "{v}");
     let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [{"flag": "f"}]}))).await;
     assert_eq!((st, v["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("observations[0]")), "{v}");
+    // Raw bodies: a value named twice (a JSON object may repeat a key; a count must not silently drop one),
+    // escapes undone in names, and bytes that are not UTF-8.
+    let raw = |body: &'static [u8]| {
+        s.http
+            .post(format!("{}/api/v1/metrics", s.url))
+            .bearer_auth(&s.sdk)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = raw(br#"{"observations": [{"flag": "f", "variant": "on", "reason": "SPLIT", "ok": true, "values": {"a": 1, "a": 2}}]}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["field"].as_str().unwrap().starts_with("observations[0]"), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("given twice"), "{v}");
+    let r = raw(br#"{"observations": [{"flag": "\u0066", "variant": "o\u006e", "reason": "SPLIT", "ok": true, "values": {"sc\u006fre": 1}}]}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
+    let r = raw(b"{\"observations\": [{\"flag\": \"f\xff\"}]}").await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("not UTF-8"), "{v}");
     // Only applications report: an admin token is not an sdk token.
     let (st, _) = s.call(&s.admin, Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
     assert_eq!(st, StatusCode::FORBIDDEN);

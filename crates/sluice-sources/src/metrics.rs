@@ -32,34 +32,134 @@ const MINUTE: u64 = 60_000;
 const SECONDS_KEPT: u64 = 10 * MINUTE;
 const HOUR: u64 = 3_600_000;
 
-/// One request's outcome, as an application reports it.
+/// One request's outcome, as an application reports it. Its strings borrow from the request body (a
+/// batch of 10,000 allocates nothing per entry unless a string has escapes): ingestion shares the cores
+/// that answer flag evaluations.
 ///
 /// ```
 /// let o: sluice_sources::metrics::Observation = serde_json::from_str(
 ///     r#"{"flag": "checkout", "variant": "on", "reason": "SPLIT", "key": "user-1", "ok": true, "latency_ms": 12.5, "values": {"consistency_score": 0.93}}"#,
 /// ).unwrap();
-/// assert_eq!(o.values["consistency_score"], 0.93);
+/// assert_eq!(o.values.get("consistency_score"), Some(0.93));
+/// assert_eq!(&*o.flag, "checkout");
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Observation {
+pub struct Observation<'a> {
     /// The flag evaluated.
-    pub flag: String,
+    #[serde(borrow)]
+    pub flag: Text<'a>,
     /// The variant served.
-    pub variant: String,
+    #[serde(borrow)]
+    pub variant: Text<'a>,
     /// Why, as OFREP answered (`SPLIT`, `STATIC`, `DEFAULT`, `TARGETING_MATCH`, `DISABLED`).
     pub reason: Reason,
     /// The stickiness key (the user id): counted once per key in the traffic-split check.
-    #[serde(default)]
-    pub key: Option<String>,
+    #[serde(default, borrow)]
+    pub key: Option<Text<'a>>,
     /// Whether the request succeeded.
     pub ok: bool,
     /// How long it took.
     #[serde(default)]
     pub latency_ms: Option<f64>,
     /// Named numbers (`consistency_score`, `compute_savings_pct`): at most 32 names per flag, each ≥ 0.
-    #[serde(default)]
-    pub values: BTreeMap<String, f64>,
+    #[serde(default, borrow)]
+    pub values: Values<'a>,
+}
+
+/// A string of a request body: borrowed from it, or owned when JSON escapes had to be undone.
+///
+/// ```
+/// let t: sluice_sources::metrics::Text = serde_json::from_str(r#""on""#).unwrap();
+/// assert_eq!(&*t, "on");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text<'a>(pub std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text(std::borrow::Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(s: String) -> Self {
+        Text(std::borrow::Cow::Owned(s))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(std::borrow::Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Text(std::borrow::Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// An observation's named values, in the order sent; a name sent twice is refused.
+///
+/// ```
+/// let v: sluice_sources::metrics::Values = serde_json::from_str(r#"{"score": 0.5}"#).unwrap();
+/// assert_eq!(v.get("score"), Some(0.5));
+/// assert!(serde_json::from_str::<sluice_sources::metrics::Values>(r#"{"a": 1, "a": 2}"#).is_err());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Values<'a>(pub Vec<(Text<'a>, f64)>);
+
+impl Values<'_> {
+    /// The value named `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| *v)
+    }
+
+    /// Each name and its value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(n, v)| (&**n, *v))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Values<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Values<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of named numbers")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut out: Vec<(Text<'a>, f64)> = Vec::with_capacity(map.size_hint().unwrap_or(2).min(MAX_NAMES));
+                while let Some((name, v)) = map.next_entry::<Text<'a>, f64>()? {
+                    if out.iter().any(|(n, _)| *n == name) {
+                        return Err(serde::de::Error::custom(format!("the value `{}` is given twice", &*name)));
+                    }
+                    out.push((name, v));
+                }
+                Ok(Values(out))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// Every [`Served`], by its discriminant (the index of its series in a variant's `[Series; 3]`).
@@ -100,15 +200,15 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    fn add(&mut self, o: &Observation) {
+    fn add(&mut self, o: &Observation<'_>) {
         self.errors.add(if o.ok { 0.0 } else { 1.0 });
         if let Some(ms) = o.latency_ms {
             self.latency.add(ms);
         }
-        for (name, v) in &o.values {
+        for (name, v) in o.values.iter() {
             match self.values.get_mut(name) {
-                Some(m) => m.add(*v),
-                None => self.values.entry(name.clone()).or_default().add(*v),
+                Some(m) => m.add(v),
+                None => self.values.entry(name.to_string()).or_default().add(v),
             }
         }
     }
@@ -166,7 +266,7 @@ impl Series {
         Some(out)
     }
 
-    fn add(&mut self, o: &Observation, now: Millis) {
+    fn add(&mut self, o: &Observation<'_>, now: Millis) {
         // The totals as they stood at the start of this minute (and hour): nothing was added in between.
         let minute = now - now % MINUTE;
         if self.minutes.back().is_none_or(|(t, _)| *t < minute) {
@@ -234,8 +334,31 @@ impl Series {
 struct Keys {
     since: Millis,
     variants: Vec<String>,
-    latest: HashMap<u64, u16>,
+    latest: HashMap<u64, u16, std::hash::BuildHasherDefault<Hashed>>,
     by_variant: HashMap<String, u64>,
+}
+
+/// The hasher of a key that is already a hash ([`hash`]): only mixed, so that the table's bucket bits are
+/// uniform (FNV's low bits are not), without hashing the key a second time on every observation.
+#[derive(Debug, Default)]
+struct Hashed(u64);
+
+impl std::hash::Hasher for Hashed {
+    fn finish(&self) -> u64 {
+        // splitmix64's finalizer.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ *b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Keys {
@@ -270,7 +393,7 @@ impl Keys {
 struct FlagMetrics {
     names: std::collections::BTreeSet<String>,
     /// By variant, then by [`Served`] (its index): looked up without allocating on the hot path.
-    series: HashMap<String, [Series; 3]>,
+    series: Vec<(String, [Series; 3])>,
     keys: Option<Keys>,
     observed: u64,
 }
@@ -304,7 +427,7 @@ pub struct Invalid {
 impl Metrics {
     /// Checks a batch against the rules that need no catalog (sizes, numbers, names) and records it whole,
     /// or nothing. The caller checks flags and variants first.
-    pub fn record(&self, batch: &[Observation], now: Millis) -> Result<(), Invalid> {
+    pub fn record(&self, batch: &[Observation<'_>], now: Millis) -> Result<(), Invalid> {
         if batch.len() > MAX_BATCH {
             return Err(Invalid {
                 index: None,
@@ -318,8 +441,8 @@ impl Metrics {
                     return bad(format!("latency_ms is {ms}: a duration is a finite number ≥ 0"));
                 }
             }
-            for (name, v) in &o.values {
-                if !v.is_finite() || *v < 0.0 {
+            for (name, v) in o.values.iter() {
+                if !v.is_finite() || v < 0.0 {
                     return bad(format!("values.{name} is {v}: a value is a finite number ≥ 0"));
                 }
                 let ok = !name.is_empty()
@@ -331,46 +454,61 @@ impl Metrics {
             }
         }
         let mut flags = self.flags.lock().expect("metrics");
-        // Names first, for the whole batch: a batch that would pass the limit changes nothing.
+        // Names first, for the whole batch: a batch that would pass the limit changes nothing. A batch is
+        // usually one flag's, or a few flags' in runs: each run looks its flag up once.
         let mut added: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
-        for (i, o) in batch.iter().enumerate() {
-            let known = flags.get(&o.flag).map(|f| &f.names);
-            let new = added.entry(o.flag.as_str()).or_default();
-            for name in o.values.keys() {
-                if !known.is_some_and(|k| k.contains(name)) {
-                    new.insert(name.as_str());
+        let mut at = 0;
+        for run in batch.chunk_by(|a, b| a.flag == b.flag) {
+            let flag: &str = &run[0].flag;
+            let known = flags.get(flag).map(|f| &f.names);
+            let new = added.entry(flag).or_default();
+            for (i, o) in run.iter().enumerate() {
+                for (name, _) in o.values.iter() {
+                    if !known.is_some_and(|k| k.contains(name)) {
+                        new.insert(name);
+                    }
+                }
+                if known.map_or(0, |k| k.len()) + new.len() > MAX_NAMES {
+                    return Err(Invalid {
+                        index: Some(at + i),
+                        message: format!("flag `{flag}` would have more than {MAX_NAMES} value names"),
+                    });
                 }
             }
-            if known.map_or(0, |k| k.len()) + new.len() > MAX_NAMES {
-                return Err(Invalid {
-                    index: Some(i),
-                    message: format!("flag `{}` would have more than {MAX_NAMES} value names", o.flag),
-                });
-            }
+            at += run.len();
         }
         let mut dirty = self.dirty.lock().expect("dirty");
-        for o in batch {
-            if !dirty.contains(&o.flag) {
-                dirty.insert(o.flag.clone());
+        for this in batch.chunk_by(|a, b| a.flag == b.flag) {
+            let flag: &str = &this[0].flag;
+            if !dirty.contains(flag) {
+                dirty.insert(flag.to_string());
             }
-            if !flags.contains_key(&o.flag) {
-                flags.insert(o.flag.clone(), FlagMetrics::default());
+            if !flags.contains_key(flag) {
+                flags.insert(flag.to_string(), FlagMetrics::default());
             }
-            let f = flags.get_mut(&o.flag).expect("inserted");
-            for name in o.values.keys() {
-                if !f.names.contains(name) {
-                    f.names.insert(name.clone());
+            let f = flags.get_mut(flag).expect("inserted");
+            f.observed += this.len() as u64;
+            for o in this {
+                for (name, _) in o.values.iter() {
+                    if !f.names.contains(name) {
+                        f.names.insert(name.to_string());
+                    }
                 }
-            }
-            f.observed += 1;
-            let served = Served::of(o.reason);
-            if !f.series.contains_key(&o.variant) {
-                f.series.insert(o.variant.clone(), Default::default());
-            }
-            f.series.get_mut(&o.variant).expect("inserted")[served as usize].add(o, now);
-            // The split's users: the ramp's (SPLIT) and those it left on the base (DEFAULT).
-            if let (Served::Split | Served::Plain, Some(key), Some(keys)) = (served, &o.key, f.keys.as_mut()) {
-                keys.saw(key, &o.variant);
+                let served = Served::of(o.reason);
+                let variant: &str = &o.variant;
+                // A flag has a handful of variants: a scan beats hashing the name.
+                let at = match f.series.iter().position(|(v, _)| v == variant) {
+                    Some(at) => at,
+                    None => {
+                        f.series.push((variant.to_string(), Default::default()));
+                        f.series.len() - 1
+                    }
+                };
+                f.series[at].1[served as usize].add(o, now);
+                // The split's users: the ramp's (SPLIT) and those it left on the base (DEFAULT).
+                if let (Served::Split | Served::Plain, Some(key), Some(keys)) = (served, &o.key, f.keys.as_mut()) {
+                    keys.saw(key, variant);
+                }
             }
         }
         Ok(())
@@ -391,7 +529,7 @@ impl Metrics {
         let Some(f) = flags.get(flag) else { return out };
         let all = f.series.iter().flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v, SERVED[i], s)));
         for (v, s, series) in all {
-            if variant.is_some_and(|want| want != v) || !served.contains(&s) || series.total.errors.n == 0 {
+            if variant.is_some_and(|want| want != v.as_str()) || !served.contains(&s) || series.total.errors.n == 0 {
                 continue;
             }
             match (to, series.seconds_since(from)) {
@@ -455,10 +593,16 @@ impl Metrics {
         for (name, body) in saved {
             match serde_json::from_str::<Saved>(&body) {
                 Ok(s) => {
-                    let mut f =
-                        FlagMetrics { names: s.names, observed: s.observed, series: HashMap::new(), keys: None };
+                    let mut f = FlagMetrics { names: s.names, observed: s.observed, series: Vec::new(), keys: None };
                     for (v, served, series) in s.series {
-                        f.series.entry(v).or_default()[served as usize] = series;
+                        let at = match f.series.iter().position(|(known, _)| *known == v) {
+                            Some(at) => at,
+                            None => {
+                                f.series.push((v, Default::default()));
+                                f.series.len() - 1
+                            }
+                        };
+                        f.series[at].1[served as usize] = series;
                     }
                     flags.insert(name, f);
                 }
@@ -484,15 +628,15 @@ fn hash(key: &str) -> u64 {
 mod tests {
     use super::*;
 
-    fn obs(variant: &str, ok: bool, ms: f64) -> Observation {
+    fn obs(variant: &str, ok: bool, ms: f64) -> Observation<'_> {
         Observation {
             flag: "f".into(),
             variant: variant.into(),
             reason: Reason::Split,
-            key: Some(format!("{variant}-{ms}")),
+            key: Some(format!("{variant}-{ms}").into()),
             ok,
             latency_ms: Some(ms),
-            values: BTreeMap::from([("score".to_string(), ms / 10.0)]),
+            values: Values(vec![("score".into(), ms / 10.0)]),
         }
     }
 
@@ -528,7 +672,7 @@ mod tests {
         assert_eq!(e.index, Some(1));
         assert_eq!(m.observed("f"), 0, "nothing of the batch was kept");
         let many: Vec<Observation> = (0..=MAX_NAMES)
-            .map(|i| Observation { values: BTreeMap::from([(format!("v{i}"), 1.0)]), ..obs("on", true, 1.0) })
+            .map(|i| Observation { values: Values(vec![(format!("v{i}").into(), 1.0)]), ..obs("on", true, 1.0) })
             .collect();
         assert!(m.record(&many, 0).unwrap_err().message.contains("value names"));
     }
