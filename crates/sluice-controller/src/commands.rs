@@ -253,7 +253,7 @@ impl Controller {
             .iter()
             .map(|e| (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone())))
             .collect();
-        let notifications = self.notifications_of(&record, &plan, &rollout, &events);
+        let notifications = self.notifications_of(&record, &plan, &rollout, &outbox, &events, &[]);
         self.fault("before-save")?;
         let written = self.store.create_rollout(&record, &notes, &notifications).await?;
         drop(starting);
@@ -441,7 +441,9 @@ impl Controller {
         let plan = plan_of(record)?;
         let mut rollout = record.state.clone();
         let why = format!("the kill switch of `{}` is pulled ({who}): enable the flag, then resume", record.flag);
-        let effects = rollout.pause(&plan, self.clock.now(), &why).map_err(|e| ControllerError::conflict(e.0))?;
+        let effects = rollout
+            .pause_because(&plan, self.clock.now(), "kill_switch", &why)
+            .map_err(|e| ControllerError::conflict(e.0))?;
         if !record.outbox.is_empty() {
             // A transition is still being carried out (a phase hook runs): the pause is written beside it,
             // never over it, so the hook's outcome and the percentage it guards are not lost.

@@ -15,6 +15,9 @@ use crate::{plan_of, Controller};
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most notifications taken from the queue at once.
 const BATCH: u32 = 100;
+/// How often the conditions of every rollout are posted again to its Alertmanagers (an alert ends three
+/// minutes after its last post).
+const ALERT_REFRESH: Duration = Duration::from_secs(60);
 
 impl Controller {
     /// Delivers queued notifications for the process's life.
@@ -45,7 +48,25 @@ impl Controller {
     }
 
     async fn deliver(&self, queued: QueuedNotification) {
-        let outcome = match self.delivery(&queued).await {
+        let began = std::time::Instant::now();
+        let delivered = self.delivery(&queued).await;
+        // Every attempt but the log's is on the record: who was told what, when, and what went wrong.
+        if queued.destination != "log" {
+            let mut detail = serde_json::json!({
+                "id": queued.id,
+                "destination": queued.destination,
+                "ok": delivered.is_ok(),
+                "attempt": queued.attempts + 1,
+                "duration_ms": began.elapsed().as_millis() as u64,
+            });
+            if let Err(e) = &delivered {
+                detail["error"] = serde_json::json!(e);
+            }
+            if let Err(e) = self.audit("sluice", "rollout.notification", &queued.rollout_id, detail, None).await {
+                tracing::warn!(id = %queued.id, error = %e, "auditing a notification's delivery");
+            }
+        }
+        let outcome = match delivered {
             Ok(()) => self.store.notification_delivered(&queued.id, &queued.destination).await,
             Err(error) => {
                 // 2 s, 4 s, 8 s … up to 10 minutes between tries.
@@ -87,5 +108,59 @@ impl Controller {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {DELIVERY_TIMEOUT:?}")),
         }
+    }
+
+    pub(crate) async fn refresh_alerts_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(ALERT_REFRESH).await;
+            self.refresh_alerts().await;
+        }
+    }
+
+    /// Posts every rollout's current conditions to the Alertmanagers its plan names: a paused or
+    /// uncertain rollout's alert stays firing while the condition lasts, and a rollback's for an hour.
+    /// Returns how many posts were made.
+    pub async fn refresh_alerts(&self) -> usize {
+        let records = match self.store.rollouts(false).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading rollouts to refresh their alerts");
+                return 0;
+            }
+        };
+        let now = self.clock.now();
+        let mut posted = 0;
+        for record in records {
+            let Some(last) = record.state.history.last() else { continue };
+            // An ended rollout's alerts are over an hour after it ended (its rollback alert's life).
+            if record.state.status.is_terminal()
+                && now.saturating_sub(last.at) > sluice_sources::notifiers::alertmanager::ROLLED_BACK_FOR_MS
+            {
+                continue;
+            }
+            let Ok(plan) = plan_of(&record) else { continue };
+            let n = crate::transition::notification(
+                format!("{}:e{}", record.id, record.state.history.len() - 1),
+                &record,
+                &plan,
+                &record.state,
+                &record.outbox,
+                last.clone(),
+                Vec::new(),
+            );
+            for target in plan.notify.iter().filter(|t| t.value.alertmanager.is_some()) {
+                posted += 1;
+                let delivered =
+                    tokio::time::timeout(DELIVERY_TIMEOUT, self.plugins.notify(Some(&target.value), &n)).await;
+                if !matches!(delivered, Ok(Ok(()))) {
+                    let error = match delivered {
+                        Ok(Err(e)) => e,
+                        _ => format!("no answer within {DELIVERY_TIMEOUT:?}"),
+                    };
+                    tracing::warn!(rollout = %record.id, %error, "refreshing a rollout's alerts");
+                }
+            }
+        }
+        posted
     }
 }

@@ -79,6 +79,7 @@ impl Controller {
             Err(e) => tracing::error!(error = %e, "reading rollouts to recover"),
         }
         tokio::spawn(self.clone().deliver_notifications());
+        tokio::spawn(self.clone().refresh_alerts_forever());
         tokio::spawn(self.clone().prune_decisions(self.settings.keep_every_decision_for));
         let memory = Arc::new(RunnerMemory::default());
         let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();

@@ -76,7 +76,9 @@ impl Controller {
                 (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone()))
             }),
         );
-        let notifications = self.notifications_of(record, plan, rollout, also.events);
+        let checks: Vec<serde_json::Value> =
+            also.decisions.map(|(_, d)| d.iter().map(|d| d.body.clone()).collect()).unwrap_or_default();
+        let notifications = self.notifications_of(record, plan, rollout, outbox, also.events, &checks);
         let written = self
             .store
             .save_rollout(&RolloutSave {
@@ -109,19 +111,15 @@ impl Controller {
         record: &RolloutRecord,
         plan: &Plan,
         rollout: &Rollout,
+        outbox: &[OutboxItem],
         events: &[Event],
+        checks: &[serde_json::Value],
     ) -> Vec<NewNotification> {
         let first = rollout.history.len().saturating_sub(events.len());
         let mut out = Vec::new();
         for (n, event) in events.iter().enumerate() {
             let id = format!("{}:e{}", record.id, first + n);
-            let body = sluice_sources::Notification {
-                id: id.clone(),
-                rollout: record.id.clone(),
-                plan: record.plan_name.clone(),
-                flag: record.flag.clone(),
-                event: event.clone(),
-            };
+            let body = notification(id.clone(), record, plan, rollout, outbox, event.clone(), checks.to_vec());
             let body = serde_json::to_value(&body).expect("json");
             let listening = plan
                 .notify
@@ -239,31 +237,41 @@ impl Controller {
                         self.fault("after-started")?;
                     }
                     let flag = self.live_flag(&record.flag);
-                    let values = template_values(plan, rollout, flag.as_ref());
+                    let mut values = template_values(plan, rollout, flag.as_ref());
+                    values.insert("id".into(), record.id.clone());
+                    values.insert("plan".into(), record.plan_name.clone());
+                    if let Some(last) = rollout.history.last() {
+                        values.insert("event".into(), last.kind.clone());
+                        values.insert("reason".into(), last.reason.clone());
+                    }
+                    let checks = self.last_checks(&record.id).await;
                     let key = outbox[i].key.clone();
-                    let cx = ActionContext { rollout_id: &record.id, plan, values: &values, key: &key };
+                    let cx =
+                        ActionContext { rollout_id: &record.id, plan, values: &values, key: &key, checks: &checks };
                     let hook = at.is_hook();
-                    let outcome = if hook {
-                        drop(guard);
-                        let outcome = self.plugins.run(action, &cx).await;
-                        guard = self.lock(&record.id).await;
-                        outcome
-                    } else {
-                        self.plugins.run(action, &cx).await
-                    };
+                    // No action holds the rollout's lock while it runs: a hook may take hours (a migration)
+                    // and a webhook retries with backoff for minutes, while the runner keeps evaluating
+                    // triggers and people can still roll back or abort.
+                    drop(guard);
+                    let outcome = self.plugins.run(action, &cx).await;
+                    guard = self.lock(&record.id).await;
                     self.fault("after-action")?;
                     let mut detail = json!({"purpose": at.to_string(), "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
-                    if hook {
-                        // While the hook ran, the runner may have recorded trigger ticks (kept), or a rollback
-                        // or an abort may have replaced this transition's effects (then nothing more here).
-                        let fresh = self.record(&record.id).await?;
-                        let superseded = fresh.outbox.get(i).map(|s| &s.key) != Some(&key);
-                        *rollout = fresh.state;
-                        if superseded {
-                            detail["superseded"] = json!(true);
-                            self.audit(&actor, "rollout.action", &record.id, detail, None).await?;
-                            return Ok(guard);
-                        }
+                    if let Some(name) = &action.name {
+                        detail["name"] = json!(name);
+                    }
+                    if !outcome.attempts.is_empty() {
+                        detail["attempts"] = json!(outcome.attempts);
+                    }
+                    // While it ran, the runner may have recorded trigger ticks (kept), or a rollback or an
+                    // abort may have replaced this transition's effects (then nothing more here).
+                    let fresh = self.record(&record.id).await?;
+                    let superseded = fresh.outbox.get(i).map(|s| &s.key) != Some(&key);
+                    *rollout = fresh.state;
+                    if superseded {
+                        detail["superseded"] = json!(true);
+                        self.audit(&actor, "rollout.action", &record.id, detail, None).await?;
+                        return Ok(guard);
                     }
                     let note = ("rollout.action".to_string(), detail, None);
                     if hook && !outcome.ok {
@@ -290,6 +298,21 @@ impl Controller {
         self.save(record, plan, rollout, &actor, &[], Saving::default()).await?;
         self.fault("after-clear")?;
         Ok(guard)
+    }
+
+    /// The last tick's decisions of a rollout, for an action's body: check, kind, value, threshold,
+    /// outcome, note.
+    pub(crate) async fn last_checks(&self, id: &str) -> serde_json::Value {
+        let recent = self.store.decisions(id, 64).await.unwrap_or_default();
+        let last_at = recent.iter().filter_map(|d| d["at"].as_u64()).max();
+        let checks: Vec<serde_json::Value> = recent
+            .iter()
+            .filter(|d| last_at.is_some() && d["at"].as_u64() == last_at)
+            .map(|d| {
+                json!({"check": d["check"], "kind": d["kind"], "value": d["value"], "threshold": d["threshold"], "outcome": d["outcome"], "note": d["note"]})
+            })
+            .collect();
+        serde_json::Value::Array(checks)
     }
 
     /// Changes a flag for a rollout. A flag deleted since the plan was checked is skipped and audited
@@ -375,7 +398,7 @@ impl Controller {
             json!({"purpose": purpose, "idempotency_key": outbox[i].key}),
             Some(why.clone()),
         );
-        let events = match rollout.pause(&plan, self.clock.now(), &why) {
+        let events = match rollout.pause_because(&plan, self.clock.now(), "uncertain", &why) {
             Ok(effects) => sluice_engine::outbox(&record.id, rollout.history.len(), effects).1,
             Err(_) => Vec::new(),
         };
@@ -456,5 +479,40 @@ pub(crate) struct Saving<'a> {
 impl Saving<'_> {
     pub(crate) fn notes(notes: Vec<AuditNote>) -> Self {
         Saving { notes, ..Saving::default() }
+    }
+}
+
+/// A rollout's event as people hear about it, with the state it left the rollout in.
+pub(crate) fn notification(
+    id: String,
+    record: &RolloutRecord,
+    plan: &Plan,
+    rollout: &Rollout,
+    outbox: &[OutboxItem],
+    event: Event,
+    checks: Vec<serde_json::Value>,
+) -> sluice_sources::Notification {
+    let (paused_because, decide_by, default) = match &rollout.status {
+        sluice_engine::Status::Paused { reason, decide_by, default, .. } => (
+            Some(reason.clone()),
+            *decide_by,
+            default
+                .map(|d| serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+        ),
+        _ => (None, None, None),
+    };
+    sluice_sources::Notification {
+        id,
+        rollout: record.id.clone(),
+        plan: record.plan_name.clone(),
+        flag: record.flag.clone(),
+        event,
+        status: rollout.status.name().to_string(),
+        phases: plan.phases.len(),
+        paused_because,
+        decide_by,
+        default,
+        uncertain: outbox.iter().any(|i| i.uncertain),
+        checks,
     }
 }

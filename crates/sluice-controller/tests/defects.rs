@@ -47,7 +47,7 @@ impl Plugins for World {
     async fn run(&self, action: &Action, _: &ActionContext<'_>) -> ActionOutcome {
         let name = action.name.clone().unwrap_or_default();
         *self.runs.lock().unwrap().entry(name.clone()).or_default() += 1;
-        ActionOutcome { ok: !name.ends_with("-fails"), detail: String::new() }
+        ActionOutcome { ok: !name.ends_with("-fails"), detail: String::new(), attempts: Vec::new() }
     }
 }
 
@@ -316,12 +316,12 @@ async fn a_trigger_that_never_has_data_is_told_once_and_shown() {
         .await;
     s.ticks(12).await;
     let record = s.store.rollout(&id).await.unwrap().unwrap();
-    let told: Vec<_> = record.state.history.iter().filter(|e| e.kind == "inconclusive").collect();
+    let told: Vec<_> = record.state.history.iter().filter(|e| e.kind == "no_data").collect();
     assert_eq!(told.len(), 1, "{:?}", record.state.history);
     assert!(told[0].reason.contains("errors"));
     assert_eq!(s.controller.summary(&id).await.unwrap().blind_triggers, ["errors"]);
     let queued = s.store.due_notifications(100).await.unwrap();
-    assert!(queued.iter().any(|n| n.body["event"]["kind"] == "inconclusive"), "{queued:?}");
+    assert!(queued.iter().any(|n| n.body["event"]["kind"] == "no_data"), "{queued:?}");
     // A value clears it.
     s.world.set("errors", Measurement::Value(0.0));
     s.ticks(1).await;

@@ -35,3 +35,4 @@ pub use rollout::{
     MetricSource, Outcome, Rollout, Status,
 };
 pub use simulate::{simulate, simulate_with, time_limit, Replay, Simulation, Step};
+pub use sluice_plan::EVENTS;

@@ -145,6 +145,16 @@ pub enum DecisionKind {
     Rollback,
 }
 
+impl DecisionKind {
+    /// What it does, as a verb: `resume`, `roll back`.
+    pub fn as_verb(self) -> &'static str {
+        match self {
+            DecisionKind::Resume => "resume",
+            DecisionKind::Rollback => "roll back",
+        }
+    }
+}
+
 impl From<Decision> for DecisionKind {
     fn from(d: Decision) -> Self {
         match d {
@@ -236,7 +246,7 @@ impl Effect {
 pub struct Event {
     /// When.
     pub at: Millis,
-    /// `started`, `promoted`, `paused`, `resumed`, `baking`, `completed`, `rolled_back`, `aborted`, …
+    /// One of [`EVENTS`](sluice_plan::EVENTS): `started`, `promoted`, `paused`, `rolled_back`, …
     pub kind: String,
     /// The phase index at that moment.
     pub phase: usize,
@@ -356,6 +366,15 @@ impl Rollout {
     }
 
     /// The current phase starts over at `now`: its hold, approvals and gates' `for` runs (triggers keep theirs).
+    /// People were told this phase waits for approvals (once per phase).
+    fn told_approval_waiting(&self, _now: Millis) -> bool {
+        self.history
+            .iter()
+            .rev()
+            .take_while(|e| e.at >= self.phase_started)
+            .any(|e| e.kind == "approval_waiting" && e.phase == self.phase)
+    }
+
     fn restart_phase(&mut self, now: Millis) {
         self.phase_started = now;
         self.hold_skipped = false;
@@ -534,7 +553,14 @@ impl Rollout {
                         let decide_by = t.decide_within.as_ref().map(|d| now + d.value.0.as_millis() as u64);
                         let default = t.default.as_ref().map(|d| d.value.into());
                         self.status = self.pause_status(reason.clone(), decide_by, default);
-                        effects.push(self.event(plan, now, "paused", reason));
+                        // People read the deadline and what happens at it in the notification itself.
+                        let told = match (&t.decide_within, default) {
+                            (Some(within), Some(d)) => {
+                                format!("{reason}; decide within {} or it will {}", within.value, d.as_verb())
+                            }
+                            _ => format!("{reason}; it waits for a person to resume or roll back"),
+                        };
+                        effects.push(self.event(plan, now, "paused", told));
                     }
                     _ => {}
                 }
@@ -575,7 +601,7 @@ impl Rollout {
                 effects.extend(self.rollback_inner(plan, now, &reason));
             } else {
                 self.status = self.pause_status(reason.clone(), None, None);
-                effects.push(self.event(plan, now, "paused", reason));
+                effects.push(self.event(plan, now, "source_down", reason));
             }
             return (decisions, effects);
         }
@@ -591,6 +617,15 @@ impl Rollout {
                 let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value.item));
                 if held && all_pass && signed {
                     effects.extend(self.promote_inner(plan, now));
+                } else if held && all_pass && !self.told_approval_waiting(now) {
+                    let missing: Vec<&str> = phase
+                        .approvals
+                        .iter()
+                        .map(|a| a.value.item.as_str())
+                        .filter(|i| !self.approvals.contains(*i))
+                        .collect();
+                    let reason = format!("phase {} waits for approval: {}", self.phase + 1, missing.join(", "));
+                    effects.push(self.event(plan, now, "approval_waiting", reason));
                 }
             }
             Status::Baking { until } if now >= until => {
@@ -621,7 +656,7 @@ impl Rollout {
                     "trigger `{}` has had no conclusive value for {limit} ticks ({why}): it cannot fire until it has one",
                     d.check
                 );
-                effects.push(self.event(plan, now, "inconclusive", reason));
+                effects.push(self.event(plan, now, "no_data", reason));
             }
         }
     }
@@ -865,6 +900,23 @@ impl Rollout {
         }
         self.status = self.pause_status(format!("paused by hand: {reason}"), None, None);
         Ok(vec![self.event(plan, now, "paused", reason)])
+    }
+
+    /// The controller pauses a running or baking rollout for a reason of its own, told as event `kind`
+    /// (`kill_switch`, `uncertain`: one of [`EVENTS`](sluice_plan::EVENTS)). One paused already stays paused as it was (its
+    /// deadline and reason stand), and the event is still told.
+    pub fn pause_because(
+        &mut self,
+        plan: &Plan,
+        now: Millis,
+        kind: &str,
+        reason: &str,
+    ) -> Result<Vec<Effect>, CommandError> {
+        self.live()?;
+        if !matches!(self.status, Status::Paused { .. }) {
+            self.status = self.pause_status(reason.to_string(), None, None);
+        }
+        Ok(vec![self.event(plan, now, kind, reason)])
     }
 
     /// A phase hook failed (the runner stopped there: nothing after it ran, so the percentage was not

@@ -57,7 +57,9 @@ fn a_healthy_plan_promotes_after_each_hold_and_completes_after_the_bake() {
 #[test]
 fn a_missing_approval_blocks_promotion() {
     let sim = run(RAMP, &(healthy() + "30h,approve:qa-signoff,\n40h,approve:no-such-item,\n"));
-    assert_eq!(events(&sim)[1], (30 * HOUR, "promoted".into()), "promoted at the tick the approval arrived");
+    assert_eq!(events(&sim)[1], (24 * HOUR, "approval_waiting".into()), "told once the hold was over");
+    assert_eq!(events(&sim)[2], (30 * HOUR, "promoted".into()), "promoted at the tick the approval arrived");
+    assert_eq!(events(&sim).iter().filter(|e| e.1 == "approval_waiting").count(), 1, "told once per phase");
     assert!(sim
         .rollout
         .history

@@ -86,6 +86,9 @@ impl Checker<'_> {
             (None, Some(var)) => self.secret_env(var.referenced, &format!("{key}.url_env"), &var.value),
             _ => {}
         }
+        if let Some(secret) = &e.secret {
+            self.secret_ref(secret.referenced, &format!("{key}.secret"), &secret.value);
+        }
     }
 
     /// A Prometheus check's `baseline` and its margin; whether the check has one (then the margin is its
@@ -261,6 +264,33 @@ impl Checker<'_> {
         }
     }
 
+    /// A secret from where plans may read secrets.
+    fn secret_ref(&mut self, loc: Location, key: &str, r: &SecretRef) {
+        match r {
+            SecretRef { secret_env: Some(var), secret_file: None } => {
+                self.secret_env(loc, &format!("{key}.secret_env"), var)
+            }
+            SecretRef { secret_env: None, secret_file: Some(_) } => {}
+            _ => self.error(loc, key, "a secret is `{secret_env: SLUICE_SECRET_…}` or `{secret_file: NAME}`"),
+        }
+    }
+
+    /// HTTP headers: names a header can have, values text or a secret.
+    fn headers(&mut self, key: &str, headers: &std::collections::BTreeMap<String, Spanned<EnvValue>>) {
+        for (name, value) in headers {
+            let key = format!("{key}.{name}");
+            let token = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !token {
+                self.error(value.referenced, &key, "a header's name is letters, digits, `-` and `_`");
+            }
+            let reserved = ["content-type", "content-length", "host", "idempotency-key", "sluice-signature"];
+            if reserved.contains(&name.to_ascii_lowercase().as_str()) {
+                self.error(value.referenced, &key, format!("`{name}` is set by Sluice itself"));
+            }
+            self.env_value(value, &key);
+        }
+    }
+
     /// Text (templates known) or a secret from where plans may read secrets.
     fn env_value(&mut self, value: &Spanned<EnvValue>, key: &str) {
         match &value.value {
@@ -309,7 +339,53 @@ impl Checker<'_> {
                     (None, Some(var)) => self.secret_env(var.referenced, &format!("{key}.webhook.url_env"), &var.value),
                 }
                 if let Some(b) = &w.value.body {
-                    self.templates(b.referenced, &format!("{key}.webhook.body"), &b.value);
+                    let at = format!("{key}.webhook.body");
+                    self.templates_with(b.referenced, &at, &b.value, crate::WEBHOOK_TEMPLATES);
+                    // Filled with a stand-in for every value, the body must be JSON: a quote or comma out of
+                    // place is found now, not when a rollback calls the receiver.
+                    // Numbers stand in for numbers, `[]` for the checks, the plan's own values for its vars,
+                    // and a bare word for text: so a text value left outside quotes is caught too.
+                    let mut stand_in: std::collections::BTreeMap<String, String> = BUILTIN_TEMPLATES
+                        .iter()
+                        .chain(crate::WEBHOOK_TEMPLATES)
+                        .map(|n| {
+                            let v = match *n {
+                                "percent" | "phase" => "0",
+                                "checks" => "[]",
+                                _ => "text",
+                            };
+                            (n.to_string(), v.to_string())
+                        })
+                        .collect();
+                    for (k, v) in &self.plan.vars {
+                        let quoted = serde_json::to_string(&v.0).expect("a string serializes");
+                        stand_in.insert(k.clone(), quoted[1..quoted.len() - 1].to_string());
+                    }
+                    if let Err(e) = serde_json::from_str::<serde_json::Value>(&crate::render(&b.value, &stand_in)) {
+                        self.error(b.referenced, at, format!("not JSON once its templates are filled: {e} (a text value goes in quotes: \"{{{{reason}}}}\"; a number or `{{{{checks}}}}` does not)"));
+                    }
+                }
+                if let Some(m) = &w.value.method {
+                    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {
+                        self.error(
+                            w.referenced,
+                            format!("{key}.webhook.method"),
+                            format!("`{m}` is not one of GET, POST, PUT, PATCH, DELETE"),
+                        );
+                    }
+                }
+                if let Some(secret) = &w.value.secret {
+                    self.secret_ref(secret.referenced, &format!("{key}.webhook.secret"), &secret.value);
+                }
+                self.headers(&format!("{key}.webhook.headers"), &w.value.headers);
+                if let Some(r) = &w.value.retries {
+                    if r.value > 10 {
+                        self.error(
+                            r.referenced,
+                            format!("{key}.webhook.retries"),
+                            "at most 10 retries (the last waits about 8 minutes)",
+                        );
+                    }
                 }
                 if !self.plugins.can(PluginKind::Action(ActionKind::Webhook)) {
                     self.unavailable(w.referenced, "webhook actions are".into(), &format!("{key}.webhook"));
@@ -753,8 +829,22 @@ impl Checker<'_> {
                         self.unavailable(n.referenced, format!("`{}` notifiers are", kind.as_str()), &key);
                     }
                 }
-                0 => self.error(n.referenced, key, "a notifier is one of `slack`, `webhook` or `alertmanager`"),
-                _ => self.error(n.referenced, key, "one notifier per list item: `slack`, `webhook` or `alertmanager`"),
+                0 => self.error(n.referenced, key.clone(), "a notifier is one of `slack`, `webhook` or `alertmanager`"),
+                _ => self.error(
+                    n.referenced,
+                    key.clone(),
+                    "one notifier per list item: `slack`, `webhook` or `alertmanager`",
+                ),
+            }
+            for (j, event) in n.value.on.iter().enumerate() {
+                if !crate::EVENTS.iter().any(|(kind, _)| *kind == event.as_str()) {
+                    let known: Vec<&str> = crate::EVENTS.iter().map(|(k, _)| *k).collect();
+                    self.error(
+                        n.referenced,
+                        format!("{key}.on[{j}]"),
+                        format!("no event `{event}`: one of {}", known.join(", ")),
+                    );
+                }
             }
         }
         for (what, (loc, keys)) in std::mem::take(&mut self.unavailable) {

@@ -227,3 +227,33 @@ pub fn render(text: &str, values: &std::collections::BTreeMap<String, String>) -
     out.push_str(rest);
     out
 }
+
+/// Every kind of event a rollout emits, with what it means: the names a plan's `notify[].on` may list.
+///
+/// ```
+/// assert!(sluice_plan::EVENTS.iter().any(|(kind, _)| *kind == "rolled_back"));
+/// ```
+pub const EVENTS: &[(&str, &str)] = &[
+    ("started", "the rollout started: the first phase's percentage is set"),
+    ("promoted", "a phase passed: the next phase's percentage is set"),
+    ("approval_waiting", "a phase's hold is over and its gates pass: it waits for approvals to be signed"),
+    ("approved", "a person signed an approval item"),
+    ("hold_skipped", "a person skipped the current phase's hold"),
+    ("paused", "a soft trigger fired, a signal came in or a person paused: it waits for resume or rollback"),
+    ("resumed", "a person (or a soft trigger's default) resumed the rollout"),
+    ("kill_switch", "the flag's kill switch was pulled: the rollout paused"),
+    ("source_down", "a source failed on consecutive ticks: the rollout paused (or rolled back)"),
+    ("no_data", "a trigger has had no value for `analysis.max_inconclusive` ticks: it cannot fire"),
+    ("hook_failed", "a phase hook failed: the rollout stepped back and paused"),
+    ("uncertain", "an action that is not idempotent was cut off: a person must `settle` it"),
+    ("stepped_back", "a hard trigger stepped the rollout back a phase (`rollback.to: previous-phase`)"),
+    ("rolled_back", "the rollout rolled back: the flag is restored, the rollback actions run"),
+    ("baking", "the last phase passed: triggers stay armed for the bake"),
+    ("completed", "the rollout finished"),
+    ("aborted", "a person aborted the rollout: the flag stays where it is"),
+];
+
+/// Template names a webhook action's `body` may use besides the checks' (`flag`, `phase`, `percent`, …):
+/// the rollout's `id`, its `plan`, the last `event` and its `reason`, and `checks` (the last tick's
+/// decisions, a JSON array: written without quotes).
+pub const WEBHOOK_TEMPLATES: &[&str] = &["id", "plan", "event", "reason", "checks"];

@@ -161,6 +161,9 @@ pub struct Endpoint {
     /// The environment variable holding the URL.
     #[serde(default)]
     pub url_env: Option<Spanned<String>>,
+    /// `webhook` notifiers: signs each request as a webhook action does (`Sluice-Signature`).
+    #[serde(default)]
+    pub secret: Option<Spanned<SecretRef>>,
 }
 
 /// The Prometheus a plan's `prometheus` checks ask, and how to authenticate to it. Credentials are
@@ -611,9 +614,20 @@ pub struct Webhook {
     /// `POST` by default.
     #[serde(default)]
     pub method: Option<String>,
-    /// JSON body (templates allowed).
+    /// JSON body (templates allowed, each value JSON-escaped); without it, the rollout as JSON.
     #[serde(default)]
     pub body: Option<Spanned<String>>,
+    /// Signs each request: `Sluice-Signature: t=UNIX_SECONDS,v1=HEX`, HEX the HMAC-SHA256 of `"{t}.{body}"`
+    /// with this secret.
+    #[serde(default)]
+    pub secret: Option<Spanned<SecretRef>>,
+    /// Headers sent with each request: text (templates allowed), or a secret.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<EnvValue>>,
+    /// Attempts after the first when the receiver fails or does not answer (default 3, at most 10), with
+    /// exponential backoff and jitter.
+    #[serde(default)]
+    pub retries: Option<Spanned<u32>>,
 }
 
 /// What rolling back does.

@@ -110,9 +110,9 @@ impl Plugins for Recorded {
         self.receiver.got.lock().unwrap().push((flag, name, cx.key.to_string()));
         if fails {
             self.receiver.failed.lock().unwrap().push(cx.key.to_string());
-            return ActionOutcome { ok: false, detail: "failed on demand".into() };
+            return ActionOutcome { ok: false, detail: "failed on demand".into(), attempts: Vec::new() };
         }
-        ActionOutcome { ok: true, detail: String::new() }
+        ActionOutcome { ok: true, detail: String::new(), attempts: Vec::new() }
     }
 }
 

@@ -57,7 +57,7 @@ impl Plugins for World {
             }
             _ => {}
         }
-        ActionOutcome { ok: true, detail: String::new() }
+        ActionOutcome { ok: true, detail: String::new(), attempts: Vec::new() }
     }
 }
 
@@ -194,7 +194,7 @@ async fn a_trigger_without_data_during_a_hook_does_not_cancel_the_hook() {
         state.controller().run_due(&memory).await.unwrap();
     }
     let record = store.rollout(&id).await.unwrap().unwrap();
-    assert!(record.state.history.iter().any(|e| e.kind == "inconclusive"), "told");
+    assert!(record.state.history.iter().any(|e| e.kind == "no_data"), "told");
     assert!(!record.outbox.is_empty(), "the hook's transition is still there");
     world.finish.notify_one();
     migration.await.unwrap().unwrap();

@@ -11,7 +11,7 @@
 //! let registry = sluice_sources::Registry::new(&sluice_sources::Config::default());
 //! assert!(registry.can(PluginKind::Source(SourceKind::Command)));
 //! assert!(registry.can(PluginKind::Source(SourceKind::Builtin)));
-//! assert!(!registry.can(PluginKind::Action(sluice_plan::model::ActionKind::Webhook)));
+//! assert!(registry.can(PluginKind::Action(sluice_plan::model::ActionKind::Webhook)));
 //! ```
 
 #![warn(missing_docs)]
@@ -20,6 +20,7 @@ pub mod actions;
 pub mod golden;
 pub mod metrics;
 pub mod notifiers;
+pub mod outbound;
 mod output;
 mod secrets;
 pub mod sources;
@@ -45,6 +46,11 @@ pub struct Config {
     pub command_timeout: Option<Duration>,
     /// Where `secret_file:` secrets are read from; without it, plans may use `SLUICE_SECRET_*` variables only.
     pub secrets_dir: Option<std::path::PathBuf>,
+    /// The first wait before retrying a webhook or a notification's HTTP call (default 1 s; doubled on
+    /// each retry, with jitter).
+    pub retry_backoff: Option<Duration>,
+    /// The dashboard's address as people reach it (`https://sluice.example.com`), for links in messages.
+    pub public_url: Option<String>,
     /// Largest Prometheus answer read (default 4 MiB); a larger one is a source error.
     pub prometheus_max_answer_bytes: Option<usize>,
     /// The built-in metrics the `builtin` source reads and `POST /api/v1/metrics` writes.
@@ -86,6 +92,9 @@ pub struct ActionContext<'a> {
     pub values: &'a BTreeMap<String, String>,
     /// This effect's idempotency key: the same on every attempt.
     pub key: &'a str,
+    /// The last tick's decisions (check, kind, value, threshold, outcome), a JSON array: a webhook's
+    /// `{{checks}}`.
+    pub checks: &'a serde_json::Value,
 }
 
 /// What running an action gave.
@@ -95,12 +104,14 @@ pub struct ActionOutcome {
     pub ok: bool,
     /// What it said (the end of its output, or the error).
     pub detail: String,
+    /// Each HTTP attempt of a webhook (time, target, status, duration, error); empty for others.
+    pub attempts: Vec<outbound::Attempt>,
 }
 
 impl ActionOutcome {
     /// A failure saying why.
     pub fn failed(detail: impl Into<String>) -> ActionOutcome {
-        ActionOutcome { ok: false, detail: detail.into() }
+        ActionOutcome { ok: false, detail: detail.into(), attempts: Vec::new() }
     }
 }
 
@@ -118,6 +129,28 @@ pub struct Notification {
     pub flag: String,
     /// What happened.
     pub event: Event,
+    /// The rollout's state right after it: `running`, `paused`, `rolled_back`, …
+    #[serde(default)]
+    pub status: String,
+    /// How many phases the plan has.
+    #[serde(default)]
+    pub phases: usize,
+    /// Why it is paused, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_because: Option<String>,
+    /// When a soft trigger's pause takes its default (ms), and which (`resume`, `rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decide_by: Option<Millis>,
+    /// The default taken at `decide_by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// An action's outcome is unknown: a person must `settle` it.
+    #[serde(default)]
+    pub uncertain: bool,
+    /// The tick's decisions behind the event (check, kind, value, threshold, outcome, note); empty for a
+    /// person's command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<serde_json::Value>,
 }
 
 impl Notification {

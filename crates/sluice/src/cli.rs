@@ -266,6 +266,22 @@ pub struct ServeArgs {
     /// read only environment variables named SLUICE_SECRET_*.
     #[arg(long, env = "SLUICE_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// This server's address as people reach it (`https://sluice.example.com`): Slack messages and
+    /// Alertmanager alerts link to the rollout's page there.
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// First wait before a failed webhook action is retried (doubled on each retry, with jitter).
+    #[arg(long, default_value = "1s", value_parser = humantime_like)]
+    pub retry_backoff: std::time::Duration,
+}
+
+/// `500ms`, `2s`, `1m`: a short duration.
+fn humantime_like(s: &str) -> Result<std::time::Duration, String> {
+    match s.strip_suffix("ms").map(str::parse::<u64>) {
+        Some(Ok(ms)) => Ok(std::time::Duration::from_millis(ms)),
+        Some(Err(_)) => Err(format!("`{s}` is not a duration: write 500ms, 2s or 1m")),
+        None => s.parse::<sluice_plan::Dur>().map(|d| d.0),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -41,6 +41,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     };
     let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
         secrets_dir: args.secrets_dir.clone(),
+        public_url: args.public_url.clone(),
+        retry_backoff: Some(args.retry_backoff),
         ..sluice_sources::Config::default()
     });
     let seams = sluice_server::Seams { plugins: std::sync::Arc::new(plugins), ..sluice_server::Seams::default() };

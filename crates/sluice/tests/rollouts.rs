@@ -267,11 +267,14 @@ fn a_plan_that_fails_its_check_or_needs_what_is_missing_cannot_start() {
 
     write(
         &dir.join("hook.yaml"),
-        "name: x\nflag: awf_bundle\nphases: [{percent: 5}]\nrollback: { actions: [ { webhook: { url: 'http://127.0.0.1:9/undo' } } ] }\n",
+        "name: x\nflag: awf_bundle\nphases: [{percent: 5}]\nrollback: { actions: [ { webhook: { url: 'http://127.0.0.1:9/undo', body: '{\"why\": {{reason}}}' } } ] }\n",
     );
     let out = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "start", dir.join("hook.yaml").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("cannot start yet") && err.contains("webhook"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("rollback.actions[0].webhook.body") && err.contains("not JSON"),
+        "a text value outside quotes is found before the start: {err}"
+    );
     let list: Value = serde_json::from_str(&s.cli(&["rollout", "list", "-o", "json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing half-started");
 }

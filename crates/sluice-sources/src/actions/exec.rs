@@ -41,7 +41,7 @@ impl crate::ActionRunner for Exec {
         };
         env.push(("SLUICE_IDEMPOTENCY_KEY".into(), cx.key.into()));
         let outcome = run_with(&argv.value, cx.values, &env, timeout).await;
-        ActionOutcome { ok: outcome.ok, detail: redactor.redact(&outcome.detail) }
+        ActionOutcome { ok: outcome.ok, detail: redactor.redact(&outcome.detail), attempts: Vec::new() }
     }
 }
 
@@ -63,7 +63,7 @@ async fn run_with(
         Err(e) => return ActionOutcome::failed(e),
     };
     if ran.status.success() {
-        return ActionOutcome { ok: true, detail: ran.stdout.text().trim().to_string() };
+        return ActionOutcome { ok: true, detail: ran.stdout.text().trim().to_string(), attempts: Vec::new() };
     }
     let said = ran.stderr.text();
     let said = if said.trim().is_empty() { ran.stdout.text() } else { said };

@@ -1,0 +1,381 @@
+//! Actions and notifications against receivers on loopback: a recording HTTP server in the test that
+//! fails on demand, and a real Alertmanager (Debian `prometheus-alertmanager`) started by the test.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sluice_engine::{Clock, VirtualClock};
+use sluice_server::{AppState, Options, RunnerMemory, Seams};
+use sluice_sources::outbound::verify;
+use sluice_store::{Role, SqliteStore, Store};
+
+const HOOK_SECRET: &str = "whsec-planted-for-webhooks-5d1e";
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// A receiver that records every request and answers each path with the next scripted status (200 once
+/// the script is used up).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<Vec<Script>>>,
+}
+
+/// A path and the statuses it answers, in order.
+type Script = (String, VecDeque<u16>);
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let me = self.clone();
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let me = me.clone();
+                async move {
+                    let path = uri.path().to_string();
+                    me.got.lock().unwrap().push(Received { path: path.clone(), headers, body: body.to_vec() });
+                    let mut script = me.script.lock().unwrap();
+                    let status =
+                        script.iter_mut().find(|(p, _)| *p == path).and_then(|(_, s)| s.pop_front()).unwrap_or(200);
+                    (StatusCode::from_u16(status).unwrap(), format!("answered {status}"))
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn fail(&self, path: &str, statuses: &[u16]) {
+        self.script.lock().unwrap().push((path.to_string(), statuses.iter().copied().collect()));
+    }
+
+    fn at(&self, path: &str) -> Vec<Received> {
+        self.got.lock().unwrap().iter().filter(|r| r.path == path).cloned().collect()
+    }
+}
+
+struct Server {
+    url: String,
+    admin: String,
+    http: reqwest::Client,
+    state: Arc<AppState>,
+    clock: Arc<VirtualClock>,
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(public_url: Option<String>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
+        let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let clock = Arc::new(VirtualClock::at(now));
+        let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
+            retry_backoff: Some(Duration::from_millis(10)),
+            public_url,
+            ..Default::default()
+        });
+        let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None };
+        let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = sluice_server::router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Server { url, admin, http: reqwest::Client::new(), state, clock, store, _dir: dir }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.admin);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn start_plan(&self, plan: &str) -> String {
+        self.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+        let (st, v) = self.call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        v["data"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn deliver(&self) {
+        while self.state.controller().deliver_due().await > 0 {}
+    }
+
+    async fn audit(&self, action: &str) -> Vec<Value> {
+        let (_, v) = self.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+        v["data"].as_array().unwrap().iter().filter(|e| e["action"] == action).cloned().collect()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_webhook_is_signed_keyed_templated_and_retried_and_notifiers_hear_their_events() {
+    std::env::set_var("SLUICE_SECRET_HOOK_KEY", HOOK_SECRET);
+    let receiver = Receiver::default();
+    let recv = receiver.start().await;
+    // The receiver fails twice, then takes it.
+    receiver.fail("/incident", &[500, 503]);
+    let s = Server::start(Some("https://sluice.example.com".into())).await;
+    let plan = format!(
+        r#"name: hooked
+flag: f
+analysis: {{ interval: 1m }}
+phases:
+  - {{ percent: 10, hold: 1h }}
+  - {{ percent: 100 }}
+triggers:
+  - {{ name: errors, command: [sh, -c, 'echo 0.2'], value_from: last_number, above: 0.5, severity: hard }}
+rollback:
+  actions:
+    - name: tell the incident desk
+      webhook:
+        url: "{recv}/incident"
+        body: '{{"flag": "{{{{flag}}}}", "why": "{{{{reason}}}}", "percent": {{{{percent}}}}, "checks": {{{{checks}}}}}}'
+        secret: {{ secret_env: SLUICE_SECRET_HOOK_KEY }}
+        headers: {{ X-Team: sre }}
+        retries: 3
+      timeout: 2s
+notify:
+  - slack: {{ url: "{recv}/slack" }}
+    on: [rolled_back]
+  - webhook: {{ url: "{recv}/events", secret: {{ secret_env: SLUICE_SECRET_HOOK_KEY }} }}
+"#
+    );
+    let id = s.start_plan(&plan).await;
+    let memory = RunnerMemory::default();
+    s.clock.advance_ms(60_000);
+    s.state.controller().run_due(&memory).await.unwrap();
+    let why = r#"on-call said "stop", twice"#;
+    let (st, v) = s.call(Method::POST, &format!("/api/v1/rollouts/{id}/rollback"), Some(json!({"reason": why}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.deliver().await;
+
+    // Three attempts, each signed afresh, each with the same key; the body survived the quotes.
+    let calls = receiver.at("/incident");
+    assert_eq!(calls.len(), 3, "two failures then a success: {calls:?}");
+    let key = calls[0].headers["idempotency-key"].to_str().unwrap().to_string();
+    assert!(key.starts_with(&format!("{id}:")), "{key}");
+    for c in &calls {
+        assert_eq!(c.headers["idempotency-key"], key.as_str());
+        assert_eq!(c.headers["x-team"], "sre");
+        let sig = c.headers["sluice-signature"].to_str().unwrap();
+        assert!(verify(HOOK_SECRET, sig, &c.body, unix_now(), 300), "a valid signature: {sig}");
+        assert!(!verify("another-secret", sig, &c.body, unix_now(), 300));
+        let body: Value = serde_json::from_slice(&c.body).unwrap();
+        assert_eq!(body["flag"], "f");
+        assert!(body["why"].as_str().unwrap().contains(r#""stop""#), "{body}");
+        assert_eq!(body["percent"], 10);
+        assert!(body["checks"].as_array().unwrap().iter().any(|c| c["check"] == "errors"), "{body}");
+    }
+    // Every attempt is on the record.
+    let actions = s.audit("rollout.action").await;
+    let done = actions.iter().find(|a| a["after"]["name"] == "tell the incident desk").expect("audited");
+    assert_eq!(done["after"]["ok"], true, "{done}");
+    let statuses: Vec<u64> =
+        done["after"]["attempts"].as_array().unwrap().iter().map(|a| a["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![500, 503, 200], "{done}");
+    assert!(done["after"]["attempts"][0]["target"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+
+    // Slack heard the rollback only, with the values, in words and with links.
+    let slack = receiver.at("/slack");
+    assert_eq!(slack.len(), 1, "only `on: [rolled_back]`");
+    let text = serde_json::from_slice::<Value>(&slack[0].body).unwrap()["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with("*ROLLED BACK* hooked (flag `f`)"), "{text}");
+    assert!(text.contains(&format!("<https://sluice.example.com/rollouts/{id}|Open the rollout>")), "{text}");
+    // The generic webhook heard every event, signed.
+    let events = receiver.at("/events");
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let sig = e.headers["sluice-signature"].to_str().unwrap();
+            assert!(verify(HOOK_SECRET, sig, &e.body, unix_now(), 300));
+            serde_json::from_slice::<Value>(&e.body).unwrap()["event"]["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, vec!["started", "rolled_back"], "{kinds:?}");
+    let rolled: Value = serde_json::from_slice(&events[1].body).unwrap();
+    assert_eq!(rolled["status"], "rolled_back");
+    // Each delivery is audited too.
+    let told = s.audit("rollout.notification").await;
+    assert_eq!(told.iter().filter(|t| t["after"]["ok"] == true).count(), 3, "{told:?}");
+    // The rollback itself never waited on the receiver: the flag is back.
+    let flag = s.state.live().load();
+    assert_eq!(flag.flags().iter().find(|f| f.key == "f").unwrap().ramp.percent, 0);
+    assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.status.name(), "rolled_back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_rollback_webhook_is_reported_and_a_rejected_one_is_not_retried() {
+    let receiver = Receiver::default();
+    let recv = receiver.start().await;
+    receiver.fail("/down", &[500, 500, 500]);
+    receiver.fail("/reject", &[400]);
+    let s = Server::start(None).await;
+    let plan = format!(
+        r#"name: failing
+flag: f
+phases: [ {{ percent: 10, hold: 1h }}, {{ percent: 100 }} ]
+rollback:
+  actions:
+    - {{ name: down, webhook: {{ url: "{recv}/down", retries: 2 }} }}
+    - {{ name: reject, webhook: {{ url: "{recv}/reject" }} }}
+"#
+    );
+    let id = s.start_plan(&plan).await;
+    let (st, v) =
+        s.call(Method::POST, &format!("/api/v1/rollouts/{id}/rollback"), Some(json!({"reason": "test"}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(receiver.at("/down").len(), 3, "the first try and two retries");
+    assert_eq!(receiver.at("/reject").len(), 1, "a 400 will not change: no retry");
+    let actions = s.audit("rollout.action").await;
+    for name in ["down", "reject"] {
+        let a = actions.iter().find(|a| a["after"]["name"] == name).unwrap();
+        assert_eq!(a["after"]["ok"], false, "{a}");
+    }
+    // The flag rollback happened anyway, before the actions.
+    assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.status.name(), "rolled_back");
+    assert_eq!(s.state.live().load().flags().iter().find(|f| f.key == "f").unwrap().ramp.percent, 0);
+}
+
+/// A real Alertmanager on a free loopback port, stopped on drop.
+struct RealAlertmanager {
+    url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RealAlertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn alertmanager() -> Option<RealAlertmanager> {
+    let binary = ["prometheus-alertmanager", "alertmanager"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(binary) = binary else {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
+            "SLUICE_REQUIRE_EXTERNAL is set and Alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)"
+        );
+        eprintln!("skipped: Alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(&config, "route: { receiver: nobody }\nreceivers: [ { name: nobody } ]\n").unwrap();
+    let port = free_port();
+    let child = std::process::Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let am = RealAlertmanager { url: format!("http://127.0.0.1:{port}"), child, _dir: dir };
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{}/-/ready", am.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Some(am);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Alertmanager did not become ready on {}", am.url);
+}
+
+/// The rollout's alerts that Alertmanager holds as active.
+async fn active_alerts(am: &str, rollout: &str) -> Vec<Value> {
+    let v: Value = reqwest::get(format!("{am}/api/v2/alerts")).await.unwrap().json().await.unwrap();
+    v.as_array().unwrap().iter().filter(|a| a["labels"]["rollout"] == rollout).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_fires_an_alert_in_a_real_alertmanager_kept_up_while_it_lasts_and_resolved_after() {
+    let Some(am) = alertmanager().await else { return };
+    let s = Server::start(Some("https://sluice.example.com".into())).await;
+    let plan = format!(
+        r#"name: alerting
+flag: f
+phases: [ {{ percent: 10, hold: 1h }}, {{ percent: 100 }} ]
+triggers:
+  - {{ name: support-tickets, source: signal, severity: soft, decide_within: 30m, default: rollback }}
+notify:
+  - alertmanager: {{ url: "{}" }}
+"#,
+        am.url
+    );
+    let id = s.start_plan(&plan).await;
+    s.deliver().await;
+    assert!(active_alerts(&am.url, &id).await.is_empty(), "a running rollout raises nothing");
+
+    let (st, v) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/rollouts/{id}/signal"),
+            Some(json!({"name": "support-tickets", "severity": "soft", "reason": "tickets doubled"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.deliver().await;
+    let firing = active_alerts(&am.url, &id).await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    let alert = &firing[0];
+    assert_eq!(alert["labels"]["alertname"], "SluiceRolloutPaused");
+    assert_eq!(alert["labels"]["flag"], "f");
+    assert_eq!(alert["labels"]["phase"], "1");
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert_eq!(alert["status"]["state"], "active");
+    assert!(alert["labels"].get("sluice_rollout").is_none() && alert["labels"].get("sluice_flag").is_none());
+    assert!(alert["annotations"]["summary"].as_str().unwrap().contains("tickets doubled"), "{alert}");
+    assert_eq!(alert["generatorURL"], format!("https://sluice.example.com/rollouts/{id}"));
+    let ends = alert["endsAt"].as_str().unwrap().to_string();
+
+    // While it lasts, the refresh posts it again: it stays active and its end moves on.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(s.state.controller().refresh_alerts().await >= 1);
+    let kept = active_alerts(&am.url, &id).await;
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0]["endsAt"].as_str().unwrap() > ends.as_str(), "{} then {ends}", kept[0]["endsAt"]);
+
+    // Resumed: resolved.
+    let (st, v) =
+        s.call(Method::POST, &format!("/api/v1/rollouts/{id}/resume"), Some(json!({"reason": "false alarm"}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.deliver().await;
+    let mut left = active_alerts(&am.url, &id).await;
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = active_alerts(&am.url, &id).await;
+    }
+    assert!(left.is_empty(), "resolved: {left:?}");
+    let told = s.audit("rollout.notification").await;
+    assert!(told.iter().all(|t| t["after"]["ok"] == true), "{told:?}");
+}

@@ -1,0 +1,39 @@
+//! The generic `webhook` notifier: POSTs the notification as JSON (its id, rollout, plan, flag, event,
+//! the state it left the rollout in and the tick's decisions), signed like the webhook action when the
+//! plan names a `secret`, with the notification's id as `Idempotency-Key` (a repeat is the same id).
+//!
+//! ```yaml
+//! notify:
+//!   - webhook: { url_env: SLUICE_SECRET_AUDIT_WEBHOOK_URL, secret: { secret_env: SLUICE_SECRET_AUDIT_HMAC } }
+//!     on: [rolled_back, completed]
+//! ```
+
+use sluice_plan::model::NotifierKind;
+
+use crate::{Notification, Notifier, Secrets};
+
+/// The generic webhook notifier.
+pub struct Webhook {
+    http: reqwest::Client,
+    secrets: Secrets,
+}
+
+impl Webhook {
+    /// Built from the server's configuration.
+    pub fn new(config: &crate::Config) -> Webhook {
+        Webhook { http: super::client(), secrets: Secrets::new(config.secrets_dir.clone()) }
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for Webhook {
+    fn kind(&self) -> Option<NotifierKind> {
+        Some(NotifierKind::Webhook)
+    }
+
+    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String> {
+        let endpoint = target.and_then(|t| t.webhook.as_ref()).ok_or("not a webhook notifier")?;
+        let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+        super::deliver(&self.http, super::call(&self.secrets, endpoint, "", body, &n.id)).await
+    }
+}
