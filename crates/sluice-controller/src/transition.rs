@@ -253,7 +253,10 @@ impl Controller {
                     // and a webhook retries with backoff for minutes, while the runner keeps evaluating
                     // triggers and people can still roll back or abort.
                     drop(guard);
-                    let outcome = self.plugins.run(action, &cx).await;
+                    let outcome = match &action.flag {
+                        Some(spec) => self.flag_action(record, &actor, action, &spec.value).await,
+                        None => self.plugins.run(action, &cx).await,
+                    };
                     guard = self.lock(&record.id).await;
                     self.fault("after-action")?;
                     let mut detail = json!({"purpose": at.to_string(), "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
@@ -298,6 +301,76 @@ impl Controller {
         self.save(record, plan, rollout, &actor, &[], Saving::default()).await?;
         self.fault("after-clear")?;
         Ok(guard)
+    }
+
+    /// A `flag` action: sets another flag through the audited write path a person's edit takes, refused
+    /// (and reported as the action's failure) while another active rollout drives that flag.
+    async fn flag_action(
+        &self,
+        record: &RolloutRecord,
+        actor: &str,
+        action: &sluice_plan::model::Action,
+        spec: &sluice_plan::model::FlagAction,
+    ) -> sluice_sources::ActionOutcome {
+        use sluice_sources::ActionOutcome;
+        let key = spec.key.value.as_str();
+        if key == record.flag {
+            return ActionOutcome::failed("a flag action cannot set the rollout's own flag: its phases do");
+        }
+        match self.store.rollouts(true).await {
+            Ok(active) => {
+                if let Some(other) = active.iter().find(|r| r.flag == key && r.id != record.id) {
+                    return ActionOutcome::failed(format!(
+                        "flag `{key}` is driven by rollout `{}` ({}): not changed; finish or roll that rollout back first",
+                        other.plan_name, other.id
+                    ));
+                }
+            }
+            Err(e) => return ActionOutcome::failed(format!("cannot tell which rollouts drive `{key}`: {e}")),
+        }
+        let Some(flag) = self.live_flag(key) else {
+            return ActionOutcome::failed(format!("no flag `{key}`"));
+        };
+        if let Some(v) = &spec.variant {
+            if !flag.variants.iter().any(|fv| fv.name == v.value) {
+                let names: Vec<&str> = flag.variants.iter().map(|fv| fv.name.as_str()).collect();
+                return ActionOutcome::failed(format!(
+                    "flag `{key}` has no variant `{}` (it has {})",
+                    v.value,
+                    names.join(", ")
+                ));
+            }
+        }
+        let (enabled, percent, variant) =
+            (spec.enabled, spec.percent.as_ref().map(|p| p.value), spec.variant.as_ref().map(|v| v.value.clone()));
+        let what = [
+            enabled.map(|e| format!("enabled={e}")),
+            percent.map(|p| format!("percent={p}")),
+            variant.as_ref().map(|v| format!("variant={v}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        let name = action.name.as_deref().unwrap_or("flag action");
+        let reason = Some(format!("rollout {} ({}): {name}", record.plan_name, record.id));
+        let edited = self
+            .edit_flag(record, actor, reason, key, move |f| {
+                if let Some(e) = enabled {
+                    f.enabled = e;
+                }
+                if let Some(p) = percent {
+                    f.ramp.percent = p;
+                }
+                if let Some(v) = variant {
+                    f.ramp.ramped = v;
+                }
+            })
+            .await;
+        match edited {
+            Ok(()) => ActionOutcome { ok: true, detail: format!("flag `{key}`: {what}"), attempts: Vec::new() },
+            Err(e) => ActionOutcome::failed(format!("flag `{key}` was not changed: {e}")),
+        }
     }
 
     /// The last tick's decisions of a rollout, for an action's body: check, kind, value, threshold,

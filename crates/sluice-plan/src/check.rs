@@ -328,8 +328,20 @@ impl Checker<'_> {
                     self.templates(argv.referenced, &format!("{key}.exec"), arg);
                 }
                 self.env(key, &a.value.env);
+                if let Some(d) = &a.value.dir {
+                    self.templates(d.referenced, &format!("{key}.dir"), &d.value);
+                }
             }
             (None, Some(w)) => {
+                for (given, what) in [(!a.value.env.is_empty(), "env"), (a.value.dir.is_some(), "dir")] {
+                    if given {
+                        self.error(
+                            loc,
+                            format!("{key}.{what}"),
+                            format!("`{what}` is for exec actions; a webhook takes `headers`"),
+                        );
+                    }
+                }
                 match (&w.value.url, &w.value.url_env) {
                     (Some(_), Some(_)) => {
                         self.error(w.referenced, format!("{key}.webhook"), "give `url` or `url_env`, not both")
@@ -391,8 +403,52 @@ impl Checker<'_> {
                     self.unavailable(w.referenced, "webhook actions are".into(), &format!("{key}.webhook"));
                 }
             }
-            (Some(_), Some(_)) => self.error(loc, key, "an action is `exec` or `webhook`, not both"),
-            (None, None) => self.error(loc, key, "an action needs `exec: [program, args…]` or `webhook: {url: …}`"),
+            (Some(_), Some(_)) => self.error(loc, key, "an action is `exec`, `webhook` or `flag`: one of them"),
+            (None, None) if a.value.flag.is_some() => {}
+            (None, None) => self.error(
+                loc,
+                key,
+                "an action needs `exec: [program, args…]`, `webhook: {url: …}` or `flag: {key: …, percent: …}`",
+            ),
+        }
+        if let Some(f) = &a.value.flag {
+            if a.value.exec.is_some() || a.value.webhook.is_some() {
+                self.error(loc, key, "an action is `exec`, `webhook` or `flag`: one of them");
+            }
+            let at = format!("{key}.flag");
+            let v = &f.value;
+            if v.key.value == self.plan.flag.value {
+                self.error(
+                    v.key.referenced,
+                    format!("{at}.key"),
+                    "the rollout's own flag is set by its phases; a flag action sets another flag",
+                );
+            }
+            if v.enabled.is_none() && v.percent.is_none() && v.variant.is_none() {
+                self.error(f.referenced, &at, "say what to set: `enabled`, `percent` or `variant`");
+            }
+            if let Some(p) = &v.percent {
+                if p.value > 100 {
+                    self.error(p.referenced, format!("{at}.percent"), "a percentage is 0 to 100");
+                }
+            }
+            if self.known_flag(v.key.referenced, &format!("{at}.key"), &v.key.value) {
+                let catalog_flag = self.catalog.and_then(|c| c.flags.iter().find(|cf| cf.key == v.key.value));
+                if let (Some(cf), Some(variant)) = (catalog_flag, &v.variant) {
+                    if !cf.variants.contains(&variant.value) {
+                        let message = format!(
+                            "flag `{}` has no variant `{}` (it has {})",
+                            cf.key,
+                            variant.value,
+                            cf.variants.join(", ")
+                        );
+                        self.error(variant.referenced, format!("{at}.variant"), message);
+                    }
+                }
+            }
+            if a.value.idempotent {
+                self.note(loc, format!("{key}.idempotent"), "a flag action sets a state: it is always safe to repeat");
+            }
         }
         if a.value.idempotent && a.value.webhook.is_some() {
             self.note(

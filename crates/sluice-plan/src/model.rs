@@ -590,15 +590,47 @@ pub struct Action {
     /// Call a URL (with an `Idempotency-Key`).
     #[serde(default)]
     pub webhook: Option<Spanned<Webhook>>,
+    /// Set another flag: its kill switch, percentage or ramped variant, audited like a person's edit.
+    #[serde(default)]
+    pub flag: Option<Spanned<FlagAction>>,
     /// An exec action safe to run twice (retried after a crash instead of asking a person).
     #[serde(default)]
     pub idempotent: bool,
     /// `exec`: environment variables for the program: text (templates allowed) or a secret.
     #[serde(default)]
     pub env: BTreeMap<String, Spanned<EnvValue>>,
+    /// `exec`: the working directory (templates allowed); the server's own by default.
+    #[serde(default)]
+    pub dir: Option<Spanned<String>>,
     /// Longest run.
     #[serde(default)]
     pub timeout: Option<Spanned<Dur>>,
+}
+
+/// A `flag` action: another flag set through the same audited write path as a person's edit (refused
+/// while another active rollout drives that flag).
+///
+/// ```
+/// let yaml = "name: p\nflag: f\nphases:\n  - percent: 100\n    hooks: { after: [ { flag: { key: kms_signer, enabled: true, percent: 100, variant: on } } ] }\n";
+/// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
+/// let a = &plan.phases[0].value.hooks.after[0].value;
+/// assert_eq!(a.kind(), Some(sluice_plan::model::ActionKind::Flag));
+/// assert_eq!(a.flag.as_ref().unwrap().value.percent.as_ref().unwrap().value, 100);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagAction {
+    /// The flag's key.
+    pub key: Spanned<String>,
+    /// Its kill switch: `false` serves the off variant to everyone.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Its ramp's percentage.
+    #[serde(default)]
+    pub percent: Option<Spanned<u8>>,
+    /// The variant its ramp serves (`ramp.ramped`).
+    #[serde(default)]
+    pub variant: Option<Spanned<String>>,
 }
 
 /// A webhook call.
@@ -765,6 +797,8 @@ pub enum ActionKind {
     Exec,
     /// Calls a URL.
     Webhook,
+    /// Sets another flag (built into the controller).
+    Flag,
 }
 
 impl ActionKind {
@@ -773,24 +807,27 @@ impl ActionKind {
         match self {
             ActionKind::Exec => "exec",
             ActionKind::Webhook => "webhook",
+            ActionKind::Flag => "flag",
         }
     }
 }
 
 impl Action {
-    /// What runs this action; `None` for one that names neither `exec` nor `webhook` (`plan check` refuses it).
+    /// What runs this action; `None` unless it names exactly one of `exec`, `webhook` or `flag` (`plan check`
+    /// refuses it).
     pub fn kind(&self) -> Option<ActionKind> {
-        match (&self.exec, &self.webhook) {
-            (Some(_), None) => Some(ActionKind::Exec),
-            (None, Some(_)) => Some(ActionKind::Webhook),
+        match (&self.exec, &self.webhook, &self.flag) {
+            (Some(_), None, None) => Some(ActionKind::Exec),
+            (None, Some(_), None) => Some(ActionKind::Webhook),
+            (None, None, Some(_)) => Some(ActionKind::Flag),
             _ => None,
         }
     }
 
     /// Safe to carry out again after a crash with the same idempotency key: webhooks always are (they send
-    /// an `Idempotency-Key`), exec actions when the plan says so.
+    /// an `Idempotency-Key`), flag actions too (they set a state), exec actions when the plan says so.
     pub fn is_idempotent(&self) -> bool {
-        self.idempotent || self.webhook.is_some()
+        self.idempotent || self.webhook.is_some() || self.flag.is_some()
     }
 }
 

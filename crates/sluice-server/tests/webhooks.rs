@@ -201,7 +201,8 @@ notify:
     assert!(text.contains(&format!("<https://sluice.example.com/rollouts/{id}|Open the rollout>")), "{text}");
     // The generic webhook heard every event, signed.
     let events = receiver.at("/events");
-    let kinds: Vec<String> = events
+    // Delivered concurrently: in no set order (a receiver orders by the event's `at` or id).
+    let mut kinds: Vec<String> = events
         .iter()
         .map(|e| {
             let sig = e.headers["sluice-signature"].to_str().unwrap();
@@ -209,8 +210,13 @@ notify:
             serde_json::from_slice::<Value>(&e.body).unwrap()["event"]["kind"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(kinds, vec!["started", "rolled_back"], "{kinds:?}");
-    let rolled: Value = serde_json::from_slice(&events[1].body).unwrap();
+    kinds.sort();
+    assert_eq!(kinds, vec!["rolled_back", "started"], "{kinds:?}");
+    let rolled: Value = events
+        .iter()
+        .map(|e| serde_json::from_slice::<Value>(&e.body).unwrap())
+        .find(|e| e["event"]["kind"] == "rolled_back")
+        .unwrap();
     assert_eq!(rolled["status"], "rolled_back");
     // Each delivery is audited too.
     let told = s.audit("rollout.notification").await;
@@ -378,4 +384,59 @@ notify:
     assert!(left.is_empty(), "resolved: {left:?}");
     let told = s.audit("rollout.notification").await;
     assert!(told.iter().all(|t| t["after"]["ok"] == true), "{told:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_action_sets_another_flag_audited_and_is_refused_on_a_flag_another_rollout_drives() {
+    let s = Server::start(None).await;
+    for key in ["g", "h"] {
+        let (st, v) = s.call(Method::PUT, &format!("/api/v1/flags/{key}"), Some(json!({"ramp": {"percent": 0}}))).await;
+        assert!(st.is_success(), "{v}");
+    }
+    // Another rollout drives `g`.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/rollouts",
+            Some(json!({"plan": "name: g-driver\nflag: g\nphases: [ { percent: 5, hold: 1d }, { percent: 100 } ]\n"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let plan = r#"name: companion
+flag: f
+phases:
+  - percent: 10
+    hooks: { before: [ { name: h on, flag: { key: h, percent: 30, variant: on } } ] }
+  - percent: 50
+    hooks: { before: [ { name: g half, flag: { key: g, percent: 50 } } ] }
+  - percent: 100
+"#;
+    let id = s.start_plan(plan).await;
+    let flags = s.state.live().load();
+    let h = flags.flags().iter().find(|f| f.key == "h").unwrap();
+    assert_eq!((h.ramp.percent, h.ramp.ramped.as_str()), (30, "on"), "set before phase 1");
+    drop(flags);
+    let (_, v) = s.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+    let edit = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entity"] == "flag:h" && e["after"]["ramp"]["percent"] == 30)
+        .cloned()
+        .expect("the edit of h is audited like a person's");
+    assert!(
+        edit["reason"].as_str().unwrap().contains("companion") && edit["reason"].as_str().unwrap().contains("h on"),
+        "{edit}"
+    );
+
+    s.clock.advance_ms(60_000);
+    s.state.controller().run_due(&RunnerMemory::default()).await.unwrap();
+    let record = s.store.rollout(&id).await.unwrap().unwrap();
+    assert_eq!(record.state.status.name(), "paused", "the refused hook stepped the rollout back");
+    let g = s.state.live().load().flags().iter().find(|f| f.key == "g").unwrap().ramp.percent;
+    assert_eq!(g, 5, "g stays where its own rollout put it");
+    let actions = s.audit("rollout.action").await;
+    let refused = actions.iter().find(|a| a["after"]["name"] == "g half").expect("reported");
+    assert_eq!(refused["after"]["ok"], false);
+    assert!(refused["after"]["detail"].as_str().unwrap().contains("driven by rollout `g-driver`"), "{refused}");
 }

@@ -283,6 +283,8 @@ impl Capabilities for Registry {
             // A signal is fired by a person or an alert: nothing measures it.
             PluginKind::Source(SourceKind::Signal) => true,
             PluginKind::Source(k) => self.sources.contains_key(&k),
+            // The controller sets flags itself, through the audited write path people use.
+            PluginKind::Action(ActionKind::Flag) => true,
             PluginKind::Action(k) => self.actions.contains_key(&k),
             PluginKind::Notifier(k) => self.notifiers.contains_key(&Some(k)),
         }
@@ -309,7 +311,7 @@ impl Plugins for Registry {
 
     async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome {
         let Some(kind) = action.kind() else {
-            return ActionOutcome::failed("the action names neither exec nor webhook");
+            return ActionOutcome::failed("the action names none (or more than one) of exec, webhook and flag");
         };
         match self.actions.get(&kind) {
             Some(runner) => runner.run(action, cx).await,

@@ -124,11 +124,18 @@ pub(crate) async fn run(
     argv: &[String],
     values: &BTreeMap<String, String>,
     env: &[(String, String)],
+    dir: Option<&std::path::Path>,
     timeout: Duration,
 ) -> Result<Finished, String> {
     let argv: Vec<String> = argv.iter().map(|a| sluice_plan::render(a, values)).collect();
     let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
     let mut command = tokio::process::Command::new(program);
+    if let Some(dir) = dir {
+        if !dir.is_dir() {
+            return Err(format!("cannot run `{program}` in `{}`: no such directory", dir.display()));
+        }
+        command.current_dir(dir);
+    }
     command
         .args(args)
         // Not the server's environment (its admin token, every secret, cloud credentials): only what a

@@ -1,6 +1,7 @@
-//! The `exec` action: runs a command (argv, no shell), e.g. `kubectl rollout undo deployment/x`. The
-//! attempt's idempotency key is given to the command as `SLUICE_IDEMPOTENCY_KEY`, so a script that can
-//! deduplicate may.
+//! The `exec` action: runs a command (argv, no shell), e.g. `kubectl rollout undo deployment/x`, with the
+//! plan's `env` and in its `dir` (templates allowed). The attempt's idempotency key is given to the command
+//! as `SLUICE_IDEMPOTENCY_KEY`, so a script that can deduplicate may. What it printed is kept, bounded (its
+//! start and its end) and redacted, in the action's record.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,7 +41,8 @@ impl crate::ActionRunner for Exec {
             Err(e) => return ActionOutcome::failed(e),
         };
         env.push(("SLUICE_IDEMPOTENCY_KEY".into(), cx.key.into()));
-        let outcome = run_with(&argv.value, cx.values, &env, timeout).await;
+        let dir = action.dir.as_ref().map(|d| std::path::PathBuf::from(sluice_plan::render(&d.value, cx.values)));
+        let outcome = run_with(&argv.value, cx.values, &env, dir.as_deref(), timeout).await;
         ActionOutcome { ok: outcome.ok, detail: redactor.redact(&outcome.detail), attempts: Vec::new() }
     }
 }
@@ -49,16 +51,17 @@ impl crate::ActionRunner for Exec {
 /// printed, bounded (its start and its end): stdout when it succeeded; when it failed, its exit status and
 /// stderr (stdout when stderr is empty), since that is where the reason is.
 pub async fn run(argv: &[String], values: &BTreeMap<String, String>, timeout: Duration, key: &str) -> ActionOutcome {
-    run_with(argv, values, &[("SLUICE_IDEMPOTENCY_KEY".into(), key.into())], timeout).await
+    run_with(argv, values, &[("SLUICE_IDEMPOTENCY_KEY".into(), key.into())], None, timeout).await
 }
 
 async fn run_with(
     argv: &[String],
     values: &BTreeMap<String, String>,
     env: &[(String, String)],
+    dir: Option<&std::path::Path>,
     timeout: Duration,
 ) -> ActionOutcome {
-    let ran = match crate::output::run(argv, values, env, timeout).await {
+    let ran = match crate::output::run(argv, values, env, dir, timeout).await {
         Ok(ran) => ran,
         Err(e) => return ActionOutcome::failed(e),
     };

@@ -57,7 +57,7 @@ async fn measure_with(
 ) -> Measurement {
     let Some(argv) = &check.command else { return Measurement::Error("no command".into()) };
     let timeout = check.timeout.as_ref().map_or(default_timeout, |t| t.value.0);
-    let ran = match crate::output::run(&argv.value, values, env, timeout).await {
+    let ran = match crate::output::run(&argv.value, values, env, None, timeout).await {
         Ok(ran) => ran,
         Err(e) => return Measurement::Error(e),
     };
