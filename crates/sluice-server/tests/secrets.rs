@@ -45,12 +45,23 @@ async fn a_planted_secret_is_never_echoed() {
     std::fs::create_dir(&secrets).unwrap();
     std::fs::write(secrets.join("db-password"), format!("{FROM_FILE}\n")).unwrap();
     let received = dir.path().join("received");
+    // A receiver that answers 500 with every header and the body it got: what a careless endpoint might
+    // echo into an error. The path of its URL is a secret too (as a chat webhook's is).
+    let echo = axum::Router::new().fallback(|headers: axum::http::HeaderMap, body: String| async move {
+        let said: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or(""))).collect();
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{}\n{body}", said.join("\n")))
+    });
+    let echo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook-path-s3cret-88aa", echo_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(echo_listener, echo).await.unwrap() });
+    std::env::set_var("SLUICE_SECRET_HOOK_URL", &hook_url);
 
     let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
     let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
     let clock = Arc::new(VirtualClock::at(1_000_000));
     let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
         secrets_dir: Some(secrets.clone()),
+        retry_backoff: Some(std::time::Duration::from_millis(10)),
         ..Default::default()
     });
     let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None };
@@ -94,6 +105,17 @@ phases:
           env: {env}
 triggers:
   - {{ name: probe, command: [sh, -c, 'echo "probe $TOKEN $DB"; echo 0'], value_from: last_number, above: 1, severity: hard, env: {env} }}
+rollback:
+  actions:
+    - name: page
+      webhook:
+        url_env: SLUICE_SECRET_HOOK_URL
+        secret: {{ secret_env: SLUICE_SECRET_PLANTED }}
+        headers: {{ Authorization: {{ secret_file: db-password }}, X-Token: {{ secret_env: SLUICE_SECRET_PLANTED }} }}
+        retries: 1
+notify:
+  - webhook: {{ url_env: SLUICE_SECRET_HOOK_URL, secret: {{ secret_env: SLUICE_SECRET_PLANTED }} }}
+  - slack: {{ url_env: SLUICE_SECRET_HOOK_URL }}
 "#,
         received = received.display()
     );
@@ -104,7 +126,17 @@ triggers:
         clock.advance_ms(60_000);
         state.controller().run_due(&memory).await.unwrap();
     }
-    while state.controller().deliver_due().await > 0 {}
+    // A rollback runs the webhook, which fails echoing what it was sent; the notifiers fail the same way.
+    let rolled = call(Method::POST, &format!("/api/v1/rollouts/{id}/rollback"), Some(json!({"reason": "test"}))).await;
+    assert!(rolled.contains("rolled_back"), "{rolled}");
+    // Each failed delivery waits its backoff: one pass tries every notification once.
+    state.controller().deliver_due().await;
+    let audit = call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+    assert!(audit.contains("rollout.notification") && audit.contains("500 Internal Server Error"), "{audit}");
+    assert!(
+        audit.contains("\"page\"") && audit.contains("[secret]"),
+        "the webhook's failure is kept, redacted: {audit}"
+    );
 
     // The hook got both secrets, and failed saying them.
     assert_eq!(std::fs::read_to_string(&received).unwrap().trim(), format!("{FROM_ENV} {FROM_FILE}"));
@@ -131,7 +163,7 @@ triggers:
         }
     }
     for (place, text) in &seen {
-        for secret in [FROM_ENV, FROM_FILE, ADMIN_TOKEN, UNNAMED] {
+        for secret in [FROM_ENV, FROM_FILE, ADMIN_TOKEN, UNNAMED, hook_url.as_str(), "hook-path-s3cret-88aa"] {
             assert!(!text.contains(secret), "{place} shows a secret: {text}");
         }
     }

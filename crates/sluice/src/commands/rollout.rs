@@ -165,6 +165,22 @@ pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
                     ]
                 },
             );
+            if output == Output::Table {
+                // What the controller did and who it told: every attempt, from the audit log.
+                let entity = enc(&format!("rollout:{id}"));
+                let mut done = Vec::new();
+                for action in ["rollout.action", "rollout.notification"] {
+                    let path = format!("/api/v1/audit?entity={entity}&action={action}&limit={limit}");
+                    let answer = client.get(&path).await?;
+                    done.extend(answer["data"].as_array().cloned().unwrap_or_default());
+                }
+                done.sort_by(|a, b| a["seq"].as_u64().cmp(&b["seq"].as_u64()));
+                if !done.is_empty() {
+                    println!();
+                    let rows: Vec<Vec<String>> = done.iter().map(delivery_row).collect();
+                    crate::output::table(&["AT", "WHAT", "OK", "ATTEMPTS", "DETAIL"], &rows);
+                }
+            }
         }
         RolloutCmd::Pause { id, reason } => show(&act(&id, "pause", json!({"reason": reason})).await?),
         RolloutCmd::Resume { id, reason } => show(&act(&id, "resume", json!({"reason": reason})).await?),
@@ -190,4 +206,28 @@ pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// One action or notification attempt, as `rollout decisions` lists it.
+fn delivery_row(e: &Value) -> Vec<String> {
+    let a = &e["after"];
+    let what = if e["action"] == "rollout.notification" {
+        format!("notify {} ({})", text(&a["destination"]), text(&a["id"]))
+    } else {
+        match a["name"].as_str() {
+            Some(name) => format!("{} ({name})", text(&a["purpose"])),
+            None => text(&a["purpose"]),
+        }
+    };
+    let attempts = match a["attempts"].as_array() {
+        Some(list) => list
+            .iter()
+            .map(|t| t["status"].as_u64().map_or_else(|| text(&t["error"]), |s| s.to_string()))
+            .collect::<Vec<_>>()
+            .join(" → "),
+        None => a["attempt"].as_u64().map_or_else(|| "1".into(), |n| format!("#{n}")),
+    };
+    let detail = a["error"].as_str().or(a["detail"].as_str()).unwrap_or("");
+    let detail: String = detail.chars().take(100).collect();
+    vec![text(&e["at"]), what, text(&a["ok"]), attempts, detail]
 }
