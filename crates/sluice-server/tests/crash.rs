@@ -5,7 +5,10 @@
 //! The uninterrupted run is the reference. Then the controller is killed at every commit and side-effect
 //! boundary in turn — dropped, rebuilt from the store, recovered, continued — and each run must end every
 //! rollout in the reference's state, with no action lost, no non-idempotent action run twice, and an
-//! idempotent one repeated only with the same idempotency key. A local receiver counts every action.
+//! idempotent one repeated only with the same idempotency key. A local receiver counts every action; the
+//! `desk` rollback action is a real webhook call to an HTTP receiver on loopback, counted by its
+//! `Idempotency-Key`, and every notification the queue delivers is counted by its event: none is lost, and a
+//! repeat is the same event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -41,9 +44,43 @@ rollback:
   actions:
     - {{ name: undo, exec: [undo], idempotent: true }}
     - {{ name: page, exec: [page] }}
-"#
+    - {{ name: desk, webhook: {{ url: "{desk}/{name}", retries: 0 }} }}
+notify:
+  - webhook: {{ url: "{desk}/events" }}
+"#,
+        desk = desk()
     )
 }
+
+/// The incident desk: an HTTP receiver on loopback that records each webhook's path and idempotency
+/// key. One per test process (nextest runs each test in its own).
+fn desk() -> &'static str {
+    static DESK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DESK.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Its own runtime on its own thread: it outlives every controller the proof builds and kills.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app =
+                    axum::Router::new().fallback(|uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
+                        let key =
+                            headers.get("idempotency-key").and_then(|k| k.to_str().ok()).unwrap_or("").to_string();
+                        DESK_GOT.lock().unwrap().push((uri.path().trim_start_matches('/').to_string(), key));
+                        "ok"
+                    });
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        url
+    })
+}
+
+/// What the desk received: (path, idempotency key).
+static DESK_GOT: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
 /// Which scenarios a proof runs: the cost of a proof grows with the square of its rollouts (each kill
 /// point replays all of them), so the two sets are proven apart, side by side.
@@ -83,16 +120,19 @@ fn scenarios(set: Set) -> Vec<(&'static str, &'static str)> {
     .collect()
 }
 
-/// Every action the world received: (flag, action name, idempotency key), and whether it succeeded.
+/// Every action the world received: (flag, action name, idempotency key), and whether it succeeded; every
+/// notification delivered: (flag, event's place in the history, kind).
 #[derive(Default)]
 struct Receiver {
     got: Mutex<Vec<(String, String, String)>>,
     failed: Mutex<Vec<String>>,
+    told: Mutex<Vec<(String, String, String)>>,
 }
 
 struct Recorded {
     timelines: HashMap<String, Mutex<Timeline>>,
     receiver: Arc<Receiver>,
+    webhooks: sluice_sources::actions::webhook::Webhook,
 }
 
 #[async_trait::async_trait]
@@ -106,6 +146,13 @@ impl Plugins for Recorded {
     async fn run(&self, action: &Action, cx: &ActionContext<'_>) -> ActionOutcome {
         let name = action.name.clone().unwrap_or_default();
         let flag = cx.values["flag"].clone();
+        if action.webhook.is_some() {
+            // A real call: the desk counts it by its key; here only that it was made.
+            use sluice_sources::ActionRunner;
+            let outcome = self.webhooks.run(action, cx).await;
+            assert!(outcome.ok, "{}", outcome.detail);
+            return outcome;
+        }
         let fails = flag == format!("{name}_fails");
         self.receiver.got.lock().unwrap().push((flag, name, cx.key.to_string()));
         if fails {
@@ -113,6 +160,18 @@ impl Plugins for Recorded {
             return ActionOutcome { ok: false, detail: "failed on demand".into(), attempts: Vec::new() };
         }
         ActionOutcome { ok: true, detail: String::new(), attempts: Vec::new() }
+    }
+
+    async fn notify(
+        &self,
+        target: Option<&sluice_plan::model::Notifier>,
+        n: &sluice_sources::Notification,
+    ) -> Result<(), String> {
+        if target.is_some() {
+            let place = n.id.rsplit_once(":e").map_or("", |(_, i)| i).to_string();
+            self.receiver.told.lock().unwrap().push((n.flag.clone(), place, n.event.kind.clone()));
+        }
+        Ok(())
     }
 }
 
@@ -126,6 +185,10 @@ struct End {
 struct Run {
     ends: BTreeMap<String, End>,
     received: Vec<(String, String, String)>,
+    /// Each notification event delivered: (flag, place, kind), with how many times.
+    told: BTreeMap<(String, String, String), usize>,
+    /// The desk's webhook calls per flag: their idempotency keys.
+    desk: BTreeMap<String, Vec<String>>,
     boundaries: usize,
     rollouts: usize,
 }
@@ -141,6 +204,8 @@ fn crashed(e: &sluice_server::ControllerError) -> bool {
 /// Runs the five rollouts to their end, killing the controller at boundary `crash_at` (counted from 0).
 async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
     let path = dir.join("s.db");
+    // Rollout ids repeat from run to run: the desk forgets the last run's calls.
+    DESK_GOT.lock().unwrap().clear();
     let store = Arc::new(SqliteStore::open(&path).await.unwrap());
     for (name, _) in scenarios(set) {
         store.apply("alice", Change::PutFlag(Flag::boolean(name)), None).await.unwrap();
@@ -161,7 +226,11 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
         });
         let seams = Seams {
             clock: clock.clone() as Arc<dyn Clock>,
-            plugins: Arc::new(Recorded { timelines, receiver: receiver.clone() }),
+            plugins: Arc::new(Recorded {
+                timelines,
+                receiver: receiver.clone(),
+                webhooks: sluice_sources::actions::webhook::Webhook::new(&Default::default()),
+            }),
             faults: Some(faults),
         };
         async move { AppState::load_with(store as Arc<dyn Store>, Options::default(), seams).await.unwrap() }
@@ -275,6 +344,8 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
         }
     }
     assert_eq!(done_controls, controls.len());
+    // Whatever the queue holds is delivered (a failed delivery would wait its backoff; none fails here).
+    while state.controller().deliver_due().await > 0 {}
     let snapshot = state.live().load();
     let mut ends = BTreeMap::new();
     for (name, id) in &ids {
@@ -304,7 +375,29 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
         assert!(outcomes <= 1, "{flag} {action} {key}: its outcome audited {outcomes} times");
         assert!(outcomes + settled >= 1, "{flag} {action} {key}: ran, and the audit log does not say so");
     }
-    Run { ends, received, boundaries: counter.load(Ordering::SeqCst), rollouts: ids.len() }
+    let mut told = BTreeMap::new();
+    for t in receiver.told.lock().unwrap().iter() {
+        *told.entry(t.clone()).or_insert(0) += 1;
+    }
+    // Every event of every rollout's history was told at least once (it was queued in its transition's
+    // commit), and nothing was told that is not in a history (a repeat is the same event).
+    let mut history = std::collections::BTreeSet::new();
+    for (flag, id) in &ids {
+        let record = store.rollout(id).await.unwrap().unwrap();
+        for (i, e) in record.state.history.iter().enumerate() {
+            history.insert((flag.clone(), i.to_string(), e.kind.clone()));
+        }
+    }
+    let told_events: std::collections::BTreeSet<_> = told.keys().cloned().collect();
+    assert_eq!(told_events, history, "crash at {crash_at:?}: notifications lost or invented");
+    let ours: BTreeMap<String, String> = ids.iter().map(|(flag, id)| (id.clone(), flag.clone())).collect();
+    let mut desk = BTreeMap::new();
+    for (path, key) in DESK_GOT.lock().unwrap().iter() {
+        let Some(flag) = key.split(':').next().and_then(|id| ours.get(id)) else { continue };
+        assert_eq!(path, flag, "the desk call went to its flag's path");
+        desk.entry(flag.clone()).or_insert_with(Vec::new).push(key.clone());
+    }
+    Run { ends, received, told, desk, boundaries: counter.load(Ordering::SeqCst), rollouts: ids.len() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +446,12 @@ async fn prove(set: Set, at_least: usize) {
         let run = drive(set, dir.path(), Some(k)).await;
         rollouts += run.rollouts;
         assert_eq!(run.ends, reference.ends, "killed at boundary {k}");
+        // The desk's webhook: as many distinct keys as without the crash, repeats only under one key.
+        for (flag, want) in &reference.desk {
+            let got = run.desk.get(flag).cloned().unwrap_or_default();
+            let distinct = |keys: &[String]| keys.iter().collect::<std::collections::BTreeSet<_>>().len();
+            assert_eq!(distinct(&got), distinct(want), "boundary {k}: {flag} desk calls {got:?} vs {want:?}");
+        }
         for (flag, _) in scenarios(set) {
             for action in ["migrate", "warm", "undo", "page"] {
                 let want = count(&reference.received, flag, action);
@@ -374,6 +473,7 @@ async fn prove(set: Set, at_least: usize) {
         }
     }
     assert!(rollouts >= at_least, "only {rollouts} rollouts simulated over {} boundaries", reference.boundaries);
+    assert!(!reference.told.is_empty() && !reference.desk.is_empty(), "the reference told people and called the desk");
     println!("{} boundaries, {rollouts} rollouts", reference.boundaries);
 }
 
