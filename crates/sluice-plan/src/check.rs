@@ -325,7 +325,8 @@ impl Checker<'_> {
                     self.error(argv.referenced, format!("{key}.exec"), "needs a command: [program, arg, …]");
                 }
                 for arg in &argv.value {
-                    self.templates(argv.referenced, &format!("{key}.exec"), arg);
+                    // An action also knows the rollout's id, plan and last event (`checks` is a webhook body's).
+                    self.templates_with(argv.referenced, &format!("{key}.exec"), arg, &crate::WEBHOOK_TEMPLATES[..4]);
                 }
                 self.env(key, &a.value.env);
                 if let Some(d) = &a.value.dir {
