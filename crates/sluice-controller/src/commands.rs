@@ -234,7 +234,17 @@ impl Controller {
         let mine = self.lock(&id).await;
         let mut rollout = Rollout::new(&plan);
         rollout.baselines = baselines;
-        let effects = rollout.start(&plan, now);
+        // The start's confirm gates are asked now: all yes, it starts; otherwise it is created pending,
+        // says why on status, and the runner asks again at every interval.
+        let start_confirms = rollout.confirms_due(&plan, now);
+        let effects = if start_confirms.is_empty() {
+            rollout.start(&plan, now)
+        } else {
+            let answers = self.ask_confirms(&id, &plan, &rollout, &start_confirms).await;
+            let mut source = crate::runner::Answers { measured: &Default::default(), confirmed: &answers };
+            let (_, effects) = rollout.tick(&plan, now, &mut source);
+            effects
+        };
         let (outbox, events) = sluice_engine::outbox(&id, 0, effects);
         let record = RolloutRecord {
             id,

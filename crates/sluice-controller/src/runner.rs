@@ -254,6 +254,10 @@ impl Controller {
             futures_util::future::join_all(due.iter().map(|(_, c)| self.plugins.measure(c, &cx))).await;
         let measured: HashMap<(CheckKind, String), Measurement> =
             due.iter().map(|(kind, c)| (*kind, c.name.value.clone())).zip(values_measured).collect();
+        // The confirm gates of the step this tick may take, asked beside the checks (not while a hook runs:
+        // no step is taken then).
+        let confirms = if hook_running { Vec::new() } else { rollout.confirms_due(&plan, now) };
+        let confirmed = self.ask_confirms(&record.id, &plan, &rollout, &confirms).await;
         let guard = self.lock(&record.id).await;
         // Re-read: a person may have acted meanwhile, or the hook finished.
         let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };
@@ -276,9 +280,7 @@ impl Controller {
             return Ok(());
         }
         let mut rollout = record.state.clone();
-        let mut source = |c: &CheckRef<'_>, _: u64| {
-            measured.get(&(c.kind, c.name.to_string())).cloned().unwrap_or(Measurement::Error("not measured".into()))
-        };
+        let mut source = Answers { measured: &measured, confirmed: &confirmed };
         let (decisions, effects) = if pending {
             rollout.tick_triggers(&plan, now, &mut source)
         } else {
@@ -366,5 +368,57 @@ struct Epoch {
 impl Epoch {
     fn of(rollout: &sluice_engine::Rollout) -> Epoch {
         Epoch { events: rollout.history.len(), status: rollout.status.name(), phase: rollout.phase }
+    }
+}
+
+/// A tick's measurements and confirm answers, as the engine reads them.
+pub(crate) struct Answers<'a> {
+    pub(crate) measured: &'a HashMap<(CheckKind, String), Measurement>,
+    pub(crate) confirmed: &'a HashMap<String, Result<(), String>>,
+}
+
+impl sluice_engine::MetricSource for Answers<'_> {
+    fn measure(&mut self, c: &CheckRef<'_>, _now: u64) -> Measurement {
+        self.measured.get(&(c.kind, c.name.to_string())).cloned().unwrap_or(Measurement::Error("not measured".into()))
+    }
+
+    fn confirmed(&mut self, name: &str, _now: u64) -> Result<(), String> {
+        self.confirmed.get(name).cloned().unwrap_or_else(|| Err("not asked at this tick".into()))
+    }
+}
+
+impl Controller {
+    /// Asks confirm gates, all at once: each a webhook call (signed, keyed, retried as a webhook action).
+    pub(crate) async fn ask_confirms(
+        &self,
+        id: &str,
+        plan: &sluice_plan::Plan,
+        rollout: &sluice_engine::Rollout,
+        confirms: &[&sluice_plan::model::Confirm],
+    ) -> HashMap<String, Result<(), String>> {
+        if confirms.is_empty() {
+            return HashMap::new();
+        }
+        let flag = self.live_flag(&rollout.flag);
+        let mut values = template_values(plan, rollout, flag.as_ref());
+        values.insert("id".into(), id.to_string());
+        values.insert("plan".into(), plan.name.value.clone());
+        if let Some(last) = rollout.history.last() {
+            values.insert("event".into(), last.kind.clone());
+            values.insert("reason".into(), last.reason.clone());
+        }
+        let checks = serde_json::Value::Array(Vec::new());
+        let asked = futures_util::future::join_all(confirms.iter().map(|c| {
+            let (action, values, checks) = (c.action(), &values, &checks);
+            // One key per gate and step: a receiver sees its repeats as the same question.
+            let key = format!("{id}:confirm:{}:{}:{}", c.name.value, rollout.phase, rollout.status.name());
+            async move {
+                let cx = sluice_sources::ActionContext { rollout_id: id, plan, values, key: &key, checks };
+                let outcome = self.plugins.run(&action, &cx).await;
+                (c.name.value.clone(), if outcome.ok { Ok(()) } else { Err(outcome.detail) })
+            }
+        }))
+        .await;
+        asked.into_iter().collect()
     }
 }

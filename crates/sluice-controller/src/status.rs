@@ -48,6 +48,9 @@ pub struct RolloutSummary {
     /// Triggers that have had no conclusive value for `analysis.max_inconclusive` ticks in a row: they
     /// cannot fire until they have one.
     pub blind_triggers: Vec<String>,
+    /// What the next step waits for besides gates and approvals: a confirm gate that said no.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// Who started it.
     pub created_by: String,
     /// When (RFC 3339).
@@ -100,6 +103,7 @@ impl RolloutSummary {
             history: rollout.history.clone(),
             pending: pending(record, &plan),
             blind_triggers: rollout.blind_triggers(&plan),
+            waiting_for: rollout.waiting_for.clone(),
             created_by: record.created_by.clone(),
             created_at: record.created_at.clone(),
         })

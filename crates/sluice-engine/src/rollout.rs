@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sluice_plan::model::{Action, ActionRef, Check, Decision, HookWhen, OnEmpty, OnSourceDown, RollbackTo, Severity};
+use sluice_plan::model::{
+    Action, ActionRef, Check, Confirm, ConfirmStep, Decision, HookWhen, OnEmpty, OnSourceDown, RollbackTo, Severity,
+};
 use sluice_plan::Plan;
 
 use crate::Millis;
@@ -51,6 +53,14 @@ pub struct CheckRef<'a> {
 pub trait MetricSource {
     /// Measures one check now.
     fn measure(&mut self, check: &CheckRef<'_>, now: Millis) -> Measurement;
+
+    /// Whether the confirm gate `name` said yes (its webhook answered 2xx) for the step this tick would
+    /// take; `Err` says why not. The default says yes: a simulation counts confirm gates as given, as it
+    /// signs approvals.
+    fn confirmed(&mut self, name: &str, now: Millis) -> Result<(), String> {
+        let _ = (name, now);
+        Ok(())
+    }
 }
 
 impl<F: FnMut(&CheckRef<'_>, Millis) -> Measurement> MetricSource for F {
@@ -313,6 +323,9 @@ pub struct Rollout {
     /// start, captured once by the caller of [`Rollout::start`] and kept for the rollout's life.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub baselines: BTreeMap<String, f64>,
+    /// What the next step waits for besides its gates and approvals: a confirm gate that said no.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// Every transition so far.
     pub history: Vec<Event>,
 }
@@ -337,6 +350,7 @@ impl Rollout {
             hooks_done: BTreeSet::new(),
             inconclusive: BTreeMap::new(),
             baselines: BTreeMap::new(),
+            waiting_for: None,
             history: Vec::new(),
         }
     }
@@ -366,6 +380,77 @@ impl Rollout {
     }
 
     /// The current phase starts over at `now`: its hold, approvals and gates' `for` runs (triggers keep theirs).
+    /// The step a promotion of the current phase takes: a percentage increase, or the final promotion.
+    fn next_step(&self, plan: &Plan) -> ConfirmStep {
+        if self.phase + 1 < plan.phases.len() {
+            ConfirmStep::Increase
+        } else {
+            ConfirmStep::Promotion
+        }
+    }
+
+    /// The confirm gates to ask before this tick: those of the step the rollout would take if its gates
+    /// pass — the start of one created waiting for confirmation, or the promotion of a running phase whose
+    /// hold is over and whose approvals are signed.
+    pub fn confirms_due<'p>(&self, plan: &'p Plan, now: Millis) -> Vec<&'p Confirm> {
+        let step = match self.status {
+            Status::Pending => ConfirmStep::Start,
+            Status::Running => {
+                let phase = &plan.phases[self.phase].value;
+                let held = self.hold_skipped
+                    || phase
+                        .hold
+                        .as_ref()
+                        .is_none_or(|h| now.saturating_sub(self.phase_started) >= h.value.0.as_millis() as u64);
+                let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value.item));
+                if !(held && signed) {
+                    return Vec::new();
+                }
+                self.next_step(plan)
+            }
+            _ => return Vec::new(),
+        };
+        plan.confirm.iter().map(|c| &c.value).filter(|c| c.steps().contains(&step)).collect()
+    }
+
+    /// Asks `step`'s confirm gates through `source`, recording each answer as a decision
+    /// (`confirm:NAME`); the first refusal, for status, or `None` when all said yes.
+    fn unconfirmed(
+        &self,
+        plan: &Plan,
+        step: ConfirmStep,
+        now: Millis,
+        source: &mut dyn MetricSource,
+        decisions: &mut Vec<CheckDecision>,
+    ) -> Option<String> {
+        let mut refused = None;
+        for c in plan.confirm.iter().map(|c| &c.value).filter(|c| c.steps().contains(&step)) {
+            let answer = source.confirmed(&c.name.value, now);
+            let ok = answer.is_ok();
+            decisions.push(CheckDecision {
+                at: now,
+                check: format!("confirm:{}", c.name.value),
+                kind: CheckKind::Gate,
+                value: Some(if ok { 1.0 } else { 0.0 }),
+                threshold: "2xx".into(),
+                outcome: if ok { Outcome::Holds } else { Outcome::Clear },
+                note: answer.as_ref().err().cloned(),
+                run: u32::from(ok),
+                needed: 1,
+                dry_run: false,
+            });
+            if let (Err(why), None) = (answer, &refused) {
+                let what = match step {
+                    ConfirmStep::Start => "the start",
+                    ConfirmStep::Increase => "the next percentage",
+                    ConfirmStep::Promotion => "the final promotion",
+                };
+                refused = Some(format!("{what} waits for confirm `{}`: {why}", c.name.value));
+            }
+        }
+        refused
+    }
+
     /// People were told this phase waits for approvals (once per phase).
     fn told_approval_waiting(&self, _now: Millis) -> bool {
         self.history
@@ -508,6 +593,18 @@ impl Rollout {
     ) -> (Vec<CheckDecision>, Vec<Effect>) {
         let mut decisions = Vec::new();
         let mut effects = Vec::new();
+        if self.status == Status::Pending && plan.confirm.iter().any(|c| c.value.steps().contains(&ConfirmStep::Start))
+        {
+            // Created waiting for its start's confirm gates: it starts at the first tick they all say yes.
+            match self.unconfirmed(plan, ConfirmStep::Start, now, source, &mut decisions) {
+                Some(why) => self.waiting_for = Some(why),
+                None => {
+                    self.waiting_for = None;
+                    effects = self.start(plan, now);
+                }
+            }
+            return (decisions, effects);
+        }
         if self.status.is_terminal() || self.status == Status::Pending {
             return (decisions, effects);
         }
@@ -616,7 +713,14 @@ impl Rollout {
                         .is_none_or(|h| now.saturating_sub(self.phase_started) >= h.value.0.as_millis() as u64);
                 let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value.item));
                 if held && all_pass && signed {
-                    effects.extend(self.promote_inner(plan, now));
+                    let step = self.next_step(plan);
+                    match self.unconfirmed(plan, step, now, source, &mut decisions) {
+                        Some(why) => self.waiting_for = Some(why),
+                        None => {
+                            self.waiting_for = None;
+                            effects.extend(self.promote_inner(plan, now));
+                        }
+                    }
                 } else if held && all_pass && !self.told_approval_waiting(now) {
                     let missing: Vec<&str> = phase
                         .approvals

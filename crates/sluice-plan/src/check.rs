@@ -873,6 +873,30 @@ impl Checker<'_> {
         for (i, a) in plan.rollback.actions.iter().enumerate() {
             self.action(a, &format!("rollback.actions[{i}]"));
         }
+        let mut confirm_names = BTreeSet::new();
+        for (i, c) in plan.confirm.iter().enumerate() {
+            let key = format!("confirm[{i}]");
+            let name = &c.value.name;
+            if name.value.trim().is_empty() {
+                self.error(name.referenced, format!("{key}.name"), "must not be empty");
+            } else if !confirm_names.insert(name.value.clone()) {
+                self.error(
+                    name.referenced,
+                    format!("{key}.name"),
+                    format!("a second confirm gate named `{}`", name.value),
+                );
+            }
+            if c.value.before.is_empty() {
+                self.error(
+                    c.referenced,
+                    format!("{key}.before"),
+                    "say which steps it guards: `start`, `increase`, `promotion`",
+                );
+            }
+            // The call is checked as the webhook action it becomes.
+            let action = Spanned::new(c.value.action(), c.referenced, c.defined);
+            self.action(&action, &key);
+        }
         for (i, n) in plan.notify.iter().enumerate() {
             let key = format!("notify[{i}]");
             let kinds = [&n.value.slack, &n.value.webhook, &n.value.alertmanager];

@@ -45,6 +45,66 @@ pub struct Plan {
     /// Where people hear about it.
     #[serde(default)]
     pub notify: Vec<Spanned<Notifier>>,
+    /// Webhooks asked before the start, each percentage increase or the final promotion: a 2xx goes on,
+    /// anything else waits (and status says so).
+    #[serde(default)]
+    pub confirm: Vec<Spanned<Confirm>>,
+}
+
+/// A confirm gate, as Flagger's confirm-rollout, confirm-traffic-increase and confirm-promotion webhooks:
+/// asked at every tick while the rollout would take one of its steps.
+///
+/// ```
+/// let yaml = "name: p\nflag: f\nphases: [ { percent: 5 }, { percent: 100 } ]\nconfirm:\n  - { name: change-freeze, before: [start, increase], webhook: { url: 'http://127.0.0.1:1/ok' } }\n";
+/// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
+/// use sluice_plan::model::ConfirmStep;
+/// assert_eq!(plan.confirm[0].value.steps(), vec![ConfirmStep::Start, ConfirmStep::Increase]);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirm {
+    /// Shown on status and in decisions: `confirm:NAME`.
+    pub name: Spanned<String>,
+    /// Which steps it guards.
+    pub before: Vec<Spanned<ConfirmStep>>,
+    /// The call (its body, signature, headers and retries as a webhook action's).
+    pub webhook: Spanned<Webhook>,
+    /// Longest the call may take (default 10 s).
+    #[serde(default)]
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+impl Confirm {
+    /// The steps it guards.
+    pub fn steps(&self) -> Vec<ConfirmStep> {
+        self.before.iter().map(|s| s.value).collect()
+    }
+
+    /// The webhook action that asks it.
+    pub fn action(&self) -> Action {
+        Action {
+            name: Some(format!("confirm {}", self.name.value)),
+            exec: None,
+            webhook: Some(self.webhook.clone()),
+            flag: None,
+            idempotent: false,
+            env: BTreeMap::new(),
+            dir: None,
+            timeout: self.timeout.clone(),
+        }
+    }
+}
+
+/// A step a confirm gate guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmStep {
+    /// Before the first phase's percentage is set.
+    Start,
+    /// Before each promotion to the next phase.
+    Increase,
+    /// Before the last phase passes (the rollout then bakes or completes).
+    Promotion,
 }
 
 /// Which variants a ramp moves between.

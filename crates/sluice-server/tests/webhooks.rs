@@ -111,6 +111,16 @@ impl Server {
         v["data"]["id"].as_str().unwrap().to_string()
     }
 
+    async fn status(&self, id: &str) -> Value {
+        self.call(Method::GET, &format!("/api/v1/rollouts/{id}"), None).await.1["data"].clone()
+    }
+
+    /// One interval on, and the runner's pass.
+    async fn tick(&self, memory: &RunnerMemory) {
+        self.clock.advance_ms(60_000);
+        self.state.controller().run_due(memory).await.unwrap();
+    }
+
     async fn deliver(&self) {
         while self.state.controller().deliver_due().await > 0 {}
     }
@@ -439,4 +449,64 @@ phases:
     let refused = actions.iter().find(|a| a["after"]["name"] == "g half").expect("reported");
     assert_eq!(refused["after"]["ok"], false);
     assert!(refused["after"]["detail"].as_str().unwrap().contains("driven by rollout `g-driver`"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_gates_hold_the_start_and_each_step_until_their_webhook_says_yes() {
+    let receiver = Receiver::default();
+    let recv = receiver.start().await;
+    // The change freeze says no twice at the start, then yes; the promotion desk says no once.
+    receiver.fail("/freeze", &[403, 403]);
+    receiver.fail("/final", &[409]);
+    let s = Server::start(None).await;
+    let plan = format!(
+        r#"name: confirmed
+flag: f
+analysis: {{ interval: 1m }}
+phases: [ {{ percent: 10 }}, {{ percent: 100 }} ]
+confirm:
+  - {{ name: change-freeze, before: [start, increase], webhook: {{ url: "{recv}/freeze", body: '{{"flag": "{{{{flag}}}}", "percent": {{{{percent}}}}}}' }} }}
+  - {{ name: release-desk, before: [promotion], webhook: {{ url: "{recv}/final" }} }}
+"#
+    );
+    let id = s.start_plan(&plan).await;
+    let st = s.status(&id).await;
+    assert_eq!(st["status"]["state"], "pending", "{st}");
+    assert!(st["waiting_for"].as_str().unwrap().contains("confirm `change-freeze`"), "{st}");
+    assert!(st["waiting_for"].as_str().unwrap().contains("403"), "{st}");
+    let memory = RunnerMemory::default();
+    s.tick(&memory).await; // the second 403: still pending
+    assert_eq!(s.status(&id).await["status"]["state"], "pending");
+    s.tick(&memory).await; // yes: started at 10%
+    let st = s.status(&id).await;
+    assert_eq!((st["status"]["state"].as_str(), st["percent"].as_u64()), (Some("running"), Some(10)), "{st}");
+    assert!(st.get("waiting_for").is_none(), "{st}");
+    s.tick(&memory).await; // the increase asks the freeze again: yes → 100%
+    let st = s.status(&id).await;
+    assert_eq!(st["percent"], 100, "{st}");
+    s.tick(&memory).await; // the final promotion: the desk says 409
+    let st = s.status(&id).await;
+    assert_eq!(st["status"]["state"], "running", "{st}");
+    assert!(
+        st["waiting_for"].as_str().unwrap().starts_with("the final promotion waits for confirm `release-desk`"),
+        "{st}"
+    );
+    s.tick(&memory).await; // yes: completed
+    assert_eq!(s.status(&id).await["status"]["state"], "completed");
+    // Every question was a signed-or-not webhook call with a stable key per gate and step.
+    let freeze = receiver.at("/freeze");
+    assert_eq!(freeze.len(), 4, "three for the start, one for the increase");
+    let body: Value = serde_json::from_slice(&freeze[0].body).unwrap();
+    assert_eq!(body["flag"], "f");
+    assert_eq!(freeze[0].headers["idempotency-key"], freeze[1].headers["idempotency-key"]);
+    assert_ne!(freeze[2].headers["idempotency-key"], freeze[3].headers["idempotency-key"]);
+    assert_eq!(receiver.at("/final").len(), 2);
+    let (_, d) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=100"), None).await;
+    let refusals = d["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["check"] == "confirm:release-desk" && d["outcome"] == "clear")
+        .count();
+    assert_eq!(refusals, 1, "{d}");
 }

@@ -40,6 +40,9 @@ fn print_rollout(r: &Value) {
         }
         println!("{line}");
     }
+    if let Some(waiting) = r["waiting_for"].as_str() {
+        println!("  waiting: {waiting}");
+    }
     let needed: Vec<&str> = r["approvals_needed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if !needed.is_empty() {
         let signed: Vec<&str> =
