@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{serve, Server, ADMIN_TOKEN};
+use common::{serve, serve_with, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 
 fn write(path: &Path, text: &str) {
@@ -424,4 +424,65 @@ fn watch_follows_the_change_stream_not_a_timer() {
     let mut shown = String::new();
     std::io::Read::read_to_string(&mut watch.stdout.take().unwrap(), &mut shown).unwrap();
     assert!(shown.contains("completed"), "{shown}");
+}
+
+/// `kubectl rollout undo` as seeds 001 and 004 run it, against a fake `kubectl` first on the server's PATH
+/// that records how it was called: the plan's arguments, working directory and environment, and the
+/// effect's idempotency key; what it printed is kept in the action's record, which `rollout decisions`
+/// lists.
+#[test]
+fn a_rollback_runs_kubectl_undo_with_the_plans_env_and_directory_and_decisions_show_it() {
+    let fake = tempfile::tempdir().unwrap();
+    let (bin, work, log) = (fake.path().join("bin"), fake.path().join("deploy"), fake.path().join("kubectl.log"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let kubectl = bin.join("kubectl");
+    write(
+        &kubectl,
+        &format!(
+            "#!/bin/sh\necho \"$(pwd) $KUBE_CONTEXT $SLUICE_IDEMPOTENCY_KEY $*\" >> {}\necho 'deployment.apps/recoveryos rolled back'\n",
+            log.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let s = serve_with(&[("PATH", path)]);
+    let dir = setup(&s);
+    let work = work.canonicalize().unwrap();
+    write(
+        &dir.join("plan.yaml"),
+        &format!(
+            r#"name: elite
+flag: awf_bundle
+analysis: {{ interval: 1s }}
+phases: [ {{ percent: 10, hold: 1h }}, {{ percent: 100 }} ]
+triggers:
+  - {{ name: pii-exposure, source: signal, severity: hard }}
+rollback:
+  actions:
+    - name: undo the deployment
+      exec: [kubectl, rollout, undo, deployment/recoveryos]
+      dir: "{}"
+      env: {{ KUBE_CONTEXT: "prod-{{{{flag}}}}" }}
+"#,
+            work.display()
+        ),
+    );
+    let started: Value =
+        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
+            .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    s.cli(&["rollout", "signal", &id, "pii-exposure", "--hard", "--reason", "the PII scanner fired"]);
+    wait_for(&s, &id, "rollback", |st| {
+        st["status"]["state"] == "rolled_back" && st["pending"].as_array().is_none_or(|p| p.is_empty())
+    });
+    let called = std::fs::read_to_string(&log).unwrap();
+    let line = called.lines().next().unwrap();
+    assert_eq!(called.lines().count(), 1, "{called}");
+    assert!(line.starts_with(&format!("{} prod-awf_bundle {id}:", work.display())), "{line}");
+    assert!(line.ends_with("rollout undo deployment/recoveryos"), "{line}");
+    let decisions = s.cli(&["rollout", "decisions", &id]);
+    assert!(decisions.contains("rollback.actions[0] (undo the deployment)"), "{decisions}");
+    assert!(decisions.contains("deployment.apps/recoveryos rolled back"), "{decisions}");
 }

@@ -29,11 +29,17 @@ impl Drop for Server {
 
 /// Starts the real binary on a free loopback port, with the admin token from the environment.
 pub fn serve() -> Server {
+    serve_with(&[])
+}
+
+/// [`serve`] with more environment variables (a `PATH` with fake programs first).
+pub fn serve_with(env: &[(&str, String)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
