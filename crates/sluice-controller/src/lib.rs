@@ -210,7 +210,7 @@ impl Controller {
 }
 
 /// The stored plan of a rollout.
-fn plan_of(record: &RolloutRecord) -> Result<Plan, ControllerError> {
+pub fn plan_of(record: &RolloutRecord) -> Result<Plan, ControllerError> {
     sluice_plan::parse(&record.plan_name, &record.plan_text)
         .map_err(|p| ControllerError::Corrupt(format!("rollout {}: its stored plan no longer parses: {p}", record.id)))
 }

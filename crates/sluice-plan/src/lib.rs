@@ -13,6 +13,7 @@
 
 mod check;
 mod duration;
+pub mod export;
 pub mod model;
 
 pub use check::{check, check_with, programs, BUILTIN_TEMPLATES, SECRET_ENV_PREFIX};

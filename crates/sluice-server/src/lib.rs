@@ -19,6 +19,7 @@ mod admin;
 mod auth;
 mod client_api;
 mod error;
+mod exposition;
 mod ofrep;
 mod rollouts;
 mod stream;
@@ -274,6 +275,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(exposition::metrics))
         .route("/api/client/features", get(client_api::features))
         .route("/api/client/register", post(client_api::register))
         .route("/api/client/metrics", post(client_api::metrics))

@@ -64,6 +64,10 @@ pub enum Command {
     /// expectations. Runs here, without a server.
     #[command(subcommand)]
     Probe(ProbeCmd),
+    /// A plan in the tools on-call already uses: Prometheus rules or a Grafana dashboard. Runs here,
+    /// without a server.
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Run a plan in virtual time and print every decision it makes: against a recorded timeline, or
     /// against real history in Prometheus ("would this plan have caught last Tuesday's incident?").
     #[command(
@@ -90,6 +94,28 @@ pub enum Command {
         /// Print every check at every tick, not only when its outcome changes.
         #[arg(long)]
         verbose: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ExportCmd {
+    /// Recording rules for the plan's Prometheus checks and alerting rules for its Prometheus triggers
+    /// (YAML; check with `promtool check rules`). Notes on stderr name what is not exported.
+    PrometheusRules {
+        /// The plan.
+        plan: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long, short = 'f')]
+        out: Option<PathBuf>,
+    },
+    /// A Grafana dashboard (JSON): a panel per gate and trigger with its threshold drawn, and the
+    /// rollout's percentage.
+    Grafana {
+        /// The plan.
+        plan: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long, short = 'f')]
+        out: Option<PathBuf>,
     },
 }
 

@@ -105,5 +105,6 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
         }
         Command::Rollout(cmd) => commands::rollout::run(client, output, cmd).await,
         Command::Probe(cmd) => commands::probe::run(output, cmd).await,
+        Command::Export(cmd) => commands::export::run(cmd),
     }
 }

@@ -1,7 +1,8 @@
 //! One module per command family. Each takes the parsed subcommand, talks to the server through the
-//! [`Client`](crate::client::Client) (all but `simulate` and `probe`) and prints through [`output`](crate::output).
+//! [`Client`](crate::client::Client) (all but `simulate`, `probe` and `export`) and prints through [`output`](crate::output).
 
 pub mod audit;
+pub mod export;
 pub mod flag;
 pub mod import;
 pub mod plan;

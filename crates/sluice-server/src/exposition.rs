@@ -1,0 +1,176 @@
+//! `GET /metrics`: Sluice itself in Prometheus' text format, for a viewer token (Prometheus'
+//! `authorization: {credentials: TOKEN}`). Labels are bounded: one series per flag, per active rollout,
+//! and per check of an active rollout. Read at scrape time from the live snapshot, the built-in metrics
+//! and the store: nothing on the evaluation path.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sluice_store::Role;
+
+use crate::AppState;
+
+/// A label value, escaped as the text format wants it.
+fn escaped(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// One metric family being written.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escaped(v))).collect();
+        let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+/// Every rollout state, for the one-hot `sluice_rollout_status` family.
+const STATES: &[&str] = &["pending", "running", "paused", "baking"];
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = state.require(&headers, Role::Viewer) {
+        return e.into_response();
+    }
+    let mut out = String::new();
+    let snapshot = state.live().load();
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_flag_enabled",
+            "gauge",
+            "Whether the flag is on (0: its kill switch is pulled).",
+        );
+        for flag in snapshot.flags() {
+            f.sample("sluice_flag_enabled", &[("flag", &flag.key)], f64::from(u8::from(flag.enabled)));
+        }
+    }
+    {
+        let mut f = Family::new(&mut out, "sluice_flag_percent", "gauge", "The percentage of the flag's ramp.");
+        for flag in snapshot.flags() {
+            f.sample("sluice_flag_percent", &[("flag", &flag.key)], f64::from(flag.ramp.percent));
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_builtin_observations_total",
+            "counter",
+            "Request outcomes applications reported for the flag (POST /api/v1/metrics) since the store began.",
+        );
+        for flag in snapshot.flags() {
+            f.sample(
+                "sluice_builtin_observations_total",
+                &[("flag", &flag.key)],
+                state.metrics.observed(&flag.key) as f64,
+            );
+        }
+    }
+    drop(snapshot);
+    let rollouts = match state.store.rollouts(true).await {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("# the store could not be read: {e}\n");
+            return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+        }
+    };
+    let mut checks = Vec::new();
+    for r in &rollouts {
+        let recent = state.store.decisions(&r.id, 256).await.unwrap_or_default();
+        let last = recent.iter().filter_map(|d| d["at"].as_u64()).max();
+        checks.extend(recent.into_iter().filter(|d| last.is_some() && d["at"].as_u64() == last).map(|d| (r, d)));
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_rollout_percent",
+            "gauge",
+            "The percentage an active rollout serves the ramped variant.",
+        );
+        for r in &rollouts {
+            let percent = sluice_controller::plan_of(r).map_or(0, |p| r.state.percent(&p));
+            f.sample(
+                "sluice_rollout_percent",
+                &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag)],
+                f64::from(percent),
+            );
+        }
+    }
+    {
+        let mut f =
+            Family::new(&mut out, "sluice_rollout_phase", "gauge", "The current phase of an active rollout, from 1.");
+        for r in &rollouts {
+            let phase = (r.state.phase + 1) as f64;
+            f.sample("sluice_rollout_phase", &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag)], phase);
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_rollout_status",
+            "gauge",
+            "1 for the state an active rollout is in, 0 for the others.",
+        );
+        for r in &rollouts {
+            for s in STATES {
+                let on = r.state.status.name() == *s;
+                f.sample(
+                    "sluice_rollout_status",
+                    &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag), ("status", s)],
+                    f64::from(u8::from(on)),
+                );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_check_value",
+            "gauge",
+            "The value each gate and trigger of an active rollout had at its last tick.",
+        );
+        for (r, d) in &checks {
+            if let Some(v) = d["value"].as_f64() {
+                let (check, kind) = (d["check"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or(""));
+                f.sample(
+                    "sluice_check_value",
+                    &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag), ("check", check), ("kind", kind)],
+                    v,
+                );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_check_holds",
+            "gauge",
+            "Whether each gate and trigger of an active rollout held at its last tick (1), did not (0), or was inconclusive (-1).",
+        );
+        for (r, d) in &checks {
+            let (check, kind) = (d["check"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or(""));
+            let v = match d["outcome"].as_str() {
+                Some("holds") => 1.0,
+                Some("clear") => 0.0,
+                _ => -1.0,
+            };
+            f.sample(
+                "sluice_check_holds",
+                &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag), ("check", check), ("kind", kind)],
+                v,
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}

@@ -1,0 +1,79 @@
+//! `GET /metrics`: Sluice's own series, in a format `promtool check metrics` accepts, with bounded labels.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::json;
+use sluice_engine::{Clock, VirtualClock};
+use sluice_server::{AppState, Options, RunnerMemory, Seams};
+use sluice_store::{Role, SqliteStore, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
+    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
+    let (_, sdk) = store.create_token("app", "sdk", Role::Sdk).await.unwrap();
+    let clock = Arc::new(VirtualClock::at(1_000_000));
+    let plugins = sluice_sources::Registry::new(&sluice_sources::Config::default());
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = sluice_server::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+    let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = http.request(method, format!("{url}{path}")).bearer_auth(&admin);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    call(Method::PUT, "/api/v1/flags/checkout", Some(json!({"ramp": {"percent": 0}}))).await;
+    let plan = "name: shop \"quoted\"\nflag: checkout\nanalysis: { interval: 1m }\nphases: [ { percent: 10, hold: 1h }, { percent: 100 } ]\n\
+                gates: [ { name: errors, command: [sh, -c, 'echo 0.004'], value_from: last_number, below: 0.01 } ]\n";
+    let r = call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
+    assert_eq!(r.status(), 201);
+    clock.advance_ms(60_000);
+    state.controller().run_due(&RunnerMemory::default()).await.unwrap();
+
+    // An sdk token reads no metrics; a viewer or above does.
+    let refused = http.get(format!("{url}/metrics")).bearer_auth(&sdk).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let r = call(Method::GET, "/metrics", None).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("sluice_flag_percent{flag=\"checkout\"} 10"), "{text}");
+    assert!(text.contains("sluice_rollout_percent{rollout=\"checkout-"), "{text}");
+    assert!(text.contains("plan=\"shop \\\"quoted\\\"\""), "label values are escaped: {text}");
+    assert!(text.contains("check=\"errors\",kind=\"gate\"} 0.004"), "{text}");
+    assert!(text.contains("status=\"running\"} 1"), "{text}");
+
+    let promtool = std::process::Command::new("promtool").arg("--version").output();
+    if !promtool.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
+            "SLUICE_REQUIRE_EXTERNAL is set and promtool is not installed (Debian: apt-get install prometheus)"
+        );
+        eprintln!("skipped: promtool is not installed");
+        return;
+    }
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
