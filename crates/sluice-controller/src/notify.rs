@@ -134,6 +134,7 @@ impl Controller {
             let Some(last) = record.state.history.last() else { continue };
             // An ended rollout's alerts are over an hour after it ended (its rollback alert's life).
             if record.state.status.is_terminal()
+                && !record.outbox.iter().any(|i| i.uncertain)
                 && now.saturating_sub(last.at) > sluice_sources::notifiers::alertmanager::ROLLED_BACK_FOR_MS
             {
                 continue;

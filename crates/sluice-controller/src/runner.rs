@@ -410,8 +410,9 @@ impl Controller {
         let checks = serde_json::Value::Array(Vec::new());
         let asked = futures_util::future::join_all(confirms.iter().map(|c| {
             let (action, values, checks) = (c.action(), &values, &checks);
-            // One key per gate and step: a receiver sees its repeats as the same question.
-            let key = format!("{id}:confirm:{}:{}:{}", c.name.value, rollout.phase, rollout.status.name());
+            // A question, asked afresh each tick: a receiver that replays a key's first answer must not
+            // keep saying its first "no".
+            let key = format!("{id}:confirm:{}:{}:{}", c.name.value, rollout.phase, self.clock.now());
             async move {
                 let cx = sluice_sources::ActionContext { rollout_id: id, plan, values, key: &key, checks };
                 let outcome = self.plugins.run(&action, &cx).await;

@@ -317,9 +317,14 @@ impl Controller {
         if key == record.flag {
             return ActionOutcome::failed("a flag action cannot set the rollout's own flag: its phases do");
         }
-        match self.store.rollouts(true).await {
-            Ok(active) => {
-                if let Some(other) = active.iter().find(|r| r.flag == key && r.id != record.id) {
+        // Held across the check and the edit: a rollout of `key` cannot start in between.
+        let _starting = self.lock(&format!("start:{key}")).await;
+        match self.store.rollouts(false).await {
+            Ok(all) => {
+                // Active, or ended with its flag restore still to carry out.
+                let driving =
+                    |r: &&RolloutRecord| r.flag == key && r.id != record.id && (r.active || !r.outbox.is_empty());
+                if let Some(other) = all.iter().find(driving) {
                     return ActionOutcome::failed(format!(
                         "flag `{key}` is driven by rollout `{}` ({}): not changed; finish or roll that rollout back first",
                         other.plan_name, other.id

@@ -613,6 +613,8 @@ impl Rollout {
             return (decisions, effects);
         }
         self.last_tick = Some(now);
+        // Said again by this tick if a confirm gate still says no; anything else it waited on is over.
+        self.waiting_for = None;
         // Resumed by the soft trigger's default in this very tick: the gates were not due (the rollout was
         // paused) so nobody measured them; they are judged from the next tick on, never charged now.
         let mut gates_measured = self.status == Status::Running;

@@ -82,11 +82,9 @@ fn phase_values(plan: &Plan, values: &BTreeMap<String, String>, i: usize) -> BTr
 
 /// Whether `text` reads a value that changes from phase to phase.
 fn varies_by_phase(plan: &Plan, text: &str, values: &BTreeMap<String, String>) -> bool {
-    (0..plan.phases.len())
-        .map(|i| crate::render(text, &phase_values(plan, values, i)))
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
-        > 1
+    // Against the phase-free rendering too: one phase, or phases that render alike, still fill `{{percent}}`.
+    let free = crate::render(text, values);
+    (0..plan.phases.len()).any(|i| crate::render(text, &phase_values(plan, values, i)) != free)
 }
 
 fn reduced(expr: String, reduce: Option<Reduce>) -> String {

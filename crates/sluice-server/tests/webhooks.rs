@@ -243,6 +243,8 @@ async fn a_failing_rollback_webhook_is_reported_and_a_rejected_one_is_not_retrie
     let recv = receiver.start().await;
     receiver.fail("/down", &[500, 500, 500]);
     receiver.fail("/reject", &[400]);
+    // A redirect (an SSO proxy's login page) is a failure, never followed into a 200.
+    receiver.fail("/moved", &[302]);
     let s = Server::start(None).await;
     let plan = format!(
         r#"name: failing
@@ -252,6 +254,7 @@ rollback:
   actions:
     - {{ name: down, webhook: {{ url: "{recv}/down", retries: 2 }} }}
     - {{ name: reject, webhook: {{ url: "{recv}/reject" }} }}
+    - {{ name: moved, webhook: {{ url: "{recv}/moved" }} }}
 "#
     );
     let id = s.start_plan(&plan).await;
@@ -261,7 +264,8 @@ rollback:
     assert_eq!(receiver.at("/down").len(), 3, "the first try and two retries");
     assert_eq!(receiver.at("/reject").len(), 1, "a 400 will not change: no retry");
     let actions = s.audit("rollout.action").await;
-    for name in ["down", "reject"] {
+    assert_eq!(receiver.at("/moved").len(), 1, "not followed, not retried");
+    for name in ["down", "reject", "moved"] {
         let a = actions.iter().find(|a| a["after"]["name"] == name).unwrap();
         assert_eq!(a["after"]["ok"], false, "{a}");
     }
@@ -498,8 +502,9 @@ confirm:
     assert_eq!(freeze.len(), 4, "three for the start, one for the increase");
     let body: Value = serde_json::from_slice(&freeze[0].body).unwrap();
     assert_eq!(body["flag"], "f");
-    assert_eq!(freeze[0].headers["idempotency-key"], freeze[1].headers["idempotency-key"]);
-    assert_ne!(freeze[2].headers["idempotency-key"], freeze[3].headers["idempotency-key"]);
+    // Each ask is a new question: a receiver that replays a key's first answer must not say "no" forever.
+    let keys: std::collections::BTreeSet<_> = freeze.iter().map(|r| r.headers["idempotency-key"].clone()).collect();
+    assert_eq!(keys.len(), freeze.len());
     assert_eq!(receiver.at("/final").len(), 2);
     let (_, d) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=100"), None).await;
     let refusals = d["data"]

@@ -150,6 +150,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Values<'a> {
             fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut out: Vec<(Text<'a>, f64)> = Vec::with_capacity(map.size_hint().unwrap_or(2).min(MAX_NAMES));
                 while let Some((name, v)) = map.next_entry::<Text<'a>, f64>()? {
+                    // Bounded before the duplicate scan: the scan is quadratic in the names.
+                    if out.len() == MAX_NAMES {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_NAMES} values in one observation"
+                        )));
+                    }
                     if out.iter().any(|(n, _)| *n == name) {
                         return Err(serde::de::Error::custom(format!("the value `{}` is given twice", &*name)));
                     }

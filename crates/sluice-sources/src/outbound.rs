@@ -146,6 +146,17 @@ pub fn origin(url: &str) -> String {
     }
 }
 
+/// The client of outbound calls. It follows no redirect: a 3xx is a failure, never a success reached by
+/// replaying a POST as a bodiless GET (a login page behind an SSO proxy answers 200), and a plan's secret
+/// headers never go to another host.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client with defaults")
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -158,10 +169,10 @@ pub async fn send(http: &reqwest::Client, call: &Call, redactor: &Redactor) -> D
     let mut answer = String::new();
     for attempt in 0..=call.retries {
         if attempt > 0 {
-            // Full jitter: anywhere up to twice the doubled base, so that receivers coming back up are not
-            // hit by every sender at once.
-            let base = call.backoff.saturating_mul(2u32.saturating_pow(attempt - 1)).min(Duration::from_secs(600));
-            tokio::time::sleep(base.mul_f64(0.5 + fastrand::f64())).await;
+            // Jittered between half and one and a half times the doubled base (at most 10 minutes), so that
+            // receivers coming back up are not hit by every sender at once.
+            let base = call.backoff.saturating_mul(2u32.saturating_pow(attempt - 1));
+            tokio::time::sleep(base.mul_f64(0.5 + fastrand::f64()).min(Duration::from_secs(600))).await;
         }
         let at = unix_ms();
         let began = Instant::now();
@@ -182,9 +193,10 @@ pub async fn send(http: &reqwest::Client, call: &Call, redactor: &Redactor) -> D
         let (status, error, retry) = match request.body(call.body.clone()).send().await {
             Ok(r) => {
                 let status = r.status();
-                let text = read_start(r).await;
-                answer = redactor.redact(&text);
-                if status.is_success() {
+                // Redacted whole, then cut: a secret across the cut would otherwise keep its start.
+                let text = redactor.redact(&read_start(r).await);
+                answer = text.chars().take(500).collect();
+                if status.is_success() && !status.is_redirection() {
                     (Some(status.as_u16()), None, false)
                 } else {
                     let again = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
@@ -230,8 +242,7 @@ async fn read_start(mut r: reqwest::Response) -> String {
             break;
         }
     }
-    let text = String::from_utf8_lossy(&body);
-    text.chars().take(500).collect()
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// `values` as text that can stand inside a JSON string: quotes, backslashes and control characters

@@ -38,7 +38,7 @@ impl Webhook {
     /// Built from the server's configuration.
     pub fn new(config: &crate::Config) -> Webhook {
         Webhook {
-            http: reqwest::Client::builder().no_proxy().build().expect("an HTTP client with defaults"),
+            http: super::super::outbound::client(),
             secrets: Secrets::new(config.secrets_dir.clone()),
             backoff: config.retry_backoff.unwrap_or(Duration::from_secs(1)),
         }

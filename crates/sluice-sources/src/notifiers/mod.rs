@@ -27,7 +27,7 @@ pub(crate) fn register(registry: &mut crate::Registry, config: &crate::Config) {
 
 /// The HTTP client every notifier uses.
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("an HTTP client with defaults")
+    crate::outbound::client()
 }
 
 /// A POST of `body` to `endpoint` (its URL given, or read from a secret), signed when it names a
@@ -57,7 +57,7 @@ fn call(
         }
         None => None,
     };
-    let url = format!("{}{path}", url.trim_end_matches('/'));
+    let url = if path.is_empty() { url } else { format!("{}{path}", url.trim_end_matches('/')) };
     let call = Call {
         method: reqwest::Method::POST,
         url,

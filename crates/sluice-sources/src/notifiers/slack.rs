@@ -40,10 +40,12 @@ impl Slack {
 ///     checks: vec![serde_json::json!({"check": "errors", "kind": "trigger", "value": 0.042, "threshold": "> 0.02", "outcome": "holds"})] };
 /// let text = sluice_sources::notifiers::slack::text(&n, Some("https://sluice.example.com"));
 /// assert!(text.starts_with("*ROLLED BACK*"));
-/// assert!(text.contains("errors (trigger): 0.042 against > 0.02"));
+/// assert!(text.contains("errors (trigger): 0.042 against &gt; 0.02"), "{text}");
 /// assert!(text.contains("<https://sluice.example.com/rollouts/r1|"));
 /// ```
 pub fn text(n: &Notification, public_url: Option<&str>) -> String {
+    // Slack reads `<…>` as a link and `&` as an entity: what Sluice did not write is escaped.
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let e = &n.event;
     let headline = e.kind.replace('_', " ").to_uppercase();
     let mut out =
@@ -59,12 +61,12 @@ pub fn text(n: &Notification, public_url: Option<&str>) -> String {
             serde_json::Value::Number(v) => v.to_string(),
             _ => "no value".to_string(),
         };
-        let note = c["note"].as_str().map(|n| format!(" ({n})")).unwrap_or_default();
+        let note = c["note"].as_str().map(|n| format!(" ({})", esc(n))).unwrap_or_default();
         out.push_str(&format!(
             "\n• {} ({}): {value} against {} — {}{note}",
-            c["check"].as_str().unwrap_or("?"),
+            esc(c["check"].as_str().unwrap_or("?")),
             c["kind"].as_str().unwrap_or("check"),
-            c["threshold"].as_str().unwrap_or("?"),
+            esc(c["threshold"].as_str().unwrap_or("?")),
             c["outcome"].as_str().unwrap_or("?"),
         ));
     }
