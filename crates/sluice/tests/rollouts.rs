@@ -135,7 +135,10 @@ fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
     assert!(!delete.status.success() && err.contains("active rollout") && err.contains(&id), "{err}");
 
     write(&dir.join("bad"), "1\n");
-    let rolled = wait_for(&s, &id, "rollback", |st| st["status"]["state"] == "rolled_back");
+    // Rolled back, and its effects carried out: the state is committed before them.
+    let rolled = wait_for(&s, &id, "rollback", |st| {
+        st["status"]["state"] == "rolled_back" && st["pending"].as_array().is_none_or(|p| p.is_empty())
+    });
     assert!(rolled["status"]["reason"].as_str().unwrap().contains("errors-hard"));
     // The flag is back exactly as it was, the other flag is off, the action ran once.
     assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], false);
@@ -387,6 +390,13 @@ rollback:
     let rolled = wait_for(&s, &id, "rollback", |st| st["status"]["state"] == "rolled_back");
     assert!(fired.elapsed() < Duration::from_secs(15), "waited for the hook: {:?}", fired.elapsed());
     assert!(rolled["status"]["reason"].as_str().unwrap().contains("errors-hard"), "{rolled:#}");
+    // The state is committed before its effects: wait (bounded) for the rollback action's mark.
+    let done = Instant::now();
+    while !std::fs::read_to_string(dir.join("actions.log")).is_ok_and(|l| !l.is_empty())
+        && done.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let flag: Value = serde_json::from_str(&s.cli(&["flag", "get", "awf_bundle", "-o", "json"])).unwrap();
     assert_eq!(flag["ramp"]["percent"], 0, "restored as before the rollout, not raised after the hook");
     assert_eq!(ofrep(&s, &sdk, "awf_bundle", "anyone")["value"], false);
