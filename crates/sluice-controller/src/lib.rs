@@ -215,6 +215,19 @@ pub fn plan_of(record: &RolloutRecord) -> Result<Plan, ControllerError> {
         .map_err(|p| ControllerError::Corrupt(format!("rollout {}: its stored plan no longer parses: {p}", record.id)))
 }
 
+/// An action's template values: a check's, and the rollout's `id`, `plan` and last `event` and `reason`
+/// (`sluice_plan::WEBHOOK_TEMPLATES`).
+fn action_values(id: &str, plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
+    let mut values = template_values(plan, rollout, flag);
+    values.insert("id".into(), id.to_string());
+    values.insert("plan".into(), plan.name.value.clone());
+    if let Some(last) = rollout.history.last() {
+        values.insert("event".into(), last.kind.clone());
+        values.insert("reason".into(), last.reason.clone());
+    }
+    values
+}
+
 /// The template values of a rollout at this moment; the flag's own ramp when the plan names none.
 fn template_values(plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
     rollout.template_values(plan, flag.map(|f| (f.ramp.base.as_str(), f.ramp.ramped.as_str())))

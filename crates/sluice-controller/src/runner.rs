@@ -400,13 +400,7 @@ impl Controller {
             return HashMap::new();
         }
         let flag = self.live_flag(&rollout.flag);
-        let mut values = template_values(plan, rollout, flag.as_ref());
-        values.insert("id".into(), id.to_string());
-        values.insert("plan".into(), plan.name.value.clone());
-        if let Some(last) = rollout.history.last() {
-            values.insert("event".into(), last.kind.clone());
-            values.insert("reason".into(), last.reason.clone());
-        }
+        let values = crate::action_values(id, plan, rollout, flag.as_ref());
         let checks = serde_json::Value::Array(Vec::new());
         let asked = futures_util::future::join_all(confirms.iter().map(|c| {
             let (action, values, checks) = (c.action(), &values, &checks);

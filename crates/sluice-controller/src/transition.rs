@@ -11,7 +11,7 @@ use sluice_sources::ActionContext;
 use sluice_store::{AuditNote, Change, NewDecision, NewNotification, Principal, RolloutRecord, RolloutSave};
 
 use crate::commands::Settled;
-use crate::{plan_of, template_values, Controller, ControllerError, RolloutChange, RolloutGuard};
+use crate::{plan_of, Controller, ControllerError, RolloutChange, RolloutGuard};
 
 impl Controller {
     /// Writes a transition (state, outbox, audit, notifications) and then carries out its effects. The
@@ -237,13 +237,7 @@ impl Controller {
                         self.fault("after-started")?;
                     }
                     let flag = self.live_flag(&record.flag);
-                    let mut values = template_values(plan, rollout, flag.as_ref());
-                    values.insert("id".into(), record.id.clone());
-                    values.insert("plan".into(), record.plan_name.clone());
-                    if let Some(last) = rollout.history.last() {
-                        values.insert("event".into(), last.kind.clone());
-                        values.insert("reason".into(), last.reason.clone());
-                    }
+                    let values = crate::action_values(&record.id, plan, rollout, flag.as_ref());
                     let checks = self.last_checks(&record.id).await;
                     let key = outbox[i].key.clone();
                     let cx =

@@ -396,14 +396,7 @@ impl Rollout {
         let step = match self.status {
             Status::Pending => ConfirmStep::Start,
             Status::Running => {
-                let phase = &plan.phases[self.phase].value;
-                let held = self.hold_skipped
-                    || phase
-                        .hold
-                        .as_ref()
-                        .is_none_or(|h| now.saturating_sub(self.phase_started) >= h.value.0.as_millis() as u64);
-                let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value.item));
-                if !(held && signed) {
+                if !(self.held(plan, now) && self.signed(plan)) {
                     return Vec::new();
                 }
                 self.next_step(plan)
@@ -451,8 +444,19 @@ impl Rollout {
         refused
     }
 
+    /// The current phase's hold is over (or was skipped).
+    fn held(&self, plan: &Plan, now: Millis) -> bool {
+        let hold = plan.phases[self.phase].value.hold.as_ref();
+        self.hold_skipped || hold.is_none_or(|h| now.saturating_sub(self.phase_started) >= h.value.0.as_millis() as u64)
+    }
+
+    /// Every approval item of the current phase is signed.
+    fn signed(&self, plan: &Plan) -> bool {
+        plan.phases[self.phase].value.approvals.iter().all(|a| self.approvals.contains(&a.value.item))
+    }
+
     /// People were told this phase waits for approvals (once per phase).
-    fn told_approval_waiting(&self, _now: Millis) -> bool {
+    fn told_approval_waiting(&self) -> bool {
         self.history
             .iter()
             .rev()
@@ -708,12 +712,7 @@ impl Rollout {
         match self.status.clone() {
             Status::Running => {
                 let phase = &plan.phases[self.phase].value;
-                let held = self.hold_skipped
-                    || phase
-                        .hold
-                        .as_ref()
-                        .is_none_or(|h| now.saturating_sub(self.phase_started) >= h.value.0.as_millis() as u64);
-                let signed = phase.approvals.iter().all(|a| self.approvals.contains(&a.value.item));
+                let (held, signed) = (self.held(plan, now), self.signed(plan));
                 if held && all_pass && signed {
                     let step = self.next_step(plan);
                     match self.unconfirmed(plan, step, now, source, &mut decisions) {
@@ -723,7 +722,7 @@ impl Rollout {
                             effects.extend(self.promote_inner(plan, now));
                         }
                     }
-                } else if held && all_pass && !self.told_approval_waiting(now) {
+                } else if held && all_pass && !self.told_approval_waiting() {
                     let missing: Vec<&str> = phase
                         .approvals
                         .iter()

@@ -157,6 +157,36 @@ pub fn client() -> reqwest::Client {
         .expect("an HTTP client with defaults")
 }
 
+/// Where a call goes and what signs it: the URL as given (`url`) or read from the secret `url_env`, and
+/// the signing secret; each secret read is added to `redactor`.
+pub fn target(
+    secrets: &crate::Secrets,
+    url: Option<String>,
+    url_env: Option<&str>,
+    secret: Option<&sluice_plan::model::SecretRef>,
+    redactor: &mut Redactor,
+) -> Result<(String, Option<String>), String> {
+    let url = match (url, url_env) {
+        (Some(u), _) => u,
+        (None, Some(var)) => {
+            let r = sluice_plan::model::SecretRef { secret_env: Some(var.to_string()), secret_file: None };
+            let url = secrets.resolve(&r)?;
+            redactor.add(&url);
+            url
+        }
+        (None, None) => return Err("no `url` to call".into()),
+    };
+    let secret = match secret {
+        Some(r) => {
+            let s = secrets.resolve(r)?;
+            redactor.add(&s);
+            Some(s)
+        }
+        None => None,
+    };
+    Ok((url, secret))
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -47,24 +47,13 @@ impl Webhook {
     /// The call `spec` makes in `cx`, and the redactor of the secrets in it.
     fn call(&self, spec: &Spec, action: &Action, cx: &ActionContext<'_>) -> Result<(Call, crate::Redactor), String> {
         let (headers, mut redactor) = self.secrets.environment(&spec.headers, cx.values)?;
-        let url = match (&spec.url, &spec.url_env) {
-            (Some(u), _) => sluice_plan::render(&u.value, cx.values),
-            (None, Some(var)) => {
-                let r = sluice_plan::model::SecretRef { secret_env: Some(var.value.clone()), secret_file: None };
-                let url = self.secrets.resolve(&r)?;
-                redactor.add(&url);
-                url
-            }
-            (None, None) => return Err("the webhook has no `url`".into()),
-        };
-        let secret = match &spec.secret {
-            Some(r) => {
-                let s = self.secrets.resolve(&r.value)?;
-                redactor.add(&s);
-                Some(s)
-            }
-            None => None,
-        };
+        let (url, secret) = outbound::target(
+            &self.secrets,
+            spec.url.as_ref().map(|u| sluice_plan::render(&u.value, cx.values)),
+            spec.url_env.as_ref().map(|v| v.value.as_str()),
+            spec.secret.as_ref().map(|s| &s.value),
+            &mut redactor,
+        )?;
         let body = body(spec, cx)?;
         let method = spec.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
         let method =

@@ -9,7 +9,7 @@ pub mod webhook;
 
 use std::time::Duration;
 
-use sluice_plan::model::{Endpoint, SecretRef};
+use sluice_plan::model::Endpoint;
 
 use crate::outbound::Call;
 use crate::{Redactor, Secrets};
@@ -40,23 +40,13 @@ fn call(
     key: &str,
 ) -> Result<(Call, Redactor), String> {
     let mut redactor = Redactor::default();
-    let url = match (&endpoint.url, &endpoint.url_env) {
-        (Some(u), _) => u.value.clone(),
-        (None, Some(var)) => {
-            let url = secrets.resolve(&SecretRef { secret_env: Some(var.value.clone()), secret_file: None })?;
-            redactor.add(&url);
-            url
-        }
-        (None, None) => return Err("the notifier has no `url`".into()),
-    };
-    let secret = match &endpoint.secret {
-        Some(r) => {
-            let s = secrets.resolve(&r.value)?;
-            redactor.add(&s);
-            Some(s)
-        }
-        None => None,
-    };
+    let (url, secret) = crate::outbound::target(
+        secrets,
+        endpoint.url.as_ref().map(|u| u.value.clone()),
+        endpoint.url_env.as_ref().map(|v| v.value.as_str()),
+        endpoint.secret.as_ref().map(|s| &s.value),
+        &mut redactor,
+    )?;
     let url = if path.is_empty() { url } else { format!("{}{path}", url.trim_end_matches('/')) };
     let call = Call {
         method: reqwest::Method::POST,
