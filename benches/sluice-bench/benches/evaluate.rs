@@ -99,5 +99,37 @@ fn bulk(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single, bulk);
+/// What counting OFREP answers by flag and variant (`/metrics`) costs the bulk evaluation: the same
+/// snapshot, published through `LiveFlags` (counted) and on its own (not counted).
+fn counting(c: &mut Criterion) {
+    let state = large_dataset();
+    let counted = LiveFlags::new(Snapshot::from_unleash(serde_json::from_value(state.clone()).unwrap()));
+    let plain = Snapshot::from_unleash(serde_json::from_value(state).unwrap());
+    let (ours, _) = contexts(1).pop().unwrap();
+    let mut group = c.benchmark_group("OFREP bulk, 350 flags: counting answers by flag and variant");
+    group.bench_function("not counted", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            plain.evaluate_ofrep_each(black_box(&ours), |o| {
+                n += black_box(matches!(o, sluice_flags::OfrepOutcome::Resolved(_))) as usize
+            });
+            black_box(n);
+        })
+    });
+    group.bench_function("counted", |b| {
+        b.iter(|| {
+            let snapshot = counted.load();
+            let mut n = 0usize;
+            snapshot.evaluate_ofrep_each(black_box(&ours), |o| {
+                n += black_box(matches!(o, sluice_flags::OfrepOutcome::Resolved(_))) as usize
+            });
+            black_box(n);
+        })
+    });
+    group.finish();
+    let total: u64 = counted.evaluations().counts().iter().map(|(_, _, n)| n).sum();
+    assert!(total > 0, "the counted runs counted nothing");
+}
+
+criterion_group!(benches, single, bulk, counting);
 criterion_main!(benches);

@@ -266,6 +266,9 @@ impl Controller {
         let notifications = self.notifications_of(&record, &plan, &rollout, &outbox, &events, &[]);
         self.fault("before-save")?;
         let written = self.store.create_rollout(&record, &notes, &notifications).await?;
+        for e in &events {
+            self.activity.event(&e.kind);
+        }
         drop(starting);
         self.catalog.tell(written, crate::transition::change_of(&record.id, &plan, &rollout, Vec::new()));
         self.wake_runner.notify_one();

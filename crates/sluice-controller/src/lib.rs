@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod activity;
 mod catalog;
 mod commands;
 mod error;
@@ -38,6 +39,7 @@ use sluice_plan::Plan;
 use sluice_sources::Plugins;
 use sluice_store::{RolloutRecord, Store};
 
+pub use activity::Activity;
 pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
 pub use commands::{Command, CommandBody, Settled};
 pub use error::ControllerError;
@@ -92,6 +94,8 @@ pub struct Controller {
     /// Notifications were queued: the deliverer looks at once.
     wake_notifier: tokio::sync::Notify,
     settings: Settings,
+    /// What it has done since the process started, for `/metrics`.
+    activity: Activity,
 }
 
 impl Controller {
@@ -114,7 +118,14 @@ impl Controller {
             wake_runner: tokio::sync::Notify::new(),
             wake_notifier: tokio::sync::Notify::new(),
             settings,
+            activity: Activity::default(),
         })
+    }
+
+    /// What the controller has done since the process started (decisions, events, actions,
+    /// notifications), for `/metrics`.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// The catalog it ramps flags through.

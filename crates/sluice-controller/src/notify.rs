@@ -49,7 +49,8 @@ impl Controller {
 
     async fn deliver(&self, queued: QueuedNotification) {
         let began = std::time::Instant::now();
-        let delivered = self.delivery(&queued).await;
+        let (kind, delivered) = self.delivery(&queued).await;
+        self.activity.notification(kind, delivered.is_ok());
         // Every attempt but the log's is on the record: who was told what, when, and what went wrong.
         if queued.destination != "log" {
             let mut detail = serde_json::json!({
@@ -81,7 +82,15 @@ impl Controller {
         }
     }
 
-    async fn delivery(&self, queued: &QueuedNotification) -> Result<(), String> {
+    /// Delivers one queued notification; returns its notifier's kind (`log`, `slack`, …, or `unknown` when
+    /// it cannot be told) with the result.
+    async fn delivery(&self, queued: &QueuedNotification) -> (&'static str, Result<(), String>) {
+        let mut kind = if queued.destination == "log" { "log" } else { "unknown" };
+        let result = self.deliver_to(queued, &mut kind).await;
+        (kind, result)
+    }
+
+    async fn deliver_to(&self, queued: &QueuedNotification, kind: &mut &'static str) -> Result<(), String> {
         let n: Notification = serde_json::from_value(queued.body.clone())
             .map_err(|e| format!("the queued notification does not parse: {e}"))?;
         let plan = match queued.destination.as_str() {
@@ -101,7 +110,12 @@ impl Controller {
                     .and_then(|s| s.strip_suffix(']'))
                     .and_then(|i| i.parse::<usize>().ok())
                     .ok_or_else(|| format!("no destination `{}`", queued.destination))?;
-                Some(&plan.notify.get(index).ok_or_else(|| format!("the plan has no {}", queued.destination))?.value)
+                let target =
+                    &plan.notify.get(index).ok_or_else(|| format!("the plan has no {}", queued.destination))?.value;
+                if let Some((k, _)) = target.endpoint() {
+                    *kind = k.as_str();
+                }
+                Some(target)
             }
         };
         match tokio::time::timeout(DELIVERY_TIMEOUT, self.plugins.notify(target, &n)).await {

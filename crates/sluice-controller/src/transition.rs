@@ -93,6 +93,12 @@ impl Controller {
             .await?;
         let decisions: Vec<serde_json::Value> =
             also.decisions.map(|(_, d)| d.iter().map(|d| d.body.clone()).collect()).unwrap_or_default();
+        for d in &decisions {
+            self.activity.decision(d["kind"].as_str().unwrap_or("unknown"), d["outcome"].as_str().unwrap_or("unknown"));
+        }
+        for e in also.events {
+            self.activity.event(&e.kind);
+        }
         if !written.is_empty() || !decisions.is_empty() {
             self.catalog.tell(written, change_of(&record.id, plan, rollout, decisions));
         }
@@ -252,6 +258,7 @@ impl Controller {
                         None => self.plugins.run(action, &cx).await,
                     };
                     guard = self.lock(&record.id).await;
+                    self.activity.action(action.kind().map_or("unknown", |k| k.as_str()), outcome.ok);
                     self.fault("after-action")?;
                     let mut detail = json!({"purpose": at.to_string(), "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
                     if let Some(name) = &action.name {

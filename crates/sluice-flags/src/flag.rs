@@ -327,6 +327,11 @@ impl FlagMeta {
         }
     }
 
+    /// The names of the values the flag can serve, in order: every OFREP answer's variant is one of them.
+    pub(crate) fn value_names(&self) -> impl Iterator<Item = &str> + Clone {
+        self.values.iter().map(|(n, _)| &**n)
+    }
+
     pub(crate) fn resolution<'s>(&'s self, key: &'s str, variant: Option<&str>, reason: Reason) -> Resolution<'s> {
         let i = match variant {
             None => self.off,

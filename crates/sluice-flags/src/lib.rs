@@ -30,6 +30,7 @@ pub mod import;
 pub mod ofrep;
 mod snapshot;
 mod strategy;
+pub mod tally;
 pub mod unleash;
 
 pub use context::Context;

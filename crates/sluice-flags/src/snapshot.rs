@@ -10,6 +10,7 @@ use crate::constraint::CompiledConstraint;
 use crate::flag::{FlagError, FlagMeta};
 use crate::ofrep::{Reason, Resolution};
 use crate::strategy::{CompiledStrategy, CompiledVariant, VariantSet};
+use crate::tally::{Evaluations, Hand, Served};
 use crate::unleash::{ClientFeatures, Feature, Payload};
 use crate::{Context, Flag, SegmentDef};
 
@@ -84,6 +85,21 @@ pub struct Snapshot {
     state: ClientFeatures,
     flags: Vec<Flag>,
     segments: Vec<SegmentDef>,
+    counting: Option<Counting>,
+}
+
+/// Where a snapshot counts its OFREP answers: per feature, the tally slot of each value it can serve (in
+/// the order of its values) and of `TARGETING_KEY_MISSING`.
+#[derive(Debug)]
+struct Counting {
+    evaluations: Evaluations,
+    slots: Box<[FeatureSlots]>,
+}
+
+#[derive(Debug)]
+struct FeatureSlots {
+    values: Box<[Option<u32>]>,
+    key_missing: Option<u32>,
 }
 
 impl Default for Snapshot {
@@ -134,7 +150,7 @@ impl Snapshot {
             .zip(metas)
             .map(|(f, meta)| compile_feature(f, meta, &index, &compiled_segments, hostname.as_deref()))
             .collect();
-        Snapshot { index, features, state, flags, segments }
+        Snapshot { index, features, state, flags, segments, counting: None }
     }
 
     /// The Unleash client-API document this snapshot was compiled from, for `/api/client/features`.
@@ -189,6 +205,11 @@ impl Snapshot {
         Some(self.resolve_index(i, ctx))
     }
 
+    /// Whether the snapshot has a flag `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.contains_key(key)
+    }
+
     /// Whether `key` is a partial ramp that cannot bucket this context stably: its stickiness field (for
     /// `default`, userId or sessionId) is missing. OFREP answers `TARGETING_KEY_MISSING` then, where an
     /// Unleash SDK would draw at random.
@@ -204,19 +225,78 @@ impl Snapshot {
         }
     }
 
-    /// The OFREP outcome for one flag: `None` when there is no such flag.
+    /// The OFREP outcome for one flag: `None` when there is no such flag. Counted in the snapshot's
+    /// [`Evaluations`] when it has them (see [`count_in`](Self::count_in)).
     #[inline]
     pub fn evaluate_ofrep(&self, key: &str, ctx: &Context) -> Option<OfrepOutcome<'_>> {
         let i = *self.index.get(key)? as usize;
-        Some(self.ofrep_at(i, ctx))
+        let outcome = self.ofrep_at(i, ctx);
+        if let Some(counting) = &self.counting {
+            counting.evaluations.tally().with(|hand| self.count(counting, hand, i, &outcome));
+        }
+        Some(outcome)
     }
 
-    /// The OFREP outcomes of every flag for one context, in the snapshot's order: the bulk evaluation.
-    pub fn evaluate_ofrep_all<'s, 'c>(&'s self, ctx: &'c Context) -> impl Iterator<Item = OfrepOutcome<'s>> + 'c
-    where
-        's: 'c,
-    {
-        (0..self.features.len()).map(move |i| self.ofrep_at(i, ctx))
+    /// The OFREP outcomes of every flag for one context, in the snapshot's order, each given to `each`:
+    /// the bulk evaluation. Counted like [`evaluate_ofrep`](Self::evaluate_ofrep).
+    ///
+    /// ```
+    /// use sluice_flags::{Context, Flag, OfrepOutcome, Snapshot};
+    /// let snapshot = Snapshot::from_flags(vec![Flag::boolean("a"), Flag::boolean("b")], vec![]).unwrap();
+    /// let mut variants = Vec::new();
+    /// snapshot.evaluate_ofrep_each(&Context::new(), |o| {
+    ///     if let OfrepOutcome::Resolved(r) = o {
+    ///         variants.push((r.key, r.variant));
+    ///     }
+    /// });
+    /// assert_eq!(variants, [("a", "off"), ("b", "off")]);
+    /// ```
+    pub fn evaluate_ofrep_each<'s>(&'s self, ctx: &Context, mut each: impl FnMut(OfrepOutcome<'s>)) {
+        match &self.counting {
+            None => (0..self.features.len()).for_each(|i| each(self.ofrep_at(i, ctx))),
+            Some(counting) => counting.evaluations.tally().with(|hand| {
+                for i in 0..self.features.len() {
+                    let outcome = self.ofrep_at(i, ctx);
+                    self.count(counting, hand, i, &outcome);
+                    each(outcome);
+                }
+            }),
+        }
+    }
+
+    #[inline]
+    fn count(&self, counting: &Counting, hand: &Hand<'_>, i: usize, outcome: &OfrepOutcome<'_>) {
+        let Some(slots) = counting.slots.get(i) else { return };
+        let slot = match outcome {
+            OfrepOutcome::TargetingKeyMissing(_) => slots.key_missing,
+            OfrepOutcome::Resolved(r) => {
+                // The variant borrows one of the feature's values: find which by address, then by name.
+                let values = self.features[i].meta.value_names();
+                let at = values
+                    .clone()
+                    .position(|n| std::ptr::eq(n.as_ptr(), r.variant.as_ptr()) && n.len() == r.variant.len())
+                    .or_else(|| values.clone().position(|n| n == r.variant));
+                at.and_then(|at| slots.values.get(at).copied().flatten())
+            }
+        };
+        if let Some(slot) = slot {
+            hand.add(slot, 1);
+        }
+    }
+
+    /// Counts this snapshot's OFREP answers in `evaluations` from now on: the numbering of each (flag,
+    /// variant) pair is shared with earlier snapshots counted there, so counts carry over. [`LiveFlags`]
+    /// does this for every snapshot it publishes.
+    pub fn count_in(&mut self, evaluations: &Evaluations) {
+        let slots = self
+            .features
+            .iter()
+            .map(|f| FeatureSlots {
+                values: f.meta.value_names().map(|n| evaluations.slot(&f.name, Served::Variant(n.into()))).collect(),
+                key_missing: evaluations.slot(&f.name, Served::TargetingKeyMissing),
+            })
+            .collect();
+        self.counting = Some(Counting { evaluations: evaluations.clone(), slots });
     }
 
     #[inline]
@@ -345,15 +425,29 @@ fn compile_feature(
 /// live.replace(Snapshot::from_flags(vec![flag], vec![]).unwrap());
 /// assert!(live.load().is_enabled("beta", &Context::new().user_id("u")));
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LiveFlags {
     current: ArcSwap<Snapshot>,
+    evaluations: Evaluations,
+}
+
+impl Default for LiveFlags {
+    fn default() -> Self {
+        LiveFlags::new(Snapshot::default())
+    }
 }
 
 impl LiveFlags {
-    /// Starts with `snapshot`.
-    pub fn new(snapshot: Snapshot) -> Self {
-        LiveFlags { current: ArcSwap::from_pointee(snapshot) }
+    /// Starts with `snapshot`, counting its OFREP answers.
+    pub fn new(mut snapshot: Snapshot) -> Self {
+        let evaluations = Evaluations::default();
+        snapshot.count_in(&evaluations);
+        LiveFlags { current: ArcSwap::from_pointee(snapshot), evaluations }
+    }
+
+    /// The OFREP answers of every snapshot published here, by flag and variant.
+    pub fn evaluations(&self) -> &Evaluations {
+        &self.evaluations
     }
 
     /// The current snapshot; lock-free.
@@ -368,7 +462,8 @@ impl LiveFlags {
     }
 
     /// Publishes a new snapshot; readers pick it up on their next `load`.
-    pub fn replace(&self, snapshot: Snapshot) {
+    pub fn replace(&self, mut snapshot: Snapshot) {
+        snapshot.count_in(&self.evaluations);
         self.current.store(Arc::new(snapshot));
     }
 }

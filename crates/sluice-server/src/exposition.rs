@@ -9,7 +9,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sluice_flags::tally::Served;
 use sluice_store::Role;
+
+use crate::latency::{RouteTimes, BOUNDS, CLASS_NAMES};
 
 use crate::AppState;
 
@@ -77,7 +80,64 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             );
         }
     }
+    {
+        let counts = state.live().evaluations().counts();
+        let mut f = Family::new(
+            &mut out,
+            "sluice_flag_evaluations_total",
+            "counter",
+            "OFREP answers served, by flag and variant, since the process started.",
+        );
+        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
+            if let Served::Variant(variant) = served {
+                f.sample("sluice_flag_evaluations_total", &[("flag", flag), ("variant", variant)], *n as f64);
+            }
+        }
+        let mut f = Family::new(
+            &mut out,
+            "sluice_flag_evaluation_errors_total",
+            "counter",
+            "OFREP evaluations answered with an error code, by flag, since the process started.",
+        );
+        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
+            if *served == Served::TargetingKeyMissing {
+                f.sample(
+                    "sluice_flag_evaluation_errors_total",
+                    &[("flag", flag), ("code", "TARGETING_KEY_MISSING")],
+                    *n as f64,
+                );
+            }
+        }
+    }
     drop(snapshot);
+    let reported = state.store.client_metrics().await.unwrap_or_default();
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_unleash_client_evaluations_total",
+            "counter",
+            "Evaluations Unleash SDKs reported (POST /api/client/metrics), by flag and whether it was on.",
+        );
+        for (flag, variant, n) in &reported {
+            let enabled = match variant.as_str() {
+                "(enabled)" => "true",
+                "(disabled)" => "false",
+                _ => continue,
+            };
+            f.sample("sluice_unleash_client_evaluations_total", &[("flag", flag), ("enabled", enabled)], *n as f64);
+        }
+        let mut f = Family::new(
+            &mut out,
+            "sluice_unleash_client_variants_total",
+            "counter",
+            "Variants Unleash SDKs reported serving, by flag and variant.",
+        );
+        for (flag, variant, n) in reported.iter().filter(|(_, v, _)| !v.starts_with('(')) {
+            f.sample("sluice_unleash_client_variants_total", &[("flag", flag), ("variant", variant)], *n as f64);
+        }
+    }
+    controller_activity(&mut out, state.controller.activity());
+    request_times(&mut out, &state.request_times.read());
     let rollouts = match state.store.rollouts(true).await {
         Ok(r) => r,
         Err(e) => {
@@ -173,4 +233,74 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+/// The controller's decisions, events, actions and notifications since the process started.
+fn controller_activity(out: &mut String, activity: &sluice_controller::Activity) {
+    let result = |ok: bool| if ok { "ok" } else { "failed" };
+    let mut f = Family::new(
+        out,
+        "sluice_decisions_total",
+        "counter",
+        "Check decisions made at ticks, by kind (gate, trigger) and outcome (holds, clear, inconclusive).",
+    );
+    for ((kind, outcome), n) in activity.decisions() {
+        f.sample("sluice_decisions_total", &[("kind", &kind), ("outcome", &outcome)], n as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "sluice_rollout_events_total",
+        "counter",
+        "Rollout transitions (started, phase_advanced, paused, rolled_back, promoted, ...), by event.",
+    );
+    for (event, n) in activity.events() {
+        f.sample("sluice_rollout_events_total", &[("event", &event)], n as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "sluice_actions_total",
+        "counter",
+        "Actions carried out, by kind (exec, webhook, flag) and result (ok, failed).",
+    );
+    for ((kind, ok), n) in activity.actions() {
+        f.sample("sluice_actions_total", &[("kind", &kind), ("result", result(ok))], n as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "sluice_notifications_total",
+        "counter",
+        "Notification deliveries tried, by notifier (log, slack, webhook, alertmanager) and result (ok, failed).",
+    );
+    for ((notifier, ok), n) in activity.notifications() {
+        f.sample("sluice_notifications_total", &[("notifier", &notifier), ("result", result(ok))], n as f64);
+    }
+}
+
+/// The HTTP latency histogram and answer counts, by route.
+fn request_times(out: &mut String, routes: &[RouteTimes]) {
+    let name = "sluice_http_request_duration_seconds";
+    let mut f = Family::new(out, name, "histogram", "Time to answer (to the response head), by method and route.");
+    for r in routes {
+        let labels = [("method", r.method.as_str()), ("route", &*r.route)];
+        for (bound, n) in BOUNDS.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).zip(&r.buckets) {
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &bound));
+            f.sample(&format!("{name}_bucket"), &with_le, *n as f64);
+        }
+        f.sample(&format!("{name}_sum"), &labels, r.sum_seconds);
+        f.sample(&format!("{name}_count"), &labels, r.buckets.last().copied().unwrap_or(0) as f64);
+    }
+    let mut f =
+        Family::new(out, "sluice_http_requests_total", "counter", "Answers, by method, route and status class.");
+    for r in routes {
+        for (class, n) in CLASS_NAMES.iter().zip(r.classes) {
+            if n > 0 {
+                f.sample(
+                    "sluice_http_requests_total",
+                    &[("method", &r.method), ("route", &r.route), ("code", class)],
+                    n as f64,
+                );
+            }
+        }
+    }
 }

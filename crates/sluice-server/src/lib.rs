@@ -20,6 +20,7 @@ mod auth;
 mod client_api;
 mod error;
 mod exposition;
+mod latency;
 mod ofrep;
 mod rollouts;
 mod stream;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub(crate) options: Options,
     pub(crate) limiter: auth::RateLimiter,
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// How long requests take, by route, for `/metrics`.
+    pub(crate) request_times: &'static latency::RequestTimes,
 }
 
 impl AppState {
@@ -123,6 +126,8 @@ impl AppState {
             limiter: auth::RateLimiter::new(options.evaluation_rate_limit),
             options,
             client_apps: Mutex::new(BTreeMap::new()),
+            // One per state, for the life of the process (a server has one): see `latency::TimeRequests`.
+            request_times: Box::leak(Box::default()),
         }))
     }
 
@@ -286,5 +291,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(latency::TimeRequests(state.request_times))
         .with_state(state)
 }

@@ -151,7 +151,8 @@ pub(crate) async fn evaluate_all(State(state): State<Arc<AppState>>, headers: He
         Err(response) => return *response,
     };
     let snapshot = state.live().load();
-    let flags: Vec<Entry<'_>> = snapshot.evaluate_ofrep_all(&ctx).map(Entry::from).collect();
+    let mut flags: Vec<Entry<'_>> = Vec::with_capacity(snapshot.len());
+    snapshot.evaluate_ofrep_each(&ctx, |o| flags.push(Entry::from(o)));
     let body = serde_json::to_vec(&Bulk { flags, metadata: Empty {}, event_streams: EVENT_STREAMS }).expect("json");
     // A weak ETag of the answer itself; collisions only cost a missed refresh until the next change, and
     // SipHash is several times cheaper than a cryptographic digest of a 30 KB body.

@@ -68,6 +68,18 @@ pub enum Command {
     /// without a server.
     #[command(subcommand)]
     Export(ExportCmd),
+    /// The post-rollout review: per phase its duration, each gate and trigger over time, the decisions
+    /// that mattered, incidents, approvals, actions and the audit excerpt (Markdown or one HTML file).
+    Report {
+        /// The rollout's id (or a unique prefix of it).
+        rollout: String,
+        /// `md` reads well in a code review; `html` is one self-contained file with charts.
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run a plan in virtual time and print every decision it makes: against a recorded timeline, or
     /// against real history in Prometheus ("would this plan have caught last Tuesday's incident?").
     #[command(
@@ -95,6 +107,15 @@ pub enum Command {
         #[arg(long)]
         verbose: bool,
     },
+}
+
+/// What `sluice report` writes.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown.
+    Md,
+    /// One self-contained HTML file.
+    Html,
 }
 
 #[derive(Subcommand)]

@@ -51,6 +51,7 @@ mod client;
 mod commands;
 mod demo;
 mod output;
+mod report;
 mod serve;
 
 use std::process::ExitCode;
@@ -106,5 +107,6 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
         Command::Rollout(cmd) => commands::rollout::run(client, output, cmd).await,
         Command::Probe(cmd) => commands::probe::run(output, cmd).await,
         Command::Export(cmd) => commands::export::run(cmd),
+        Command::Report { rollout, format, out } => commands::report::run(client, &rollout, format, out).await,
     }
 }

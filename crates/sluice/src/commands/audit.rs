@@ -26,20 +26,7 @@ pub async fn run(client: &Client, output: Output, cmd: AuditCmd) -> Result<(), C
             }
         }
         AuditCmd::Verify { head, page_size } => {
-            // The chain is recomputed here, page by page, not trusted from the server's word.
-            let mut check = sluice_store::audit::ChainCheck::new(head.as_deref());
-            let verdict = loop {
-                let answer =
-                    client.get(&format!("/api/v1/audit/chain?after={}&limit={page_size}", check.last_seq())).await?;
-                let page: Vec<sluice_store::AuditEvent> = serde_json::from_value(answer["data"].clone())
-                    .map_err(|e| CliError(format!("the server sent audit events this CLI cannot read: {e}")))?;
-                if let Some(broken) = page.iter().find_map(|e| check.push(e).err()) {
-                    break broken;
-                }
-                if page.len() < page_size as usize {
-                    break check.finish();
-                }
-            };
+            let verdict = verify(client, head.as_deref(), page_size).await?;
             if output == Output::Json {
                 print_json(&serde_json::to_value(&verdict).expect("json"));
             }
@@ -61,4 +48,25 @@ pub async fn run(client: &Client, output: Output, cmd: AuditCmd) -> Result<(), C
         }
     }
     Ok(())
+}
+
+/// The audit chain, recomputed here page by page rather than trusted from the server's word; `head` is
+/// an anchored head the chain must still contain.
+pub(crate) async fn verify(
+    client: &Client,
+    head: Option<&str>,
+    page_size: u32,
+) -> Result<sluice_store::Verification, CliError> {
+    let mut check = sluice_store::audit::ChainCheck::new(head);
+    loop {
+        let answer = client.get(&format!("/api/v1/audit/chain?after={}&limit={page_size}", check.last_seq())).await?;
+        let page: Vec<sluice_store::AuditEvent> = serde_json::from_value(answer["data"].clone())
+            .map_err(|e| CliError(format!("the server sent audit events this CLI cannot read: {e}")))?;
+        if let Some(broken) = page.iter().find_map(|e| check.push(e).err()) {
+            return Ok(broken);
+        }
+        if page.len() < page_size as usize {
+            return Ok(check.finish());
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod flag;
 pub mod import;
 pub mod plan;
 pub mod probe;
+pub mod report;
 pub mod rollout;
 pub mod segment;
 pub mod simulate;
