@@ -624,7 +624,11 @@ impl Rollout {
         let mut gates_measured = self.status == Status::Running;
         if let Status::Paused { decide_by: Some(by), default: Some(d), reason, .. } = self.status.clone() {
             if now >= by {
-                let why = format!("no decision within the time allowed after `{reason}`: default {d:?}");
+                let default = match d {
+                    DecisionKind::Resume => "resume",
+                    DecisionKind::Rollback => "roll back",
+                };
+                let why = format!("nobody decided in time after {reason}: the plan's default applies ({default})");
                 effects.extend(match d {
                     DecisionKind::Resume => self.resume_inner(plan, now, &why),
                     DecisionKind::Rollback => self.rollback_inner(plan, now, &why),

@@ -513,6 +513,23 @@ pub(crate) async fn audit_chain(
     Ok(Json(json!({"data": state.store.chain(q.after, limit).await?})).into_response())
 }
 
+/// `GET /api/v1/audit/verify`: the whole chain recomputed here, page by page (the dashboard shows it;
+/// `sluice audit verify` recomputes it on the client instead, trusting nothing the server says).
+pub(crate) async fn audit_verify(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    state.require(&headers, Role::Viewer)?;
+    let mut check = sluice_store::audit::ChainCheck::new(None);
+    let verdict = loop {
+        let page = state.store.chain(check.last_seq(), 5_000).await?;
+        if let Some(broken) = page.iter().find_map(|e| check.push(e).err()) {
+            break broken;
+        }
+        if page.len() < 5_000 {
+            break check.finish();
+        }
+    };
+    Ok(Json(json!({"data": verdict})).into_response())
+}
+
 pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
     state.require(&headers, Role::Viewer)?;
     Ok(Json(json!({"head": state.store.head().await?})).into_response())

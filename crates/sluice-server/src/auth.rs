@@ -32,15 +32,23 @@ impl AppState {
     /// Who a request comes from, for the request log: the token's name, or `-` when it has no valid token.
     pub(crate) fn caller_name(&self, headers: &HeaderMap) -> String {
         let tokens = self.tokens.load();
-        token_of(headers).and_then(|t| tokens.authenticate(t)).map_or_else(|| "-".to_string(), |p| p.name.clone())
+        match token_of(headers) {
+            Some(t) => tokens.authenticate(t).map_or_else(|| "-".to_string(), |p| p.name.clone()),
+            None => self.session_principal(headers).map_or_else(|| "-".to_string(), |p| p.name),
+        }
     }
 
-    /// The caller, who must hold `needed` (admin ⊇ operator ⊇ viewer).
+    /// The caller, who must hold `needed` (admin ⊇ operator ⊇ viewer): by the request's token, or, without
+    /// one, by the dashboard's session cookie (whose writes `dashboard::check_csrf` has already checked).
     pub(crate) fn require(&self, headers: &HeaderMap, needed: Role) -> Result<Principal, ApiError> {
         let tokens = self.tokens.load();
-        let principal = token_of(headers).and_then(|t| tokens.authenticate(t)).ok_or_else(ApiError::unauthorized)?;
+        let principal = match token_of(headers) {
+            Some(t) => tokens.authenticate(t).cloned(),
+            None => self.session_principal(headers),
+        }
+        .ok_or_else(ApiError::unauthorized)?;
         if principal.role.allows(needed) {
-            Ok(principal.clone())
+            Ok(principal)
         } else {
             Err(ApiError::forbidden(needed.as_str()))
         }

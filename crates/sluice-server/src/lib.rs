@@ -18,6 +18,7 @@
 mod admin;
 mod auth;
 mod client_api;
+mod dashboard;
 mod error;
 mod exposition;
 mod latency;
@@ -60,6 +61,8 @@ pub struct Options {
     pub evaluation_rate_limit: Option<u32>,
     /// What the rollout controller allows and keeps.
     pub controller: Settings,
+    /// Mark the dashboard's session cookie `Secure` (the server is reached over HTTPS, e.g. behind a proxy).
+    pub secure_cookies: bool,
 }
 
 /// What the server publishes for each committed revision of the flag catalog.
@@ -90,6 +93,8 @@ pub struct AppState {
     pub(crate) options: Options,
     pub(crate) limiter: auth::RateLimiter,
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// The dashboard's session-signing key, kept in the store.
+    pub(crate) session_key: dashboard::SessionKey,
     /// How long requests take, by route, for `/metrics`.
     pub(crate) request_times: &'static latency::RequestTimes,
 }
@@ -112,6 +117,7 @@ impl AppState {
             Box::new(move |snapshot, revision| publish_to.store(Arc::new(publish_of(snapshot, revision))));
         let catalog = Arc::new(Catalog::load(store.clone(), on_publish).await?);
         let tokens = store.token_table().await?;
+        let session_key = dashboard::SessionKey::from_hex(&store.server_key("dashboard-session").await?);
         let metrics = seams.plugins.metrics().unwrap_or_default();
         metrics.restore(store.load_metrics().await?);
         Ok(Arc::new(AppState {
@@ -128,6 +134,7 @@ impl AppState {
             client_apps: Mutex::new(BTreeMap::new()),
             // One per state, for the life of the process (a server has one): see `latency::TimeRequests`.
             request_times: Box::leak(Box::default()),
+            session_key,
         }))
     }
 
@@ -266,6 +273,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/audit", get(admin::audit))
         .route("/api/v1/audit/head", get(admin::audit_head))
         .route("/api/v1/audit/chain", get(admin::audit_chain))
+        .route("/api/v1/audit/verify", get(admin::audit_verify))
         .route("/api/v1/import/unleash", post(admin::import_unleash))
         .route("/api/v1/import/flags", post(admin::import_flags))
         .route("/api/v1/client-metrics", get(admin::client_metrics))
@@ -276,8 +284,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
         .route("/api/v1/alertmanager", post(rollouts::alertmanager))
         .route_layer(from_fn(run_writes_to_completion))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), dashboard::check_csrf))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), log_admin_request));
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
+        .route("/ui/login", post(dashboard::login))
+        .route("/ui/session", get(dashboard::session))
+        .route("/ui/logout", post(dashboard::logout))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .route("/metrics", get(exposition::metrics))

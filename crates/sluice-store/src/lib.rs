@@ -209,6 +209,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every token, revoked ones included, oldest first; never a secret.
     async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
 
+    /// The signing key called `name` (64 hex digits), made at random the first time it is asked for and
+    /// the same ever after, for every replica on this store (the dashboard's session key).
+    async fn server_key(&self, name: &str) -> Result<String, StoreError>;
+
     /// Every active token, for authenticating requests from memory.
     async fn token_table(&self) -> Result<TokenTable, StoreError>;
 

@@ -213,6 +213,25 @@ impl Store for SqliteStore {
         rows.into_iter().map(TokenRow::into_info).collect()
     }
 
+    async fn server_key(&self, name: &str) -> Result<String, StoreError> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        // The first caller makes it; everyone after (any replica) reads the same one.
+        sqlx::query(
+            "INSERT INTO server_keys (name, key_hex, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(token::random_hex(32))
+        .bind(chrono::Utc::now().to_rfc3339())
+        .execute(&mut *tx)
+        .await?;
+        let key: String = sqlx::query_scalar("SELECT key_hex FROM server_keys WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
     async fn token_table(&self) -> Result<TokenTable, StoreError> {
         let rows = sqlx::query_as("SELECT name, role, secret_sha256 FROM tokens WHERE revoked_at IS NULL")
             .fetch_all(&self.pool)
@@ -476,6 +495,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (6, "notifications", include_str!("../migrations/0006_notifications.sql")),
         (7, "decisions changed", include_str!("../migrations/0007_decisions_changed.sql")),
         (8, "built-in metrics", include_str!("../migrations/0008_metrics.sql")),
+        (9, "server keys", include_str!("../migrations/0009_server_keys.sql")),
     ];
     MIGRATIONS
         .iter()

@@ -120,6 +120,17 @@ impl TokenTable {
         candidates.iter().find(|(full, _)| constant_time_eq(full, &digest)).map(|(_, p)| p)
     }
 
+    /// The active token named `name` whose digest starts with `digest_prefix` (16 hex digits): a session made
+    /// from a token ends when that token is revoked, even if a new token gets the same name.
+    pub fn by_digest_prefix(&self, digest_prefix: &str, name: &str) -> Option<&Principal> {
+        self.by_prefix.get(digest_prefix)?.iter().map(|(_, p)| p).find(|p| p.name == name)
+    }
+
+    /// The first 16 hex digits of `token`'s digest, when it is active: what a session remembers of it.
+    pub fn digest_prefix(&self, token: &str) -> Option<String> {
+        self.authenticate(token).map(|_| sha256_hex(token)[..16].to_string())
+    }
+
     fn insert(&mut self, secret_sha256: String, principal: Principal) {
         self.by_prefix.entry(secret_sha256[..16].to_string()).or_default().push((secret_sha256, principal));
     }

@@ -23,8 +23,13 @@ const USERS: usize = 3000;
 const REQUESTS_PER_SECOND: usize = 4000;
 const GOOD: &str = "new-checkout";
 const BAD: &str = "new-search";
+/// Slower than its control but not failing: a soft trigger pauses it and asks a person.
+const SLOW: &str = "new-pricing";
+/// The soft trigger of the slow canary: it pauses, and a person has this long to resume or roll back in
+/// the dashboard before the plan's default (roll back) applies.
+const SOFT_TRIGGER: &str = "  - { name: p95-latency-soft, metric: latency_p95, window: 10s, above: 120, for: 2s, severity: soft, decide_within: 20s, default: rollback, min_samples: 50 }\n";
 
-fn plan(name: &str, flag: &str) -> String {
+fn plan(name: &str, flag: &str, more_triggers: &str) -> String {
     format!(
         r#"name: {name}
 flag: {flag}
@@ -39,7 +44,7 @@ gates:
   - {{ name: p95-latency-ms, metric: latency_p95, window: 10s, below: 250, min_samples: 50 }}
 triggers:
   - {{ name: errors-worse-than-control, metric: error_rate, compare: control, max_increase: 0, severity: hard, min_samples: 50 }}
-"#
+{more_triggers}"#
     )
 }
 
@@ -89,10 +94,15 @@ impl Service {
         let mut observations = Vec::with_capacity(n);
         for _ in 0..n {
             let user = rng.usize(..USERS);
-            for flag in [GOOD, BAD] {
+            for flag in [GOOD, BAD, SLOW] {
                 let Some((variant, reason)) = served.get(&(flag.to_string(), user)) else { continue };
                 let error_rate = if flag == BAD && variant == "on" && overloaded { 0.08 } else { 0.01 };
-                let latency = 40.0 + rng.f64() * 60.0 + if variant == "on" { 5.0 } else { 0.0 };
+                let slower = match (flag, variant.as_str()) {
+                    (SLOW, "on") => 60.0,
+                    (_, "on") => 5.0,
+                    _ => 0.0,
+                };
+                let latency = 40.0 + rng.f64() * 60.0 + slower;
                 observations
                     .push(json!({"flag": flag, "variant": variant, "reason": reason, "key": format!("user-{user}"),
                     "ok": rng.f64() >= error_rate, "latency_ms": latency}));
@@ -122,15 +132,18 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     tokio::spawn(axum::serve(listener, sluice_server::router(state.clone())).into_future());
     tokio::spawn(state.controller().clone().run());
     println!("Sluice demo: a server on {url} (a temporary store in {})", dir.display());
-    println!("  look around while it runs:  export SLUICE_SERVER={url} SLUICE_TOKEN={admin}");
+    println!("  watch it in the dashboard:  {url}/  (log in with the token {admin})");
+    println!("  or from a shell:            export SLUICE_SERVER={url} SLUICE_TOKEN={admin}");
     println!("                              sluice rollout list; sluice rollout decisions bad-canary");
+    println!("  slow-canary will pause on a soft trigger and wait 20 s for you to resume or roll it back");
+    println!("  in the dashboard; if nobody decides, its plan's default (roll back) applies.");
     println!();
 
     let http = reqwest::Client::builder().no_proxy().build().map_err(|e| CliError(e.to_string()))?;
     let call = |method: reqwest::Method, path: &str, body: Value| {
         http.request(method, format!("{url}{path}")).bearer_auth(&admin).json(&body).send()
     };
-    for flag in [GOOD, BAD] {
+    for flag in [GOOD, BAD, SLOW] {
         let r = call(reqwest::Method::PUT, &format!("/api/v1/flags/{flag}"), json!({"ramp": {"percent": 0}}))
             .await
             .map_err(|e| CliError(e.to_string()))?;
@@ -141,8 +154,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let service = Arc::new(Service::default());
     service.evaluate(&http, &url, &sdk).await;
     let mut ids = Vec::new();
-    for (name, flag) in [("good-canary", GOOD), ("bad-canary", BAD)] {
-        let r = call(reqwest::Method::POST, "/api/v1/rollouts", json!({"plan": plan(name, flag)}))
+    for (name, flag, more) in [("good-canary", GOOD, ""), ("bad-canary", BAD, ""), ("slow-canary", SLOW, SOFT_TRIGGER)]
+    {
+        let r = call(reqwest::Method::POST, "/api/v1/rollouts", json!({"plan": plan(name, flag, more)}))
             .await
             .map_err(|e| CliError(e.to_string()))?;
         let v: Value = r.json().await.map_err(|e| CliError(e.to_string()))?;
@@ -217,10 +231,11 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let mut as_expected = true;
     for (name, summary, decisions) in &finals {
         println!("  {}", verdict(name, summary, decisions));
-        let want_completed = *name == "good-canary";
-        as_expected &= match &summary.status {
-            sluice_engine::Status::Completed => want_completed,
-            sluice_engine::Status::RolledBack { .. } => !want_completed,
+        as_expected &= match (name.as_str(), &summary.status) {
+            ("good-canary", sluice_engine::Status::Completed) => true,
+            ("bad-canary", sluice_engine::Status::RolledBack { .. }) => true,
+            // A person may have resumed it, or rolled it back, or left it to the default: it paused first.
+            ("slow-canary", s) => s.is_terminal() && summary.history.iter().any(|e| e.kind == "paused"),
             _ => false,
         };
     }
@@ -277,7 +292,7 @@ fn progress(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) 
 }
 
 fn verdict(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) -> String {
-    match &s.status {
+    let line = match &s.status {
         sluice_engine::Status::Completed => {
             let gates: Vec<String> = latest(decisions)
                 .values()
@@ -309,5 +324,9 @@ fn verdict(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) -
             )
         }
         other => format!("{name}: {} (did not finish in time)", other.name()),
+    };
+    match s.history.iter().find(|e| e.kind == "paused") {
+        Some(paused) => format!("{line}; it had paused first ({}) and waited for a person", paused.reason),
+        None => line,
     }
 }

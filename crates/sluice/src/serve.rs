@@ -38,6 +38,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             keep_every_decision_for: args.keep_decisions.0,
             allow_exec: args.allow_exec.iter().cloned().collect(),
         },
+        secure_cookies: args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
     };
     let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
         secrets_dir: args.secrets_dir.clone(),
@@ -47,6 +48,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     });
     let seams = sluice_server::Seams { plugins: std::sync::Arc::new(plugins), ..sluice_server::Seams::default() };
     let state = sluice_server::AppState::load_with(std::sync::Arc::new(store), options, seams).await.map_err(io)?;
+    println!("dashboard: http://{}/ (log in with a viewer, operator or admin token)", args.listen);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;

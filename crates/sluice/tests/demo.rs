@@ -1,5 +1,6 @@
 //! `sluice demo`, the README's first command, end to end: it must end by itself with the good canary
-//! completed and the bad one rolled back, saying why.
+//! completed, the bad one rolled back and the slow one paused by a soft trigger (then rolled back
+//! by its plan's default, since nobody decides), saying why.
 
 use std::process::Command;
 
@@ -15,4 +16,11 @@ fn the_demo_promotes_the_good_canary_and_rolls_back_the_bad_one() {
         verdict.contains("bad-canary: rolled back at 10%") && verdict.contains("errors-worse-than-control"),
         "{verdict}"
     );
+    // Nobody is at the dashboard in this test: the soft trigger's pause ends with the plan's default.
+    assert!(
+        verdict.contains("slow-canary: rolled back")
+            && verdict.contains("it had paused first (trigger `p95-latency-soft`"),
+        "{verdict}"
+    );
+    assert!(stdout.contains("watch it in the dashboard:  http://"), "{stdout}");
 }
