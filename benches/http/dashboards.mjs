@@ -15,18 +15,20 @@ if (mode === 'follow') {
   for (let i = 0; i < Number(n); i++) {
     const source = new EventSource(`${url}/api/v1/stream`, { fetch: (input, init) => fetch(input, { ...init, headers: { ...init.headers, ...auth } }) });
     let pending = null;
-    const refetch = () => {
+    // As the page does: only its own rollout's events, at most one refetch per 300 ms.
+    const refetch = e => {
       events++;
-      clearTimeout(pending);
-      // The page waits 250 ms for a burst of changes to end, then re-renders.
+      if (e.type === 'rollout' && JSON.parse(e.data).rollout?.id !== id) return;
+      if (pending) return;
       pending = setTimeout(async () => {
+        pending = null;
         await Promise.all([
           fetch(`${url}/api/v1/rollouts/${id}`, { headers: auth }).then(r => r.text()),
           fetch(`${url}/api/v1/rollouts/${id}/decisions?limit=5000`, { headers: auth }).then(r => r.text()),
           fetch(`${url}/api/v1/audit?entity=rollout:${id}&limit=500`, { headers: auth }).then(r => r.text()),
         ]);
         fetches += 3;
-      }, 250);
+      }, 300);
     };
     source.addEventListener('rollout', refetch);
     source.addEventListener('change', refetch);

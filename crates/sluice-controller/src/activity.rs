@@ -1,7 +1,8 @@
 //! What the controller has done since the process started, counted for `/metrics`: check decisions by kind
 //! and outcome, transition events by kind, actions and notifications by kind and result. Labels are
-//! bounded by the engine's and the plan model's vocabularies, never by rollout or plan names. Counted after
-//! the store has taken the write, so a refused commit is not counted.
+//! bounded by the engine's and the plan model's vocabularies, never by rollout or plan names. Decisions and
+//! events are counted after the store has taken the write (a refused commit is not counted); actions and
+//! notifications when they have run, whatever happens to their record after.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -23,6 +23,17 @@ pub enum Measurement {
     /// Data, but nothing can be concluded from it, and why (too few samples, a traffic split that does not
     /// match the percentage): inconclusive, never a pass, not a source error.
     Inconclusive(String),
+    /// A comparison's bound (`value`, judged like any value) with the confidence interval it is a bound of,
+    /// `lower..=upper` of `canary − k × reference − margin`: kept beside the decision so that people can see
+    /// the interval narrow against the margin (0).
+    Bounded {
+        /// The bound the check judges: the upper one for a gate, the lower one for a trigger.
+        value: f64,
+        /// The interval's lower bound.
+        lower: f64,
+        /// Its upper bound.
+        upper: f64,
+    },
 }
 
 /// Gate or trigger.
@@ -104,6 +115,10 @@ pub struct CheckDecision {
     pub needed: u32,
     /// Recorded, never acted on.
     pub dry_run: bool,
+    /// A comparison's confidence interval of `canary − k × reference − margin` (see
+    /// [`Measurement::Bounded`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
 }
 
 /// Where a rollout is.
@@ -431,6 +446,7 @@ impl Rollout {
                 run: u32::from(ok),
                 needed: 1,
                 dry_run: false,
+                interval: None,
             });
             if let (Err(why), None) = (answer, &refused) {
                 let what = match step {
@@ -808,8 +824,13 @@ impl Rollout {
         let needed =
             c.for_.as_ref().map_or(1, |f| (f.value.0.as_millis() as u64).div_ceil(interval.max(1)) as u32).max(1);
         let measured = source.measure(&CheckRef { name: &c.name.value, kind, check: c, phase: self.phase }, now);
+        let interval = match measured {
+            Measurement::Bounded { lower, upper, .. } if lower.is_finite() && upper.is_finite() => Some([lower, upper]),
+            _ => None,
+        };
         let (value, note) = match measured {
-            Measurement::Value(v) if v.is_finite() => (Some(v), None),
+            Measurement::Value(v) | Measurement::Bounded { value: v, .. } if v.is_finite() => (Some(v), None),
+            Measurement::Bounded { value: v, .. } => (None, Some(format!("not a number: {v}"))),
             Measurement::Value(v) => (None, Some(format!("not a number: {v}"))),
             Measurement::Empty if c.on_empty == Some(OnEmpty::Zero) => (Some(0.0), None),
             Measurement::Empty => (None, Some("no data".to_string())),
@@ -840,6 +861,7 @@ impl Rollout {
             run: *run,
             needed,
             dry_run: c.dry_run,
+            interval: interval.filter(|_| value.is_some()),
         }
     }
 

@@ -98,18 +98,18 @@ impl Tally {
     /// no other thread ever writes the same row.
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&Hand<'_>) -> R) -> R {
-        ROWS.with(|rows| {
-            {
-                let rows = rows.borrow();
-                if let Some((_, row)) = rows.iter().find(|(id, _)| *id == self.inner.id) {
-                    return f(&Hand { row, _not_send: PhantomData });
-                }
+        // The row is taken out of the thread's list before `f` runs: `f` may add to another tally, which
+        // may register a row of its own in the same list.
+        let row = ROWS.with(|rows| {
+            if let Some((_, row)) = rows.borrow().iter().find(|(id, _)| *id == self.inner.id) {
+                return row.clone();
             }
             let row = Arc::new(Row::new());
             self.inner.rows.lock().unwrap_or_else(|e| e.into_inner()).push(row.clone());
             rows.borrow_mut().push((self.inner.id, row.clone()));
-            f(&Hand { row: &row, _not_send: PhantomData })
-        })
+            row
+        });
+        f(&Hand { row: &row, _not_send: PhantomData })
     }
 
     /// The total of one slot over every thread.
@@ -241,6 +241,17 @@ mod tests {
         assert_eq!(a.sum(MAX_SLOTS - 1), 1);
         assert_eq!(a.sum(1), 0);
         assert_eq!(b.sum(1), 5);
+    }
+
+    #[test]
+    fn a_hand_may_add_to_another_tally_inside_its_closure() {
+        let (a, b) = (Tally::new(), Tally::new());
+        a.with(|ha| {
+            ha.add(0, 1);
+            b.with(|hb| hb.add(0, 2));
+            ha.add(0, 1);
+        });
+        assert_eq!((a.sum(0), b.sum(0)), (2, 2));
     }
 
     #[test]

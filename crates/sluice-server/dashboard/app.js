@@ -111,9 +111,13 @@ function gist(a) {
   return '';
 }
 
+// The line a threshold draws: a comparison's bound against 0, a plain `< n` / `<= n` / `> n` / `>= n`
+// (a baseline's limit leads its text the same way) against n; anything else draws none rather than a
+// wrong one.
 function bound(threshold) {
-  const m = /-?\d*\.?\d+(e[-+]?\d+)?/i.exec(threshold || '');
-  return m ? Number(m[0]) : null;
+  if ((threshold || '').includes('bound of')) return 0;
+  const m = /^\s*(<=|>=|<|>)\s*(-?\d*\.?\d+(e[-+]?\d+)?)/i.exec(threshold || '');
+  return m ? Number(m[2]) : null;
 }
 
 // ---- charts ----------------------------------------------------------------------------------------
@@ -315,8 +319,10 @@ async function rolloutPage(main, id) {
     const n = i + 1;
     const done = ended ? r.status.state === 'completed' || n < r.phase : n < r.phase;
     const now = !ended && n === r.phase;
-    return h('li', { class: done ? 'done' : now ? 'now' : '' },
-      h('div', {}, done ? '✔ done' : now ? '▶ now' : '○ next'),
+    const stopped = ended && !done && n === r.phase;
+    const mark = done ? '✔ done' : now ? '▶ now' : stopped ? (r.status.state === 'aborted' ? '⏹ aborted here' : '✖ rolled back here') : '○ not reached';
+    return h('li', { class: done ? 'done' : now ? 'now' : stopped ? 'stopped' : '' },
+      h('div', {}, ended || now || done ? mark : '○ next'),
       h('strong', {}, `Phase ${n}: ${p}%`),
       now && r.hold_ms ? h('div', {}, holdLeft) : null);
   }));
@@ -339,12 +345,17 @@ async function rolloutPage(main, id) {
   }
   const charts = [...byCheck.entries()].map(([key, list]) => {
     const last = list[list.length - 1];
-    const comparison = /control|baseline|margin/i.test(last.threshold || '');
+    const comparison = (last.threshold || '').includes('bound of');
+    // A comparison's interval of canary − reference − margin, narrowing as samples come in: within the
+    // margin once it is all below 0, worse than the margin allows once it is all above.
+    const band = list.filter(d => d.interval).map(d => ({ t: d.at, lo: d.interval[0], hi: d.interval[1] }));
     return h('section', { 'aria-label': `${last.kind} ${last.check}` },
       h('h3', {}, `${last.kind} ${last.check} `, h('code', {}, last.threshold)),
       h('p', {}, 'Last: ', h('strong', {}, num(last.value)), ' — ', verdictText(last), last.note ? h('span', { class: 'muted' }, ` (${last.note})`) : null),
+      last.interval ? h('p', { class: 'muted' }, `Interval of canary − reference − margin: ${num(last.interval[0])} to ${num(last.interval[1])} (shaded)`) : null,
       chart(`${key} over time against ${last.threshold}`, list.map(d => ({ t: d.at, v: d.value, mark: verdict(d) })),
-        { from: start, to: end, threshold: comparison ? 0 : bound(last.threshold), thresholdLabel: comparison ? 'margin' : `threshold ${last.threshold}`, keepLow: comparison }));
+        { from: start, to: end, threshold: comparison ? 0 : bound(last.threshold), thresholdLabel: comparison ? 'margin (0)' : `threshold ${last.threshold}`, keepLow: comparison,
+          band: band.length > 1 ? band : null, extra: band.flatMap(b => [b.lo, b.hi]) }));
   });
 
   let lastOutcome = {};
@@ -364,7 +375,7 @@ async function rolloutPage(main, id) {
       r.status.reason ? h('span', {}, ` — ${r.status.reason}`) : null),
     r.waiting_for ? h('p', { class: 'warn' }, `Waiting for ${r.waiting_for}`) : null,
     r.status.decide_by ? h('p', { class: 'warn' }, `Decide by ${when(r.status.decide_by)}; then the plan's default (${r.status.default || 'rollback'}) applies.`) : null,
-    h('p', {}, `Flag `, h('code', {}, r.flag), ` at ${r.percent}%, phase ${r.phase} of ${r.phases}. Started ${when(start)} by ${r.created_by}.`),
+    h('p', {}, `Flag `, h('code', {}, r.flag), ended ? ` — ended in phase ${r.phase} of ${r.phases} (${r.percent}%), ${when(end)}, after ${span(end - start)}.` : ` at ${r.percent}%, phase ${r.phase} of ${r.phases}.`, ` Started ${when(start)} by ${r.created_by}.`),
     buttons.length ? h('div', { class: 'actions', role: 'group', 'aria-label': 'Decisions' }, buttons) : null,
     h('h2', {}, 'Phases'), phases,
     h('h2', {}, 'Approvals'),
@@ -375,7 +386,7 @@ async function rolloutPage(main, id) {
     chart('the flag\'s percentage over time', split.concat([{ t: end, v: r.percent }]), { from: start, to: end, step: true, range: [0, 100] }),
     h('h2', {}, 'Gates and triggers'),
     charts.length ? h('div', { class: 'grid' }, charts) : h('p', { class: 'muted' }, 'No decisions yet.'),
-    h('p', { class: 'legend' }, 'Marks: ● pass (gate) or quiet (trigger) · ✖ fail or fired · ○ no value. Dashed: the threshold.'),
+    h('p', { class: 'legend' }, 'Marks: ● pass (gate) or quiet (trigger) · ✖ fail or fired · ○ no value. Dashed: the threshold (for a comparison, the margin at 0). Shaded: a comparison\'s confidence interval.'),
     h('h2', {}, 'Why: the decisions that changed something'),
     turning.length ? h('table', {},
       h('thead', {}, h('tr', {}, ['Time', 'Check', 'Value', 'Threshold', 'Verdict', 'What the tick did'].map(t => h('th', { scope: 'col' }, t)))),
@@ -468,13 +479,29 @@ async function render() {
   }
 }
 
-// Re-renders the page after a burst of changes, without reloading and without losing an open dialog.
+// Re-renders the page at most every 300 ms while changes flow, and always within 300 ms of the first
+// (a debounce would starve: twenty rollouts ticking on their own timers never leave 300 ms of quiet),
+// without reloading and without losing an open dialog.
 function refresh() {
-  clearTimeout(refreshTimer);
+  if (refreshTimer) return;
   refreshTimer = setTimeout(() => {
+    refreshTimer = null;
     if (document.querySelector('dialog[open]')) { refresh(); return; }
     render();
-  }, 250);
+  }, 300);
+}
+
+// Whether a change matters to the page on screen: a rollout page follows its own rollout (and flag
+// edits); the other pages follow everything.
+function concerns(event) {
+  const path = (location.hash || '').slice(1).split('?')[0];
+  if (!path.startsWith('/rollouts/') || event.type !== 'rollout') return true;
+  try {
+    const change = JSON.parse(event.data);
+    return !change.rollout || change.rollout.id === decodeURIComponent(path.slice(10));
+  } catch {
+    return true;
+  }
 }
 
 function follow() {
@@ -483,8 +510,9 @@ function follow() {
   const mark = text => { const el = document.getElementById('live'); if (el) el.textContent = text; };
   stream.onopen = () => mark('● live');
   stream.onerror = () => mark('○ reconnecting');
-  stream.addEventListener('change', refresh);
-  stream.addEventListener('rollout', refresh);
+  const changed = e => { if (concerns(e)) refresh(); };
+  stream.addEventListener('change', changed);
+  stream.addEventListener('rollout', changed);
 }
 
 window.addEventListener('hashchange', () => { render(); document.getElementById('main').focus(); });

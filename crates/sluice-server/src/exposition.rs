@@ -109,8 +109,11 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             }
         }
     }
+    let flags: std::collections::HashSet<String> = snapshot.flags().iter().map(|f| f.key.clone()).collect();
     drop(snapshot);
-    let reported = state.store.client_metrics().await.unwrap_or_default();
+    // Kept in the store for good; only the flags that still exist are exported.
+    let mut reported = state.store.client_metrics().await.unwrap_or_default();
+    reported.retain(|(flag, _, _)| flags.contains(flag));
     {
         let mut f = Family::new(
             &mut out,

@@ -20,15 +20,31 @@ use sluice_flags::tally::Tally;
 pub(crate) const BOUNDS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Per route: the buckets (and the one past the last bound), the sum in microseconds, and the count of
-/// 2xx, 3xx, 4xx and 5xx answers.
+/// 1xx … 5xx answers.
 const SUM: u32 = BOUNDS.len() as u32 + 1;
 const CLASSES: u32 = SUM + 1;
-const PER_ROUTE: u32 = CLASSES + 4;
+const PER_ROUTE: u32 = CLASSES + 5;
 /// The status classes, in slot order.
-pub(crate) const CLASS_NAMES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+pub(crate) const CLASS_NAMES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A request's method as a label: the standard ones by name, anything else (a client may send any token
+/// as a method) as `other`, so that no client can add label sets.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
 
 /// Route template → each method's first slot.
-type RouteSlots = HashMap<Box<str>, Vec<(axum::http::Method, u32)>>;
+type RouteSlots = HashMap<Box<str>, Vec<(&'static str, u32)>>;
 
 /// Request durations and answers by (method, route).
 #[derive(Default)]
@@ -36,7 +52,7 @@ pub(crate) struct RequestTimes {
     tally: Tally,
     routes: ArcSwap<RouteSlots>,
     /// Numbering of new routes, one at a time; readers never take it.
-    numbering: Mutex<Vec<(axum::http::Method, Arc<str>)>>,
+    numbering: Mutex<Vec<(&'static str, Arc<str>)>>,
 }
 
 /// One route's figures, read at scrape time.
@@ -47,13 +63,14 @@ pub(crate) struct RouteTimes {
     pub buckets: Vec<u64>,
     pub sum_seconds: f64,
     /// Answers per class of [`CLASS_NAMES`].
-    pub classes: [u64; 4],
+    pub classes: [u64; 5],
 }
 
 impl RequestTimes {
     fn base(&self, method: &axum::http::Method, route: &str) -> u32 {
+        let method = method_label(method);
         let known = |routes: &RouteSlots| {
-            routes.get(route).and_then(|m| m.iter().find(|(k, _)| k == method)).map(|&(_, base)| base)
+            routes.get(route).and_then(|m| m.iter().find(|(k, _)| *k == method)).map(|&(_, base)| base)
         };
         if let Some(base) = known(&self.routes.load()) {
             return base;
@@ -63,9 +80,9 @@ impl RequestTimes {
             return base;
         }
         let base = numbering.len() as u32 * PER_ROUTE;
-        numbering.push((method.clone(), Arc::from(route)));
+        numbering.push((method, Arc::from(route)));
         let mut routes = HashMap::clone(&self.routes.load());
-        routes.entry(Box::from(route)).or_default().push((method.clone(), base));
+        routes.entry(Box::from(route)).or_default().push((method, base));
         self.routes.store(Arc::new(routes));
         base
     }
@@ -73,7 +90,7 @@ impl RequestTimes {
     fn record(&self, base: u32, status: u16, elapsed: std::time::Duration) {
         let seconds = elapsed.as_secs_f64();
         let bucket = BOUNDS.iter().position(|&b| seconds <= b).unwrap_or(BOUNDS.len()) as u32;
-        let class = u32::from(status.clamp(200, 599) / 100 - 2);
+        let class = u32::from(status.clamp(100, 599) / 100 - 1);
         self.tally.with(|hand| {
             hand.add(base + bucket, 1);
             hand.add(base + SUM, elapsed.as_micros() as u64);
@@ -145,9 +162,10 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let began = Instant::now();
         let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str);
         let base = self.times.base(request.method(), route);
-        TimedAnswer { inner: self.inner.call(request), began: Instant::now(), base, times: self.times }
+        TimedAnswer { inner: self.inner.call(request), began, base, times: self.times }
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Review {
     pub audit: Vec<AuditEvent>,
     /// The audit chain, verified by this CLI; `None` when it was not checked.
     pub chain: Option<Verification>,
+    /// What the reader must know about how complete the review is (events that could not be read, an
+    /// excerpt that does not match the verified chain).
+    pub notes: Vec<String>,
     /// When the review was written.
     pub written_at: DateTime<Utc>,
 }
@@ -36,6 +39,11 @@ const INCIDENTS: &[&str] = &[
     "rolled_back",
     "aborted",
 ];
+
+/// Incidents that end a rollout.
+const ENDINGS: &[&str] = &["rolled_back", "aborted"];
+/// Events that move a rollout on from an incident.
+const MOVES_ON: &[&str] = &["resumed", "promoted", "stepped_back", "rolled_back", "aborted", "completed", "baking"];
 
 /// One stay in a phase.
 struct Visit {
@@ -111,10 +119,15 @@ fn s(v: &Value) -> String {
     }
 }
 
-/// The first number in a threshold as written (`< 0.01`, `above 0.05`).
+/// The line a threshold draws: a comparison's bound is judged against 0; a plain `< n`, `<= n`, `> n` or
+/// `>= n` (a baseline's limit leads its text the same way) against `n`. Anything else (`between`, a
+/// confirm gate's `2xx`, a baseline not yet captured) draws no line rather than a wrong one.
 fn bound_of(threshold: &str) -> Option<f64> {
-    let start = threshold.find(|c: char| c.is_ascii_digit() || c == '-' || c == '.')?;
-    let rest = &threshold[start..];
+    if threshold.contains("bound of") {
+        return Some(0.0);
+    }
+    let rest = threshold.trim_start();
+    let rest = ["<=", ">=", "<", ">"].iter().find_map(|op| rest.strip_prefix(op))?.trim_start();
     let end =
         rest.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))).unwrap_or(rest.len());
     rest[..end].parse().ok()
@@ -177,10 +190,16 @@ impl<'a> Facts<'a> {
             if !INCIDENTS.contains(&kind.as_str()) {
                 continue;
             }
-            let then = history[i + 1..]
-                .iter()
-                .find(|n| !INCIDENTS.contains(&n["kind"].as_str().unwrap_or("")))
-                .map(|n| (ms(&n["at"]), s(&n["kind"])));
+            // What ended it: the next event that moved the rollout on (an approval or a second alarm
+            // does not), or nothing when the incident ended the rollout itself.
+            let then = if ENDINGS.contains(&kind.as_str()) {
+                None
+            } else {
+                history[i + 1..]
+                    .iter()
+                    .find(|n| MOVES_ON.contains(&n["kind"].as_str().unwrap_or("")))
+                    .map(|n| (ms(&n["at"]), s(&n["kind"])))
+            };
             incidents.push(Incident {
                 at: ms(&e["at"]),
                 kind,
@@ -333,10 +352,9 @@ fn gist(a: &AuditEvent) -> String {
 pub fn markdown(r: &Review) -> String {
     let f = Facts::of(r);
     let mut o = String::new();
-    let md = |t: &str| t.replace('|', "\\|").replace('\n', " ");
-    let _ = writeln!(o, "# Rollout review: {} (`{}`)\n", md(&f.plan), f.id);
-    let _ = writeln!(o, "| Rollout | `{}` |\n|---|---|", f.id);
-    let _ = writeln!(o, "| Flag | `{}` |", f.flag);
+    let _ = writeln!(o, "# Rollout review: {} (`{}`)\n", md(&f.plan), code(&f.id));
+    let _ = writeln!(o, "| Rollout | `{}` |\n|---|---|", code(&f.id));
+    let _ = writeln!(o, "| Flag | `{}` |", code(&f.flag));
     let _ = writeln!(o, "| Outcome | **{}** |", md(&f.outcome()));
     let _ = writeln!(o, "| Started | {} by {} |", when(f.start), md(&f.created_by));
     match f.end {
@@ -354,7 +372,7 @@ pub fn markdown(r: &Review) -> String {
         f.incidents.iter().filter(|i| i.kind == "paused").count(),
         f.incidents.iter().filter(|i| i.kind == "rolled_back").count()
     );
-    let failed = f.actions.iter().filter(|a| a.after.as_ref().is_some_and(|v| v["ok"] == false)).count();
+    let failed = f.actions.iter().filter(|a| a.after.as_ref().is_none_or(|v| v["ok"] != true)).count();
     let _ = writeln!(o, "| Actions | {} run, {failed} failed |", f.actions.len());
     let _ = writeln!(o, "| Written | {} |\n", r.written_at.format("%Y-%m-%d %H:%M:%S UTC"));
 
@@ -363,7 +381,7 @@ pub fn markdown(r: &Review) -> String {
     for v in &f.visits {
         let left = v.to.map_or_else(|| "—".to_string(), when);
         let duration = v.to.map_or_else(|| "under way".to_string(), |to| span(to.saturating_sub(v.from)));
-        let ended = v.ended_by.as_ref().map_or_else(String::new, |(k, why)| format!("{k}: {}", md(why)));
+        let ended = v.ended_by.as_ref().map_or_else(String::new, |(k, why)| format!("{}: {}", md(k), md(why)));
         let _ = writeln!(o, "| {} | {}% | {} | {left} | {duration} | {ended} |", v.phase, v.percent, when(v.from));
     }
 
@@ -387,8 +405,8 @@ pub fn markdown(r: &Review) -> String {
                 o,
                 "| {} | {} | `{}` | `{}` | {} | {} | {last} | {} | {} | {} |",
                 md(&x.name),
-                x.kind,
-                x.threshold,
+                md(&x.kind),
+                code(&x.threshold),
                 sparkline(&values, 32),
                 shown(min),
                 shown(max),
@@ -415,12 +433,12 @@ pub fn markdown(r: &Review) -> String {
                 o,
                 "| {} | {} {} | {}{note} | `{}` | {} | {} |",
                 when(ms(&d["at"])),
-                d["kind"].as_str().unwrap_or(""),
+                md(d["kind"].as_str().unwrap_or("")),
                 md(&s(&d["check"])),
                 value_of(d),
-                s(&d["threshold"]),
+                code(&s(&d["threshold"])),
                 verdict_run(d),
-                s(&d["action"]).replace(',', ", ")
+                md(&s(&d["action"]).replace(',', ", "))
             );
         }
     }
@@ -431,13 +449,13 @@ pub fn markdown(r: &Review) -> String {
     }
     for i in &f.incidents {
         let then = i.then.as_ref().map_or_else(
-            || "nothing since".to_string(),
-            |(at, k)| format!("{k} after {}", span(at.saturating_sub(i.at))),
+            || ended_or_not(&i.kind),
+            |(at, k)| format!("{} after {}", md(&k.replace('_', " ")), span(at.saturating_sub(i.at))),
         );
         let _ = writeln!(
             o,
             "- **{}** at {} in phase {} ({}%): {}. Then: {then}.",
-            i.kind.replace('_', " "),
+            md(&i.kind.replace('_', " ")),
             when(i.at),
             i.phase,
             i.percent,
@@ -450,7 +468,7 @@ pub fn markdown(r: &Review) -> String {
         let _ = writeln!(o, "None signed.");
     }
     for (at, item, by) in &f.approvals {
-        let _ = writeln!(o, "- `{}` signed by {} at {}", md(item), md(by), when(*at));
+        let _ = writeln!(o, "- `{}` signed by {} at {}", code(item), md(by), when(*at));
     }
 
     let _ = writeln!(o, "\n## Actions\n");
@@ -462,23 +480,26 @@ pub fn markdown(r: &Review) -> String {
             let v = a.after.clone().unwrap_or_default();
             let result = if v["ok"] == true { "ok" } else { "FAILED" };
             let attempts = v["attempts"].as_array().map_or(1, Vec::len);
-            let detail: String = s(&v["detail"]).chars().take(120).collect();
+            let detail = cut(&s(&v["detail"]), 120);
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {result} | {attempts} | {} |",
                 a.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                s(&v["purpose"]),
+                md(&s(&v["purpose"])),
                 md(&s(&v["name"])),
                 md(&detail)
             );
         }
     }
     if !f.notifications.is_empty() {
-        let _ = writeln!(o, "\nNotifications: {}.", notifications_line(&f));
+        let _ = writeln!(o, "\nNotifications: {}.", md(&notifications_line(&f)));
     }
 
     let _ = writeln!(o, "\n## Audit excerpt\n");
-    let _ = writeln!(o, "{}\n", chain_line(r));
+    let _ = writeln!(o, "{}\n", md(&chain_line(r)));
+    for note in &r.notes {
+        let _ = writeln!(o, "**Note:** {}\n", md(note));
+    }
     let _ = writeln!(o, "| # | Time | Actor | Action | Entity | Reason or detail |\n|---|---|---|---|---|---|");
     for a in &r.audit {
         let _ = writeln!(
@@ -487,12 +508,21 @@ pub fn markdown(r: &Review) -> String {
             a.seq,
             a.at.format("%Y-%m-%d %H:%M:%S UTC"),
             md(&a.actor),
-            a.action,
+            md(&a.action),
             md(&a.entity),
             md(&gist(a))
         );
     }
     o
+}
+
+/// What follows an incident nothing moved on from.
+fn ended_or_not(kind: &str) -> String {
+    if ENDINGS.contains(&kind) {
+        "the rollout ended here".into()
+    } else {
+        "nothing yet".into()
+    }
 }
 
 fn notifications_line(f: &Facts) -> String {
@@ -512,6 +542,38 @@ fn chain_line(r: &Review) -> String {
             )
         }
         Some(other) => format!("AUDIT CHAIN NOT INTACT: {}", serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+/// Text for a Markdown table cell: one line, with everything Markdown (or the HTML GitHub renders in
+/// it) would act on escaped, so a reason or a hook's output can neither break the table nor become a link,
+/// an image or markup.
+fn md(t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    for c in t.chars() {
+        match c {
+            '\r' | '\n' => out.push(' '),
+            '\\' | '|' | '<' | '>' | '[' | ']' | '*' | '_' | '`' | '!' | '#' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for a code span inside a table cell: one line, no backtick, the table's `|` escaped.
+fn code(t: &str) -> String {
+    t.replace(['\r', '\n'], " ").replace('`', "'").replace('|', "\\|")
+}
+
+/// At most `n` characters, with an ellipsis when cut.
+fn cut(t: &str, n: usize) -> String {
+    if t.chars().count() <= n {
+        t.to_string()
+    } else {
+        t.chars().take(n).collect::<String>() + "…"
     }
 }
 
@@ -566,14 +628,19 @@ pub fn html(r: &Review) -> String {
         Some(end) => format!("{} ({} in all)", when(end), span(end.saturating_sub(f.start))),
         None => "not yet: this review is of a rollout still under way".into(),
     };
-    let good = matches!(f.state.as_str(), "completed" | "baking");
+    let (class, mark) = match f.state.as_str() {
+        "completed" | "baking" => ("ok", "✔"),
+        "rolled_back" | "aborted" => ("bad", "✖"),
+        "paused" => ("", "⏸"),
+        _ => ("", "▶"),
+    };
     let _ = write!(
         o,
         "<table><tr><th>Flag</th><td><code>{}</code></td></tr><tr><th>Outcome</th><td class=\"{}\">{} {}</td></tr>\
          <tr><th>Started</th><td>{} by {}</td></tr><tr><th>Ended</th><td>{}</td></tr><tr><th>Written</th><td>{}</td></tr></table>",
         esc(&f.flag),
-        if good { "ok" } else { "bad" },
-        if good { "✔" } else { "✖" },
+        class,
+        mark,
         esc(&f.outcome()),
         when(f.start),
         esc(&f.created_by),
@@ -657,9 +724,10 @@ pub fn html(r: &Review) -> String {
         let _ = write!(o, "<ul>");
         for i in &f.incidents {
             let then = i.then.as_ref().map_or_else(
-                || "nothing since".to_string(),
-                |(at, k)| format!("{k} after {}", span(at.saturating_sub(i.at))),
+                || ended_or_not(&i.kind),
+                |(at, k)| format!("{} after {}", k.replace('_', " "), span(at.saturating_sub(i.at))),
             );
+            let then = esc(&then);
             let _ = write!(
                 o,
                 "<li><b class=\"bad\">✖ {}</b> at {} in phase {} ({}%): {}. Then: {then}.</li>",
@@ -696,7 +764,7 @@ pub fn html(r: &Review) -> String {
             let v = a.after.clone().unwrap_or_default();
             let ok = v["ok"] == true;
             let attempts = v["attempts"].as_array().map_or(1, Vec::len);
-            let detail: String = s(&v["detail"]).chars().take(200).collect();
+            let detail = cut(&s(&v["detail"]), 200);
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{attempts}</td><td><code>{}</code></td></tr>",
@@ -715,6 +783,9 @@ pub fn html(r: &Review) -> String {
     }
 
     let _ = write!(o, "<h2>Audit excerpt</h2><p>{}</p>", esc(&chain_line(r)));
+    for note in &r.notes {
+        let _ = write!(o, "<p class=\"bad\">Note: {}</p>", esc(note));
+    }
     let _ = write!(
         o,
         "<table><tr><th>#</th><th>Time</th><th>Actor</th><th>Action</th><th>Entity</th><th>Reason or detail</th></tr>"
@@ -842,8 +913,11 @@ mod tests {
     fn thresholds_give_their_number() {
         assert_eq!(bound_of("< 0.01"), Some(0.01));
         assert_eq!(bound_of("> 5"), Some(5.0));
-        assert_eq!(bound_of("above 1e-3"), Some(0.001));
-        assert_eq!(bound_of("canary better than control"), None);
+        assert_eq!(bound_of(">= 1e-3"), Some(0.001));
+        assert_eq!(bound_of("<= 0.0123 (baseline 0.01 + 0.0023)"), Some(0.0123));
+        assert_eq!(bound_of("upper bound of canary − control − 0.01 < 0"), Some(0.0));
+        assert_eq!(bound_of("2xx"), None);
+        assert_eq!(bound_of("<= baseline + 0.05"), None);
     }
 
     #[test]

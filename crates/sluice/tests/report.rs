@@ -63,7 +63,7 @@ fn a_rollout_review_tells_its_phases_evidence_incidents_and_audit() {
     };
     run(&["rollout", "signal", &id, "latency-soft", "--soft", "--reason", "p95 looks high"]);
     wait_for(&s, &id, "pause", |st| st["status"]["state"] == "paused");
-    run(&["rollout", "resume", &id, "--reason", "a slow dependency, not us"]);
+    run(&["rollout", "resume", &id, "--reason", "a slow dependency | not <b>us</b> [see](http://127.0.0.1/x)"]);
     run(&["rollout", "approve", &id, "qa-signoff"]);
     wait_for(&s, &id, "phase 2", |st| st["phase"] == 2);
     std::fs::write(d.join("err"), "0.03\n").unwrap();
@@ -87,14 +87,13 @@ fn a_rollout_review_tells_its_phases_evidence_incidents_and_audit() {
         "| error-rate | gate | `< 0.01` |",
         "| errors-hard | trigger | `> 0.5` |",
         "| fired 1/2 ticks | none |",
-        "| fired 2/2 ticks | rolled_back |",
-        "rolled_back",
+        "| fired 2/2 ticks | rolled\\_back |",
         "- **paused** at ",
         "p95 looks high",
         "Then: resumed after ",
         "- **rolled back** at ",
         "`qa-signoff` signed by dana",
-        "| rollback.actions[0] | undo | ok | 1 | undone",
+        "| rollback.actions\\[0\\] | undo | ok | 1 | undone",
         "intact",
         "| dana | rollout.resumed | rollout:",
         "| flag.update | flag:checkout | ramp 10% → 50%: rollout checkout-review",
@@ -102,6 +101,8 @@ fn a_rollout_review_tells_its_phases_evidence_incidents_and_audit() {
         assert!(md.contains(expected), "the Markdown review lacks {expected:?}:\n{md}");
     }
 
+    // A person's words are text, never markup: they cannot break a table or become a link.
+    assert!(md.contains("a slow dependency \\| not \\<b\\>us\\</b\\> \\[see\\](http://127.0.0.1/x)"), "{md}");
     let out = d.join("review.html");
     s.cli(&["report", &id, "--format", "html", "--out", out.to_str().unwrap()]);
     let html = std::fs::read_to_string(&out).unwrap();
@@ -109,6 +110,7 @@ fn a_rollout_review_tells_its_phases_evidence_incidents_and_audit() {
     assert_eq!(html.matches("<svg").count(), 2, "a chart per measured gate and trigger (a signal is not measured)");
     assert!(html.contains("threshold &lt; 0.01"), "the gate's threshold is drawn");
     assert!(html.contains("✖ rolled back"), "status is told in text and shape, not colour alone");
+    assert!(html.contains("not &lt;b&gt;us&lt;/b&gt; [see](http://127.0.0.1/x)"), "a reason is escaped in HTML");
     // Self-contained: no script, and nothing fetched from anywhere (the SVG namespace is a name, not a fetch).
     for outside in ["<script", "src=", "href=", "@import", "url("] {
         assert!(!html.contains(outside), "the HTML review refers to {outside}");

@@ -35,7 +35,7 @@ impl Plugins for Timed {
         let m = self.registry.measure(check, cx).await;
         self.took.lock().unwrap().push(began.elapsed());
         let kind = match &m {
-            Measurement::Value(_) => "value",
+            Measurement::Value(_) | Measurement::Bounded { .. } => "value",
             Measurement::Empty | Measurement::Inconclusive(_) => "no data",
             Measurement::Error(_) => "error",
         };

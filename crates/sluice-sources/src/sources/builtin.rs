@@ -146,8 +146,9 @@ impl crate::Source for Builtin {
                 sample_count(&metric, &canary),
                 sample_count(&metric, &reference)
             )),
-            Some(b) if trigger => Measurement::Value(b.lower),
-            Some(b) => Measurement::Value(b.upper),
+            Some(b) => {
+                Measurement::Bounded { value: if trigger { b.lower } else { b.upper }, lower: b.lower, upper: b.upper }
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ pub async fn run(client: &Client, output: Output, cmd: AuditCmd) -> Result<(), C
             }
         }
         AuditCmd::Verify { head, page_size } => {
-            let verdict = verify(client, head.as_deref(), page_size).await?;
+            let (verdict, _) = verify(client, head.as_deref(), page_size, &Default::default()).await?;
             if output == Output::Json {
                 print_json(&serde_json::to_value(&verdict).expect("json"));
             }
@@ -51,22 +51,26 @@ pub async fn run(client: &Client, output: Output, cmd: AuditCmd) -> Result<(), C
 }
 
 /// The audit chain, recomputed here page by page rather than trusted from the server's word; `head` is
-/// an anchored head the chain must still contain.
+/// an anchored head the chain must still contain. Also returns the hashes of the events numbered in
+/// `keep`, so that a caller can tell events it read elsewhere belong to the chain it verified.
 pub(crate) async fn verify(
     client: &Client,
     head: Option<&str>,
     page_size: u32,
-) -> Result<sluice_store::Verification, CliError> {
+    keep: &std::collections::HashSet<i64>,
+) -> Result<(sluice_store::Verification, std::collections::HashMap<i64, String>), CliError> {
     let mut check = sluice_store::audit::ChainCheck::new(head);
+    let mut kept = std::collections::HashMap::new();
     loop {
         let answer = client.get(&format!("/api/v1/audit/chain?after={}&limit={page_size}", check.last_seq())).await?;
         let page: Vec<sluice_store::AuditEvent> = serde_json::from_value(answer["data"].clone())
             .map_err(|e| CliError(format!("the server sent audit events this CLI cannot read: {e}")))?;
+        kept.extend(page.iter().filter(|e| keep.contains(&e.seq)).map(|e| (e.seq, e.hash.clone())));
         if let Some(broken) = page.iter().find_map(|e| check.push(e).err()) {
-            return Ok(broken);
+            return Ok((broken, kept));
         }
         if page.len() < page_size as usize {
-            return Ok(check.finish());
+            return Ok((check.finish(), kept));
         }
     }
 }

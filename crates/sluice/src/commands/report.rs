@@ -36,19 +36,38 @@ pub async fn run(client: &Client, rollout: &str, format: ReportFormat, out: Opti
         ),
     )
     .await?;
+    let flag_count = flag_events.len();
     // An ended rollout's flag events after its end (plus the minute its last effects take) are not its own.
     audit.extend(flag_events.into_iter().filter(|e| end.is_none_or(|end| e.at.timestamp_millis() <= end + 60_000)));
     audit.sort_by_key(|e| e.seq);
     audit.dedup_by_key(|e| e.seq);
 
-    let chain = match super::audit::verify(client, None, 1_000).await {
-        Ok(v) => Some(v),
+    let mut notes = Vec::new();
+    if flag_count == AUDIT_LIMIT as usize {
+        notes.push(format!(
+            "the flag `{flag}` has more than {AUDIT_LIMIT} audit events since the rollout started: only the newest are read, so some of its ramps during the rollout may be missing"
+        ));
+    }
+    // The excerpt is checked against the chain the CLI verified: each event must be in it, hash for hash.
+    let wanted = audit.iter().map(|e| e.seq).collect();
+    let chain = match super::audit::verify(client, None, 1_000, &wanted).await {
+        Ok((verdict, hashes)) => {
+            let strays: Vec<i64> =
+                audit.iter().filter(|e| hashes.get(&e.seq) != Some(&e.hash)).map(|e| e.seq).collect();
+            if !strays.is_empty() {
+                notes.push(format!("audit events {strays:?} of this excerpt do not match the verified chain"));
+            }
+            Some(verdict)
+        }
         Err(e) => {
-            eprintln!("note: the audit chain could not be verified for this review: {e}");
+            notes.push(format!("the audit chain could not be verified for this review: {e}"));
             None
         }
     };
-    let review = Review { rollout: summary, decisions, audit, chain, written_at: chrono::Utc::now() };
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    let review = Review { rollout: summary, decisions, audit, chain, notes, written_at: chrono::Utc::now() };
     let text = match format {
         ReportFormat::Md => markdown(&review),
         ReportFormat::Html => html(&review),
