@@ -6,9 +6,10 @@
 
 const SVG = 'http://www.w3.org/2000/svg';
 const TERMINAL = ['completed', 'rolled_back', 'aborted'];
+// Marks are characters every common system font has (the media-control symbols often render as boxes).
 const STATE_MARK = {
-  pending: '… pending', running: '▶ running', paused: '⏸ paused', baking: '◐ baking',
-  completed: '✔ completed', rolled_back: '✖ rolled back', aborted: '⏹ aborted',
+  pending: '… pending', running: '▶ running', paused: '‖ paused', baking: '◐ baking',
+  completed: '✔ completed', rolled_back: '✖ rolled back', aborted: '■ aborted',
 };
 let session = null;
 let stream = null;
@@ -213,7 +214,7 @@ async function flagsPage(main) {
     const r = driving[f.key];
     return h('tr', {},
       h('td', {}, h('code', {}, f.key), f.description ? h('div', { class: 'muted' }, f.description) : null),
-      h('td', { class: f.enabled ? 'good' : 'bad' }, f.enabled ? '● on' : '⏻ off (kill switch)'),
+      h('td', { class: f.enabled ? 'good' : 'bad' }, f.enabled ? '● on' : '■ off (kill switch)'),
       h('td', {}, (f.variants || []).map(v => v.name).join(', ')),
       h('td', {}, h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { style: null, 'data-w': f.ramp.percent })), `${f.ramp.percent}% ${f.ramp.ramped}, else ${f.ramp.base}`),
       h('td', {}, String((f.overrides || []).length)),
@@ -320,7 +321,7 @@ async function rolloutPage(main, id) {
     const done = ended ? r.status.state === 'completed' || n < r.phase : n < r.phase;
     const now = !ended && n === r.phase;
     const stopped = ended && !done && n === r.phase;
-    const mark = done ? '✔ done' : now ? '▶ now' : stopped ? (r.status.state === 'aborted' ? '⏹ aborted here' : '✖ rolled back here') : '○ not reached';
+    const mark = done ? '✔ done' : now ? '▶ now' : stopped ? (r.status.state === 'aborted' ? '■ aborted here' : '✖ rolled back here') : '○ not reached';
     return h('li', { class: done ? 'done' : now ? 'now' : stopped ? 'stopped' : '' },
       h('div', {}, ended || now || done ? mark : '○ next'),
       h('strong', {}, `Phase ${n}: ${p}%`),

@@ -631,7 +631,7 @@ pub fn html(r: &Review) -> String {
     let (class, mark) = match f.state.as_str() {
         "completed" | "baking" => ("ok", "✔"),
         "rolled_back" | "aborted" => ("bad", "✖"),
-        "paused" => ("", "⏸"),
+        "paused" => ("", "‖"),
         _ => ("", "▶"),
     };
     let _ = write!(
