@@ -81,6 +81,20 @@ try {
   await page.goto(`${url}/#/rollouts/${STEADY}`);
   await page.getByRole('button', { name: 'Roll back' }).waitFor();
   await page.screenshot({ path: `${ARTEFACTS}/dashboard-rollout.png`, fullPage: true });
+  // By keyboard alone: Tab reaches the decision buttons, Enter opens one, Escape closes it unsent.
+  let reached = false;
+  for (let i = 0; i < 40 && !reached; i++) {
+    await page.keyboard.press('Tab');
+    reached = await page.evaluate(() => document.activeElement?.textContent === 'Roll back');
+  }
+  check(reached, 'Tab reaches the Roll back button');
+  await page.keyboard.press('Enter');
+  await page.getByRole('dialog').waitFor();
+  check(await page.evaluate(() => document.activeElement?.id === 'reason'), 'the dialog opens with the reason field focused');
+  await page.keyboard.type('typed, then cancelled');
+  await page.keyboard.press('Escape');
+  await page.getByRole('dialog').waitFor({ state: 'hidden' });
+  check(!(await page.locator('#state').textContent()).includes('rolled back'), 'Escape closes the dialog and sends nothing');
   await page.getByRole('button', { name: 'Roll back' }).click();
   const dialog = page.getByRole('dialog');
   await dialog.getByRole('button', { name: 'Roll back' }).click();

@@ -295,6 +295,8 @@ function ask(r, command, label, item) {
     h('button', { type: 'submit', class: command === 'rollback' ? 'danger' : 'primary' }, label),
     h('button', { type: 'button', onclick: () => { dialog.close(); dialog.remove(); } }, 'Cancel')));
   dialog.append(form);
+  // However it closes (Escape included), it leaves nothing behind.
+  dialog.addEventListener('close', () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
   reason.focus();

@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: `tests/dashboard/browser.mjs` (playwright-core from npm driving
-//! Debian's Chromium) logs in, watches a rollout advance without reloading, rolls another back as an
-//! operator with a reason and finds it in the audit log, checks that a viewer sees no buttons and that
-//! forged writes are refused, and runs axe-core on the main pages. Screenshots are kept in
-//! `target/tmp/artefacts/`. Without Chromium the test fails under `SLUICE_REQUIRE_EXTERNAL` (CI).
+//! Debian's Chromium) logs in, watches a rollout advance without reloading, opens and cancels a decision by
+//! keyboard alone, rolls another rollout back as an operator with a reason and finds it in the audit log,
+//! checks that a viewer sees no buttons and that forged writes are refused, and runs axe-core on the main
+//! pages. Screenshots are kept in `target/tmp/artefacts/`. Without Chromium the test fails under
+//! `SLUICE_REQUIRE_EXTERNAL` (CI).
 
 mod common;
 
