@@ -216,7 +216,7 @@ async function flagsPage(main) {
       h('td', {}, h('code', {}, f.key), f.description ? h('div', { class: 'muted' }, f.description) : null),
       h('td', { class: f.enabled ? 'good' : 'bad' }, f.enabled ? '● on' : '■ off (kill switch)'),
       h('td', {}, (f.variants || []).map(v => v.name).join(', ')),
-      h('td', {}, h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { style: null, 'data-w': f.ramp.percent })), `${f.ramp.percent}% ${f.ramp.ramped}, else ${f.ramp.base}`),
+      h('td', {}, h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { 'data-w': f.ramp.percent })), `${f.ramp.percent}% ${f.ramp.ramped}, else ${f.ramp.base}`),
       h('td', {}, String((f.overrides || []).length)),
       h('td', {}, r ? h('a', { href: `#/rollouts/${encodeURIComponent(r.id)}` }, `${r.plan} (${STATE_MARK[r.status.state] || r.status.state})`) : h('span', { class: 'muted' }, '—')));
   });

@@ -109,11 +109,12 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             }
         }
     }
-    let flags: std::collections::HashSet<String> = snapshot.flags().iter().map(|f| f.key.clone()).collect();
     drop(snapshot);
     // Kept in the store for good; only the flags that still exist are exported.
     let mut reported = state.store.client_metrics().await.unwrap_or_default();
-    reported.retain(|(flag, _, _)| flags.contains(flag));
+    let snapshot = state.live().load();
+    reported.retain(|(flag, _, _)| snapshot.contains(flag));
+    drop(snapshot);
     {
         let mut f = Family::new(
             &mut out,

@@ -13,22 +13,9 @@ use std::process::Command;
 use common::{root, serve};
 use serde_json::Value;
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
-}
-
 #[test]
 fn the_dashboard_shows_rollouts_live_and_takes_an_operators_decision() {
-    let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
-            "SLUICE_REQUIRE_EXTERNAL is set and Chromium is not installed (Debian: apt-get install chromium)"
-        );
-        eprintln!("skipped: Chromium is not installed");
-        return;
-    };
+    let Some(chromium) = common::chromium() else { return };
     assert!(
         root().join("node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run `npm ci` at the workspace root (scripts/test does)"

@@ -11,15 +11,7 @@ use common::{serve, Server};
 use serde_json::Value;
 
 fn wait_for(s: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let status: Value = serde_json::from_str(&s.cli(&["rollout", "status", id, "-o", "json"])).unwrap();
-        if done(&status) {
-            return status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no {what} within 30s: {status:#}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_for(s, id, what, Duration::from_secs(30), done)
 }
 
 fn plan(d: &Path) -> String {
@@ -125,17 +117,7 @@ fn a_rollout_review_tells_its_phases_evidence_incidents_and_audit() {
 /// Renders the HTML review to a PNG with headless Chromium (a check that a real browser opens it, and a
 /// picture for people to look at).
 fn screenshot(html: &Path, png: &Path) {
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
-    let Some(chromium) = chromium else {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
-            "SLUICE_REQUIRE_EXTERNAL is set and Chromium is not installed (Debian: apt-get install chromium)"
-        );
-        eprintln!("skipped the picture: Chromium is not installed");
-        return;
-    };
+    let Some(chromium) = common::chromium() else { return };
     let _ = std::fs::remove_file(png);
     let profile = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(chromium)

@@ -16,15 +16,7 @@ fn write(path: &Path, text: &str) {
 
 /// Polls the rollout's status until `done` says so, for at most 20 seconds.
 fn wait_for(s: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let status: Value = serde_json::from_str(&s.cli(&["rollout", "status", id, "-o", "json"])).unwrap();
-        if done(&status) {
-            return status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no {what} within 20s: {status:#}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_for(s, id, what, Duration::from_secs(20), done)
 }
 
 fn ofrep(s: &Server, token: &str, flag: &str, user: &str) -> Value {

@@ -89,3 +89,31 @@ impl Server {
         created["token"].as_str().unwrap().to_string()
     }
 }
+
+/// Polls a rollout's status through the CLI until `done` says so, for at most `within`.
+pub fn wait_for(s: &Server, id: &str, what: &str, within: std::time::Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let status: Value = serde_json::from_str(&s.cli(&["rollout", "status", id, "-o", "json"])).unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(started.elapsed() < within, "no {what} within {within:?}: {status:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Debian's Chromium, or `None` (a failure under `SLUICE_REQUIRE_EXTERNAL`, as in CI) when it is missing.
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
+            "SLUICE_REQUIRE_EXTERNAL is set and Chromium is not installed (Debian: apt-get install chromium)"
+        );
+        eprintln!("skipped: Chromium is not installed");
+    }
+    found
+}
