@@ -50,6 +50,9 @@ pub struct Catalog {
     writer: tokio::sync::Mutex<()>,
     changes: broadcast::Sender<ChangeEvent>,
     on_publish: OnPublish,
+    /// The audit events this process told the stream itself (the latest few thousand): a replica that
+    /// follows the shared audit log does not tell its watchers about them twice.
+    told: std::sync::Mutex<std::collections::VecDeque<i64>>,
 }
 
 /// What a committed write returns; the snapshot itself is already published.
@@ -73,6 +76,7 @@ impl Catalog {
             writer: tokio::sync::Mutex::new(()),
             changes: broadcast::channel(1024).0,
             on_publish,
+            told: Default::default(),
         })
     }
 
@@ -100,22 +104,96 @@ impl Catalog {
     /// snapshot and tells the stream. `plan`'s error type is the caller's, so it can refuse in its own terms.
     pub async fn write<E, F>(&self, actor: &str, reason: Option<String>, plan: F) -> Result<Written, E>
     where
-        F: FnOnce(&Snapshot) -> Result<Vec<Change>, E>,
+        F: FnMut(&Snapshot) -> Result<Vec<Change>, E>,
         E: From<StoreError>,
     {
+        self.write_through(&*self.store, actor, reason, plan).await
+    }
+
+    /// [`write`](Self::write) through another handle on the same store: the controller's, whose writes
+    /// carry its fence.
+    ///
+    /// The changes are planned from this replica's copy of the catalog, which may be a few milliseconds
+    /// behind another replica's write: the store refuses a plan made from an older revision
+    /// ([`StoreError::Stale`]), and the write is planned again from the catalog as it now is.
+    pub async fn write_through<E, F>(
+        &self,
+        store: &dyn Store,
+        actor: &str,
+        reason: Option<String>,
+        mut plan: F,
+    ) -> Result<Written, E>
+    where
+        F: FnMut(&Snapshot) -> Result<Vec<Change>, E>,
+        E: From<StoreError>,
+    {
+        const TRIES: usize = 5;
         let _one_writer = self.writer.lock().await;
-        let changes = plan(&self.live.load())?;
-        let AppliedBatch { events, snapshot, revision } = self.store.apply_all(actor, changes, reason).await?;
+        let mut tries = 0;
+        let AppliedBatch { events, snapshot, revision } = loop {
+            tries += 1;
+            let changes = plan(&self.live.load())?;
+            match store.apply_all_at(actor, changes, reason.clone(), Some(self.revision())).await {
+                Err(StoreError::Stale { .. }) if tries < TRIES => {
+                    self.load_latest().await?;
+                }
+                written => break written?,
+            }
+        };
+        self.publish(snapshot, revision, events.clone());
+        Ok(Written { events, revision })
+    }
+
+    /// Loads the catalog again when the store's revision is past the one published (another replica
+    /// wrote), publishes it and tells the stream. Returns whether it changed.
+    pub async fn reload(&self) -> Result<bool, StoreError> {
+        let _one_writer = self.writer.lock().await;
+        self.load_latest().await
+    }
+
+    /// [`reload`](Self::reload) with the writer lock held.
+    async fn load_latest(&self) -> Result<bool, StoreError> {
+        let (snapshot, revision) = self.store.snapshot().await?;
+        if revision <= self.revision() {
+            return Ok(false);
+        }
+        self.publish(snapshot, revision, Vec::new());
+        Ok(true)
+    }
+
+    fn publish(&self, snapshot: Snapshot, revision: i64, events: Vec<AuditEvent>) {
         (self.on_publish)(&snapshot, revision);
         self.live.replace(snapshot);
         self.revision.store(revision, std::sync::atomic::Ordering::Release);
+        self.remember_told(&events);
         // Nobody listening is fine.
-        let _ = self.changes.send(ChangeEvent { revision, events: events.clone(), rollout: None });
-        Ok(Written { events, revision })
+        let _ = self.changes.send(ChangeEvent { revision, events, rollout: None });
+    }
+
+    fn remember_told(&self, events: &[AuditEvent]) {
+        const KEPT: usize = 4096;
+        let mut told = self.told.lock().expect("told");
+        told.extend(events.iter().map(|e| e.seq));
+        while told.len() > KEPT {
+            told.pop_front();
+        }
+    }
+
+    /// Tells the stream about changes another replica committed (their audit events), so that this
+    /// replica's dashboards and watchers see them too.
+    pub fn tell_replicated(&self, mut events: Vec<AuditEvent>, rollout: Option<RolloutChange>) {
+        {
+            let told = self.told.lock().expect("told");
+            events.retain(|e| !told.contains(&e.seq));
+        }
+        if !events.is_empty() {
+            let _ = self.changes.send(ChangeEvent { revision: self.revision(), events, rollout });
+        }
     }
 
     /// Tells the stream about a rollout's change (its audit events were written by the store already).
     pub(crate) fn tell(&self, events: Vec<AuditEvent>, rollout: RolloutChange) {
+        self.remember_told(&events);
         let _ = self.changes.send(ChangeEvent { revision: self.revision(), events, rollout: Some(rollout) });
     }
 }

@@ -37,7 +37,7 @@ use sluice_engine::{Clock, OutboxItem, Rollout};
 use sluice_flags::Flag;
 use sluice_plan::Plan;
 use sluice_sources::Plugins;
-use sluice_store::{RolloutRecord, Store};
+use sluice_store::{Fence, RolloutRecord, Store};
 
 pub use activity::Activity;
 pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
@@ -58,6 +58,10 @@ pub struct Seams {
     pub plugins: Arc<dyn Plugins>,
     /// Injected crashes.
     pub faults: Option<FaultHook>,
+    /// The controller lease's fence, when replicas share the database: the controller writes only through
+    /// a store that checks it, and runs only while it holds a token. `None`: this process alone runs
+    /// rollouts on its database (tests, `sluice demo`).
+    pub fence: Option<Fence>,
 }
 
 impl Default for Seams {
@@ -66,6 +70,7 @@ impl Default for Seams {
             clock: Arc::new(sluice_engine::SystemClock),
             plugins: Arc::new(sluice_sources::Registry::new(&sluice_sources::Config::default())),
             faults: None,
+            fence: None,
         }
     }
 }
@@ -96,6 +101,8 @@ pub struct Controller {
     settings: Settings,
     /// What it has done since the process started, for `/metrics`.
     activity: Activity,
+    /// The lease's fence, when it must lead to run (see [`Seams::fence`]).
+    fence: Option<Fence>,
 }
 
 impl Controller {
@@ -106,8 +113,12 @@ impl Controller {
 
     /// [`new`](Self::new) with the server's [`Settings`].
     pub fn with_settings(catalog: Arc<Catalog>, seams: Seams, settings: Settings) -> Arc<Controller> {
+        let store = match &seams.fence {
+            Some(fence) => catalog.store().fenced(fence.clone()),
+            None => catalog.store().clone(),
+        };
         Arc::new(Controller {
-            store: catalog.store().clone(),
+            store,
             catalog,
             clock: seams.clock,
             plugins: seams.plugins,
@@ -119,7 +130,16 @@ impl Controller {
             wake_notifier: tokio::sync::Notify::new(),
             settings,
             activity: Activity::default(),
+            fence: seams.fence,
         })
+    }
+
+    /// The term it runs in: the fencing token of the lease it holds, 0 while it holds none (it does not
+    /// run then), and 1 for a controller that needs no lease. Every loop of the controller ends when the
+    /// term it started in is over, so that a replica that lost the lease and took it again never runs
+    /// two copies of a rollout's timer.
+    pub fn term(&self) -> i64 {
+        self.fence.as_ref().map_or(1, Fence::token)
     }
 
     /// What the controller has done since the process started (decisions, events, actions,
@@ -131,6 +151,13 @@ impl Controller {
     /// The catalog it ramps flags through.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// What the stream says about a rollout as stored (for a replica telling its watchers about another
+    /// replica's transition); `None` when its plan no longer parses.
+    pub fn change_of_record(record: &RolloutRecord) -> Option<RolloutChange> {
+        let plan = plan_of(record).ok()?;
+        Some(transition::change_of(&record.id, &plan, &record.state, Vec::new()))
     }
 
     /// The controller's actor name for what a rollout does by itself.

@@ -20,9 +20,9 @@ const BATCH: u32 = 100;
 const ALERT_REFRESH: Duration = Duration::from_secs(60);
 
 impl Controller {
-    /// Delivers queued notifications for the process's life.
-    pub(crate) async fn deliver_notifications(self: Arc<Self>) {
-        loop {
+    /// Delivers queued notifications for the controller's term.
+    pub(crate) async fn deliver_notifications(self: Arc<Self>, term: i64) {
+        while self.term() == term {
             let delivered = self.deliver_due().await;
             if delivered < BATCH as usize {
                 tokio::select! {
@@ -124,8 +124,8 @@ impl Controller {
         }
     }
 
-    pub(crate) async fn refresh_alerts_forever(self: Arc<Self>) {
-        loop {
+    pub(crate) async fn refresh_alerts_forever(self: Arc<Self>, term: i64) {
+        while self.term() == term {
             tokio::time::sleep(ALERT_REFRESH).await;
             self.refresh_alerts().await;
         }

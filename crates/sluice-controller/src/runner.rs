@@ -70,7 +70,14 @@ impl Controller {
     /// Runs the controller for the process's life: finishes what a previous process left undone (each
     /// rollout in its own task, so one long hook holds up no other recovery), gives every active rollout a
     /// task that ticks it on its own timer, and delivers notifications.
+    ///
+    /// With a lease ([`crate::Seams::fence`]), it runs for the term it starts in: when the replica loses the
+    /// lease, every loop ends, and the replica calls `run` again once it leads again.
     pub async fn run(self: Arc<Self>) {
+        let term = self.term();
+        if term == 0 {
+            return;
+        }
         match self.store.rollouts(false).await {
             Ok(all) => {
                 let mut unfinished = self.unfinished.lock().expect("unfinished");
@@ -78,18 +85,22 @@ impl Controller {
             }
             Err(e) => tracing::error!(error = %e, "reading rollouts to recover"),
         }
-        tokio::spawn(self.clone().deliver_notifications());
-        tokio::spawn(self.clone().refresh_alerts_forever());
-        tokio::spawn(self.clone().prune_decisions(self.settings.keep_every_decision_for));
+        tokio::spawn(self.clone().deliver_notifications(term));
+        tokio::spawn(self.clone().refresh_alerts_forever(term));
+        tokio::spawn(self.clone().prune_decisions(self.settings.keep_every_decision_for, term));
         let memory = Arc::new(RunnerMemory::default());
         let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         loop {
+            if self.term() != term {
+                tracing::info!(term, "the controller's term is over: its rollouts are left to the next leader");
+                return;
+            }
             tasks.retain(|_, t| !t.is_finished());
             match self.runnable().await {
                 Ok(records) => {
                     for record in records {
                         if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(record.id) {
-                            let task = tokio::spawn(self.clone().drive(slot.key().clone(), memory.clone()));
+                            let task = tokio::spawn(self.clone().drive(slot.key().clone(), memory.clone(), term));
                             slot.insert(task);
                         }
                     }
@@ -105,8 +116,11 @@ impl Controller {
 
     /// One rollout's timer: a tick when one is due, as its own task (a tick that carries out a long hook
     /// must not delay the next tick's triggers), until the rollout has ended and left nothing undone.
-    async fn drive(self: Arc<Self>, id: String, memory: Arc<RunnerMemory>) {
+    async fn drive(self: Arc<Self>, id: String, memory: Arc<RunnerMemory>, term: i64) {
         loop {
+            if self.term() != term {
+                return;
+            }
             let record = match self.store.rollout(&id).await {
                 Ok(Some(record)) => record,
                 Ok(None) => return,
@@ -343,8 +357,8 @@ impl Controller {
     }
 
     /// Drops, every hour, the decisions older than `keep_for` whose outcome did not change.
-    pub(crate) async fn prune_decisions(self: Arc<Self>, keep_for: Duration) {
-        loop {
+    pub(crate) async fn prune_decisions(self: Arc<Self>, keep_for: Duration, term: i64) {
+        while self.term() == term {
             let before = self.clock.now().saturating_sub(keep_for.as_millis() as u64);
             match self.store.prune_decisions(before as i64).await {
                 Ok(0) => {}

@@ -206,18 +206,20 @@ impl Controller {
                 continue;
             }
             self.fault("before-effect")?;
+            // A replica deposed while it slept must not act on a transition its successor now owns.
+            self.store.fence_holds().await?;
             let reason = Some(format!("rollout {} ({})", record.plan_name, record.id));
             match outbox[i].effect.clone() {
                 Effect::SetRamp { percent, base, ramped, segments } => {
                     self.edit_flag(record, &actor, reason, &record.flag, move |f| {
                         f.ramp.percent = percent;
-                        if let Some(b) = base {
-                            f.ramp.base = b;
+                        if let Some(b) = &base {
+                            f.ramp.base.clone_from(b);
                         }
-                        if let Some(r) = ramped {
-                            f.ramp.ramped = r;
+                        if let Some(r) = &ramped {
+                            f.ramp.ramped.clone_from(r);
                         }
-                        f.ramp.segments = segments;
+                        f.ramp.segments.clone_from(&segments);
                     })
                     .await?;
                 }
@@ -225,7 +227,7 @@ impl Controller {
                     // The ramp as it was, and only the ramp: a kill switch pulled during the rollout stays
                     // pulled, and per-user overrides added meanwhile stay (unless the plan clears them).
                     let ramp = record.original_flag.ramp.clone();
-                    self.edit_flag(record, &actor, reason, &record.flag, move |f| f.ramp = ramp).await?;
+                    self.edit_flag(record, &actor, reason, &record.flag, move |f| f.ramp = ramp.clone()).await?;
                 }
                 Effect::FlagsOff { flags } => {
                     for key in flags {
@@ -368,8 +370,8 @@ impl Controller {
                 if let Some(p) = percent {
                     f.ramp.percent = p;
                 }
-                if let Some(v) = variant {
-                    f.ramp.ramped = v;
+                if let Some(v) = &variant {
+                    f.ramp.ramped.clone_from(v);
                 }
             })
             .await;
@@ -402,14 +404,14 @@ impl Controller {
         actor: &str,
         reason: Option<String>,
         key: &str,
-        edit: impl FnOnce(&mut Flag),
+        edit: impl Fn(&mut Flag),
     ) -> Result<(), ControllerError> {
         if self.live_flag(key).is_none() {
             let detail = json!({"flag": key, "skipped": "no such flag"});
             return self.audit(actor, "rollout.flag_missing", &record.id, detail, None).await;
         }
         self.catalog
-            .write(actor, reason, |snapshot| {
+            .write_through(&*self.store, actor, reason, |snapshot| {
                 let mut flag = snapshot
                     .flags()
                     .iter()

@@ -70,7 +70,7 @@ impl Setup {
         let clock = Arc::new(VirtualClock::default());
         let world = Arc::new(World::default());
         let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
-        let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
+        let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None, fence: None };
         let controller = Controller::new(catalog, seams);
         Setup { _dir: dir, store, clock, world, controller, memory: RunnerMemory::default() }
     }
@@ -106,7 +106,7 @@ impl Setup {
 }
 
 /// A person's edit of flag `f`, through the same write path as the admin API.
-async fn edit_flag(s: &Setup, edit: impl FnOnce(&mut Flag)) {
+async fn edit_flag(s: &Setup, edit: impl Fn(&mut Flag)) {
     s.controller
         .catalog()
         .write("bob", None, |snapshot| {
@@ -373,7 +373,7 @@ async fn operators_start_only_plans_whose_programs_the_server_allows() {
 
     // The same server allowing both programs lets an operator start it.
     let catalog = s.controller.catalog().clone();
-    let seams = Seams { clock: s.clock.clone() as Arc<dyn Clock>, plugins: s.world.clone(), faults: None };
+    let seams = Seams { clock: s.clock.clone() as Arc<dyn Clock>, plugins: s.world.clone(), faults: None, fence: None };
     let settings = sluice_controller::Settings {
         allow_exec: ["check-errors".to_string(), "kubectl".to_string()].into(),
         ..Default::default()

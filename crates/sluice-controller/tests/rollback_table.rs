@@ -50,7 +50,7 @@ async fn run(row: Row, policy: &str) -> (&'static str, u8, u32) {
     let clock = Arc::new(VirtualClock::default());
     let world = Arc::new(World::default());
     let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None, fence: None };
     let controller = Controller::new(catalog, seams);
     let plan = format!(
         "name: p\nflag: f\nanalysis: {{ interval: 1m, max_source_errors: 2, on_source_down: rollback }}\n\

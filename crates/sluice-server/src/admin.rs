@@ -93,7 +93,7 @@ async fn update_flag(
     who: &Principal,
     key: &str,
     why: Why,
-    edit: impl FnOnce(&mut Flag) -> Result<(), ApiError>,
+    edit: impl Fn(&mut Flag) -> Result<(), ApiError>,
 ) -> ApiResult {
     let driven = Driven::load(state).await?;
     let mut result = None;
@@ -244,20 +244,20 @@ pub(crate) async fn set_ramp(
         if let Some(p) = edit.percent {
             r.percent = p;
         }
-        if let Some(v) = edit.base {
-            r.base = v;
+        if let Some(v) = &edit.base {
+            r.base.clone_from(v);
         }
-        if let Some(v) = edit.ramped {
-            r.ramped = v;
+        if let Some(v) = &edit.ramped {
+            r.ramped.clone_from(v);
         }
-        if let Some(v) = edit.stickiness {
-            r.stickiness = v;
+        if let Some(v) = &edit.stickiness {
+            r.stickiness.clone_from(v);
         }
-        if let Some(v) = edit.segments {
-            r.segments = v;
+        if let Some(v) = &edit.segments {
+            r.segments.clone_from(v);
         }
-        if let Some(v) = edit.constraints {
-            r.constraints = v;
+        if let Some(v) = &edit.constraints {
+            r.constraints.clone_from(v);
         }
         Ok(())
     })
@@ -346,7 +346,7 @@ pub(crate) async fn add_override(
     let o = Override { field: b.field, value: b.value, action: b.action, expires_at };
     update_flag(&state, &who, &key, why, move |flag| {
         flag.overrides.retain(|x| !(x.field == o.field && x.value == o.value));
-        flag.overrides.push(o);
+        flag.overrides.push(o.clone());
         Ok(())
     })
     .await
@@ -415,7 +415,7 @@ pub(crate) async fn put_segment(
     let b: SegmentBody = parse_json(&body)?;
     check_segment_name(&name).map_err(|m| ApiError::invalid("name", m))?;
     let segment = SegmentDef { id: 0, name: name.clone(), description: b.description, constraints: b.constraints };
-    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::PutSegment(segment)])).await?;
+    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::PutSegment(segment.clone())])).await?;
     let snapshot = state.live().load();
     let stored = snapshot.segments().iter().find(|s| s.name == name).cloned();
     Ok(written(StatusCode::OK, json!(stored), w))
@@ -608,7 +608,7 @@ async fn import(
                     return Err(ApiError { field: Some(format!("flags[{i}]")), ..e });
                 }
             }
-            Ok(changes)
+            Ok(changes.clone())
         })
         .await;
     let w = match (w, refused) {

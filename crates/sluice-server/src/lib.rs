@@ -23,6 +23,7 @@ mod error;
 mod exposition;
 mod latency;
 mod ofrep;
+pub mod replica;
 mod rollouts;
 mod stream;
 
@@ -63,6 +64,9 @@ pub struct Options {
     pub controller: Settings,
     /// Mark the dashboard's session cookie `Secure` (the server is reached over HTTPS, e.g. behind a proxy).
     pub secure_cookies: bool,
+    /// Run the controller under a lease ([`replica::lead`]), sharing the database with other replicas when
+    /// it says so. `None`: the caller runs the controller itself (tests, `sluice demo`).
+    pub replication: Option<replica::Replication>,
 }
 
 /// What the server publishes for each committed revision of the flag catalog.
@@ -97,6 +101,8 @@ pub struct AppState {
     pub(crate) session_key: dashboard::SessionKey,
     /// How long requests take, by route, for `/metrics`.
     pub(crate) request_times: &'static latency::RequestTimes,
+    /// The lease, the other replicas, and how current this one is.
+    pub(crate) replica: replica::ReplicaState,
 }
 
 impl AppState {
@@ -106,7 +112,11 @@ impl AppState {
     }
 
     /// [`load`](Self::load) with other seams: a virtual clock, recorded sources, injected crashes.
-    pub async fn load_with(store: Arc<dyn Store>, options: Options, seams: Seams) -> Result<Arc<AppState>, StoreError> {
+    pub async fn load_with(
+        store: Arc<dyn Store>,
+        options: Options,
+        mut seams: Seams,
+    ) -> Result<Arc<AppState>, StoreError> {
         let published = Arc::new(ArcSwap::from_pointee(Published {
             revision: -1,
             client_features: axum::body::Bytes::new(),
@@ -119,7 +129,16 @@ impl AppState {
         let tokens = store.token_table().await?;
         let session_key = dashboard::SessionKey::from_hex(&store.server_key("dashboard-session").await?);
         let metrics = seams.plugins.metrics().unwrap_or_default();
-        metrics.restore(store.load_metrics().await?);
+        let replica_name = options.replication.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+        let (own, peers): (Vec<_>, Vec<_>) =
+            store.load_metrics().await?.into_iter().partition(|(replica, _, _)| *replica == replica_name);
+        metrics.restore(own.into_iter().map(|(_, flag, body)| (flag, body)).collect());
+        metrics.set_peers(peers);
+        let fence = sluice_store::Fence::default();
+        let replica = replica::ReplicaState::new(options.replication.clone(), fence.clone());
+        if options.replication.is_some() {
+            seams.fence = Some(fence.clone());
+        }
         Ok(Arc::new(AppState {
             metrics,
             controller: Controller::with_settings(catalog.clone(), seams, options.controller.clone()),
@@ -135,6 +154,7 @@ impl AppState {
             // One per state, for the life of the process (a server has one): see `latency::TimeRequests`.
             request_times: Box::leak(Box::default()),
             session_key,
+            replica,
         }))
     }
 
@@ -156,7 +176,8 @@ impl AppState {
             return Ok(());
         }
         let names: Vec<String> = changed.iter().map(|(n, _)| n.clone()).collect();
-        let result = self.store.save_metrics(&changed, self.controller.now() as i64).await;
+        let replica = self.replica.options.as_ref().map_or("", |r| r.name.as_str());
+        let result = self.store.save_metrics(replica, &changed, self.controller.now() as i64).await;
         if result.is_err() {
             self.metrics.unsaved(names);
         }
@@ -189,7 +210,7 @@ impl AppState {
     /// snapshot (evaluations see it from the next request on) and tells the stream.
     pub(crate) async fn write<F>(&self, actor: &str, reason: Option<String>, plan: F) -> Result<Written, ApiError>
     where
-        F: FnOnce(&sluice_flags::Snapshot) -> Result<Vec<Change>, ApiError>,
+        F: FnMut(&sluice_flags::Snapshot) -> Result<Vec<Change>, ApiError>,
     {
         self.catalog.write(actor, reason, plan).await
     }
@@ -283,6 +304,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rollouts/{id}/decisions", get(rollouts::decisions))
         .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
         .route("/api/v1/alertmanager", post(rollouts::alertmanager))
+        .route("/api/v1/status", get(replica::status))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), replica::forward_to_leader))
         .route_layer(from_fn(run_writes_to_completion))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), dashboard::check_csrf))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), log_admin_request));
@@ -294,7 +317,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/session", get(dashboard::session))
         .route("/ui/logout", post(dashboard::logout))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(replica::readyz))
         .route("/metrics", get(exposition::metrics))
         .route("/api/client/features", get(client_api::features))
         .route("/api/client/register", post(client_api::register))

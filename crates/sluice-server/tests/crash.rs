@@ -232,6 +232,7 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
                 webhooks: sluice_sources::actions::webhook::Webhook::new(&Default::default()),
             }),
             faults: Some(faults),
+            fence: None,
         };
         async move { AppState::load_with(store as Arc<dyn Store>, Options::default(), seams).await.unwrap() }
     };

@@ -17,7 +17,7 @@ async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
     let (_, sdk) = store.create_token("app", "sdk", Role::Sdk).await.unwrap();
     let clock = Arc::new(VirtualClock::at(1_000_000));
     let plugins = sluice_sources::Registry::new(&sluice_sources::Config::default());
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None };
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None, fence: None };
     let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -77,7 +77,7 @@ async fn setup() -> Setup {
     store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
     let clock = Arc::new(VirtualClock::default());
     let world = Arc::new(World::default());
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None };
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None, fence: None };
     let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
     let who = Principal { name: "oncall".into(), role: Role::Operator };
     Setup { _dir: dir, store, clock, world, state, who }
@@ -214,7 +214,7 @@ async fn the_kill_switch_during_a_hook_pauses_without_losing_the_hook() {
     state
         .controller()
         .catalog()
-        .write("bob", None, |_| Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(flag)]))
+        .write("bob", None, |_| Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(flag.clone())]))
         .await
         .unwrap();
     state.controller().kill_switch_pulled("f", "bob").await.unwrap();

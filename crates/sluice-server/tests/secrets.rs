@@ -64,7 +64,7 @@ async fn a_planted_secret_is_never_echoed() {
         retry_backoff: Some(std::time::Duration::from_millis(10)),
         ..Default::default()
     });
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None };
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None, fence: None };
     let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

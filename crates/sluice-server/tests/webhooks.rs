@@ -86,7 +86,8 @@ impl Server {
             public_url,
             ..Default::default()
         });
-        let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None };
+        let seams =
+            Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None, fence: None };
         let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

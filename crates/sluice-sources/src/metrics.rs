@@ -404,6 +404,49 @@ struct FlagMetrics {
     observed: u64,
 }
 
+impl FlagMetrics {
+    /// Adds this flag's requests of `variant` served as `served` between `from` and `to` to `out`.
+    fn window_into(
+        &self,
+        out: &mut Aggregate,
+        variant: Option<&str>,
+        served: &[Served],
+        from: Millis,
+        to: Option<Millis>,
+    ) {
+        let all = self.series.iter().flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v, SERVED[i], s)));
+        for (v, s, series) in all {
+            if variant.is_some_and(|want| want != v.as_str()) || !served.contains(&s) || series.total.errors.n == 0 {
+                continue;
+            }
+            match (to, series.seconds_since(from)) {
+                (None, Some(recent)) => out.merge(&recent),
+                _ => {
+                    let end = to.map_or_else(|| series.total.clone(), |t| series.before(t));
+                    out.merge(&end.since(&series.from(from)));
+                }
+            }
+        }
+    }
+
+    /// A flag's aggregates from their saved body.
+    fn parse(body: &str) -> Result<FlagMetrics, serde_json::Error> {
+        let s: Saved = serde_json::from_str(body)?;
+        let mut f = FlagMetrics { names: s.names, observed: s.observed, series: Vec::new(), keys: None };
+        for (v, served, series) in s.series {
+            let at = match f.series.iter().position(|(known, _)| *known == v) {
+                Some(at) => at,
+                None => {
+                    f.series.push((v, Default::default()));
+                    f.series.len() - 1
+                }
+            };
+            f.series[at].1[served as usize] = series;
+        }
+        Ok(f)
+    }
+}
+
 /// A flag's aggregates as saved in the store (the traffic-split key sets are not: a restart starts them
 /// again).
 #[derive(Serialize, Deserialize)]
@@ -419,6 +462,9 @@ pub struct Metrics {
     flags: Mutex<HashMap<String, FlagMetrics>>,
     /// Flags changed since they were last saved.
     dirty: Mutex<HashSet<String>>,
+    /// What the other replicas on the same database observed, as they last saved it: merged into every
+    /// window, so that the leader decides on all the traffic and not only the share it received itself.
+    peers: Mutex<HashMap<String, HashMap<String, FlagMetrics>>>,
 }
 
 /// A batch entry's problem: its index and what is wrong.
@@ -530,20 +576,13 @@ impl Metrics {
         from: Millis,
         to: Option<Millis>,
     ) -> Aggregate {
-        let flags = self.flags.lock().expect("metrics");
         let mut out = Aggregate::default();
-        let Some(f) = flags.get(flag) else { return out };
-        let all = f.series.iter().flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v, SERVED[i], s)));
-        for (v, s, series) in all {
-            if variant.is_some_and(|want| want != v.as_str()) || !served.contains(&s) || series.total.errors.n == 0 {
-                continue;
-            }
-            match (to, series.seconds_since(from)) {
-                (None, Some(recent)) => out.merge(&recent),
-                _ => {
-                    let end = to.map_or_else(|| series.total.clone(), |t| series.before(t));
-                    out.merge(&end.since(&series.from(from)));
-                }
+        if let Some(f) = self.flags.lock().expect("metrics").get(flag) {
+            f.window_into(&mut out, variant, served, from, to);
+        }
+        for flags in self.peers.lock().expect("peers").values() {
+            if let Some(f) = flags.get(flag) {
+                f.window_into(&mut out, variant, served, from, to);
             }
         }
         out
@@ -597,19 +636,8 @@ impl Metrics {
     pub fn restore(&self, saved: Vec<(String, String)>) {
         let mut flags = self.flags.lock().expect("metrics");
         for (name, body) in saved {
-            match serde_json::from_str::<Saved>(&body) {
-                Ok(s) => {
-                    let mut f = FlagMetrics { names: s.names, observed: s.observed, series: Vec::new(), keys: None };
-                    for (v, served, series) in s.series {
-                        let at = match f.series.iter().position(|(known, _)| *known == v) {
-                            Some(at) => at,
-                            None => {
-                                f.series.push((v, Default::default()));
-                                f.series.len() - 1
-                            }
-                        };
-                        f.series[at].1[served as usize] = series;
-                    }
+            match FlagMetrics::parse(&body) {
+                Ok(f) => {
                     flags.insert(name, f);
                 }
                 Err(e) => {
@@ -619,9 +647,29 @@ impl Metrics {
         }
     }
 
+    /// Replaces what the other replicas observed with what they saved last: (replica, flag, body). Rows of
+    /// this replica's own name are not given here (they are in [`Metrics::restore`]).
+    pub fn set_peers(&self, saved: Vec<(String, String, String)>) {
+        let mut peers: HashMap<String, HashMap<String, FlagMetrics>> = HashMap::new();
+        for (replica, flag, body) in saved {
+            match FlagMetrics::parse(&body) {
+                Ok(f) => {
+                    peers.entry(replica).or_default().insert(flag, f);
+                }
+                Err(e) => {
+                    tracing::warn!(%replica, %flag, error = %e, "a replica's saved metrics do not parse; left out")
+                }
+            }
+        }
+        *self.peers.lock().expect("peers") = peers;
+    }
+
     /// Observations recorded for `flag` since the start.
     pub fn observed(&self, flag: &str) -> u64 {
-        self.flags.lock().expect("metrics").get(flag).map_or(0, |f| f.observed)
+        let own = self.flags.lock().expect("metrics").get(flag).map_or(0, |f| f.observed);
+        let peers: u64 =
+            self.peers.lock().expect("peers").values().filter_map(|f| f.get(flag)).map(|f| f.observed).sum();
+        own + peers
     }
 }
 

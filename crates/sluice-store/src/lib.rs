@@ -1,9 +1,11 @@
-//! `sluice-store` keeps Sluice's state: flags, segments and the hash-chained audit log, in an embedded
-//! SQLite file (WAL, migrations embedded). Every change is validated against the whole catalog, written
+//! `sluice-store` keeps Sluice's state: flags, segments, tokens, rollouts and the hash-chained audit log, in
+//! an embedded SQLite file (WAL) or in PostgreSQL when several replicas share one database (migrations
+//! embedded for both). Every change is validated against the whole catalog, written
 //! with its audit event in one transaction, and returned with the compiled [`Snapshot`] to publish — so a
-//! change is either fully committed and audited, or not written at all. The SQL is kept portable so that
-//! PostgreSQL can be a second implementation run by the same tests, and the rules — what a change does, what
-//! it audits, how the chain links — are backend-neutral code, so that a backend holds only its SQL.
+//! change is either fully committed and audited, or not written at all. The SQL is written once (`sql.rs`) and
+//! run by both backends under the same tests; the rules — what a change does, what it audits, how the chain
+//! links — are backend-neutral code. Replicas elect one controller through a lease ([`Store::take_lease`]);
+//! the controller's writes carry a [`Fence`] that the database checks in the same transaction.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_store::StoreError> {
@@ -19,8 +21,12 @@
 
 #![warn(missing_docs)]
 
+#[macro_use]
+mod sql;
 pub mod audit;
 mod catalog;
+mod copy;
+mod postgres;
 mod rollout;
 mod sqlite;
 mod stored;
@@ -33,6 +39,8 @@ use sluice_engine::{OutboxItem, Rollout, Status};
 use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
 
 pub use audit::{AuditEvent, Verification};
+pub use copy::{copy, Copied, Dump};
+pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use token::{Principal, Role, TokenInfo, TokenTable};
 
@@ -100,6 +108,20 @@ pub enum StoreError {
         /// Which row and why.
         message: String,
     },
+    /// The catalog changed since the caller read it (another replica wrote): read again and retry.
+    Stale {
+        /// The revision the caller planned from.
+        expected: i64,
+        /// The revision in the store.
+        revision: i64,
+    },
+    /// A controller write whose fence no longer holds the controller lease: another replica leads now.
+    Fenced {
+        /// The fencing token the writer held (0: none).
+        held: i64,
+        /// Who holds the lease now, and its token.
+        current: Option<(String, i64)>,
+    },
     /// The database failed.
     Database(sqlx::Error),
 }
@@ -112,12 +134,39 @@ impl std::fmt::Display for StoreError {
             StoreError::NotFound { entity } => write!(f, "{entity} does not exist"),
             StoreError::Conflict { message } => write!(f, "{message}"),
             StoreError::Corrupt { message } => write!(f, "stored data is corrupt: {message}"),
+            StoreError::Stale { expected, revision } => {
+                write!(f, "the flag catalog changed meanwhile (revision {expected} → {revision}); read it again and retry")
+            }
+            StoreError::Fenced { held, current: Some((holder, token)) } => write!(
+                f,
+                "this replica no longer leads the controller (its fencing token {held}; `{holder}` holds token {token}): \
+                 the write was refused"
+            ),
+            StoreError::Fenced { held, current: None } => {
+                write!(f, "this replica does not lead the controller (fencing token {held}): the write was refused")
+            }
             StoreError::Database(e) => write!(f, "database error: {e}"),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// The database is out of reach (down, restarting, the network): not this data's fault, and worth
+    /// retrying.
+    pub fn is_unreachable(&self) -> bool {
+        use sqlx::Error;
+        match self {
+            StoreError::Database(Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::Tls(_)) => true,
+            // PostgreSQL's "operator intervention" (57P: shutting down) and "connection exception" (08).
+            StoreError::Database(Error::Database(d)) => {
+                d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+            }
+            _ => false,
+        }
+    }
+}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -153,6 +202,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The current catalog compiled into a snapshot, and its revision (the ETag of the flag state).
     async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError>;
 
+    /// The catalog's revision now: one small read, to learn whether another replica changed it.
+    async fn revision(&self) -> Result<i64, StoreError>;
+
     /// Applies several changes all or nothing (imports): one transaction, one audit event per change, and the
     /// catalog validated once at the end, so that a batch may, say, create a segment and the flags using it.
     async fn apply_all(
@@ -160,7 +212,51 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actor: &str,
         changes: Vec<Change>,
         reason: Option<String>,
+    ) -> Result<AppliedBatch, StoreError> {
+        self.apply_all_at(actor, changes, reason, None).await
+    }
+
+    /// [`apply_all`](Self::apply_all), refused with [`StoreError::Stale`] unless the catalog is still at
+    /// `expect_revision`: changes planned from a replica's copy of the catalog must not overwrite a change
+    /// another replica committed meanwhile.
+    async fn apply_all_at(
+        &self,
+        actor: &str,
+        changes: Vec<Change>,
+        reason: Option<String>,
+        expect_revision: Option<i64>,
     ) -> Result<AppliedBatch, StoreError>;
+
+    /// The same store, whose every write first checks in its transaction that `fence` still holds the
+    /// controller lease ([`StoreError::Fenced`] otherwise). The controller writes through this.
+    fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn Store>;
+
+    /// Takes, renews or fails to take a lease, judged by the database's clock; taking it from another
+    /// holder makes a new, larger token and writes an audit event (`lease.acquire`). Returns the lease as it
+    /// stands after: the caller holds it when its holder and token are the bid's.
+    async fn take_lease(&self, bid: &LeaseBid<'_>) -> Result<Lease, StoreError>;
+
+    /// The lease called `name`, if anyone ever took it (expired or not).
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
+
+    /// Lets a lease go at once (a replica shutting down), so that another takes it without waiting for
+    /// it to expire. Returns whether `holder` with `token` still held it.
+    async fn release_lease(&self, name: &str, holder: &str, token: i64) -> Result<bool, StoreError>;
+
+    /// Whether a fenced store's fence still holds the lease (always, for a store without a fence): asked
+    /// before an effect runs, so that a deposed replica that wakes up does not act twice.
+    async fn fence_holds(&self) -> Result<(), StoreError>;
+
+    /// Where other replicas' commits are announced (`LISTEN`), when the database is shared: PostgreSQL's URL.
+    fn change_feed(&self) -> Option<ChangeFeed> {
+        None
+    }
+
+    /// Every row, read in one transaction (for [`copy`]).
+    async fn dump(&self) -> Result<Dump, StoreError>;
+
+    /// Writes a [`Dump`] into this store, which must be empty (`Conflict` otherwise), in one transaction.
+    async fn restore(&self, dump: &Dump) -> Result<(), StoreError>;
 
     /// Applies one change as `actor`: validates the resulting catalog, writes the change and its audit event
     /// in one transaction, and returns the event and the new snapshot to publish.
@@ -267,11 +363,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Drops the decisions older than `before_ms` whose outcome did not change; returns how many.
     async fn prune_decisions(&self, before_ms: i64) -> Result<u64, StoreError>;
 
-    /// Saves built-in metric aggregates, one JSON body per flag (replacing what was saved for it).
-    async fn save_metrics(&self, flags: &[(String, String)], at_ms: i64) -> Result<(), StoreError>;
+    /// Saves the built-in metric aggregates `replica` gathered, one JSON body per flag (replacing what it
+    /// saved for that flag before). Each replica keeps its own rows, so that the leader can merge them all.
+    async fn save_metrics(&self, replica: &str, flags: &[(String, String)], at_ms: i64) -> Result<(), StoreError>;
 
-    /// Every flag's saved built-in metric aggregates.
-    async fn load_metrics(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Saved built-in metric aggregates: (replica, flag, body), of every replica.
+    async fn load_metrics(&self) -> Result<Vec<(String, String, String)>, StoreError>;
 
     /// The last `limit` decisions of a rollout, oldest first.
     async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError>;
@@ -285,6 +382,116 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: Value,
         reason: Option<String>,
     ) -> Result<AuditEvent, StoreError>;
+}
+
+/// Where to listen for other replicas' commits ([`Store::change_feed`]).
+#[derive(Debug, Clone)]
+pub struct ChangeFeed {
+    url: String,
+}
+
+/// A connection that wakes whenever any replica commits a write.
+pub struct ChangeListener(sqlx::postgres::PgListener);
+
+impl ChangeFeed {
+    /// Connects and listens.
+    pub async fn listen(&self) -> Result<ChangeListener, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(postgres::CHANGES_CHANNEL).await?;
+        Ok(ChangeListener(listener))
+    }
+}
+
+impl ChangeListener {
+    /// Waits for the next commit; an error means the connection is lost (listen again).
+    pub async fn next(&mut self) -> Result<(), StoreError> {
+        // `try_recv` does not reconnect behind our back: a lost connection is reported, so that the
+        // caller polls until it listens again, and reads what it may have missed.
+        match self.0.try_recv().await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
+    }
+}
+
+/// The name of the lease whose holder runs the rollout controller.
+pub const CONTROLLER_LEASE: &str = "controller";
+
+/// A controller's proof of leadership: the fencing token of the lease it holds (0 while it holds none).
+/// Shared between the replica's lease loop, which sets it, and the controller's store, whose every write
+/// checks it against the database ([`Store::fenced`]).
+///
+/// ```
+/// let fence = sluice_store::Fence::default();
+/// assert_eq!(fence.token(), 0);
+/// fence.set(7);
+/// assert_eq!(fence.clone().token(), 7);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Fence(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl Fence {
+    /// The token held; 0 for none.
+    pub fn token(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Holds `token` (0 lets go).
+    pub fn set(&self, token: i64) {
+        self.0.store(token, std::sync::atomic::Ordering::Release)
+    }
+}
+
+/// A bid for a lease ([`Store::take_lease`]).
+#[derive(Debug, Clone)]
+pub struct LeaseBid<'a> {
+    /// Which lease ([`CONTROLLER_LEASE`]).
+    pub name: &'a str,
+    /// Who bids: a name unique among the replicas (e.g. host and port).
+    pub holder: &'a str,
+    /// Where the bidder answers, for replicas that forward to the holder.
+    pub address: &'a str,
+    /// The token the bidder holds now (0: none); a bidder renews with the token it holds.
+    pub held: i64,
+    /// How long the lease lasts from now, by the database's clock.
+    pub ttl: std::time::Duration,
+    /// Take it even from a live holder: only for a store one process uses alone (SQLite), where a lease
+    /// left by a killed process must not delay the restarted one.
+    pub takeover: bool,
+}
+
+/// A lease as the database has it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Lease {
+    /// Which lease.
+    pub name: String,
+    /// Its holder.
+    pub holder: String,
+    /// Where the holder answers.
+    pub address: String,
+    /// The fencing token: larger with each new holder.
+    pub token: i64,
+    /// Milliseconds until it expires (negative: expired that long ago), by the database's clock.
+    pub expires_in_ms: i64,
+    /// When this holder took it (ms since the epoch, the database's clock).
+    pub since_ms: i64,
+}
+
+/// Opens the store a `--database` value names: `postgres://…` (or `postgresql://…`) for PostgreSQL, and
+/// `sqlite:PATH` or a plain path for a SQLite file.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sluice_store::StoreError> {
+/// let store = sluice_store::open("data/sluice.db").await?;
+/// # Ok(()) }
+/// ```
+pub async fn open(database: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect(database).await?))
+    } else {
+        let path = database.strip_prefix("sqlite://").or_else(|| database.strip_prefix("sqlite:")).unwrap_or(database);
+        Ok(std::sync::Arc::new(SqliteStore::open(path).await?))
+    }
 }
 
 /// An audit event to write with a rollout's change: (action, details, reason).

@@ -94,17 +94,18 @@ fn entity(id: &str) -> String {
 /// A rollout row: JSON columns as text, `active` as 0 or 1.
 #[derive(Debug, Clone)]
 pub(crate) struct RolloutRow {
-    id: String,
-    flag: String,
-    plan_name: String,
-    plan_text: String,
-    original_flag: String,
-    state: String,
-    active: i64,
-    outbox: String,
-    created_by: String,
-    created_at: String,
-    updated_at: String,
+    pub(crate) id: String,
+    pub(crate) flag: String,
+    pub(crate) plan_name: String,
+    pub(crate) plan_text: String,
+    pub(crate) original_flag: String,
+    pub(crate) state: String,
+    pub(crate) status: String,
+    pub(crate) active: i64,
+    pub(crate) outbox: String,
+    pub(crate) created_by: String,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
 }
 
 impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for RolloutRow {
@@ -116,6 +117,7 @@ impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for RolloutRow {
             plan_text: r.text("plan_text")?,
             original_flag: r.text("original_flag")?,
             state: r.text("state")?,
+            status: r.text("status")?,
             active: r.int("active")?,
             outbox: r.text("outbox")?,
             created_by: r.text("created_by")?,

@@ -37,8 +37,14 @@ pub enum Command {
     /// See Sluice work in about a minute: a server on a temporary store, a synthetic service reporting its
     /// requests, a good canary promoted to 100% and a bad one rolled back on the evidence.
     Demo(DemoArgs),
-    /// Run the server: OFREP, the Unleash client API, the admin API and the rollouts, on an embedded SQLite file.
+    /// Run the server: OFREP, the Unleash client API, the admin API and the rollouts, on an embedded SQLite file
+    /// or, for several replicas, on PostgreSQL (`--database postgres://…`).
     Serve(ServeArgs),
+    /// This server replica: which replica leads the controller, and whether this one is caught up.
+    Status,
+    /// Work on a store directly, without a server.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Manage flags.
     #[command(subcommand)]
     Flag(FlagCmd),
@@ -282,14 +288,43 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
 }
 
+#[derive(Subcommand)]
+pub enum StoreCmd {
+    /// Copy a whole installation (flags, segments, tokens, rollouts, decisions, the audit log) into an empty
+    /// store, e.g. from SQLite to PostgreSQL; the audit chain is verified on arrival. Stop the servers first.
+    Copy {
+        /// The store to copy: `sqlite:PATH` (the file, e.g. `sqlite:sluice-data/sluice.db`) or `postgres://…`.
+        #[arg(long)]
+        from: String,
+        /// The empty store to copy into: `postgres://user@host:port/db` or `sqlite:PATH`.
+        #[arg(long)]
+        to: String,
+    },
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:4242")]
     pub listen: SocketAddr,
-    /// Folder of the SQLite database, created on first start.
+    /// Folder of the SQLite database, created on first start (when no `--database` is given).
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
     pub data_dir: PathBuf,
+    /// The database: `postgres://user:password@host:port/db` for several replicas on one PostgreSQL, or
+    /// `sqlite:PATH`. Default: the SQLite file in `--data-dir`.
+    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// This replica's name, unique among the replicas on one database (default: host name and port).
+    #[arg(long, env = "SLUICE_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+    /// Where the other replicas reach this one (`http://10.0.0.5:4242`): rollout commands sent to a replica
+    /// that does not lead are forwarded to the leader there. Default: `http://` and `--listen`.
+    #[arg(long, env = "SLUICE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// How long the controller lease lasts without renewal (renewed every third of it): a replica that
+    /// dies is replaced within this time.
+    #[arg(long, default_value = "15s", value_parser = humantime_like)]
+    pub lease: std::time::Duration,
     /// Serve OFREP and the Unleash client API without a token (local use only).
     #[arg(long)]
     pub anonymous_evaluation: bool,

@@ -68,6 +68,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Store(cmd) => serve::store(cli.output, cmd).await,
         command => {
             let client = Client::new(&cli.server, cli.token.clone());
             run(&client, cli.output, command).await
@@ -90,7 +91,8 @@ async fn main() -> ExitCode {
 /// Runs a client command against the server.
 async fn run(client: &Client, output: Output, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve(_) | Command::Demo(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::Demo(_) | Command::Store(_) => unreachable!("handled in main"),
+        Command::Status => commands::status::run(client, output).await,
         Command::Flag(cmd) => commands::flag::run(client, output, cmd).await,
         Command::Segment(cmd) => commands::segment::run(client, output, cmd).await,
         Command::Token(cmd) => commands::token::run(client, output, cmd).await,

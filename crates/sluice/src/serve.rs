@@ -6,16 +6,41 @@ use std::io::IsTerminal;
 use sluice_store::{Role, Store};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::{LogFormat, Output, ServeArgs, StoreCmd};
 use crate::client::CliError;
+
+/// A database URL for logs and messages: its password is not shown.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{}{user}{hidden}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Opens the store `--database` names (or the SQLite file in `--data-dir`).
+async fn open_store(args: &ServeArgs) -> Result<(std::sync::Arc<dyn Store>, String, bool), CliError> {
+    let database = match &args.database {
+        Some(url) => url.clone(),
+        None => format!("sqlite:{}", args.data_dir.join("sluice.db").display()),
+    };
+    let shared = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    let shown = redacted(&database);
+    let store = sluice_store::open(&database).await.map_err(|e| {
+        let hint = if shared { " (is PostgreSQL running, and does the database exist?)" } else { "" };
+        CliError(format!("cannot open the database {shown}: {e}{hint}"))
+    })?;
+    Ok((store, shown, shared))
+}
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format)?;
-    let db = args.data_dir.join("sluice.db");
-    let store = sluice_store::SqliteStore::open(&db)
-        .await
-        .map_err(|e| CliError(format!("cannot open the database {}: {e}", db.display())))?;
-    tracing::info!(database = %db.display(), "database open");
+    let (store, shown, shared) = open_store(&args).await?;
+    tracing::info!(database = %shown, "database open");
     let io = |e: sluice_store::StoreError| CliError(e.to_string());
     match std::env::var("SLUICE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
         Some(text) => {
@@ -39,6 +64,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             allow_exec: args.allow_exec.iter().cloned().collect(),
         },
         secure_cookies: args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
+        replication: Some(sluice_server::replica::Replication {
+            name: args.replica_name.clone().unwrap_or_else(|| default_replica_name(args.listen)),
+            address: args.advertise_url.clone().unwrap_or_else(|| format!("http://{}", args.listen)),
+            lease: args.lease,
+            shared,
+        }),
     };
     let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
         secrets_dir: args.secrets_dir.clone(),
@@ -47,24 +78,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         ..sluice_sources::Config::default()
     });
     let seams = sluice_server::Seams { plugins: std::sync::Arc::new(plugins), ..sluice_server::Seams::default() };
-    let state = sluice_server::AppState::load_with(std::sync::Arc::new(store), options, seams).await.map_err(io)?;
+    let state = sluice_server::AppState::load_with(store, options, seams).await.map_err(io)?;
     println!("dashboard: http://{}/ (log in with a viewer, operator or admin token)", args.listen);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
-    println!("sluice listening on http://{addr} (data: {})", args.data_dir.display());
-    tokio::spawn(state.controller().clone().run());
+    println!("sluice listening on http://{addr} (database: {shown})");
+    tokio::spawn(sluice_server::replica::lead(state.clone()));
+    tokio::spawn(sluice_server::replica::follow(state.clone()));
+    tokio::spawn(sluice_server::replica::share_metrics(state.clone()));
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
-    let saver = state.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(sluice_server::METRICS_SAVE_INTERVAL).await;
-            if let Err(e) = saver.save_metrics().await {
-                tracing::warn!(error = %e, "saving the built-in metrics; retrying at the next interval");
-            }
-        }
-    });
     let last = state.clone();
     axum::serve(listener, sluice_server::router(state))
         .with_graceful_shutdown(async {
@@ -75,7 +99,61 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         })
         .await
         .map_err(|e| CliError(format!("server error: {e}")))?;
+    sluice_server::replica::release(&last).await;
     last.save_metrics().await.map_err(|e| CliError(format!("saving the built-in metrics at shutdown: {e}")))
+}
+
+/// The host's name and the port: unique among replicas on one network.
+fn default_replica_name(listen: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "sluice".into());
+    format!("{host}:{}", listen.port())
+}
+
+/// `sluice store …`: work on stores directly.
+pub async fn store(output: Output, cmd: StoreCmd) -> Result<(), CliError> {
+    match cmd {
+        StoreCmd::Copy { from, to } => {
+            let open = |what: &'static str, url: String| async move {
+                sluice_store::open(&url)
+                    .await
+                    .map_err(|e| CliError(format!("cannot open the {what} store {}: {e}", redacted(&url))))
+            };
+            if !from.starts_with("postgres") && !std::path::Path::new(sqlite_path(&from)).is_file() {
+                return Err(CliError(format!(
+                    "{from}: no such SQLite file (give the file itself, e.g. sqlite:sluice-data/sluice.db)"
+                )));
+            }
+            let (source, destination) = (open("source", from.clone()).await?, open("destination", to.clone()).await?);
+            let copied = sluice_store::copy(&*source, &*destination)
+                .await
+                .map_err(|e| CliError(format!("copying {} to {}: {e}", redacted(&from), redacted(&to))))?;
+            match output {
+                Output::Json => crate::output::print_json(&serde_json::to_value(&copied).expect("json")),
+                Output::Table => println!(
+                    "copied {} flags, {} segments, {} tokens, {} rollouts, {} decisions, {} notifications and {} audit events; \
+                     the chain verifies in the destination (head {})",
+                    copied.flags,
+                    copied.segments,
+                    copied.tokens,
+                    copied.rollouts,
+                    copied.decisions,
+                    copied.notifications,
+                    copied.audit_events,
+                    copied.head
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn sqlite_path(s: &str) -> &str {
+    s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")).unwrap_or(s)
 }
 
 /// Sends `tracing` events to stderr, as text or one JSON object a line. Which: `SLUICE_LOG`, else

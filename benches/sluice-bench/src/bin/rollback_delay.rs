@@ -47,7 +47,7 @@ async fn main() {
     let store = Arc::new(SqliteStore::open(dir.join("s.db")).await.unwrap());
     let clock = Arc::new(VirtualClock::default());
     let level = Arc::new(Level(AtomicU64::new(0)));
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: level.clone(), faults: None };
+    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: level.clone(), faults: None, fence: None };
     let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
     let (_, sdk) = store.create_token("bench", "sdk", Role::Sdk).await.unwrap();
     state.reload_tokens().await.unwrap();

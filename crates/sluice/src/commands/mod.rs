@@ -11,6 +11,7 @@ pub mod report;
 pub mod rollout;
 pub mod segment;
 pub mod simulate;
+pub mod status;
 pub mod token;
 
 use std::path::Path;

@@ -1,0 +1,408 @@
+//! Several replicas on one database. Each replica evaluates from its own snapshot; what makes them one
+//! service is here:
+//!
+//! - **Leading** ([`lead`]): one replica holds the controller lease (by the database's clock) and runs the
+//!   rollout controller, whose every write carries the lease's fencing token. A replica that loses the
+//!   lease (or cannot renew it for as long as it lasts) stops its controller; one that takes it runs the
+//!   controller again, which starts by finishing what the last holder left in the outboxes.
+//! - **Following** ([`follow`]): every commit on any replica is announced (`NOTIFY`); each replica then
+//!   reads what changed — the catalog's revision and the audit events after the last it saw — loads a
+//!   new snapshot or token table when they changed, and tells its own OFREP and dashboard streams. A lost
+//!   listening connection falls back to polling until it is back.
+//! - **Forwarding** ([`forward_to_leader`]): a rollout command sent to a replica that does not lead is
+//!   passed to the leader, so that one controller decides every transition.
+//! - **Sharing metrics** ([`share_metrics`]): every replica saves its built-in metric aggregates; the
+//!   leader merges the others' into the windows it measures.
+//!
+//! With SQLite the same code runs with one replica: it takes the lease at once (`takeover`), and has no
+//! one to follow.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use sluice_controller::Controller;
+use sluice_store::{Fence, Lease, LeaseBid, Role, StoreError, CONTROLLER_LEASE};
+
+use crate::{ApiError, AppState};
+
+/// How this server shares its database with other replicas (`sluice serve --replica-name …`).
+#[derive(Debug, Clone)]
+pub struct Replication {
+    /// This replica's name, unique among the replicas on the database (e.g. `host:port`).
+    pub name: String,
+    /// Where the other replicas reach it (`http://10.0.0.5:4242`): rollout commands are forwarded there.
+    pub address: String,
+    /// How long the controller lease lasts without renewal (renewed every third of it).
+    pub lease: Duration,
+    /// Other replicas may share the database (PostgreSQL): wait for the lease, follow their commits,
+    /// forward commands to the leader. Off for SQLite: the process takes the lease at once.
+    pub shared: bool,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication { name: String::new(), address: String::new(), lease: Duration::from_secs(15), shared: false }
+    }
+}
+
+/// Polling interval while the listening connection is down.
+const POLL: Duration = Duration::from_secs(1);
+/// A sync even without a notification: a notification lost between two listens costs at most this.
+const SAFETY_SYNC: Duration = Duration::from_secs(5);
+/// How often replicas save their built-in metrics, and the leader reads the others'.
+pub const METRICS_SHARE_INTERVAL: Duration = Duration::from_secs(2);
+/// The header a forwarded request carries: a replica that receives one does not forward it again.
+const FORWARDED_BY: &str = "x-sluice-forwarded-by";
+
+/// What this replica knows of the others.
+pub(crate) struct ReplicaState {
+    pub(crate) fence: Fence,
+    pub(crate) options: Option<Replication>,
+    leader: Mutex<Option<(Lease, Instant)>>,
+    sync: Mutex<SyncState>,
+    client: reqwest::Client,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// When the last sync with the database succeeded.
+    synced_at: Option<Instant>,
+    /// Whether the listening connection is up.
+    listening: bool,
+    /// The last failure, while failing.
+    error: Option<String>,
+    /// The last failure was the database being out of reach (not this replica falling behind).
+    unreachable: bool,
+    /// The last audit event seen.
+    seen_seq: i64,
+}
+
+impl ReplicaState {
+    pub(crate) fn new(options: Option<Replication>, fence: Fence) -> ReplicaState {
+        ReplicaState {
+            fence,
+            options,
+            leader: Mutex::new(None),
+            sync: Mutex::new(SyncState::default()),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .expect("an HTTP client with rustls builds"),
+        }
+    }
+
+    fn shared(&self) -> bool {
+        self.options.as_ref().is_some_and(|o| o.shared)
+    }
+
+    /// Whether this replica's controller runs now.
+    pub(crate) fn leading(&self) -> bool {
+        self.options.is_none() || self.fence.token() != 0
+    }
+
+    /// The leader as last seen, with how long ago.
+    fn leader(&self) -> Option<(Lease, Duration)> {
+        self.leader.lock().expect("leader").as_ref().map(|(l, at)| (l.clone(), at.elapsed()))
+    }
+}
+
+/// Holds the controller lease for this replica's life, running the controller while it holds it. Takes
+/// the lease at once with SQLite; with PostgreSQL, when it is free or its holder let it expire.
+pub async fn lead(state: Arc<AppState>) {
+    let Some(options) = state.replica.options.clone() else {
+        state.controller.clone().run().await;
+        return;
+    };
+    let renew = options.lease / 3;
+    let mut renewed_at: Option<Instant> = None;
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let held = state.replica.fence.token();
+        let bid = LeaseBid {
+            name: CONTROLLER_LEASE,
+            holder: &options.name,
+            address: &options.address,
+            held,
+            ttl: options.lease,
+            takeover: !options.shared,
+        };
+        match state.store.take_lease(&bid).await {
+            Ok(lease) if lease.holder == options.name => {
+                renewed_at = Some(Instant::now());
+                if lease.token != held {
+                    tracing::info!(replica = %options.name, token = lease.token, "this replica leads: the controller runs here");
+                    state.replica.fence.set(lease.token);
+                    if let Some(old) = running.take() {
+                        old.abort();
+                    }
+                    running = Some(tokio::spawn(state.controller.clone().run()));
+                }
+                *state.replica.leader.lock().expect("leader") = Some((lease, Instant::now()));
+            }
+            Ok(lease) => {
+                if held != 0 {
+                    tracing::warn!(replica = %options.name, leader = %lease.holder, token = lease.token,
+                        "another replica took the controller lease: this one stops running rollouts");
+                    step_down(&state, &mut running);
+                }
+                *state.replica.leader.lock().expect("leader") = Some((lease, Instant::now()));
+            }
+            Err(e) => {
+                let lapsed = renewed_at.is_none_or(|at| at.elapsed() + renew >= options.lease);
+                if held != 0 && lapsed {
+                    tracing::error!(replica = %options.name, error = %e,
+                        "cannot renew the controller lease before it expires: stepping down");
+                    step_down(&state, &mut running);
+                } else {
+                    tracing::warn!(replica = %options.name, error = %e, "renewing the controller lease; retrying");
+                }
+            }
+        }
+        tokio::time::sleep(renew).await;
+    }
+}
+
+fn step_down(state: &AppState, running: &mut Option<tokio::task::JoinHandle<()>>) {
+    state.replica.fence.set(0);
+    if let Some(task) = running.take() {
+        task.abort();
+    }
+}
+
+/// Lets the lease go (shutting down), so that another replica takes over at once.
+pub async fn release(state: &AppState) {
+    let (Some(options), token) = (&state.replica.options, state.replica.fence.token()) else { return };
+    if token == 0 {
+        return;
+    }
+    state.replica.fence.set(0);
+    match state.store.release_lease(CONTROLLER_LEASE, &options.name, token).await {
+        Ok(_) => tracing::info!(replica = %options.name, "let the controller lease go"),
+        Err(e) => {
+            tracing::warn!(error = %e, "letting the controller lease go; another replica takes it when it expires")
+        }
+    }
+}
+
+/// Follows the other replicas' commits for this replica's life (see the module's doc). Returns at once
+/// when the store is not shared.
+pub async fn follow(state: Arc<AppState>) {
+    let head = match state.store.audit(&sluice_store::AuditFilter { limit: 1, ..Default::default() }).await {
+        Ok(events) => events.first().map_or(0, |e| e.seq),
+        Err(_) => 0,
+    };
+    {
+        let mut sync = state.replica.sync.lock().expect("sync");
+        sync.seen_seq = head;
+        sync.synced_at = Some(Instant::now());
+    }
+    let Some(feed) = state.store.change_feed() else { return };
+    loop {
+        let listener = match feed.listen().await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other replicas' changes: polling until it can");
+                None
+            }
+        };
+        state.replica.sync.lock().expect("sync").listening = listener.is_some();
+        // Whatever was committed while nobody listened.
+        sync(&state).await;
+        match listener {
+            Some(mut listener) => loop {
+                tokio::select! {
+                    heard = listener.next() => if let Err(e) = heard {
+                        tracing::warn!(error = %e, "the listening connection was lost: polling until it is back");
+                        break;
+                    },
+                    () = tokio::time::sleep(SAFETY_SYNC) => {}
+                }
+                sync(&state).await;
+            },
+            None => tokio::time::sleep(POLL).await,
+        }
+        state.replica.sync.lock().expect("sync").listening = false;
+    }
+}
+
+/// Reads what other replicas committed since the last sync; records whether it could.
+async fn sync(state: &AppState) {
+    let outcome = catch_up(state).await;
+    let mut sync = state.replica.sync.lock().expect("sync");
+    match outcome {
+        Ok(()) => {
+            sync.synced_at = Some(Instant::now());
+            sync.error = None;
+            sync.unreachable = false;
+        }
+        Err(e) => {
+            sync.unreachable = e.is_unreachable();
+            sync.error = Some(e.to_string());
+        }
+    }
+}
+
+async fn catch_up(state: &AppState) -> Result<(), StoreError> {
+    const PAGE: u32 = 1000;
+    state.catalog.reload().await?;
+    let mut seen = state.replica.sync.lock().expect("sync").seen_seq;
+    let mut tokens_changed = false;
+    loop {
+        let page = state.store.chain(seen, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        seen = last.seq;
+        let full = page.len() == PAGE as usize;
+        // One message per entity, in order, as a committing replica tells its own watchers.
+        let mut start = 0;
+        while start < page.len() {
+            let entity = &page[start].entity;
+            let end = page[start..].iter().position(|e| &e.entity != entity).map_or(page.len(), |n| start + n);
+            let events = page[start..end].to_vec();
+            tokens_changed |= entity.starts_with("token:");
+            let rollout = match entity.strip_prefix("rollout:") {
+                Some(id) => state.store.rollout(id).await?.as_ref().and_then(Controller::change_of_record),
+                None => None,
+            };
+            state.catalog.tell_replicated(events, rollout);
+            start = end;
+        }
+        state.replica.sync.lock().expect("sync").seen_seq = seen;
+        if !full {
+            break;
+        }
+    }
+    if tokens_changed {
+        state.reload_tokens().await?;
+    }
+    Ok(())
+}
+
+/// Saves this replica's built-in metrics, and (leading) merges the other replicas' into its own windows,
+/// every [`METRICS_SHARE_INTERVAL`].
+pub async fn share_metrics(state: Arc<AppState>) {
+    let name = state.replica.options.as_ref().map(|o| o.name.clone()).unwrap_or_default();
+    loop {
+        tokio::time::sleep(METRICS_SHARE_INTERVAL).await;
+        if let Err(e) = state.save_metrics().await {
+            tracing::warn!(error = %e, "saving the built-in metrics; retrying at the next interval");
+        }
+        if state.replica.leading() {
+            match state.store.load_metrics().await {
+                Ok(rows) => state.metrics.set_peers(rows.into_iter().filter(|(r, _, _)| *r != name).collect()),
+                Err(e) => tracing::warn!(error = %e, "reading the other replicas' built-in metrics"),
+            }
+        }
+    }
+}
+
+/// What `/readyz` and `/api/v1/status` say about this replica.
+fn report(state: &AppState) -> (bool, serde_json::Value) {
+    let replica = &state.replica;
+    let sync = replica.sync.lock().expect("sync");
+    let since_sync = sync.synced_at.map(|t| t.elapsed());
+    let limit = if sync.listening { SAFETY_SYNC * 3 } else { POLL * 5 };
+    let fresh = since_sync.is_some_and(|d| d <= limit);
+    // With the database out of reach nobody can commit: this replica serves the last state there was,
+    // as every other replica does, and stays in the load balancer.
+    let caught_up = !replica.shared() || fresh;
+    let ready = caught_up || sync.unreachable;
+    let leader = replica.leader().map(|(l, seen)| {
+        json!({
+            "replica": l.holder,
+            "address": l.address,
+            "token": l.token,
+            "since": chrono::DateTime::from_timestamp_millis(l.since_ms).map(|t| t.to_rfc3339()),
+            "expires_in_ms": l.expires_in_ms - seen.as_millis() as i64,
+        })
+    });
+    let body = json!({
+        "ready": ready,
+        "replica": replica.options.as_ref().map(|o| o.name.clone()),
+        "leading": replica.leading(),
+        "leader": leader,
+        "database": if replica.shared() { "postgres" } else { "sqlite" },
+        "revision": state.catalog.revision(),
+        "caught_up": caught_up,
+        "listening": sync.listening,
+        "last_sync_ms_ago": since_sync.map(|d| d.as_millis() as u64),
+        "database_error": sync.error,
+    });
+    (ready, body)
+}
+
+/// `GET /readyz`: 200 when the replica has every committed change (or nobody can commit: the database is
+/// out of reach), 503 when it lags behind the database; the body says why.
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let (ready, body) = report(&state);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /api/v1/status` (viewer): this replica, which replica leads the controller, and how current this
+/// replica is.
+pub(crate) async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    state.require(&headers, Role::Viewer)?;
+    Ok(Json(json!({"data": report(&state).1})).into_response())
+}
+
+/// Passes a rollout command to the replica that leads the controller when this one does not: one
+/// controller decides every transition, whichever replica the load balancer picked.
+pub(crate) async fn forward_to_leader(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let command = path.starts_with("/api/v1/rollouts") || path == "/api/v1/alertmanager";
+    if !command || request.method() != axum::http::Method::POST || state.replica.leading() || !state.replica.shared() {
+        return next.run(request).await;
+    }
+    let unavailable = |message: String| {
+        let mut response = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", message).into_response();
+        response.headers_mut().insert("retry-after", HeaderValue::from_static("2"));
+        response
+    };
+    if request.headers().contains_key(FORWARDED_BY) {
+        return unavailable(
+            "the replica this command was forwarded to does not lead the controller either: retry".into(),
+        );
+    }
+    let Some((leader, _)) = state.replica.leader().filter(|(l, seen)| l.expires_in_ms > seen.as_millis() as i64) else {
+        return unavailable(
+            "no replica leads the controller right now (the lease is changing hands): retry in a few seconds".into(),
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await else {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is too large")
+            .into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{path}", leader.address.trim_end_matches('/'));
+    let mut forward = state.replica.client.post(&url).body(body);
+    for name in ["authorization", "cookie", "content-type", "accept", "x-sluice-csrf"] {
+        if let Some(v) = parts.headers.get(name) {
+            forward = forward.header(name, v.as_bytes());
+        }
+    }
+    let me = state.replica.options.as_ref().map_or("", |o| o.name.as_str());
+    forward = forward.header(FORWARDED_BY, me);
+    match forward.send().await {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let content_type =
+                answer.headers().get("content-type").and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+            let bytes = answer.bytes().await.unwrap_or_default();
+            let mut response = (status, bytes).into_response();
+            if let Some(ct) = content_type {
+                response.headers_mut().insert("content-type", ct);
+            }
+            response
+        }
+        Err(e) => {
+            unavailable(format!("the leading replica `{}` at {} did not answer: {e}", leader.holder, leader.address))
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The PostgreSQL store, for several replicas on one database. The SQL is the SQLite store's (`sql_store!`);
+//! what differs is how writes are made one at a time — a transaction-scoped advisory lock, so that replicas
+//! append to one audit chain in turn — and that every committed write tells the other replicas
+//! (`NOTIFY sluice_changes`), who then load what changed.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::Value;
+use sluice_flags::Snapshot;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use crate::audit::{AuditRow, NewEvent};
+use crate::catalog::{Catalog, RowEdit};
+use crate::rollout::{self, NotificationRow, RolloutRow};
+use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
+use crate::token::{self, NewToken, TokenRow};
+use crate::{
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Fence, Lease, LeaseBid, NewDecision,
+    NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store, StoreError, TokenInfo, TokenTable,
+    CONTROLLER_LEASE,
+};
+
+/// The connection type the shared SQL (`sql_store!`) runs on.
+type Conn = sqlx::PgConnection;
+
+/// The channel every committed write notifies; its payload is empty (a listener reads what changed).
+pub const CHANGES_CHANNEL: &str = "sluice_changes";
+
+/// The advisory lock every write takes for its transaction: writes from all replicas commit one at a
+/// time, as in SQLite, so that each audit event links to the one committed before it.
+const WRITE_LOCK: i64 = 0x0051_1CE0;
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    url: String,
+    /// Set on the controller's copy ([`Store::fenced`]).
+    fence: Option<Fence>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`) and migrates it.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options.application_name("sluice"))
+            .await?;
+        // sqlx's migrator holds an advisory lock while it runs: replicas starting together migrate once.
+        migrator().run(&pool).await?;
+        Ok(PgStore { pool, url: url.to_string(), fence: None })
+    }
+
+    /// The database's URL, for a listener of [`CHANGES_CHANNEL`].
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The underlying pool, for tests and tools.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A controller's write (a fenced store) checks its fence in the same transaction.
+    async fn begin_write(&self) -> Result<((), sqlx::Transaction<'static, Postgres>), StoreError> {
+        let ((), mut tx) = self.begin_unfenced_write().await?;
+        if let Some(fence) = &self.fence {
+            check_fence(&mut tx, fence).await?;
+        }
+        Ok(((), tx))
+    }
+
+    /// One write at a time across replicas, and a notification to every other replica when it commits
+    /// (PostgreSQL sends it at commit, and drops it with a rollback).
+    async fn begin_unfenced_write(&self) -> Result<((), sqlx::Transaction<'static, Postgres>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, '')").bind(CHANGES_CHANNEL).execute(&mut *tx).await?;
+        Ok(((), tx))
+    }
+}
+
+impl PgStore {
+    fn feed(&self) -> Option<crate::ChangeFeed> {
+        Some(crate::ChangeFeed { url: self.url.clone() })
+    }
+}
+
+// The database's clock in ms: every replica's lease is judged by the same clock.
+sql_store!(PgStore, now_ms = "(extract(epoch from clock_timestamp()) * 1000)::bigint");
+
+/// The schema migrations, embedded in the binary.
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType};
+    use sqlx::SqlSafeStr;
+    const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "schema", include_str!("../migrations/postgres/0001_schema.sql"))];
+    sqlx::migrate::Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
