@@ -56,6 +56,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             }
         }
     }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     let options = sluice_server::Options {
         anonymous_evaluation: args.anonymous_evaluation,
         evaluation_rate_limit: args.rate_limit,
@@ -65,8 +69,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         secure_cookies: args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
         replication: Some(sluice_server::replica::Replication {
-            name: args.replica_name.clone().unwrap_or_else(|| default_replica_name(args.listen)),
-            address: args.advertise_url.clone().unwrap_or_else(|| format!("http://{}", args.listen)),
+            name: args.replica_name.clone().unwrap_or_else(|| default_replica_name(addr)),
+            address: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
             lease: args.lease,
             shared,
         }),
@@ -79,11 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     });
     let seams = sluice_server::Seams { plugins: std::sync::Arc::new(plugins), ..sluice_server::Seams::default() };
     let state = sluice_server::AppState::load_with(store, options, seams).await.map_err(io)?;
-    println!("dashboard: http://{}/ (log in with a viewer, operator or admin token)", args.listen);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
-    let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    println!("dashboard: http://{addr}/ (log in with a viewer, operator or admin token)");
     println!("sluice listening on http://{addr} (database: {shown})");
     tokio::spawn(sluice_server::replica::lead(state.clone()));
     tokio::spawn(sluice_server::replica::follow(state.clone()));
