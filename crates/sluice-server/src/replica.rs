@@ -130,7 +130,8 @@ pub async fn lead(state: Arc<AppState>) {
             address: &options.address,
             held,
             ttl: options.lease,
-            takeover: !options.shared,
+            // A SQLite process takes the lease from its killed predecessor at start, and only then.
+            takeover: !options.shared && renewed_at.is_none(),
         };
         match state.store.take_lease(&bid).await {
             Ok(lease) if lease.holder == options.name => {

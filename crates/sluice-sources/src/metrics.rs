@@ -745,6 +745,24 @@ mod tests {
         assert_eq!(restored.observed("f"), 2);
     }
 
+    /// Outcomes reported to two replicas both count in the leader's windows: its own, and what the other
+    /// replica last saved; a newer save of the other replica replaces the older one (no double count).
+    #[test]
+    fn the_other_replicas_saved_aggregates_count_in_every_window() {
+        let (leader, other) = (Metrics::default(), Metrics::default());
+        leader.record(&[obs("on", true, 10.0), obs("on", false, 20.0)], 10 * HOUR).unwrap();
+        other.record(&[obs("on", false, 30.0)], 10 * HOUR).unwrap();
+        let rows = |m: &Metrics| m.to_save().into_iter().map(|(f, b)| ("r2".to_string(), f, b)).collect::<Vec<_>>();
+        leader.set_peers(rows(&other));
+        let w = leader.window("f", Some("on"), &[Served::Split], 0, None);
+        assert_eq!((w.errors.n, w.errors.sum, w.latency.n), (3, 2.0, 3));
+        assert_eq!(leader.observed("f"), 3);
+        other.record(&[obs("on", true, 5.0)], 10 * HOUR + 1).unwrap();
+        leader.set_peers(rows(&other));
+        let w = leader.window("f", Some("on"), &[Served::Split], 0, None);
+        assert_eq!((w.errors.n, w.errors.sum), (4, 2.0));
+    }
+
     #[test]
     fn split_keys_count_each_key_once_per_sequence() {
         let m = Metrics::default();
