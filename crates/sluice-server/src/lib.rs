@@ -50,9 +50,6 @@ pub use error::ApiError;
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// How often `sluice serve` saves the built-in metrics.
-pub const METRICS_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Server options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -168,7 +165,7 @@ impl AppState {
         self.catalog.live()
     }
 
-    /// Saves the built-in metrics changed since the last save (every [`METRICS_SAVE_INTERVAL`] while
+    /// Saves the built-in metrics changed since the last save (every [`replica::METRICS_SHARE_INTERVAL`] while
     /// serving, and at shutdown): a restart loses at most one interval of observations.
     pub async fn save_metrics(&self) -> Result<(), StoreError> {
         let changed = self.metrics.to_save();

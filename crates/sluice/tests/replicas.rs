@@ -228,6 +228,49 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
         });
     }
 
+    // Outcomes reported to two replicas that do not lead both count in the leader's gate: 6 canary requests
+    // at each, where the gate needs 10.
+    replicas[0].cli(&["flag", "create", "merged", "--percent", "0"]);
+    let merged = dir.path().join("merged.yaml");
+    std::fs::write(
+        &merged,
+        "name: merged\nflag: merged\nanalysis: { interval: 1s }\nphases: [ { percent: 10 }, { percent: 100 } ]\n\
+         gates:\n  - { name: canary-errors, metric: error_rate, below: 0.5, min_samples: 10 }\n",
+    )
+    .unwrap();
+    let started: Value =
+        serde_json::from_str(&first.cli(&["rollout", "start", merged.to_str().unwrap(), "-o", "json"])).unwrap();
+    let merged_id = started["id"].as_str().unwrap().to_string();
+    let followers: Vec<&Replica> = all.iter().copied().filter(|r| r.name != first.name).collect();
+    // Windows count whole seconds from the phase's start: report from the next second on.
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = |replica: &Replica, from: usize| {
+        let observations: Vec<Value> = (from..from + 6)
+            .map(|i| json!({"flag": "merged", "variant": "on", "reason": "SPLIT", "key": format!("u{i}"), "ok": true, "latency_ms": 10.0}))
+            .collect();
+        let answer = http
+            .post(format!("{}/api/v1/metrics", replica.url))
+            .bearer_auth(&sdk)
+            .json(&json!({"observations": observations}))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 202, "{}", answer.text().unwrap());
+    };
+    report(followers[0], 0);
+    std::thread::sleep(Duration::from_secs(5));
+    let waiting = rollout_state(first, &merged_id);
+    assert_eq!(
+        (waiting["phase"].as_u64(), &waiting["status"]["state"]),
+        (Some(1), &json!("running")),
+        "6 of 10: {waiting:#}"
+    );
+    report(followers[1], 6);
+    std::thread::sleep(Duration::from_secs(6));
+    until("the gate passes on both replicas' outcomes: the rollout is promoted", Duration::from_secs(15), || {
+        rollout_state(first, &merged_id)["phase"] == 2
+    });
+    first.cli(&["rollout", "abort", &merged_id, "--reason", "done with it"]);
+
     // A rollout started on a replica that does not lead is run by the leader.
     let (hook, keys) = receiver();
     replicas[0].cli(&["flag", "create", "ramped", "--percent", "0"]);
@@ -346,4 +389,36 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
     });
     drop(replicas);
     drop(pg);
+}
+
+/// `sluice store copy` moves a SQLite installation to PostgreSQL: a replica on the copy serves the same
+/// flags to the same tokens and verifies the same audit chain; a second copy into it is refused.
+#[test]
+fn store_copy_moves_a_sqlite_installation_to_postgres() {
+    let Some(pg) = pg_cluster::Postgres::start() else { return };
+    let database = pg.create_database("moved");
+    let s = common::serve();
+    s.cli(&["flag", "create", "moved_flag", "--percent", "100"]);
+    s.cli(&["segment", "set", "internal_qa", "--constraint", "email STR_ENDS_WITH @example.com"]);
+    let sdk = s.sdk_token("app");
+    let head = s.cli(&["audit", "head"]).trim().to_string();
+    let file = format!("sqlite:{}", s.dir.path().join("data/sluice.db").display());
+    let sluice = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().unwrap();
+
+    let copied = sluice(&["store", "copy", "--from", &file, "--to", &database]);
+    let said = String::from_utf8_lossy(&copied.stdout).to_string() + &String::from_utf8_lossy(&copied.stderr);
+    assert!(copied.status.success() && said.contains(&head) && said.contains("1 flags"), "{said}");
+
+    let replica = start("moved-1", &database);
+    let http = reqwest::blocking::Client::new();
+    assert_eq!(ofrep(&http, &replica, "moved_flag", &sdk), Some(true), "the flag and the sdk token came along");
+    // The chain goes on from the copied head (the replica has since audited taking the lease).
+    assert!(replica.cli(&["audit", "verify", "--head", &head]).contains("intact"));
+    assert!(replica.cli(&["audit", "list", "--action", "lease.", "-o", "json"]).contains("replica:moved-1"));
+
+    let again = sluice(&["store", "copy", "--from", &file, "--to", &database]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && said.contains("not empty"), "{said}");
+    let missing = sluice(&["store", "copy", "--from", "sqlite:/nonexistent/sluice.db", "--to", &database]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such SQLite file"));
 }
