@@ -4,6 +4,7 @@
 # Usage: bash benches/http/run.sh [DURATION] [CONNECTIONS]
 # SLUICE_BENCH_PROFILE=dev runs the debug build instead (CI's smoke run: checks the script, not the speed).
 # SLUICE_BENCH_SERVER=PATH serves with another `sluice` binary (an A/B against an earlier build).
+# SLUICE_BENCH_DATABASE=postgres://… serves from that (empty) database instead of a new SQLite file.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-10s}
@@ -14,7 +15,9 @@ cargo build --profile "$PROFILE" -q -p sluice -p sluice-bench --bin sluice --bin
 BIN=target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 DATA=$(mktemp -d)
 export SLUICE_ADMIN_TOKEN=bench-admin-token-0123456789abcdef0123456789
-${SLUICE_BENCH_SERVER:-$BIN/sluice} serve --listen 127.0.0.1:$PORT --data-dir "$DATA" > "$DATA/serve.log" 2>&1 &
+STORE=(--data-dir "$DATA")
+if [ -n "${SLUICE_BENCH_DATABASE:-}" ]; then STORE=(--database "$SLUICE_BENCH_DATABASE"); fi
+${SLUICE_BENCH_SERVER:-$BIN/sluice} serve --listen 127.0.0.1:$PORT "${STORE[@]}" > "$DATA/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 50); do curl -fs http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done

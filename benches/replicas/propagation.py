@@ -81,6 +81,14 @@ def main():
         time.sleep(0.5)
         r2, url2 = start("r2", db)
         procs.append(r2)
+        # A realistic catalog: the HTTP benchmark's 350 flags, when its generator is built.
+        flagset = os.path.join(os.path.dirname(BIN), "flagset")
+        if os.path.isfile(flagset):
+            flags = subprocess.run([flagset], check=True, capture_output=True).stdout
+            r = urllib.request.Request(f"{url1}/api/v1/import/flags", data=flags, method="POST")
+            r.add_header("Authorization", f"Bearer {ADMIN}")
+            r.add_header("Content-Type", "application/json")
+            urllib.request.urlopen(r, timeout=30).read()
         request("PUT", f"{url1}/api/v1/flags/bench", {
             "key": "bench", "variants": [{"name": "off", "value": False}, {"name": "on", "value": True}],
             "ramp": {"base": "off", "ramped": "on", "percent": 0, "stickiness": "default", "segments": []}})
@@ -97,10 +105,11 @@ def main():
                             lock.notify_all()
         threading.Thread(target=listen, daemon=True).start()
         time.sleep(1)
-        lat = []
+        lat, whole = [], []
         for i in range(WRITES):
             with lock:
                 seen = len(events)
+            sent = time.perf_counter()
             request("POST", f"{url1}/api/v1/flags/bench/ramp", {"percent": i % 100 + 1})
             committed = time.perf_counter()
             with lock:
@@ -109,11 +118,13 @@ def main():
                     print(f"write {i}: no event within 5 s")
                     continue
                 lat.append((events[seen] - committed) * 1000)
+                whole.append((events[seen] - sent) * 1000)
             time.sleep(0.02)
-        lat.sort()
-        q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
-        print(f"write -> OFREP event on the other replica: n={len(lat)} p50={q(0.5):.1f} ms p99={q(0.99):.1f} ms "
-              f"max={lat[-1]:.1f} ms")
+        for name, xs in (("from the write's answer", lat), ("from sending the write", whole)):
+            xs.sort()
+            q = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))]
+            print(f"write -> OFREP event on the other replica, {name}: n={len(xs)} p50={q(0.5):.2f} ms "
+                  f"p99={q(0.99):.2f} ms max={xs[-1]:.2f} ms")
         # Failover: kill the leader, time until the other leads.
         leader = request("GET", f"{url1}/api/v1/status")["data"]["leader"]["replica"]
         victim, other = (r1, url2) if leader == "r1" else (r2, url1)

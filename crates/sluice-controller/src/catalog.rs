@@ -153,6 +153,10 @@ impl Catalog {
 
     /// [`reload`](Self::reload) with the writer lock held.
     async fn load_latest(&self) -> Result<bool, StoreError> {
+        // One small read first: most commits (rollout ticks, saved metrics) leave the catalog as it was.
+        if self.store.revision().await? <= self.revision() {
+            return Ok(false);
+        }
         let (snapshot, revision) = self.store.snapshot().await?;
         if revision <= self.revision() {
             return Ok(false);

@@ -103,6 +103,8 @@ pub struct Controller {
     activity: Activity,
     /// The lease's fence, when it must lead to run (see [`Seams::fence`]).
     fence: Option<Fence>,
+    /// The live runner's memory, kept across terms.
+    memory: Arc<RunnerMemory>,
 }
 
 impl Controller {
@@ -131,6 +133,7 @@ impl Controller {
             settings,
             activity: Activity::default(),
             fence: seams.fence,
+            memory: Arc::default(),
         })
     }
 

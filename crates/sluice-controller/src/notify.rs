@@ -35,6 +35,11 @@ impl Controller {
 
     /// Delivers every notification due now, concurrently; returns how many were tried.
     pub async fn deliver_due(&self) -> usize {
+        // A replica deposed while it slept must not announce what its successor now owns.
+        if let Err(e) = self.store.fence_holds().await {
+            tracing::warn!(error = %e, "not delivering notifications");
+            return 0;
+        }
         let due = match self.store.due_notifications(BATCH).await {
             Ok(due) => due,
             Err(e) => {
@@ -125,8 +130,11 @@ impl Controller {
     }
 
     pub(crate) async fn refresh_alerts_forever(self: Arc<Self>, term: i64) {
-        while self.term() == term {
+        loop {
             tokio::time::sleep(ALERT_REFRESH).await;
+            if self.term() != term || self.store.fence_holds().await.is_err() {
+                return;
+            }
             self.refresh_alerts().await;
         }
     }

@@ -88,7 +88,9 @@ impl Controller {
         tokio::spawn(self.clone().deliver_notifications(term));
         tokio::spawn(self.clone().refresh_alerts_forever(term));
         tokio::spawn(self.clone().prune_decisions(self.settings.keep_every_decision_for, term));
-        let memory = Arc::new(RunnerMemory::default());
+        // Shared across terms: a tick of the last term still under way (a replica that lost the lease and
+        // took it back) keeps this term's tick of that rollout from starting beside it.
+        let memory = self.memory.clone();
         let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         loop {
             if self.term() != term {

@@ -77,6 +77,15 @@ impl From<StoreError> for ApiError {
             },
             StoreError::NotFound { entity } => ApiError::not_found(format!("{entity} does not exist")),
             StoreError::Conflict { message } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            // Other replicas kept changing the catalog while this one planned: the caller retries.
+            stale @ StoreError::Stale { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", stale.to_string()),
+            // The lease changed hands under this request: another replica leads now.
+            fenced @ StoreError::Fenced { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("{fenced}; retry in a few seconds"))
+            }
+            down if down.is_unreachable() => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", down.to_string())
+            }
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
         }
     }

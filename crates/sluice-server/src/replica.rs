@@ -81,6 +81,9 @@ struct SyncState {
     unreachable: bool,
     /// The last audit event seen.
     seen_seq: i64,
+    /// Token events were seen and the table not yet reloaded (kept across a failed sync, so that a
+    /// revoked token never stays valid here because a reload failed).
+    tokens_dirty: bool,
 }
 
 impl ReplicaState {
@@ -122,7 +125,11 @@ pub async fn lead(state: Arc<AppState>) {
     let renew = options.lease / 3;
     let mut renewed_at: Option<Instant> = None;
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    let mut first_bid = true;
     loop {
+        // A follower bids again as soon as the leader's lease runs out, not at its next renewal time: the
+        // failover takes the lease time, not the lease time plus a renewal.
+        let mut next_bid = renew;
         let held = state.replica.fence.token();
         let bid = LeaseBid {
             name: CONTROLLER_LEASE,
@@ -132,8 +139,18 @@ pub async fn lead(state: Arc<AppState>) {
             ttl: options.lease,
             // A SQLite process takes the lease from its killed predecessor at start, and only then.
             takeover: !options.shared && renewed_at.is_none(),
+            fresh: first_bid,
         };
-        match state.store.take_lease(&bid).await {
+        // A bid that hangs (a black-holed connection, a long write holding the lock) must not keep this
+        // replica believing it leads past its lease: it counts as a failed renewal.
+        let answer = match tokio::time::timeout(renew, state.store.take_lease(&bid)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Database(sluice_store::timed_out())),
+        };
+        if answer.is_ok() {
+            first_bid = false;
+        }
+        match answer {
             Ok(lease) if lease.holder == options.name => {
                 renewed_at = Some(Instant::now());
                 if lease.token != held {
@@ -147,6 +164,8 @@ pub async fn lead(state: Arc<AppState>) {
                 *state.replica.leader.lock().expect("leader") = Some((lease, Instant::now()));
             }
             Ok(lease) => {
+                let expires = Duration::from_millis(lease.expires_in_ms.max(0) as u64);
+                next_bid = next_bid.min(expires + Duration::from_millis(20));
                 if held != 0 {
                     tracing::warn!(replica = %options.name, leader = %lease.holder, token = lease.token,
                         "another replica took the controller lease: this one stops running rollouts");
@@ -165,7 +184,7 @@ pub async fn lead(state: Arc<AppState>) {
                 }
             }
         }
-        tokio::time::sleep(renew).await;
+        tokio::time::sleep(next_bid).await;
     }
 }
 
@@ -194,15 +213,23 @@ pub async fn release(state: &AppState) {
 /// Follows the other replicas' commits for this replica's life (see the module's doc). Returns at once
 /// when the store is not shared.
 pub async fn follow(state: Arc<AppState>) {
-    let head = match state.store.audit(&sluice_store::AuditFilter { limit: 1, ..Default::default() }).await {
-        Ok(events) => events.first().map_or(0, |e| e.seq),
-        Err(_) => 0,
+    // Where to start: the audit head, then what was committed before it and after the state was loaded
+    // (a token revoked meanwhile) is read again.
+    let head = loop {
+        match state.store.audit(&sluice_store::AuditFilter { limit: 1, ..Default::default() }).await {
+            Ok(events) => break events.first().map_or(0, |e| e.seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the audit head to follow other replicas; retrying");
+                tokio::time::sleep(POLL).await;
+            }
+        }
     };
     {
         let mut sync = state.replica.sync.lock().expect("sync");
         sync.seen_seq = head;
-        sync.synced_at = Some(Instant::now());
+        sync.tokens_dirty = true;
     }
+    sync(&state).await;
     let Some(feed) = state.store.change_feed() else { return };
     loop {
         let listener = match feed.listen().await {
@@ -234,7 +261,11 @@ pub async fn follow(state: Arc<AppState>) {
 
 /// Reads what other replicas committed since the last sync; records whether it could.
 async fn sync(state: &AppState) {
-    let outcome = catch_up(state).await;
+    // A query that hangs (a black-holed connection) is the database out of reach, not this replica behind.
+    let outcome = match tokio::time::timeout(SAFETY_SYNC, catch_up(state)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(StoreError::Database(sluice_store::timed_out())),
+    };
     let mut sync = state.replica.sync.lock().expect("sync");
     match outcome {
         Ok(()) => {
@@ -253,7 +284,6 @@ async fn catch_up(state: &AppState) -> Result<(), StoreError> {
     const PAGE: u32 = 1000;
     state.catalog.reload().await?;
     let mut seen = state.replica.sync.lock().expect("sync").seen_seq;
-    let mut tokens_changed = false;
     loop {
         let page = state.store.chain(seen, PAGE).await?;
         let Some(last) = page.last() else { break };
@@ -265,12 +295,18 @@ async fn catch_up(state: &AppState) -> Result<(), StoreError> {
             let entity = &page[start].entity;
             let end = page[start..].iter().position(|e| &e.entity != entity).map_or(page.len(), |n| start + n);
             let events = page[start..end].to_vec();
-            tokens_changed |= entity.starts_with("token:");
-            let rollout = match entity.strip_prefix("rollout:") {
-                Some(id) => state.store.rollout(id).await?.as_ref().and_then(Controller::change_of_record),
-                None => None,
-            };
-            state.catalog.tell_replicated(events, rollout);
+            if entity.starts_with("token:") {
+                state.replica.sync.lock().expect("sync").tokens_dirty = true;
+            }
+            match entity.strip_prefix("rollout:") {
+                // The leader's own controller told its watchers already (every rollout write is its own).
+                Some(_) if state.replica.leading() => {}
+                Some(id) => {
+                    let rollout = state.store.rollout(id).await?;
+                    state.catalog.tell_replicated(events, rollout.as_ref().and_then(Controller::change_of_record));
+                }
+                None => state.catalog.tell_replicated(events, None),
+            }
             start = end;
         }
         state.replica.sync.lock().expect("sync").seen_seq = seen;
@@ -278,8 +314,9 @@ async fn catch_up(state: &AppState) -> Result<(), StoreError> {
             break;
         }
     }
-    if tokens_changed {
+    if state.replica.sync.lock().expect("sync").tokens_dirty {
         state.reload_tokens().await?;
+        state.replica.sync.lock().expect("sync").tokens_dirty = false;
     }
     Ok(())
 }
@@ -383,7 +420,7 @@ pub(crate) async fn forward_to_leader(State(state): State<Arc<AppState>>, reques
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path}", leader.address.trim_end_matches('/'));
     let mut forward = state.replica.client.post(&url).body(body);
-    for name in ["authorization", "cookie", "content-type", "accept", "x-sluice-csrf"] {
+    for name in ["authorization", "x-api-key", "cookie", "content-type", "accept", "x-sluice-csrf"] {
         if let Some(v) = parts.headers.get(name) {
             forward = forward.header(name, v.as_bytes());
         }

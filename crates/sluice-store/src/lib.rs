@@ -152,6 +152,11 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// The error of a database call that did not answer in time (counted as the database being out of reach).
+pub fn timed_out() -> sqlx::Error {
+    sqlx::Error::PoolTimedOut
+}
+
 impl StoreError {
     /// The database is out of reach (down, restarting, the network): not this data's fault, and worth
     /// retrying.
@@ -458,6 +463,10 @@ pub struct LeaseBid<'a> {
     /// Take it even from a live holder: only for a store one process uses alone (SQLite), where a lease
     /// left by a killed process must not delay the restarted one.
     pub takeover: bool,
+    /// The bidder's first bid since it started: a lease held under its own name with another token was
+    /// left by its previous process (killed), and is taken at once. Only then: two live processes given
+    /// the same name must not take it from each other at every renewal.
+    pub fresh: bool,
 }
 
 /// A lease as the database has it.

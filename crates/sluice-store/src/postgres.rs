@@ -64,6 +64,12 @@ impl PgStore {
         &self.pool
     }
 
+    /// A read of several statements that sees one state (READ COMMITTED, PostgreSQL's default, would let
+    /// each statement see a different one).
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?)
+    }
+
     /// A controller's write (a fenced store) checks its fence in the same transaction.
     async fn begin_write(&self) -> Result<((), sqlx::Transaction<'static, Postgres>), StoreError> {
         let ((), mut tx) = self.begin_unfenced_write().await?;

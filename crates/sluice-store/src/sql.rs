@@ -8,10 +8,12 @@ macro_rules! sql_store {
         #[async_trait]
         impl Store for $store {
             async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError> {
-                let mut conn = self.pool.acquire().await?;
-                let catalog = load_catalog(&mut conn).await?;
+                // One snapshot of the database: a commit between the reads must not label catalog N as N+1.
+                let mut tx = self.begin_read().await?;
+                let catalog = load_catalog(&mut tx).await?;
                 let revision: i64 =
-                    sqlx::query_scalar("SELECT revision FROM revision WHERE id = 1").fetch_one(&mut *conn).await?;
+                    sqlx::query_scalar("SELECT revision FROM revision WHERE id = 1").fetch_one(&mut *tx).await?;
+                tx.commit().await?;
                 Ok((catalog.into_snapshot()?, revision))
             }
 
@@ -69,7 +71,7 @@ macro_rules! sql_store {
                 let ttl = i64::try_from(bid.ttl.as_millis()).unwrap_or(i64::MAX);
                 let renewing = current.as_ref().is_some_and(|l| l.holder == bid.holder && l.token == bid.held);
                 let free = current.as_ref().is_none_or(|l| {
-                    l.expires_in_ms <= 0 || bid.takeover || (l.holder == bid.holder && l.token != bid.held)
+                    l.expires_in_ms <= 0 || bid.takeover || (bid.fresh && l.holder == bid.holder && l.token != bid.held)
                 });
                 if !renewing && !free {
                     return Ok(current.expect("a lease that is not free exists"));
@@ -146,7 +148,7 @@ macro_rules! sql_store {
             }
 
             async fn dump(&self) -> Result<crate::copy::Dump, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_read().await?;
                 let dump = crate::copy::Dump {
                     revision: sqlx::query_scalar("SELECT revision FROM revision WHERE id = 1").fetch_one(&mut *tx).await?,
                     flags: sqlx::query_as("SELECT key, body, updated_at FROM flags ORDER BY key").fetch_all(&mut *tx).await?,

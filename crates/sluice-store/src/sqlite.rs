@@ -84,6 +84,12 @@ impl SqliteStore {
         Ok((writer, tx))
     }
 
+    /// A read of several statements that sees one state: a SQLite read transaction (in WAL mode, the
+    /// snapshot is taken at its first read).
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
     /// A single file has no other replicas to hear from.
     fn feed(&self) -> Option<crate::ChangeFeed> {
         None

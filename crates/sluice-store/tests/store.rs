@@ -121,6 +121,7 @@ async fn a_lease_has_one_holder_and_a_new_holder_fences_the_old(db: Database) {
         held,
         ttl: Duration::from_millis(ttl_ms),
         takeover: false,
+        fresh: held == 0,
     };
     let a = store.take_lease(&bid("a", 0, 400)).await.unwrap();
     assert_eq!((a.holder.as_str(), a.token), ("a", 1));

@@ -323,7 +323,7 @@ pub struct ServeArgs {
     pub advertise_url: Option<String>,
     /// How long the controller lease lasts without renewal (renewed every third of it): a replica that
     /// dies is replaced within this time.
-    #[arg(long, default_value = "15s", value_parser = humantime_like)]
+    #[arg(long, default_value = "15s", value_parser = lease_time)]
     pub lease: std::time::Duration,
     /// Serve OFREP and the Unleash client API without a token (local use only).
     #[arg(long)]
@@ -355,6 +355,15 @@ pub struct ServeArgs {
     /// First wait before a failed webhook action is retried (doubled on each retry, with jitter).
     #[arg(long, default_value = "1s", value_parser = humantime_like)]
     pub retry_backoff: std::time::Duration,
+}
+
+/// A lease time: a second at least, so that renewals (every third of it) do not hammer the database.
+fn lease_time(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime_like(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{s}` is too short for a lease: give 1s or more (15s by default)"));
+    }
+    Ok(d)
 }
 
 /// `500ms`, `2s`, `1m`: a short duration.

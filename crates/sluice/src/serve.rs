@@ -85,7 +85,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let state = sluice_server::AppState::load_with(store, options, seams).await.map_err(io)?;
     println!("dashboard: http://{addr}/ (log in with a viewer, operator or admin token)");
     println!("sluice listening on http://{addr} (database: {shown})");
-    tokio::spawn(sluice_server::replica::lead(state.clone()));
+    let leading = tokio::spawn(sluice_server::replica::lead(state.clone()));
     tokio::spawn(sluice_server::replica::follow(state.clone()));
     tokio::spawn(sluice_server::replica::share_metrics(state.clone()));
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
@@ -99,6 +99,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         })
         .await
         .map_err(|e| CliError(format!("server error: {e}")))?;
+    // No more bids from here on: a bid after the release would take the lease back on the way out.
+    leading.abort();
+    let _ = leading.await;
     sluice_server::replica::release(&last).await;
     last.save_metrics().await.map_err(|e| CliError(format!("saving the built-in metrics at shutdown: {e}")))
 }
