@@ -430,12 +430,24 @@ pub(crate) async fn forward_to_leader(State(state): State<Arc<AppState>>, reques
     match forward.send().await {
         Ok(answer) => {
             let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let content_type =
-                answer.headers().get("content-type").and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-            let bytes = answer.bytes().await.unwrap_or_default();
+            // What the caller acts on: the body's type, and when to retry.
+            let kept: Vec<(&'static str, HeaderValue)> = ["content-type", "retry-after"]
+                .into_iter()
+                .filter_map(|name| Some((name, HeaderValue::from_bytes(answer.headers().get(name)?.as_bytes()).ok()?)))
+                .collect();
+            let bytes = match answer.bytes().await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let message = format!(
+                        "the leading replica's answer was cut off ({e}); the command may have been carried out: \
+                         look at the rollout's status before sending it again"
+                    );
+                    return ApiError::new(StatusCode::BAD_GATEWAY, "leader_answer_lost", message).into_response();
+                }
+            };
             let mut response = (status, bytes).into_response();
-            if let Some(ct) = content_type {
-                response.headers_mut().insert("content-type", ct);
+            for (name, value) in kept {
+                response.headers_mut().insert(name, value);
             }
             response
         }

@@ -410,8 +410,8 @@ impl ChangeFeed {
 impl ChangeListener {
     /// Waits for the next commit; an error means the connection is lost (listen again).
     pub async fn next(&mut self) -> Result<(), StoreError> {
-        // `try_recv` does not reconnect behind our back: a lost connection is reported, so that the
-        // caller polls until it listens again, and reads what it may have missed.
+        // A lost connection shows as `None` once (sqlx then reconnects by itself): reported as an error,
+        // so that the caller listens again and reads what it may have missed meanwhile.
         match self.0.try_recv().await? {
             Some(_) => Ok(()),
             None => Err(StoreError::Database(sqlx::Error::PoolClosed)),
