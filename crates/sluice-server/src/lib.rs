@@ -132,7 +132,8 @@ impl AppState {
         metrics.restore(own.into_iter().map(|(_, flag, body)| (flag, body)).collect());
         metrics.set_peers(peers);
         let fence = sluice_store::Fence::default();
-        let replica = replica::ReplicaState::new(options.replication.clone(), fence.clone());
+        let shared = store.change_feed().is_some();
+        let replica = replica::ReplicaState::new(options.replication.clone(), fence.clone(), shared);
         if options.replication.is_some() {
             seams.fence = Some(fence.clone());
         }

@@ -40,14 +40,11 @@ pub struct Replication {
     pub address: String,
     /// How long the controller lease lasts without renewal (renewed every third of it).
     pub lease: Duration,
-    /// Other replicas may share the database (PostgreSQL): wait for the lease, follow their commits,
-    /// forward commands to the leader. Off for SQLite: the process takes the lease at once.
-    pub shared: bool,
 }
 
 impl Default for Replication {
     fn default() -> Self {
-        Replication { name: String::new(), address: String::new(), lease: Duration::from_secs(15), shared: false }
+        Replication { name: String::new(), address: String::new(), lease: Duration::from_secs(15) }
     }
 }
 
@@ -64,6 +61,9 @@ const FORWARDED_BY: &str = "x-sluice-forwarded-by";
 pub(crate) struct ReplicaState {
     pub(crate) fence: Fence,
     pub(crate) options: Option<Replication>,
+    /// Other replicas may share the database (it announces commits: PostgreSQL): wait for the lease,
+    /// follow their commits, forward commands to the leader. A SQLite process takes the lease at once.
+    shared: bool,
     leader: Mutex<Option<(Lease, Instant)>>,
     sync: Mutex<SyncState>,
     client: reqwest::Client,
@@ -87,10 +87,11 @@ struct SyncState {
 }
 
 impl ReplicaState {
-    pub(crate) fn new(options: Option<Replication>, fence: Fence) -> ReplicaState {
+    pub(crate) fn new(options: Option<Replication>, fence: Fence, shared: bool) -> ReplicaState {
         ReplicaState {
             fence,
             options,
+            shared,
             leader: Mutex::new(None),
             sync: Mutex::new(SyncState::default()),
             client: reqwest::Client::builder()
@@ -101,7 +102,7 @@ impl ReplicaState {
     }
 
     fn shared(&self) -> bool {
-        self.options.as_ref().is_some_and(|o| o.shared)
+        self.options.is_some() && self.shared
     }
 
     /// Whether this replica's controller runs now.
@@ -138,7 +139,7 @@ pub async fn lead(state: Arc<AppState>) {
             held,
             ttl: options.lease,
             // A SQLite process takes the lease from its killed predecessor at start, and only then.
-            takeover: !options.shared && renewed_at.is_none(),
+            takeover: !state.replica.shared() && renewed_at.is_none(),
             fresh: first_bid,
         };
         // A bid that hangs (a black-holed connection, a long write holding the lock) must not keep this

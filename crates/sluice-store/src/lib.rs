@@ -495,12 +495,23 @@ pub struct Lease {
 /// # Ok(()) }
 /// ```
 pub async fn open(database: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PgStore::connect(database).await?))
-    } else {
-        let path = database.strip_prefix("sqlite://").or_else(|| database.strip_prefix("sqlite:")).unwrap_or(database);
-        Ok(std::sync::Arc::new(SqliteStore::open(path).await?))
+    match sqlite_file(database) {
+        Some(path) => Ok(std::sync::Arc::new(SqliteStore::open(path).await?)),
+        None => Ok(std::sync::Arc::new(PgStore::connect(database).await?)),
     }
+}
+
+/// The SQLite file a `--database` value names, or `None` for a PostgreSQL URL.
+///
+/// ```
+/// assert_eq!(sluice_store::sqlite_file("sqlite:data/sluice.db"), Some("data/sluice.db"));
+/// assert_eq!(sluice_store::sqlite_file("postgres://db.internal/sluice"), None);
+/// ```
+pub fn sqlite_file(database: &str) -> Option<&str> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        return None;
+    }
+    Some(database.strip_prefix("sqlite://").or_else(|| database.strip_prefix("sqlite:")).unwrap_or(database))
 }
 
 /// An audit event to write with a rollout's change: (action, details, reason).

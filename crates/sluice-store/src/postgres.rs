@@ -100,15 +100,6 @@ sql_store!(PgStore, now_ms = "(extract(epoch from clock_timestamp()) * 1000)::bi
 
 /// The schema migrations, embedded in the binary.
 fn migrator() -> sqlx::migrate::Migrator {
-    use sqlx::migrate::{Migration, MigrationType};
-    use sqlx::SqlSafeStr;
     const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "schema", include_str!("../migrations/postgres/0001_schema.sql"))];
-    sqlx::migrate::Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
-            })
-            .collect(),
-    )
+    sqlx::migrate::Migrator::with_migrations(crate::sql::migrations_of(MIGRATIONS))
 }

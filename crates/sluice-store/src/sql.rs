@@ -3,6 +3,17 @@
 //! checked) and `NOW_MS` (the database clock in milliseconds), then calls `sql_store!`. The SQL is portable
 //! between SQLite and PostgreSQL; what a change does and audits is decided by the backend-neutral modules.
 
+/// A backend's embedded migrations, (version, description, SQL), as sqlx runs them.
+pub(crate) fn migrations_of(list: &'static [(i64, &'static str, &'static str)]) -> Vec<sqlx::migrate::Migration> {
+    use sqlx::migrate::{Migration, MigrationType};
+    use sqlx::SqlSafeStr;
+    list.iter()
+        .map(|(version, description, sql)| {
+            Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect()
+}
+
 macro_rules! sql_store {
     ($store:ty, now_ms = $now_ms:literal) => {
         #[async_trait]

@@ -127,8 +127,6 @@ fn migrator() -> sqlx::migrate::Migrator {
 }
 
 fn migrations() -> Vec<sqlx::migrate::Migration> {
-    use sqlx::migrate::{Migration, MigrationType};
-    use sqlx::SqlSafeStr;
     const MIGRATIONS: &[(i64, &str, &str)] = &[
         (1, "flags and audit", include_str!("../migrations/0001_flags_and_audit.sql")),
         (2, "tokens", include_str!("../migrations/0002_tokens.sql")),
@@ -141,12 +139,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (9, "server keys", include_str!("../migrations/0009_server_keys.sql")),
         (10, "leases and replica metrics", include_str!("../migrations/0010_leases_and_replica_metrics.sql")),
     ];
-    MIGRATIONS
-        .iter()
-        .map(|(version, description, sql)| {
-            Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
-        })
-        .collect()
+    crate::sql::migrations_of(MIGRATIONS)
 }
 
 #[cfg(test)]

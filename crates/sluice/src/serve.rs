@@ -23,23 +23,25 @@ fn redacted(url: &str) -> String {
 }
 
 /// Opens the store `--database` names (or the SQLite file in `--data-dir`).
-async fn open_store(args: &ServeArgs) -> Result<(std::sync::Arc<dyn Store>, String, bool), CliError> {
+async fn open_store(args: &ServeArgs) -> Result<(std::sync::Arc<dyn Store>, String), CliError> {
     let database = match &args.database {
         Some(url) => url.clone(),
         None => format!("sqlite:{}", args.data_dir.join("sluice.db").display()),
     };
-    let shared = database.starts_with("postgres://") || database.starts_with("postgresql://");
     let shown = redacted(&database);
     let store = sluice_store::open(&database).await.map_err(|e| {
-        let hint = if shared { " (is PostgreSQL running, and does the database exist?)" } else { "" };
+        let hint = match sluice_store::sqlite_file(&database) {
+            None => " (is PostgreSQL running, and does the database exist?)",
+            Some(_) => "",
+        };
         CliError(format!("cannot open the database {shown}: {e}{hint}"))
     })?;
-    Ok((store, shown, shared))
+    Ok((store, shown))
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format)?;
-    let (store, shown, shared) = open_store(&args).await?;
+    let (store, shown) = open_store(&args).await?;
     tracing::info!(database = %shown, "database open");
     let io = |e: sluice_store::StoreError| CliError(e.to_string());
     match std::env::var("SLUICE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
@@ -72,7 +74,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             name: args.replica_name.clone().unwrap_or_else(|| default_replica_name(addr)),
             address: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
             lease: args.lease,
-            shared,
         }),
     };
     let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
@@ -126,7 +127,7 @@ pub async fn store(output: Output, cmd: StoreCmd) -> Result<(), CliError> {
                     .await
                     .map_err(|e| CliError(format!("cannot open the {what} store {}: {e}", redacted(&url))))
             };
-            if !from.starts_with("postgres") && !std::path::Path::new(sqlite_path(&from)).is_file() {
+            if sluice_store::sqlite_file(&from).is_some_and(|file| !std::path::Path::new(file).is_file()) {
                 return Err(CliError(format!(
                     "{from}: no such SQLite file (give the file itself, e.g. sqlite:sluice-data/sluice.db)"
                 )));
@@ -153,10 +154,6 @@ pub async fn store(output: Output, cmd: StoreCmd) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-fn sqlite_path(s: &str) -> &str {
-    s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")).unwrap_or(s)
 }
 
 /// Sends `tracing` events to stderr, as text or one JSON object a line. Which: `SLUICE_LOG`, else
