@@ -130,6 +130,20 @@ try {
   }, ADVANCING);
   check(forgedByViewer === 403, `a viewer's write is refused (${forgedByViewer})`);
 
+  // Leaving a page before its answer arrives: the list's answer is held back 1.5 s, the user opens a
+  // rollout meanwhile, and the late list must not paint over the rollout on screen.
+  const isList = u => new URL(u).pathname === '/api/v1/rollouts';
+  await viewer.page.route(isList, async r => { await new Promise(res => setTimeout(res, 1500)); await r.continue(); });
+  const lateList = viewer.page.waitForResponse(r => isList(r.url()));
+  await viewer.page.goto(`${url}/#/rollouts`);
+  await viewer.page.goto(`${url}/#/rollouts/${STEADY}`);
+  await viewer.page.locator('#state').waitFor();
+  await lateList;
+  await viewer.page.waitForTimeout(300);
+  check(await viewer.page.locator('#state').isVisible() && (await viewer.page.locator('h1').first().textContent()).includes(STEADY),
+    'a late answer for a page already left does not paint over the page on screen');
+  await viewer.page.unroute(isList);
+
   // axe-core on the main pages (its script is injected, so this context bypasses the page's CSP).
   const ax = await login(browser, OPERATOR_TOKEN, { bypassCSP: true });
   for (const path of ['#/rollouts', '#/flags', `#/rollouts/${ADVANCING}`, `#/rollouts/${STEADY}`, '#/audit']) {

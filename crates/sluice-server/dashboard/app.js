@@ -15,6 +15,10 @@ let session = null;
 let stream = null;
 let refreshTimer = null;
 let clockTimer = null;
+// Each render takes the next number; a page paints only while its number is the newest, so a slow
+// answer for a page the user already left (or an older refresh) never paints over the page on screen.
+let renders = 0;
+const superseded = mine => mine !== renders;
 
 // ---- small helpers ---------------------------------------------------------------------------------
 
@@ -206,8 +210,9 @@ function loginPage(message) {
   return form;
 }
 
-async function flagsPage(main) {
+async function flagsPage(main, mine) {
   const [flags, rollouts] = await Promise.all([api('/api/v1/flags'), api('/api/v1/rollouts')]);
+  if (superseded(mine)) return;
   const driving = {};
   for (const r of rollouts.data) if (!TERMINAL.includes(r.status.state)) driving[r.flag] = r;
   const rows = flags.data.map(f => {
@@ -231,8 +236,9 @@ function fillBars(root) {
   root.querySelectorAll('[data-w]').forEach(el => { el.style.width = `${Math.min(100, Number(el.dataset.w))}%`; });
 }
 
-async function rolloutsPage(main) {
+async function rolloutsPage(main, mine) {
   const rollouts = (await api('/api/v1/rollouts')).data;
+  if (superseded(mine)) return;
   const active = rollouts.filter(r => !TERMINAL.includes(r.status.state));
   const ended = rollouts.filter(r => TERMINAL.includes(r.status.state));
   const table = list => h('table', {},
@@ -302,12 +308,13 @@ function ask(r, command, label, item) {
   reason.focus();
 }
 
-async function rolloutPage(main, id) {
+async function rolloutPage(main, id, mine) {
   const [one, decisions, audit] = await Promise.all([
     api(`/api/v1/rollouts/${encodeURIComponent(id)}`),
     api(`/api/v1/rollouts/${encodeURIComponent(id)}/decisions?limit=5000`),
     api(`/api/v1/audit?entity=${encodeURIComponent(`rollout:${id}`)}&limit=500`),
   ]);
+  if (superseded(mine)) return;
   const r = one.data;
   const ds = decisions.data;
   const start = r.history.length ? r.history[0].at : Date.now();
@@ -412,7 +419,7 @@ async function rolloutPage(main, id) {
       }))) : h('p', { class: 'muted' }, 'None yet.'));
 }
 
-async function auditPage(main, query) {
+async function auditPage(main, query, mine) {
   const params = new URLSearchParams(query);
   const field = (name, label, type = 'text') => h('label', { for: `f-${name}` }, label, h('input', { id: `f-${name}`, name, type, value: params.get(name) || '' }));
   const form = h('form', { class: 'filters', role: 'search', onsubmit: e => {
@@ -428,6 +435,7 @@ async function auditPage(main, query) {
   if (params.get('since')) q.set('since', new Date(params.get('since')).toISOString());
   q.set('limit', '300');
   const [events, chain] = await Promise.all([api(`/api/v1/audit?${q}`), api('/api/v1/audit/verify').catch(e => ({ error: e.message }))]);
+  if (superseded(mine)) return;
   const v = chain.data || {};
   const chainText = chain.error ? `○ chain not checked: ${chain.error}`
     : v.status === 'intact' ? `✔ chain intact: ${v.events} events, head ${v.head.slice(0, 16)}…`
@@ -446,12 +454,25 @@ async function auditPage(main, query) {
 
 // ---- routing, live updates ---------------------------------------------------------------------------
 
-async function render() {
+// The render in flight, if any: a live refresh waits for it rather than superseding it, so a page whose
+// answers take longer than the refresh interval still paints.
+let painting = null;
+
+function render() {
+  const p = draw();
+  painting = p;
+  p.finally(() => { if (painting === p) painting = null; }).catch(() => {});
+  return p;
+}
+
+async function draw() {
   const main = document.getElementById('main');
   const nav = document.getElementById('nav');
   const who = document.getElementById('who');
+  const mine = ++renders;
   if (!session) {
     try { session = await api('/ui/session'); } catch { session = null; }
+    if (superseded(mine)) return;
   }
   if (!session) {
     nav.hidden = true;
@@ -472,12 +493,14 @@ async function render() {
     else a.removeAttribute('aria-current');
   }
   try {
-    if (path.startsWith('/rollouts/')) await rolloutPage(main, decodeURIComponent(path.slice(10)));
-    else if (path.startsWith('/flags')) await flagsPage(main);
-    else if (path.startsWith('/audit')) await auditPage(main, query || '');
-    else await rolloutsPage(main);
+    if (path.startsWith('/rollouts/')) await rolloutPage(main, decodeURIComponent(path.slice(10)), mine);
+    else if (path.startsWith('/flags')) await flagsPage(main, mine);
+    else if (path.startsWith('/audit')) await auditPage(main, query || '', mine);
+    else await rolloutsPage(main, mine);
+    if (superseded(mine)) return;
     document.title = `Sluice — ${main.querySelector('h1')?.textContent || ''}`;
   } catch (err) {
+    if (superseded(mine)) return;
     put(main, h('h1', {}, 'Could not load this page'), h('p', { class: 'bad' }, err.message));
   }
 }
@@ -489,7 +512,7 @@ function refresh() {
   if (refreshTimer) return;
   refreshTimer = setTimeout(() => {
     refreshTimer = null;
-    if (document.querySelector('dialog[open]')) { refresh(); return; }
+    if (document.querySelector('dialog[open]') || painting) { refresh(); return; }
     render();
   }, 300);
 }

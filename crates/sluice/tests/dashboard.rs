@@ -83,6 +83,7 @@ fn the_dashboard_shows_rollouts_live_and_takes_an_operators_decision() {
     assert!(out.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
     for expected in [
         "a viewer sees no decision buttons",
+        "a late answer for a page already left does not paint over",
         "the audit log has the rollback",
         "axe-core finds no violations on #/audit",
     ] {
