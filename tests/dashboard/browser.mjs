@@ -64,11 +64,16 @@ try {
   await page.getByRole('heading', { name: /^Flags/ }).waitFor();
   await page.screenshot({ path: `${ARTEFACTS}/dashboard-flags.png`, fullPage: true });
 
-  // A rollout advances while we watch, without a reload.
+  // A rollout advances while we watch, without a reload. It was paused at start; resumed from the page.
   await page.goto(`${url}/#/rollouts/${ADVANCING}`);
-  await page.locator('#state').waitFor();
+  await page.locator('h1 code', { hasText: ADVANCING }).waitFor();
   await page.evaluate(() => { window.__notReloaded = true; });
   const phaseBefore = await page.locator('ol.phases li.now strong').textContent();
+  await page.getByRole('button', { name: 'Resume' }).click();
+  const resume = page.getByRole('dialog');
+  await resume.getByLabel(/Why/).fill('watching it from the dashboard');
+  await resume.getByRole('button', { name: 'Resume' }).click();
+  await resume.waitFor({ state: 'hidden' });
   await page.waitForFunction(before => {
     const now = document.querySelector('ol.phases li.now strong');
     const state = document.querySelector('#state');
@@ -79,6 +84,7 @@ try {
 
   // Roll the other one back, as an operator, with a reason.
   await page.goto(`${url}/#/rollouts/${STEADY}`);
+  await page.locator('h1 code', { hasText: STEADY }).waitFor();
   await page.getByRole('button', { name: 'Roll back' }).waitFor();
   await page.screenshot({ path: `${ARTEFACTS}/dashboard-rollout.png`, fullPage: true });
   // By keyboard alone: Tab reaches the decision buttons, Enter opens one, Escape closes it unsent.
@@ -88,6 +94,13 @@ try {
     reached = await page.evaluate(() => document.activeElement?.textContent === 'Roll back');
   }
   check(reached, 'Tab reaches the Roll back button');
+  // The page re-renders at each of the rollout's ticks (every second); the keyboard user keeps their place.
+  await page.evaluate(() => { window.__focusedButton = document.activeElement; });
+  await page.waitForFunction(() => {
+    const now = [...document.querySelectorAll('button')].find(b => b.textContent === 'Roll back');
+    return now && now !== window.__focusedButton;
+  }, null, { timeout: 15000 });
+  check(await page.evaluate(() => document.activeElement?.textContent === 'Roll back'), 'focus stays on Roll back when the live page re-renders');
   await page.keyboard.press('Enter');
   await page.getByRole('dialog').waitFor();
   check(await page.evaluate(() => document.activeElement?.id === 'reason'), 'the dialog opens with the reason field focused');
@@ -122,7 +135,7 @@ try {
   // A viewer sees no buttons, and a write is refused even with the CSRF value.
   const viewer = await login(browser, VIEWER_TOKEN);
   await viewer.page.goto(`${url}/#/rollouts/${ADVANCING}`);
-  await viewer.page.locator('#state').waitFor();
+  await viewer.page.locator('h1 code', { hasText: ADVANCING }).waitFor();
   check((await viewer.page.getByRole('button').allTextContents()).every(t => t === 'Log out'), 'a viewer sees no decision buttons');
   const forgedByViewer = await viewer.page.evaluate(async id => {
     const s = await (await fetch('/ui/session')).json();
@@ -137,19 +150,27 @@ try {
   const lateList = viewer.page.waitForResponse(r => isList(r.url()));
   await viewer.page.goto(`${url}/#/rollouts`);
   await viewer.page.goto(`${url}/#/rollouts/${STEADY}`);
-  await viewer.page.locator('#state').waitFor();
-  await lateList;
-  await viewer.page.waitForTimeout(300);
-  check(await viewer.page.locator('#state').isVisible() && (await viewer.page.locator('h1').first().textContent()).includes(STEADY),
+  await viewer.page.locator('h1 code', { hasText: STEADY }).waitFor();
+  await (await lateList).finished();
+  // Two frames after the late answer's body is in: time enough for its render to have painted.
+  await viewer.page.evaluate(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))));
+  check(await viewer.page.locator('h1 code', { hasText: STEADY }).isVisible(),
     'a late answer for a page already left does not paint over the page on screen');
   await viewer.page.unroute(isList);
 
   // axe-core on the main pages (its script is injected, so this context bypasses the page's CSP).
   const ax = await login(browser, OPERATOR_TOKEN, { bypassCSP: true });
-  for (const path of ['#/rollouts', '#/flags', `#/rollouts/${ADVANCING}`, `#/rollouts/${STEADY}`, '#/audit']) {
+  // Each page is known by what only it shows: the previous page's heading must not satisfy the wait.
+  const pages = [
+    ['#/rollouts', p => p.getByRole('heading', { name: 'Rollouts', exact: true })],
+    ['#/flags', p => p.getByRole('heading', { name: /^Flags/ })],
+    [`#/rollouts/${ADVANCING}`, p => p.locator('h1 code', { hasText: ADVANCING })],
+    [`#/rollouts/${STEADY}`, p => p.locator('h1 code', { hasText: STEADY })],
+    ['#/audit', p => p.locator('#chain')],
+  ];
+  for (const [path, shown] of pages) {
     await ax.page.goto(`${url}/${path}`);
-    await ax.page.locator('h1').first().waitFor();
-    await ax.page.waitForTimeout(300);
+    await shown(ax.page).waitFor();
     await ax.page.addScriptTag({ content: axeSource });
     const result = await ax.page.evaluate(async () => (await window.axe.run(document)).violations.map(v => `${v.id}: ${v.help} (${v.nodes.length})`));
     check(result.length === 0, `axe-core finds no violations on ${path}: ${result.join('; ')}`);

@@ -64,9 +64,20 @@ function num(v) {
   return v.toExponential(2);
 }
 
-// Replaces an element's children, skipping the sections a page leaves out (null).
+// Replaces an element's children, skipping the sections a page leaves out (null). A live page re-renders
+// every time its rollout ticks, so the focused control (a keyboard user's place on the page) is found
+// again in the new children and focused, rather than dropped to the top of the document.
 function put(el, ...children) {
+  const focused = el !== document.activeElement && el.contains(document.activeElement) ? focusKey(document.activeElement) : null;
   el.replaceChildren(...children.flat().filter(c => c !== null && c !== undefined && c !== false));
+  if (focused) {
+    const again = [...el.querySelectorAll('a, button, input, textarea, select')].find(c => focusKey(c) === focused);
+    if (again) again.focus({ preventScroll: true });
+  }
+}
+
+function focusKey(e) {
+  return e.id ? `#${e.id}` : `${e.tagName}|${e.getAttribute('href') || ''}|${e.textContent}`;
 }
 
 function notice(text) {
@@ -483,7 +494,7 @@ async function draw() {
   }
   nav.hidden = false;
   const live = h('span', { class: 'live', id: 'live' }, stream && stream.readyState === 1 ? '● live' : '○ connecting');
-  who.replaceChildren(live, h('span', {}, `${session.name} (${session.role})`),
+  put(who, live, h('span', {}, `${session.name} (${session.role})`),
     h('button', { type: 'button', onclick: async () => { await api('/ui/logout', { method: 'POST' }).catch(() => {}); session = null; render(); } }, 'Log out'));
   follow();
   const hash = location.hash || '#/rollouts';

@@ -55,6 +55,9 @@ fn the_dashboard_shows_rollouts_live_and_takes_an_operators_decision() {
     };
     let steady = start("steady.yaml");
     let advancing = start("advancing.yaml");
+    // Held until the browser watches it (the browser resumes it from the page): started free, it could
+    // finish before a slow machine has Chromium up, and there would be nothing left to see move.
+    s.cli(&["rollout", "pause", &advancing, "--reason", "held until the browser watches"]);
     let operator = s.token("olivia", "operator");
     let viewer = s.token("vic", "viewer");
     let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artefacts");
