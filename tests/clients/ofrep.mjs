@@ -15,8 +15,17 @@ const SDK = ['Authorization', `Bearer ${process.env.SDK_TOKEN}`];
 const ADMIN = { Authorization: `Bearer ${process.env.ADMIN_TOKEN}`, 'Content-Type': 'application/json' };
 assert.ok(BASE_URL && process.env.SDK_TOKEN && process.env.ADMIN_TOKEN, 'SLUICE_URL, SDK_TOKEN, ADMIN_TOKEN are required');
 
-// The web provider uses the global EventSource (Node has none).
-globalThis.EventSource = EventSource;
+// The web provider uses the global EventSource (Node has none). This one also says when its stream is
+// open: the server subscribes the stream before it answers, so a write after `open` is never missed, while
+// a write racing the provider's connect could be (a change stream has no replay).
+let streamOpened;
+const streamOpen = new Promise(resolve => { streamOpened = resolve; });
+globalThis.EventSource = class extends EventSource {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('open', () => streamOpened());
+  }
+};
 
 function within(promise, ms, what) {
   let timer;
@@ -85,6 +94,7 @@ async function webSdk() {
   assert.deepEqual(statuses, [200, 304], `bulk statuses ${statuses}`);
 
   // An admin write reaches the provider through the SSE stream; it refetches and sees the new value.
+  await within(streamOpen, 15000, 'open change stream');
   const write = await fetch(`${BASE_URL}/api/v1/flags/checkout_redesign/ramp?reason=ofrep-web-test`, {
     method: 'POST', headers: ADMIN, body: JSON.stringify({ percent: 0 }),
   });

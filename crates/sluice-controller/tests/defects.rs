@@ -38,8 +38,11 @@ impl World {
 impl Plugins for World {
     async fn measure(&self, check: &Check, _: &MeasureContext<'_>) -> Measurement {
         if self.hold_measurements.load(Ordering::SeqCst) {
+            // Waiting before saying so: a `Notified` hears `notify_waiters` from its creation, so the test's
+            // release cannot fall between the count and the wait and leave this pass hanging.
+            let released = self.release.notified();
             self.measuring.fetch_add(1, Ordering::SeqCst);
-            self.release.notified().await;
+            released.await;
         }
         self.values.lock().unwrap().get(&check.name.value).cloned().unwrap_or(Measurement::Empty)
     }

@@ -72,14 +72,16 @@ async fn exporter(service: Arc<Service>) -> String {
     addr
 }
 
-fn plan(flag: &str, prometheus: &str) -> String {
+/// `second_hold`: how long phase 2 holds (the failing rollout's is long, so that however slowly a loaded
+/// machine scrapes and queries, the failure is seen before the hold could end).
+fn plan(flag: &str, prometheus: &str, second_hold: &str) -> String {
     format!(
         r#"name: live-{flag}
 flag: {flag}
 analysis: {{ interval: 1s, prometheus: {{ url: "{prometheus}" }} }}
 phases:
   - {{ percent: 10, hold: 3s }}
-  - {{ percent: 50, hold: 3s }}
+  - {{ percent: 50, hold: {second_hold} }}
   - {{ percent: 100 }}
 gates:
   - name: error-ratio
@@ -121,8 +123,8 @@ async fn a_healthy_rollout_is_promoted_and_a_failing_one_rolls_back_on_live_numb
     let controller = Controller::new(catalog, Seams::default());
     tokio::spawn(controller.clone().run());
     let admin = Principal { name: "admin".into(), role: Role::Admin };
-    let a = controller.start(&admin, "a.yaml", &plan("a", &prometheus.url)).await.unwrap().id;
-    let b = controller.start(&admin, "b.yaml", &plan("b", &prometheus.url)).await.unwrap().id;
+    let a = controller.start(&admin, "a.yaml", &plan("a", &prometheus.url, "3s")).await.unwrap().id;
+    let b = controller.start(&admin, "b.yaml", &plan("b", &prometheus.url, "30s")).await.unwrap().id;
 
     // Four seconds in, flag b's service starts failing; a keeps going.
     tokio::time::sleep(Duration::from_secs(4)).await;

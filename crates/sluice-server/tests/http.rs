@@ -214,7 +214,8 @@ async fn an_expiring_override_tells_ofrep_listeners_to_refetch() {
     tokio::spawn(sluice_server::announce_expiries(s.state.clone()));
     let sdk = s.token("app", "sdk").await;
     s.admin(M::PUT, "/api/v1/flags/f", Some(boolean_flag("f", 0))).await;
-    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    // Far enough out that, on a loaded machine too, the stream below is open before it expires.
+    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(4000);
     let pin = json!({"field": "userId", "value": "u1", "action": "enable", "expires_at": expires.to_rfc3339()});
     let (st, v) = s.admin(M::POST, "/api/v1/flags/f/overrides", Some(pin)).await;
     assert_eq!(st, StatusCode::OK, "{v}");

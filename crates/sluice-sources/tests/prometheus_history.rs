@@ -224,6 +224,7 @@ async fn credentials_and_headers_reach_prometheus_and_nowhere_else() {
     let began = std::time::Instant::now();
     let m = measure_at(&registry, &slow, 1_700_000_000).await;
     assert!(matches!(&m[0], Measurement::Error(e) if e.contains("within the timeout of 1s")), "{m:?}");
-    assert!(began.elapsed() < std::time::Duration::from_secs(3));
+    // Unanswered, without the timeout it would wait for ever; wide enough for a loaded machine.
+    assert!(began.elapsed() < std::time::Duration::from_secs(8), "took {:?}", began.elapsed());
     drop(stuck);
 }

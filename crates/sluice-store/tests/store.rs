@@ -123,7 +123,8 @@ async fn a_lease_has_one_holder_and_a_new_holder_fences_the_old(db: Database) {
         takeover: false,
         fresh: held == 0,
     };
-    let a = store.take_lease(&bid("a", 0, 400)).await.unwrap();
+    // Long enough for what follows on a loaded machine; a's last renewal below makes it short.
+    let a = store.take_lease(&bid("a", 0, 5_000)).await.unwrap();
     assert_eq!((a.holder.as_str(), a.token), ("a", 1));
     let fence_a = Fence::default();
     fence_a.set(a.token);
@@ -131,12 +132,12 @@ async fn a_lease_has_one_holder_and_a_new_holder_fences_the_old(db: Database) {
     as_a.record_event("rollout:p", "rollout.note", "rollout:r1", serde_json::json!({}), None).await.unwrap();
 
     // b cannot take a live lease; a renews it with its token.
-    let seen_by_b = store.take_lease(&bid("b", 0, 400)).await.unwrap();
+    let seen_by_b = store.take_lease(&bid("b", 0, 5_000)).await.unwrap();
     assert_eq!((seen_by_b.holder.as_str(), seen_by_b.token), ("a", 1));
-    assert_eq!(store.take_lease(&bid("a", 1, 400)).await.unwrap().token, 1);
+    assert_eq!(store.take_lease(&bid("a", 1, 300)).await.unwrap().token, 1);
 
     // a stops renewing; once it expired, b takes it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let b = store.take_lease(&bid("b", 0, 10_000)).await.unwrap();
     assert_eq!((b.holder.as_str(), b.token), ("b", 2));
     match as_a.record_event("rollout:p", "rollout.note", "rollout:r1", serde_json::json!({}), None).await {

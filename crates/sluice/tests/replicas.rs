@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 static LOGS: Mutex<String> = Mutex::new(String::new());
 
 /// How long the controller lease lasts in these tests (renewed every third of it).
-const LEASE: Duration = Duration::from_secs(2);
+const LEASE: Duration = Duration::from_secs(3);
 
 struct Replica {
     name: String,
@@ -223,7 +223,7 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
     });
     replicas[0].cli(&["flag", "create", "checkout", "--percent", "100"]);
     for r in &replicas[1..] {
-        until("the new flag reaches the other replicas", Duration::from_secs(2), || {
+        until("the new flag reaches the other replicas", Duration::from_secs(5), || {
             ofrep(&http, r, "checkout", &sdk) == Some(true)
         });
     }
