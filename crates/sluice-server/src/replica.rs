@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use sluice_controller::Controller;
-use sluice_store::{Fence, Lease, LeaseBid, Role, StoreError, CONTROLLER_LEASE};
+use sluice_store::{Fence, Lease, LeaseAnswer, LeaseBid, Role, StoreError, CONTROLLER_LEASE};
 
 use crate::{ApiError, AppState};
 
@@ -152,7 +152,11 @@ pub async fn lead(state: Arc<AppState>) {
             first_bid = false;
         }
         match answer {
-            Ok(lease) if lease.holder == options.name => {
+            // Held, as the store says, never judged by the holder's name. A live lease under this name that
+            // the bid did not renew is another process's of the same name (leading on it would run two
+            // controllers with one token), or the term this replica gave up when it could not renew
+            // (leading on it would mean leading on a lease about to run out): it waits, as a follower.
+            Ok(LeaseAnswer::Held(lease)) => {
                 renewed_at = Some(Instant::now());
                 if lease.token != held {
                     tracing::info!(replica = %options.name, token = lease.token, "this replica leads: the controller runs here");
@@ -164,7 +168,7 @@ pub async fn lead(state: Arc<AppState>) {
                 }
                 *state.replica.leader.lock().expect("leader") = Some((lease, Instant::now()));
             }
-            Ok(lease) => {
+            Ok(LeaseAnswer::Refused(lease)) => {
                 let expires = Duration::from_millis(lease.expires_in_ms.max(0) as u64);
                 next_bid = next_bid.min(expires + Duration::from_millis(20));
                 if held != 0 {
@@ -306,7 +310,12 @@ async fn catch_up(state: &AppState) -> Result<(), StoreError> {
                     let rollout = state.store.rollout(id).await?;
                     state.catalog.tell_replicated(events, rollout.as_ref().and_then(Controller::change_of_record));
                 }
-                None => state.catalog.tell_replicated(events, None),
+                None => {
+                    if let Some(key) = entity.strip_prefix("flag:") {
+                        pause_if_killed_elsewhere(state, key, &events);
+                    }
+                    state.catalog.tell_replicated(events, None)
+                }
             }
             start = end;
         }
@@ -320,6 +329,29 @@ async fn catch_up(state: &AppState) -> Result<(), StoreError> {
         state.replica.sync.lock().expect("sync").tokens_dirty = false;
     }
     Ok(())
+}
+
+/// A kill switch pulled on another replica pauses the flag's rollout as soon as the leader reads it, as
+/// one pulled on the leader does, not at the rollout's next tick (which may be minutes away): the replica
+/// that took the command cannot write the pause, its store being fenced. Only while the flag is still
+/// disabled (it may have been enabled again since), and without holding up the sync.
+fn pause_if_killed_elsewhere(state: &AppState, key: &str, events: &[sluice_store::AuditEvent]) {
+    let enabled = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v["enabled"] != false);
+    let Some(pulled) =
+        events.iter().rev().find(|e| enabled(&e.after) == Some(false) && enabled(&e.before) != Some(false))
+    else {
+        return;
+    };
+    let still_disabled = state.live().load().flags().iter().any(|f| f.key == key && !f.enabled);
+    if !state.replica.leading() || !still_disabled {
+        return;
+    }
+    let (controller, key, who) = (state.controller.clone(), key.to_string(), pulled.actor.clone());
+    tokio::spawn(async move {
+        if let Err(e) = controller.kill_switch_pulled(&key, &who).await {
+            tracing::warn!(flag = %key, error = %e, "pausing the rollout of a flag disabled on another replica; its next tick pauses it");
+        }
+    });
 }
 
 /// Saves this replica's built-in metrics, and (leading) merges the other replicas' into its own windows,

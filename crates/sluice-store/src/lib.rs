@@ -237,9 +237,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn Store>;
 
     /// Takes, renews or fails to take a lease, judged by the database's clock; taking it from another
-    /// holder makes a new, larger token and writes an audit event (`lease.acquire`). Returns the lease as it
-    /// stands after: the caller holds it when its holder and token are the bid's.
-    async fn take_lease(&self, bid: &LeaseBid<'_>) -> Result<Lease, StoreError>;
+    /// holder makes a new, larger token and writes an audit event (`lease.acquire`). The answer says
+    /// whether the bidder holds the lease now, with the lease as it stands after.
+    async fn take_lease(&self, bid: &LeaseBid<'_>) -> Result<LeaseAnswer, StoreError>;
 
     /// The lease called `name`, if anyone ever took it (expired or not).
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
@@ -484,6 +484,49 @@ pub struct Lease {
     pub expires_in_ms: i64,
     /// When this holder took it (ms since the epoch, the database's clock).
     pub since_ms: i64,
+}
+
+/// What a bid for a lease got ([`Store::take_lease`]).
+///
+/// The holder's name alone does not say: a live lease under the bidder's own name may be a term the
+/// bidder gave up (it stepped down when it could not renew) or another process's of the same name, and
+/// neither is renewed by the bid.
+///
+/// ```
+/// use sluice_store::{Lease, LeaseAnswer};
+/// let lease = Lease { name: "controller".into(), holder: "r1".into(), address: String::new(), token: 3,
+///     expires_in_ms: 15_000, since_ms: 0 };
+/// let answer = LeaseAnswer::Refused(lease);
+/// assert!(!answer.held());
+/// assert_eq!(answer.lease().holder, "r1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// The bidder holds the lease: it renewed its term, or took a new one (a larger token).
+    Held(Lease),
+    /// The bid wrote nothing: the lease stands as it was, live, in another term than the bid's.
+    Refused(Lease),
+}
+
+impl LeaseAnswer {
+    /// Whether the bidder holds the lease now.
+    pub fn held(&self) -> bool {
+        matches!(self, LeaseAnswer::Held(_))
+    }
+
+    /// The lease as it stands after the bid.
+    pub fn lease(&self) -> &Lease {
+        match self {
+            LeaseAnswer::Held(lease) | LeaseAnswer::Refused(lease) => lease,
+        }
+    }
+
+    /// The lease as it stands after the bid, taken out of the answer.
+    pub fn into_lease(self) -> Lease {
+        match self {
+            LeaseAnswer::Held(lease) | LeaseAnswer::Refused(lease) => lease,
+        }
+    }
 }
 
 /// Opens the store a `--database` value names: `postgres://…` (or `postgresql://…`) for PostgreSQL, and

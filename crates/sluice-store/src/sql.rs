@@ -75,7 +75,7 @@ macro_rules! sql_store {
                 std::sync::Arc::new(fenced)
             }
 
-            async fn take_lease(&self, bid: &LeaseBid<'_>) -> Result<Lease, StoreError> {
+            async fn take_lease(&self, bid: &LeaseBid<'_>) -> Result<LeaseAnswer, StoreError> {
                 let (_writer, mut tx) = self.begin_unfenced_write().await?;
                 let now_ms: i64 = sqlx::query_scalar(concat!("SELECT ", $now_ms)).fetch_one(&mut *tx).await?;
                 let current = read_lease(&mut tx, bid.name, now_ms).await?;
@@ -85,7 +85,7 @@ macro_rules! sql_store {
                     l.expires_in_ms <= 0 || bid.takeover || (bid.fresh && l.holder == bid.holder && l.token != bid.held)
                 });
                 if !renewing && !free {
-                    return Ok(current.expect("a lease that is not free exists"));
+                    return Ok(LeaseAnswer::Refused(current.expect("a lease that is not free exists")));
                 }
                 let token = if renewing { bid.held } else { current.as_ref().map_or(1, |l| l.token + 1) };
                 sqlx::query(
@@ -116,14 +116,14 @@ macro_rules! sql_store {
                     append_audit(&mut tx, note).await?;
                 }
                 tx.commit().await?;
-                Ok(Lease {
+                Ok(LeaseAnswer::Held(Lease {
                     name: bid.name.to_string(),
                     holder: bid.holder.to_string(),
                     address: bid.address.to_string(),
                     token,
                     expires_in_ms: ttl,
                     since_ms: if renewing { current.map_or(now_ms, |l| l.since_ms) } else { now_ms },
-                })
+                }))
             }
 
             async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {

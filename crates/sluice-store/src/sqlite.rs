@@ -19,7 +19,7 @@ use crate::rollout::{self, NotificationRow, RolloutRow};
 use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Fence, Lease, LeaseBid, NewDecision,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Fence, Lease, LeaseAnswer, LeaseBid, NewDecision,
     NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store, StoreError, TokenInfo, TokenTable,
     CONTROLLER_LEASE,
 };

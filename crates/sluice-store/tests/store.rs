@@ -125,6 +125,8 @@ async fn a_lease_has_one_holder_and_a_new_holder_fences_the_old(db: Database) {
     };
     // Long enough for what follows on a loaded machine; a's last renewal below makes it short.
     let a = store.take_lease(&bid("a", 0, 5_000)).await.unwrap();
+    assert!(a.held());
+    let a = a.into_lease();
     assert_eq!((a.holder.as_str(), a.token), ("a", 1));
     let fence_a = Fence::default();
     fence_a.set(a.token);
@@ -133,19 +135,32 @@ async fn a_lease_has_one_holder_and_a_new_holder_fences_the_old(db: Database) {
 
     // b cannot take a live lease; a renews it with its token.
     let seen_by_b = store.take_lease(&bid("b", 0, 5_000)).await.unwrap();
-    assert_eq!((seen_by_b.holder.as_str(), seen_by_b.token), ("a", 1));
-    assert_eq!(store.take_lease(&bid("a", 1, 300)).await.unwrap().token, 1);
+    assert!(!seen_by_b.held());
+    assert_eq!((seen_by_b.lease().holder.as_str(), seen_by_b.lease().token), ("a", 1));
+    // A bid under a's name that is not a's term (a gave it up, or another process has a's name) neither
+    // renews it nor is told it holds it.
+    let given_up = LeaseBid { fresh: false, ..bid("a", 0, 5_000) };
+    let not_renewed = store.take_lease(&given_up).await.unwrap();
+    assert!(!not_renewed.held());
+    assert_eq!((not_renewed.lease().holder.as_str(), not_renewed.lease().token), ("a", 1));
+    let renewed = store.take_lease(&bid("a", 1, 300)).await.unwrap();
+    assert!(renewed.held());
+    assert_eq!(renewed.lease().token, 1);
 
     // a stops renewing; once it expired, b takes it.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let b = store.take_lease(&bid("b", 0, 10_000)).await.unwrap();
+    assert!(b.held());
+    let b = b.into_lease();
     assert_eq!((b.holder.as_str(), b.token), ("b", 2));
     match as_a.record_event("rollout:p", "rollout.note", "rollout:r1", serde_json::json!({}), None).await {
         Err(StoreError::Fenced { held: 1, current: Some((holder, 2)) }) => assert_eq!(holder, "b"),
         other => panic!("a deposed holder's write must be fenced: {other:?}"),
     }
     // a comes back: the lease is b's.
-    assert_eq!(store.take_lease(&bid("a", 1, 400)).await.unwrap().holder, "b");
+    let back = store.take_lease(&bid("a", 1, 400)).await.unwrap();
+    assert!(!back.held());
+    assert_eq!(back.lease().holder, "b");
     let fence_b = Fence::default();
     fence_b.set(b.token);
     store
@@ -156,7 +171,9 @@ async fn a_lease_has_one_holder_and_a_new_holder_fences_the_old(db: Database) {
 
     // b lets go on its way out: a takes it at once.
     assert!(store.release_lease(CONTROLLER_LEASE, "b", 2).await.unwrap());
-    assert_eq!(store.take_lease(&bid("a", 0, 400)).await.unwrap().token, 3);
+    let again = store.take_lease(&bid("a", 0, 400)).await.unwrap();
+    assert!(again.held());
+    assert_eq!(again.lease().token, 3);
 
     let leads: Vec<_> = store
         .audit(&AuditFilter { action_prefix: Some("lease.".into()), limit: 10, ..Default::default() })

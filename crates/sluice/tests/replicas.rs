@@ -387,6 +387,27 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
     until("a write after the restart reaches the other replica", Duration::from_secs(5), || {
         ofrep(&http, survivors[1], "checkout", &sdk) == Some(false)
     });
+
+    // The kill switch pulled on a follower pauses the leader's rollout at once: not at its next tick, an
+    // hour away.
+    let leading = leader(&survivors);
+    let follower = *survivors.iter().find(|r| r.name != leading.name).unwrap();
+    leading.cli(&["flag", "create", "killed", "--percent", "0"]);
+    let path = dir.path().join("killed.yaml");
+    std::fs::write(
+        &path,
+        "name: killed\nflag: killed\nanalysis: { interval: 1h }\nphases: [ { percent: 10, hold: 1h }, { percent: 100 } ]\n",
+    )
+    .unwrap();
+    let started: Value =
+        serde_json::from_str(&leading.cli(&["rollout", "start", path.to_str().unwrap(), "-o", "json"])).unwrap();
+    let killed_id = started["id"].as_str().unwrap().to_string();
+    follower.cli(&["flag", "disable", "killed", "--reason", "errors in checkout"]);
+    until("the leader pauses the rollout of a flag disabled on a follower", Duration::from_secs(5), || {
+        rollout_state(leading, &killed_id)["status"]["state"] == "paused"
+    });
+    let paused = rollout_state(leading, &killed_id);
+    assert!(paused["status"]["reason"].as_str().unwrap_or("").contains("kill switch"), "{paused:#}");
     drop(replicas);
     drop(pg);
 }
@@ -421,4 +442,16 @@ fn store_copy_moves_a_sqlite_installation_to_postgres() {
     assert!(!again.status.success() && said.contains("not empty"), "{said}");
     let missing = sluice(&["store", "copy", "--from", "sqlite:/nonexistent/sluice.db", "--to", &database]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such SQLite file"));
+
+    // A second process given the same replica name (a restart that overlapped the old process) takes the
+    // lease with a new token, and the first stops leading: never two controllers under one token.
+    let twin = start("moved-1", &database);
+    until("the newer process of the name leads", LEASE * 3, || twin.status()["leading"] == true);
+    until("the older one stops", LEASE * 2, || replica.status()["leading"] == false);
+    let began = Instant::now();
+    while began.elapsed() < LEASE * 2 {
+        let (old, new) = (replica.status(), twin.status());
+        assert!(old["leading"] == false && new["leading"] == true, "one leads at a time: {old:#} {new:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
