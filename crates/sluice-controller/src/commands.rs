@@ -431,13 +431,32 @@ impl Controller {
     /// The kill switch of `flag` was pulled (by `who`): its active rollout, running or baking, pauses and
     /// says why. Nothing re-enables the flag later: a rollback restores the ramp only, and `resume` is
     /// refused while the flag is disabled.
+    ///
+    /// The flag is read again first, from the database's latest catalog: told late (another replica took
+    /// the command), the flag may have been enabled again since, and then nothing pauses.
     pub async fn kill_switch_pulled(&self, flag: &str, who: &str) -> Result<(), ControllerError> {
+        self.catalog.reload().await?;
         let Some(record) = self.store.rollouts(true).await?.into_iter().find(|r| r.flag == flag) else {
             return Ok(());
         };
         let guard = self.lock(&record.id).await;
         let record = self.record(&record.id).await?;
+        if self.live_flag(flag).is_some_and(|f| f.enabled) {
+            return Ok(());
+        }
         self.pause_for_kill_switch(guard, &record, who).await
+    }
+
+    /// Pauses every active rollout whose flag is disabled, as a new term of the controller starts: a kill
+    /// switch pulled while no replica led (or while this process was down) is not left to the rollout's
+    /// next tick, which may be an interval away.
+    pub(crate) async fn pause_rollouts_of_disabled_flags(&self) -> Result<(), ControllerError> {
+        for record in self.store.rollouts(true).await? {
+            if self.live_flag(&record.flag).is_some_and(|f| !f.enabled) {
+                self.kill_switch_pulled(&record.flag, &Self::actor(&record)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Pauses a running or baking rollout whose flag is disabled; the caller holds its lock.

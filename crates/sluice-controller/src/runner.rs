@@ -85,6 +85,12 @@ impl Controller {
             }
             Err(e) => tracing::error!(error = %e, "reading rollouts to recover"),
         }
+        let sweep = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sweep.pause_rollouts_of_disabled_flags().await {
+                tracing::warn!(error = %e, "pausing the rollouts of disabled flags; their next ticks pause them");
+            }
+        });
         tokio::spawn(self.clone().deliver_notifications(term));
         tokio::spawn(self.clone().refresh_alerts_forever(term));
         tokio::spawn(self.clone().prune_decisions(self.settings.keep_every_decision_for, term));

@@ -67,13 +67,23 @@ function num(v) {
 // Replaces an element's children, skipping the sections a page leaves out (null). A live page re-renders
 // every time its rollout ticks, so the focused control (a keyboard user's place on the page) is found
 // again in the new children and focused, rather than dropped to the top of the document.
+// A field keeps what the user typed in it, and the cursor; of several alike controls (the links of one
+// rollout's audit rows), the one at the same place among them is focused.
 function put(el, ...children) {
-  const focused = el !== document.activeElement && el.contains(document.activeElement) ? focusKey(document.activeElement) : null;
+  const active = document.activeElement;
+  const was = el !== active && el.contains(active) ? active : null;
+  const alike = root => [...root.querySelectorAll('a, button, input, textarea, select')].filter(c => focusKey(c) === focusKey(was));
+  const nth = was ? alike(el).indexOf(was) : -1;
   el.replaceChildren(...children.flat().filter(c => c !== null && c !== undefined && c !== false));
-  if (focused) {
-    const again = [...el.querySelectorAll('a, button, input, textarea, select')].find(c => focusKey(c) === focused);
-    if (again) again.focus({ preventScroll: true });
+  if (!was) return;
+  const same = alike(el);
+  const again = same[Math.max(0, Math.min(nth, same.length - 1))];
+  if (!again) return;
+  if ('value' in was && 'value' in again && ['INPUT', 'TEXTAREA'].includes(was.tagName)) {
+    again.value = was.value;
+    try { again.setSelectionRange(was.selectionStart, was.selectionEnd); } catch { /* not a text field */ }
   }
+  again.focus({ preventScroll: true });
 }
 
 function focusKey(e) {
@@ -468,10 +478,12 @@ async function auditPage(main, query, mine) {
 // The render in flight, if any: a live refresh waits for it rather than superseding it, so a page whose
 // answers take longer than the refresh interval still paints.
 let painting = null;
+let paintingSince = 0;
 
 function render() {
   const p = draw();
   painting = p;
+  paintingSince = Date.now();
   p.finally(() => { if (painting === p) painting = null; }).catch(() => {});
   return p;
 }
@@ -523,7 +535,10 @@ function refresh() {
   if (refreshTimer) return;
   refreshTimer = setTimeout(() => {
     refreshTimer = null;
-    if (document.querySelector('dialog[open]') || painting) { refresh(); return; }
+    // A render whose answers have not come in 10 s (a connection stalled by a laptop's sleep) no longer
+    // holds the page: a new one starts, and supersedes it.
+    const inFlight = painting && Date.now() - paintingSince < 10000;
+    if (document.querySelector('dialog[open]') || inFlight) { refresh(); return; }
     render();
   }, 300);
 }

@@ -176,7 +176,9 @@ pub async fn lead(state: Arc<AppState>) {
                         "another replica took the controller lease: this one stops running rollouts");
                     step_down(&state, &mut running);
                 }
-                *state.replica.leader.lock().expect("leader") = Some((lease, Instant::now()));
+                // The term this replica gave up leads nobody: not a leader to name or forward commands to.
+                let given_up = lease.holder == options.name && lease.address == options.address;
+                *state.replica.leader.lock().expect("leader") = (!given_up).then(|| (lease, Instant::now()));
             }
             Err(e) => {
                 let lapsed = renewed_at.is_none_or(|at| at.elapsed() + renew >= options.lease);
@@ -333,20 +335,15 @@ async fn catch_up(state: &AppState) -> Result<(), StoreError> {
 
 /// A kill switch pulled on another replica pauses the flag's rollout as soon as the leader reads it, as
 /// one pulled on the leader does, not at the rollout's next tick (which may be minutes away): the replica
-/// that took the command cannot write the pause, its store being fenced. Only while the flag is still
-/// disabled (it may have been enabled again since), and without holding up the sync.
+/// that took the command cannot write the pause, its store being fenced. The group's last event decides
+/// (disabled then enabled again is no kill switch), and the controller reads the flag again before it
+/// pauses anything; the sync is not held up.
 fn pause_if_killed_elsewhere(state: &AppState, key: &str, events: &[sluice_store::AuditEvent]) {
-    let enabled = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v["enabled"] != false);
-    let Some(pulled) =
-        events.iter().rev().find(|e| enabled(&e.after) == Some(false) && enabled(&e.before) != Some(false))
-    else {
-        return;
-    };
-    let still_disabled = state.live().load().flags().iter().any(|f| f.key == key && !f.enabled);
-    if !state.replica.leading() || !still_disabled {
+    let disabled = events.last().and_then(|e| e.after.as_ref()).is_some_and(|flag| flag["enabled"] == false);
+    if !disabled || !state.replica.leading() {
         return;
     }
-    let (controller, key, who) = (state.controller.clone(), key.to_string(), pulled.actor.clone());
+    let (controller, key, who) = (state.controller.clone(), key.to_string(), events[events.len() - 1].actor.clone());
     tokio::spawn(async move {
         if let Err(e) = controller.kill_switch_pulled(&key, &who).await {
             tracing::warn!(flag = %key, error = %e, "pausing the rollout of a flag disabled on another replica; its next tick pauses it");
