@@ -65,11 +65,19 @@ impl Postgres {
             let status = Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap();
             assert!(status.success(), "chown of the cluster's folder to `postgres` failed");
         }
-        let pg = Postgres { dir, bin, port: free_port() };
+        let mut pg = Postgres { dir, bin, port: free_port() };
         pg.run(
             "initdb",
             &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"],
         );
+        // The free port is free when picked, not necessarily when the server binds it (tests run side by
+        // side): a start that fails is tried again on another port, and the third failure is the answer.
+        for _ in 0..2 {
+            if pg.try_ctl_start().is_ok() {
+                return Some(pg);
+            }
+            pg.port = free_port();
+        }
         pg.ctl_start();
         Some(pg)
     }
@@ -80,6 +88,13 @@ impl Postgres {
 
     /// Runs a PostgreSQL program, as `postgres` when we are root; panics with its output when it fails.
     fn run(&self, program: &str, args: &[&str]) {
+        if let Err(e) = self.try_run(program, args) {
+            panic!("{e}");
+        }
+    }
+
+    /// Runs a PostgreSQL program, as `postgres` when we are root; its output when it fails.
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let exe = self.bin.join(program);
         let mut command = if is_root() {
             let mut c = Command::new("runuser");
@@ -89,22 +104,31 @@ impl Postgres {
             Command::new(&exe)
         };
         let out = command.args(args).stdin(Stdio::null()).output().unwrap();
-        assert!(
-            out.status.success(),
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "{program} {args:?} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        );
+        ))
     }
 
     fn ctl_start(&self) {
+        if let Err(e) = self.try_ctl_start() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_ctl_start(&self) -> Result<(), String> {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
         let log = self.dir.path().join("postgres.log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"]);
+        self.try_run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"])
+            .map_err(|e| format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()))
     }
 
     /// The cluster's port on 127.0.0.1.

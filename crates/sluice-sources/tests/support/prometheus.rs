@@ -96,22 +96,30 @@ fn start(config: &str, data: Option<tempfile::TempDir>) -> Option<Server> {
     let data = data.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let config_file = data.path().join("prometheus.yml");
     std::fs::write(&config_file, config).unwrap();
-    let port = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config_file.display()))
-        .arg(format!("--storage.tsdb.path={}", data.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, url: format!("http://127.0.0.1:{port}"), _data: data };
-    let began = Instant::now();
-    while !ready(port) {
-        assert!(began.elapsed() < Duration::from_secs(60), "Prometheus did not become ready in 60 s");
-        std::thread::sleep(Duration::from_millis(100));
+    // The free port is free when picked, not necessarily when Prometheus binds it (tests run side by side):
+    // a Prometheus that exits before it is ready lost the port, and another one is tried.
+    for _ in 0..3 {
+        let port = free_port();
+        let mut child = Command::new(&binary)
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!("--storage.tsdb.path={}", data.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let began = Instant::now();
+        let mut exited = false;
+        while !exited && !ready(port) {
+            assert!(began.elapsed() < Duration::from_secs(60), "Prometheus did not become ready in 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+            exited = child.try_wait().unwrap().is_some();
+        }
+        if !exited && child.try_wait().unwrap().is_none() {
+            return Some(Server { child, url: format!("http://127.0.0.1:{port}"), _data: data });
+        }
     }
-    Some(server)
+    panic!("Prometheus exited before it was ready, three times (is its port taken?)");
 }
 
 /// Whether `/-/ready` answers 200.
