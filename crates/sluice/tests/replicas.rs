@@ -402,6 +402,7 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
     let started: Value =
         serde_json::from_str(&leading.cli(&["rollout", "start", path.to_str().unwrap(), "-o", "json"])).unwrap();
     let killed_id = started["id"].as_str().unwrap().to_string();
+    until("the flag reaches the follower", Duration::from_secs(5), || ofrep(&http, follower, "killed", &sdk).is_some());
     follower.cli(&["flag", "disable", "killed", "--reason", "errors in checkout"]);
     until("the leader pauses the rollout of a flag disabled on a follower", Duration::from_secs(5), || {
         rollout_state(leading, &killed_id)["status"]["state"] == "paused"
