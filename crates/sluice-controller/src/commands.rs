@@ -436,27 +436,33 @@ impl Controller {
     /// the command), the flag may have been enabled again since, and then nothing pauses.
     pub async fn kill_switch_pulled(&self, flag: &str, who: &str) -> Result<(), ControllerError> {
         self.catalog.reload().await?;
-        let Some(record) = self.store.rollouts(true).await?.into_iter().find(|r| r.flag == flag) else {
-            return Ok(());
-        };
-        let guard = self.lock(&record.id).await;
-        let record = self.record(&record.id).await?;
-        if self.live_flag(flag).is_some_and(|f| f.enabled) {
-            return Ok(());
+        match self.store.rollouts(true).await?.into_iter().find(|r| r.flag == flag) {
+            Some(record) => self.pause_if_disabled(&record.id, who).await,
+            None => Ok(()),
         }
-        self.pause_for_kill_switch(guard, &record, who).await
     }
 
     /// Pauses every active rollout whose flag is disabled, as a new term of the controller starts: a kill
     /// switch pulled while no replica led (or while this process was down) is not left to the rollout's
     /// next tick, which may be an interval away.
     pub(crate) async fn pause_rollouts_of_disabled_flags(&self) -> Result<(), ControllerError> {
+        self.catalog.reload().await?;
         for record in self.store.rollouts(true).await? {
             if self.live_flag(&record.flag).is_some_and(|f| !f.enabled) {
-                self.kill_switch_pulled(&record.flag, &Self::actor(&record)).await?;
+                self.pause_if_disabled(&record.id, &Self::actor(&record)).await?;
             }
         }
         Ok(())
+    }
+
+    /// Under the rollout's lock, with its record read again: pauses it if its flag is still disabled.
+    async fn pause_if_disabled(&self, id: &str, who: &str) -> Result<(), ControllerError> {
+        let guard = self.lock(id).await;
+        let record = self.record(id).await?;
+        if self.live_flag(&record.flag).is_some_and(|f| f.enabled) {
+            return Ok(());
+        }
+        self.pause_for_kill_switch(guard, &record, who).await
     }
 
     /// Pauses a running or baking rollout whose flag is disabled; the caller holds its lock.

@@ -66,13 +66,14 @@ function num(v) {
 
 // Replaces an element's children, skipping the sections a page leaves out (null). A live page re-renders
 // every time its rollout ticks, so the focused control (a keyboard user's place on the page) is found
-// again in the new children and focused, rather than dropped to the top of the document.
-// A field keeps what the user typed in it, and the cursor; of several alike controls (the links of one
-// rollout's audit rows), the one at the same place among them is focused.
+// again in the new children and focused, rather than dropped to the top of the document: a field keeps
+// what was typed in it and the cursor; of alike controls (the links of one rollout's audit rows), the
+// one at the same place among them is focused.
 function put(el, ...children) {
   const active = document.activeElement;
   const was = el !== active && el.contains(active) ? active : null;
-  const alike = root => [...root.querySelectorAll('a, button, input, textarea, select')].filter(c => focusKey(c) === focusKey(was));
+  const key = was && focusKey(was);
+  const alike = root => [...root.querySelectorAll('a, button, input, textarea, select')].filter(c => focusKey(c) === key);
   const nth = was ? alike(el).indexOf(was) : -1;
   el.replaceChildren(...children.flat().filter(c => c !== null && c !== undefined && c !== false));
   if (!was) return;

@@ -123,8 +123,9 @@ async fn update_flag(
 }
 
 /// The kill switch is always allowed, and the rollout driving the flag pauses at once (not at its next
-/// tick) and says why: here on the leader, or on the leader as it reads the change. The flag is already disabled when this runs: a failure here is logged, not
-/// answered as an error for a change that was made, and the rollout's next tick pauses it anyway.
+/// tick) and says why: here when this replica leads, else on the leader as it reads the change. The flag
+/// is already disabled when this runs: a failure here is logged, not answered as an error for a change
+/// that was made, and the rollout's next tick pauses it anyway.
 async fn pause_for_kill_switch(state: &AppState, key: &str, who: &str) {
     if !state.replica.leading() {
         // Its store is fenced: the leader pauses the rollout when it reads the change (replica.rs).

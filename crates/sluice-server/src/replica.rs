@@ -339,11 +339,12 @@ async fn catch_up(state: &AppState) -> Result<(), StoreError> {
 /// (disabled then enabled again is no kill switch), and the controller reads the flag again before it
 /// pauses anything; the sync is not held up.
 fn pause_if_killed_elsewhere(state: &AppState, key: &str, events: &[sluice_store::AuditEvent]) {
-    let disabled = events.last().and_then(|e| e.after.as_ref()).is_some_and(|flag| flag["enabled"] == false);
+    let Some(last) = events.last() else { return };
+    let disabled = last.after.as_ref().is_some_and(|flag| flag["enabled"] == false);
     if !disabled || !state.replica.leading() {
         return;
     }
-    let (controller, key, who) = (state.controller.clone(), key.to_string(), events[events.len() - 1].actor.clone());
+    let (controller, key, who) = (state.controller.clone(), key.to_string(), last.actor.clone());
     tokio::spawn(async move {
         if let Err(e) = controller.kill_switch_pulled(&key, &who).await {
             tracing::warn!(flag = %key, error = %e, "pausing the rollout of a flag disabled on another replica; its next tick pauses it");
