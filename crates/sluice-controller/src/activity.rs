@@ -22,6 +22,7 @@ pub struct Activity {
     events: Mutex<BTreeMap<String, u64>>,
     actions: Mutex<BTreeMap<(String, bool), u64>>,
     notifications: Mutex<BTreeMap<(String, bool), u64>>,
+    dead_letters: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -52,6 +53,16 @@ impl Activity {
     /// One notification delivery tried: its notifier kind (`log`, `slack`, …) and whether it was delivered.
     pub fn notification(&self, kind: &str, ok: bool) {
         bump(&self.notifications, (kind.to_string(), ok));
+    }
+
+    /// One notification given up (dead), by notifier kind.
+    pub fn dead_letter(&self, kind: &str) {
+        bump(&self.dead_letters, kind.to_string());
+    }
+
+    /// Notifications given up so far, by notifier kind.
+    pub fn dead_letters(&self) -> Vec<(String, u64)> {
+        read(&self.dead_letters)
     }
 
     /// Decisions so far, by (kind, outcome).

@@ -34,7 +34,7 @@ pub struct RolloutChange {
     pub percent: u8,
     /// The tick's decisions, when the change is a tick.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub decisions: Vec<serde_json::Value>,
+    pub decisions: Vec<sluice_store::Decided>,
 }
 
 /// Called with each snapshot before it goes live, e.g. to serialize what the Unleash client API serves

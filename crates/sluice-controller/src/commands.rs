@@ -42,11 +42,13 @@ pub enum Command {
         /// Hard (roll back now) or soft (pause and ask).
         hard: bool,
     },
-    /// Say what happened to an action whose outcome is unknown after a crash.
+    /// Say what happened to an action whose outcome is unknown after a crash, or that failed for good.
     Settle {
         /// What a person found.
         outcome: Settled,
     },
+    /// Send the rollout's dead notifications (given up after a permanent failure or too many) again.
+    Redeliver,
 }
 
 /// What happened to an action interrupted by a crash, as a person found out.
@@ -147,6 +149,7 @@ impl Command {
                     }
                 },
             },
+            "redeliver" => Command::Redeliver,
             other => return Err(ControllerError::NotFound(format!("no rollout command `{other}`"))),
         })
     }
@@ -162,6 +165,7 @@ impl Command {
             Command::Approve { .. } => "approve",
             Command::Signal { .. } => "signal",
             Command::Settle { .. } => "settle",
+            Command::Redeliver => "redeliver",
         }
     }
 
@@ -245,7 +249,7 @@ impl Controller {
             let (_, effects) = rollout.tick(&plan, now, &mut source);
             effects
         };
-        let (outbox, events) = sluice_engine::outbox(&id, 0, effects);
+        let (outbox, events) = self.outbox_of(&id, &plan, 0, effects);
         let record = RolloutRecord {
             id,
             flag: plan.flag.value.clone(),
@@ -328,7 +332,42 @@ impl Controller {
     /// What a rollout looks like now, for people.
     pub async fn summary(&self, id: &str) -> Result<RolloutSummary, ControllerError> {
         let record = self.record(id).await?;
-        RolloutSummary::of(&record)
+        self.summary_of(&record).await
+    }
+
+    /// What a stored rollout looks like now, for people, with its notifications that were given up.
+    pub async fn summary_of(&self, record: &RolloutRecord) -> Result<RolloutSummary, ControllerError> {
+        let mut summary = RolloutSummary::of(record)?;
+        summary.undelivered =
+            self.store.dead_notifications(Some(&record.id)).await?.iter().map(crate::status::Undelivered::of).collect();
+        Ok(summary)
+    }
+
+    /// Every rollout, oldest first, for people.
+    pub async fn summaries(&self) -> Result<Vec<RolloutSummary>, ControllerError> {
+        let dead = self.store.dead_notifications(None).await?;
+        let mut out = Vec::new();
+        for record in self.store.rollouts(false).await? {
+            let mut summary = RolloutSummary::of(&record)?;
+            summary.undelivered =
+                dead.iter().filter(|n| n.rollout_id == record.id).map(crate::status::Undelivered::of).collect();
+            out.push(summary);
+        }
+        Ok(out)
+    }
+
+    /// Sends a rollout's dead notifications again (a person's decision, audited).
+    async fn redeliver(&self, id: &str, who: &Principal, reason: Option<String>) -> Result<(), ControllerError> {
+        let record = self.record(id).await?;
+        let (n, event) = self.store.redeliver(&who.name, &record.id, reason).await?;
+        if n == 0 {
+            return Err(ControllerError::conflict("this rollout has no notification that was given up"));
+        }
+        if let (Some(event), Ok(plan)) = (event, plan_of(&record)) {
+            self.catalog.tell(vec![event], crate::transition::change_of(&record.id, &plan, &record.state, Vec::new()));
+        }
+        self.wake_notifier.notify_one();
+        Ok(())
     }
 
     /// [`Command::parse`] and [`command`](Self::command): the API's and the CLI's way in.
@@ -354,6 +393,10 @@ impl Controller {
     ) -> Result<RolloutSummary, ControllerError> {
         if let Command::Settle { outcome } = command {
             self.settle(id, outcome, who).await?;
+            return self.summary(id).await;
+        }
+        if command == Command::Redeliver {
+            self.redeliver(id, who, reason).await?;
             return self.summary(id).await;
         }
         let reason = reason.unwrap_or_else(|| format!("{} by {}", command.name(), who.name));
@@ -385,10 +428,10 @@ impl Controller {
                 "a phase hook of this rollout is running: wait for it to finish, or `rollback` / `abort` / signal --hard now",
             ));
         }
-        if record.outbox.iter().any(|i| i.uncertain) {
+        if record.outbox.iter().any(sluice_engine::OutboxItem::waits_for_settling) {
             return Err(ControllerError::refused(
                 "unsettled",
-                "an action's outcome is unknown: `settle` it (ran or retry) first",
+                "an action's outcome is unknown, or it failed for good: `settle` it (ran, retry or failed) first",
             ));
         }
         let plan = plan_of(&record)?;
@@ -421,7 +464,7 @@ impl Controller {
                 rollout.approve(&plan, now, item, &who.name)
             }
             Command::Signal { name, hard } => rollout.signal(&plan, now, name, *hard, &reason),
-            Command::Settle { .. } => unreachable!("settled above"),
+            Command::Settle { .. } | Command::Redeliver => unreachable!("handled above"),
         };
         let effects = result.map_err(|e| ControllerError::conflict(e.0))?;
         self.transition(guard, &record, &plan, &mut rollout, effects, &who.name).await?;
@@ -498,7 +541,7 @@ impl Controller {
         if who.role == Role::Admin {
             return Ok(());
         }
-        let programs = sluice_plan::programs(plan);
+        let programs = sluice_plan::programs(plan, &CapabilitiesOf(&*self.plugins));
         let denied: Vec<&String> = programs.iter().filter(|p| !self.settings.allow_exec.contains(*p)).collect();
         if denied.is_empty() {
             return Ok(());

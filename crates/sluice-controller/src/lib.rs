@@ -44,7 +44,7 @@ pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
 pub use commands::{Command, CommandBody, Settled};
 pub use error::ControllerError;
 pub use runner::{RunnerMemory, Settings};
-pub use status::{Pending, RolloutSummary};
+pub use status::{Pending, RolloutSummary, Undelivered};
 
 /// Called at every commit and side-effect boundary of a rollout with the boundary's name; `true` makes the
 /// controller stop there as if killed (crash-safety tests).

@@ -8,10 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use sluice_engine::{CheckDecision, CheckKind, CheckRef, Effect, Measurement, Outcome};
 use sluice_sources::MeasureContext;
-use sluice_store::{AuditNote, NewDecision, RolloutRecord};
+use sluice_store::{AuditNote, Decided, NewDecision, RolloutRecord};
 
 use crate::transition::Saving;
 use crate::{plan_of, template_values, Controller, ControllerError};
@@ -29,11 +28,22 @@ pub struct Settings {
     /// The programs an operator may start a plan with (its `exec` actions and hooks, its `command`
     /// checks); plans running others are started by admins. Empty by default.
     pub allow_exec: std::collections::BTreeSet<String>,
+    /// Attempts at delivering a notification that keeps failing transiently before it is given up (dead)
+    /// (default 10).
+    pub delivery_attempts: u32,
+    /// How long after it was queued a notification that keeps failing transiently is given up (default
+    /// 24 h).
+    pub delivery_give_up: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { keep_every_decision_for: Duration::from_secs(7 * 24 * 3600), allow_exec: Default::default() }
+        Settings {
+            keep_every_decision_for: Duration::from_secs(7 * 24 * 3600),
+            allow_exec: Default::default(),
+            delivery_attempts: 10,
+            delivery_give_up: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -314,7 +324,7 @@ impl Controller {
         if pending && effects.iter().all(|e| matches!(e, Effect::Notify(_))) {
             // The hook's effects stay as they are: only the triggers' runs and counts are kept, and what the
             // tick has to tell (a trigger without data) is told — it must not replace the hook's outbox.
-            let (_, events) = sluice_engine::outbox(&record.id, rollout.history.len(), effects);
+            let (_, events) = self.outbox_of(&record.id, &plan, rollout.history.len(), effects);
             self.save(&record, &plan, &rollout, &actor, &record.outbox, Saving { events: &events, ..also }).await?;
             memory.outcomes.lock().expect("outcomes").extend(outcomes);
             return Ok(());
@@ -350,15 +360,12 @@ impl Controller {
         let mut notes = Vec::new();
         let mut outcomes = Vec::new();
         for d in decisions {
-            let key = (record.id.clone(), format!("{:?}:{}", d.kind, d.check));
+            let key = (record.id.clone(), d.key());
             let changed = last.get(&key) != Some(&d.outcome);
-            let detail = serde_json::to_value(d).expect("json");
             if changed {
-                notes.push(("rollout.decision".to_string(), detail.clone(), None));
+                notes.push(("rollout.decision".to_string(), serde_json::to_value(d).expect("json"), None));
             }
-            let mut body = detail;
-            body["action"] = json!(action);
-            kept.push(NewDecision { body, changed });
+            kept.push(NewDecision { decided: Decided { decision: d.clone(), action: action.clone() }, changed });
             outcomes.push((key, d.outcome));
         }
         (kept, notes, outcomes)
@@ -432,7 +439,7 @@ impl Controller {
             async move {
                 let cx = sluice_sources::ActionContext { rollout_id: id, plan, values, key: &key, checks };
                 let outcome = self.plugins.run(&action, &cx).await;
-                (c.name.value.clone(), if outcome.ok { Ok(()) } else { Err(outcome.detail) })
+                (c.name.value.clone(), if outcome.ok() { Ok(()) } else { Err(outcome.detail) })
             }
         }))
         .await;

@@ -51,6 +51,9 @@ pub struct RolloutSummary {
     /// What the next step waits for besides gates and approvals: a confirm gate that said no.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// Notifications given up (a permanent failure, or too many): nobody heard them until a person sends
+    /// them again (`sluice rollout redeliver`).
+    pub undelivered: Vec<Undelivered>,
     /// Who started it.
     pub created_by: String,
     /// When (RFC 3339).
@@ -62,10 +65,42 @@ pub struct RolloutSummary {
 pub struct Pending {
     /// What, for people.
     pub what: String,
-    /// `under_way` (the first), `waiting`, or `unknown` (interrupted; waits for `settle`).
+    /// `under_way` (the first), `waiting`, `unknown` (interrupted; waits for `settle`) or `failed` (failed
+    /// for good; waits for `settle`).
     pub state: &'static str,
     /// Its idempotency key.
     pub idempotency_key: String,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A notification given up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Undelivered {
+    /// The event's id (`{rollout}:e{n}`).
+    pub id: String,
+    /// Where it was going: `notify[i]`.
+    pub destination: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: Option<String>,
+    /// When it was given up (ms).
+    pub given_up_ms: Option<i64>,
+}
+
+impl Undelivered {
+    /// A dead notification, for people.
+    pub fn of(n: &sluice_store::QueuedNotification) -> Undelivered {
+        Undelivered {
+            id: n.id.clone(),
+            destination: n.destination.to_string(),
+            attempts: n.attempts,
+            error: n.last_error.clone(),
+            given_up_ms: n.dead_ms,
+        }
+    }
 }
 
 impl RolloutSummary {
@@ -104,6 +139,7 @@ impl RolloutSummary {
             pending: pending(record, &plan),
             blind_triggers: rollout.blind_triggers(&plan),
             waiting_for: rollout.waiting_for.clone(),
+            undelivered: Vec::new(),
             created_by: record.created_by.clone(),
             created_at: record.created_at.clone(),
         })
@@ -132,12 +168,14 @@ fn pending(record: &RolloutRecord, plan: &Plan) -> Vec<Pending> {
             };
             let state = if i.uncertain {
                 "unknown"
+            } else if i.failed.is_some() {
+                "failed"
             } else if std::mem::take(&mut first) {
                 "under_way"
             } else {
                 "waiting"
             };
-            Pending { what, state, idempotency_key: i.key.clone() }
+            Pending { what, state, idempotency_key: i.key.clone(), error: i.failed.clone() }
         })
         .collect()
 }

@@ -4,11 +4,13 @@
 //! outbox says what may have run.
 
 use serde_json::json;
-use sluice_engine::{Effect, Event, OutboxItem, Rollout};
+use sluice_engine::{CheckDecision, Effect, Event, OutboxItem, Rollout};
 use sluice_flags::Flag;
 use sluice_plan::Plan;
 use sluice_sources::ActionContext;
-use sluice_store::{AuditNote, Change, NewDecision, NewNotification, Principal, RolloutRecord, RolloutSave};
+use sluice_store::{
+    AuditNote, Change, Decided, Destination, NewDecision, NewNotification, Principal, RolloutRecord, RolloutSave,
+};
 
 use crate::commands::Settled;
 use crate::{plan_of, Controller, ControllerError, RolloutChange, RolloutGuard};
@@ -52,11 +54,31 @@ impl Controller {
         actor: &str,
         also: Saving<'_>,
     ) -> Result<Vec<OutboxItem>, ControllerError> {
-        let (outbox, events) = sluice_engine::outbox(&record.id, rollout.history.len(), effects);
+        let (outbox, events) = self.outbox_of(&record.id, plan, rollout.history.len(), effects);
         self.fault("before-save")?;
         self.save(record, plan, rollout, actor, &outbox, Saving { events: &events, ..also }).await?;
         self.fault("after-save")?;
         Ok(outbox)
+    }
+
+    /// A transition's outbox and events: each action marked idempotent when its plug-in says it always is
+    /// (a webhook's `Idempotency-Key`), which the pure engine cannot know.
+    pub(crate) fn outbox_of(
+        &self,
+        id: &str,
+        plan: &Plan,
+        transition: usize,
+        effects: Vec<Effect>,
+    ) -> (Vec<OutboxItem>, Vec<Event>) {
+        let (mut outbox, events) = sluice_engine::outbox(id, transition, effects);
+        for item in &mut outbox {
+            if let Effect::Run { action, idempotent } = &mut item.effect {
+                if let Some(a) = action.resolve(plan) {
+                    *idempotent |= self.plugins.described().idempotent(a);
+                }
+            }
+        }
+        (outbox, events)
     }
 
     /// Writes the rollout's state and outbox, with an audit event per transition event (after `also.notes`),
@@ -76,8 +98,8 @@ impl Controller {
                 (format!("rollout.{}", e.kind), serde_json::to_value(e).expect("json"), Some(e.reason.clone()))
             }),
         );
-        let checks: Vec<serde_json::Value> =
-            also.decisions.map(|(_, d)| d.iter().map(|d| d.body.clone()).collect()).unwrap_or_default();
+        let checks: Vec<CheckDecision> =
+            also.decisions.map(|(_, d)| d.iter().map(|d| d.decided.decision.clone()).collect()).unwrap_or_default();
         let notifications = self.notifications_of(record, plan, rollout, outbox, also.events, &checks);
         let written = self
             .store
@@ -91,10 +113,10 @@ impl Controller {
                 decisions: also.decisions.map(|(at, d)| (at as i64, d)),
             })
             .await?;
-        let decisions: Vec<serde_json::Value> =
-            also.decisions.map(|(_, d)| d.iter().map(|d| d.body.clone()).collect()).unwrap_or_default();
+        let decisions: Vec<Decided> =
+            also.decisions.map(|(_, d)| d.iter().map(|d| d.decided.clone()).collect()).unwrap_or_default();
         for d in &decisions {
-            self.activity.decision(d["kind"].as_str().unwrap_or("unknown"), d["outcome"].as_str().unwrap_or("unknown"));
+            self.activity.decision(d.decision.kind.as_str(), d.decision.outcome.as_str());
         }
         for e in also.events {
             self.activity.event(&e.kind);
@@ -119,7 +141,7 @@ impl Controller {
         rollout: &Rollout,
         outbox: &[OutboxItem],
         events: &[Event],
-        checks: &[serde_json::Value],
+        checks: &[CheckDecision],
     ) -> Vec<NewNotification> {
         let first = rollout.history.len().saturating_sub(events.len());
         let mut out = Vec::new();
@@ -132,8 +154,8 @@ impl Controller {
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| t.value.on.is_empty() || t.value.on.contains(&event.kind))
-                .map(|(i, _)| format!("notify[{i}]"));
-            for destination in std::iter::once("log".to_string()).chain(listening) {
+                .map(|(i, _)| Destination::Notifier(i));
+            for destination in std::iter::once(Destination::Log).chain(listening) {
                 out.push(NewNotification {
                     id: id.clone(),
                     destination,
@@ -202,7 +224,8 @@ impl Controller {
         let _carrying = self.mark_carrying(&record.id, &outbox);
         let actor = Self::actor(record);
         for i in 0..outbox.len() {
-            if outbox[i].done {
+            // Done, or failed for good and waiting for a person: not carried out again here.
+            if outbox[i].done || outbox[i].failed.is_some() {
                 continue;
             }
             self.fault("before-effect")?;
@@ -260,9 +283,12 @@ impl Controller {
                         None => self.plugins.run(action, &cx).await,
                     };
                     guard = self.lock(&record.id).await;
-                    self.activity.action(action.kind().map_or("unknown", |k| k.as_str()), outcome.ok);
+                    self.activity.action(&self.plugins.described().action_kind(action), outcome.ok());
                     self.fault("after-action")?;
-                    let mut detail = json!({"purpose": at.to_string(), "ok": outcome.ok, "detail": outcome.detail, "idempotency_key": key});
+                    let mut detail = json!({"purpose": at.to_string(), "ok": outcome.ok(), "detail": outcome.detail, "idempotency_key": key});
+                    if let Some(kind) = outcome.failure {
+                        detail["failure"] = json!(kind);
+                    }
                     if let Some(name) = &action.name {
                         detail["name"] = json!(name);
                     }
@@ -280,7 +306,7 @@ impl Controller {
                         return Ok(guard);
                     }
                     let note = ("rollout.action".to_string(), detail, None);
-                    if hook && !outcome.ok {
+                    if hook && !outcome.ok() {
                         // The hook's outcome and the step back it causes are one commit, replacing what was
                         // left of this outbox: no crash can forget the failure and raise the percentage.
                         let effects = rollout.hook_failed(plan, self.clock.now(), at, &outcome.detail);
@@ -288,9 +314,19 @@ impl Controller {
                             self.commit_with(record, plan, rollout, effects, &actor, Saving::notes(vec![note])).await?;
                         return Box::pin(self.carry_out_in_order(guard, record, plan, rollout, next)).await;
                     }
-                    if outcome.ok {
-                        rollout.hook_succeeded(at);
+                    if !outcome.ok() {
+                        // Failed for good (its plug-in retried what was worth retrying): it stays in the outbox
+                        // as failed until a person settles it, the rollout pauses if it can, and people are
+                        // told, in one commit. The rollback's other actions still run: each does what it can.
+                        outbox[i].failed = Some(outcome.detail.clone());
+                        let effects = rollout.action_failed(plan, self.clock.now(), at, &outcome.detail);
+                        let (_, events) = self.outbox_of(&record.id, plan, rollout.history.len(), effects);
+                        let also = Saving { events: &events, ..Saving::notes(vec![note]) };
+                        self.save(record, plan, rollout, &actor, &outbox, also).await?;
+                        self.fault("after-effect")?;
+                        continue;
                     }
+                    rollout.hook_succeeded(at);
                     // Done, with its audit event, in one commit: after a crash it is neither run again nor
                     // missing from the audit log.
                     outbox[i].done = true;
@@ -299,7 +335,14 @@ impl Controller {
                 // Never written to an outbox: events are audited and queued with their transition.
                 Effect::Notify(_) => {}
             }
+            // Marked in memory only (written with the next save): a flag change is carried out again after a
+            // crash anyway, and an outbox kept for a failed action must not list it as still to do.
+            outbox[i].done = true;
             self.fault("after-effect")?;
+        }
+        if outbox.iter().any(OutboxItem::waits_for_settling) {
+            // Kept with what failed: `settle` finishes it.
+            return Ok(guard);
         }
         self.save(record, plan, rollout, &actor, &[], Saving::default()).await?;
         self.fault("after-clear")?;
@@ -376,7 +419,7 @@ impl Controller {
             })
             .await;
         match edited {
-            Ok(()) => ActionOutcome { ok: true, detail: format!("flag `{key}`: {what}"), attempts: Vec::new() },
+            Ok(()) => ActionOutcome::done(format!("flag `{key}`: {what}")),
             Err(e) => ActionOutcome::failed(format!("flag `{key}` was not changed: {e}")),
         }
     }
@@ -385,12 +428,13 @@ impl Controller {
     /// outcome, note.
     pub(crate) async fn last_checks(&self, id: &str) -> serde_json::Value {
         let recent = self.store.decisions(id, 64).await.unwrap_or_default();
-        let last_at = recent.iter().filter_map(|d| d["at"].as_u64()).max();
+        let last_at = recent.iter().map(|d| d.decision.at).max();
         let checks: Vec<serde_json::Value> = recent
             .iter()
-            .filter(|d| last_at.is_some() && d["at"].as_u64() == last_at)
+            .map(|d| &d.decision)
+            .filter(|d| Some(d.at) == last_at)
             .map(|d| {
-                json!({"check": d["check"], "kind": d["kind"], "value": d["value"], "threshold": d["threshold"], "outcome": d["outcome"], "note": d["note"]})
+                json!({"check": d.check, "kind": d.kind, "value": d.value, "threshold": d.threshold.to_string(), "outcome": d.outcome, "note": d.note})
             })
             .collect();
         serde_json::Value::Array(checks)
@@ -459,6 +503,10 @@ impl Controller {
         if outbox.is_empty() || outbox.iter().any(|i| i.uncertain) || self.in_hand(record) {
             return Ok((guard, false));
         }
+        // Only actions that failed for good are left: they wait for a person, and the rest was carried out.
+        if outbox.iter().all(|i| i.done || i.failed.is_some()) {
+            return Ok((guard, false));
+        }
         let plan = plan_of(record)?;
         let mut rollout = record.state.clone();
         let Some(i) = outbox.iter().position(OutboxItem::may_have_run_unfinished) else {
@@ -480,7 +528,7 @@ impl Controller {
             Some(why.clone()),
         );
         let events = match rollout.pause_because(&plan, self.clock.now(), "uncertain", &why) {
-            Ok(effects) => sluice_engine::outbox(&record.id, rollout.history.len(), effects).1,
+            Ok(effects) => self.outbox_of(&record.id, &plan, rollout.history.len(), effects).1,
             Err(_) => Vec::new(),
         };
         self.save(
@@ -502,10 +550,13 @@ impl Controller {
         let guard = self.lock(id).await;
         let record = self.record(id).await?;
         let mut outbox = record.outbox.clone();
-        let Some(i) = outbox.iter().position(|i| i.uncertain) else {
+        // What was interrupted first (nothing after it ran), then what failed for good.
+        let interrupted = outbox.iter().position(|i| i.uncertain);
+        let Some(i) = interrupted.or_else(|| outbox.iter().position(OutboxItem::waits_for_settling)) else {
             return Err(ControllerError::conflict("this rollout has no action waiting to be settled"));
         };
         outbox[i].uncertain = false;
+        outbox[i].failed = None;
         let said = match outcome {
             Settled::Ran => "ran",
             Settled::Retry => "retry",
@@ -536,7 +587,7 @@ impl Controller {
 }
 
 /// What the stream says about a rollout after a change.
-pub(crate) fn change_of(id: &str, plan: &Plan, rollout: &Rollout, decisions: Vec<serde_json::Value>) -> RolloutChange {
+pub(crate) fn change_of(id: &str, plan: &Plan, rollout: &Rollout, decisions: Vec<Decided>) -> RolloutChange {
     RolloutChange {
         id: id.to_string(),
         status: rollout.status.name(),
@@ -571,7 +622,7 @@ pub(crate) fn notification(
     rollout: &Rollout,
     outbox: &[OutboxItem],
     event: Event,
-    checks: Vec<serde_json::Value>,
+    checks: Vec<CheckDecision>,
 ) -> sluice_sources::Notification {
     let (paused_because, decide_by, default) = match &rollout.status {
         sluice_engine::Status::Paused { reason, decide_by, default, .. } => (
@@ -593,7 +644,7 @@ pub(crate) fn notification(
         paused_because,
         decide_by,
         default,
-        uncertain: outbox.iter().any(|i| i.uncertain),
+        uncertain: outbox.iter().any(OutboxItem::waits_for_settling),
         checks,
     }
 }

@@ -50,7 +50,11 @@ impl Plugins for World {
     async fn run(&self, action: &Action, _: &ActionContext<'_>) -> ActionOutcome {
         let name = action.name.clone().unwrap_or_default();
         *self.runs.lock().unwrap().entry(name.clone()).or_default() += 1;
-        ActionOutcome { ok: !name.ends_with("-fails"), detail: String::new(), attempts: Vec::new() }
+        if name.ends_with("-fails") {
+            ActionOutcome::failed("")
+        } else {
+            ActionOutcome::done("")
+        }
     }
 }
 
@@ -164,7 +168,10 @@ async fn a_measurement_taken_against_a_stale_state_is_not_charged() {
     assert_eq!(record.state.status, Status::Running, "a gate never measured was charged as a source error");
     assert_eq!(record.state.source_errors, 0);
     let decisions = s.store.decisions(&id, 100).await.unwrap();
-    assert!(decisions.iter().all(|d| d["note"] != "source error: not measured"), "{decisions:?}");
+    assert!(
+        decisions.iter().all(|d| d.decision.note.as_deref() != Some("source error: not measured")),
+        "{decisions:?}"
+    );
     // The next tick measures again and counts.
     controller_ticks(&s, &memory).await;
     assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.runs.get("gate:g"), Some(&1));
@@ -407,5 +414,8 @@ async fn a_default_resume_does_not_charge_the_gates_it_did_not_measure() {
     let record = s.store.rollout(&id).await.unwrap().unwrap();
     assert_eq!(record.state.status, Status::Running, "{:?}", record.state.history);
     let decisions = s.store.decisions(&id, 100).await.unwrap();
-    assert!(decisions.iter().all(|d| d["note"] != "source error: not measured"), "{decisions:?}");
+    assert!(
+        decisions.iter().all(|d| d.decision.note.as_deref() != Some("source error: not measured")),
+        "{decisions:?}"
+    );
 }

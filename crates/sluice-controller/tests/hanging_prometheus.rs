@@ -44,7 +44,7 @@ async fn a_hanging_prometheus_does_not_delay_another_rollouts_ticks() {
     tokio::time::sleep(Duration::from_secs(14)).await;
 
     let decisions = store.decisions(&fine_id, 10_000).await.unwrap();
-    let mut ticks: Vec<u64> = decisions.iter().filter_map(|d| d["at"].as_u64()).collect();
+    let mut ticks: Vec<u64> = decisions.iter().map(|d| d.decision.at).collect();
     ticks.sort_unstable();
     ticks.dedup();
     assert!(ticks.len() >= 11, "the healthy rollout ticked {} times in 14 s", ticks.len());
@@ -52,8 +52,12 @@ async fn a_hanging_prometheus_does_not_delay_another_rollouts_ticks() {
     late.sort_unstable();
     assert!(late.iter().filter(|&&l| l >= 100).count() <= 1, "more than one tick 100 ms late or more: {late:?}");
     assert!(late.iter().all(|&l| l < 1000), "a tick a second late or more: {late:?}");
-    let values: Vec<&serde_json::Value> = decisions.iter().filter(|d| d["check"] == "g3").collect();
-    assert!(values.iter().all(|d| d["value"] == 3.0), "the healthy rollout measured real values");
+    let values: Vec<&sluice_engine::CheckDecision> =
+        decisions.iter().map(|d| &d.decision).filter(|d| d.check == "g3").collect();
+    assert!(
+        !values.is_empty() && values.iter().all(|d| d.value == Some(3.0)),
+        "the healthy rollout measured real values"
+    );
 
     // The stuck one's checks ended in source errors at their timeout, and paused it after three.
     let stuck_decisions = store.decisions(&stuck_id, 10_000).await.unwrap();

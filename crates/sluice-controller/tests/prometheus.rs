@@ -18,8 +18,8 @@ use serde_json::Value;
 use sluice_controller::{Catalog, Controller, RunnerMemory, Seams};
 use sluice_engine::{Clock, Measurement, Rollout, Status, VirtualClock};
 use sluice_flags::{Flag, SegmentDef};
-use sluice_plan::model::SourceKind;
 use sluice_plan::{Level, Plan};
+use sluice_sources::sources::prometheus::PrometheusCheck;
 use sluice_sources::{MeasureContext, Plugins, Registry};
 use sluice_store::{Change, Principal, Role, SqliteStore, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,7 +66,6 @@ fn prometheus_checks<'p>(
     plan: &'p Plan,
     flag: &Flag,
 ) -> Vec<(usize, &'p sluice_plan::model::Check, BTreeMap<String, String>)> {
-    let default = plan.analysis.source.as_ref().map(|s| s.value);
     let mut out = Vec::new();
     for (i, phase) in plan.phases.iter().enumerate() {
         let mut at = Rollout::new(plan);
@@ -75,7 +74,7 @@ fn prometheus_checks<'p>(
         let values = at.template_values(plan, Some((&flag.ramp.base, &flag.ramp.ramped)));
         let checks = plan.gates.iter().chain(plan.triggers.iter()).chain(phase.value.gates.iter());
         for c in checks {
-            if c.value.source_kind(default) == SourceKind::Prometheus {
+            if c.value.source_kind(plan, sluice_sources::described()).as_deref() == Some("prometheus") {
                 out.push((i, &c.value, values.clone()));
             }
         }
@@ -86,6 +85,7 @@ fn prometheus_checks<'p>(
 /// The queries a check asks, templates filled.
 fn queries(check: &sluice_plan::model::Check, values: &BTreeMap<String, String>) -> Vec<String> {
     let mut out = Vec::new();
+    let check = PrometheusCheck::of(check).expect("a prometheus check");
     if let Some(q) = &check.query {
         out.push(sluice_plan::render(&q.value, values));
     }
@@ -333,20 +333,19 @@ async fn every_example_plan_starts_against_a_real_prometheus_and_measures_each_c
         clock.advance_ms(plan.analysis.interval.value.0.as_millis() as u64);
         controller.run_due(&memory).await.unwrap();
         let decisions = store.decisions(&record.id, 1000).await.unwrap();
-        let default = plan.analysis.source.as_ref().map(|s| s.value);
         let due: BTreeSet<&str> = plan
             .gates
             .iter()
             .chain(plan.triggers.iter())
             .chain(plan.phases[0].value.gates.iter())
-            .filter(|c| c.value.source_kind(default) == SourceKind::Prometheus)
+            .filter(|c| c.value.source_kind(plan, sluice_sources::described()).as_deref() == Some("prometheus"))
             .map(|c| c.value.name.value.as_str())
             .collect();
         let mut measured = BTreeSet::new();
-        for d in decisions.iter().flat_map(|d| d["decisions"].as_array().cloned().unwrap_or_else(|| vec![d.clone()])) {
-            let check = d["check"].as_str().unwrap_or_default();
+        for d in decisions.iter().map(|d| &d.decision) {
+            let check = d.check.as_str();
             if due.contains(check) {
-                assert!(d["value"].is_number(), "{name}: `{check}` decided without a value: {d}");
+                assert!(d.value.is_some(), "{name}: `{check}` decided without a value: {d:?}");
                 measured.insert(check.to_string());
             }
         }

@@ -23,16 +23,18 @@
 #![warn(missing_docs)]
 
 mod clock;
+mod decision;
 mod outbox;
 mod rollout;
 mod simulate;
 pub mod timeline;
 
 pub use clock::{Clock, Millis, SystemClock, VirtualClock};
+pub use decision::{Bound, CheckDecision, CheckKind, Outcome, Threshold, Verdict};
 pub use outbox::{outbox, OutboxItem};
 pub use rollout::{
-    baseline_checks, check_key, CheckDecision, CheckKind, CheckRef, CommandError, Effect, Event, Measurement,
-    MetricSource, Outcome, Rollout, Status,
+    baseline_checks, check_key, threshold_of, CheckRef, CommandError, Effect, Event, Measurement, MetricSource,
+    Rollout, Status,
 };
 pub use simulate::{simulate, simulate_with, time_limit, Replay, Simulation, Step};
 pub use sluice_plan::EVENTS;

@@ -29,12 +29,21 @@ pub struct OutboxItem {
     /// It started and did not finish before a restart: a person must settle it.
     #[serde(default)]
     pub uncertain: bool,
+    /// It ran and failed for good (a permanent error, or its retries used up), and why: its effect is not
+    /// what the plan meant, so a person must settle it (retry it, or accept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl OutboxItem {
     /// An effect not yet carried out.
     pub fn new(key: impl Into<String>, effect: Effect) -> OutboxItem {
-        OutboxItem { key: key.into(), effect, started: false, done: false, uncertain: false }
+        OutboxItem { key: key.into(), effect, started: false, done: false, uncertain: false, failed: None }
+    }
+
+    /// It waits for a person: interrupted while running (`uncertain`) or failed for good (`failed`).
+    pub fn waits_for_settling(&self) -> bool {
+        self.uncertain || (self.failed.is_some() && !self.done)
     }
 
     /// A non-idempotent action that started and never finished: running it again could do it twice.

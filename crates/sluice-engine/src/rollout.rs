@@ -9,6 +9,7 @@ use sluice_plan::model::{
 };
 use sluice_plan::Plan;
 
+use crate::decision::{Bound, CheckDecision, CheckKind, Outcome, Threshold};
 use crate::Millis;
 
 /// What a source measured for one check at one tick.
@@ -34,16 +35,6 @@ pub enum Measurement {
         /// Its upper bound.
         upper: f64,
     },
-}
-
-/// Gate or trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckKind {
-    /// Must hold to promote.
-    Gate,
-    /// Fires when it holds.
-    Trigger,
 }
 
 /// The check a source is asked to measure, with the plan's templates filled in.
@@ -78,47 +69,6 @@ impl<F: FnMut(&CheckRef<'_>, Millis) -> Measurement> MetricSource for F {
     fn measure(&mut self, check: &CheckRef<'_>, now: Millis) -> Measurement {
         self(check, now)
     }
-}
-
-/// Whether a check's condition held at a tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The condition holds (a gate passes; a trigger's condition is met).
-    Holds,
-    /// It does not.
-    Clear,
-    /// Not measured: never promotes, never fires, and breaks a `for` run.
-    Inconclusive,
-}
-
-/// The recorded verdict of one check at one tick.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckDecision {
-    /// When.
-    pub at: Millis,
-    /// Which check.
-    pub check: String,
-    /// Gate or trigger.
-    pub kind: CheckKind,
-    /// The measured value.
-    pub value: Option<f64>,
-    /// The threshold, as written (`< 0.01`).
-    pub threshold: String,
-    /// The verdict.
-    pub outcome: Outcome,
-    /// Why inconclusive, when it is.
-    pub note: Option<String>,
-    /// Consecutive ticks the condition has held.
-    pub run: u32,
-    /// Ticks it must hold (`for` / interval).
-    pub needed: u32,
-    /// Recorded, never acted on.
-    pub dry_run: bool,
-    /// A comparison's confidence interval of `canary − k × reference − margin` (see
-    /// [`Measurement::Bounded`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<[f64; 2]>,
 }
 
 /// Where a rollout is.
@@ -440,7 +390,7 @@ impl Rollout {
                 check: format!("confirm:{}", c.name.value),
                 kind: CheckKind::Gate,
                 value: Some(if ok { 1.0 } else { 0.0 }),
-                threshold: "2xx".into(),
+                threshold: Threshold::Confirmed,
                 outcome: if ok { Outcome::Holds } else { Outcome::Clear },
                 note: answer.as_ref().err().cloned(),
                 run: u32::from(ok),
@@ -842,10 +792,10 @@ impl Rollout {
             (Some(_), None) if c.baseline.is_some() => (None, Some("no baseline was captured at the start".into())),
             other => (other.0, note),
         };
-        let threshold = threshold_text(c, kind, baseline);
+        let threshold = threshold_of(c, kind, baseline);
         let outcome = match value {
             None => Outcome::Inconclusive,
-            Some(v) if condition(c, kind, v, baseline) => Outcome::Holds,
+            Some(v) if threshold.holds(v) => Outcome::Holds,
             Some(_) => Outcome::Clear,
         };
         let run = self.runs.entry(key).or_insert(0);
@@ -1050,6 +1000,18 @@ impl Rollout {
         Ok(vec![self.event(plan, now, kind, reason)])
     }
 
+    /// An action of the plan failed for good (a permanent error, or its retries used up) and waits for a
+    /// person to settle it: a live rollout pauses, since the action's effect is not what the plan meant;
+    /// an ended one stays ended. Either way people are told (`action_failed`).
+    pub fn action_failed(&mut self, plan: &Plan, now: Millis, action: ActionRef, detail: &str) -> Vec<Effect> {
+        let reason = format!("{action} failed for good: {detail}; `settle` it (retry, or accept it as it is)");
+        if !self.status.is_terminal() && self.status != Status::Pending && !matches!(self.status, Status::Paused { .. })
+        {
+            self.status = self.pause_status(reason.clone(), None, None);
+        }
+        vec![self.event(plan, now, "action_failed", reason)]
+    }
+
     /// A phase hook failed (the runner stopped there: nothing after it ran, so the percentage was not
     /// raised). The rollout steps back to the phase whose percentage is in effect and pauses; `resume`
     /// retries that phase, hooks included.
@@ -1190,7 +1152,7 @@ fn counts_as_source_error(d: &CheckDecision) -> bool {
 
 /// A trigger only a person or an alert fires: never measured.
 fn is_signal(plan: &Plan, c: &Check) -> bool {
-    c.source_kind(plan.analysis.source.as_ref().map(|s| s.value)) == sluice_plan::model::SourceKind::Signal
+    c.is_signal(plan.analysis.source.as_ref().map(|s| s.value.as_str()))
 }
 
 /// The state's name for a person's message (`rolled back`, not `rolled_back`).
@@ -1198,78 +1160,21 @@ fn status_name(s: &Status) -> String {
     s.name().replace('_', " ")
 }
 
-/// Whether the check's condition holds for `v`. A builtin comparison's value is its bound on how far the
-/// canary is past its margin (canary − reference − margin, or canary − (1 + p/100) × reference): a gate
-/// passes when the upper bound is below 0, a trigger fires when the lower bound is above 0.
-fn condition(c: &Check, kind: CheckKind, v: f64, baseline: Option<f64>) -> bool {
-    if let (Some(_), Some(limit)) = (&c.baseline, baseline.map(|b| baseline_limit(c, b))) {
-        // A point comparison: the gate holds while the value stays within the margin.
-        return match kind {
-            CheckKind::Gate => v <= limit,
-            CheckKind::Trigger => v > limit,
-        };
-    }
-    if c.compare.is_some() {
-        return match kind {
-            CheckKind::Gate => v < 0.0,
-            CheckKind::Trigger => v > 0.0,
-        };
-    }
-    if let Some(b) = c.below {
-        return v < b;
-    }
-    if let Some(a) = c.above {
-        return v > a;
-    }
-    if let Some(r) = &c.between {
-        return r.value.len() == 2 && r.value[0] <= v && v <= r.value[1];
-    }
-    false
-}
-
-/// The most a baseline check's value may be: the baseline plus the margin, or times (1 + p/100).
-fn baseline_limit(c: &Check, baseline: f64) -> f64 {
-    match (c.max_increase, c.max_increase_pct) {
-        (Some(m), _) => baseline + m,
-        (_, Some(p)) => baseline * (1.0 + p / 100.0),
-        _ => baseline,
-    }
-}
-
-fn threshold_text(c: &Check, kind: CheckKind, baseline: Option<f64>) -> String {
+/// What a check's value is held against: its comparison's bound, its captured baseline plus its margin, or
+/// its plain threshold.
+pub fn threshold_of(c: &Check, kind: CheckKind, baseline: Option<f64>) -> Threshold {
+    let bound = if kind == CheckKind::Gate { Bound::Upper } else { Bound::Lower };
+    let margin = c.margin().unwrap_or(sluice_plan::model::Margin::Absolute(0.0));
     if c.baseline.is_some() {
-        let margin = match (c.max_increase, c.max_increase_pct) {
-            (Some(m), _) => format!("+ {m}"),
-            (_, Some(p)) => format!("+ {p}%"),
-            _ => String::new(),
-        };
-        let sym = if kind == CheckKind::Gate { "<=" } else { ">" };
-        // Nine significant digits: an average of 0.2s is 0.2, not 0.19999999999999984.
-        let short = |x: f64| format!("{}", format!("{x:.9e}").parse::<f64>().unwrap_or(x));
-        return match baseline {
-            Some(b) => format!("{sym} {} (baseline {} {margin})", short(baseline_limit(c, b)), short(b)),
-            None => format!("{sym} baseline {margin}"),
-        };
+        return Threshold::Baseline { baseline, margin, bound };
     }
     if let Some(cmp) = &c.compare {
-        let reference = match cmp.value {
-            sluice_plan::model::Compare::Control => "control",
-            sluice_plan::model::Compare::Baseline => "baseline",
-        };
-        let past = match (c.max_increase, c.max_increase_pct) {
-            (Some(m), _) => format!("canary − {reference} − {m}"),
-            (_, Some(p)) => format!("canary − {} × {reference}", 1.0 + p / 100.0),
-            _ => format!("canary − {reference}"),
-        };
-        return match kind {
-            CheckKind::Gate => format!("upper bound of {past} < 0"),
-            CheckKind::Trigger => format!("lower bound of {past} > 0"),
-        };
+        return Threshold::Compared { reference: cmp.value, margin, bound };
     }
     match (c.below, c.above, &c.between) {
-        (Some(b), _, _) => format!("< {b}"),
-        (_, Some(a), _) => format!("> {a}"),
-        (_, _, Some(r)) => format!("in {:?}", r.value),
-        _ => String::new(),
+        (Some(limit), _, _) => Threshold::Below { limit },
+        (_, Some(limit), _) => Threshold::Above { limit },
+        (_, _, Some(r)) if r.value.len() == 2 => Threshold::Between { low: r.value[0], high: r.value[1] },
+        _ => Threshold::Written { text: String::new() },
     }
 }

@@ -11,41 +11,221 @@
 
 #![warn(missing_docs)]
 
+pub mod block;
 mod check;
 mod duration;
-pub mod export;
 pub mod model;
+mod report;
 
-pub use check::{check, check_with, programs, BUILTIN_TEMPLATES, SECRET_ENV_PREFIX};
+pub use check::{check, check_with, programs};
 pub use duration::Dur;
 pub use model::Plan;
+pub use report::{Report, BUILTIN_TEMPLATES, SECRET_ENV_PREFIX};
 
-/// A kind of plug-in a plan may use.
+use model::{Action, Block, Check, Location, Node, Notifier, Spanned};
+
+/// The families of plug-ins: where a check's number comes from, what the controller does to the world,
+/// where people hear about a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PluginKind {
-    /// Where a check's number comes from.
-    Source(model::SourceKind),
-    /// What an action does.
-    Action(model::ActionKind),
-    /// Where people hear about a rollout.
-    Notifier(model::NotifierKind),
+pub enum Family {
+    /// Metric sources (`prometheus`, `builtin`, `http`, `command`, …).
+    Source,
+    /// Actions (`exec`, `webhook`, …).
+    Action,
+    /// Notifiers (`slack`, `webhook`, `alertmanager`, …).
+    Notifier,
 }
 
-/// What a server can measure, run and notify with. The plug-in registry (`sluice-sources`) answers it, so
-/// that `plan check` and starting a rollout name what a plan uses that this server cannot run; the plan
-/// format itself keeps no such list.
+impl Family {
+    /// `source`, `action`, `notifier`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Source => "source",
+            Family::Action => "action",
+            Family::Notifier => "notifier",
+        }
+    }
+}
+
+/// A kind of plug-in a plan may use: its family and its name.
+///
+/// ```
+/// let k = sluice_plan::PluginKind::source("prometheus");
+/// assert_eq!(k.to_string(), "the `prometheus` source");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PluginKind {
+    /// Which family.
+    pub family: Family,
+    /// Its name, as plans write it.
+    pub name: String,
+}
+
+impl PluginKind {
+    /// A metric source.
+    pub fn source(name: &str) -> PluginKind {
+        PluginKind { family: Family::Source, name: name.to_string() }
+    }
+
+    /// An action.
+    pub fn action(name: &str) -> PluginKind {
+        PluginKind { family: Family::Action, name: name.to_string() }
+    }
+
+    /// A notifier.
+    pub fn notifier(name: &str) -> PluginKind {
+        PluginKind { family: Family::Notifier, name: name.to_string() }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the `{}` {}", self.name, self.family.as_str())
+    }
+}
+
+/// Which of the keys every check shares a source understands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Supports {
+    /// `compare: control | baseline`: it measures a canary against a reference statistically.
+    pub compare: bool,
+    /// `baseline: {window}`: it can measure its value before the rollout started.
+    pub baseline: bool,
+    /// `window`: it reads its value over a window.
+    pub window: bool,
+}
+
+/// A kind of plug-in as a plan checker knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindInfo {
+    /// Its name (`prometheus`).
+    pub name: String,
+    /// The keys of a block that name it when no `source:` says (`query`, `slo`); an action's or notifier's
+    /// is the key named as the kind.
+    pub keys: Vec<&'static str>,
+    /// How to write one, for messages (`query: PROMQL`).
+    pub hint: &'static str,
+    /// Sources: which shared keys it understands.
+    pub supports: Supports,
+}
+
+/// What a server's plug-ins are, as `plan check` and starting a rollout ask: which kinds exist and the keys
+/// that name them, whether this server can run each, and whether a block is right for its plug-in. The
+/// plug-in registry (`sluice-sources`) answers it; the plan format keeps no list of kinds.
 pub trait Capabilities {
-    /// Whether this kind of plug-in exists here.
-    fn can(&self, kind: PluginKind) -> bool;
+    /// The kinds of `family` plans may name; `None` takes any kind and checks no block ([`AllPlugins`]).
+    fn kinds(&self, family: Family) -> Option<Vec<KindInfo>>;
+
+    /// Whether this server can run the kind (a kind it knows but lacks: the plan is valid but cannot start
+    /// here). The default: every kind it knows.
+    fn can(&self, kind: &PluginKind) -> bool {
+        let _ = kind;
+        true
+    }
+
+    /// Checks a check's block for its source `kind`; `at` is where the check is.
+    fn check_source(&self, kind: &str, check: &Check, trigger: bool, at: Location, report: &mut Report<'_>) {
+        let _ = (kind, check, trigger, at, report);
+    }
+
+    /// Checks an action's block for its `kind`.
+    fn check_action(&self, kind: &str, action: &Action, at: Location, report: &mut Report<'_>) {
+        let _ = (kind, action, at, report);
+    }
+
+    /// Checks a notifier's block for its `kind`.
+    fn check_notifier(&self, kind: &str, notifier: &Notifier, at: Location, report: &mut Report<'_>) {
+        let _ = (kind, notifier, at, report);
+    }
+
+    /// Checks a source's plan-wide settings (`analysis.KIND`).
+    fn check_settings(&self, kind: &str, settings: &Spanned<Node>, report: &mut Report<'_>) {
+        let _ = (kind, settings, report);
+    }
+
+    /// The programs a block of `kind` runs (an `exec` action's, a `command` check's), by the name it gives
+    /// them.
+    fn programs(&self, family: Family, kind: &str, block: &Block) -> Vec<String> {
+        let _ = (family, kind, block);
+        Vec::new()
+    }
 }
 
-/// Every kind of plug-in: checks a plan against its own rules only.
+/// Every kind of plug-in, none checked: a plan against its own rules only (its shared keys, its phases,
+/// its catalog), as a pure library can check it. The registry of `sluice-sources` checks blocks too.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllPlugins;
 
 impl Capabilities for AllPlugins {
-    fn can(&self, _: PluginKind) -> bool {
-        true
+    fn kinds(&self, _: Family) -> Option<Vec<KindInfo>> {
+        None
+    }
+}
+
+/// The kinds of `family` the keys of `block` name, in the order written, each once.
+pub fn kinds_named(block: &Block, family: Family, plugins: &dyn Capabilities) -> Vec<String> {
+    let Some(kinds) = plugins.kinds(family) else { return Vec::new() };
+    let mut named: Vec<String> = Vec::new();
+    for key in block.keys() {
+        if let Some(k) = kinds.iter().find(|k| k.keys.contains(&key.value.as_str())) {
+            if !named.contains(&k.name) {
+                named.push(k.name.clone());
+            }
+        }
+    }
+    named
+}
+
+impl Check {
+    /// The source this check's value comes from, in `plan`: `source` as written; else the one kind its
+    /// block's keys name; else `analysis.source`; else `signal` when the block is empty. `None` when its
+    /// keys name no kind `plugins` knows (or several).
+    ///
+    /// ```
+    /// let yaml = "name: p\nflag: f\nphases: [{percent: 5}]\ntriggers:\n  - {name: t, source: command, command: [x], above: 1, severity: hard}\n  - {name: s, severity: hard}\n";
+    /// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
+    /// let all = sluice_plan::AllPlugins;
+    /// assert_eq!(plan.triggers[0].value.source_kind(&plan, &all).as_deref(), Some("command"));
+    /// assert_eq!(plan.triggers[1].value.source_kind(&plan, &all).as_deref(), Some("signal"));
+    /// ```
+    pub fn source_kind(&self, plan: &Plan, plugins: &dyn Capabilities) -> Option<String> {
+        if let Some(s) = &self.source {
+            return Some(s.value.clone());
+        }
+        let named = kinds_named(&self.block, Family::Source, plugins);
+        match named.len() {
+            1 => return named.into_iter().next(),
+            0 => {}
+            _ => return None,
+        }
+        if let Some(d) = &plan.analysis.source {
+            return Some(d.value.clone());
+        }
+        self.block.is_empty().then(|| model::SIGNAL.to_string())
+    }
+}
+
+impl Action {
+    /// The kind of plug-in that runs this action: `flag` for a flag action, else the one kind its keys
+    /// name (`exec`, `webhook`); `None` when they name none (or several).
+    pub fn kind(&self, plugins: &dyn Capabilities) -> Option<String> {
+        if self.flag.is_some() {
+            return self.block.is_empty().then(|| FLAG_ACTION.to_string());
+        }
+        let named = kinds_named(&self.block, Family::Action, plugins);
+        (named.len() == 1).then(|| named.into_iter().next()).flatten()
+    }
+}
+
+/// The action kind the controller carries out itself: another flag, through the audited write path.
+pub const FLAG_ACTION: &str = "flag";
+
+impl Notifier {
+    /// The kind of plug-in that delivers to it: the one kind its keys name (`slack`, `webhook`,
+    /// `alertmanager`); `None` when they name none (or several).
+    pub fn kind(&self, plugins: &dyn Capabilities) -> Option<String> {
+        let named = kinds_named(&self.block, Family::Notifier, plugins);
+        (named.len() == 1).then(|| named.into_iter().next()).flatten()
     }
 }
 
@@ -145,7 +325,7 @@ thread_local! {
 
 /// `phases[0].value.hold.value` → `phases[0].hold`: a [`model::Spanned`] value adds one `value` hop after
 /// its key. (The one real `value` key, a probe's, sits under a spanned `http`, so it stays.)
-fn without_span_hops(path: &str) -> String {
+pub(crate) fn without_span_hops(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     let mut hop_taken = true;
     for part in path.split('.') {
@@ -247,6 +427,10 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("no_data", "a trigger has had no value for `analysis.max_inconclusive` ticks: it cannot fire"),
     ("hook_failed", "a phase hook failed: the rollout stepped back and paused"),
     ("uncertain", "an action that is not idempotent was cut off: a person must `settle` it"),
+    (
+        "action_failed",
+        "an action failed for good (a permanent error, or its retries used up): a person must `settle` it",
+    ),
     ("stepped_back", "a hard trigger stepped the rollout back a phase (`rollback.to: previous-phase`)"),
     ("rolled_back", "the rollout rolled back: the flag is restored, the rollback actions run"),
     ("baking", "the last phase passed: triggers stay armed for the bake"),

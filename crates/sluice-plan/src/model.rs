@@ -1,11 +1,18 @@
 //! The plan model, as written in YAML. Every value a check may need to point at is [`Spanned`], so that a
 //! problem found after parsing still names its line and column.
+//!
+//! The plan keeps the keys every check, action and notifier shares — a check's name, severity, thresholds,
+//! margins, `for`, window and decision rule; an action's name and timeout; a notifier's `on` — and keeps
+//! the rest of each, as written and with its places, as the [`Block`] of its plug-in: the plug-ins of
+//! `sluice-sources` say which kinds exist, and each reads and checks its own keys.
 
 use std::collections::BTreeMap;
 
+use serde::de::{self, MapAccess};
 use serde::{Deserialize, Deserializer};
-pub use serde_saphyr::Spanned;
+pub use serde_saphyr::{Location, Spanned};
 
+pub use crate::block::{Block, Node};
 use crate::Dur;
 
 /// A rollout plan.
@@ -52,7 +59,8 @@ pub struct Plan {
 }
 
 /// A confirm gate, as Flagger's confirm-rollout, confirm-traffic-increase and confirm-promotion webhooks:
-/// asked at every tick while the rollout would take one of its steps.
+/// asked at every tick while the rollout would take one of its steps. Its call is an action's keys
+/// (`webhook: {url: …}`), run as that action: success says yes.
 ///
 /// ```
 /// let yaml = "name: p\nflag: f\nphases: [ { percent: 5 }, { percent: 100 } ]\nconfirm:\n  - { name: change-freeze, before: [start, increase], webhook: { url: 'http://127.0.0.1:1/ok' } }\n";
@@ -60,18 +68,47 @@ pub struct Plan {
 /// use sluice_plan::model::ConfirmStep;
 /// assert_eq!(plan.confirm[0].value.steps(), vec![ConfirmStep::Start, ConfirmStep::Increase]);
 /// ```
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Confirm {
     /// Shown on status and in decisions: `confirm:NAME`.
     pub name: Spanned<String>,
     /// Which steps it guards.
     pub before: Vec<Spanned<ConfirmStep>>,
-    /// The call (its body, signature, headers and retries as a webhook action's).
-    pub webhook: Spanned<Webhook>,
     /// Longest the call may take (default 10 s).
-    #[serde(default)]
     pub timeout: Option<Spanned<Dur>>,
+    /// The action that asks (`webhook: {url: …}`: a 2xx says yes), as an action's keys.
+    pub block: Block,
+}
+
+impl<'de> Deserialize<'de> for Confirm {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Confirm;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a confirm gate: `name`, `before` and the call that asks (`webhook: {url: …}`)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Confirm, A::Error> {
+                let (mut name, mut before, mut timeout) = (None, None, None);
+                let block = read_map(map, |key, map| {
+                    match key {
+                        "name" => put(&mut name, map, key)?,
+                        "before" => put(&mut before, map, key)?,
+                        "timeout" => put(&mut timeout, map, key)?,
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Confirm {
+                    name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+                    before: before.ok_or_else(|| de::Error::missing_field("before"))?,
+                    timeout,
+                    block,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl Confirm {
@@ -80,17 +117,14 @@ impl Confirm {
         self.before.iter().map(|s| s.value).collect()
     }
 
-    /// The webhook action that asks it.
+    /// The action that asks it.
     pub fn action(&self) -> Action {
         Action {
             name: Some(format!("confirm {}", self.name.value)),
-            exec: None,
-            webhook: Some(self.webhook.clone()),
             flag: None,
             idempotent: false,
-            env: BTreeMap::new(),
-            dir: None,
             timeout: self.timeout.clone(),
+            block: self.block.clone(),
         }
     }
 }
@@ -117,32 +151,32 @@ pub struct RampSpec {
     pub ramped: Spanned<String>,
 }
 
-/// Analysis settings.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Analysis settings. Keys other than these are plug-ins' plan-wide settings, one block per kind
+/// (`prometheus: {url: …}` is the `prometheus` source's).
+#[derive(Debug)]
 pub struct Analysis {
     /// Time between ticks.
-    #[serde(default = "one_minute")]
     pub interval: Spanned<Dur>,
     /// Default source of gates and triggers.
-    #[serde(default)]
-    pub source: Option<Spanned<SourceKind>>,
+    pub source: Option<Spanned<String>>,
     /// Consecutive source errors before the rollout pauses (or rolls back).
-    #[serde(default = "three")]
     pub max_source_errors: Spanned<u32>,
     /// What to do when a source stays down.
-    #[serde(default)]
     pub on_source_down: OnSourceDown,
     /// Consecutive inconclusive ticks of a trigger (no data, too few samples) before people are told it
     /// cannot fire (default 10).
-    #[serde(default = "ten")]
     pub max_inconclusive: Spanned<u32>,
-    /// The Prometheus server of `prometheus` checks.
-    #[serde(default)]
-    pub prometheus: Option<PrometheusEndpoint>,
-    /// The error rate of `builtin` comparisons without their own `alpha` (default 0.05).
-    #[serde(default)]
+    /// The error rate of comparisons without their own `alpha` (default 0.05).
     pub alpha: Option<f64>,
+    /// Each plug-in's plan-wide settings, by its kind's name (`prometheus`).
+    pub settings: Block,
+}
+
+impl Analysis {
+    /// The plan-wide settings of the plug-in `kind` (`analysis.prometheus`), if the plan gives them.
+    pub fn settings_of(&self, kind: &str) -> Option<&Spanned<Node>> {
+        self.settings.get(kind)
+    }
 }
 
 impl Default for Analysis {
@@ -153,10 +187,81 @@ impl Default for Analysis {
             max_source_errors: three(),
             on_source_down: OnSourceDown::Pause,
             max_inconclusive: ten(),
-            prometheus: None,
             alpha: None,
+            settings: Block::default(),
         }
     }
+}
+
+/// The keys of `analysis` that are the plan's own.
+pub const ANALYSIS_KEYS: &[&str] =
+    &["interval", "source", "max_source_errors", "on_source_down", "max_inconclusive", "alpha"];
+
+impl<'de> Deserialize<'de> for Analysis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Analysis;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("analysis settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Analysis, A::Error> {
+                let mut a = Analysis::default();
+                let (mut interval, mut max_source_errors, mut max_inconclusive, mut on_source_down) =
+                    (None, None, None, None);
+                a.settings = read_map(map, |key, map| {
+                    match key {
+                        "interval" => put(&mut interval, map, key)?,
+                        "source" => put(&mut a.source, map, key)?,
+                        "max_source_errors" => put(&mut max_source_errors, map, key)?,
+                        "on_source_down" => put(&mut on_source_down, map, key)?,
+                        "max_inconclusive" => put(&mut max_inconclusive, map, key)?,
+                        "alpha" => put(&mut a.alpha, map, key)?,
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                a.interval = interval.unwrap_or_else(one_minute);
+                a.max_source_errors = max_source_errors.unwrap_or_else(three);
+                a.max_inconclusive = max_inconclusive.unwrap_or_else(ten);
+                a.on_source_down = on_source_down.unwrap_or_default();
+                Ok(a)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Reads a mapping: `known` takes the keys the plan keeps (returning `false` for any other), and every other
+/// key goes, with its value as written, into the [`Block`] returned.
+fn read_map<'de, A: MapAccess<'de>>(
+    mut map: A,
+    mut known: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
+) -> Result<Block, A::Error> {
+    let mut block = Block::default();
+    while let Some(key) = map.next_key::<Spanned<String>>()? {
+        if block.has(&key.value) {
+            return Err(de::Error::custom(format_args!("the key `{}` is given twice", key.value)));
+        }
+        if !known(&key.value, &mut map)? {
+            let value = map.next_value::<Spanned<Node>>()?;
+            block.entries.push((key, value));
+        }
+    }
+    Ok(block)
+}
+
+/// Reads a key's value into its slot; a key given twice is refused.
+fn put<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    slot: &mut Option<T>,
+    map: &mut A,
+    key: &str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::custom(format_args!("the key `{key}` is given twice")));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
 }
 
 fn one_minute() -> Spanned<Dur> {
@@ -211,55 +316,8 @@ pub struct SecretRef {
     pub secret_file: Option<String>,
 }
 
-/// A URL, given directly or through an environment variable (for secrets).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    /// The URL.
-    #[serde(default)]
-    pub url: Option<Spanned<String>>,
-    /// The environment variable holding the URL.
-    #[serde(default)]
-    pub url_env: Option<Spanned<String>>,
-    /// `webhook` notifiers: signs each request as a webhook action does (`Sluice-Signature`).
-    #[serde(default)]
-    pub secret: Option<Spanned<SecretRef>>,
-}
-
-/// The Prometheus a plan's `prometheus` checks ask, and how to authenticate to it. Credentials are
-/// secrets (`SLUICE_SECRET_*` variables or files under `--secrets-dir`): never logged, never shown.
-///
-/// ```
-/// let yaml = "name: p\nflag: f\nanalysis:\n  prometheus:\n    url: http://127.0.0.1:9090\n    bearer_env: SLUICE_SECRET_PROM\n    timeout: 5s\nphases: [ { percent: 5 } ]\n";
-/// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
-/// let p = plan.analysis.prometheus.unwrap();
-/// assert_eq!(p.bearer_env.unwrap().value, "SLUICE_SECRET_PROM");
-/// assert_eq!(p.timeout.unwrap().value.0, std::time::Duration::from_secs(5));
-/// ```
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusEndpoint {
-    /// The URL (templates allowed).
-    #[serde(default)]
-    pub url: Option<Spanned<String>>,
-    /// The environment variable holding the URL (when it holds credentials).
-    #[serde(default)]
-    pub url_env: Option<Spanned<String>>,
-    /// The environment variable holding a bearer token: `Authorization: Bearer TOKEN`.
-    #[serde(default)]
-    pub bearer_env: Option<Spanned<String>>,
-    /// The environment variable holding `user:password` for HTTP basic authentication.
-    #[serde(default)]
-    pub basic_env: Option<Spanned<String>>,
-    /// Headers sent with every query (e.g. `X-Scope-OrgID` of a Mimir or Cortex tenant): text, or a secret.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<EnvValue>>,
-    /// Longest a query may take when the check sets no `timeout` (default 30 s).
-    #[serde(default)]
-    pub timeout: Option<Spanned<Dur>>,
-}
-
-/// A Prometheus check's reference: the query's average before the rollout started.
+/// A check's captured reference: its own value's average before the rollout started (for sources that
+/// can measure the past, such as `prometheus`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
@@ -267,189 +325,210 @@ pub struct Baseline {
     pub window: Spanned<Dur>,
 }
 
-/// Where a gate's or trigger's number comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// A PromQL query.
-    Prometheus,
-    /// Sluice's own metrics of the flag's variants.
-    Builtin,
-    /// Golden HTTP probes.
-    Http,
-    /// A command's exit status or last printed number.
-    Command,
-    /// Only a person or an alert fires it (`sluice rollout signal`, Alertmanager).
-    Signal,
-}
-
-impl SourceKind {
-    /// The name as written.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Prometheus => "prometheus",
-            SourceKind::Builtin => "builtin",
-            SourceKind::Http => "http",
-            SourceKind::Command => "command",
-            SourceKind::Signal => "signal",
-        }
-    }
-}
-
-/// A gate (must hold to promote) or a trigger (fires when it holds).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A gate (must hold to promote) or a trigger (fires when it holds). The plan keeps the keys every check
+/// shares; the rest is its source's [`Block`] (`query:` for `prometheus`, `metric:` for `builtin`, …),
+/// which that plug-in reads and checks.
+#[derive(Debug, Clone)]
 pub struct Check {
     /// Unique name.
     pub name: Spanned<String>,
-    /// The source; `analysis.source` when absent.
-    #[serde(default)]
-    pub source: Option<Spanned<SourceKind>>,
-    /// `prometheus`: the query (templates allowed).
-    #[serde(default)]
-    pub query: Option<Spanned<String>>,
-    /// `prometheus`: how several series become one number.
-    #[serde(default)]
-    pub reduce: Option<Reduce>,
-    /// `prometheus`: multi-window burn rate of an SLO; the value is the burn rate.
-    #[serde(default)]
-    pub slo: Option<Spanned<Slo>>,
-    /// `builtin`: `error_rate`, `latency_p50|p95|p99`, `mean(NAME)`, `count`.
-    #[serde(default)]
-    pub metric: Option<Spanned<String>>,
-    /// `builtin`: the window measured.
-    #[serde(default)]
-    pub window: Option<Spanned<Dur>>,
-    /// `prometheus`: compare each tick's value with the query's average over `window` before the rollout
-    /// started (captured at the start, kept with the rollout), by `max_increase` or `max_increase_pct`.
-    #[serde(default)]
-    pub baseline: Option<Spanned<Baseline>>,
-    /// `builtin`: fewer samples are inconclusive.
-    #[serde(default)]
-    pub min_samples: Option<u64>,
-    /// `builtin`: compare the ramped variant with `control` or with the pre-rollout `baseline`.
-    #[serde(default)]
-    pub compare: Option<Spanned<Compare>>,
-    /// `builtin` comparisons: the error rate (default `analysis.alpha`, else 0.05).
-    #[serde(default)]
-    pub alpha: Option<f64>,
-    /// `builtin` comparisons: the margin, absolute.
-    #[serde(default)]
-    pub max_increase: Option<f64>,
-    /// `builtin` comparisons: the margin, in percent of the reference.
-    #[serde(default)]
-    pub max_increase_pct: Option<f64>,
-    /// `http`: the golden probe.
-    #[serde(default)]
-    pub http: Option<Spanned<Probe>>,
-    /// `command`: argv (templates allowed).
-    #[serde(default)]
-    pub command: Option<Spanned<Vec<String>>>,
-    /// `command`: `exit_status` (0 passes as value 0) or `last_number` printed.
-    #[serde(default)]
-    pub value_from: Option<ValueFrom>,
-    /// Longest a measurement may take (a command's run, a query, a probe); past it the tick's value is a
-    /// source error. Default 60 s for commands.
-    #[serde(default)]
-    pub timeout: Option<Spanned<Dur>>,
-    /// `command`: environment variables for the program: text (templates allowed) or a secret.
-    #[serde(default)]
-    pub env: BTreeMap<String, Spanned<EnvValue>>,
+    /// The source's kind, as written; else the kind its block's keys name, else `analysis.source`, else
+    /// `signal` (a trigger only a person or an alert fires).
+    pub source: Option<Spanned<String>>,
     /// The threshold: value below this.
-    #[serde(default)]
     pub below: Option<f64>,
     /// The threshold: value above this.
-    #[serde(default)]
     pub above: Option<f64>,
     /// The threshold: value within `[lo, hi]`.
-    #[serde(default)]
     pub between: Option<Spanned<Vec<f64>>>,
+    /// A statistical comparison of the canary with `control` or the pre-rollout `baseline` (sources that
+    /// compare: `builtin`), held to `max_increase` or `max_increase_pct`.
+    pub compare: Option<Spanned<Compare>>,
+    /// Compare each tick's value with the check's own average over `window` before the rollout started
+    /// (captured at the start, kept with the rollout), by `max_increase` or `max_increase_pct` (sources
+    /// that can measure the past: `prometheus`).
+    pub baseline: Option<Spanned<Baseline>>,
+    /// Comparisons: the margin, absolute.
+    pub max_increase: Option<f64>,
+    /// Comparisons: the margin, in percent of the reference.
+    pub max_increase_pct: Option<f64>,
+    /// Comparisons: the error rate (default `analysis.alpha`, else 0.05).
+    pub alpha: Option<f64>,
+    /// The window measured, for sources that read one (`builtin`).
+    pub window: Option<Spanned<Dur>>,
     /// The condition must have held at each tick of this long.
-    #[serde(default, rename = "for")]
     pub for_: Option<Spanned<Dur>>,
-    /// What an empty query result means.
-    #[serde(default)]
+    /// What a measurement with no data means.
     pub on_empty: Option<OnEmpty>,
+    /// Longest a measurement may take (a command's run, a query, a probe); past it the tick's value is a
+    /// source error.
+    pub timeout: Option<Spanned<Dur>>,
     /// Evaluate and record, never act.
-    #[serde(default)]
     pub dry_run: bool,
     /// Triggers: `hard` rolls back at once, `soft` pauses and asks.
-    #[serde(default)]
     pub severity: Option<Spanned<Severity>>,
     /// Soft triggers: how long a person has to decide.
-    #[serde(default)]
     pub decide_within: Option<Spanned<Dur>>,
     /// Soft triggers: what happens when nobody decided in time.
-    #[serde(default)]
     pub default: Option<Spanned<Decision>>,
     /// Free text shown to the person deciding.
-    #[serde(default)]
     pub description: Option<String>,
+    /// The source's own keys, as written.
+    pub block: Block,
+}
+
+/// The keys every check has, whatever its source: what a plug-in's block may not use.
+pub const CHECK_KEYS: &[&str] = &[
+    "name",
+    "source",
+    "below",
+    "above",
+    "between",
+    "compare",
+    "baseline",
+    "max_increase",
+    "max_increase_pct",
+    "alpha",
+    "window",
+    "for",
+    "on_empty",
+    "timeout",
+    "dry_run",
+    "severity",
+    "decide_within",
+    "default",
+    "description",
+];
+
+impl<'de> Deserialize<'de> for Check {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Check;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a check: `name`, a threshold, and its source's keys")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Check, A::Error> {
+                let mut name = None;
+                let mut c = Check {
+                    name: Spanned::new(String::new(), Location::UNKNOWN, Location::UNKNOWN),
+                    source: None,
+                    below: None,
+                    above: None,
+                    between: None,
+                    compare: None,
+                    baseline: None,
+                    max_increase: None,
+                    max_increase_pct: None,
+                    alpha: None,
+                    window: None,
+                    for_: None,
+                    on_empty: None,
+                    timeout: None,
+                    dry_run: false,
+                    severity: None,
+                    decide_within: None,
+                    default: None,
+                    description: None,
+                    block: Block::default(),
+                };
+                let mut dry_run = None;
+                c.block = read_map(map, |key, map| {
+                    match key {
+                        "name" => put(&mut name, map, key)?,
+                        "source" => put(&mut c.source, map, key)?,
+                        "below" => put(&mut c.below, map, key)?,
+                        "above" => put(&mut c.above, map, key)?,
+                        "between" => put(&mut c.between, map, key)?,
+                        "compare" => put(&mut c.compare, map, key)?,
+                        "baseline" => put(&mut c.baseline, map, key)?,
+                        "max_increase" => put(&mut c.max_increase, map, key)?,
+                        "max_increase_pct" => put(&mut c.max_increase_pct, map, key)?,
+                        "alpha" => put(&mut c.alpha, map, key)?,
+                        "window" => put(&mut c.window, map, key)?,
+                        "for" => put(&mut c.for_, map, key)?,
+                        "on_empty" => put(&mut c.on_empty, map, key)?,
+                        "timeout" => put(&mut c.timeout, map, key)?,
+                        "dry_run" => put(&mut dry_run, map, key)?,
+                        "severity" => put(&mut c.severity, map, key)?,
+                        "decide_within" => put(&mut c.decide_within, map, key)?,
+                        "default" => put(&mut c.default, map, key)?,
+                        "description" => put(&mut c.description, map, key)?,
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                c.name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+                c.dry_run = dry_run.unwrap_or(false);
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl Check {
-    /// The sources this check's fields name: `query` or `slo` → prometheus, `metric` → builtin, `http`,
-    /// `command`. `plan check` refuses more than one without an explicit `source`.
-    pub fn sources_given(&self) -> Vec<SourceKind> {
-        [
-            (self.query.is_some() || self.slo.is_some(), SourceKind::Prometheus),
-            (self.metric.is_some(), SourceKind::Builtin),
-            (self.http.is_some(), SourceKind::Http),
-            (self.command.is_some(), SourceKind::Command),
-        ]
-        .into_iter()
-        .filter_map(|(given, kind)| given.then_some(kind))
-        .collect()
-    }
-
-    /// Where the value comes from: `source` as written; else the source its fields name; else the plan's
-    /// default (`analysis.source`); else `signal`, a trigger only a person or an alert fires.
+    /// Whether only a person or an alert fires it: `source: signal`, or nothing names a source (no source,
+    /// no key of one, no `analysis.source`). Such a check is never measured.
     ///
     /// ```
     /// let yaml = "name: p\nflag: f\nphases: [{percent: 5}]\ntriggers:\n  - {name: t, command: [x], above: 1, severity: hard}\n  - {name: s, severity: hard}\n";
     /// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
-    /// use sluice_plan::model::SourceKind;
-    /// assert_eq!(plan.triggers[0].value.source_kind(None), SourceKind::Command);
-    /// assert_eq!(plan.triggers[1].value.source_kind(None), SourceKind::Signal);
+    /// assert!(!plan.triggers[0].value.is_signal(None));
+    /// assert!(plan.triggers[1].value.is_signal(None));
+    /// assert!(!plan.triggers[1].value.is_signal(Some("prometheus")));
     /// ```
-    pub fn source_kind(&self, default: Option<SourceKind>) -> SourceKind {
+    pub fn is_signal(&self, default: Option<&str>) -> bool {
         match &self.source {
-            Some(s) => s.value,
-            None => self.sources_given().first().copied().or(default).unwrap_or(SourceKind::Signal),
+            Some(s) => s.value == SIGNAL,
+            None => self.block.is_empty() && default.is_none_or(|d| d == SIGNAL),
+        }
+    }
+
+    /// The margin of a comparison or a baseline: `max_increase` or `max_increase_pct`.
+    pub fn margin(&self) -> Option<Margin> {
+        match (self.max_increase, self.max_increase_pct) {
+            (Some(m), _) => Some(Margin::Absolute(m)),
+            (None, Some(p)) => Some(Margin::Relative(p)),
+            (None, None) => None,
         }
     }
 }
 
-/// How several series become one value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The source of checks only a person or an alert fires (`sluice rollout signal`, Alertmanager).
+pub const SIGNAL: &str = "signal";
+
+/// How far a canary may be past its reference.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reduce {
-    /// The largest (e.g. "any endpoint").
-    Max,
-    /// The smallest.
-    Min,
-    /// The sum.
-    Sum,
-    /// The mean.
-    Avg,
+pub enum Margin {
+    /// `max_increase: m`: at most `m` above the reference.
+    Absolute(f64),
+    /// `max_increase_pct: p`: at most `(1 + p/100)` times the reference.
+    Relative(f64),
 }
 
-/// An SLO burn-rate check.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Slo {
-    /// Objective in percent, e.g. 99.9.
-    pub objective: f64,
-    /// PromQL of good events' rate.
-    pub good: Spanned<String>,
-    /// PromQL of all events' rate.
-    pub total: Spanned<String>,
-    /// The windows that must all burn faster than the threshold (e.g. `[5m, 1h]`).
-    pub windows: Vec<Spanned<Dur>>,
+impl Margin {
+    /// The most a value may be against `reference`: `reference + m`, or `reference × (1 + p/100)`.
+    pub fn limit(self, reference: f64) -> f64 {
+        match self {
+            Margin::Absolute(m) => reference + m,
+            Margin::Relative(p) => reference * (1.0 + p / 100.0),
+        }
+    }
 }
 
-/// What a builtin comparison compares with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+impl std::fmt::Display for Margin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Margin::Absolute(m) => write!(f, "+ {m}"),
+            Margin::Relative(p) => write!(f, "+ {p}%"),
+        }
+    }
+}
+
+/// What a comparison (`compare:`) compares the canary with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compare {
     /// The base variant's contexts over the same window.
@@ -458,115 +537,7 @@ pub enum Compare {
     Baseline,
 }
 
-/// A golden HTTP probe: one request (`url`, …) or a list of them (`requests`), each with expectations;
-/// every request runs once a tick.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Probe {
-    /// The URL of a one-request probe (templates allowed).
-    #[serde(default)]
-    pub url: Option<Spanned<String>>,
-    /// `GET` by default.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Request headers: text (templates allowed) or a secret.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<EnvValue>>,
-    /// Request body (templates allowed).
-    #[serde(default)]
-    pub body: Option<String>,
-    /// What a good answer looks like (for `url`, and the default of every item of `requests`).
-    #[serde(default)]
-    pub expect: Expect,
-    /// Several requests (e.g. every endpoint of a service), each as a one-request probe.
-    #[serde(default)]
-    pub requests: Vec<Spanned<ProbeRequest>>,
-    /// `success_ratio` or `consecutive_failures`.
-    pub value: ProbeValue,
-}
-
-/// One request of a probe.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeRequest {
-    /// The URL (templates allowed).
-    pub url: Spanned<String>,
-    /// `GET` by default.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Request headers: text or a secret.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<EnvValue>>,
-    /// Request body.
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Its expectations; the probe's `expect` when absent.
-    #[serde(default)]
-    pub expect: Option<Expect>,
-}
-
-impl Probe {
-    /// Every request of the probe, each with its expectations.
-    pub fn all_requests(&self) -> Vec<ProbeRequest> {
-        let one = self.url.as_ref().map(|url| ProbeRequest {
-            url: url.clone(),
-            method: self.method.clone(),
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-            expect: Some(self.expect.clone()),
-        });
-        one.into_iter()
-            .chain(self.requests.iter().map(|r| {
-                let mut r = r.value.clone();
-                r.expect.get_or_insert_with(|| self.expect.clone());
-                r
-            }))
-            .collect()
-    }
-}
-
-/// Expectations of a probe's answer.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// The status code (any 2xx when absent).
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// Text the body must contain.
-    #[serde(default)]
-    pub body_contains: Option<String>,
-    /// JSON pointers (`/endpoints/0/status`) that must be present, null or not.
-    #[serde(default)]
-    pub json_present: Vec<String>,
-    /// JSON pointers that must be present and not null.
-    #[serde(default)]
-    pub json_not_null: Vec<String>,
-    /// JSON pointers and the value each must equal (numbers by value: 1 equals 1.0).
-    #[serde(default)]
-    pub json_equals: BTreeMap<String, serde_json::Value>,
-}
-
-/// What a probe's value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProbeValue {
-    /// Good answers over all, 0..1, over the window.
-    SuccessRatio,
-    /// Bad answers in a row.
-    ConsecutiveFailures,
-}
-
-/// Where a command check's value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueFrom {
-    /// The exit status.
-    ExitStatus,
-    /// The last number the command printed.
-    LastNumber,
-}
-
-/// What an empty query result means.
+/// What a measurement with no data means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnEmpty {
@@ -637,34 +608,61 @@ pub struct Hooks {
     pub after: Vec<Spanned<Action>>,
 }
 
-/// Something the controller does to the world.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Something the controller does to the world: a plug-in's action (`exec: […]`, `webhook: {…}`; its keys
+/// are its [`Block`]), or a `flag` action, which the controller carries out itself.
+#[derive(Debug, Clone)]
 pub struct Action {
     /// Shown in decisions and audit.
-    #[serde(default)]
     pub name: Option<String>,
-    /// Run a command (argv, templates allowed).
-    #[serde(default)]
-    pub exec: Option<Spanned<Vec<String>>>,
-    /// Call a URL (with an `Idempotency-Key`).
-    #[serde(default)]
-    pub webhook: Option<Spanned<Webhook>>,
     /// Set another flag: its kill switch, percentage or ramped variant, audited like a person's edit.
-    #[serde(default)]
     pub flag: Option<Spanned<FlagAction>>,
-    /// An exec action safe to run twice (retried after a crash instead of asking a person).
-    #[serde(default)]
+    /// Safe to run twice (retried after a crash instead of asking a person); a plug-in may say its kind
+    /// always is (webhooks send an `Idempotency-Key`).
     pub idempotent: bool,
-    /// `exec`: environment variables for the program: text (templates allowed) or a secret.
-    #[serde(default)]
-    pub env: BTreeMap<String, Spanned<EnvValue>>,
-    /// `exec`: the working directory (templates allowed); the server's own by default.
-    #[serde(default)]
-    pub dir: Option<Spanned<String>>,
     /// Longest run.
-    #[serde(default)]
     pub timeout: Option<Spanned<Dur>>,
+    /// The plug-in's keys, as written: the one that names its kind (`exec`, `webhook`) and its others
+    /// (`env`, `dir`).
+    pub block: Block,
+}
+
+/// The keys every action has, whatever its kind.
+pub const ACTION_KEYS: &[&str] = &["name", "flag", "idempotent", "timeout"];
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Action;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an action: `exec: [program, args…]`, `webhook: {url: …}` or `flag: {key: …}`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Action, A::Error> {
+                let (mut name, mut flag, mut idempotent, mut timeout) = (None, None, None, None);
+                let block = read_map(map, |key, map| {
+                    match key {
+                        "name" => put(&mut name, map, key)?,
+                        "flag" => put(&mut flag, map, key)?,
+                        "idempotent" => put(&mut idempotent, map, key)?,
+                        "timeout" => put(&mut timeout, map, key)?,
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Action { name, flag, idempotent: idempotent.unwrap_or(false), timeout, block })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Action {
+    /// Safe to carry out again after a crash with the same idempotency key, as far as the plan says: a
+    /// flag action sets a state, and an action marked `idempotent: true`. (The controller also asks the
+    /// plug-in: webhooks always are.)
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent || self.flag.is_some()
+    }
 }
 
 /// A `flag` action: another flag set through the same audited write path as a person's edit (refused
@@ -674,7 +672,7 @@ pub struct Action {
 /// let yaml = "name: p\nflag: f\nphases:\n  - percent: 100\n    hooks: { after: [ { flag: { key: kms_signer, enabled: true, percent: 100, variant: on } } ] }\n";
 /// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
 /// let a = &plan.phases[0].value.hooks.after[0].value;
-/// assert_eq!(a.kind(), Some(sluice_plan::model::ActionKind::Flag));
+/// assert!(a.block.is_empty() && a.is_idempotent());
 /// assert_eq!(a.flag.as_ref().unwrap().value.percent.as_ref().unwrap().value, 100);
 /// ```
 #[derive(Debug, Clone, Deserialize)]
@@ -691,35 +689,6 @@ pub struct FlagAction {
     /// The variant its ramp serves (`ramp.ramped`).
     #[serde(default)]
     pub variant: Option<Spanned<String>>,
-}
-
-/// A webhook call.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Webhook {
-    /// The URL.
-    #[serde(default)]
-    pub url: Option<Spanned<String>>,
-    /// The environment variable holding the URL.
-    #[serde(default)]
-    pub url_env: Option<Spanned<String>>,
-    /// `POST` by default.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// JSON body (templates allowed, each value JSON-escaped); without it, the rollout as JSON.
-    #[serde(default)]
-    pub body: Option<Spanned<String>>,
-    /// Signs each request: `Sluice-Signature: t=UNIX_SECONDS,v1=HEX`, HEX the HMAC-SHA256 of `"{t}.{body}"`
-    /// with this secret.
-    #[serde(default)]
-    pub secret: Option<Spanned<SecretRef>>,
-    /// Headers sent with each request: text (templates allowed), or a secret.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<EnvValue>>,
-    /// Attempts after the first when the receiver fails or does not answer (default 3, at most 10), with
-    /// exponential backoff and jitter.
-    #[serde(default)]
-    pub retries: Option<Spanned<u32>>,
 }
 
 /// What rolling back does.
@@ -751,22 +720,38 @@ pub enum RollbackTo {
     PreviousPhase,
 }
 
-/// Where people hear about a rollout.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where people hear about a rollout: a notifier plug-in's block (`slack: {url_env: …}`) and the events it
+/// listens for.
+#[derive(Debug, Clone)]
 pub struct Notifier {
-    /// A Slack-compatible incoming webhook.
-    #[serde(default)]
-    pub slack: Option<Endpoint>,
-    /// A generic JSON webhook.
-    #[serde(default)]
-    pub webhook: Option<Endpoint>,
-    /// Alertmanager's API.
-    #[serde(default)]
-    pub alertmanager: Option<Endpoint>,
     /// Only these events (e.g. `rolled_back`, `paused`); all when empty.
-    #[serde(default)]
     pub on: Vec<String>,
+    /// The plug-in's keys, as written: the one that names its kind (`slack`, `webhook`, `alertmanager`).
+    pub block: Block,
+}
+
+impl<'de> Deserialize<'de> for Notifier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Notifier;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a notifier: `slack: {url_env: …}`, `webhook: {url: …}` or `alertmanager: {url: …}`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Notifier, A::Error> {
+                let mut on = None;
+                let block = read_map(map, |key, map| {
+                    match key {
+                        "on" => put(&mut on, map, key)?,
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Notifier { on: on.unwrap_or_default(), block })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A `vars:` value: any scalar, kept as text for templates.
@@ -847,84 +832,6 @@ impl<'de> Deserialize<'de> for Approval {
             }
         }
         d.deserialize_any(Form)
-    }
-}
-
-/// What an action does: the kind of plug-in that runs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ActionKind {
-    /// Runs a program.
-    Exec,
-    /// Calls a URL.
-    Webhook,
-    /// Sets another flag (built into the controller).
-    Flag,
-}
-
-impl ActionKind {
-    /// The key that names it in a plan.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::Exec => "exec",
-            ActionKind::Webhook => "webhook",
-            ActionKind::Flag => "flag",
-        }
-    }
-}
-
-impl Action {
-    /// What runs this action; `None` unless it names exactly one of `exec`, `webhook` or `flag` (`plan check`
-    /// refuses it).
-    pub fn kind(&self) -> Option<ActionKind> {
-        match (&self.exec, &self.webhook, &self.flag) {
-            (Some(_), None, None) => Some(ActionKind::Exec),
-            (None, Some(_), None) => Some(ActionKind::Webhook),
-            (None, None, Some(_)) => Some(ActionKind::Flag),
-            _ => None,
-        }
-    }
-
-    /// Safe to carry out again after a crash with the same idempotency key: webhooks always are (they send
-    /// an `Idempotency-Key`), flag actions too (they set a state), exec actions when the plan says so.
-    pub fn is_idempotent(&self) -> bool {
-        self.idempotent || self.webhook.is_some() || self.flag.is_some()
-    }
-}
-
-/// Where a notifier sends: the kind of plug-in that delivers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NotifierKind {
-    /// A Slack-compatible incoming webhook.
-    Slack,
-    /// A generic JSON webhook.
-    Webhook,
-    /// Alertmanager's API.
-    Alertmanager,
-}
-
-impl NotifierKind {
-    /// The key that names it in a plan.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotifierKind::Slack => "slack",
-            NotifierKind::Webhook => "webhook",
-            NotifierKind::Alertmanager => "alertmanager",
-        }
-    }
-}
-
-impl Notifier {
-    /// The kind and endpoint of this notifier; `None` unless exactly one kind is given (`plan check`
-    /// refuses that).
-    pub fn endpoint(&self) -> Option<(NotifierKind, &Endpoint)> {
-        let all = [
-            (NotifierKind::Slack, &self.slack),
-            (NotifierKind::Webhook, &self.webhook),
-            (NotifierKind::Alertmanager, &self.alertmanager),
-        ];
-        let mut given = all.into_iter().filter_map(|(k, e)| e.as_ref().map(|e| (k, e)));
-        let first = given.next()?;
-        given.next().is_none().then_some(first)
     }
 }
 

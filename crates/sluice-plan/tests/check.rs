@@ -1,9 +1,15 @@
 //! `sluice plan check`'s rules, one fixture per kind of mistake, each asserted with its exact position and
-//! key; and the example plans of the seeds, which must check clean.
+//! key; and the example plans of the seeds, which must check clean. Plans are checked as `sluice plan
+//! check` does: against the plug-ins' registry, which checks each plug-in's own keys.
 
 use std::path::{Path, PathBuf};
 
-use sluice_plan::{load, Catalog, CatalogFlag, Level, Problem};
+use sluice_plan::{Catalog, CatalogFlag, Level, Problem};
+
+/// A plan checked against this build's plug-ins.
+fn load(file: &str, text: &str, catalog: Option<&Catalog>) -> Result<(sluice_plan::Plan, Vec<Problem>), Vec<Problem>> {
+    sluice_plan::load_with(file, text, catalog, sluice_sources::described())
+}
 
 fn catalog() -> Catalog {
     Catalog {
@@ -170,7 +176,7 @@ fn every_seed_plan_checks_clean() {
 #[test]
 fn promql_is_parsed_by_a_real_parser() {
     let yaml = "name: p\nflag: f\nanalysis: { prometheus: { url: http://127.0.0.1:9090 } }\nphases: [ { percent: 5 } ]\ngates:\n  - name: ok\n    query: sum(rate(x{variant=\"{{ramped}}\"}[{{interval}}]))\n    below: 1\n  - name: broken\n    query: sum(rate(latency_seconds[1m])\n    below: 1\n  - name: burn\n    slo: { objective: 99.9, good: 'sum(rate(good[{{window}}]))', total: 'sum(rate(all[{{window}}])) by', windows: [5m] }\n    above: 2\n";
-    let problems = sluice_plan::load("p.yaml", yaml, None).unwrap_err();
+    let problems = load("p.yaml", yaml, None).unwrap_err();
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert_eq!(text.len(), 2, "{text:?}");
     assert!(

@@ -138,15 +138,6 @@ function gist(a) {
   return '';
 }
 
-// The line a threshold draws: a comparison's bound against 0, a plain `< n` / `<= n` / `> n` / `>= n`
-// (a baseline's limit leads its text the same way) against n; anything else draws none rather than a
-// wrong one.
-function bound(threshold) {
-  if ((threshold || '').includes('bound of')) return 0;
-  const m = /^\s*(<=|>=|<|>)\s*(-?\d*\.?\d+(e[-+]?\d+)?)/i.exec(threshold || '');
-  return m ? Number(m[2]) : null;
-}
-
 // ---- charts ----------------------------------------------------------------------------------------
 
 // A line chart of points [{t, v, mark}] with an optional threshold line; marks are told by shape (● pass
@@ -285,20 +276,29 @@ function stateClass(state) {
 
 // The buttons a person may press now, each asking for a reason before it is sent.
 function commands(r) {
-  if (!session.can_operate || TERMINAL.includes(r.status.state)) return [];
+  if (!session.can_operate) return [];
   const out = [];
+  // What waits for a person whether or not the rollout has ended: an action that failed for good or was
+  // cut off, notifications given up.
+  if ((r.pending || []).some(p => p.state === 'failed' || p.state === 'unknown')) {
+    out.push(['settle', 'Retry the action', '', { pending: 'retry' }]);
+    out.push(['settle', 'Accept it as it is', '', { pending: 'failed' }]);
+  }
+  const undelivered = (r.undelivered || []).length;
+  if (undelivered) out.push(['redeliver', `Send ${undelivered} undelivered notification${undelivered > 1 ? 's' : ''} again`, '']);
+  if (TERMINAL.includes(r.status.state)) return out;
   const st = r.status.state;
   if (st === 'running' || st === 'baking') out.push(['pause', 'Pause', '']);
   if (st === 'paused') out.push(['resume', 'Resume', 'primary']);
   if (st === 'running') out.push(['promote', 'Promote now', '']);
   for (const item of r.approvals_needed || []) {
-    if (!(r.approvals_signed || []).includes(item)) out.push(['approve', `Approve ${item}`, '', item]);
+    if (!(r.approvals_signed || []).includes(item)) out.push(['approve', `Approve ${item}`, '', { item }]);
   }
   out.push(['rollback', 'Roll back', 'danger']);
   return out;
 }
 
-function ask(r, command, label, item) {
+function ask(r, command, label, extra) {
   const reason = h('textarea', { id: 'reason', name: 'reason', 'aria-required': 'true' });
   const error = h('p', { class: 'bad', role: 'alert' });
   const dialog = h('dialog', { 'aria-labelledby': 'ask-title' });
@@ -306,8 +306,7 @@ function ask(r, command, label, item) {
     e.preventDefault();
     if (!reason.value.trim()) { error.textContent = 'A reason is required: it goes to the audit log.'; return; }
     try {
-      const body = { reason: reason.value.trim() };
-      if (item) body.item = item;
+      const body = { reason: reason.value.trim(), ...(extra || {}) };
       await api(`/api/v1/rollouts/${encodeURIComponent(r.id)}/${command}`, { method: 'POST', body });
       dialog.close();
       dialog.remove();
@@ -343,8 +342,8 @@ async function rolloutPage(main, id, mine) {
   const ended = TERMINAL.includes(r.status.state);
   const end = ended ? r.history[r.history.length - 1].at : Date.now();
 
-  const buttons = commands(r).map(([cmd, label, cls, item]) =>
-    h('button', { type: 'button', class: cls || null, onclick: () => ask(r, cmd, label, item) }, label));
+  const buttons = commands(r).map(([cmd, label, cls, extra]) =>
+    h('button', { type: 'button', class: cls || null, onclick: () => ask(r, cmd, label, extra) }, label));
 
   const holdLeft = h('span', { id: 'hold-left' });
   const phases = h('ol', { class: 'phases', 'aria-label': 'Phases' }, r.phase_percents.map((p, i) => {
@@ -377,7 +376,8 @@ async function rolloutPage(main, id, mine) {
   }
   const charts = [...byCheck.entries()].map(([key, list]) => {
     const last = list[list.length - 1];
-    const comparison = (last.threshold || '').includes('bound of');
+    // The server says where the threshold's line is (`line`) and what kind of threshold it is (`rule`).
+    const comparison = !!(last.rule && last.rule.compared);
     // A comparison's interval of canary − reference − margin, narrowing as samples come in: within the
     // margin once it is all below 0, worse than the margin allows once it is all above.
     const band = list.filter(d => d.interval).map(d => ({ t: d.at, lo: d.interval[0], hi: d.interval[1] }));
@@ -386,7 +386,7 @@ async function rolloutPage(main, id, mine) {
       h('p', {}, 'Last: ', h('strong', {}, num(last.value)), ' — ', verdictText(last), last.note ? h('span', { class: 'muted' }, ` (${last.note})`) : null),
       last.interval ? h('p', { class: 'muted' }, `Interval of canary − reference − margin: ${num(last.interval[0])} to ${num(last.interval[1])} (shaded)`) : null,
       chart(`${key} over time against ${last.threshold}`, list.map(d => ({ t: d.at, v: d.value, mark: verdict(d) })),
-        { from: start, to: end, threshold: comparison ? 0 : bound(last.threshold), thresholdLabel: comparison ? 'margin (0)' : `threshold ${last.threshold}`, keepLow: comparison,
+        { from: start, to: end, threshold: last.line ?? null, thresholdLabel: comparison ? 'margin (0)' : `threshold ${last.threshold}`, keepLow: comparison,
           band: band.length > 1 ? band : null, extra: band.flatMap(b => [b.lo, b.hi]) }));
   });
 
@@ -431,7 +431,12 @@ async function rolloutPage(main, id, mine) {
     h('table', {}, h('thead', {}, h('tr', {}, ['Time', 'Event', 'Phase', 'Percent', 'Why'].map(t => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, r.history.slice().reverse().map(e => h('tr', {}, h('td', {}, when(e.at)), h('td', {}, e.kind.replaceAll('_', ' ')), h('td', {}, String(e.phase + 1)), h('td', {}, `${e.percent}%`), h('td', {}, e.reason))))),
     h('h2', {}, 'Actions and notifications'),
-    (r.pending || []).length ? h('ul', {}, r.pending.map(p => h('li', {}, `${p.state.replace('_', ' ')}: ${p.what}`))) : null,
+    (r.pending || []).length ? h('ul', {}, r.pending.map(p => h('li', { class: p.state === 'failed' || p.state === 'unknown' ? 'bad' : '' },
+      `${p.state.replace('_', ' ')}: ${p.what}`, p.error ? h('div', { class: 'muted' }, p.error) : null))) : null,
+    (r.undelivered || []).length ? h('div', { id: 'undelivered' },
+      h('h3', {}, 'Notifications given up'),
+      h('p', { class: 'warn' }, 'Nobody heard these: each failed for good (a permanent error) or too many times. Fix the receiver, then send them again.'),
+      h('ul', {}, r.undelivered.map(u => h('li', {}, `${u.destination} — ${u.id}, ${u.attempts} attempt${u.attempts > 1 ? 's' : ''}: `, h('code', {}, u.error || ''))))) : null,
     actions.length ? h('table', {},
       h('thead', {}, h('tr', {}, ['Time', 'What', 'Result', 'Detail'].map(t => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, actions.map(a => {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sluice_engine::Outcome;
 use sluice_flags::tally::Served;
 use sluice_store::Role;
 
@@ -152,8 +153,45 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     let mut checks = Vec::new();
     for r in &rollouts {
         let recent = state.store.decisions(&r.id, 256).await.unwrap_or_default();
-        let last = recent.iter().filter_map(|d| d["at"].as_u64()).max();
-        checks.extend(recent.into_iter().filter(|d| last.is_some() && d["at"].as_u64() == last).map(|d| (r, d)));
+        let last = recent.iter().map(|d| d.decision.at).max();
+        checks.extend(recent.into_iter().filter(|d| Some(d.decision.at) == last).map(|d| (r, d.decision)));
+    }
+    let dead = state.store.dead_notifications(None).await.unwrap_or_default();
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_notifications_undelivered",
+            "gauge",
+            "Notifications given up (a permanent failure, or too many attempts) and not sent again, by rollout and destination.",
+        );
+        let mut by: std::collections::BTreeMap<(&str, String), u64> = std::collections::BTreeMap::new();
+        for n in &dead {
+            *by.entry((n.rollout_id.as_str(), n.destination.to_string())).or_default() += 1;
+        }
+        for ((rollout, destination), count) in by {
+            f.sample(
+                "sluice_notifications_undelivered",
+                &[("rollout", rollout), ("destination", &destination)],
+                count as f64,
+            );
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "sluice_actions_failed_pending",
+            "gauge",
+            "Actions of a rollout that failed for good and wait for a person to settle them.",
+        );
+        let all = state.store.rollouts(false).await.unwrap_or_default();
+        for r in all.iter().filter(|r| r.outbox.iter().any(|i| i.failed.is_some() && !i.done)) {
+            let n = r.outbox.iter().filter(|i| i.failed.is_some() && !i.done).count();
+            f.sample(
+                "sluice_actions_failed_pending",
+                &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag)],
+                n as f64,
+            );
+        }
     }
     {
         let mut f = Family::new(
@@ -205,8 +243,8 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             "The value each gate and trigger of an active rollout had at its last tick.",
         );
         for (r, d) in &checks {
-            if let Some(v) = d["value"].as_f64() {
-                let (check, kind) = (d["check"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or(""));
+            if let Some(v) = d.value {
+                let (check, kind) = (d.check.as_str(), d.kind.as_str());
                 f.sample(
                     "sluice_check_value",
                     &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag), ("check", check), ("kind", kind)],
@@ -223,11 +261,11 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             "Whether each gate and trigger of an active rollout held at its last tick (1), did not (0), or was inconclusive (-1).",
         );
         for (r, d) in &checks {
-            let (check, kind) = (d["check"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or(""));
-            let v = match d["outcome"].as_str() {
-                Some("holds") => 1.0,
-                Some("clear") => 0.0,
-                _ => -1.0,
+            let (check, kind) = (d.check.as_str(), d.kind.as_str());
+            let v = match d.outcome {
+                Outcome::Holds => 1.0,
+                Outcome::Clear => 0.0,
+                Outcome::Inconclusive => -1.0,
             };
             f.sample(
                 "sluice_check_holds",
@@ -268,6 +306,15 @@ fn controller_activity(out: &mut String, activity: &sluice_controller::Activity)
     );
     for ((kind, ok), n) in activity.actions() {
         f.sample("sluice_actions_total", &[("kind", &kind), ("result", result(ok))], n as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "sluice_notifications_given_up_total",
+        "counter",
+        "Notifications given up since the process started (a permanent failure, or too many attempts), by notifier kind.",
+    );
+    for (kind, n) in activity.dead_letters() {
+        f.sample("sluice_notifications_given_up_total", &[("kind", &kind)], n as f64);
     }
     let mut f = Family::new(
         out,

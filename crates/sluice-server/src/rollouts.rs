@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use sluice_controller::{CommandBody, RolloutSummary};
+use sluice_controller::CommandBody;
 use sluice_store::{Principal, Role};
 
 use crate::error::{parse_json, Params};
@@ -43,7 +43,7 @@ pub(crate) async fn start(
 
 pub(crate) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.require(&headers, Role::Viewer)?;
-    let out = state.store.rollouts(false).await?.iter().map(RolloutSummary::of).collect::<Result<Vec<_>, _>>()?;
+    let out = state.controller.summaries().await?;
     Ok(Json(json!({"data": out})).into_response())
 }
 
@@ -54,7 +54,7 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     state.require(&headers, Role::Viewer)?;
     let record = state.controller.find(&id).await?;
-    Ok(Json(json!({"data": RolloutSummary::of(&record)?})).into_response())
+    Ok(Json(json!({"data": state.controller.summary_of(&record).await?})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

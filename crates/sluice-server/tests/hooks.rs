@@ -57,7 +57,7 @@ impl Plugins for World {
             }
             _ => {}
         }
-        ActionOutcome { ok: true, detail: String::new(), attempts: Vec::new() }
+        ActionOutcome::done("")
     }
 }
 

@@ -271,8 +271,134 @@ rollback:
         assert_eq!(a["after"]["ok"], false, "{a}");
     }
     // The flag rollback happened anyway, before the actions.
-    assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.status.name(), "rolled_back");
+    let record = s.store.rollout(&id).await.unwrap().unwrap();
+    assert_eq!(record.state.status.name(), "rolled_back");
     assert_eq!(s.state.live().load().flags().iter().find(|f| f.key == "f").unwrap().ramp.percent, 0);
+    // Each failed for good: kept as failed until a person settles it, told once each, and shown on status.
+    assert_eq!(record.outbox.iter().filter(|i| i.failed.is_some()).count(), 3, "{:?}", record.outbox);
+    assert_eq!(record.state.history.iter().filter(|e| e.kind == "action_failed").count(), 3);
+    let status = s.status(&id).await;
+    let failed: Vec<&serde_json::Value> =
+        status["pending"].as_array().unwrap().iter().filter(|p| p["state"] == "failed").collect();
+    assert_eq!(failed.len(), 3, "{status}");
+    assert!(failed[1]["error"].as_str().unwrap().contains("400"), "{status}");
+    // A person accepts each as it is; then nothing is left to carry out.
+    for _ in 0..3 {
+        let body = json!({"pending": "failed", "reason": "done by hand"});
+        let (st, v) = s.call(Method::POST, &format!("/api/v1/rollouts/{id}/settle"), Some(body)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    assert!(s.store.rollout(&id).await.unwrap().unwrap().outbox.is_empty());
+    assert_eq!(receiver.at("/down").len(), 3, "accepting a failure does not run it again");
+}
+
+/// A notifier whose receiver answers 404 is tried once — a 404 will not change — and given up: audited
+/// once, shown on the rollout's status and in `/metrics`, never tried again, until a person sends it again;
+/// one that keeps answering 503 is retried, and given up after the server's attempts; neither holds up the
+/// rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_answering_404_is_tried_once_and_given_up_visibly_until_sent_again() {
+    let receiver = Receiver::default();
+    let recv = receiver.start().await;
+    receiver.fail("/gone", &[404; 5]);
+    receiver.fail("/busy", &[503; 20]);
+    let s = Server::start(None).await;
+    let plan = format!(
+        r#"name: told
+flag: f
+phases: [ {{ percent: 10, hold: 1h }}, {{ percent: 100 }} ]
+notify:
+  - webhook: {{ url: "{recv}/gone" }}
+    on: [started]
+  - slack: {{ url: "{recv}/busy" }}
+    on: [started]
+"#
+    );
+    let id = s.start_plan(&plan).await;
+    s.deliver().await;
+    assert_eq!(receiver.at("/gone").len(), 1, "a 404 is not retried");
+    let status = s.status(&id).await;
+    let undelivered = status["undelivered"].as_array().unwrap();
+    assert_eq!(undelivered.len(), 1, "{status}");
+    assert_eq!(undelivered[0]["destination"], "notify[0]");
+    assert_eq!(undelivered[0]["attempts"], 1);
+    assert!(undelivered[0]["error"].as_str().unwrap().contains("404"), "{status}");
+    assert_eq!(status["status"]["state"], "running", "a notification never holds up the rollout");
+    let dead = s.audit("rollout.notification_dead").await;
+    assert_eq!(dead.len(), 1, "given up, audited once: {dead:?}");
+    assert_eq!(dead[0]["after"]["failure"], "permanent");
+    // The busy one is retried with backoff (due again later, not now).
+    assert_eq!(receiver.at("/busy").len(), 1);
+    // Later passes never try the dead one again.
+    for _ in 0..3 {
+        let queue = s.store.due_notifications(100).await.unwrap();
+        for n in &queue {
+            assert_ne!(n.destination.to_string(), "notify[0]", "the dead one is no longer due");
+        }
+        s.deliver().await;
+    }
+    assert_eq!(receiver.at("/gone").len(), 1);
+    let metrics =
+        s.http.get(format!("{}/metrics", s.url)).bearer_auth(&s.admin).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(&format!("sluice_notifications_undelivered{{rollout=\"{id}\",destination=\"notify[0]\"}} 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluice_notifications_given_up_total{kind=\"webhook\"} 1"), "{metrics}");
+
+    // A person sends it again (the receiver still says 404 once more, then takes it).
+    receiver.script.lock().unwrap().retain(|(p, _)| p != "/gone");
+    let (st, v) =
+        s.call(Method::POST, &format!("/api/v1/rollouts/{id}/redeliver"), Some(json!({"reason": "hook fixed"}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["data"]["undelivered"].as_array().unwrap().is_empty(), "{v}");
+    s.deliver().await;
+    assert_eq!(receiver.at("/gone").len(), 2, "sent again once");
+    let redelivered = s.audit("rollout.notification_redeliver").await;
+    assert_eq!(redelivered[0]["reason"], "hook fixed");
+    let (st, v) = s.call(Method::POST, &format!("/api/v1/rollouts/{id}/redeliver"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CONFLICT, "nothing left to send again: {v}");
+}
+
+/// A notification failing transiently (503) is retried until the server's attempts are used up, then given
+/// up as a dead one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_failing_transiently_is_given_up_after_its_attempts() {
+    let receiver = Receiver::default();
+    let recv = receiver.start().await;
+    receiver.fail("/busy", &[503; 20]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
+    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
+    let plugins = sluice_sources::Registry::new(&sluice_sources::Config::default());
+    let seams = Seams { plugins: Arc::new(plugins), ..Seams::default() };
+    let options = Options {
+        controller: sluice_server::Settings { delivery_attempts: 3, ..Default::default() },
+        ..Options::default()
+    };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, options, seams).await.unwrap();
+    let plan = format!(
+        "name: told\nflag: f\nphases: [ {{ percent: 10, hold: 1h }} ]\nnotify:\n  - slack: {{ url: \"{recv}/busy\" }}\n    on: [started]\n"
+    );
+    let who = sluice_store::Principal { name: admin.clone(), role: Role::Admin };
+    store.apply("root", sluice_store::Change::PutFlag(sluice_flags::Flag::boolean("f")), None).await.unwrap();
+    state.controller().catalog().reload().await.unwrap();
+    let id = state.controller().start(&who, "told.yaml", &plan).await.unwrap().id;
+    for _ in 0..3 {
+        // Each failed try is due again after its backoff: make it due now.
+        sqlx::query("UPDATE notifications SET next_ms = 0 WHERE delivered_ms IS NULL")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        state.controller().deliver_due().await;
+    }
+    assert_eq!(receiver.at("/busy").len(), 3, "three attempts, then no more");
+    let dead = store.dead_notifications(Some(&id)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    sqlx::query("UPDATE notifications SET next_ms = 0").execute(store.pool()).await.unwrap();
+    state.controller().deliver_due().await;
+    assert_eq!(receiver.at("/busy").len(), 3, "given up: not tried again");
 }
 
 /// A real Alertmanager on a free loopback port, stopped on drop.

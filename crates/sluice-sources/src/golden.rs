@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_plan::model::{EnvValue, Expect, ProbeRequest, Spanned};
+use sluice_plan::model::{EnvValue, Spanned};
+
+use crate::sources::http::{Expect, ProbeRequest};
 use sluice_plan::Dur;
 
 /// What an ignored field is written as in a golden file.

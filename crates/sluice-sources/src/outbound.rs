@@ -115,6 +115,28 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Why it failed, when it did: transient when the last attempt could not reach the receiver, timed out
+    /// or was answered 408, 429 or 5xx; permanent for any other answer.
+    ///
+    /// ```
+    /// use sluice_sources::outbound::{Attempt, Delivery};
+    /// let attempt = |status| Attempt { at: 0, target: "http://127.0.0.1:1".into(), status, duration_ms: 1, error: Some("no".into()) };
+    /// let d = Delivery { ok: false, attempts: vec![attempt(Some(404))], answer: String::new() };
+    /// assert!(!d.failure().unwrap().is_transient());
+    /// let d = Delivery { ok: false, attempts: vec![attempt(None)], answer: String::new() };
+    /// assert!(d.failure().unwrap().is_transient());
+    /// ```
+    pub fn failure(&self) -> Option<crate::Failure> {
+        if self.ok {
+            return None;
+        }
+        let message = self.summary();
+        Some(match self.attempts.last().and_then(|a| a.status) {
+            Some(status) => crate::Failure::of_status(status, message),
+            None => crate::Failure::transient(message),
+        })
+    }
+
     /// One line: `200 after 2 attempts` or the last error.
     pub fn summary(&self) -> String {
         let n = self.attempts.len();

@@ -43,7 +43,7 @@ async fn exec_actions_report_success_failure_and_their_key() {
         "r1:7:0",
     )
     .await;
-    assert!(ok.ok && ok.detail == "key=r1:7:0", "{ok:?}");
+    assert!(ok.ok() && ok.detail == "key=r1:7:0", "{ok:?}");
     let bad = sluice_sources::actions::exec::run(
         &sh("echo oops >&2; exit 2"),
         &values,
@@ -51,7 +51,7 @@ async fn exec_actions_report_success_failure_and_their_key() {
         "k",
     )
     .await;
-    assert!(!bad.ok && bad.detail.contains("oops"), "{bad:?}");
+    assert!(!bad.ok() && bad.detail.contains("oops"), "{bad:?}");
     let slow = sluice_sources::actions::exec::run(
         &["sleep".into(), "5".into()],
         &values,
@@ -59,7 +59,7 @@ async fn exec_actions_report_success_failure_and_their_key() {
         "k",
     )
     .await;
-    assert!(!slow.ok && slow.detail.contains("longer than"), "{slow:?}");
+    assert!(!slow.ok() && slow.detail.contains("longer than"), "{slow:?}");
 }
 
 /// A shell command printing 1 MiB of `fill` to stream `to` (1 stdout, 2 stderr), then a newline.
@@ -111,7 +111,7 @@ async fn an_exec_printing_megabytes_to_both_streams_finishes_with_the_end_of_its
     let (took, done) = exec(format!("{}; {}; echo out-end", flood('e', 2), flood('o', 1))).await;
     // A blocked pipe would hold it to the 30 s timeout.
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
-    assert!(done.ok, "{:.200}", done.detail);
+    assert!(done.ok(), "{:.200}", done.detail);
     assert!(done.detail.ends_with("\nout-end"), "{:?}", end_of(&done.detail));
     assert!(done.detail.contains("bytes omitted"), "the cut is said");
     // The first 4 KiB and the last 64 KiB, and a line between them.
@@ -123,7 +123,7 @@ async fn a_failed_exec_says_its_status_and_the_end_of_its_errors() {
     let (took, done) = exec(format!("{}; {}; echo the-real-reason >&2; exit 3", flood('o', 1), flood('e', 2))).await;
     // A blocked pipe would hold it to the 30 s timeout.
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
-    assert!(!done.ok);
+    assert!(!done.ok());
     assert!(done.detail.starts_with("exit status: 3: eee"), "{:.200}", done.detail);
     assert!(done.detail.ends_with("\nthe-real-reason"), "{:?}", end_of(&done.detail));
     assert!(done.detail.len() <= 4096 + 65536 + 100, "{} bytes", done.detail.len());

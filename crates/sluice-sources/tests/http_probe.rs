@@ -119,7 +119,7 @@ async fn probes_measure_the_share_of_good_answers_and_failures_in_a_row() {
 #[test]
 fn plan_check_refuses_a_malformed_probe() {
     let yaml = "name: p\nflag: f\nphases: [ { percent: 5 } ]\ngates:\n  - name: g\n    http: { url: 'http://x/{{nope}}', method: FETCH, expect: { json_not_null: [status] }, value: success_ratio }\n    above: 0.5\n";
-    let problems = sluice_plan::load("p.yaml", yaml, None).unwrap_err();
+    let problems = sluice_plan::load_with("p.yaml", yaml, None, sluice_sources::described()).unwrap_err();
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert!(text.iter().any(|p| p.contains("unknown template variable `{{nope}}`")), "{text:?}");
     assert!(text.iter().any(|p| p.contains("`FETCH` is not an HTTP method")), "{text:?}");

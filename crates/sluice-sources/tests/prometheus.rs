@@ -118,8 +118,8 @@ async fn every_answer_shape_has_one_outcome() {
     // `plan check` refuses a query that does not parse; one can still reach Prometheus (a plan checked by
     // an older version, a `vars:` value that breaks it), and Prometheus' own words must come through.
     let mut checks = checks;
-    let bad = checks.gates[5].value.query.as_mut().unwrap();
-    bad.value = "sum(rate(latency_seconds[1m]".into();
+    let bad = checks.gates[5].value.block.entries.iter_mut().find(|(k, _)| k.value == "query").unwrap();
+    bad.1.value = sluice_plan::model::Node::Str("sum(rate(latency_seconds[1m]".into());
     let m = measure(&registry, &checks).await;
     assert!(matches!(m[0], Measurement::Value(v) if (v - 1.1).abs() < 1e-9), "one sample: {:?}", m[0]);
     let Measurement::Error(several) = &m[1] else { panic!("several series: {:?}", m[1]) };

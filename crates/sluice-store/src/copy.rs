@@ -18,7 +18,8 @@ pub struct Dump {
     pub(crate) rollouts: Vec<RolloutRow>,
     pub(crate) decisions: Vec<(String, i64, String, i64)>,
     #[allow(clippy::type_complexity)]
-    pub(crate) notifications: Vec<(String, String, String, String, i64, i64, i64, Option<i64>, Option<String>)>,
+    pub(crate) notifications:
+        Vec<(String, String, String, String, i64, i64, i64, Option<i64>, Option<String>, Option<i64>)>,
     pub(crate) metrics: Vec<(String, String, String, i64)>,
     pub(crate) server_keys: Vec<(String, String, String)>,
 }

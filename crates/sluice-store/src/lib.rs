@@ -35,7 +35,7 @@ mod token;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sluice_engine::{OutboxItem, Rollout, Status};
+use sluice_engine::{CheckDecision, OutboxItem, Rollout, Status};
 use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
 
 pub use audit::{AuditEvent, Verification};
@@ -345,16 +345,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn due_notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>, StoreError>;
 
     /// Marks a notification delivered to `destination`: it is not tried again.
-    async fn notification_delivered(&self, id: &str, destination: &str) -> Result<(), StoreError>;
+    async fn notification_delivered(&self, id: &str, destination: &Destination) -> Result<(), StoreError>;
 
     /// Records a failed delivery; the next try is due after `retry_in`.
     async fn notification_failed(
         &self,
         id: &str,
-        destination: &str,
+        destination: &Destination,
         error: &str,
         retry_in: std::time::Duration,
     ) -> Result<(), StoreError>;
+
+    /// Records a last failed delivery and gives the notification up: it is dead, no longer tried, and the
+    /// audit event saying so (`rollout.notification_dead`) is written in the same transaction, once.
+    async fn notification_dead(
+        &self,
+        id: &str,
+        destination: &Destination,
+        error: &str,
+        detail: Value,
+    ) -> Result<AuditEvent, StoreError>;
+
+    /// Dead notifications, oldest first: of one rollout, or of all.
+    async fn dead_notifications(&self, rollout: Option<&str>) -> Result<Vec<QueuedNotification>, StoreError>;
+
+    /// Sends a rollout's dead notifications again (a person's decision, audited as
+    /// `rollout.notification_redeliver` by `actor` with `reason`): each is due now with its attempts reset.
+    /// Returns how many, and the audit event when there were any.
+    async fn redeliver(
+        &self,
+        actor: &str,
+        rollout: &str,
+        reason: Option<String>,
+    ) -> Result<(usize, Option<AuditEvent>), StoreError>;
 
     /// Rollouts, oldest first; only the active ones with `active_only`.
     async fn rollouts(&self, active_only: bool) -> Result<Vec<RolloutRecord>, StoreError>;
@@ -363,7 +386,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError>;
 
     /// Appends one tick's decisions of a rollout (each counted as changed).
-    async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Value]) -> Result<(), StoreError>;
+    async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Decided]) -> Result<(), StoreError>;
 
     /// Drops the decisions older than `before_ms` whose outcome did not change; returns how many.
     async fn prune_decisions(&self, before_ms: i64) -> Result<u64, StoreError>;
@@ -376,7 +399,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn load_metrics(&self) -> Result<Vec<(String, String, String)>, StoreError>;
 
     /// The last `limit` decisions of a rollout, oldest first.
-    async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError>;
+    async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Decided>, StoreError>;
 
     /// Appends one audit event that is not a catalog change (e.g. a decision whose outcome changed).
     async fn record_event(
@@ -615,13 +638,90 @@ pub struct RolloutSave<'a> {
     pub decisions: Option<(i64, &'a [NewDecision])>,
 }
 
-/// One check's decision of a tick, as kept.
+/// One check's decision of a tick, as kept: the engine's decision and what the tick did.
+///
+/// ```
+/// let json = r#"{"at": 1, "check": "errors", "kind": "gate", "value": 0.01, "threshold": "< 0.02",
+///   "rule": {"below": {"limit": 0.02}}, "outcome": "holds", "note": null, "run": 1, "needed": 1,
+///   "dry_run": false, "action": "promoted"}"#;
+/// let d: sluice_store::Decided = serde_json::from_str(json).unwrap();
+/// assert_eq!(d.decision.threshold, sluice_engine::Threshold::Below { limit: 0.02 });
+/// assert_eq!(d.action, "promoted");
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Decided {
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: CheckDecision,
+    /// What the tick did: `promoted`, `paused`, `rolled_back`, … or `none`.
+    #[serde(default)]
+    pub action: String,
+}
+
+/// One check's decision of a tick, to keep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDecision {
-    /// The decision (JSON: check, value, threshold, outcome, …).
-    pub body: Value,
+    /// The decision and what the tick did.
+    pub decided: Decided,
     /// Its outcome differs from the check's previous one: kept beyond the retention time.
     pub changed: bool,
+}
+
+/// Where a notification goes: the server's log, or the plan's `notify[i]`. Stored as its text (`log`,
+/// `notify[2]`), which is also how people read it; typed in memory, so nothing parses it twice.
+///
+/// ```
+/// use sluice_store::Destination;
+/// let d: Destination = "notify[2]".parse().unwrap();
+/// assert_eq!(d, Destination::Notifier(2));
+/// assert_eq!(d.to_string(), "notify[2]");
+/// assert!("notify[x]".parse::<Destination>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Destination {
+    /// The server's log: every notification goes there.
+    Log,
+    /// The plan's `notify[i]`.
+    Notifier(usize),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Log => f.write_str("log"),
+            Destination::Notifier(i) => write!(f, "notify[{i}]"),
+        }
+    }
+}
+
+impl std::str::FromStr for Destination {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "log" {
+            return Ok(Destination::Log);
+        }
+        s.strip_prefix("notify[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|i| i.parse().ok())
+            .map(Destination::Notifier)
+            .ok_or_else(|| format!("`{s}` is not a destination (`log`, `notify[0]`)"))
+    }
+}
+
+impl From<Destination> for String {
+    fn from(d: Destination) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for Destination {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
 }
 
 /// A notification to queue: delivered at least once to `destination`, keyed by (`id`, `destination`).
@@ -629,21 +729,21 @@ pub struct NewDecision {
 pub struct NewNotification {
     /// The event's id.
     pub id: String,
-    /// `log`, or the plan's `notify[i]`.
-    pub destination: String,
+    /// The log, or the plan's `notify[i]`.
+    pub destination: Destination,
     /// The rollout it is about.
     pub rollout_id: String,
     /// What to deliver.
     pub body: Value,
 }
 
-/// A queued notification not yet delivered.
-#[derive(Debug, Clone, PartialEq)]
+/// A queued notification not yet delivered (or given up: dead).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct QueuedNotification {
     /// The event's id.
     pub id: String,
-    /// `log`, or the plan's `notify[i]`.
-    pub destination: String,
+    /// The log, or the plan's `notify[i]`.
+    pub destination: Destination,
     /// The rollout it is about.
     pub rollout_id: String,
     /// What to deliver.
@@ -652,4 +752,8 @@ pub struct QueuedNotification {
     pub attempts: u32,
     /// The last try's error.
     pub last_error: Option<String>,
+    /// When it was queued (ms since the epoch).
+    pub created_ms: i64,
+    /// When it was given up, if it was.
+    pub dead_ms: Option<i64>,
 }

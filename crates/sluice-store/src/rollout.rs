@@ -2,7 +2,6 @@
 //! a rollout's start and transitions, and reading a stored rollout back.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use crate::audit::NewEvent;
 use crate::stored::{parse_json, Columns};
@@ -152,8 +151,9 @@ impl RolloutRow {
 }
 
 /// A stored decision of the rollout `id`.
-pub(crate) fn parse_decision(id: &str, body: &str) -> Result<Value, StoreError> {
-    parse_json(body, || format!("a decision of {id}"))
+pub(crate) fn parse_decision(id: &str, body: &str) -> Result<crate::Decided, StoreError> {
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Corrupt { message: format!("a decision of {id} does not parse: {e}") })
 }
 
 /// A queued notification row.
@@ -165,6 +165,8 @@ pub(crate) struct NotificationRow {
     body: String,
     attempts: i64,
     last_error: Option<String>,
+    created_ms: i64,
+    dead_ms: Option<i64>,
 }
 
 impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for NotificationRow {
@@ -176,6 +178,8 @@ impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for NotificationRow {
             body: r.text("body")?,
             attempts: r.int("attempts")?,
             last_error: r.text_or_null("last_error")?,
+            created_ms: r.int("created_ms")?,
+            dead_ms: r.int_or_null("dead_ms")?,
         })
     }
 }
@@ -184,13 +188,19 @@ impl NotificationRow {
     /// The notification it queues; `Corrupt` when its body does not parse.
     pub(crate) fn into_queued(self) -> Result<crate::QueuedNotification, StoreError> {
         let body = parse_json(&self.body, || format!("notification {} to {}", self.id, self.destination))?;
+        let destination = self
+            .destination
+            .parse()
+            .map_err(|e| StoreError::Corrupt { message: format!("notification {}: {e}", self.id) })?;
         Ok(crate::QueuedNotification {
             body,
             id: self.id,
-            destination: self.destination,
+            destination,
             rollout_id: self.rollout_id,
             attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
             last_error: self.last_error,
+            created_ms: self.created_ms,
+            dead_ms: self.dead_ms,
         })
     }
 }

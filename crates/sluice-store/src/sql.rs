@@ -178,8 +178,8 @@ macro_rules! sql_store {
                         .fetch_all(&mut *tx)
                         .await?,
                     notifications: sqlx::query_as(
-                        "SELECT id, destination, rollout_id, body, created_ms, attempts, next_ms, delivered_ms, last_error \
-                         FROM notifications ORDER BY created_ms, id, destination",
+                        "SELECT id, destination, rollout_id, body, created_ms, attempts, next_ms, delivered_ms, last_error, \
+                           dead_ms FROM notifications ORDER BY created_ms, id, destination",
                     )
                     .fetch_all(&mut *tx)
                     .await?,
@@ -253,9 +253,9 @@ macro_rules! sql_store {
                 for n in &dump.notifications {
                     sqlx::query(
                         "INSERT INTO notifications (id, destination, rollout_id, body, created_ms, attempts, next_ms, \
-                           delivered_ms, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                           delivered_ms, last_error, dead_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
-                    .bind(&n.0).bind(&n.1).bind(&n.2).bind(&n.3).bind(n.4).bind(n.5).bind(n.6).bind(n.7).bind(&n.8)
+                    .bind(&n.0).bind(&n.1).bind(&n.2).bind(&n.3).bind(n.4).bind(n.5).bind(n.6).bind(n.7).bind(&n.8).bind(n.9)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -490,8 +490,8 @@ macro_rules! sql_store {
 
             async fn due_notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>, StoreError> {
                 let rows: Vec<NotificationRow> = sqlx::query_as(
-                    "SELECT id, destination, rollout_id, body, attempts, last_error FROM notifications \
-                     WHERE delivered_ms IS NULL AND next_ms <= $1 ORDER BY next_ms, created_ms LIMIT $2",
+                    "SELECT id, destination, rollout_id, body, attempts, last_error, created_ms, dead_ms FROM notifications \
+                     WHERE delivered_ms IS NULL AND dead_ms IS NULL AND next_ms <= $1 ORDER BY next_ms, created_ms LIMIT $2",
                 )
                 .bind(Utc::now().timestamp_millis())
                 .bind(i64::from(limit))
@@ -500,12 +500,12 @@ macro_rules! sql_store {
                 rows.into_iter().map(NotificationRow::into_queued).collect()
             }
 
-            async fn notification_delivered(&self, id: &str, destination: &str) -> Result<(), StoreError> {
+            async fn notification_delivered(&self, id: &str, destination: &Destination) -> Result<(), StoreError> {
                 let (_writer, mut tx) = self.begin_write().await?;
                 sqlx::query("UPDATE notifications SET delivered_ms = $1 WHERE id = $2 AND destination = $3")
                     .bind(Utc::now().timestamp_millis())
                     .bind(id)
-                    .bind(destination)
+                    .bind(destination.to_string())
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -515,7 +515,7 @@ macro_rules! sql_store {
             async fn notification_failed(
                 &self,
                 id: &str,
-                destination: &str,
+                destination: &Destination,
                 error: &str,
                 retry_in: std::time::Duration,
             ) -> Result<(), StoreError> {
@@ -528,11 +528,103 @@ macro_rules! sql_store {
                 .bind(next)
                 .bind(stored::bounded_text(error, 4096))
                 .bind(id)
-                .bind(destination)
+                .bind(destination.to_string())
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn notification_dead(
+                &self,
+                id: &str,
+                destination: &Destination,
+                error: &str,
+                detail: Value,
+            ) -> Result<AuditEvent, StoreError> {
+                let (_writer, mut tx) = self.begin_write().await?;
+                let now = Utc::now();
+                let marked = sqlx::query(
+                    "UPDATE notifications SET attempts = attempts + 1, dead_ms = $1, last_error = $2 \
+                     WHERE id = $3 AND destination = $4 AND dead_ms IS NULL AND delivered_ms IS NULL",
+                )
+                .bind(now.timestamp_millis())
+                .bind(stored::bounded_text(error, 4096))
+                .bind(id)
+                .bind(destination.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if marked == 0 {
+                    return Err(StoreError::Conflict {
+                        message: format!("notification {id} to {destination} is not waiting to be delivered"),
+                    });
+                }
+                let rollout: String = sqlx::query_scalar("SELECT rollout_id FROM notifications WHERE id = $1 AND destination = $2")
+                    .bind(id)
+                    .bind(destination.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let event = append_audit(
+                    &mut tx,
+                    NewEvent::note(now, "sluice", "rollout.notification_dead", &format!("rollout:{rollout}"), detail, None),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(event)
+            }
+
+            async fn dead_notifications(&self, rollout: Option<&str>) -> Result<Vec<QueuedNotification>, StoreError> {
+                let rows: Vec<NotificationRow> = sqlx::query_as(
+                    "SELECT id, destination, rollout_id, body, attempts, last_error, created_ms, dead_ms FROM notifications \
+                     WHERE dead_ms IS NOT NULL AND ($1 = '' OR rollout_id = $1) ORDER BY dead_ms, id, destination",
+                )
+                .bind(rollout.unwrap_or(""))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(NotificationRow::into_queued).collect()
+            }
+
+            async fn redeliver(
+                &self,
+                actor: &str,
+                rollout: &str,
+                reason: Option<String>,
+            ) -> Result<(usize, Option<AuditEvent>), StoreError> {
+                let (_writer, mut tx) = self.begin_write().await?;
+                let now = Utc::now();
+                let dead: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, destination FROM notifications WHERE rollout_id = $1 AND dead_ms IS NOT NULL ORDER BY dead_ms, id",
+                )
+                .bind(rollout)
+                .fetch_all(&mut *tx)
+                .await?;
+                if dead.is_empty() {
+                    return Ok((0, None));
+                }
+                sqlx::query(
+                    "UPDATE notifications SET dead_ms = NULL, attempts = 0, next_ms = $1 WHERE rollout_id = $2 AND dead_ms IS NOT NULL",
+                )
+                .bind(now.timestamp_millis())
+                .bind(rollout)
+                .execute(&mut *tx)
+                .await?;
+                let sent: Vec<Value> =
+                    dead.iter().map(|(id, d)| serde_json::json!({"id": id, "destination": d})).collect();
+                let event = append_audit(
+                    &mut tx,
+                    NewEvent::note(
+                        now,
+                        actor,
+                        "rollout.notification_redeliver",
+                        &format!("rollout:{rollout}"),
+                        serde_json::json!({"notifications": sent}),
+                        reason,
+                    ),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok((dead.len(), Some(event)))
             }
 
             async fn rollouts(&self, active_only: bool) -> Result<Vec<RolloutRecord>, StoreError> {
@@ -550,10 +642,10 @@ macro_rules! sql_store {
                 row.map(RolloutRow::into_record).transpose()
             }
 
-            async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Value]) -> Result<(), StoreError> {
+            async fn record_decisions(&self, id: &str, at_ms: i64, decisions: &[Decided]) -> Result<(), StoreError> {
                 let (_writer, mut tx) = self.begin_write().await?;
                 let decisions: Vec<NewDecision> =
-                    decisions.iter().map(|d| NewDecision { body: d.clone(), changed: true }).collect();
+                    decisions.iter().map(|d| NewDecision { decided: d.clone(), changed: true }).collect();
                 insert_decisions(&mut tx, id, at_ms, &decisions).await?;
                 tx.commit().await?;
                 Ok(())
@@ -595,7 +687,7 @@ macro_rules! sql_store {
                 Ok(sqlx::query_as("SELECT replica, flag, body FROM metrics ORDER BY replica, flag").fetch_all(&self.pool).await?)
             }
 
-            async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Value>, StoreError> {
+            async fn decisions(&self, id: &str, limit: u32) -> Result<Vec<Decided>, StoreError> {
                 let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT body FROM (SELECT body, at_ms, seq FROM decisions WHERE rollout_id = $1 \
                        ORDER BY at_ms DESC, seq DESC LIMIT $2) AS last ORDER BY at_ms, seq",
@@ -750,7 +842,7 @@ macro_rules! sql_store {
                 sqlx::query("INSERT INTO decisions (rollout_id, at_ms, body, changed) VALUES ($1, $2, $3, $4)")
                     .bind(id)
                     .bind(at_ms)
-                    .bind(d.body.to_string())
+                    .bind(serde_json::to_string(&d.decided).expect("a decision serializes"))
                     .bind(i64::from(d.changed))
                     .execute(&mut *tx)
                     .await?;
@@ -771,7 +863,7 @@ macro_rules! sql_store {
                      ON CONFLICT (id, destination) DO NOTHING",
                 )
                 .bind(&n.id)
-                .bind(&n.destination)
+                .bind(n.destination.to_string())
                 .bind(&n.rollout_id)
                 .bind(n.body.to_string())
                 .bind(ms)

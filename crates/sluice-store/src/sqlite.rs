@@ -19,9 +19,9 @@ use crate::rollout::{self, NotificationRow, RolloutRow};
 use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Fence, Lease, LeaseAnswer, LeaseBid, NewDecision,
-    NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store, StoreError, TokenInfo, TokenTable,
-    CONTROLLER_LEASE,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Decided, Destination, Fence, Lease, LeaseAnswer,
+    LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store, StoreError,
+    TokenInfo, TokenTable, CONTROLLER_LEASE,
 };
 
 /// What a commit survives once it returns.
@@ -138,6 +138,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (8, "built-in metrics", include_str!("../migrations/0008_metrics.sql")),
         (9, "server keys", include_str!("../migrations/0009_server_keys.sql")),
         (10, "leases and replica metrics", include_str!("../migrations/0010_leases_and_replica_metrics.sql")),
+        (11, "dead letters", include_str!("../migrations/0011_dead_letters.sql")),
     ];
     crate::sql::migrations_of(MIGRATIONS)
 }
@@ -148,7 +149,8 @@ mod tests {
     use serde_json::json;
 
     /// A file written before decisions had `seq` (ordered by SQLite's rowid then) still opens, and its
-    /// decisions keep their order, also among decisions of the same tick.
+    /// decisions keep their order, also among decisions of the same tick; decisions written before
+    /// thresholds were typed read back with their threshold's text.
     #[tokio::test]
     async fn a_file_from_before_decisions_seq_opens_with_its_decisions_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -160,7 +162,12 @@ mod tests {
             for (at_ms, check) in [(1000, "b"), (1000, "a"), (2000, "d"), (1000, "c")] {
                 sqlx::query("INSERT INTO decisions (rollout_id, at_ms, body) VALUES ('r1', $1, $2)")
                     .bind(at_ms)
-                    .bind(json!({"check": check}).to_string())
+                    // As the version before typed thresholds wrote a decision: the threshold as text only.
+                    .bind(
+                        json!({"at": at_ms, "check": check, "kind": "gate", "value": 0.5, "threshold": "< 0.01",
+                        "outcome": "clear", "note": null, "run": 0, "needed": 1, "dry_run": false, "action": "none"})
+                        .to_string(),
+                    )
                     .execute(&pool)
                     .await
                     .unwrap();
@@ -168,9 +175,18 @@ mod tests {
             pool.close().await;
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        let checks = |d: Vec<Value>| d.iter().map(|d| d["check"].as_str().unwrap().to_string()).collect::<Vec<_>>();
-        assert_eq!(checks(store.decisions("r1", 10).await.unwrap()), ["b", "a", "c", "d"]);
-        store.record_decisions("r1", 2000, &[json!({"check": "e"})]).await.unwrap();
+        let checks = |d: Vec<crate::Decided>| d.iter().map(|d| d.decision.check.clone()).collect::<Vec<_>>();
+        let old = store.decisions("r1", 10).await.unwrap();
+        assert_eq!(
+            old[0].decision.threshold,
+            sluice_engine::Threshold::Written { text: "< 0.01".into() },
+            "an old decision keeps its threshold's text"
+        );
+        assert_eq!(checks(old.clone()), ["b", "a", "c", "d"]);
+        let mut e = old[0].clone();
+        e.decision.check = "e".into();
+        e.decision.threshold = sluice_engine::Threshold::Below { limit: 0.01 };
+        store.record_decisions("r1", 2000, &[e]).await.unwrap();
         assert_eq!(checks(store.decisions("r1", 2).await.unwrap()), ["d", "e"]);
     }
 }

@@ -44,6 +44,8 @@ pub(crate) trait Columns<'r> {
     fn text(&'r self, column: &'static str) -> Result<String, sqlx::Error>;
     /// A TEXT column that may be NULL.
     fn text_or_null(&'r self, column: &'static str) -> Result<Option<String>, sqlx::Error>;
+    /// A BIGINT or INTEGER column that may be NULL.
+    fn int_or_null(&'r self, column: &'static str) -> Result<Option<i64>, sqlx::Error>;
 }
 
 impl<'r, R: Row> Columns<'r> for R
@@ -59,6 +61,10 @@ where
         self.try_get(column)
     }
     fn text_or_null(&'r self, column: &'static str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn int_or_null(&'r self, column: &'static str) -> Result<Option<i64>, sqlx::Error> {
         self.try_get(column)
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sluice_flags::unleash::Constraint;
 use sluice_flags::{Context, Flag, Override, SegmentDef};
-use sluice_store::{AuditFilter, Change, PgStore, SqliteStore, Store, StoreError, Verification};
+use sluice_store::{AuditFilter, Change, Destination, PgStore, SqliteStore, Store, StoreError, Verification};
 
 #[path = "../../../tests/support/postgres.rs"]
 mod pg_cluster;
@@ -481,10 +481,10 @@ async fn a_flag_has_at_most_one_active_rollout(db: Database) {
     assert_eq!(store.rollouts(true).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r2"]);
     assert_eq!(store.rollout("r1").await.unwrap().unwrap().state, rolled_back);
 
-    store.record_decisions("r2", 1000, &[json!({"check": "a"}), json!({"check": "b"})]).await.unwrap();
-    store.record_decisions("r2", 2000, &[json!({"check": "c"})]).await.unwrap();
+    store.record_decisions("r2", 1000, &[decided("a", 1.0), decided("b", 2.0)]).await.unwrap();
+    store.record_decisions("r2", 2000, &[decided("c", 3.0)]).await.unwrap();
     let last_two = store.decisions("r2", 2).await.unwrap();
-    assert_eq!(last_two, vec![json!({"check": "b"}), json!({"check": "c"})]);
+    assert_eq!(last_two, vec![decided("b", 2.0), decided("c", 3.0)]);
     // The flag's creation, two rollout creations, the rollback.
     assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 4, .. }));
 }
@@ -506,7 +506,7 @@ async fn concurrent_writes_of_every_kind_all_commit(db: Database) {
                 store
                     .record_event("runner", "rollout.decision", &format!("rollout:r{t}"), json!({"i": i}), None)
                     .await?;
-                store.record_decisions(&format!("r{t}"), i64::from(i), &[json!({"check": "g", "value": i})]).await?;
+                store.record_decisions(&format!("r{t}"), i64::from(i), &[decided("g", f64::from(i))]).await?;
                 store.record_client_metrics(&[(format!("f{t}"), "on".into(), 1)]).await?;
             }
             Ok::<_, StoreError>(())
@@ -614,7 +614,7 @@ async fn notifications_are_queued_with_their_transition_until_delivered(db: Data
     let (_, running) = started("p");
     let queued = |id: &str, destination: &str| NewNotification {
         id: id.into(),
-        destination: destination.into(),
+        destination: destination.parse().unwrap(),
         rollout_id: "r1".into(),
         body: json!({"event": id}),
     };
@@ -659,7 +659,7 @@ async fn notifications_are_queued_with_their_transition_until_delivered(db: Data
             .await
             .unwrap()
             .into_iter()
-            .map(|n| (n.id, n.destination, n.attempts))
+            .map(|n| (n.id, n.destination.to_string(), n.attempts))
             .collect();
         due.sort();
         due
@@ -668,15 +668,62 @@ async fn notifications_are_queued_with_their_transition_until_delivered(db: Data
         due(store.clone()).await,
         [("e1".into(), "log".into(), 0), ("e1".into(), "notify[0]".into(), 0), ("e2".into(), "log".into(), 0)]
     );
-    store.notification_delivered("e1", "log").await.unwrap();
-    store.notification_failed("e1", "notify[0]", "slack: 503", std::time::Duration::from_secs(3600)).await.unwrap();
-    store.notification_failed("e2", "log", "disk full", std::time::Duration::ZERO).await.unwrap();
+    store.notification_delivered("e1", &Destination::Log).await.unwrap();
+    store
+        .notification_failed("e1", &Destination::Notifier(0), "slack: 503", std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    store.notification_failed("e2", &Destination::Log, "disk full", std::time::Duration::ZERO).await.unwrap();
     assert_eq!(due(store.clone()).await, [("e2".into(), "log".into(), 1)]);
     let again = store.due_notifications(100).await.unwrap();
     assert_eq!(again[0].last_error.as_deref(), Some("disk full"));
     // Kept across a restart.
     let reopened = db.open().await;
     assert_eq!(due(reopened).await, [("e2".into(), "log".into(), 1)]);
+
+    // Given up: no longer due, audited once in the same transaction, listed, and sent again only when a
+    // person says so (audited too).
+    let head = store.chain(0, 1000).await.unwrap().len();
+    let event =
+        store.notification_dead("e1", &Destination::Notifier(0), "404 Not Found", json!({"attempt": 2})).await.unwrap();
+    assert_eq!((event.action.as_str(), event.entity.as_str()), ("rollout.notification_dead", "rollout:r1"));
+    assert!(store.notification_dead("e1", &Destination::Notifier(0), "again", json!({})).await.is_err(), "dead once");
+    assert_eq!(due(store.clone()).await, [("e2".into(), "log".into(), 1)]);
+    let dead = store.dead_notifications(Some("r1")).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].destination, dead[0].attempts), (Destination::Notifier(0), 2));
+    assert_eq!(dead[0].last_error.as_deref(), Some("404 Not Found"));
+    assert!(dead[0].dead_ms.is_some());
+    assert!(store.dead_notifications(Some("r9")).await.unwrap().is_empty());
+    let (n, event) = store.redeliver("alice", "r1", Some("hook fixed".into())).await.unwrap();
+    assert_eq!((n, event.unwrap().action.as_str()), (1, "rollout.notification_redeliver"));
+    assert!(store.dead_notifications(None).await.unwrap().is_empty());
+    let mut again = due(store.clone()).await;
+    again.sort();
+    assert_eq!(again, [("e1".into(), "notify[0]".into(), 0), ("e2".into(), "log".into(), 1)]);
+    assert_eq!(store.redeliver("alice", "r1", None).await.unwrap().0, 0, "nothing left to send again");
+    assert_eq!(store.chain(0, 1000).await.unwrap().len(), head + 2);
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { .. }));
+}
+
+/// A decision as kept: `check` with `value`, a plain threshold.
+fn decided(check: &str, value: f64) -> sluice_store::Decided {
+    sluice_store::Decided {
+        decision: sluice_engine::CheckDecision {
+            at: 1,
+            check: check.into(),
+            kind: sluice_engine::CheckKind::Gate,
+            value: Some(value),
+            threshold: sluice_engine::Threshold::Below { limit: 10.0 },
+            outcome: sluice_engine::Outcome::Holds,
+            note: None,
+            run: 1,
+            needed: 1,
+            dry_run: false,
+            interval: None,
+        },
+        action: "none".into(),
+    }
 }
 
 /// A segment that the current or a later phase of an active rollout names, or the flag a rollout ramps,

@@ -229,10 +229,14 @@ pub enum RolloutCmd {
     },
     /// Sign a go/no-go item of the current phase.
     Approve { id: String, item: String },
-    /// After a restart, say what happened to an action that was running: --ran (do not run it again) or
-    /// --retry (run it now). The rest of the rollout's pending effects then go on.
+    /// Say what happened to an action that waits for a person — one cut off by a restart while it ran, or
+    /// one that failed for good: --ran (it did run: do not run it again), --retry (run it now) or --failed
+    /// (it failed: accept that). The rest of the rollout's pending effects then go on.
     Settle {
         id: String,
+        /// Why (audited).
+        #[arg(long)]
+        reason: Option<String>,
         /// It ran and succeeded: do not run it again; the rollout goes on.
         #[arg(long, group = "outcome", required = true)]
         ran: bool,
@@ -242,6 +246,14 @@ pub enum RolloutCmd {
         /// It ran and failed: a phase hook's failure steps the rollout back and pauses it, as if seen.
         #[arg(long, group = "outcome")]
         failed: bool,
+    },
+    /// Send the rollout's notifications that were given up (a permanent failure such as a 404, or too many
+    /// failed attempts) again, once the receiver is fixed.
+    Redeliver {
+        id: String,
+        /// Why (audited).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Fire a trigger by hand: --hard rolls back now, --soft pauses and asks.
     Signal {
@@ -344,6 +356,14 @@ pub struct ServeArgs {
     /// `--allow-exec kubectl`; repeat for more. Plans running other programs are started by admins.
     #[arg(long = "allow-exec", value_name = "PROGRAM")]
     pub allow_exec: Vec<String>,
+    /// Attempts at a notification that keeps failing transiently (a chat outage, 5xx, timeouts) before it
+    /// is given up and shown on its rollout until someone runs `sluice rollout redeliver`. A permanent
+    /// failure (a 404, a bad URL) is given up at the first attempt.
+    #[arg(long, env = "SLUICE_DELIVERY_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub delivery_attempts: u32,
+    /// How long after it was queued a notification that keeps failing transiently is given up (`24h`).
+    #[arg(long, env = "SLUICE_DELIVERY_GIVE_UP", default_value = "24h")]
+    pub delivery_give_up: sluice_plan::Dur,
     /// Folder of the secret files plans may name (`env: {X: {secret_file: NAME}}`); besides these, plans
     /// read only environment variables named SLUICE_SECRET_*.
     #[arg(long, env = "SLUICE_SECRETS_DIR")]

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_store::{Role, Store};
+use sluice_engine::{CheckDecision, CheckKind, Verdict};
+use sluice_store::{Decided, Role, Store};
 
 use crate::cli::DemoArgs;
 use crate::client::CliError;
@@ -256,22 +257,22 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     }
 }
 
-/// The latest decision of each check: `name value threshold outcome`.
-fn latest(decisions: &[Value]) -> BTreeMap<String, &Value> {
-    decisions.iter().filter_map(|d| Some((d["check"].as_str()?.to_string(), d))).collect()
+/// The latest decision of each check.
+fn latest(decisions: &[Decided]) -> BTreeMap<String, &CheckDecision> {
+    decisions.iter().map(|d| (d.decision.check.clone(), &d.decision)).collect()
 }
 
-fn mark(d: &Value) -> &'static str {
-    match d["outcome"].as_str() {
-        Some("holds") if d["kind"] == "gate" => "pass",
-        Some("holds") => "FIRED",
-        Some("clear") if d["kind"] == "gate" => "not yet",
-        Some("clear") => "quiet",
-        _ => "no data",
+fn mark(d: &CheckDecision) -> &'static str {
+    match d.verdict() {
+        Verdict::Pass => "pass",
+        Verdict::Fired => "FIRED",
+        Verdict::Fail => "not yet",
+        Verdict::Quiet => "quiet",
+        Verdict::Inconclusive => "no data",
     }
 }
 
-fn progress(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) -> String {
+fn progress(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Decided]) -> String {
     let filled = (s.percent as usize * 20).div_ceil(100);
     let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled));
     let state = match &s.status {
@@ -281,42 +282,30 @@ fn progress(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) 
     let checks: Vec<String> = latest(decisions)
         .values()
         .map(|d| {
-            let v = d["value"].as_f64().map_or_else(
-                || d["note"].as_str().map_or("-".to_string(), |n| n.chars().take(40).collect()),
+            let v = d.value.map_or_else(
+                || d.note.as_deref().map_or("-".to_string(), |n| n.chars().take(40).collect()),
                 |v| format!("{v:.4}"),
             );
-            format!("{} {v} ({})", d["check"].as_str().unwrap_or(""), mark(d))
+            format!("{} {v} ({})", d.check, mark(d))
         })
         .collect();
     format!("{name:<12} {bar} {:>3}%  {state:<11} {}", s.percent, checks.join("  "))
 }
 
-fn verdict(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Value]) -> String {
+fn verdict(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Decided]) -> String {
     let line = match &s.status {
         sluice_engine::Status::Completed => {
             let gates: Vec<String> = latest(decisions)
                 .values()
-                .filter(|d| d["kind"] == "gate")
-                .map(|d| {
-                    format!(
-                        "{} {:.4} ({})",
-                        d["check"].as_str().unwrap_or(""),
-                        d["value"].as_f64().unwrap_or(f64::NAN),
-                        d["threshold"].as_str().unwrap_or("")
-                    )
-                })
+                .filter(|d| d.kind == CheckKind::Gate)
+                .map(|d| format!("{} {:.4} ({})", d.check, d.value.unwrap_or(f64::NAN), d.threshold))
                 .collect();
             format!("{name}: completed at 100% — promoted at each phase because its gates held: {}", gates.join("; "))
         }
         sluice_engine::Status::RolledBack { reason } => {
-            let fired = decisions.iter().rev().find(|d| d["kind"] == "trigger" && d["outcome"] == "holds");
+            let fired = decisions.iter().map(|d| &d.decision).rev().find(|d| d.verdict() == Verdict::Fired);
             let why = fired.map_or(String::new(), |d| {
-                format!(
-                    ": {} = {:.4}, {}",
-                    d["check"].as_str().unwrap_or(""),
-                    d["value"].as_f64().unwrap_or(f64::NAN),
-                    d["threshold"].as_str().unwrap_or("")
-                )
+                format!(": {} = {:.4}, {}", d.check, d.value.unwrap_or(f64::NAN), d.threshold)
             });
             format!(
                 "{name}: rolled back at {}% — {reason}{why}; the flag is back where it started",

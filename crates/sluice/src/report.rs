@@ -8,14 +8,15 @@ use std::fmt::Write;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
-use sluice_store::{AuditEvent, Verification};
+use sluice_engine::{CheckDecision, Outcome, Verdict};
+use sluice_store::{AuditEvent, Decided, Verification};
 
 /// Everything a review is written from, as the server answered it.
 pub struct Review {
     /// The rollout's summary (`GET /api/v1/rollouts/{id}`).
     pub rollout: Value,
     /// Its kept decisions, oldest first (`GET /api/v1/rollouts/{id}/decisions`).
-    pub decisions: Vec<Value>,
+    pub decisions: Vec<Decided>,
     /// Audit events about the rollout and about its flag while it ran, oldest first.
     pub audit: Vec<AuditEvent>,
     /// The audit chain, verified by this CLI; `None` when it was not checked.
@@ -60,18 +61,18 @@ struct Series<'a> {
     name: String,
     kind: String,
     threshold: String,
-    /// The number in the threshold, for the chart's line.
+    /// The number the threshold is at, for the chart's line.
     bound: Option<f64>,
-    points: Vec<&'a Value>,
+    points: Vec<&'a CheckDecision>,
 }
 
 impl Series<'_> {
     fn values(&self) -> impl Iterator<Item = f64> + '_ {
-        self.points.iter().filter_map(|d| d["value"].as_f64())
+        self.points.iter().filter_map(|d| d.value)
     }
 
-    fn count(&self, outcome: &str) -> usize {
-        self.points.iter().filter(|d| d["outcome"] == outcome).count()
+    fn count(&self, outcome: Outcome) -> usize {
+        self.points.iter().filter(|d| d.outcome == outcome).count()
     }
 }
 
@@ -99,7 +100,7 @@ struct Facts<'a> {
     visits: Vec<Visit>,
     series: Vec<Series<'a>>,
     /// Decisions whose tick did something, or whose outcome changed.
-    turning: Vec<&'a Value>,
+    turning: Vec<&'a Decided>,
     incidents: Vec<Incident>,
     approvals: Vec<(u64, String, String)>,
     actions: Vec<&'a AuditEvent>,
@@ -117,20 +118,6 @@ fn s(v: &Value) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
-}
-
-/// The line a threshold draws: a comparison's bound is judged against 0; a plain `< n`, `<= n`, `> n` or
-/// `>= n` (a baseline's limit leads its text the same way) against `n`. Anything else (`between`, a
-/// confirm gate's `2xx`, a baseline not yet captured) draws no line rather than a wrong one.
-fn bound_of(threshold: &str) -> Option<f64> {
-    if threshold.contains("bound of") {
-        return Some(0.0);
-    }
-    let rest = threshold.trim_start();
-    let rest = ["<=", ">=", "<", ">"].iter().find_map(|op| rest.strip_prefix(op))?.trim_start();
-    let end =
-        rest.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))).unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 impl<'a> Facts<'a> {
@@ -161,26 +148,23 @@ impl<'a> Facts<'a> {
         }
 
         let mut series: Vec<Series> = Vec::new();
-        for d in &r.decisions {
-            let (name, kind) = (s(&d["check"]), s(&d["kind"]));
+        for d in r.decisions.iter().map(|d| &d.decision) {
+            let (name, kind) = (d.check.clone(), d.kind.as_str().to_string());
             match series.iter_mut().find(|x| x.name == name && x.kind == kind) {
                 Some(x) => x.points.push(d),
                 None => {
-                    let threshold = s(&d["threshold"]);
-                    let bound = bound_of(&threshold);
+                    let (threshold, bound) = (d.threshold.to_string(), d.threshold.line());
                     series.push(Series { name, kind, threshold, bound, points: vec![d] });
                 }
             }
         }
-        let mut last_outcome: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut last_outcome: BTreeMap<String, Outcome> = BTreeMap::new();
         let turning = r
             .decisions
             .iter()
             .filter(|d| {
-                let key = (s(&d["kind"]), s(&d["check"]));
-                let changed =
-                    last_outcome.insert(key, s(&d["outcome"])).is_none_or(|before| before != s(&d["outcome"]));
-                changed || d["action"].as_str().is_some_and(|a| a != "none")
+                let changed = last_outcome.insert(d.decision.key(), d.decision.outcome) != Some(d.decision.outcome);
+                changed || (!d.action.is_empty() && d.action != "none")
             })
             .collect();
 
@@ -286,28 +270,16 @@ fn number(v: f64) -> String {
     }
 }
 
-fn value_of(d: &Value) -> String {
-    d["value"].as_f64().map_or_else(|| "no value".to_string(), number)
-}
-
-/// A decision's verdict in words: a gate that holds passes, a trigger that holds fires.
-fn verdict(d: &Value) -> &'static str {
-    match (d["kind"].as_str(), d["outcome"].as_str()) {
-        (Some("gate"), Some("holds")) => "pass",
-        (Some("gate"), Some("clear")) => "fail",
-        (Some("trigger"), Some("holds")) => "fired",
-        (Some("trigger"), Some("clear")) => "quiet",
-        _ => "inconclusive",
-    }
+fn value_of(d: &CheckDecision) -> String {
+    d.value.map_or_else(|| "no value".to_string(), number)
 }
 
 /// The verdict with its `for` run when the condition must hold several ticks (`fired 1/2 ticks`).
-fn verdict_run(d: &Value) -> String {
-    let (run, needed) = (d["run"].as_u64().unwrap_or(0), d["needed"].as_u64().unwrap_or(1));
-    let dry = if d["dry_run"] == true { " (dry run)" } else { "" };
-    match d["outcome"].as_str() {
-        Some("holds") if needed > 1 => format!("{} {run}/{needed} ticks{dry}", verdict(d)),
-        _ => format!("{}{dry}", verdict(d)),
+fn verdict_run(d: &CheckDecision) -> String {
+    let dry = if d.dry_run { " (dry run)" } else { "" };
+    match d.outcome {
+        Outcome::Holds if d.needed > 1 => format!("{} {}/{} ticks{dry}", d.verdict().as_str(), d.run, d.needed),
+        _ => format!("{}{dry}", d.verdict().as_str()),
     }
 }
 
@@ -327,16 +299,10 @@ fn gist(a: &AuditEvent) -> String {
         return reason;
     }
     match a.action.as_str() {
-        "rollout.decision" => {
-            format!(
-                "{} {}: {} {} → {}",
-                s(&v["kind"]),
-                s(&v["check"]),
-                value_of(&v),
-                s(&v["threshold"]),
-                verdict_run(&v)
-            )
-        }
+        "rollout.decision" => match serde_json::from_value::<CheckDecision>(v.clone()) {
+            Ok(d) => format!("{} {}: {} {} → {}", d.kind.as_str(), d.check, value_of(&d), d.threshold, verdict_run(&d)),
+            Err(_) => format!("{} {}", s(&v["kind"]), s(&v["check"])),
+        },
         "rollout.action" => {
             let name = v["name"].as_str().map(|n| format!(" {n}")).unwrap_or_default();
             format!("{}{name}: {}", s(&v["purpose"]), if v["ok"] == true { "ok" } else { "failed" })
@@ -410,9 +376,9 @@ pub fn markdown(r: &Review) -> String {
                 sparkline(&values, 32),
                 shown(min),
                 shown(max),
-                x.count("holds"),
-                x.count("clear"),
-                x.count("inconclusive")
+                x.count(Outcome::Holds),
+                x.count(Outcome::Clear),
+                x.count(Outcome::Inconclusive)
             );
         }
     }
@@ -427,18 +393,19 @@ pub fn markdown(r: &Review) -> String {
             o,
             "| Time | Check | Value | Threshold | Verdict | What the tick did |\n|---|---|---|---|---|---|"
         );
-        for d in &f.turning {
-            let note = d["note"].as_str().map(|n| format!(" ({})", md(n))).unwrap_or_default();
+        for t in &f.turning {
+            let d = &t.decision;
+            let note = d.note.as_deref().map(|n| format!(" ({})", md(n))).unwrap_or_default();
             let _ = writeln!(
                 o,
                 "| {} | {} {} | {}{note} | `{}` | {} | {} |",
-                when(ms(&d["at"])),
-                md(d["kind"].as_str().unwrap_or("")),
-                md(&s(&d["check"])),
+                when(d.at),
+                md(d.kind.as_str()),
+                md(&d.check),
                 value_of(d),
-                code(&s(&d["threshold"])),
+                code(&d.threshold.to_string()),
                 verdict_run(d),
-                md(&s(&d["action"]).replace(',', ", "))
+                md(&t.action.replace(',', ", "))
             );
         }
     }
@@ -680,9 +647,9 @@ pub fn html(r: &Review) -> String {
             esc(&x.kind),
             esc(&x.name),
             esc(&x.threshold),
-            x.count("holds"),
-            x.count("clear"),
-            x.count("inconclusive"),
+            x.count(Outcome::Holds),
+            x.count(Outcome::Clear),
+            x.count(Outcome::Inconclusive),
             chart(x, f.start, f.end)
         );
     }
@@ -698,20 +665,21 @@ pub fn html(r: &Review) -> String {
         let _ = write!(o, "<p>None kept.</p>");
     } else {
         let _ = write!(o, "<table><tr><th>Time</th><th>Check</th><th>Value</th><th>Threshold</th><th>Verdict</th><th>What the tick did</th></tr>");
-        for d in &f.turning {
+        for t in &f.turning {
+            let d = &t.decision;
             let note =
-                d["note"].as_str().map(|n| format!(" <span class=\"muted\">({})</span>", esc(n))).unwrap_or_default();
-            let class = if matches!(verdict(d), "fail" | "fired") { "bad" } else { "" };
+                d.note.as_deref().map(|n| format!(" <span class=\"muted\">({})</span>", esc(n))).unwrap_or_default();
+            let class = if matches!(d.verdict(), Verdict::Fail | Verdict::Fired) { "bad" } else { "" };
             let v = esc(&verdict_run(d));
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{} {}</td><td>{}{note}</td><td><code>{}</code></td><td class=\"{class}\">{v}</td><td>{}</td></tr>",
-                when(ms(&d["at"])),
-                esc(d["kind"].as_str().unwrap_or("")),
-                esc(&s(&d["check"])),
+                when(d.at),
+                esc(d.kind.as_str()),
+                esc(&d.check),
                 value_of(d),
-                esc(&s(&d["threshold"])),
-                esc(&s(&d["action"]).replace(',', ", "))
+                esc(&d.threshold.to_string()),
+                esc(&t.action.replace(',', ", "))
             );
         }
         let _ = write!(o, "</table>");
@@ -812,7 +780,7 @@ pub fn html(r: &Review) -> String {
 fn chart(x: &Series, start: u64, end: Option<u64>) -> String {
     let (w, h, left, right, top, bottom) = (900.0, 180.0, 64.0, 12.0, 10.0, 26.0);
     let t0 = start as f64;
-    let t1 = end.or_else(|| x.points.last().map(|d| ms(&d["at"]))).unwrap_or(start) as f64;
+    let t1 = end.or_else(|| x.points.last().map(|d| d.at)).unwrap_or(start) as f64;
     let t1 = if t1 > t0 { t1 } else { t0 + 1.0 };
     let values: Vec<f64> = x.values().chain(x.bound).collect();
     let (mut lo, mut hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
@@ -864,11 +832,8 @@ fn chart(x: &Series, start: u64, end: Option<u64>) -> String {
             y = py(b)
         );
     }
-    let path: Vec<String> = x
-        .points
-        .iter()
-        .filter_map(|d| d["value"].as_f64().map(|v| format!("{:.1},{:.1}", px(ms(&d["at"]) as f64), py(v))))
-        .collect();
+    let path: Vec<String> =
+        x.points.iter().filter_map(|d| d.value.map(|v| format!("{:.1},{:.1}", px(d.at as f64), py(v)))).collect();
     if path.len() > 1 {
         let _ = write!(
             o,
@@ -879,16 +844,16 @@ fn chart(x: &Series, start: u64, end: Option<u64>) -> String {
     // At most ~300 marks: a long rollout's ticks would otherwise be an ink blot.
     let step = (x.points.len() / 300).max(1);
     for d in x.points.iter().step_by(step) {
-        let cx = px(ms(&d["at"]) as f64);
-        match (d["value"].as_f64(), verdict(d)) {
-            (None, _) | (_, "inconclusive") => {
+        let cx = px(d.at as f64);
+        match (d.value, d.verdict()) {
+            (None, _) | (_, Verdict::Inconclusive) => {
                 let _ = write!(
                     o,
                     "<circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"none\" stroke=\"#57606a\"/>",
                     h - bottom
                 );
             }
-            (Some(v), "fail" | "fired") => {
+            (Some(v), Verdict::Fail | Verdict::Fired) => {
                 let cy = py(v);
                 let _ = write!(
                     o,
@@ -908,17 +873,6 @@ fn chart(x: &Series, start: u64, end: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thresholds_give_their_number() {
-        assert_eq!(bound_of("< 0.01"), Some(0.01));
-        assert_eq!(bound_of("> 5"), Some(5.0));
-        assert_eq!(bound_of(">= 1e-3"), Some(0.001));
-        assert_eq!(bound_of("<= 0.0123 (baseline 0.01 + 0.0023)"), Some(0.0123));
-        assert_eq!(bound_of("upper bound of canary − control − 0.01 < 0"), Some(0.0));
-        assert_eq!(bound_of("2xx"), None);
-        assert_eq!(bound_of("<= baseline + 0.05"), None);
-    }
 
     #[test]
     fn sparklines_scale_and_squeeze() {

@@ -68,6 +68,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         controller: sluice_server::Settings {
             keep_every_decision_for: args.keep_decisions.0,
             allow_exec: args.allow_exec.iter().cloned().collect(),
+            delivery_attempts: args.delivery_attempts,
+            delivery_give_up: args.delivery_give_up.0,
         },
         secure_cookies: args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
         replication: Some(sluice_server::replica::Replication {

@@ -199,7 +199,7 @@ async fn main() {
     let mut ticks = 0;
     for id in &ids {
         let decisions = store.decisions(id, 100_000).await.unwrap();
-        let mut at: Vec<u64> = decisions.iter().filter_map(|d| d["at"].as_u64()).collect();
+        let mut at: Vec<u64> = decisions.iter().map(|d| d.decision.at).collect();
         at.sort_unstable();
         at.dedup();
         ticks += at.len();

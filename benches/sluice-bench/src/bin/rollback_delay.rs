@@ -31,7 +31,7 @@ impl Plugins for Level {
         Measurement::Value(self.0.load(Ordering::SeqCst) as f64 / 1000.0)
     }
     async fn run(&self, _: &Action, _: &ActionContext<'_>) -> ActionOutcome {
-        ActionOutcome { ok: true, detail: String::new(), attempts: Vec::new() }
+        ActionOutcome::done("")
     }
 }
 

@@ -47,7 +47,7 @@ async fn measure(durability: Durability, n: usize) -> (Vec<Duration>, Vec<Durati
         let note = [("rollout.paused".to_string(), serde_json::json!({"i": i}), None)];
         let queued = [sluice_store::NewNotification {
             id: format!("r:{i}"),
-            destination: "log".into(),
+            destination: sluice_store::Destination::Log,
             rollout_id: "r".into(),
             body: serde_json::json!({"i": i}),
         }];

@@ -6,9 +6,31 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sluice_plan::model::{Action, ActionKind};
+use serde::Deserialize;
+use sluice_plan::model::{Action, Block, EnvValue, Location, Spanned};
+use sluice_plan::Report;
 
 use crate::ActionOutcome;
+
+/// An `exec` action's own keys.
+///
+/// ```yaml
+/// rollback:
+///   actions:
+///     - { exec: [kubectl, rollout, undo, deployment/agentcore], env: { KUBECONFIG: { secret_file: kube } }, idempotent: true }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecAction {
+    /// The command: argv, templates allowed.
+    pub exec: Spanned<Vec<String>>,
+    /// Environment variables for the program: text (templates allowed) or a secret.
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<EnvValue>>,
+    /// The working directory (templates allowed); the server's own by default.
+    #[serde(default)]
+    pub dir: Option<Spanned<String>>,
+}
 
 /// The `exec` action.
 #[derive(Debug, Clone)]
@@ -29,21 +51,49 @@ impl Exec {
 
 #[async_trait::async_trait]
 impl crate::ActionRunner for Exec {
-    fn kind(&self) -> ActionKind {
-        ActionKind::Exec
+    fn kind(&self) -> &'static str {
+        "exec"
+    }
+
+    fn hint(&self) -> &'static str {
+        "exec: [program, args…]"
+    }
+
+    fn check_config(&self, action: &Action, at: Location, report: &mut Report<'_>) {
+        let Some(a) = report.parse_block::<ExecAction>(&action.block, at) else { return };
+        let argv = &a.exec;
+        if argv.value.is_empty() || argv.value[0].trim().is_empty() {
+            report.error(argv.referenced, "exec", "needs a command: [program, arg, …]");
+        }
+        for arg in &argv.value {
+            // An action also knows the rollout's id, plan and last event (`checks` is a webhook body's).
+            report.templates(argv.referenced, "exec", arg, &sluice_plan::WEBHOOK_TEMPLATES[..4]);
+        }
+        report.env("", &a.env);
+        if let Some(d) = &a.dir {
+            report.templates(d.referenced, "dir", &d.value, &[]);
+        }
+    }
+
+    fn programs(&self, block: &Block) -> Vec<String> {
+        block.parse::<ExecAction>(Location::UNKNOWN).ok().and_then(|a| a.exec.value.first().cloned()).into_iter().collect()
     }
 
     async fn run(&self, action: &Action, cx: &crate::ActionContext<'_>) -> ActionOutcome {
-        let Some(argv) = &action.exec else { return ActionOutcome::failed("not an exec action") };
+        let spec = match action.block.parse::<ExecAction>(Location::UNKNOWN) {
+            Ok(spec) => spec,
+            Err(e) => return ActionOutcome::failed(e.to_string()),
+        };
+        let argv = &spec.exec;
         let timeout = action.timeout.as_ref().map_or(self.timeout, |t| t.value.0);
-        let (mut env, redactor) = match self.secrets.environment(&action.env, cx.values) {
+        let (mut env, redactor) = match self.secrets.environment(&spec.env, cx.values) {
             Ok(env) => env,
             Err(e) => return ActionOutcome::failed(e),
         };
         env.push(("SLUICE_IDEMPOTENCY_KEY".into(), cx.key.into()));
-        let dir = action.dir.as_ref().map(|d| std::path::PathBuf::from(sluice_plan::render(&d.value, cx.values)));
+        let dir = spec.dir.as_ref().map(|d| std::path::PathBuf::from(sluice_plan::render(&d.value, cx.values)));
         let outcome = run_with(&argv.value, cx.values, &env, dir.as_deref(), timeout).await;
-        ActionOutcome { ok: outcome.ok, detail: redactor.redact(&outcome.detail), attempts: Vec::new() }
+        ActionOutcome { detail: redactor.redact(&outcome.detail), ..outcome }
     }
 }
 
@@ -66,7 +116,7 @@ async fn run_with(
         Err(e) => return ActionOutcome::failed(e),
     };
     if ran.status.success() {
-        return ActionOutcome { ok: true, detail: ran.stdout.text().trim().to_string(), attempts: Vec::new() };
+        return ActionOutcome::done(ran.stdout.text().trim());
     }
     let said = ran.stderr.text();
     let said = if said.trim().is_empty() { ran.stdout.text() } else { said };

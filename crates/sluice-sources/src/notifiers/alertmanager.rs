@@ -14,7 +14,8 @@
 //!     on: [paused, kill_switch, source_down, hook_failed, uncertain, resumed, rolled_back, completed, aborted]
 //! ```
 
-use sluice_plan::model::NotifierKind;
+use sluice_plan::model::Location;
+use sluice_plan::Report;
 
 use crate::{Notification, Notifier, Secrets};
 
@@ -118,16 +119,30 @@ pub fn alerts(n: &Notification, phases: usize, now: u64, public_url: Option<&str
 
 #[async_trait::async_trait]
 impl Notifier for Alertmanager {
-    fn kind(&self) -> Option<NotifierKind> {
-        Some(NotifierKind::Alertmanager)
+    fn kind(&self) -> Option<&'static str> {
+        Some("alertmanager")
     }
 
-    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String> {
-        let endpoint = target.and_then(|t| t.alertmanager.as_ref()).ok_or("not an alertmanager notifier")?;
+    fn hint(&self) -> &'static str {
+        "alertmanager: {url_env: …}"
+    }
+
+    /// Its alerts end three minutes after their last post: the controller posts them again every minute.
+    fn refreshed(&self) -> bool {
+        true
+    }
+
+    fn check_config(&self, notifier: &sluice_plan::model::Notifier, at: Location, report: &mut Report<'_>) {
+        super::Endpoint::check(notifier, "alertmanager", at, report)
+    }
+
+    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), crate::Failure> {
+        let target = target.ok_or("not an alertmanager notifier")?;
+        let endpoint = &super::Endpoint::of(target, "alertmanager")?;
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let body = alerts(n, n.phases, now, self.public_url.as_deref());
-        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&body).map_err(|e| crate::Failure::permanent(e.to_string()))?;
         super::deliver(&self.http, super::call(&self.secrets, endpoint, "/api/v2/alerts", body, &n.id)).await
     }
 }

@@ -9,11 +9,11 @@ pub struct Log;
 
 #[async_trait::async_trait]
 impl Notifier for Log {
-    fn kind(&self) -> Option<sluice_plan::model::NotifierKind> {
+    fn kind(&self) -> Option<&'static str> {
         None
     }
 
-    async fn notify(&self, _target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String> {
+    async fn notify(&self, _target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), crate::Failure> {
         let e = &n.event;
         let urgent = matches!(e.kind.as_str(), "rolled_back" | "paused" | "stepped_back" | "hook_failed");
         if urgent {

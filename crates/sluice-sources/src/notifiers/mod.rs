@@ -1,29 +1,71 @@
-//! Notifiers, one file each, each behind [`Notifier`](crate::Notifier). Each delivers once per call and
-//! does not retry: the notification queue retries a failed delivery with its own backoff, so a chat
-//! outage holds nothing up.
+//! Notifiers, one file each, each behind [`Notifier`](crate::Notifier): one line each below. Each delivers
+//! once per call and does not retry: the notification queue retries a transient failure with its own
+//! backoff, so a chat outage holds nothing up, and gives a permanent one up at once.
 
-pub mod alertmanager;
-pub mod log;
-pub mod slack;
-pub mod webhook;
+plugins! { add_notifier:
+    alertmanager => alertmanager::Alertmanager::new,
+    log => |_: &crate::Config| log::Log,
+    slack => slack::Slack::new,
+    webhook => webhook::Webhook::new,
+}
 
 use std::time::Duration;
 
-use sluice_plan::model::Endpoint;
+use serde::Deserialize;
+use sluice_plan::model::{Location, SecretRef, Spanned};
+use sluice_plan::Report;
 
 use crate::outbound::Call;
-use crate::{Redactor, Secrets};
+use crate::{Failure, Redactor, Secrets};
+
+/// A URL, given directly or through an environment variable (for secrets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The URL.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+    /// `webhook` notifiers: signs each request as a webhook action does (`Sluice-Signature`).
+    #[serde(default)]
+    pub secret: Option<Spanned<SecretRef>>,
+}
+
+impl Endpoint {
+    /// The endpoint under `kind` in a notifier's keys (`slack: {url_env: …}`).
+    pub fn of(notifier: &sluice_plan::model::Notifier, kind: &str) -> Result<Endpoint, Failure> {
+        let node = notifier.block.get(kind).ok_or_else(|| Failure::permanent(format!("not a {kind} notifier")))?;
+        sluice_plan::block::parse(node).map_err(|e| Failure::permanent(format!("`{kind}`: {e}")))
+    }
+
+    /// Checks a notifier's keys: exactly `kind: {url | url_env, secret?}`.
+    pub fn check(notifier: &sluice_plan::model::Notifier, kind: &str, at: Location, report: &mut Report<'_>) {
+        for k in notifier.block.keys().filter(|k| k.value != kind) {
+            report.error(
+                k.referenced,
+                &k.value,
+                format!("unknown field `{}`: a notifier is `{kind}: {{url | url_env, secret}}` and `on`", k.value),
+            );
+        }
+        let Some(node) = notifier.block.get(kind) else { return };
+        let Some(e) = report.parse::<Endpoint>(node, kind) else { return };
+        let mut r = report.within(kind);
+        match (&e.url, &e.url_env) {
+            (Some(_), Some(_)) => r.error(at, "", "give `url` or `url_env`, not both"),
+            (None, None) => r.error(at, "", "needs `url` or `url_env` (an environment variable holding the URL)"),
+            (None, Some(var)) => r.secret_env(var.referenced, "url_env", &var.value),
+            _ => {}
+        }
+        if let Some(secret) = &e.secret {
+            r.secret_ref(secret.referenced, "secret", &secret.value);
+        }
+    }
+}
 
 /// Longest one delivery may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Adds every notifier of this folder: one line each.
-pub(crate) fn register(registry: &mut crate::Registry, config: &crate::Config) {
-    registry.add_notifier(log::Log);
-    registry.add_notifier(slack::Slack::new(config));
-    registry.add_notifier(webhook::Webhook::new(config));
-    registry.add_notifier(alertmanager::Alertmanager::new(config));
-}
 
 /// The HTTP client every notifier uses.
 fn client() -> reqwest::Client {
@@ -62,14 +104,13 @@ fn call(
     Ok((call, redactor))
 }
 
-/// Delivers `call`: `Ok` on a 2xx, else what went wrong (redacted).
-async fn deliver(http: &reqwest::Client, call: Result<(Call, Redactor), String>) -> Result<(), String> {
-    let (call, redactor) = call?;
+/// Delivers `call`: `Ok` on a 2xx, else what went wrong (redacted) and whether trying later may help.
+async fn deliver(http: &reqwest::Client, call: Result<(Call, Redactor), String>) -> Result<(), Failure> {
+    let (call, redactor) = call.map_err(Failure::permanent)?;
     let delivery = crate::outbound::send(http, &call, &redactor).await;
-    if delivery.ok {
-        Ok(())
-    } else {
-        Err(delivery.summary())
+    match delivery.failure() {
+        None => Ok(()),
+        Some(f) => Err(f),
     }
 }
 

@@ -9,7 +9,8 @@
 //!     on: [paused, rolled_back, completed]
 //! ```
 
-use sluice_plan::model::NotifierKind;
+use sluice_plan::model::Location;
+use sluice_plan::Report;
 
 use crate::{Notification, Notifier, Secrets};
 
@@ -37,7 +38,9 @@ impl Slack {
 /// let e = sluice_engine::Event { at: 0, kind: "rolled_back".into(), phase: 1, percent: 10, reason: "trigger `errors` fired".into() };
 /// let n = sluice_sources::Notification { id: "r1:e3".into(), rollout: "r1".into(), plan: "p".into(), flag: "f".into(), event: e,
 ///     status: "rolled_back".into(), phases: 3, paused_because: None, decide_by: None, default: None, uncertain: false,
-///     checks: vec![serde_json::json!({"check": "errors", "kind": "trigger", "value": 0.042, "threshold": "> 0.02", "outcome": "holds"})] };
+///     checks: vec![sluice_engine::CheckDecision { at: 0, check: "errors".into(), kind: sluice_engine::CheckKind::Trigger, value: Some(0.042),
+///         threshold: sluice_engine::Threshold::Above { limit: 0.02 }, outcome: sluice_engine::Outcome::Holds, note: None, run: 1, needed: 1,
+///         dry_run: false, interval: None }] };
 /// let text = sluice_sources::notifiers::slack::text(&n, Some("https://sluice.example.com"));
 /// assert!(text.starts_with("*ROLLED BACK*"));
 /// assert!(text.contains("errors (trigger): 0.042 against &gt; 0.02"), "{text}");
@@ -57,17 +60,14 @@ pub fn text(n: &Notification, public_url: Option<&str>) -> String {
         out.push_str("\nAn action's outcome is unknown: check whether it ran, then `settle` it.");
     }
     for c in &n.checks {
-        let value = match &c["value"] {
-            serde_json::Value::Number(v) => v.to_string(),
-            _ => "no value".to_string(),
-        };
-        let note = c["note"].as_str().map(|n| format!(" ({})", esc(n))).unwrap_or_default();
+        let value = c.value.map_or_else(|| "no value".to_string(), |v| v.to_string());
+        let note = c.note.as_deref().map(|n| format!(" ({})", esc(n))).unwrap_or_default();
         out.push_str(&format!(
             "\n• {} ({}): {value} against {} — {}{note}",
-            esc(c["check"].as_str().unwrap_or("?")),
-            c["kind"].as_str().unwrap_or("check"),
-            esc(c["threshold"].as_str().unwrap_or("?")),
-            c["outcome"].as_str().unwrap_or("?"),
+            esc(&c.check),
+            c.kind.as_str(),
+            esc(&c.threshold.to_string()),
+            c.outcome.as_str(),
         ));
     }
     let live = !matches!(n.status.as_str(), "completed" | "rolled_back" | "aborted");
@@ -91,14 +91,23 @@ pub fn text(n: &Notification, public_url: Option<&str>) -> String {
 
 #[async_trait::async_trait]
 impl Notifier for Slack {
-    fn kind(&self) -> Option<NotifierKind> {
-        Some(NotifierKind::Slack)
+    fn kind(&self) -> Option<&'static str> {
+        Some("slack")
     }
 
-    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String> {
-        let endpoint = target.and_then(|t| t.slack.as_ref()).ok_or("not a slack notifier")?;
+    fn hint(&self) -> &'static str {
+        "slack: {url_env: …}"
+    }
+
+    fn check_config(&self, notifier: &sluice_plan::model::Notifier, at: Location, report: &mut Report<'_>) {
+        super::Endpoint::check(notifier, "slack", at, report)
+    }
+
+    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), crate::Failure> {
+        let target = target.ok_or("not a slack notifier")?;
+        let endpoint = &super::Endpoint::of(target, "slack")?;
         let text = text(n, self.public_url.as_deref());
-        let body = serde_json::to_vec(&serde_json::json!({ "text": text })).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&serde_json::json!({ "text": text })).map_err(|e| crate::Failure::permanent(e.to_string()))?;
         super::deliver(&self.http, super::call(&self.secrets, endpoint, "", body, &n.id)).await
     }
 }

@@ -8,7 +8,8 @@
 //!     on: [rolled_back, completed]
 //! ```
 
-use sluice_plan::model::NotifierKind;
+use sluice_plan::model::Location;
+use sluice_plan::Report;
 
 use crate::{Notification, Notifier, Secrets};
 
@@ -27,13 +28,22 @@ impl Webhook {
 
 #[async_trait::async_trait]
 impl Notifier for Webhook {
-    fn kind(&self) -> Option<NotifierKind> {
-        Some(NotifierKind::Webhook)
+    fn kind(&self) -> Option<&'static str> {
+        Some("webhook")
     }
 
-    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), String> {
-        let endpoint = target.and_then(|t| t.webhook.as_ref()).ok_or("not a webhook notifier")?;
-        let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+    fn hint(&self) -> &'static str {
+        "webhook: {url_env: …}"
+    }
+
+    fn check_config(&self, notifier: &sluice_plan::model::Notifier, at: Location, report: &mut Report<'_>) {
+        super::Endpoint::check(notifier, "webhook", at, report)
+    }
+
+    async fn notify(&self, target: Option<&sluice_plan::model::Notifier>, n: &Notification) -> Result<(), crate::Failure> {
+        let target = target.ok_or("not a webhook notifier")?;
+        let endpoint = &super::Endpoint::of(target, "webhook")?;
+        let body = serde_json::to_vec(n).map_err(|e| crate::Failure::permanent(e.to_string()))?;
         super::deliver(&self.http, super::call(&self.secrets, endpoint, "", body, &n.id)).await
     }
 }

@@ -15,8 +15,10 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
 use sluice_engine::Measurement;
-use sluice_plan::model::{Check, Compare, SourceKind};
+use sluice_plan::model::{Check, Compare, Location, Spanned};
+use sluice_plan::{Report, Supports};
 use sluice_stats::{compare, sample_ratio_mismatch, share_above, Margin, Settings};
 
 use crate::metrics::{Aggregate, Metrics, Served};
@@ -40,6 +42,26 @@ impl Builtin {
     }
 }
 
+/// A `builtin` check's own keys.
+///
+/// ```yaml
+/// gates:
+///   - { name: errors-vs-control, metric: error_rate, compare: control, max_increase: 0.005 }
+///   - { name: p95-latency-ms, metric: latency_p95, window: 15m, below: 250, min_samples: 500 }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinCheck {
+    /// `error_rate`, `latency_p50|p95|p99`, `mean(NAME)`, `count`.
+    pub metric: Spanned<String>,
+    /// Fewer samples are inconclusive (default 100).
+    #[serde(default)]
+    pub min_samples: Option<u64>,
+}
+
+/// The metrics a check may name.
+pub const METRICS: &str = "error_rate, latency_p50, latency_p95, latency_p99, mean(NAME) or count";
+
 /// What a metric is computed from.
 enum Metric {
     ErrorRate,
@@ -55,27 +77,57 @@ fn metric(name: &str) -> Result<Metric, String> {
         "latency_p95" => Metric::Latency(0.95),
         "latency_p99" => Metric::Latency(0.99),
         "count" => Metric::Count,
-        m if m.starts_with("mean(") && m.ends_with(')') => Metric::Mean(m[5..m.len() - 1].to_string()),
-        other => return Err(format!("unknown metric `{other}`")),
+        m if m.starts_with("mean(") && m.ends_with(')') && m.len() > 6 => Metric::Mean(m[5..m.len() - 1].to_string()),
+        other => return Err(format!("unknown metric `{other}`: use {METRICS}")),
     })
 }
 
 #[async_trait::async_trait]
 impl crate::Source for Builtin {
-    fn kind(&self) -> SourceKind {
-        SourceKind::Builtin
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["metric"]
+    }
+
+    fn hint(&self) -> &'static str {
+        "metric: error_rate"
+    }
+
+    fn supports(&self) -> Supports {
+        Supports { compare: true, window: true, ..Supports::default() }
+    }
+
+    fn check_config(&self, check: &Check, _trigger: bool, at: Location, report: &mut Report<'_>) {
+        if !check.block.has("metric") {
+            report.error(at, "", format!("a builtin check needs a `metric`: {METRICS}"));
+            return;
+        }
+        let Some(c) = report.parse_block::<BuiltinCheck>(&check.block, at) else { return };
+        match metric(&c.metric.value) {
+            Err(e) => report.error(c.metric.referenced, "metric", e),
+            Ok(Metric::Count) if check.compare.is_some() => {
+                report.error(c.metric.referenced, "metric", "`count` cannot be compared: give it a threshold")
+            }
+            Ok(_) => {}
+        }
     }
 
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
-        let Some(name) = &check.metric else { return Measurement::Error("a builtin check needs a `metric`".into()) };
-        let metric = match metric(&name.value) {
+        let config: BuiltinCheck = match check.block.parse(Location::UNKNOWN) {
+            Ok(c) => c,
+            Err(e) => return Measurement::Error(e.to_string()),
+        };
+        let metric = match metric(&config.metric.value) {
             Ok(m) => m,
             Err(e) => return Measurement::Error(e),
         };
         let flag = &cx.plan.flag.value;
         let ramped = cx.values.get("ramped").map(String::as_str).unwrap_or("on");
         let base = cx.values.get("base").map(String::as_str).unwrap_or("off");
-        let min = check.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES);
+        let min = config.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES);
         let split = [Served::Split];
         let Some(cmp) = &check.compare else {
             let from =
@@ -108,10 +160,10 @@ impl crate::Source for Builtin {
                 self.metrics.window(flag, None, &[Served::Split, Served::Plain], before, Some(cx.started_at))
             }
         };
-        let margin = match (check.max_increase, check.max_increase_pct) {
-            (Some(m), _) => Margin::Absolute(m),
-            (_, Some(p)) => Margin::Relative(p),
-            _ => return Measurement::Error("a comparison needs `max_increase` or `max_increase_pct`".into()),
+        let margin = match check.margin() {
+            Some(sluice_plan::model::Margin::Absolute(m)) => Margin::Absolute(m),
+            Some(sluice_plan::model::Margin::Relative(p)) => Margin::Relative(p),
+            None => return Measurement::Error("a comparison needs `max_increase` or `max_increase_pct`".into()),
         };
         let trigger = check.severity.is_some();
         let settings = Settings { alpha, min_samples: min, proportion: false, ..Settings::default() };

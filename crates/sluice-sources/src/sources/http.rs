@@ -11,10 +11,129 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
 use sluice_engine::Measurement;
-use sluice_plan::model::{Check, Expect, ProbeRequest, ProbeValue, SourceKind};
+use sluice_plan::model::{Check, EnvValue, Location, Spanned};
+use sluice_plan::Report;
 
 use crate::{MeasureContext, Secrets};
+
+/// An `http` check's own keys: `http: {url, expect, value}` or `http: {requests: […], value}`.
+///
+/// ```yaml
+/// triggers:
+///   - name: null-responses
+///     http: { url: 'http://elite.internal/endpoints', expect: { json_not_null: [/endpoints/0/status] }, value: consecutive_failures }
+///     above: 3
+///     severity: hard
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    /// The golden probe.
+    pub http: Spanned<Probe>,
+}
+
+/// A golden HTTP probe: one request (`url`, …) or a list of them (`requests`), each with expectations;
+/// every request runs once a tick.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// The URL of a one-request probe (templates allowed).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// `GET` by default.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request headers: text (templates allowed) or a secret.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<EnvValue>>,
+    /// Request body (templates allowed).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// What a good answer looks like (for `url`, and the default of every item of `requests`).
+    #[serde(default)]
+    pub expect: Expect,
+    /// Several requests (e.g. every endpoint of a service), each as a one-request probe.
+    #[serde(default)]
+    pub requests: Vec<Spanned<ProbeRequest>>,
+    /// `success_ratio` or `consecutive_failures`.
+    pub value: ProbeValue,
+}
+
+/// One request of a probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    /// The URL (templates allowed).
+    pub url: Spanned<String>,
+    /// `GET` by default.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request headers: text or a secret.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<EnvValue>>,
+    /// Request body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Its expectations; the probe's `expect` when absent.
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+impl Probe {
+    /// Every request of the probe, each with its expectations.
+    pub fn all_requests(&self) -> Vec<ProbeRequest> {
+        let one = self.url.as_ref().map(|url| ProbeRequest {
+            url: url.clone(),
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            expect: Some(self.expect.clone()),
+        });
+        one.into_iter()
+            .chain(self.requests.iter().map(|r| {
+                let mut r = r.value.clone();
+                r.expect.get_or_insert_with(|| self.expect.clone());
+                r
+            }))
+            .collect()
+    }
+}
+
+/// Expectations of a probe's answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The status code (any 2xx when absent).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Text the body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// JSON pointers (`/endpoints/0/status`) that must be present, null or not.
+    #[serde(default)]
+    pub json_present: Vec<String>,
+    /// JSON pointers that must be present and not null.
+    #[serde(default)]
+    pub json_not_null: Vec<String>,
+    /// JSON pointers and the value each must equal (numbers by value: 1 equals 1.0).
+    #[serde(default)]
+    pub json_equals: BTreeMap<String, serde_json::Value>,
+}
+
+/// What a probe's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeValue {
+    /// Good answers over all, 0..1, over the window.
+    SuccessRatio,
+    /// Bad answers in a row.
+    ConsecutiveFailures,
+}
+
 
 /// Longest a request may take when the check sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,12 +210,54 @@ pub struct Answer {
 
 #[async_trait::async_trait]
 impl crate::Source for Http {
-    fn kind(&self) -> SourceKind {
-        SourceKind::Http
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["http"]
+    }
+
+    fn hint(&self) -> &'static str {
+        "http: {url, expect, value}"
+    }
+
+    fn check_config(&self, check: &Check, _trigger: bool, at: Location, report: &mut Report<'_>) {
+        let Some(c) = report.parse_block::<HttpCheck>(&check.block, at) else { return };
+        let p = &c.http;
+        match (&p.value.url, p.value.requests.is_empty()) {
+            (Some(_), false) => report.error(p.referenced, "http", "give `url` (one request) or `requests: […]`, not both"),
+            (None, true) => report.error(p.referenced, "http", "needs `url` (one request) or `requests: […]`"),
+            _ => {}
+        }
+        for (i, r) in p.value.all_requests().iter().enumerate() {
+            let at = if p.value.url.is_some() { "http".to_string() } else { format!("http.requests[{i}]") };
+            report.templates(r.url.referenced, &format!("{at}.url"), &r.url.value, &[]);
+            if let Some(m) = &r.method {
+                if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&m.to_ascii_uppercase().as_str()) {
+                    report.error(r.url.referenced, &format!("{at}.method"), format!("`{m}` is not an HTTP method"));
+                }
+            }
+            report.headers(&format!("{at}.headers"), &r.headers, &[]);
+            let expect = r.expect.clone().unwrap_or_default();
+            let pointers = expect.json_present.iter().chain(expect.json_not_null.iter()).chain(expect.json_equals.keys());
+            for ptr in pointers {
+                if !ptr.is_empty() && !ptr.starts_with('/') {
+                    report.error(
+                        r.url.referenced,
+                        &format!("{at}.expect"),
+                        format!("`{ptr}` is not a JSON pointer: it starts with `/` (`/endpoints/0/status`)"),
+                    );
+                }
+            }
+        }
     }
 
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
-        let Some(probe) = &check.http else { return Measurement::Error("an http check needs `http:`".into()) };
+        let probe = match check.block.parse::<HttpCheck>(Location::UNKNOWN) {
+            Ok(c) => c.http,
+            Err(e) => return Measurement::Error(e.to_string()),
+        };
         let requests = probe.value.all_requests();
         if requests.is_empty() {
             return Measurement::Error("the probe has no request".into());
@@ -126,8 +287,7 @@ impl crate::Source for Http {
 /// JSON pointers that must be present, not null, or equal to a value.
 ///
 /// ```
-/// use sluice_plan::model::Expect;
-/// use sluice_sources::sources::http::judge;
+/// use sluice_sources::sources::http::{judge, Expect};
 /// let expect = Expect { json_not_null: vec!["/status".into()], ..Expect::default() };
 /// assert!(judge(200, br#"{"status": "up"}"#, &expect).is_ok());
 /// assert_eq!(judge(200, br#"{"status": null}"#, &expect).unwrap_err(), "`/status` is null");
@@ -196,8 +356,6 @@ fn describe(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     /// Expectations from JSON (a subset of what a plan's YAML says).

@@ -1,15 +1,11 @@
-//! Metric sources, one file each, each behind [`Source`](crate::Source). Which source a check uses is the
-//! plan's business: [`Check::source_kind`](sluice_plan::model::Check::source_kind).
+//! Metric sources, one file each, each behind [`Source`](crate::Source): one line each below. Which source a
+//! check uses is [`Check::source_kind`](sluice_plan::model::Check::source_kind): its `source:`, else the
+//! source whose key it has (`query`, `metric`, `http`, `command`, `json`).
 
-pub mod builtin;
-pub mod command;
-pub mod http;
-pub mod prometheus;
-
-/// Adds every source of this folder: one line each.
-pub(crate) fn register(registry: &mut crate::Registry, config: &crate::Config) {
-    registry.add_source(command::Command::new(config));
-    registry.add_source(prometheus::Prometheus::new(config));
-    registry.add_source(http::Http::new(config));
-    registry.add_source(builtin::Builtin::new(config.metrics.clone()));
+plugins! { add_source:
+    builtin => |c: &crate::Config| builtin::Builtin::new(c.metrics.clone()),
+    command => command::Command::new,
+    http => http::Http::new,
+    json => json::Json::new,
+    prometheus => prometheus::Prometheus::new,
 }

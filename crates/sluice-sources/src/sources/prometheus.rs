@@ -14,9 +14,103 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_engine::Measurement;
-use sluice_plan::model::{Check, Reduce, Slo, SourceKind};
+use sluice_plan::model::{Check, EnvValue, Location, Node, Spanned};
+use sluice_plan::{Dur, Report, Supports};
 
 use crate::{MeasureContext, Redactor, Secrets};
+
+/// A `prometheus` check's own keys.
+///
+/// ```yaml
+/// analysis: { prometheus: { url: http://prometheus:9090 } }
+/// gates:
+///   - { name: errors, query: 'sum(rate(errors_total{variant="{{ramped}}"}[5m]))', below: 0.01 }
+///   - { name: budget, slo: { objective: 99.9, good: …, total: …, windows: [5m, 1h] }, below: 2 }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusCheck {
+    /// The query (templates allowed).
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    /// Multi-window burn rate of an SLO; the value is the burn rate.
+    #[serde(default)]
+    pub slo: Option<Spanned<Slo>>,
+    /// How several series become one number.
+    #[serde(default)]
+    pub reduce: Option<Reduce>,
+}
+
+impl PrometheusCheck {
+    /// The check's keys as this source reads them.
+    pub fn of(check: &Check) -> Result<PrometheusCheck, String> {
+        check.block.parse(Location::UNKNOWN).map_err(|e| e.to_string())
+    }
+}
+
+/// How several series become one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduce {
+    /// The largest (e.g. "any endpoint").
+    Max,
+    /// The smallest.
+    Min,
+    /// The sum.
+    Sum,
+    /// The mean.
+    Avg,
+}
+
+/// An SLO burn-rate check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Objective in percent, e.g. 99.9.
+    pub objective: f64,
+    /// PromQL of good events' rate.
+    pub good: Spanned<String>,
+    /// PromQL of all events' rate.
+    pub total: Spanned<String>,
+    /// The windows that must all burn faster than the threshold (e.g. `[5m, 1h]`).
+    pub windows: Vec<Spanned<Dur>>,
+}
+
+/// The Prometheus a plan's `prometheus` checks ask, and how to authenticate to it (`analysis.prometheus`).
+/// Credentials are secrets (`SLUICE_SECRET_*` variables or files under `--secrets-dir`): never logged, never
+/// shown.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The URL (templates allowed).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The environment variable holding the URL (when it holds credentials).
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+    /// The environment variable holding a bearer token: `Authorization: Bearer TOKEN`.
+    #[serde(default)]
+    pub bearer_env: Option<Spanned<String>>,
+    /// The environment variable holding `user:password` for HTTP basic authentication.
+    #[serde(default)]
+    pub basic_env: Option<Spanned<String>>,
+    /// Headers sent with every query (e.g. `X-Scope-OrgID` of a Mimir or Cortex tenant): text, or a secret.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<EnvValue>>,
+    /// Longest a query may take when the check sets no `timeout` (default 30 s).
+    #[serde(default)]
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+impl Settings {
+    /// A plan's `analysis.prometheus`, if it has one.
+    pub fn of(plan: &sluice_plan::Plan) -> Result<Option<Settings>, String> {
+        plan.analysis.settings_of(KIND).map(|n| sluice_plan::block::parse(n).map_err(|e| e.to_string())).transpose()
+    }
+}
+
+/// This source's name.
+pub const KIND: &str = "prometheus";
 
 /// Longest a query may take when the check sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +141,7 @@ impl Prometheus {
     /// The plan's Prometheus: its URL, credentials and headers, and the redactor of every secret among
     /// them (a URL from a secret may hold credentials too).
     fn endpoint(&self, cx: &MeasureContext<'_>) -> Result<Target, String> {
-        let e = cx.plan.analysis.prometheus.as_ref().ok_or("the plan has no `analysis.prometheus`")?;
+        let e = Settings::of(cx.plan)?.ok_or("the plan has no `analysis.prometheus`")?;
         let env = |var: &str| sluice_plan::model::SecretRef { secret_env: Some(var.to_string()), secret_file: None };
         let (headers, mut redactor) = self.secrets.environment(&e.headers, cx.values)?;
         let url = match (&e.url, &e.url_env) {
@@ -252,18 +346,85 @@ impl Prometheus {
 
 #[async_trait::async_trait]
 impl crate::Source for Prometheus {
-    fn kind(&self) -> SourceKind {
-        SourceKind::Prometheus
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["query", "slo"]
+    }
+
+    fn hint(&self) -> &'static str {
+        "query: PROMQL"
+    }
+
+    fn supports(&self) -> Supports {
+        Supports { baseline: true, ..Supports::default() }
+    }
+
+    fn check_config(&self, check: &Check, _trigger: bool, at: Location, report: &mut Report<'_>) {
+        let Some(c) = report.parse_block::<PrometheusCheck>(&check.block, at) else { return };
+        if report.plan().analysis.settings_of(KIND).is_none() {
+            report.error(
+                at,
+                "",
+                "a prometheus check needs the server to ask: add `analysis.prometheus: {url: http://…}` (or `url_env: SLUICE_SECRET_…`)",
+            );
+        }
+        match (&c.query, &c.slo) {
+            (Some(q), None) => {
+                report.templates(q.referenced, "query", &q.value, &[]);
+                promql(report, q, "query");
+            }
+            (None, Some(slo)) => {
+                if !(0.0 < slo.value.objective && slo.value.objective < 100.0) {
+                    report.error(slo.referenced, "slo.objective", "an objective is a percentage between 0 and 100, e.g. 99.9");
+                }
+                if slo.value.windows.is_empty() {
+                    report.error(slo.referenced, "slo.windows", "needs at least one window, e.g. [5m, 1h]");
+                }
+                // `{{window}}` is each window in turn, and means nothing elsewhere.
+                let (good, total) = (&slo.value.good, &slo.value.total);
+                report.templates(good.referenced, "slo.good", &good.value, &["window"]);
+                report.templates(total.referenced, "slo.total", &total.value, &["window"]);
+                promql(report, good, "slo.good");
+                promql(report, total, "slo.total");
+            }
+            (Some(_), Some(_)) => report.error(at, "", "give `query` or `slo`, not both"),
+            (None, None) => report.error(at, "", "a prometheus check needs a `query` (or an `slo`)"),
+        }
+    }
+
+    fn check_settings(&self, settings: &Spanned<Node>, report: &mut Report<'_>) {
+        let Some(e) = report.parse::<Settings>(settings, "") else { return };
+        let loc = settings.referenced;
+        report.url(loc, e.url.as_ref(), e.url_env.as_ref());
+        match (&e.bearer_env, &e.basic_env) {
+            (Some(b), Some(_)) => report.error(b.referenced, "bearer_env", "give `bearer_env` or `basic_env`, not both"),
+            (Some(v), None) => report.secret_env(v.referenced, "bearer_env", &v.value),
+            (None, Some(v)) => report.secret_env(v.referenced, "basic_env", &v.value),
+            (None, None) => {}
+        }
+        report.headers("headers", &e.headers, &[]);
+        for (name, value) in &e.headers {
+            if name.eq_ignore_ascii_case("authorization") && (e.bearer_env.is_some() || e.basic_env.is_some()) {
+                report.error(value.referenced, &format!("headers.{name}"), "`bearer_env`/`basic_env` set `Authorization` already");
+            }
+        }
     }
 
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
-        self.measure_at(check, cx, When::Now(cx.now)).await
+        match PrometheusCheck::of(check) {
+            Ok(config) => self.measure_at(&config, check, cx, When::Now(cx.now)).await,
+            Err(e) => Measurement::Error(e),
+        }
     }
 
     /// The average of the check's value at every analysis interval of its `baseline.window` before the
     /// rollout's start (a range query, one point per interval).
     async fn baseline(&self, check: &Check, cx: &MeasureContext<'_>) -> Result<f64, String> {
         let window = check.baseline.as_ref().ok_or("the check has no `baseline`")?.value.window.value;
+        let config = PrometheusCheck::of(check)?;
         let step = (cx.plan.analysis.interval.value.0.as_millis() as u64).max(1000);
         let to = cx.started_at;
         let from = to.saturating_sub(window.0.as_millis() as u64);
@@ -271,7 +432,7 @@ impl crate::Source for Prometheus {
         let (mut sum, mut n) = (0.0, 0u64);
         let mut at = from;
         while at <= to {
-            match self.measure_at(check, &MeasureContext { now: at, ..*cx }, When::Past(&history, at)).await {
+            match self.measure_at(&config, check, &MeasureContext { now: at, ..*cx }, When::Past(&history, at)).await {
                 Measurement::Value(v) if v.is_finite() => {
                     sum += v;
                     n += 1;
@@ -292,20 +453,29 @@ impl Prometheus {
     /// The check's value at `cx.now` in the past, read from `history` (a range query per distinct query,
     /// asked on first use): what `sluice simulate --prometheus` replays.
     pub async fn replay(&self, check: &Check, cx: &MeasureContext<'_>, history: &History) -> Measurement {
-        self.measure_at(check, cx, When::Past(history, cx.now)).await
+        match PrometheusCheck::of(check) {
+            Ok(config) => self.measure_at(&config, check, cx, When::Past(history, cx.now)).await,
+            Err(e) => Measurement::Error(e),
+        }
     }
 
-    async fn measure_at(&self, check: &Check, cx: &MeasureContext<'_>, at: When<'_>) -> Measurement {
+    async fn measure_at(
+        &self,
+        config: &PrometheusCheck,
+        check: &Check,
+        cx: &MeasureContext<'_>,
+        at: When<'_>,
+    ) -> Measurement {
         let target = match self.endpoint(cx) {
             Ok(e) => e,
             Err(e) => return Measurement::Error(e),
         };
         let timeout = check.timeout.as_ref().map(|t| t.value.0).or(target.timeout).unwrap_or(DEFAULT_TIMEOUT);
         let measured = async {
-            match (&check.slo, &check.query) {
-                (Some(slo), _) => self.burn_rate(&target, &slo.value, check.reduce, cx, at).await,
+            match (&config.slo, &config.query) {
+                (Some(slo), _) => self.burn_rate(&target, &slo.value, config.reduce, cx, at).await,
                 (None, Some(q)) => {
-                    self.value(&target, &sluice_plan::render(&q.value, cx.values), check.reduce, at).await
+                    self.value(&target, &sluice_plan::render(&q.value, cx.values), config.reduce, at).await
                 }
                 (None, None) => Measurement::Error("a prometheus check needs a `query` or an `slo`".into()),
             }
@@ -486,4 +656,20 @@ struct VectorSample {
     #[serde(default)]
     metric: BTreeMap<String, String>,
     value: (f64, String),
+}
+
+/// A PromQL query parses (a real PromQL parser, templates filled with sample values): a syntax error is
+/// found by `plan check`, with the parser's words, rather than as a source error at the first tick.
+fn promql(report: &mut Report<'_>, q: &Spanned<String>, key: &str) {
+    let mut sample: BTreeMap<String, String> =
+        report.plan().vars.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    for (name, value) in
+        [("flag", "f"), ("ramped", "on"), ("base", "off"), ("phase", "1"), ("percent", "10"), ("interval", "1m"), ("window", "5m")]
+    {
+        sample.insert(name.into(), value.into());
+    }
+    let query = sluice_plan::render(&q.value, &sample);
+    if let Err(e) = promql_parser::parser::parse(&query) {
+        report.error(q.referenced, key, format!("the PromQL does not parse: {e}"));
+    }
 }

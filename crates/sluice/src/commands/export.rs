@@ -10,7 +10,7 @@ pub fn run(cmd: ExportCmd) -> Result<(), CliError> {
     let (plan_path, out, text, notes) = match cmd {
         ExportCmd::PrometheusRules { plan, out } => {
             let loaded = load(&plan)?;
-            let (yaml, notes) = sluice_plan::export::prometheus_rules_yaml(&loaded);
+            let (yaml, notes) = sluice_sources::export::prometheus_rules_yaml(&loaded);
             let header = format!(
                 "# Prometheus rules equivalent to the Prometheus checks of {} (sluice export prometheus-rules).\n# Check: promtool check rules FILE\n",
                 plan.display()
@@ -19,7 +19,7 @@ pub fn run(cmd: ExportCmd) -> Result<(), CliError> {
         }
         ExportCmd::Grafana { plan, out } => {
             let loaded = load(&plan)?;
-            let dashboard = sluice_plan::export::grafana_dashboard(&loaded);
+            let dashboard = sluice_sources::export::grafana_dashboard(&loaded);
             let json = serde_json::to_string_pretty(&dashboard).expect("json") + "\n";
             (plan, out, json, Vec::new())
         }

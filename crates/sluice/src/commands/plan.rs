@@ -78,7 +78,7 @@ async fn check(
         let (problems, summary) = match sluice_plan::load_with(&name, &text, catalog.as_ref(), &plugins) {
             Ok((plan, notes)) => {
                 // Who may start it depends on them: admins, or operators where the server allows each.
-                programs = sluice_plan::programs(&plan).into_iter().collect();
+                programs = sluice_plan::programs(&plan, &plugins).into_iter().collect();
                 let runs = if programs.is_empty() {
                     String::new()
                 } else {

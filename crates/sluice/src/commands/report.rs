@@ -18,7 +18,8 @@ pub async fn run(client: &Client, rollout: &str, format: ReportFormat, out: Opti
     let id = summary["id"].as_str().unwrap_or(rollout).to_string();
     let flag = summary["flag"].as_str().unwrap_or_default().to_string();
     let decisions = client.get(&format!("/api/v1/rollouts/{}/decisions?limit=10000", enc(&id))).await?["data"].take();
-    let decisions = decisions.as_array().cloned().unwrap_or_default();
+    let decisions: Vec<sluice_store::Decided> = serde_json::from_value(decisions)
+        .map_err(|e| CliError(format!("the server's decisions of {id} do not read as decisions: {e}")))?;
     let history: Vec<&Value> = summary["history"].as_array().into_iter().flatten().collect();
     let start = history.first().and_then(|e| e["at"].as_i64()).unwrap_or(0);
     let terminal = matches!(summary["status"]["state"].as_str(), Some("completed" | "rolled_back" | "aborted"));

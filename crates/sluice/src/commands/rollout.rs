@@ -63,9 +63,21 @@ fn print_rollout(r: &Value) {
         let state = match item["state"].as_str() {
             Some("under_way") => "under way",
             Some("unknown") => "outcome unknown: `sluice rollout settle` it",
+            Some("failed") => "FAILED for good: `sluice rollout settle --retry` or `--failed` it",
             _ => "waiting",
         };
-        println!("  {state}: {}", item["what"].as_str().unwrap_or(""));
+        let error = item["error"].as_str().map(|e| format!(" — {e}")).unwrap_or_default();
+        println!("  {state}: {}{error}", item["what"].as_str().unwrap_or(""));
+    }
+    for n in r["undelivered"].as_array().into_iter().flatten() {
+        println!(
+            "  NOT DELIVERED to {} ({}, {} attempt(s)): {} — fix it, then `sluice rollout redeliver {}`",
+            n["destination"].as_str().unwrap_or(""),
+            n["id"].as_str().unwrap_or(""),
+            n["attempts"],
+            n["error"].as_str().unwrap_or(""),
+            r["id"].as_str().unwrap_or("")
+        );
     }
 }
 
@@ -193,7 +205,7 @@ pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
         }
         RolloutCmd::Abort { id, reason } => show(&act(&id, "abort", json!({"reason": reason})).await?),
         RolloutCmd::Approve { id, item } => show(&act(&id, "approve", json!({"item": item})).await?),
-        RolloutCmd::Settle { id, ran, retry, failed: _ } => {
+        RolloutCmd::Settle { id, reason, ran, retry, failed: _ } => {
             let outcome = if ran {
                 "ran"
             } else if retry {
@@ -201,8 +213,9 @@ pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
             } else {
                 "failed"
             };
-            show(&act(&id, "settle", json!({"pending": outcome})).await?)
+            show(&act(&id, "settle", json!({"pending": outcome, "reason": reason})).await?)
         }
+        RolloutCmd::Redeliver { id, reason } => show(&act(&id, "redeliver", json!({"reason": reason})).await?),
         RolloutCmd::Signal { id, name, hard, soft: _, reason } => {
             let severity = if hard { "hard" } else { "soft" };
             show(&act(&id, "signal", json!({"name": name, "severity": severity, "reason": reason})).await?)

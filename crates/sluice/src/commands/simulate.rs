@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use sluice_engine::timeline::Timeline;
 use sluice_engine::{CheckRef, Measurement, MetricSource, Millis, Replay, Rollout};
-use sluice_plan::model::SourceKind;
+use sluice_plan::model::{Node, Spanned};
 use sluice_plan::Plan;
 use sluice_sources::sources::prometheus::{self, Prometheus};
 use sluice_sources::{MeasureContext, Source};
@@ -152,12 +152,14 @@ pub async fn run(
                 }
                 sluice_engine::Effect::Run { action: purpose, .. } => {
                     let Some(action) = purpose.resolve(&plan) else { continue };
-                    let what = action
-                        .exec
-                        .as_ref()
-                        .map(|a| a.value.join(" "))
+                    let exec = action
+                        .block
+                        .parse::<sluice_sources::actions::exec::ExecAction>(sluice_plan::model::Location::UNKNOWN)
+                        .ok();
+                    let what = exec
+                        .map(|a| a.exec.value.join(" "))
                         .or_else(|| action.name.clone())
-                        .unwrap_or_else(|| "webhook".into());
+                        .unwrap_or_else(|| sluice_sources::described().action_kind(action));
                     println!("{:>12}  -> run {purpose}: {what} (not run in a simulation)", when(step.at))
                 }
             }
@@ -178,17 +180,25 @@ pub async fn run(
 
 /// The plan's Prometheus checks ask `url`, with the plan's own credentials and headers.
 fn point_at(plan: &mut Plan, url: &str) -> Result<(), CliError> {
-    let p = plan.analysis.prometheus.as_mut().ok_or_else(|| {
-        CliError("the plan has no `analysis.prometheus`: it has no Prometheus checks to replay".into())
-    })?;
-    match (&mut p.url, p.url_env.take()) {
-        (Some(u), _) => u.value = url.to_string(),
-        (None, Some(mut env)) => {
-            env.value = url.to_string();
-            p.url = Some(env);
+    let settings = plan.analysis.settings.entries.iter_mut().find(|(k, _)| k.value == prometheus::KIND);
+    let Some((_, settings)) = settings else {
+        return Err(CliError("the plan has no `analysis.prometheus`: it has no Prometheus checks to replay".into()));
+    };
+    let Node::Map(entries) = &mut settings.value else {
+        return Err(CliError("`analysis.prometheus` is not a mapping".into()));
+    };
+    let at = settings.referenced;
+    let mut key = None;
+    entries.retain(|(k, _)| {
+        let url = k.value == "url" || k.value == "url_env";
+        if url {
+            key = Some(k.clone());
         }
-        (None, None) => return Err(CliError("`analysis.prometheus` has no url".into())),
-    }
+        !url
+    });
+    let Some(mut key) = key else { return Err(CliError("`analysis.prometheus` has no url".into())) };
+    key.value = "url".into();
+    entries.push((key, Spanned::new(Node::Str(url.to_string()), at, at)));
     Ok(())
 }
 
@@ -223,8 +233,8 @@ async fn replay(plan: &Plan, timeline: Timeline, history: &History) -> Result<sl
     let from = history.from;
     let mut timeline = timeline;
     let mut source = |check: &CheckRef<'_>, now: Millis| -> Measurement {
-        let kind = check.check.source_kind(plan.analysis.source.as_ref().map(|s| s.value));
-        if kind != SourceKind::Prometheus {
+        let kind = check.check.source_kind(plan, sluice_sources::described());
+        if kind.as_deref() != Some(prometheus::KIND) {
             return timeline.measure(check, now - from);
         }
         let mut at = Rollout::new(plan);

@@ -11,7 +11,7 @@
 //! ```
 //! let yaml = "name: checkout\nflag: f\nanalysis: { prometheus: { url: 'http://127.0.0.1:9090' } }\nphases: [ { percent: 10 }, { percent: 100 } ]\ntriggers:\n  - { name: errors, query: 'sum(rate(errors_total{variant=\"{{ramped}}\"}[5m]))', above: 0.05, for: 5m, severity: hard }\n";
 //! let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
-//! let (rules, notes) = sluice_plan::export::prometheus_rules(&plan);
+//! let (rules, notes) = sluice_sources::export::prometheus_rules(&plan);
 //! assert!(notes.is_empty(), "{notes:?}");
 //! let alert = &rules["groups"][0]["rules"][1];
 //! assert_eq!(alert["alert"], "SluiceCheckoutErrors");
@@ -24,8 +24,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::model::{Check, Reduce, SourceKind};
-use crate::Plan;
+use sluice_plan::model::{Check, SIGNAL};
+use sluice_plan::Plan;
+
+use crate::sources::prometheus::{PrometheusCheck, Reduce};
 
 /// A check's kind, as exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +85,8 @@ fn phase_values(plan: &Plan, values: &BTreeMap<String, String>, i: usize) -> BTr
 /// Whether `text` reads a value that changes from phase to phase.
 fn varies_by_phase(plan: &Plan, text: &str, values: &BTreeMap<String, String>) -> bool {
     // Against the phase-free rendering too: one phase, or phases that render alike, still fill `{{percent}}`.
-    let free = crate::render(text, values);
-    (0..plan.phases.len()).any(|i| crate::render(text, &phase_values(plan, values, i)) != free)
+    let free = sluice_plan::render(text, values);
+    (0..plan.phases.len()).any(|i| sluice_plan::render(text, &phase_values(plan, values, i)) != free)
 }
 
 fn reduced(expr: String, reduce: Option<Reduce>) -> String {
@@ -99,7 +101,7 @@ fn reduced(expr: String, reduce: Option<Reduce>) -> String {
 
 /// A check's PromQL with `values`: one expression, or for an SLO one burn rate per window (with the
 /// window's name).
-fn expressions(check: &Check, values: &BTreeMap<String, String>) -> Vec<(Option<String>, String)> {
+fn expressions(check: &PrometheusCheck, values: &BTreeMap<String, String>) -> Vec<(Option<String>, String)> {
     if let Some(slo) = &check.slo {
         let allowed = 1.0 - slo.value.objective / 100.0;
         return slo
@@ -109,14 +111,14 @@ fn expressions(check: &Check, values: &BTreeMap<String, String>) -> Vec<(Option<
             .map(|w| {
                 let mut v = values.clone();
                 v.insert("window".into(), w.value.to_string());
-                let good = reduced(crate::render(&slo.value.good.value, &v), check.reduce);
-                let total = reduced(crate::render(&slo.value.total.value, &v), check.reduce);
+                let good = reduced(sluice_plan::render(&slo.value.good.value, &v), check.reduce);
+                let total = reduced(sluice_plan::render(&slo.value.total.value, &v), check.reduce);
                 (Some(w.value.to_string()), format!("(1 - ({good}) / ({total})) / {allowed}"))
             })
             .collect();
     }
     match &check.query {
-        Some(q) => vec![(None, reduced(crate::render(&q.value, values), check.reduce))],
+        Some(q) => vec![(None, reduced(sluice_plan::render(&q.value, values), check.reduce))],
         None => Vec::new(),
     }
 }
@@ -176,24 +178,26 @@ pub fn prometheus_rules(plan: &Plan) -> (Value, Vec<String>) {
     let plan_name = &plan.name.value;
     let mut rules = Vec::new();
     let mut notes = Vec::new();
-    let default_source = plan.analysis.source.as_ref().map(|s| s.value);
     for (kind, check, only_phase) in checks(plan) {
         let name = &check.name.value;
-        if check.source_kind(default_source) == SourceKind::Signal {
+        let source = source_of(check, plan);
+        if source == SIGNAL {
             notes.push(format!("trigger `{name}` is a signal (fired by a person or an alert): nothing to export"));
             continue;
         }
-        if check.source_kind(default_source) != SourceKind::Prometheus {
-            notes.push(format!(
-                "{} `{name}` ({} source) is measured by Sluice, not Prometheus: not exported (Sluice's /metrics has it as sluice_check_value)",
-                kind.as_str(),
-                check.source_kind(default_source).as_str()
-            ));
-            continue;
-        }
+        let query = match (source.as_str(), PrometheusCheck::of(check)) {
+            (crate::sources::prometheus::KIND, Ok(query)) => query,
+            _ => {
+                notes.push(format!(
+                    "{} `{name}` ({source} source) is measured by Sluice, not Prometheus: not exported (Sluice's /metrics has it as sluice_check_value)",
+                    kind.as_str(),
+                ));
+                continue;
+            }
+        };
         let text: String = [
-            check.query.as_ref().map(|q| q.value.clone()),
-            check.slo.as_ref().map(|s| format!("{} {}", s.value.good.value, s.value.total.value)),
+            query.query.as_ref().map(|q| q.value.clone()),
+            query.slo.as_ref().map(|s| format!("{} {}", s.value.good.value, s.value.total.value)),
         ]
         .into_iter()
         .flatten()
@@ -212,7 +216,7 @@ pub fn prometheus_rules(plan: &Plan) -> (Value, Vec<String>) {
             }
             let selector = phase.map_or_else(String::new, |i| format!("{{phase=\"{}\"}}", i + 1));
             let mut recorded = Vec::new();
-            for (window, expr) in expressions(check, &v) {
+            for (window, expr) in expressions(&query, &v) {
                 let record = match &window {
                     Some(w) => format!("{record_base}:burn_{w}"),
                     None => record_base.clone(),
@@ -240,7 +244,7 @@ pub fn prometheus_rules(plan: &Plan) -> (Value, Vec<String>) {
             }
             // Every window must burn that fast: the multi-window rule, as Sluice judges it.
             let expr = conditions.join(" and ");
-            let hard = check.severity.as_ref().is_some_and(|s| s.value == crate::model::Severity::Hard);
+            let hard = check.severity.as_ref().is_some_and(|s| s.value == sluice_plan::model::Severity::Hard);
             let mut alert_labels = labels.clone();
             alert_labels["severity"] = json!(if hard { "critical" } else { "warning" });
             let suffix = phase.map_or_else(String::new, |i| format!("Phase{}", i + 1));
@@ -281,7 +285,7 @@ pub fn prometheus_rules(plan: &Plan) -> (Value, Vec<String>) {
 /// ```
 /// let yaml = "name: checkout\nflag: f\nphases: [ { percent: 10 }, { percent: 100 } ]\ngates:\n  - { name: errors, metric: error_rate, below: 0.02 }\n";
 /// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
-/// let d = sluice_plan::export::grafana_dashboard(&plan);
+/// let d = sluice_sources::export::grafana_dashboard(&plan);
 /// let panel = d["panels"].as_array().unwrap().iter().find(|p| p["title"] == "gate: errors").unwrap();
 /// assert_eq!(panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"], 0.02);
 /// assert!(panel["targets"][0]["expr"].as_str().unwrap().starts_with("sluice_check_value{"));
@@ -291,7 +295,6 @@ pub fn grafana_dashboard(plan: &Plan) -> Value {
     values.insert("phase".into(), "$phase".into());
     values.insert("percent".into(), "$percent".into());
     let plan_name = &plan.name.value;
-    let default_source = plan.analysis.source.as_ref().map(|s| s.value);
     let selector = |extra: &str| format!("{{plan=\"{plan_name}\"{extra}}}");
     let mut panels = vec![json!({
         "type": "timeseries",
@@ -304,10 +307,11 @@ pub fn grafana_dashboard(plan: &Plan) -> Value {
     })];
     for (kind, check, phase) in checks(plan) {
         let name = &check.name.value;
-        let source = check.source_kind(default_source);
+        let source = source_of(check, plan);
         let mut targets = Vec::new();
-        if source == SourceKind::Prometheus {
-            for (i, (window, expr)) in expressions(check, &values).into_iter().enumerate() {
+        let query = PrometheusCheck::of(check).ok().filter(|_| source == crate::sources::prometheus::KIND);
+        if let Some(query) = &query {
+            for (i, (window, expr)) in expressions(query, &values).into_iter().enumerate() {
                 let legend = window.map_or_else(|| name.clone(), |w| format!("burn rate {w}"));
                 targets.push(
                     json!({"refId": ((b'A' + i as u8) as char).to_string(), "expr": expr, "legendFormat": legend}),
@@ -354,7 +358,7 @@ pub fn grafana_dashboard(plan: &Plan) -> Value {
                 description.push_str(&format!(
                     "; compared with the {} by a margin of {m}: the value is the confidence bound's distance past the margin (0 is the line)",
                     match check.compare.as_ref().map(|c| c.value) {
-                        Some(crate::model::Compare::Control) => "control",
+                        Some(sluice_plan::model::Compare::Control) => "control",
                         _ => "pre-rollout baseline",
                     }
                 ));
@@ -366,7 +370,7 @@ pub fn grafana_dashboard(plan: &Plan) -> Value {
             description.push_str(&format!("; phase {} only", i + 1));
         }
         if kind == Kind::Trigger {
-            let hard = check.severity.as_ref().is_some_and(|s| s.value == crate::model::Severity::Hard);
+            let hard = check.severity.as_ref().is_some_and(|s| s.value == sluice_plan::model::Severity::Hard);
             description.push_str(if hard { "; hard: rolls back" } else { "; soft: pauses and asks" });
         }
         // A phase's own gate may share its name with another phase's: the phase tells them apart.
@@ -485,4 +489,9 @@ pub fn prometheus_rules_yaml(plan: &Plan) -> (String, Vec<String>) {
         .collect();
     let yaml = serde_saphyr::to_string(&File { groups }).expect("rules serialize");
     (yaml, notes)
+}
+
+/// The source of a check as this build's plug-ins tell it (`signal` when nothing names one).
+fn source_of(check: &Check, plan: &Plan) -> String {
+    check.source_kind(plan, crate::described()).unwrap_or_else(|| "unknown".into())
 }
