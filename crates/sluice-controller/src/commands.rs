@@ -295,6 +295,7 @@ impl Controller {
         let values = Rollout::new(plan).template_values(plan, Some((&flag.ramp.base, &flag.ramp.ramped)));
         for (key, check) in sluice_engine::baseline_checks(plan) {
             let cx = sluice_sources::MeasureContext {
+                rollout: None,
                 rollout_id: "",
                 plan,
                 started_at: now,

@@ -269,6 +269,7 @@ impl Controller {
         let flag = self.live_flag(&record.flag);
         let values = template_values(&plan, &rollout, flag.as_ref());
         let cx = MeasureContext {
+            rollout: Some(&rollout),
             rollout_id: &record.id,
             plan: &plan,
             started_at: rollout.history.first().map_or(0, |e| e.at),
@@ -276,6 +277,9 @@ impl Controller {
             now,
             values: &values,
         };
+        // A phase's own baseline gates are captured once, when the phase is first measured: over the
+        // window before the phase started.
+        let captured = if hook_running { Vec::new() } else { self.phase_baselines(&plan, &rollout, &cx).await };
         // All at once: a tick takes as long as its slowest check, not the sum of their timeouts.
         let due: Vec<_> = rollout
             .checks_due(&plan)
@@ -284,8 +288,15 @@ impl Controller {
             .collect();
         let values_measured =
             futures_util::future::join_all(due.iter().map(|(_, c)| self.plugins.measure(c, &cx))).await;
-        let measured: HashMap<(CheckKind, String), Measurement> =
+        let mut measured: HashMap<(CheckKind, String), Measurement> =
             due.iter().map(|(kind, c)| (*kind, c.name.value.clone())).zip(values_measured).collect();
+        // A baseline that could not be captured: its gate cannot decide, and says why (a source error).
+        for (key, got) in &captured {
+            if let Err(e) = got {
+                let name = key.trim_start_matches("gate:").rsplit_once('@').map_or(key.as_str(), |(n, _)| n);
+                measured.insert((CheckKind::Gate, name.to_string()), Measurement::Error(e.clone()));
+            }
+        }
         // The confirm gates of the step this tick may take, asked beside the checks (not while a hook runs:
         // no step is taken then).
         let confirms = if hook_running { Vec::new() } else { rollout.confirms_due(&plan, now) };
@@ -312,6 +323,11 @@ impl Controller {
             return Ok(());
         }
         let mut rollout = record.state.clone();
+        for (key, got) in captured {
+            if let Ok(value) = got {
+                rollout.baselines.insert(key, value);
+            }
+        }
         let mut source = Answers { measured: &measured, confirmed: &confirmed };
         let (decisions, effects) = if pending {
             rollout.tick_triggers(&plan, now, &mut source)
@@ -369,6 +385,28 @@ impl Controller {
             outcomes.push((key, d.outcome));
         }
         (kept, notes, outcomes)
+    }
+
+    /// The baselines of the current phase's own gates not captured yet, each measured over its window
+    /// before the phase started: (key, value or why not).
+    async fn phase_baselines(
+        &self,
+        plan: &sluice_plan::Plan,
+        rollout: &sluice_engine::Rollout,
+        cx: &MeasureContext<'_>,
+    ) -> Vec<(String, Result<f64, String>)> {
+        let mut out = Vec::new();
+        for (key, check) in rollout.baselines_due(plan) {
+            let at_phase = MeasureContext { started_at: rollout.phase_started, ..*cx };
+            let got = self.plugins.baseline(check, &at_phase).await.map_err(|e| {
+                format!("the baseline of `{}` cannot be measured before its phase: {e}", check.name.value)
+            });
+            if let Ok(v) = &got {
+                tracing::info!(check = %key, value = v, "a phase's baseline captured");
+            }
+            out.push((key, got));
+        }
+        out
     }
 
     /// Drops, every hour, the decisions older than `keep_for` whose outcome did not change.

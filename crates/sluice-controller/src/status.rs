@@ -54,6 +54,9 @@ pub struct RolloutSummary {
     /// Notifications given up (a permanent failure, or too many): nobody heard them until a person sends
     /// them again (`sluice rollout redeliver`).
     pub undelivered: Vec<Undelivered>,
+    /// The baselines captured so far, by check (`trigger:NAME`; a phase's own gate `gate:NAME@PHASE`,
+    /// phases from 0): each check's own average over its window before the start (or before its phase).
+    pub baselines: BTreeMap<String, f64>,
     /// Who started it.
     pub created_by: String,
     /// When (RFC 3339).
@@ -140,6 +143,7 @@ impl RolloutSummary {
             blind_triggers: rollout.blind_triggers(&plan),
             waiting_for: rollout.waiting_for.clone(),
             undelivered: Vec::new(),
+            baselines: rollout.baselines.clone(),
             created_by: record.created_by.clone(),
             created_at: record.created_at.clone(),
         })

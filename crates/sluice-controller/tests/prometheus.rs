@@ -300,6 +300,7 @@ async fn every_example_plan_starts_against_a_real_prometheus_and_measures_each_c
         let checks = prometheus_checks(&runnable_plan, flag);
         for (phase, check, values) in &checks {
             let cx = MeasureContext {
+                rollout: None,
                 rollout_id: "r",
                 plan: &runnable_plan,
                 started_at: now,
@@ -401,5 +402,50 @@ async fn a_baseline_is_captured_at_the_start_and_kept_across_a_restart() {
     controller.run_due(&memory).await.unwrap();
     let state = store.rollout(&id).await.unwrap().unwrap().state;
     assert!(matches!(state.status, Status::RolledBack { .. }), "{:?}", state.status);
+    drop(dir);
+}
+
+/// A `baseline:` gate of a later phase captures its baseline when that phase starts — over the window
+/// before it — keeps it with the rollout (shown on status), and the gate then decides: the rollout
+/// completes. (Before, only plan-wide checks had their baselines captured, and such a gate waited forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_gates_baseline_is_captured_when_its_phase_starts() {
+    let t0 = support::this_hour() - 4 * 3600;
+    // 0.2 for the first two and a half hours, then 0.25 (within +50 % of what the phase started with).
+    let latency = support::Series {
+        name: r#"latency_seconds{variant="on"}"#.into(),
+        value: Box::new(move |t| if t - t0 >= 9000 { 0.25 } else { 0.2 }),
+    };
+    let history = support::openmetrics(&[("latency_seconds", "gauge", vec![latency])], t0, t0 + 4 * 3600, 30);
+    let Some(prometheus) = tokio::task::block_in_place(|| support::with_history(&history)) else { return };
+    let file = FlagFile { segments: Vec::new(), flags: vec![Flag::boolean("f")] };
+    let plan = format!(
+        "name: p\nflag: f\nanalysis: {{ interval: 1m, prometheus: {{ url: '{}' }} }}\n\
+         phases:\n  - {{ percent: 10, hold: 30m }}\n  - percent: 100\n    hold: 1h\n    gates: [ {{ name: p99, query: 'latency_seconds{{variant=\"{{{{ramped}}}}\"}}', baseline: {{ window: 30m }}, max_increase_pct: 50 }} ]\n",
+        prometheus.url
+    );
+    let start = (t0 + 3600 + 30 * 60) * 1000;
+    let (dir, store, controller, clock) = controller_at(&file, start).await;
+    let id = controller.start(&admin(), "p.yaml", &plan).await.unwrap().id;
+    assert!(store.rollout(&id).await.unwrap().unwrap().state.baselines.is_empty(), "nothing captured at the start");
+    let memory = RunnerMemory::default();
+    let mut summary = controller.summary(&id).await.unwrap();
+    for _ in 0..120 {
+        clock.advance_ms(60_000);
+        controller.run_due(&memory).await.unwrap();
+        summary = controller.summary(&id).await.unwrap();
+        if summary.status.is_terminal() {
+            break;
+        }
+    }
+    // Phase 2 started about 30 minutes in (t0 + 2h): the baseline is the 30 minutes before it, all at 0.2,
+    // and it stays 0.2 through the hour's hold although the series rose to 0.25 half-way (a rolling
+    // baseline would have followed it up and ended at 0.25).
+    assert!((summary.baselines["gate:p99@1"] - 0.2).abs() < 1e-9, "{:?}", summary.baselines);
+    assert_eq!(summary.status, Status::Completed, "{:?}", summary.history);
+    let decisions = store.decisions(&id, 100).await.unwrap();
+    let p99 = decisions.iter().rev().find(|d| d.decision.check == "p99").unwrap();
+    assert!((p99.decision.value.unwrap() - 0.25).abs() < 1e-9, "the last reading saw the rise: {p99:?}");
+    assert!((p99.decision.threshold.baseline().unwrap() - 0.2).abs() < 1e-9, "{p99:?}");
     drop(dir);
 }

@@ -33,8 +33,9 @@ pub use clock::{Clock, Millis, SystemClock, VirtualClock};
 pub use decision::{Bound, CheckDecision, CheckKind, Outcome, Threshold, Verdict};
 pub use outbox::{outbox, OutboxItem};
 pub use rollout::{
-    baseline_checks, check_key, threshold_of, CheckRef, CommandError, Effect, Event, Measurement, MetricSource,
-    Rollout, Status,
+    baseline_checks, check_key, phase_baseline_checks, phase_baseline_key, sequence_key, threshold_of, Carried,
+    CheckRef, CommandError, Effect, Event, Measurement, MetricSource, Rollout, Sample, Sequence, Status,
+    CONTROL_AT_100_VALID_FOR,
 };
 pub use simulate::{simulate, simulate_with, time_limit, Replay, Simulation, Step};
 pub use sluice_plan::EVENTS;

@@ -11,6 +11,28 @@ use sluice_plan::Plan;
 
 use crate::decision::{Bound, CheckDecision, CheckKind, Outcome, Threshold};
 use crate::Millis;
+pub use sluice_stats::{Sample, Sequence};
+
+/// A comparison's sequence as a rollout keeps it: its closed windows, and what the current one has
+/// contributed so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    /// The closed windows.
+    pub closed: Sequence,
+    /// The current window, as last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<Sample>,
+}
+
+/// The key of a check's sequence in [`Rollout::sequences`]: a trigger keeps one for the whole rollout
+/// (`trigger:NAME`); a gate one per phase (`gate:NAME@2`), carried across that phase's retries — a gate
+/// judges the canary at its phase's percentage, never at another.
+pub fn sequence_key(kind: CheckKind, name: &str, phase: usize) -> String {
+    match kind {
+        CheckKind::Trigger => check_key(kind, name),
+        CheckKind::Gate => format!("{}@{phase}", check_key(kind, name)),
+    }
+}
 
 /// What a source measured for one check at one tick.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +56,10 @@ pub enum Measurement {
         lower: f64,
         /// Its upper bound.
         upper: f64,
+        /// What the current window contributed to the check's sequence, which the rollout keeps: when the
+        /// window closes (a new percentage, a retried phase) it joins the closed ones, so the sequence goes
+        /// on across phases, retries, resumes and restarts instead of starting again.
+        sample: Option<Sample>,
     },
 }
 
@@ -49,6 +75,12 @@ pub struct CheckRef<'a> {
     /// The rollout's current phase (from 0): what `{{phase}}` and `{{percent}}` in the check's templates
     /// stand for.
     pub phase: usize,
+    /// The check's sequence so far (its closed windows), for a comparison carried across windows.
+    pub sequence: Option<&'a Sequence>,
+    /// When the current window (the phase's percentage) took effect.
+    pub phase_started: Millis,
+    /// Where the control was last measured, at 100% ([`Rollout::control_window`]).
+    pub control_window: Option<(Millis, Millis)>,
 }
 
 /// Where measurements come from; a closure works too.
@@ -62,6 +94,13 @@ pub trait MetricSource {
     fn confirmed(&mut self, name: &str, now: Millis) -> Result<(), String> {
         let _ = (name, now);
         Ok(())
+    }
+    /// A baseline gate's value over its window before `before` (a phase's start), for a replay; `None`
+    /// when the source has none (the gate is then inconclusive). The controller captures them itself,
+    /// asynchronously ([`Rollout::baselines_due`]).
+    fn baseline(&mut self, check: &Check, before: Millis) -> Option<f64> {
+        let _ = (check, before);
+        None
     }
 }
 
@@ -291,6 +330,10 @@ pub struct Rollout {
     /// What the next step waits for besides its gates and approvals: a confirm gate that said no.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// Each comparison's sequence ([`sequence_key`]): one error rate per trigger for the whole rollout,
+    /// and per gate and phase across that phase's retries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sequences: BTreeMap<String, Carried>,
     /// Every transition so far.
     pub history: Vec<Event>,
 }
@@ -316,6 +359,7 @@ impl Rollout {
             inconclusive: BTreeMap::new(),
             baselines: BTreeMap::new(),
             waiting_for: None,
+            sequences: BTreeMap::new(),
             history: Vec::new(),
         }
     }
@@ -430,8 +474,48 @@ impl Rollout {
             .any(|e| e.kind == "approval_waiting" && e.phase == self.phase)
     }
 
-    fn restart_phase(&mut self, now: Millis) {
+    /// A new window starts at `now` (a new percentage, or the same one again): each comparison's current
+    /// window joins its closed ones.
+    fn new_window(&mut self, now: Millis) {
         self.phase_started = now;
+        for carried in self.sequences.values_mut() {
+            if let Some(open) = carried.open.take() {
+                carried.closed.close(&open);
+            }
+        }
+    }
+
+    /// The window the control was last measured over before the rollout reached 100%: the last stay at
+    /// a percentage between 0 and 100, from its start to the start of the next one. A comparison with
+    /// control at 100% (and through the bake) compares with it, for [`CONTROL_AT_100_VALID_FOR`] after
+    /// 100% took effect; `None` before 100%, past that, or when the rollout never served a control.
+    pub fn control_window(&self, plan: &Plan, now: Millis) -> Option<(Millis, Millis)> {
+        if self.percent(plan) < 100 || self.status == Status::Pending {
+            return None;
+        }
+        // Stays at one percentage: where each started, and at what percentage.
+        let mut stays: Vec<(Millis, u8)> = Vec::new();
+        for e in &self.history {
+            if stays.last().is_none_or(|(_, p)| *p != e.percent) {
+                stays.push((e.at, e.percent));
+            }
+        }
+        let full_since = stays.last().filter(|(_, p)| *p >= 100)?.0;
+        if now.saturating_sub(full_since) > CONTROL_AT_100_VALID_FOR {
+            return None;
+        }
+        let i = stays.iter().rposition(|(_, p)| *p > 0 && *p < 100)?;
+        let end = stays.get(i + 1).map_or(full_since, |(at, _)| *at);
+        Some((stays[i].0, end))
+    }
+
+    /// The sequence a check carries, so far: its closed windows.
+    pub fn sequence(&self, kind: CheckKind, name: &str) -> Option<&Sequence> {
+        self.sequences.get(&sequence_key(kind, name, self.phase)).map(|c| &c.closed)
+    }
+
+    fn restart_phase(&mut self, now: Millis) {
+        self.new_window(now);
         self.hold_skipped = false;
         self.approvals.clear();
         self.signed_by.clear();
@@ -527,12 +611,13 @@ impl Rollout {
         }
         self.last_tick = Some(now);
         let mut errored = false;
+        let control = self.control_window(plan, now);
         for t in &plan.triggers {
             let t = &t.value;
-            if is_signal(plan, t) || !self.applies(plan, t) {
+            if is_signal(plan, t) {
                 continue;
             }
-            let (d, fired) = self.evaluate_trigger(t, interval, now, source, &mut errored);
+            let (d, fired) = self.evaluate_trigger(t, interval, now, control, source, &mut errored);
             decisions.push(d);
             if fired && t.severity.as_ref().map(|s| s.value) == Some(Severity::Hard) {
                 self.runs.insert(format!("trigger:{}", t.name.value), 0);
@@ -605,14 +690,15 @@ impl Rollout {
             }
         }
         let mut errored = false;
+        let control = self.control_window(plan, now);
 
         // Triggers, armed from start to completion.
         for t in &plan.triggers {
             let t = &t.value;
-            if is_signal(plan, t) || !self.applies(plan, t) {
+            if is_signal(plan, t) {
                 continue;
             }
-            let (d, fired) = self.evaluate_trigger(t, interval, now, source, &mut errored);
+            let (d, fired) = self.evaluate_trigger(t, interval, now, control, source, &mut errored);
             decisions.push(d);
             if fired {
                 self.runs.insert(format!("trigger:{}", t.name.value), 0);
@@ -645,15 +731,9 @@ impl Rollout {
         gates_measured &= self.status == Status::Running;
         if gates_measured {
             let phase = &plan.phases[self.phase].value;
-            let applying: Vec<&Check> = plan
-                .gates
-                .iter()
-                .chain(phase.gates.iter())
-                .map(|g| &g.value)
-                .filter(|g| self.applies(plan, g))
-                .collect();
+            let applying: Vec<&Check> = plan.gates.iter().chain(phase.gates.iter()).map(|g| &g.value).collect();
             for g in applying {
-                let d = self.evaluate(g, CheckKind::Gate, interval, now, source);
+                let d = self.evaluate(g, CheckKind::Gate, interval, now, control, source);
                 errored |= counts_as_source_error(&d);
                 all_pass &= d.dry_run || (d.outcome == Outcome::Holds && d.run >= d.needed);
                 decisions.push(d);
@@ -753,10 +833,11 @@ impl Rollout {
         t: &Check,
         interval: u64,
         now: Millis,
+        control: Option<(Millis, Millis)>,
         source: &mut dyn MetricSource,
         errored: &mut bool,
     ) -> (CheckDecision, bool) {
-        let d = self.evaluate(t, CheckKind::Trigger, interval, now, source);
+        let d = self.evaluate(t, CheckKind::Trigger, interval, now, control, source);
         *errored |= counts_as_source_error(&d);
         let fired = d.outcome == Outcome::Holds && d.run >= d.needed && !d.dry_run;
         (d, fired)
@@ -768,16 +849,31 @@ impl Rollout {
         kind: CheckKind,
         interval: u64,
         now: Millis,
+        control_window: Option<(Millis, Millis)>,
         source: &mut dyn MetricSource,
     ) -> CheckDecision {
         let key = check_key(kind, &c.name.value);
         let needed =
             c.for_.as_ref().map_or(1, |f| (f.value.0.as_millis() as u64).div_ceil(interval.max(1)) as u32).max(1);
-        let measured = source.measure(&CheckRef { name: &c.name.value, kind, check: c, phase: self.phase }, now);
+        let seq_key = sequence_key(kind, &c.name.value, self.phase);
+        let sequence = self.sequences.get(&seq_key).map(|s| &s.closed);
+        let probe = CheckRef {
+            name: &c.name.value,
+            kind,
+            check: c,
+            phase: self.phase,
+            sequence,
+            phase_started: self.phase_started,
+            control_window,
+        };
+        let measured = source.measure(&probe, now);
         let interval = match measured {
             Measurement::Bounded { lower, upper, .. } if lower.is_finite() && upper.is_finite() => Some([lower, upper]),
             _ => None,
         };
+        if let Measurement::Bounded { sample: Some(sample), .. } = &measured {
+            self.sequences.entry(seq_key).or_default().open = Some(*sample);
+        }
         let (value, note) = match measured {
             Measurement::Value(v) | Measurement::Bounded { value: v, .. } if v.is_finite() => (Some(v), None),
             Measurement::Bounded { value: v, .. } => (None, Some(format!("not a number: {v}"))),
@@ -787,7 +883,9 @@ impl Rollout {
             Measurement::Error(e) => (None, Some(format!("source error: {e}"))),
             Measurement::Inconclusive(why) => (None, Some(why)),
         };
-        let baseline = self.baselines.get(&key).copied();
+        // A phase's own baseline gate has its phase's capture; a plan-wide check the start's.
+        let baseline =
+            self.baselines.get(&phase_baseline_key(&c.name.value, self.phase)).or(self.baselines.get(&key)).copied();
         let (value, note) = match (value, baseline) {
             (Some(_), None) if c.baseline.is_some() => (None, Some("no baseline was captured at the start".into())),
             other => (other.0, note),
@@ -940,6 +1038,16 @@ impl Rollout {
         }
     }
 
+    /// The current phase's own baseline gates not captured yet, while the rollout runs: the caller measures
+    /// each over its window before [`Rollout::phase_started`] and keeps it in [`Rollout::baselines`] under
+    /// its key, before the tick (until then the gate is inconclusive).
+    pub fn baselines_due<'p>(&self, plan: &'p Plan) -> Vec<(String, &'p Check)> {
+        if self.status != Status::Running {
+            return Vec::new();
+        }
+        phase_baseline_checks(plan, self.phase).filter(|(key, _)| !self.baselines.contains_key(key)).collect()
+    }
+
     /// The checks the next tick will evaluate, so that a caller can measure them (asynchronously) first:
     /// the measured triggers while the rollout is live, and the current phase's gates while it runs.
     pub fn checks_due<'p>(&self, plan: &'p Plan) -> Vec<(CheckKind, &'p Check)> {
@@ -950,27 +1058,14 @@ impl Rollout {
             .triggers
             .iter()
             .map(|t| &t.value)
-            .filter(|t| !is_signal(plan, t) && self.applies(plan, t))
+            .filter(|t| !is_signal(plan, t))
             .map(|t| (CheckKind::Trigger, t))
             .collect();
         if self.status == Status::Running {
             let phase = &plan.phases[self.phase].value;
-            due.extend(
-                plan.gates
-                    .iter()
-                    .chain(phase.gates.iter())
-                    .filter(|g| self.applies(plan, &g.value))
-                    .map(|g| (CheckKind::Gate, &g.value)),
-            );
+            due.extend(plan.gates.iter().chain(phase.gates.iter()).map(|g| (CheckKind::Gate, &g.value)));
         }
         due
-    }
-
-    /// Whether a check applies now: a comparison with control does not at 100%, where no control is left
-    /// (the bake and the other checks still guard the last phase).
-    fn applies(&self, plan: &Plan, c: &Check) -> bool {
-        let with_control = c.compare.as_ref().is_some_and(|cmp| cmp.value == sluice_plan::model::Compare::Control);
-        !(with_control && self.percent(plan) >= 100)
     }
 
     /// A person pauses a running or baking rollout; triggers stay armed.
@@ -1024,7 +1119,7 @@ impl Rollout {
         if (before_of_current || after_of_previous) && self.phase > 0 {
             self.phase -= 1;
         }
-        self.phase_started = now;
+        self.new_window(now);
         self.hold_skipped = false;
         self.stepped_back = true;
         self.failed_hook = Some(hook);
@@ -1124,6 +1219,11 @@ impl Rollout {
     }
 }
 
+/// How long after 100% took effect a comparison with control still compares with the control captured
+/// before (24 h: one daily cycle of traffic); after that it no longer guards, and `plan check` says so of a
+/// longer bake.
+pub const CONTROL_AT_100_VALID_FOR: Millis = 24 * 3_600_000;
+
 /// A check's key in [`Rollout::runs`] and [`Rollout::baselines`]: `gate:NAME` or `trigger:NAME`.
 pub fn check_key(kind: CheckKind, name: &str) -> String {
     format!("{}:{name}", if kind == CheckKind::Gate { "gate" } else { "trigger" })
@@ -1142,6 +1242,33 @@ pub fn baseline_checks(plan: &Plan) -> impl Iterator<Item = (String, &Check)> {
     let gates = plan.gates.iter().map(|g| (CheckKind::Gate, &g.value));
     let triggers = plan.triggers.iter().map(|t| (CheckKind::Trigger, &t.value));
     gates.chain(triggers).filter(|(_, c)| c.baseline.is_some()).map(|(kind, c)| (check_key(kind, &c.name.value), c))
+}
+
+/// The key of a phase gate's baseline in [`Rollout::baselines`]: `gate:NAME@PHASE`, captured when that
+/// phase starts, over the window before it.
+pub fn phase_baseline_key(name: &str, phase: usize) -> String {
+    format!("{}@{phase}", check_key(CheckKind::Gate, name))
+}
+
+/// The gates of phase `phase` with a `baseline`, keyed as in [`Rollout::baselines`]
+/// ([`phase_baseline_key`]): the caller measures each over its window before the phase started, once, and
+/// keeps it with the rollout.
+///
+/// ```
+/// let yaml = "name: p\nflag: f\nanalysis: { prometheus: { url: 'http://127.0.0.1:9090' } }\nphases:\n  - { percent: 5 }\n  - percent: 50\n    gates: [ { name: p99, query: 'vector(1)', baseline: { window: 1h }, max_increase_pct: 10 } ]\n";
+/// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
+/// let keys: Vec<String> = sluice_engine::phase_baseline_checks(&plan, 1).map(|(k, _)| k).collect();
+/// assert_eq!(keys, ["gate:p99@1"]);
+/// assert_eq!(sluice_engine::phase_baseline_checks(&plan, 0).count(), 0);
+/// ```
+pub fn phase_baseline_checks(plan: &Plan, phase: usize) -> impl Iterator<Item = (String, &Check)> {
+    plan.phases
+        .get(phase)
+        .into_iter()
+        .flat_map(|p| p.value.gates.iter())
+        .map(|g| &g.value)
+        .filter(|c| c.baseline.is_some())
+        .map(move |c| (phase_baseline_key(&c.name.value, phase), c))
 }
 
 /// A source error counts toward `max_source_errors`, except a rehearsed (dry-run) check's: a rehearsal

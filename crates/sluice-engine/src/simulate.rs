@@ -111,6 +111,11 @@ pub fn simulate_with(plan: &Plan, source: &mut dyn MetricSource, replay: &Replay
                 Err(e) => refused.push((*at, e.to_string())),
             }
         }
+        for (key, check) in rollout.baselines_due(plan) {
+            if let Some(v) = source.baseline(check, rollout.phase_started) {
+                rollout.baselines.insert(key, v);
+            }
+        }
         let (decisions, effects) = rollout.tick(plan, now, source);
         ticks += 1;
         steps.push(Step { at: now, decisions, effects });

@@ -144,4 +144,9 @@ impl MetricSource for Timeline {
             series[i - 1].1.clone()
         }
     }
+
+    /// A phase gate's baseline is the recorded `baseline:CHECK` row, as a plan gate's is.
+    fn baseline(&mut self, check: &sluice_plan::model::Check, _before: Millis) -> Option<f64> {
+        self.baselines.get(&check.name.value).copied()
+    }
 }

@@ -520,7 +520,10 @@ impl Flag {
             .iter()
             .map(|name| segments.iter().find(|s| &s.name == name).expect("validated").id)
             .collect();
-        let ramp_reason = if self.ramp.percent >= 100 { Reason::TargetingMatch } else { Reason::Split };
+        // The ramp's assignment at every percentage, 100 included: a context the ramp serves is the canary
+        // (OFREP `SPLIT`) whether it is one of a hundred or all of them, so that checks of the ramped
+        // variant keep counting at 100% and through the bake. Overrides say `TARGETING_MATCH`.
+        let ramp_reason = Reason::Split;
         plain.push((
             Strategy {
                 name: "flexibleRollout".into(),

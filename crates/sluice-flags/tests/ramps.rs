@@ -124,11 +124,13 @@ fn precedence_is_kill_switch_then_overrides_then_ramp() {
     let snap = snapshot(vec![flag.clone()]);
     let r = |ctx: &Context| snap.resolve("f", ctx).unwrap();
 
-    // The ramp serves everyone at 100%.
+    // The ramp serves everyone at 100%, as the ramp's assignment still (`SPLIT`: the canary, whom the
+    // rollout's checks keep counting through the bake).
     assert_eq!(r(&Context::new().user_id("anyone")).variant, "on");
-    assert_eq!(r(&Context::new().user_id("anyone")).reason, Reason::TargetingMatch);
-    // A pin beats the ramp.
+    assert_eq!(r(&Context::new().user_id("anyone")).reason, Reason::Split);
+    // A pin beats the ramp, and says it was targeted.
     assert_eq!(r(&Context::new().user_id("pinned")).variant, "off");
+    assert_eq!(r(&Context::new().user_id("pinned")).reason, Reason::TargetingMatch);
     // A disable beats another key's enable.
     let both = Context::new().user_id("blocked").session_id("s1");
     assert_eq!(r(&both).variant, "off");

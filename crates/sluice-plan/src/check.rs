@@ -3,6 +3,7 @@
 //! plug-in, asked through [`Capabilities`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
@@ -529,6 +530,53 @@ impl Checker<'_> {
         }
     }
 
+    /// Where a comparison with control has no control to compare with. At 100% the control is the one
+    /// measured in the last phase that served one, for 24 hours: a 100% phase with none before it holds
+    /// its control gates inconclusive for ever, and a bake longer than a day leaves its control triggers
+    /// blind for the rest.
+    fn control_reach(&mut self) {
+        let plan = self.plan;
+        let is_control = |c: &Spanned<Check>| c.value.compare.as_ref().is_some_and(|m| m.value == Compare::Control);
+        let splits = |p: &Spanned<Phase>| p.value.percent.value > 0 && p.value.percent.value < 100;
+        let first_split = plan.phases.iter().position(splits);
+        for (i, p) in plan.phases.iter().enumerate() {
+            if p.value.percent.value < 100 || first_split.is_some_and(|f| f < i) {
+                continue;
+            }
+            let gates = plan.gates.iter().enumerate().map(|(j, g)| (format!("gates[{j}]"), g));
+            let own = p.value.gates.iter().enumerate().map(|(j, g)| (format!("phases[{i}].gates[{j}]"), g));
+            for (key, g) in gates.chain(own).filter(|(_, g)| is_control(g)).collect::<Vec<_>>() {
+                let at = g.value.compare.as_ref().map_or(g.referenced, |c| c.referenced);
+                self.error(
+                    at,
+                    format!("{key}.compare"),
+                    format!(
+                        "phase {} serves 100% and no phase before it served a control: this gate could never pass; \
+                         compare with `baseline` (the value before the start) or add a phase below 100% first",
+                        i + 1
+                    ),
+                );
+            }
+        }
+        for (i, t) in plan.triggers.iter().enumerate().filter(|(_, t)| is_control(t)) {
+            let at = t.value.compare.as_ref().map_or(t.referenced, |c| c.referenced);
+            if first_split.is_none() {
+                self.note(
+                    at,
+                    format!("triggers[{i}].compare"),
+                    "no phase serves a percentage between 0 and 100, so there is never a control: this trigger never fires",
+                );
+            } else if plan.bake.as_ref().is_some_and(|b| b.value.0 > Duration::from_secs(24 * 3600)) {
+                self.note(
+                    at,
+                    format!("triggers[{i}].compare"),
+                    "at 100% a comparison with control uses the control of the last phase that had one, for 24 h: \
+                     past that this trigger is inconclusive for the rest of the bake (add a threshold or a `baseline` trigger to watch it)",
+                );
+            }
+        }
+    }
+
     fn run(mut self) -> Vec<Problem> {
         let plan = self.plan;
         if plan.name.value.trim().is_empty() {
@@ -628,6 +676,7 @@ impl Checker<'_> {
                 self.action(a, &format!("{key}.hooks.after[{j}]"));
             }
         }
+        self.control_reach();
         for (i, f) in plan.rollback.flags_off.iter().enumerate() {
             if f.value == plan.flag.value {
                 self.error(

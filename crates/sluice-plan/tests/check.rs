@@ -186,3 +186,35 @@ fn promql_is_parsed_by_a_real_parser() {
     );
     assert!(text[1].contains("`gates[2].slo.total`: the PromQL does not parse"), "{text:?}");
 }
+
+/// A comparison with control needs a control: a 100% phase with none before it could never pass its
+/// control gate (an error), a plan with no partial phase leaves a control trigger blind, and a bake past
+/// the day a measured control stays valid leaves it blind for the rest (notes).
+#[test]
+fn a_comparison_with_control_needs_a_control() {
+    let plan = |phases: &str, bake: &str| {
+        format!(
+            "name: p\nflag: f\nanalysis: {{ interval: 1m }}\nphases: {phases}\n{bake}gates:\n  - {{ name: g, metric: error_rate, compare: control, max_increase: 0.01 }}\ntriggers:\n  - {{ name: t, metric: error_rate, compare: control, max_increase: 0.01, severity: hard }}\n"
+        )
+    };
+    let problems = load("p.yaml", &plan("[ { percent: 100 } ]", ""), None).unwrap_err();
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:#?}");
+    assert!(
+        text[0].contains("error: `gates[0].compare`: phase 1 serves 100% and no phase before it served a control"),
+        "{text:#?}"
+    );
+    assert!(
+        text[1].contains("note: `triggers[0].compare`: no phase serves a percentage between 0 and 100"),
+        "{text:#?}"
+    );
+
+    let (_, notes) = load("p.yaml", &plan("[ { percent: 10 }, { percent: 100 } ]", "bake: 2d\n"), None).unwrap();
+    let text: Vec<String> = notes.iter().map(|p| p.to_string()).collect();
+    assert_eq!(text.len(), 1, "{text:#?}");
+    assert!(text[0].starts_with("p.yaml:9:"), "at the trigger: {text:#?}");
+    assert!(text[0].contains("for 24 h: past that this trigger is inconclusive"), "{text:#?}");
+
+    let (_, notes) = load("p.yaml", &plan("[ { percent: 10 }, { percent: 100 } ]", "bake: 1d\n"), None).unwrap();
+    assert!(notes.is_empty(), "{notes:#?}");
+}

@@ -417,6 +417,9 @@ async function rolloutPage(main, id, mine) {
     h('h2', {}, 'Traffic split'),
     chart('the flag\'s percentage over time', split.concat([{ t: end, v: r.percent }]), { from: start, to: end, step: true, range: [0, 100] }),
     h('h2', {}, 'Gates and triggers'),
+    (r.blind_triggers || []).length ? h('p', { class: 'warn', id: 'blind' }, `Blind: ${r.blind_triggers.join(', ')} — no conclusive value for a while, so ${r.blind_triggers.length > 1 ? 'they' : 'it'} cannot fire until there is one.`) : null,
+    Object.keys(r.baselines || {}).length ? h('p', { id: 'baselines' }, 'Baselines captured: ',
+      Object.entries(r.baselines).flatMap(([key, v], i) => [i ? ', ' : '', h('code', {}, baselineName(key)), ` ${num(v)}`])) : null,
     charts.length ? h('div', { class: 'grid' }, charts) : h('p', { class: 'muted' }, 'No decisions yet.'),
     h('p', { class: 'legend' }, 'Marks: ● pass (gate) or quiet (trigger) · ✖ fail or fired · ○ no value. Dashed: the threshold (for a comparison, the margin at 0). Shaded: a comparison\'s confidence interval.'),
     h('h2', {}, 'Why: the decisions that changed something'),
@@ -444,6 +447,13 @@ async function rolloutPage(main, id, mine) {
         const what = a.action === 'rollout.action' ? `${d.purpose || ''} ${d.name || ''}` : `notify ${d.destination || ''}`;
         return h('tr', {}, h('td', {}, a.at.replace('T', ' ').slice(0, 19)), h('td', {}, what), h('td', { class: d.ok ? 'good' : 'bad' }, d.ok ? '✔ ok' : '✖ failed'), h('td', {}, h('code', {}, String(d.detail || d.error || '').slice(0, 300))));
       }))) : h('p', { class: 'muted' }, 'None yet.'));
+}
+
+// `gate:p99@1` → `gate p99 (phase 2)`: the key the engine keeps a captured baseline under.
+function baselineName(key) {
+  const [kind, rest] = key.split(/:(.*)/s);
+  const at = rest.lastIndexOf('@');
+  return at < 0 ? `${kind} ${rest}` : `${kind} ${rest.slice(0, at)} (phase ${Number(rest.slice(at + 1)) + 1})`;
 }
 
 async function auditPage(main, query, mine) {

@@ -160,6 +160,78 @@ async fn a_traffic_split_that_does_not_match_the_percentage_makes_comparisons_in
     assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.status, Status::Running);
 }
 
+/// A plan 10 → 100 % with a bake: at 100 % OFREP still says `SPLIT` for the ramp's users, so a plain
+/// trigger keeps counting them through the bake (never blind for want of a cohort), and a comparison with
+/// control compares with the control measured at 10 % — which catches a canary that only goes bad during
+/// the bake, below the plain trigger's threshold: rolled back before the bake ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_keep_watching_at_100_percent_and_through_the_bake() {
+    let s = start().await;
+    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    let plan = r#"name: baked
+flag: f
+analysis: { interval: 1m }
+phases: [ { percent: 10, hold: 10m }, { percent: 100, hold: 10m } ]
+bake: 2h
+triggers:
+  - { name: errors-high, metric: error_rate, above: 0.05, severity: hard }
+  - { name: errors-vs-control, metric: error_rate, compare: control, max_increase: 0.01, severity: hard }
+"#;
+    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let mut rng = fastrand::Rng::with_seed(9);
+    let memory = RunnerMemory::default();
+    let (mut users, mut served_at) = (Vec::new(), None);
+    let (mut ticks, mut baking) = (0, 0);
+    loop {
+        let state = s.store.rollout(&id).await.unwrap().unwrap().state;
+        if state.status.is_terminal() || ticks > 200 {
+            break;
+        }
+        // Users are evaluated again whenever the percentage moves (what their clients do on the change).
+        let percent =
+            state.percent(&sluice_controller::plan_of(&s.store.rollout(&id).await.unwrap().unwrap()).unwrap());
+        if served_at != Some(percent) {
+            users = s.evaluate("f", 1000).await;
+            served_at = Some(percent);
+        }
+        if let Status::Baking { .. } = state.status {
+            baking += 1;
+            // Every user is served the ramped variant as the ramp's assignment.
+            assert!(users.iter().all(|(_, v, r)| v == "on" && r == "SPLIT"), "{:?}", &users[..3]);
+        }
+        if baking == 20 {
+            // Well into the bake: neither trigger is blind, and both measure the canary.
+            let (_, status) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}"), None).await;
+            assert_eq!(status["data"]["blind_triggers"], json!([]), "{status}");
+            let (_, d) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=2"), None).await;
+            for decision in d["data"].as_array().unwrap() {
+                assert!(decision["value"].is_number(), "a value during the bake: {decision}");
+                assert_eq!(decision["outcome"], "clear", "{decision}");
+            }
+        }
+        // Five minutes into the bake the canary goes bad: 3.5 % errors, under the plain trigger's 5 % but
+        // past the 1 % control had plus the margin of one point.
+        let canary_rate = if baking > 5 { 0.035 } else { 0.01 };
+        let batch = minute(&users, "f", |v| if v == "on" { canary_rate } else { 0.01 }, &mut rng);
+        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        s.clock.advance_ms(60_000);
+        s.state.controller().run_due(&memory).await.unwrap();
+        ticks += 1;
+    }
+    let state = s.store.rollout(&id).await.unwrap().unwrap().state;
+    assert!(baking > 20, "it baked: {:?}", state.history);
+    assert!(
+        matches!(&state.status, Status::RolledBack { reason } if reason.contains("errors-vs-control")),
+        "the canary that went bad during the bake was rolled back by the comparison with the control of 10 %: {:?}",
+        state.status
+    );
+    let (_, d) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=4"), None).await;
+    assert!(d.to_string().contains("lower bound of canary − control − 0.01 > 0"), "{d}");
+}
+
 #[tokio::test]
 async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
     let s = start().await;

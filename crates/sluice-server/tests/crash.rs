@@ -139,7 +139,15 @@ struct Recorded {
 impl Plugins for Recorded {
     async fn measure(&self, check: &Check, cx: &MeasureContext<'_>) -> Measurement {
         let timeline = &self.timelines[&cx.values["flag"]];
-        let probe = CheckRef { name: &check.name.value, kind: CheckKind::Gate, check, phase: 0 };
+        let probe = CheckRef {
+            name: &check.name.value,
+            kind: CheckKind::Gate,
+            check,
+            phase: 0,
+            sequence: None,
+            phase_started: 0,
+            control_window: None,
+        };
         timeline.lock().unwrap().measure(&probe, cx.now)
     }
 

@@ -95,7 +95,7 @@ async fn ofrep_answers_with_the_protocols_codes_and_statuses() {
     let (st, v) = s.ofrep(&sdk, "stage_validation", json!({"targetingKey": "u1"})).await;
     assert_eq!(
         (st, &v["value"], &v["variant"], &v["reason"]),
-        (StatusCode::OK, &json!("enforce"), &json!("enforce"), &json!("TARGETING_MATCH"))
+        (StatusCode::OK, &json!("enforce"), &json!("enforce"), &json!("SPLIT"))
     );
 
     let (st, v) = s.ofrep(&sdk, "missing", json!({"targetingKey": "u1"})).await;

@@ -88,6 +88,9 @@ pub struct MeasureContext<'a> {
     pub now: Millis,
     /// Template values: `flag`, `base`, `ramped`, `phase`, `percent`, `interval` and the plan's `vars`.
     pub values: &'a BTreeMap<String, String>,
+    /// The rollout as it stands, when a live (or simulated) rollout measures: its phase, the history that
+    /// says where the control was last measured, and each comparison's sequence so far.
+    pub rollout: Option<&'a sluice_engine::Rollout>,
 }
 
 /// What an action may know about the run it is part of.

@@ -261,12 +261,15 @@ struct Series {
 
 impl Series {
     /// The requests since `from` (rounded up to the second) when the seconds cover it.
-    fn seconds_since(&self, from: Millis) -> Option<Aggregate> {
+    /// The requests from `from` to `to` (the end: every second that started at or after `from` and, when
+    /// `to` is given, ended by it), to the second, when the last ten minutes' seconds cover the window.
+    fn seconds_between(&self, from: Millis, to: Option<Millis>) -> Option<Aggregate> {
         if self.seconds.is_empty() || (self.seconds_pruned && from < self.seconds_complete_from) {
             return None;
         }
         let mut out = Aggregate::default();
-        for (_, a) in self.seconds.iter().filter(|(t, _)| *t >= from) {
+        let within = |t: Millis| t >= from && to.is_none_or(|to| t + SECOND <= to);
+        for (_, a) in self.seconds.iter().filter(|(t, _)| within(*t)) {
             out.merge(a);
         }
         Some(out)
@@ -419,9 +422,9 @@ impl FlagMetrics {
             if variant.is_some_and(|want| want != v.as_str()) || !served.contains(&s) || series.total.errors.n == 0 {
                 continue;
             }
-            match (to, series.seconds_since(from)) {
-                (None, Some(recent)) => out.merge(&recent),
-                _ => {
+            match series.seconds_between(from, to) {
+                Some(recent) => out.merge(&recent),
+                None => {
                     let end = to.map_or_else(|| series.total.clone(), |t| series.before(t));
                     out.merge(&end.since(&series.from(from)));
                 }
@@ -705,13 +708,18 @@ mod tests {
         assert_eq!((all.errors.n, all.errors.sum), (3, 2.0));
         let later = m.window("f", Some("on"), &[Served::Split], t0 + 2 * MINUTE, None);
         assert_eq!((later.errors.n, later.values["score"].mean()), (1, Some(3.0)));
-        // Windows round inwards to the minute: requests of t0's minute end a window at t0+4m only when
-        // the minute's checkpoint (t0+5m) is past its end.
-        let early = m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 6 * MINUTE));
-        assert_eq!(early.errors.n, 2);
-        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 4 * MINUTE)).errors.n, 0);
+        // To the second while the series' seconds cover the window: its end takes in the seconds that
+        // ended by it.
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 6 * MINUTE)).errors.n, 3);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 4 * MINUTE)).errors.n, 2);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 1000)).errors.n, 2);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 999)).errors.n, 0);
         // To the second in the last ten minutes.
         m.record(&[obs("on", true, 50.0)], t0 + 3 * HOUR + 1500).unwrap();
+        // Further back (the seconds and, beyond two hours, the minutes are gone) windows round inwards to the
+        // hour: a window ending before the next hourly checkpoint takes in nothing.
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 6 * MINUTE)).errors.n, 0);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 3 * HOUR)).errors.n, 3);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 3 * HOUR + 1000, None).errors.n, 1);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 3 * HOUR + 2000, None).errors.n, 0);
         assert_eq!(m.window("f", None, &[Served::Split], 0, None).errors.n, 5);

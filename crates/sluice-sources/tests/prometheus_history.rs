@@ -84,6 +84,7 @@ fn values() -> BTreeMap<String, String> {
 async fn measure_at(registry: &Registry, plan: &sluice_plan::Plan, at_s: u64) -> Vec<Measurement> {
     let values = values();
     let cx = MeasureContext {
+        rollout: None,
         rollout_id: "r",
         plan,
         started_at: at_s * 1000,
@@ -142,6 +143,7 @@ async fn burn_rates_and_baselines_match_the_history_computed_by_hand() {
     let values = values();
     let start = (t0 + INCIDENT_AT + 1800) * 1000;
     let cx = MeasureContext {
+        rollout: None,
         rollout_id: "r",
         plan: &p,
         started_at: start,
@@ -154,7 +156,7 @@ async fn burn_rates_and_baselines_match_the_history_computed_by_hand() {
     assert!((baseline - want).abs() < 1e-9, "baseline {baseline} against {want}");
     // Before the history there is nothing to compare with, and the start is refused for it.
     let early = (t0 - 7200) * 1000;
-    let cx = MeasureContext { started_at: early, now: early, ..cx };
+    let cx = MeasureContext { rollout: None, started_at: early, now: early, ..cx };
     let e = registry.baseline(&p.gates[0].value, &cx).await.unwrap_err();
     assert!(e.contains("no value in the 1h before the start"), "{e}");
 }

@@ -2,8 +2,9 @@
 //! SQLite store, a synthetic service in the same process whose simulated users get their variants through
 //! OFREP (the real evaluation path, sticky buckets) and report every request's outcome through
 //! `POST /api/v1/metrics` (the real ingestion path), and two rollouts side by side judged by the built-in
-//! metrics: a good canary promoted 1 → 10 → 50 → 100% and completed, and a bad one whose errors rise once
-//! it serves 10% of users, caught by its canary-vs-control trigger and rolled back.
+//! metrics: a good canary promoted 1 → 10 → 50 → 100% and completed after a bake its triggers watch (at
+//! 100% against the control of the 50% phase), and a bad one whose errors rise once it serves 10% of
+//! users, caught by its canary-vs-control trigger and rolled back.
 
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -40,6 +41,7 @@ phases:
   - {{ percent: 10, hold: 6s }}
   - {{ percent: 50, hold: 6s }}
   - {{ percent: 100 }}
+bake: 6s
 gates:
   - {{ name: errors-vs-control, metric: error_rate, compare: control, max_increase: 0.02, min_samples: 50 }}
   - {{ name: p95-latency-ms, metric: latency_p95, window: 10s, below: 250, min_samples: 50 }}
@@ -230,8 +232,10 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     println!();
     println!("Verdict:");
     let mut as_expected = true;
-    for (name, summary, decisions) in &finals {
-        println!("  {}", verdict(name, summary, decisions));
+    for (name, summary, _) in &finals {
+        let id = &ids.iter().find(|(n, _)| n == name).expect("a demo rollout").1;
+        let decisions = store.decisions(id, 1000).await.map_err(io)?;
+        println!("  {}", verdict(name, summary, &decisions));
         as_expected &= match (name.as_str(), &summary.status) {
             ("good-canary", sluice_engine::Status::Completed) => true,
             ("bad-canary", sluice_engine::Status::RolledBack { .. }) => true,
@@ -300,7 +304,28 @@ fn verdict(name: &str, s: &sluice_server::RolloutSummary, decisions: &[Decided])
                 .filter(|d| d.kind == CheckKind::Gate)
                 .map(|d| format!("{} {:.4} ({})", d.check, d.value.unwrap_or(f64::NAN), d.threshold))
                 .collect();
-            format!("{name}: completed at 100% — promoted at each phase because its gates held: {}", gates.join("; "))
+            // At 100% no control is served: the triggers compare with the last partial phase's control
+            // and keep watching through the bake.
+            let bake_from = s.history.iter().find(|e| e.kind == "baking").map_or(u64::MAX, |e| e.at);
+            let watched: Vec<&CheckDecision> = decisions
+                .iter()
+                .map(|d| &d.decision)
+                .filter(|d| d.kind == CheckKind::Trigger && d.at >= bake_from && d.value.is_some())
+                .collect();
+            let bake = match watched.last() {
+                Some(last) => format!(
+                    "; its triggers watched the bake at 100% ({} decisions, against the 50% phase's control: {} {:.4}, {})",
+                    watched.len(),
+                    last.check,
+                    last.value.unwrap_or(f64::NAN),
+                    last.verdict().as_str()
+                ),
+                None => "; no trigger had data during the bake".into(),
+            };
+            format!(
+                "{name}: completed at 100% — promoted at each phase because its gates held: {}{bake}",
+                gates.join("; ")
+            )
         }
         sluice_engine::Status::RolledBack { reason } => {
             let fired = decisions.iter().map(|d| &d.decision).rev().find(|d| d.verdict() == Verdict::Fired);

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sluice_engine::Measurement;
 use sluice_plan::model::{Check, Compare, Location, Spanned};
 use sluice_plan::{Report, Supports};
-use sluice_stats::{compare, sample_ratio_mismatch, share_above, Margin, Settings};
+use sluice_stats::{sample_means, sample_quantile, sample_ratio_mismatch, Margin, Sequence, Settings, QUANTILE_TIGHTEST_AT};
 
 use crate::metrics::{Aggregate, Metrics, Served};
 use crate::MeasureContext;
@@ -63,11 +63,23 @@ pub struct BuiltinCheck {
 pub const METRICS: &str = "error_rate, latency_p50, latency_p95, latency_p99, mean(NAME) or count";
 
 /// What a metric is computed from.
-enum Metric {
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    /// The share of requests that failed.
     ErrorRate,
+    /// A latency quantile (0.99 for p99).
     Latency(f64),
+    /// The mean of a named value.
     Mean(String),
+    /// How many requests.
     Count,
+}
+
+impl Metric {
+    /// The metric a check names: `error_rate`, `latency_p50|p95|p99`, `mean(NAME)`, `count`.
+    pub fn parse(name: &str) -> Result<Metric, String> {
+        metric(name)
+    }
 }
 
 fn metric(name: &str) -> Result<Metric, String> {
@@ -120,7 +132,7 @@ impl crate::Source for Builtin {
             Ok(c) => c,
             Err(e) => return Measurement::Error(e.to_string()),
         };
-        let metric = match metric(&config.metric.value) {
+        let metric = match Metric::parse(&config.metric.value) {
             Ok(m) => m,
             Err(e) => return Measurement::Error(e),
         };
@@ -135,73 +147,141 @@ impl crate::Source for Builtin {
             let canary = self.metrics.window(flag, Some(ramped), &split, from, None);
             return plain(&metric, &canary, min);
         };
+        let trigger = check.severity.is_some();
+        let alpha = alpha_of(check, cx.plan);
         // The traffic split first: a comparison of wrongly assigned cohorts proves nothing.
-        let keys = self.metrics.split_keys(flag, cx.phase_started);
-        let total: u64 = keys.values().sum();
         let percent: f64 = cx.values.get("percent").and_then(|p| p.parse().ok()).unwrap_or(0.0);
-        let alpha = check.alpha.or(cx.plan.analysis.alpha).unwrap_or(DEFAULT_ALPHA);
         if 0.0 < percent && percent < 100.0 {
-            let canary_keys = keys.get(ramped).copied().unwrap_or(0);
-            if sample_ratio_mismatch(canary_keys, total, percent / 100.0, alpha).1 {
-                return Measurement::Inconclusive(format!(
-                    "sample ratio mismatch: {canary_keys} of {total} users got `{ramped}`, {percent}% should have — check how the flag is evaluated"
-                ));
+            let keys = self.metrics.split_keys(flag, cx.phase_started);
+            if let Some(mismatch) = split_mismatch(&keys, ramped, percent, check.alpha.or(cx.plan.analysis.alpha).unwrap_or(DEFAULT_ALPHA)) {
+                return mismatch;
             }
         }
         let canary = self.metrics.window(flag, Some(ramped), &split, cx.phase_started, None);
-        let reference = match cmp.value {
-            // The base variant as the ramp left it: OFREP says `DEFAULT` for users outside the bucket.
-            Compare::Control => {
-                self.metrics.window(flag, Some(base), &[Served::Split, Served::Plain], cx.phase_started, None)
-            }
+        let (reference, reference_window) = match cmp.value {
+            // The base variant as the ramp leaves it, over the same time: OFREP says `DEFAULT` for users
+            // outside the bucket.
+            Compare::Control if percent < 100.0 => (
+                self.metrics.window(flag, Some(base), &[Served::Split, Served::Plain], cx.phase_started, None),
+                cx.phase_started,
+            ),
+            // At 100% no control is left: the control as it was measured in the last phase that had one.
+            Compare::Control => match cx.rollout.and_then(|r| r.control_window(cx.plan, cx.now)) {
+                Some((from, to)) => {
+                    (self.metrics.window(flag, Some(base), &[Served::Split, Served::Plain], from, Some(to)), from)
+                }
+                None => {
+                    return Measurement::Inconclusive(format!(
+                        "no control at 100%: the rollout served no control before, or its last one is more than {} h old",
+                        sluice_engine::CONTROL_AT_100_VALID_FOR / 3_600_000
+                    ))
+                }
+            },
             Compare::Baseline => {
                 let window = check.window.as_ref().map_or(HOUR, |w| w.value.0.as_millis() as u64);
                 let before = cx.started_at.saturating_sub(window);
-                self.metrics.window(flag, None, &[Served::Split, Served::Plain], before, Some(cx.started_at))
+                (self.metrics.window(flag, None, &[Served::Split, Served::Plain], before, Some(cx.started_at)), 0)
             }
         };
-        let margin = match check.margin() {
-            Some(sluice_plan::model::Margin::Absolute(m)) => Margin::Absolute(m),
-            Some(sluice_plan::model::Margin::Relative(p)) => Margin::Relative(p),
-            None => return Measurement::Error("a comparison needs `max_increase` or `max_increase_pct`".into()),
+        let Some(margin) = check.margin().map(margin_of) else {
+            return Measurement::Error("a comparison needs `max_increase` or `max_increase_pct`".into());
         };
-        let trigger = check.severity.is_some();
-        let settings = Settings { alpha, min_samples: min, proportion: false, ..Settings::default() };
-        let bounds = match &metric {
-            Metric::ErrorRate => {
-                compare(&canary.errors, &reference.errors, margin, &Settings { proportion: true, ..settings })
-            }
-            Metric::Mean(name) => {
-                let (Some(c), Some(r)) = (canary.values.get(name), reference.values.get(name)) else {
-                    return Measurement::Inconclusive(format!("no `{name}` values yet"));
-                };
-                compare(c, r, margin, &settings)
-            }
-            Metric::Latency(q) => {
-                if reference.latency.n < min {
-                    None
-                } else {
-                    let Some(reference_q) = reference.latency.quantile(*q) else { return Measurement::Empty };
-                    let limit = match margin {
-                        Margin::Absolute(m) => reference_q + m,
-                        Margin::Relative(p) => reference_q * (1.0 + p / 100.0),
-                    };
-                    let slower = canary.latency.count_above(limit);
-                    share_above(slower, canary.latency.n, 1.0 - q, &settings)
-                }
-            }
-            Metric::Count => return Measurement::Error("`count` cannot be compared: give it a threshold".into()),
-        };
-        match bounds {
-            None => Measurement::Inconclusive(format!(
-                "too few samples: {} canary, {} reference (min_samples {min})",
-                sample_count(&metric, &canary),
-                sample_count(&metric, &reference)
-            )),
-            Some(b) => {
-                Measurement::Bounded { value: if trigger { b.lower } else { b.upper }, lower: b.lower, upper: b.upper }
-            }
+        let kind = if trigger { sluice_engine::CheckKind::Trigger } else { sluice_engine::CheckKind::Gate };
+        let sequence = cx.rollout.and_then(|r| r.sequence(kind, &check.name.value));
+        judge(&metric, &canary, &reference, Judging { margin, min_samples: min, reference_window, sequence, alpha, trigger })
+    }
+}
+
+/// A plan's margin as the statistics take it.
+pub fn margin_of(m: sluice_plan::model::Margin) -> Margin {
+    match m {
+        sluice_plan::model::Margin::Absolute(m) => Margin::Absolute(m),
+        sluice_plan::model::Margin::Relative(p) => Margin::Relative(p),
+    }
+}
+
+/// The error rate a comparison spends: its `alpha` (else the plan's, else 0.05) for a gate, which a
+/// promotion needs alongside every other gate; a trigger's share of it when the plan has several
+/// comparison triggers (`α/K`: each could roll back a healthy rollout, and together they may not do so more
+/// often than α).
+pub fn alpha_of(check: &Check, plan: &sluice_plan::Plan) -> f64 {
+    let alpha = check.alpha.or(plan.analysis.alpha).unwrap_or(DEFAULT_ALPHA);
+    if check.severity.is_none() {
+        return alpha;
+    }
+    let triggers = plan.triggers.iter().filter(|t| t.value.compare.is_some()).count().max(1);
+    alpha / triggers as f64
+}
+
+/// The traffic split's verdict: a mismatch between the canary's share of distinct users and the
+/// percentage in force makes a comparison inconclusive, and says so.
+pub fn split_mismatch(keys: &std::collections::BTreeMap<String, u64>, ramped: &str, percent: f64, alpha: f64) -> Option<Measurement> {
+    let total: u64 = keys.values().sum();
+    let canary_keys = keys.get(ramped).copied().unwrap_or(0);
+    sample_ratio_mismatch(canary_keys, total, percent / 100.0, alpha).1.then(|| {
+        Measurement::Inconclusive(format!(
+            "sample ratio mismatch: {canary_keys} of {total} users got `{ramped}`, {percent}% should have — check how the flag is evaluated"
+        ))
+    })
+}
+
+/// How a comparison is judged, besides its data.
+#[derive(Debug, Clone, Copy)]
+pub struct Judging<'a> {
+    /// How far past the reference the canary may be.
+    pub margin: Margin,
+    /// Fewer observations in either arm are inconclusive.
+    pub min_samples: u64,
+    /// Which reference window (its start, ms; 0 for the baseline before the rollout).
+    pub reference_window: u64,
+    /// The check's sequence so far: its closed windows.
+    pub sequence: Option<&'a Sequence>,
+    /// The one-sided error rate it spends ([`alpha_of`]).
+    pub alpha: f64,
+    /// A trigger judges the lower bound, a gate the upper.
+    pub trigger: bool,
+}
+
+/// A comparison of the canary's aggregate with the reference's, on the check's sequence: pure, so that
+/// the seeded simulations of whole rollouts (`tests/rollout_error_rates.rs`) run the same code as a live
+/// rollout. A window with too few samples leaves the sequence as it was: the closed windows decide alone,
+/// or nothing does.
+pub fn judge(metric: &Metric, canary: &Aggregate, reference: &Aggregate, j: Judging<'_>) -> Measurement {
+    let sample = match metric {
+        Metric::ErrorRate => {
+            sample_means(&canary.errors, &reference.errors, j.margin, true, j.min_samples, j.reference_window)
         }
+        Metric::Mean(name) => {
+            let (Some(c), Some(r)) = (canary.values.get(name), reference.values.get(name)) else {
+                return Measurement::Inconclusive(format!("no `{name}` values yet"));
+            };
+            sample_means(c, r, j.margin, false, j.min_samples, j.reference_window)
+        }
+        Metric::Latency(q) => {
+            sample_quantile(&canary.latency, &reference.latency, *q, j.margin, j.min_samples, j.reference_window)
+        }
+        Metric::Count => return Measurement::Error("`count` cannot be compared: give it a threshold".into()),
+    };
+    let tightest = if matches!(metric, Metric::Latency(_)) { QUANTILE_TIGHTEST_AT } else { Settings::default().tightest_at };
+    let closed = j.sequence.filter(|s| s.n > 0.0);
+    let bounds = match (&sample, closed) {
+        (Some(open), seq) => seq.cloned().unwrap_or_default().bounds(Some(open), j.alpha, tightest),
+        (None, Some(seq)) => seq.bounds(None, j.alpha, tightest),
+        (None, None) => None,
+    };
+    match bounds {
+        None => Measurement::Inconclusive(format!(
+            "too few samples: {} canary, {} reference (min_samples {})",
+            sample_count(metric, canary),
+            sample_count(metric, reference),
+            j.min_samples
+        )),
+        Some(b) => Measurement::Bounded {
+            value: if j.trigger { b.lower } else { b.upper },
+            lower: b.lower,
+            upper: b.upper,
+            sample,
+        },
     }
 }
 

@@ -43,6 +43,14 @@ fn print_rollout(r: &Value) {
     if let Some(waiting) = r["waiting_for"].as_str() {
         println!("  waiting: {waiting}");
     }
+    let blind: Vec<&str> = r["blind_triggers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if !blind.is_empty() {
+        println!("  BLIND: {} — no conclusive value for a while: cannot fire until there is one", blind.join(", "));
+    }
+    if let Some(baselines) = r["baselines"].as_object().filter(|b| !b.is_empty()) {
+        let shown: Vec<String> = baselines.iter().map(|(key, v)| format!("{} = {v}", baseline_name(key))).collect();
+        println!("  baselines captured: {}", shown.join(", "));
+    }
     let needed: Vec<&str> = r["approvals_needed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if !needed.is_empty() {
         let signed: Vec<&str> =
@@ -246,4 +254,13 @@ fn delivery_row(e: &Value) -> Vec<String> {
     let detail = a["error"].as_str().or(a["detail"].as_str()).unwrap_or("");
     let detail: String = detail.chars().take(100).collect();
     vec![text(&e["at"]), what, text(&a["ok"]), attempts, detail]
+}
+
+/// `gate:p99@1` → `gate p99 (phase 2)`: the key the engine keeps a captured baseline under, for people.
+fn baseline_name(key: &str) -> String {
+    let (kind, rest) = key.split_once(':').unwrap_or(("", key));
+    match rest.rsplit_once('@').and_then(|(name, phase)| Some((name, phase.parse::<usize>().ok()?))) {
+        Some((name, phase)) => format!("{kind} {name} (phase {})", phase + 1),
+        None => format!("{kind} {rest}"),
+    }
 }

@@ -213,6 +213,7 @@ async fn replay(plan: &Plan, timeline: Timeline, history: &History) -> Result<sl
     let mut baselines = std::collections::BTreeMap::new();
     for (key, check) in sluice_engine::baseline_checks(plan) {
         let cx = MeasureContext {
+            rollout: None,
             rollout_id: "replay",
             plan,
             started_at: history.from,
@@ -229,22 +230,72 @@ async fn replay(plan: &Plan, timeline: Timeline, history: &History) -> Result<sl
     }
     let controls = timeline.controls.iter().map(|(at, c)| (history.from + at, c.clone())).collect();
     let replay = Replay { start: history.from, until: history.to, controls, approve_all: true, baselines };
-    let handle = tokio::runtime::Handle::current();
-    let from = history.from;
-    let mut timeline = timeline;
-    let mut source = |check: &CheckRef<'_>, now: Millis| -> Measurement {
+    let mut source = ReplaySource {
+        plan,
+        prometheus: &prometheus,
+        past: &past,
+        timeline,
+        from: history.from,
+        handle: tokio::runtime::Handle::current(),
+    };
+    Ok(sluice_engine::simulate_with(plan, &mut source, &replay))
+}
+
+/// A replay's measurements: Prometheus checks from the history's range queries (and a phase gate's
+/// baseline from Prometheus, before its phase started), the others from the timeline.
+struct ReplaySource<'a> {
+    plan: &'a Plan,
+    prometheus: &'a Prometheus,
+    past: &'a prometheus::History,
+    timeline: Timeline,
+    from: Millis,
+    handle: tokio::runtime::Handle,
+}
+
+/// What a replayed Prometheus check is measured with: the rollout as it started at `started_at`.
+fn replay_context<'a>(
+    plan: &'a Plan,
+    values: &'a std::collections::BTreeMap<String, String>,
+    started_at: Millis,
+    now: Millis,
+) -> MeasureContext<'a> {
+    MeasureContext { rollout: None, rollout_id: "replay", plan, started_at, phase_started: started_at, now, values }
+}
+
+impl MetricSource for ReplaySource<'_> {
+    fn measure(&mut self, check: &CheckRef<'_>, now: Millis) -> Measurement {
+        let plan = self.plan;
         let kind = check.check.source_kind(plan, sluice_sources::described());
         if kind.as_deref() != Some(prometheus::KIND) {
-            return timeline.measure(check, now - from);
+            return self.timeline.measure(check, now - self.from);
         }
         let mut at = Rollout::new(plan);
         at.phase = check.phase;
         at.status = sluice_engine::Status::Running;
-        let values = at.template_values(plan, flag_ramp);
-        let cx =
-            MeasureContext { rollout_id: "replay", plan, started_at: from, phase_started: from, now, values: &values };
+        let values = at.template_values(plan, None);
+        let cx = replay_context(plan, &values, self.from, now);
         // The engine is synchronous; each check waits for its (usually cached) range query here.
-        tokio::task::block_in_place(|| handle.block_on(prometheus.replay(check.check, &cx, &past)))
-    };
-    Ok(sluice_engine::simulate_with(plan, &mut source as &mut dyn MetricSource, &replay))
+        tokio::task::block_in_place(|| self.handle.block_on(self.prometheus.replay(check.check, &cx, self.past)))
+    }
+
+    fn baseline(&mut self, check: &sluice_plan::model::Check, before: Millis) -> Option<f64> {
+        let plan = self.plan;
+        if check.source_kind(plan, sluice_sources::described()).as_deref() != Some(prometheus::KIND) {
+            return self.timeline.baseline(check, before);
+        }
+        // Templates as in the gate's own phase (`{{phase}}`, `{{percent}}`).
+        let mut at = Rollout::new(plan);
+        at.phase =
+            plan.phases.iter().position(|p| p.value.gates.iter().any(|g| std::ptr::eq(&g.value, check))).unwrap_or(0);
+        at.status = sluice_engine::Status::Running;
+        let values = at.template_values(plan, None);
+        let cx = replay_context(plan, &values, before, before);
+        match tokio::task::block_in_place(|| self.handle.block_on(self.prometheus.baseline(check, &cx))) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("warning: the baseline of `{}` cannot be measured before its phase: {e}", check.name.value);
+                None
+            }
+        }
+    }
 }
