@@ -550,15 +550,14 @@ impl Controller {
         let names = denied.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
         let detail =
             json!({"command": "start", "plan": plan.name.value, "programs": denied, "role": who.role.as_str()});
-        self.store
-            .record_event(
-                &who.name,
-                "rollout.refused",
-                &format!("plan:{}", plan.name.value),
-                detail,
-                Some(format!("runs {names}")),
-            )
-            .await?;
+        self.record_refusal(
+            &who.name,
+            "rollout.refused",
+            &format!("plan:{}", plan.name.value),
+            detail,
+            Some(format!("runs {names}")),
+        )
+        .await?;
         Err(ControllerError::Forbidden(format!(
             "this plan runs {names}, which the server does not allow operators to run: an admin may start it, or the server may allow them (sluice serve --allow-exec PROGRAM)"
         )))
@@ -580,8 +579,8 @@ impl Controller {
             .map(|a| a.value.role);
         if needed == Some(ApprovalRole::Admin) && who.role != Role::Admin {
             let detail = json!({"command": "approve", "item": item, "role": who.role.as_str()});
-            self.audit(&who.name, "rollout.refused", id, detail, Some(format!("`{item}` is signed by an admin")))
-                .await?;
+            let reason = Some(format!("`{item}` is signed by an admin"));
+            self.record_refusal(&who.name, "rollout.refused", &format!("rollout:{id}"), detail, reason).await?;
             return Err(ControllerError::Forbidden(format!(
                 "`{item}` is signed by an admin; this token is `{}`",
                 who.role.as_str()

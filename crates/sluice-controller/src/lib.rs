@@ -26,6 +26,7 @@ mod catalog;
 mod commands;
 mod error;
 mod notify;
+mod refusals;
 mod runner;
 mod status;
 mod transition;
@@ -43,6 +44,7 @@ pub use activity::Activity;
 pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
 pub use commands::{Command, CommandBody, Settled};
 pub use error::ControllerError;
+pub use refusals::Refusals;
 pub use runner::{RunnerMemory, Settings};
 pub use status::{Pending, RolloutSummary, Undelivered};
 
@@ -101,6 +103,8 @@ pub struct Controller {
     settings: Settings,
     /// What it has done since the process started, for `/metrics`.
     activity: Activity,
+    /// Refused attempts, coalesced in the audit log.
+    refusals: Refusals,
     /// The lease's fence, when it must lead to run (see [`Seams::fence`]).
     fence: Option<Fence>,
     /// The live runner's memory, kept across terms.
@@ -132,6 +136,7 @@ impl Controller {
             wake_notifier: tokio::sync::Notify::new(),
             settings,
             activity: Activity::default(),
+            refusals: Refusals::default(),
             fence: seams.fence,
             memory: Arc::default(),
         })
@@ -149,6 +154,24 @@ impl Controller {
     /// notifications), for `/metrics`.
     pub fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// Records a refused attempt in the audit log, coalesced per caller and kind of refusal
+    /// ([`Refusals`]).
+    pub async fn record_refusal(
+        &self,
+        actor: &str,
+        action: &str,
+        entity: &str,
+        detail: serde_json::Value,
+        reason: Option<String>,
+    ) -> Result<(), sluice_store::StoreError> {
+        self.refusals.record(&*self.store, actor, action, entity, detail, reason).await
+    }
+
+    /// Refusals recorded in the audit log, and those coalesced into later events.
+    pub fn refusal_counts(&self) -> (u64, u64) {
+        self.refusals.counts()
     }
 
     /// The catalog it ramps flags through.

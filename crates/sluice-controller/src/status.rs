@@ -130,7 +130,7 @@ impl RolloutSummary {
             status: rollout.status.clone(),
             phase: rollout.phase + 1,
             phases: plan.phases.len(),
-            phase_percents: plan.phases.iter().map(|p| p.value.percent.value).collect(),
+            phase_percents: plan.phases.iter().map(|p| p.value.percent()).collect(),
             percent: rollout.percent(&plan),
             phase_started_ms: rollout.phase_started,
             hold_ms: phase.and_then(|p| p.hold.as_ref()).map(|h| h.value.0.as_millis() as u64),

@@ -393,7 +393,7 @@ impl Controller {
             }
         }
         let (enabled, percent, variant) =
-            (spec.enabled, spec.percent.as_ref().map(|p| p.value), spec.variant.as_ref().map(|v| v.value.clone()));
+            (spec.enabled, spec.percent(), spec.variant.as_ref().map(|v| v.value.clone()));
         let what = [
             enabled.map(|e| format!("enabled={e}")),
             percent.map(|p| format!("percent={p}")),

@@ -168,7 +168,7 @@ fn engine_run(plan: &Plan, seed: u64, p_canary: f64, p_control: f64) -> Run {
 
 /// What the `builtin` source measures for check `c` at tick `k`, on the traffic seen so far.
 fn measure(plan: &Plan, c: &CheckRef<'_>, seen: &[Traffic], keys: &mut Keys, k: usize) -> Measurement {
-    let percent = plan.phases[c.phase].value.percent.value;
+    let percent = plan.phases[c.phase].value.percent();
     let check = c.check;
     if 0 < percent && percent < 100 {
         let counts = if keys.since != Some(c.phase_started) {

@@ -368,7 +368,7 @@ impl Rollout {
     pub fn percent(&self, plan: &Plan) -> u8 {
         match self.status {
             Status::Pending => 0,
-            _ => plan.phases.get(self.phase).map_or(0, |p| p.value.percent.value),
+            _ => plan.phases.get(self.phase).map_or(0, |p| p.value.percent()),
         }
     }
 
@@ -572,7 +572,7 @@ impl Rollout {
         let mut effects = self.hook_effects(plan, i, HookWhen::Before);
         let ramp = phase.ramp.as_ref().or(plan.ramp.as_ref());
         effects.push(Effect::SetRamp {
-            percent: phase.percent.value,
+            percent: phase.percent(),
             base: ramp.map(|r| r.value.base.value.clone()),
             ramped: ramp.map(|r| r.value.ramped.value.clone()),
             segments: phase.segments.iter().map(|s| s.value.clone()).collect(),

@@ -227,6 +227,37 @@ pub const OPERATORS: &[&str] = &[
     "IN_CIDR",
 ];
 
+/// The rule for a new flag key or segment name: 1 to 100 characters, each a Unicode letter or digit or
+/// one of `-_.!~*'()` (what `encodeURIComponent` leaves as it is), and not `.` or `..`. Such a key is the
+/// same in a URL path as in the catalog, so the CLI and every SDK reach it; the Unicode letters are the
+/// ones Unleash's client specification uses (`Feature.UTF-8.Hellø_Wørld`). Keys stored before this rule
+/// keep working: it applies when a key is created.
+///
+/// ```
+/// use sluice_flags::check_key;
+/// assert!(check_key("checkout.v2-beta").is_ok());
+/// assert!(check_key("Feature.UTF-8.Hellø_Wørld").is_ok());
+/// assert!(check_key("..").unwrap_err().contains("`.` and `..`"));
+/// assert!(check_key("a/b").unwrap_err().contains("`/`"));
+/// assert!(check_key(&"x".repeat(101)).unwrap_err().contains("1 to 100"));
+/// ```
+pub fn check_key(key: &str) -> Result<(), String> {
+    let n = key.chars().count();
+    if n == 0 || n > 100 {
+        return Err(format!("must be 1 to 100 characters (this one has {n})"));
+    }
+    if key == "." || key == ".." {
+        return Err("`.` and `..` are path segments in a URL, not keys: the CLI and SDKs could never reach it".into());
+    }
+    if let Some(c) = key.chars().find(|c| !(c.is_alphanumeric() || "-_.!~*'()".contains(*c))) {
+        let shown = if c.is_whitespace() || c.is_control() { format!("{:?}", c) } else { format!("`{c}`") };
+        return Err(format!(
+            "{shown} is not allowed: a key is letters, digits and `-_.!~*'()` (what a URL path carries as it is)"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks one constraint as a writer would want: a known operator with values of the right form.
 pub fn validate_constraint(c: &Constraint) -> Result<(), (String, String)> {
     if c.context_name.trim().is_empty() {
@@ -375,11 +406,13 @@ impl Flag {
     /// Checks everything a writer can get wrong, naming the field. `segments` are the known segments.
     pub fn validate(&self, segments: &[SegmentDef]) -> Result<(), FlagError> {
         let err = |field: &str, message: String| FlagError { flag: self.key.clone(), field: field.into(), message };
-        if self.key.is_empty()
-            || self.key.len() > 200
-            || !self.key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(err("key", "must be 1 to 200 letters, digits, `_`, `-` or `.`".into()));
+        // A key the rule of an earlier version let in (up to 200 ASCII letters, digits, `_-.`) keeps
+        // working; the store holds new ones to `check_key` when they are created.
+        let earlier_rule = !self.key.is_empty()
+            && self.key.len() <= 200
+            && self.key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !earlier_rule {
+            check_key(&self.key).map_err(|message| err("key", message))?;
         }
         if self.variants.is_empty() {
             return Err(err("variants", "needs at least one variant; the first is served when the flag is off".into()));

@@ -35,7 +35,7 @@ pub mod unleash;
 
 pub use context::Context;
 pub use flag::{
-    validate_constraint, Flag, FlagError, FlagVariant, Override, OverrideAction, Ramp, SegmentDef,
+    check_key, validate_constraint, Flag, FlagError, FlagVariant, Override, OverrideAction, Ramp, SegmentDef,
     MAX_EXPIRING_DISABLES, OPERATORS,
 };
 pub use snapshot::{LiveFlags, OfrepOutcome, Snapshot, VariantResult, DISABLED_VARIANT};

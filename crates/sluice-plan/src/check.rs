@@ -173,8 +173,8 @@ impl Checker<'_> {
             self.error(f.referenced, &at, "say what to set: `enabled`, `percent` or `variant`");
         }
         if let Some(p) = &v.percent {
-            if p.value > 100 {
-                self.error(p.referenced, format!("{at}.percent"), "a percentage is 0 to 100");
+            if !(0..=100).contains(&p.value) {
+                self.error(p.referenced, format!("{at}.percent"), format!("{} is outside 0..100", p.value));
             }
         }
         if self.known_flag(v.key.referenced, &format!("{at}.key"), &v.key.value) {
@@ -610,11 +610,11 @@ impl Checker<'_> {
         if plan.phases.is_empty() {
             self.error(plan.name.referenced, "phases", "a plan needs at least one phase");
         }
-        let mut previous: Option<(String, String, u8)> = None;
+        let mut previous: Option<(String, String, i64)> = None;
         for (i, p) in plan.phases.iter().enumerate() {
             let key = format!("phases[{i}]");
             let ph = &p.value;
-            if ph.percent.value > 100 {
+            if !(0..=100).contains(&ph.percent.value) {
                 self.error(
                     ph.percent.referenced,
                     format!("{key}.percent"),

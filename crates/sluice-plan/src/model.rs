@@ -574,8 +574,9 @@ pub struct Phase {
     /// Optional name, shown in status.
     #[serde(default)]
     pub name: Option<String>,
-    /// The ramp percentage, 0..100.
-    pub percent: Spanned<u8>,
+    /// The ramp percentage as written; `plan check` refuses one outside 0..100 (read it with
+    /// [`Phase::percent`]). Any integer is read so that the error can name the range, not the type.
+    pub percent: Spanned<i64>,
     /// This phase moves between other variants (e.g. `warn` → `enforce`).
     #[serde(default)]
     pub ramp: Option<Spanned<RampSpec>>,
@@ -594,6 +595,13 @@ pub struct Phase {
     /// Actions around the phase.
     #[serde(default)]
     pub hooks: Hooks,
+}
+
+impl Phase {
+    /// The ramp percentage, 0..=100 (a checked plan's; an unchecked one out of range is clamped).
+    pub fn percent(&self) -> u8 {
+        self.percent.value.clamp(0, 100) as u8
+    }
 }
 
 /// Actions before a phase starts and after it is promoted.
@@ -673,7 +681,7 @@ impl Action {
 /// let (plan, _) = sluice_plan::load("p.yaml", yaml, None).unwrap();
 /// let a = &plan.phases[0].value.hooks.after[0].value;
 /// assert!(a.block.is_empty() && a.is_idempotent());
-/// assert_eq!(a.flag.as_ref().unwrap().value.percent.as_ref().unwrap().value, 100);
+/// assert_eq!(a.flag.as_ref().unwrap().value.percent(), Some(100));
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -683,12 +691,20 @@ pub struct FlagAction {
     /// Its kill switch: `false` serves the off variant to everyone.
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// Its ramp's percentage.
+    /// Its ramp's percentage as written; `plan check` refuses one outside 0..100 (read it with
+    /// [`FlagAction::percent`]).
     #[serde(default)]
-    pub percent: Option<Spanned<u8>>,
+    pub percent: Option<Spanned<i64>>,
     /// The variant its ramp serves (`ramp.ramped`).
     #[serde(default)]
     pub variant: Option<Spanned<String>>,
+}
+
+impl FlagAction {
+    /// The ramp percentage to set, 0..=100 (a checked plan's; an unchecked one out of range is clamped).
+    pub fn percent(&self) -> Option<u8> {
+        self.percent.as_ref().map(|p| p.value.clamp(0, 100) as u8)
+    }
 }
 
 /// What rolling back does.

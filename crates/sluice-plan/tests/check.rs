@@ -56,6 +56,13 @@ fn percentages_not_increasing() {
     one("percent_not_increasing.yaml", 6, 14, "phases[2].percent", "must increase from phase to phase: 25 after 25");
 }
 
+/// A number out of range names the range, not the type it failed to fit ("invalid u8" before).
+#[test]
+fn a_percentage_out_of_range() {
+    one("percent_out_of_range.yaml", 5, 14, "phases[1].percent", "300 is outside 0..100");
+    one("percent_negative.yaml", 4, 14, "phases[0].percent", "-1 is outside 0..100");
+}
+
 #[test]
 fn a_gate_with_no_threshold() {
     one("gate_without_threshold.yaml", 4, 5, "gates[0]", "`golden-suite` has no threshold");

@@ -137,6 +137,8 @@ async fn pause_for_kill_switch(state: &AppState, key: &str, who: &str) {
 }
 
 /// A refused edit of a driven flag is audited: who tried to change what, while which rollout drove it.
+/// Each one is recorded, not coalesced: only an admin gets this far, and admins' writes (refused ones
+/// included) are held by the changes-per-minute limit.
 async fn audit_refusal(state: &AppState, actor: &str, key: &str, refusal: &ApiError) -> Result<(), ApiError> {
     let detail = json!({"refused": refusal.error, "message": refusal.message});
     state.store.record_event(actor, "flag.refused", &format!("flag:{key}"), detail, None).await?;
@@ -467,6 +469,42 @@ pub(crate) async fn revoke_token(
     let event = state.store.revoke_token(&who.name, &name).await?;
     state.reload_tokens().await?;
     Ok(Json(json!({"audit": [event]})).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateBody {
+    /// How long the old secret keeps working, in seconds (0 by default: not at all).
+    #[serde(default)]
+    overlap_secs: u64,
+}
+
+/// `POST /api/v1/tokens/{name}/rotate`: a new secret for the token (in the answer, the only time it is
+/// shown); the old one works for `overlap_secs` more, at most 30 days.
+pub(crate) async fn rotate_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let who = state.require(&headers, Role::Admin)?;
+    let b: RotateBody =
+        if body.iter().all(u8::is_ascii_whitespace) { RotateBody::default() } else { parse_json(&body)? };
+    const MAX_OVERLAP: u64 = 30 * 86_400;
+    if b.overlap_secs > MAX_OVERLAP {
+        return Err(ApiError::invalid(
+            "overlap_secs",
+            format!(
+                "{} is outside 0..={MAX_OVERLAP} (30 days): the old secret of a rotated token must end",
+                b.overlap_secs
+            ),
+        ));
+    }
+    let overlap = std::time::Duration::from_secs(b.overlap_secs);
+    let (info, token, event) = state.store.rotate_token(&who.name, &name, overlap).await?;
+    state.reload_tokens().await?;
+    let until = event.after.as_ref().and_then(|a| a.get("old_secret_valid_until")).cloned().unwrap_or_default();
+    Ok(Json(json!({"data": info, "token": token, "old_secret_valid_until": until, "audit": [event]})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

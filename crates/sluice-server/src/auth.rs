@@ -10,14 +10,32 @@ use sluice_store::{Principal, Role};
 
 use crate::{ApiError, AppState};
 
-fn token_of(headers: &HeaderMap) -> Option<&str> {
-    // `Authorization: Bearer …` (OFREP's BearerAuth), a bare `Authorization: …` (Unleash SDKs), or
-    // `X-API-Key: …` (OFREP's ApiKeyAuth).
-    let Some(raw) = headers.get(header::AUTHORIZATION) else {
-        return headers.get("x-api-key")?.to_str().ok().map(str::trim);
+/// What a request authenticates with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential<'a> {
+    /// `Authorization: Bearer …` (OFREP's BearerAuth), a bare `Authorization: …` (Unleash SDKs), or
+    /// `X-API-Key: …` (OFREP's ApiKeyAuth).
+    Token(&'a str),
+    /// One of those headers is there but not readable text: refused, never taken as "no token" (which
+    /// would fall back to the session cookie, without the CSRF check a cookie write needs).
+    Unreadable,
+    /// Neither header: the dashboard's session cookie, if any.
+    Absent,
+}
+
+pub(crate) fn credential(headers: &HeaderMap) -> Credential<'_> {
+    let raw = match (headers.get(header::AUTHORIZATION), headers.get("x-api-key")) {
+        (Some(raw), _) => match raw.to_str() {
+            Ok(raw) => raw.trim(),
+            Err(_) => return Credential::Unreadable,
+        },
+        (None, Some(key)) => match key.to_str() {
+            Ok(key) => return Credential::Token(key.trim()),
+            Err(_) => return Credential::Unreadable,
+        },
+        (None, None) => return Credential::Absent,
     };
-    let raw = raw.to_str().ok()?.trim();
-    Some(raw.strip_prefix("Bearer ").or_else(|| raw.strip_prefix("bearer ")).unwrap_or(raw).trim())
+    Credential::Token(raw.strip_prefix("Bearer ").or_else(|| raw.strip_prefix("bearer ")).unwrap_or(raw).trim())
 }
 
 /// Why a token of another role may not evaluate, and what to do.
@@ -32,19 +50,22 @@ impl AppState {
     /// Who a request comes from, for the request log: the token's name, or `-` when it has no valid token.
     pub(crate) fn caller_name(&self, headers: &HeaderMap) -> String {
         let tokens = self.tokens.load();
-        match token_of(headers) {
-            Some(t) => tokens.authenticate(t).map_or_else(|| "-".to_string(), |p| p.name.clone()),
-            None => self.session_principal(headers).map_or_else(|| "-".to_string(), |p| p.name),
+        match credential(headers) {
+            Credential::Token(t) => tokens.authenticate(t).map_or_else(|| "-".to_string(), |p| p.name.clone()),
+            Credential::Unreadable => "-".to_string(),
+            Credential::Absent => self.session_principal(headers).map_or_else(|| "-".to_string(), |p| p.name),
         }
     }
 
-    /// The caller, who must hold `needed` (admin ⊇ operator ⊇ viewer): by the request's token, or, without
-    /// one, by the dashboard's session cookie (whose writes `dashboard::check_csrf` has already checked).
+    /// The caller, who must hold `needed` (admin ⊇ operator ⊇ viewer): by the request's token, or, with
+    /// no token header at all, by the dashboard's session cookie (whose writes `dashboard::check_csrf` has
+    /// already checked). A token header that is there but unreadable is refused, never passed over.
     pub(crate) fn require(&self, headers: &HeaderMap, needed: Role) -> Result<Principal, ApiError> {
         let tokens = self.tokens.load();
-        let principal = match token_of(headers) {
-            Some(t) => tokens.authenticate(t).cloned(),
-            None => self.session_principal(headers),
+        let principal = match credential(headers) {
+            Credential::Token(t) => tokens.authenticate(t).cloned(),
+            Credential::Unreadable => None,
+            Credential::Absent => self.session_principal(headers),
         }
         .ok_or_else(ApiError::unauthorized)?;
         if principal.role.allows(needed) {
@@ -59,14 +80,15 @@ impl AppState {
     /// could change every flag. Returns the name to rate-limit by.
     pub(crate) fn evaluator(&self, headers: &HeaderMap) -> Result<String, EvalRefusal> {
         let tokens = self.tokens.load();
-        let name = match token_of(headers).filter(|t| !t.is_empty()) {
-            Some(t) => match tokens.authenticate(t) {
+        let name = match credential(headers) {
+            Credential::Token(t) if !t.is_empty() => match tokens.authenticate(t) {
                 Some(p) if p.role == Role::Sdk => p.name.clone(),
                 Some(p) => return Err(EvalRefusal::Forbidden { role: p.role }),
                 None => return Err(EvalRefusal::Unauthorized),
             },
-            None if self.options.anonymous_evaluation => "anonymous".to_string(),
-            None => return Err(EvalRefusal::Unauthorized),
+            Credential::Unreadable => return Err(EvalRefusal::Unauthorized),
+            _ if self.options.anonymous_evaluation => "anonymous".to_string(),
+            _ => return Err(EvalRefusal::Unauthorized),
         };
         match self.limiter.check(&name) {
             Ok(()) => Ok(name),

@@ -172,10 +172,42 @@ struct Login {
 
 /// `POST /ui/login` `{"token": …}`: a viewer, operator or admin token gets a session cookie; the answer is
 /// what `GET /ui/session` says.
-pub(crate) async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn login(
+    State(state): State<Arc<AppState>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Failed logins are limited per client address: a token cannot be guessed, but each try costs a hash
+    // and a log line, and an address that keeps failing is worth one audit event per burst.
+    let limits = &state.options.limits;
+    let address = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map_or_else(
+        || "unknown".to_string(),
+        |info| crate::limits::client_address(info.0, &headers, &limits.trusted_proxies).to_string(),
+    );
+    if let Err(over) = state.failed_logins.over(&address, limits.failed_logins_per_minute) {
+        crate::limits::LimitCounters::bump(&state.limit_counters.logins_limited);
+        if over.first_of_burst {
+            let detail = json!({"address": address, "limit_per_minute": limits.failed_logins_per_minute});
+            let why = Some(format!("more than {} failed logins in a minute", limits.failed_logins_per_minute));
+            if let Err(e) =
+                state.store.record_event("-", "limit.logins", &format!("address:{address}"), detail, why).await
+            {
+                tracing::warn!(error = %e, "auditing a rate limit");
+            }
+        }
+        return Err(ApiError::too_many(
+            format!("too many failed logins from {address}: wait {} s", over.retry_after),
+            over.retry_after,
+        ));
+    }
     let login: Login = crate::error::parse_json(&body)?;
     let tokens = state.tokens.load();
-    let principal = tokens.authenticate(login.token.trim()).ok_or_else(ApiError::unauthorized)?.clone();
+    let Some(principal) = tokens.authenticate(login.token.trim()).cloned() else {
+        let _ = state.failed_logins.hit(&address, limits.failed_logins_per_minute);
+        return Err(ApiError::unauthorized());
+    };
+    state.failed_logins.forget(&address);
     if principal.role == Role::Sdk {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -18,11 +18,14 @@ pub struct ApiError {
     /// The offending field, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds to wait before trying again (a 429's `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, error, message: message.into(), field: None }
+        ApiError { status, error, message: message.into(), field: None, retry_after: None }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -45,6 +48,15 @@ impl ApiError {
         )
     }
 
+    /// 429 with `Retry-After: retry_after` (seconds); see [`IntoResponse`].
+    pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            field: None,
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
     pub fn forbidden(needed: &str) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", format!("this needs the `{needed}` role"))
     }
@@ -55,6 +67,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(&self)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -127,9 +142,32 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Ap
         if inner.is_syntax() || inner.is_eof() {
             ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
         } else {
-            ApiError::invalid(if path == "." { String::new() } else { path }, inner.to_string())
+            let message = out_of_range(&path, &inner.to_string()).unwrap_or_else(|| inner.to_string());
+            ApiError::invalid(if path == "." { String::new() } else { path }, message)
         }
     })
+}
+
+/// serde's "invalid value: integer `300`, expected u8" said as the range the field takes: a percentage's
+/// 0..100, else the type's.
+fn out_of_range(path: &str, message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid value: integer `")?;
+    let (number, rest) = rest.split_once('`')?;
+    let ty = rest.strip_prefix(", expected ")?.split_whitespace().next()?;
+    let range = if path.rsplit('.').next() == Some("percent") {
+        "0..100".to_string()
+    } else {
+        match ty {
+            "u8" => format!("0..{}", u8::MAX),
+            "u16" => format!("0..{}", u16::MAX),
+            "u32" => format!("0..{}", u32::MAX),
+            "u64" => format!("0..{}", u64::MAX),
+            "i32" => format!("{}..{}", i32::MIN, i32::MAX),
+            "i64" => format!("{}..{}", i64::MIN, i64::MAX),
+            _ => return None,
+        }
+    };
+    Some(format!("{number} is outside {range}"))
 }
 
 /// Turns the framework's own plain-text errors (413 body too large, 405, 415, a path that does not parse)
@@ -194,5 +232,25 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
         serde_path_to_error::deserialize(deserializer)
             .map(Params)
             .map_err(|e| ApiError::invalid(e.path().to_string(), e.inner().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_json;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        percent: u8,
+        count: Option<u32>,
+    }
+
+    #[test]
+    fn a_number_out_of_range_names_the_range() {
+        let e = parse_json::<Body>(br#"{"percent": 300}"#).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.message.as_str()), (Some("percent"), "300 is outside 0..100"));
+        let e = parse_json::<Body>(br#"{"percent": 1, "count": -1}"#).unwrap_err();
+        assert_eq!(e.message, "-1 is outside 0..4294967295");
     }
 }

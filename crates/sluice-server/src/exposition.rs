@@ -35,6 +35,10 @@ impl<'a> Family<'a> {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {value}");
+            return;
+        }
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escaped(v))).collect();
         let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
     }
@@ -274,7 +278,43 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             );
         }
     }
+    limits(&mut out, state.limit_counters, state.controller.refusal_counts());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+/// What is open, and how often each limit was reached, since the process started.
+fn limits(out: &mut String, c: &crate::limits::LimitCounters, (recorded, coalesced): (u64, u64)) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let gauges: [(&str, &str, u64); 2] = [
+        ("sluice_connections_open", "Connections open now.", c.connections_open.load(Relaxed)),
+        ("sluice_streams_open", "Change streams (admin and OFREP events) open now.", c.streams_open.load(Relaxed)),
+    ];
+    for (name, help, v) in gauges {
+        Family::new(out, name, "gauge", help).sample(name, &[], v as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "sluice_limited_total",
+        "counter",
+        "Requests and connections refused by a limit (sluice serve --max-connections, --header-read-timeout, --idle-timeout, --max-streams-per-token, --max-anonymous-streams, --failed-logins-per-minute, --changes-per-minute), by limit.",
+    );
+    for (limit, v) in [
+        ("connections", c.connections_refused.load(Relaxed)),
+        ("timeouts", c.connections_timed_out.load(Relaxed)),
+        ("streams", c.streams_refused.load(Relaxed)),
+        ("logins", c.logins_limited.load(Relaxed)),
+        ("changes", c.changes_limited.load(Relaxed)),
+    ] {
+        f.sample("sluice_limited_total", &[("limit", limit)], v as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "sluice_refusals_total",
+        "counter",
+        "Refused attempts (a role or a rule said no), by whether the audit log has an event for each (recorded) or counted them into the next one (coalesced: one event a minute per caller and kind).",
+    );
+    f.sample("sluice_refusals_total", &[("audit", "recorded")], recorded as f64);
+    f.sample("sluice_refusals_total", &[("audit", "coalesced")], coalesced as f64);
 }
 
 /// The controller's decisions, events, actions and notifications since the process started.

@@ -22,9 +22,11 @@ mod dashboard;
 mod error;
 mod exposition;
 mod latency;
+pub mod limits;
 mod ofrep;
 pub mod replica;
 mod rollouts;
+pub mod serving;
 mod stream;
 
 pub use sluice_controller::{
@@ -64,6 +66,8 @@ pub struct Options {
     /// Run the controller under a lease ([`replica::lead`]), sharing the database with other replicas when
     /// it says so. `None`: the caller runs the controller itself (tests, `sluice demo`).
     pub replication: Option<replica::Replication>,
+    /// What one caller may take: connections, streams, failed logins, changes ([`limits`]).
+    pub limits: limits::Limits,
 }
 
 /// What the server publishes for each committed revision of the flag catalog.
@@ -100,6 +104,16 @@ pub struct AppState {
     pub(crate) request_times: &'static latency::RequestTimes,
     /// The lease, the other replicas, and how current this one is.
     pub(crate) replica: replica::ReplicaState,
+    /// How often each limit was reached, and what is open (one per state, for the process's life).
+    pub(crate) limit_counters: &'static limits::LimitCounters,
+    /// Set when the server stops accepting: the change streams end, so that the drain can finish.
+    pub(crate) shutting_down: tokio::sync::watch::Sender<bool>,
+    /// Open change streams per caller.
+    pub(crate) streams: Arc<limits::OpenStreams>,
+    /// Failed dashboard logins per client address.
+    pub(crate) failed_logins: limits::PerMinute,
+    /// Admin changes per token.
+    pub(crate) changes: limits::PerMinute,
 }
 
 impl AppState {
@@ -153,6 +167,11 @@ impl AppState {
             request_times: Box::leak(Box::default()),
             session_key,
             replica,
+            limit_counters: Box::leak(Box::default()),
+            shutting_down: tokio::sync::watch::channel(false).0,
+            streams: Arc::default(),
+            failed_logins: limits::PerMinute::default(),
+            changes: limits::PerMinute::default(),
         }))
     }
 
@@ -180,6 +199,12 @@ impl AppState {
             self.metrics.unsaved(names);
         }
         result
+    }
+
+    /// Ends the change streams (the server stops): [`serving::serve`] does it when it stops accepting; a
+    /// server run another way calls it before its own drain.
+    pub fn end_streams(&self) {
+        self.shutting_down.send_replace(true);
     }
 
     /// The built-in metrics.
@@ -241,6 +266,48 @@ async fn run_writes_to_completion(
     }
 }
 
+/// At most `changes_per_minute` admin writes per token: past it, 429 with `Retry-After`, and one audit
+/// event per burst (`limit.changes`). Reads and unauthenticated calls (refused anyway) are not counted.
+async fn limit_changes(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    let Ok(who) = state.require(request.headers(), sluice_store::Role::Viewer) else {
+        return next.run(request).await;
+    };
+    let limit = state.options.limits.changes_per_minute;
+    match state.changes.hit(&who.name, limit) {
+        Ok(()) => next.run(request).await,
+        Err(over) => {
+            limits::LimitCounters::bump(&state.limit_counters.changes_limited);
+            if over.first_of_burst {
+                let detail = serde_json::json!({"limit_per_minute": limit, "path": request.uri().path()});
+                let why = Some(format!("more than {limit} changes in a minute"));
+                if let Err(e) = state
+                    .store
+                    .record_event(&who.name, "limit.changes", &format!("token:{}", who.name), detail, why)
+                    .await
+                {
+                    tracing::warn!(error = %e, "auditing a rate limit");
+                }
+            }
+            ApiError::too_many(
+                format!(
+                    "more than {limit} changes a minute from `{}` (sluice serve --changes-per-minute): wait {} s",
+                    who.name, over.retry_after
+                ),
+                over.retry_after,
+            )
+            .into_response()
+        }
+    }
+}
+
 /// One log line per admin request: who, what, the answer and how long it took. Evaluations are not logged
 /// (they are the hot path, and their volume would drown everything else).
 async fn log_admin_request(
@@ -289,6 +356,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/segments/{name}", put(admin::put_segment).delete(admin::delete_segment))
         .route("/api/v1/tokens", get(admin::list_tokens).post(admin::create_token))
         .route("/api/v1/tokens/{name}", delete(admin::revoke_token))
+        .route("/api/v1/tokens/{name}/rotate", post(admin::rotate_token))
         .route("/api/v1/audit", get(admin::audit))
         .route("/api/v1/audit/head", get(admin::audit_head))
         .route("/api/v1/audit/chain", get(admin::audit_chain))
@@ -305,6 +373,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status", get(replica::status))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), replica::forward_to_leader))
         .route_layer(from_fn(run_writes_to_completion))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), limit_changes))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), dashboard::check_csrf))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), log_admin_request));
     Router::new()

@@ -79,16 +79,8 @@ async fn decider(state: &AppState, headers: &HeaderMap, id: &str, command: &str)
     let who = state.require(headers, Role::Viewer)?;
     if !who.role.allows(Role::Operator) {
         let detail = json!({"command": command, "role": who.role.as_str()});
-        state
-            .store
-            .record_event(
-                &who.name,
-                "rollout.refused",
-                &format!("rollout:{id}"),
-                detail,
-                Some("needs the operator role".into()),
-            )
-            .await?;
+        let reason = Some("needs the operator role".into());
+        state.controller.record_refusal(&who.name, "rollout.refused", &format!("rollout:{id}"), detail, reason).await?;
         return Err(ApiError::forbidden("operator"));
     }
     Ok(who)

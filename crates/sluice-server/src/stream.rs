@@ -5,16 +5,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::json;
 use sluice_store::Role;
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 
-use crate::{AppState, ChangeEvent};
+use crate::limits::{client_address, StreamSlot};
+use crate::{ApiError, AppState, ChangeEvent};
 
 /// The next change, or `None` when the server shuts down. A receiver that fell behind gets the latest
 /// revision instead of the ones it missed: every listener only needs to know that it must refetch.
@@ -38,18 +41,71 @@ async fn next_flag_change(rx: &mut Receiver<ChangeEvent>, state: &AppState) -> O
     }
 }
 
-fn sse<S>(events: S) -> Response
+/// The events as a server-sent stream that holds `slot` while open and ends when the server stops
+/// accepting (so that the drain is not held up by listeners who would wait for ever).
+fn sse<S>(state: &AppState, events: S, slot: StreamSlot) -> Response
 where
     S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
+    let mut stopping = state.shutting_down.subscribe();
+    let stop = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    let events = events.take_until(stop).map(move |e| {
+        let _held = &slot;
+        e
+    });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// A slot for one more stream of `key`, or the 429 that says whose limit it reached.
+fn stream_slot(state: &AppState, key: String, limit: usize, whose: &str) -> Result<StreamSlot, ApiError> {
+    state.streams.open(key, limit, state.limit_counters).ok_or_else(|| {
+        ApiError::too_many(
+            format!("{whose} has {limit} change streams open, the limit: close one (or raise it: sluice serve --max-streams-per-token / --max-anonymous-streams)"),
+            5,
+        )
+    })
 }
 
 /// `GET /ofrep/v1/events`: one unnamed (`message`) event `{"type":"refetchEvaluation", …}` per committed
 /// change. It carries no flag data, only "something changed", so it needs no token: browsers' and Node's
 /// `EventSource` cannot send an `Authorization` header.
-pub(crate) async fn ofrep_events(State(state): State<Arc<AppState>>) -> Response {
-    let (rx, expired) = (state.subscribe(), state.expiries.subscribe());
+pub(crate) async fn ofrep_events(
+    State(state): State<Arc<AppState>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+) -> Response {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().copied();
+    // A listener with a valid token counts against its token; one without, against its address.
+    let tokens = state.tokens.load();
+    let token = match crate::auth::credential(&headers) {
+        crate::auth::Credential::Token(t) => tokens.authenticate(t).map(|p| p.name.clone()),
+        _ => None,
+    };
+    let limits = &state.options.limits;
+    let slot = match token {
+        Some(name) => {
+            stream_slot(&state, format!("token:{name}"), limits.streams_per_token, &format!("the token `{name}`"))
+        }
+        None => {
+            let address = peer.map_or_else(
+                || "unknown".to_string(),
+                |ConnectInfo(peer)| client_address(peer, &headers, &limits.trusted_proxies).to_string(),
+            );
+            stream_slot(
+                &state,
+                format!("address:{address}"),
+                limits.anonymous_streams_per_address,
+                &format!("the address {address}"),
+            )
+        }
+    };
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
+    let (rx, expired, stopping) = (state.subscribe(), state.expiries.subscribe(), state.clone());
     let events = stream::unfold((rx, expired, state), |(mut rx, mut expired, state)| async move {
         // A committed change, or an override expiring: either way the answers may differ now.
         let etag = tokio::select! {
@@ -68,7 +124,7 @@ pub(crate) async fn ofrep_events(State(state): State<Arc<AppState>>) -> Response
         let event = Event::default().id(etag).data(data.to_string());
         Some((Ok(event), (rx, expired, state)))
     });
-    sse(events)
+    sse(&stopping, events, slot)
 }
 
 /// Runs for the server's life: when an override's expiry passes, tells the OFREP event stream, since
@@ -106,10 +162,16 @@ pub async fn announce_expiries(state: Arc<AppState>) {
 /// audit events, and every rollout transition or tick as an event `rollout` (with the rollout's id, status,
 /// phase, percentage and the tick's decisions) — the feed the dashboard and `sluice rollout watch` read.
 pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = state.require(&headers, Role::Viewer) {
-        return e.into_response();
-    }
-    let rx = state.subscribe();
+    let who = match state.require(&headers, Role::Viewer) {
+        Ok(who) => who,
+        Err(e) => return e.into_response(),
+    };
+    let limit = state.options.limits.streams_per_token;
+    let slot = match stream_slot(&state, format!("token:{}", who.name), limit, &format!("the token `{}`", who.name)) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
+    let (rx, stopping) = (state.subscribe(), state.clone());
     let events = stream::unfold((rx, state), |(mut rx, state)| async move {
         let change = next_change(&mut rx, &state).await?;
         let event = Event::default()
@@ -118,5 +180,5 @@ pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderM
             .data(serde_json::to_string(&change).expect("json"));
         Some((Ok(event), (rx, state)))
     });
-    sse(events)
+    sse(&stopping, events, slot)
 }

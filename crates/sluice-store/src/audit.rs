@@ -189,6 +189,11 @@ pub(crate) struct NewEvent {
 }
 
 impl NewEvent {
+    /// The same event, with why.
+    pub(crate) fn because(self, reason: impl Into<String>) -> Self {
+        NewEvent { reason: Some(reason.into()), ..self }
+    }
+
     /// An event that records `after` with no `before`: a note about an entity rather than an edit of it.
     pub(crate) fn note(
         at: DateTime<Utc>,

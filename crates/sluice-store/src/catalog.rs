@@ -104,6 +104,11 @@ impl Catalog {
                         (edit, "flag.update", entity, Some(before), Some(after))
                     }
                     None => {
+                        sluice_flags::check_key(&flag.key).map_err(|message| StoreError::InvalidField {
+                            entity: format!("flag `{}`", flag.key),
+                            field: "key".into(),
+                            message,
+                        })?;
                         self.flags.push(flag);
                         (edit, "flag.create", entity, None, Some(after))
                     }
@@ -120,6 +125,13 @@ impl Catalog {
             Change::PutSegment(mut segment) => {
                 let entity = format!("segment:{}", segment.name);
                 let existing = self.segments.iter().position(|s| s.name == segment.name);
+                if existing.is_none() {
+                    sluice_flags::check_key(&segment.name).map_err(|message| StoreError::InvalidField {
+                        entity: format!("segment `{}`", segment.name),
+                        field: "name".into(),
+                        message,
+                    })?;
+                }
                 let before = existing.map(|i| to_json(&self.segments[i]));
                 // A segment keeps its id for life: Unleash strategies refer to segments by id.
                 segment.id = match existing {

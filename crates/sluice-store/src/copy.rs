@@ -22,6 +22,7 @@ pub struct Dump {
         Vec<(String, String, String, String, i64, i64, i64, Option<i64>, Option<String>, Option<i64>)>,
     pub(crate) metrics: Vec<(String, String, String, i64)>,
     pub(crate) server_keys: Vec<(String, String, String)>,
+    pub(crate) retired_secrets: Vec<(String, String, String)>,
 }
 
 /// What a copy moved, to print and to compare with the source.

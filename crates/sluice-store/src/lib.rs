@@ -44,6 +44,30 @@ pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use token::{Principal, Role, TokenInfo, TokenTable};
 
+/// What [`Store::bootstrap_token`] did with `SLUICE_ADMIN_TOKEN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// It is an active token's secret already.
+    Kept,
+    /// It is a secret rotated away whose overlap has not ended: it works until `until` (RFC 3339).
+    Overlapping {
+        /// The token it belongs to.
+        name: String,
+        /// When it stops working.
+        until: String,
+    },
+    /// It replaced the secret of the token `name`, which no longer works.
+    Replaced {
+        /// The token.
+        name: String,
+    },
+    /// A new token `name` was made with it.
+    Added {
+        /// The token.
+        name: String,
+    },
+}
+
 /// A change to the flag catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -300,9 +324,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// the store keeps its SHA-256.
     async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError>;
 
-    /// Makes `text` (e.g. from `SLUICE_ADMIN_TOKEN`) an active token named `name` with `role`, unless an
-    /// active token with that text exists. Returns whether it was added.
-    async fn ensure_token(&self, actor: &str, name: &str, role: Role, text: &str) -> Result<bool, StoreError>;
+    /// Makes `text` (`SLUICE_ADMIN_TOKEN`) an active token named `name` with `role`: kept when it is one
+    /// already; the new secret of the token `name` when that exists (the secret it replaces is revoked,
+    /// audited as `token.rotate`); a new token otherwise. A text that was revoked or rotated away is
+    /// refused (`Conflict`): a replica started with a leaked, replaced token must not bring it back.
+    async fn bootstrap_token(&self, actor: &str, name: &str, role: Role, text: &str) -> Result<Bootstrap, StoreError>;
+
+    /// Gives the token `name` a new secret, returned once; the old one keeps working for `overlap` (so that
+    /// its users can switch) and is revoked after. Audited as `token.rotate`.
+    async fn rotate_token(
+        &self,
+        actor: &str,
+        name: &str,
+        overlap: std::time::Duration,
+    ) -> Result<(TokenInfo, String, AuditEvent), StoreError>;
 
     /// Revokes the token named `name`, audited as `actor`.
     async fn revoke_token(&self, actor: &str, name: &str) -> Result<AuditEvent, StoreError>;
@@ -578,6 +613,66 @@ pub fn sqlite_file(database: &str) -> Option<&str> {
         return None;
     }
     Some(database.strip_prefix("sqlite://").or_else(|| database.strip_prefix("sqlite:")).unwrap_or(database))
+}
+
+/// The one server writing a SQLite file: held by `sluice serve` for its life (an advisory lock on
+/// `FILE.lock`, released by the kernel when the process ends, however it ends). Two servers on one file
+/// would each serve their own flags and tokens from memory and never hear of the other's changes.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+impl WriterLock {
+    /// Takes the lock of the SQLite file `database`, or says which process holds it.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = dir.path().join("sluice.db");
+    /// let held = sluice_store::WriterLock::take(&db).unwrap();
+    /// let refused = sluice_store::WriterLock::take(&db).unwrap_err();
+    /// assert!(refused.to_string().contains(&format!("pid {}", std::process::id())), "{refused}");
+    /// drop(held);
+    /// sluice_store::WriterLock::take(&db).unwrap();
+    /// ```
+    pub fn take(database: &std::path::Path) -> Result<WriterLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let path = {
+            let mut p = database.as_os_str().to_owned();
+            p.push(".lock");
+            std::path::PathBuf::from(p)
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
+                return Err(StoreError::Conflict {
+                    message: format!(
+                        "{} is in use by another Sluice server ({holder}): one SQLite file has one server. \
+                         Stop that one first, or give this one its own --data-dir; several replicas of one \
+                         installation need PostgreSQL (--database postgres://…, see docs/deploy.md)",
+                        database.display()
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        write!(file, "pid {}, started {started}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(WriterLock { _file: file })
+    }
 }
 
 /// An audit event to write with a rollout's change: (action, details, reason).

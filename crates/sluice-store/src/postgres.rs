@@ -16,9 +16,9 @@ use crate::rollout::{self, NotificationRow, RolloutRow};
 use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Decided, Destination, Fence, Lease, LeaseAnswer,
-    LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store, StoreError,
-    TokenInfo, TokenTable, CONTROLLER_LEASE,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Bootstrap, Change, Decided, Destination, Fence, Lease,
+    LeaseAnswer, LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store,
+    StoreError, TokenInfo, TokenTable, CONTROLLER_LEASE,
 };
 
 /// The connection type the shared SQL (`sql_store!`) runs on.
@@ -103,6 +103,7 @@ fn migrator() -> sqlx::migrate::Migrator {
     const MIGRATIONS: &[(i64, &str, &str)] = &[
         (1, "schema", include_str!("../migrations/postgres/0001_schema.sql")),
         (2, "dead letters", include_str!("../migrations/postgres/0002_dead_letters.sql")),
+        (3, "retired secrets", include_str!("../migrations/postgres/0003_retired_secrets.sql")),
     ];
     sqlx::migrate::Migrator::with_migrations(crate::sql::migrations_of(MIGRATIONS))
 }

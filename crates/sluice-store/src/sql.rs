@@ -189,6 +189,11 @@ macro_rules! sql_store {
                     server_keys: sqlx::query_as("SELECT name, key_hex, created_at FROM server_keys ORDER BY name")
                         .fetch_all(&mut *tx)
                         .await?,
+                    retired_secrets: sqlx::query_as(
+                        "SELECT secret_sha256, token_id, until FROM retired_secrets ORDER BY token_id, secret_sha256",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await?,
                 };
                 tx.commit().await?;
                 Ok(dump)
@@ -230,6 +235,10 @@ macro_rules! sql_store {
                     .bind(id).bind(name).bind(role).bind(secret).bind(created_at).bind(created_by).bind(revoked_at)
                     .execute(&mut *tx)
                     .await?;
+                }
+                for (secret, token_id, until) in &dump.retired_secrets {
+                    sqlx::query("INSERT INTO retired_secrets (secret_sha256, token_id, until) VALUES ($1, $2, $3)")
+                        .bind(secret).bind(token_id).bind(until).execute(&mut *tx).await?;
                 }
                 for (flag, variant, count) in &dump.client_metrics {
                     sqlx::query("INSERT INTO client_metrics (flag, variant, count) VALUES ($1, $2, $3)")
@@ -309,21 +318,96 @@ macro_rules! sql_store {
                 Ok((new.info, new.text))
             }
 
-            async fn ensure_token(&self, actor: &str, name: &str, role: Role, text: &str) -> Result<bool, StoreError> {
+            async fn bootstrap_token(&self, actor: &str, name: &str, role: Role, text: &str) -> Result<Bootstrap, StoreError> {
                 token::check_text(text)?;
+                let hash = token::sha256_hex(text);
+                let now = Utc::now();
                 let (_writer, mut tx) = self.begin_write().await?;
-                let existing: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM tokens WHERE secret_sha256 = $1 AND revoked_at IS NULL")
-                        .bind(token::sha256_hex(text))
+                let active: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM tokens WHERE secret_sha256 = $1 AND revoked_at IS NULL")
+                        .bind(&hash)
                         .fetch_optional(&mut *tx)
                         .await?;
-                if existing.is_some() {
-                    return Ok(false);
+                if active.is_some() {
+                    return Ok(Bootstrap::Kept);
+                }
+                // A secret rotated away: still valid through its overlap, refused after.
+                let retired: Option<(String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT t.name, r.until, t.revoked_at FROM retired_secrets r JOIN tokens t ON t.id = r.token_id \
+                     WHERE r.secret_sha256 = $1",
+                )
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((owner, until, revoked_at)) = retired {
+                    if revoked_at.is_none() && until > rfc3339(now) {
+                        return Ok(Bootstrap::Overlapping { name: owner, until });
+                    }
+                    return Err(token::revoked_bootstrap(&owner, revoked_at.as_deref().unwrap_or(&until)));
+                }
+                let revoked: Option<(String, String)> = sqlx::query_as(
+                    "SELECT name, revoked_at FROM tokens WHERE secret_sha256 = $1 AND revoked_at IS NOT NULL",
+                )
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((owner, at)) = revoked {
+                    return Err(token::revoked_bootstrap(&owner, &at));
+                }
+                // A new text for the token the last one made: the one it replaces is revoked, so that
+                // rotating a leaked SLUICE_ADMIN_TOKEN takes the leaked one away.
+                let current: Option<(String, String, String)> =
+                    sqlx::query_as("SELECT id, role, secret_sha256 FROM tokens WHERE name = $1 AND revoked_at IS NULL")
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some((id, current_role, old)) = current {
+                    if current_role == role.as_str() {
+                        replace_secret(&mut tx, &id, &old, &hash, now).await?;
+                        let event = token::rotated_event(actor, now, &id, name, &current_role, &rfc3339(now))
+                            .because("SLUICE_ADMIN_TOKEN changed: the token it replaces is revoked");
+                        append_audit(&mut tx, event).await?;
+                        tx.commit().await?;
+                        return Ok(Bootstrap::Replaced { name: name.to_string() });
+                    }
                 }
                 let taken = token_name_taken(&mut tx, name).await?;
-                insert_token(&mut tx, &NewToken::chosen(actor, name, taken, role, text, Utc::now())).await?;
+                let new = NewToken::chosen(actor, name, taken, role, text, now);
+                insert_token(&mut tx, &new).await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Bootstrap::Added { name: new.info.name })
+            }
+
+            async fn rotate_token(
+                &self,
+                actor: &str,
+                name: &str,
+                overlap: std::time::Duration,
+            ) -> Result<(TokenInfo, String, AuditEvent), StoreError> {
+                let (_writer, mut tx) = self.begin_write().await?;
+                let row: Option<TokenRow> = sqlx::query_as(
+                    "SELECT id, name, role, created_at, created_by, revoked_at FROM tokens WHERE name = $1 AND revoked_at IS NULL",
+                )
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Err(StoreError::NotFound { entity: format!("token:{name}") }) };
+                let info = row.into_info()?;
+                let old: String = sqlx::query_scalar("SELECT secret_sha256 FROM tokens WHERE id = $1")
+                    .bind(&info.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let now = Utc::now();
+                let until = now + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
+                let text = token::generated_text(&info.id);
+                replace_secret(&mut tx, &info.id, &old, &token::sha256_hex(&text), until).await?;
+                let event = append_audit(
+                    &mut tx,
+                    token::rotated_event(actor, now, &info.id, name, info.role.as_str(), &rfc3339(until)),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok((info, text, event))
             }
 
             async fn revoke_token(&self, actor: &str, name: &str) -> Result<AuditEvent, StoreError> {
@@ -338,6 +422,12 @@ macro_rules! sql_store {
                 };
                 let now = Utc::now();
                 sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+                    .bind(rfc3339(now))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                // A secret still in its rotation overlap goes with it.
+                sqlx::query("UPDATE retired_secrets SET until = $1 WHERE token_id = $2 AND until > $1")
                     .bind(rfc3339(now))
                     .bind(&id)
                     .execute(&mut *tx)
@@ -376,10 +466,19 @@ macro_rules! sql_store {
             }
 
             async fn token_table(&self) -> Result<TokenTable, StoreError> {
+                let mut tx = self.begin_read().await?;
                 let rows = sqlx::query_as("SELECT name, role, secret_sha256 FROM tokens WHERE revoked_at IS NULL")
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *tx)
                     .await?;
-                token::table_from_rows(rows)
+                let overlapping = sqlx::query_as(
+                    "SELECT t.name, t.role, r.secret_sha256, r.until FROM retired_secrets r \
+                     JOIN tokens t ON t.id = r.token_id WHERE t.revoked_at IS NULL AND r.until > $1",
+                )
+                .bind(rfc3339(Utc::now()))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                token::table_from_rows(rows, overlapping)
             }
 
             async fn chain(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
@@ -803,6 +902,28 @@ macro_rules! sql_store {
             let taken: Option<String> =
                 sqlx::query_scalar("SELECT id FROM tokens WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
             Ok(taken.is_some())
+        }
+
+        /// Gives token `id` the secret `new`; its secret `old` keeps working until `until`, and is known as
+        /// retired ever after.
+        async fn replace_secret(
+            tx: &mut Conn,
+            id: &str,
+            old: &str,
+            new: &str,
+            until: chrono::DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            sqlx::query("UPDATE tokens SET secret_sha256 = $1 WHERE id = $2").bind(new).bind(id).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO retired_secrets (secret_sha256, token_id, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (secret_sha256) DO UPDATE SET until = excluded.until",
+            )
+            .bind(old)
+            .bind(id)
+            .bind(rfc3339(until))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
         }
 
         async fn insert_token(tx: &mut Conn, new: &NewToken) -> Result<(), StoreError> {

@@ -19,9 +19,9 @@ use crate::rollout::{self, NotificationRow, RolloutRow};
 use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Change, Decided, Destination, Fence, Lease, LeaseAnswer,
-    LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store, StoreError,
-    TokenInfo, TokenTable, CONTROLLER_LEASE,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Bootstrap, Change, Decided, Destination, Fence, Lease,
+    LeaseAnswer, LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store,
+    StoreError, TokenInfo, TokenTable, CONTROLLER_LEASE,
 };
 
 /// What a commit survives once it returns.
@@ -139,6 +139,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (9, "server keys", include_str!("../migrations/0009_server_keys.sql")),
         (10, "leases and replica metrics", include_str!("../migrations/0010_leases_and_replica_metrics.sql")),
         (11, "dead letters", include_str!("../migrations/0011_dead_letters.sql")),
+        (12, "retired secrets", include_str!("../migrations/0012_retired_secrets.sql")),
     ];
     crate::sql::migrations_of(MIGRATIONS)
 }

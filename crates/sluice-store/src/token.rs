@@ -99,8 +99,9 @@ pub struct TokenInfo {
 /// SHA-256 of the whole token, so that a token of any format (e.g. `SLUICE_ADMIN_TOKEN`) works.
 #[derive(Debug, Clone, Default)]
 pub struct TokenTable {
-    /// First 16 hex digits of the digest → (whole digest, principal).
-    by_prefix: std::collections::HashMap<String, Vec<(String, Principal)>>,
+    /// First 16 hex digits of the digest → (whole digest, principal, valid until (ms), for a secret in its
+    /// rotation overlap).
+    by_prefix: std::collections::HashMap<String, Vec<(String, Principal, Option<i64>)>>,
 }
 
 impl TokenTable {
@@ -117,13 +118,21 @@ impl TokenTable {
         // The map narrows by a digest prefix; the whole digest is then compared in constant time.
         let digest = sha256_hex(token);
         let candidates = self.by_prefix.get(&digest[..16])?;
-        candidates.iter().find(|(full, _)| constant_time_eq(full, &digest)).map(|(_, p)| p)
+        candidates
+            .iter()
+            .find(|(full, _, until)| constant_time_eq(full, &digest) && until.is_none_or(|u| still_valid(&u)))
+            .map(|(_, p, _)| p)
     }
 
     /// The active token named `name` whose digest starts with `digest_prefix` (16 hex digits): a session made
     /// from a token ends when that token is revoked, even if a new token gets the same name.
     pub fn by_digest_prefix(&self, digest_prefix: &str, name: &str) -> Option<&Principal> {
-        self.by_prefix.get(digest_prefix)?.iter().map(|(_, p)| p).find(|p| p.name == name)
+        self.by_prefix
+            .get(digest_prefix)?
+            .iter()
+            .filter(|(_, _, until)| until.is_none_or(|u| still_valid(&u)))
+            .map(|(_, p, _)| p)
+            .find(|p| p.name == name)
     }
 
     /// The first 16 hex digits of `token`'s digest, when it is active: what a session remembers of it.
@@ -131,8 +140,8 @@ impl TokenTable {
         self.authenticate(token).map(|_| sha256_hex(token)[..16].to_string())
     }
 
-    fn insert(&mut self, secret_sha256: String, principal: Principal) {
-        self.by_prefix.entry(secret_sha256[..16].to_string()).or_default().push((secret_sha256, principal));
+    fn insert(&mut self, secret_sha256: String, principal: Principal, until: Option<i64>) {
+        self.by_prefix.entry(secret_sha256[..16].to_string()).or_default().push((secret_sha256, principal, until));
     }
 
     /// Number of active tokens.
@@ -144,6 +153,42 @@ impl TokenTable {
     pub fn is_empty(&self) -> bool {
         self.by_prefix.is_empty()
     }
+}
+
+/// Whether a rotated secret's overlap (ms since the epoch) has not run out: checked at each use, so that
+/// it stops working on time without a reload.
+fn still_valid(until: &i64) -> bool {
+    Utc::now().timestamp_millis() < *until
+}
+
+/// Why a replica may not start with a bootstrap token (`SLUICE_ADMIN_TOKEN`) that was revoked or rotated
+/// away: starting would hand the leaked secret its power back.
+pub(crate) fn revoked_bootstrap(name: &str, at: &str) -> StoreError {
+    StoreError::Conflict {
+        message: format!(
+            "SLUICE_ADMIN_TOKEN is a secret of the token `{name}` that was revoked or rotated away at {at}: \
+             start with the current one (or without SLUICE_ADMIN_TOKEN, using a token created since)"
+        ),
+    }
+}
+
+/// A fresh `slc_<id>_<secret>` text for the token `id`.
+pub(crate) fn generated_text(id: &str) -> String {
+    format!("slc_{id}_{}", random_hex(32))
+}
+
+/// The `token.rotate` audit event: the token got a new secret; the old one works until `old_until`.
+pub(crate) fn rotated_event(
+    actor: &str,
+    at: DateTime<Utc>,
+    id: &str,
+    name: &str,
+    role: &str,
+    old_until: &str,
+) -> NewEvent {
+    let mut after = summary(id, name, role);
+    after["old_secret_valid_until"] = serde_json::json!(old_until);
+    token_event(actor, at, "token.rotate", name, Some(summary(id, name, role)), Some(after))
 }
 
 /// Refuses a name that would be awkward as an actor in the audit log or on a command line.
@@ -184,7 +229,7 @@ impl NewToken {
     /// A fresh `slc_<id>_<secret>` token named `name`.
     pub(crate) fn generated(actor: &str, name: &str, role: Role, at: DateTime<Utc>) -> Self {
         let id = random_hex(8);
-        let text = format!("slc_{id}_{}", random_hex(32));
+        let text = generated_text(&id);
         NewToken::with_text(actor, id, name.into(), role, text, at)
     }
 
@@ -288,10 +333,20 @@ impl TokenRow {
 }
 
 /// The table of active tokens from their rows: (name, role, secret_sha256).
-pub(crate) fn table_from_rows(rows: Vec<(String, String, String)>) -> Result<TokenTable, StoreError> {
+/// The table of the active tokens' secrets, and of the secrets still in a rotation's overlap (with
+/// their end, RFC 3339).
+pub(crate) fn table_from_rows(
+    rows: Vec<(String, String, String)>,
+    overlapping: Vec<(String, String, String, String)>,
+) -> Result<TokenTable, StoreError> {
     let mut table = TokenTable::default();
     for (name, role, hash) in rows {
-        table.insert(hash, Principal { name, role: parse_role(&role)? });
+        table.insert(hash, Principal { name, role: parse_role(&role)? }, None);
+    }
+    for (name, role, hash, until) in overlapping {
+        let until = DateTime::parse_from_rfc3339(&until)
+            .map_err(|e| StoreError::Corrupt { message: format!("a rotated secret's end `{until}`: {e}") })?;
+        table.insert(hash, Principal { name, role: parse_role(&role)? }, Some(until.timestamp_millis()));
     }
     Ok(table)
 }

@@ -97,6 +97,7 @@ store_tests! {
         #[tokio::test] notifications_are_queued_with_their_transition_until_delivered,
         #[tokio::test] what_an_active_rollout_needs_cannot_be_deleted,
         #[tokio::test] tokens_authenticate_until_revoked_and_are_audited,
+        #[tokio::test] rotating_a_token_retires_its_old_secret,
         #[tokio::test] a_batch_is_all_or_nothing,
         #[tokio::test] client_metrics_add_up_and_are_kept,
         #[tokio::test] a_flag_has_at_most_one_active_rollout,
@@ -238,27 +239,30 @@ async fn a_copy_keeps_every_row_and_the_chain(db: Database) {
     from.apply("alice", Change::PutSegment(qa()), None).await.unwrap();
     from.apply("alice", Change::PutFlag(Flag::boolean("f")), Some("why".into())).await.unwrap();
     let (_, text) = from.create_token("alice", "deployer", sluice_store::Role::Operator).await.unwrap();
+    // Rotated with an overlap: the copy keeps both secrets, each until it ends.
+    let (_, rotated, _) = from.rotate_token("alice", "deployer", std::time::Duration::from_secs(3600)).await.unwrap();
     from.record_client_metrics(&[("f".into(), "(enabled)".into(), 7)]).await.unwrap();
     let key = from.server_key("dashboard-session").await.unwrap();
     let to = db.open().await;
     let copied = sluice_store::copy(&from, &*to).await.unwrap();
-    assert_eq!((copied.flags, copied.segments, copied.tokens, copied.audit_events), (1, 1, 1, 3));
+    assert_eq!((copied.flags, copied.segments, copied.tokens, copied.audit_events), (1, 1, 1, 4));
     assert_eq!(copied.head, from.head().await.unwrap());
     assert_eq!(to.head().await.unwrap(), copied.head);
     assert_eq!(to.revision().await.unwrap(), from.revision().await.unwrap());
     assert_eq!(to.authenticate(&text).await.unwrap().map(|p| p.name), Some("deployer".to_string()));
+    assert_eq!(to.authenticate(&rotated).await.unwrap().map(|p| p.name), Some("deployer".to_string()));
     assert_eq!(to.client_metrics().await.unwrap(), [("f".to_string(), "(enabled)".to_string(), 7)]);
     assert_eq!(to.server_key("dashboard-session").await.unwrap(), key);
     let (snapshot, _) = to.snapshot().await.unwrap();
     assert!(snapshot.contains("f"));
     // The chain goes on from the copied head.
     to.apply("bob", Change::DeleteFlag("f".into()), None).await.unwrap();
-    assert!(matches!(to.verify(Some(&copied.head)).await.unwrap(), Verification::Intact { events: 4, .. }));
+    assert!(matches!(to.verify(Some(&copied.head)).await.unwrap(), Verification::Intact { events: 5, .. }));
     match sluice_store::copy(&from, &*to).await {
         Err(StoreError::Conflict { message }) => assert!(message.contains("not empty"), "{message}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(audit_len(&*to).await, 4);
+    assert_eq!(audit_len(&*to).await, 5);
 }
 
 fn qa() -> SegmentDef {
@@ -379,10 +383,12 @@ async fn tokens_authenticate_until_revoked_and_are_audited(db: Database) {
     }
     // A token of any form can be added from the environment, once.
     let env_token = "an-operator-chosen-admin-token-0123456789";
-    assert!(store.ensure_token("bootstrap", "admin", Role::Admin, env_token).await.unwrap());
-    assert!(!store.ensure_token("bootstrap", "admin", Role::Admin, env_token).await.unwrap());
+    let added = store.bootstrap_token("bootstrap", "admin", Role::Admin, env_token).await.unwrap();
+    assert_eq!(added, sluice_store::Bootstrap::Added { name: "admin".into() });
+    let kept = store.bootstrap_token("bootstrap", "admin", Role::Admin, env_token).await.unwrap();
+    assert_eq!(kept, sluice_store::Bootstrap::Kept);
     assert_eq!(store.authenticate(env_token).await.unwrap().unwrap().role, Role::Admin);
-    assert!(store.ensure_token("bootstrap", "admin", Role::Admin, "short").await.is_err());
+    assert!(store.bootstrap_token("bootstrap", "admin", Role::Admin, "short").await.is_err());
 
     let dup = store.create_token("bootstrap", "ci-deployer", Role::Viewer).await.unwrap_err();
     assert!(dup.to_string().contains("exists"), "{dup}");
@@ -396,6 +402,49 @@ async fn tokens_authenticate_until_revoked_and_are_audited(db: Database) {
         store.audit(&AuditFilter::default()).await.unwrap().into_iter().map(|e| e.action).collect();
     assert_eq!(actions, vec!["token.revoke", "token.create", "token.create"]);
     assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 3, .. }));
+}
+
+/// A changed `SLUICE_ADMIN_TOKEN` revokes the secret it replaces (audited), and a replica started with a
+/// revoked or rotated-away one is refused; a rotation keeps the old secret working through its overlap
+/// only, and a revocation ends the overlap too.
+async fn rotating_a_token_retires_its_old_secret(db: Database) {
+    use sluice_store::{Bootstrap, Role};
+    let store = db.open().await;
+    let first = "the-first-admin-token-0123456789abcdef";
+    let second = "the-second-admin-token-0123456789abcdef";
+    store.bootstrap_token("serve", "sluice-serve", Role::Admin, first).await.unwrap();
+    let replaced = store.bootstrap_token("serve", "sluice-serve", Role::Admin, second).await.unwrap();
+    assert_eq!(replaced, Bootstrap::Replaced { name: "sluice-serve".into() });
+    assert_eq!(store.authenticate(first).await.unwrap(), None, "the replaced secret is revoked");
+    assert_eq!(store.authenticate(second).await.unwrap().unwrap().name, "sluice-serve");
+    let refused = store.bootstrap_token("serve", "sluice-serve", Role::Admin, first).await.unwrap_err();
+    assert!(refused.to_string().contains("revoked or rotated away"), "{refused}");
+    assert_eq!(store.authenticate(second).await.unwrap().unwrap().name, "sluice-serve", "the refusal changed nothing");
+    let event = &store.audit(&AuditFilter::default()).await.unwrap()[0];
+    assert_eq!(
+        (event.action.as_str(), event.reason.as_deref()),
+        ("token.rotate", Some("SLUICE_ADMIN_TOKEN changed: the token it replaces is revoked"))
+    );
+
+    // Rotation with an overlap: both work until it ends; the old one is refused after.
+    let (_, old) = store.create_token("alice", "deployer", Role::Operator).await.unwrap();
+    let (_, new, event) = store.rotate_token("alice", "deployer", std::time::Duration::from_millis(300)).await.unwrap();
+    assert_eq!(event.action, "token.rotate");
+    let table = store.token_table().await.unwrap();
+    assert_eq!(table.authenticate(&old).unwrap().name, "deployer");
+    assert_eq!(table.authenticate(&new).unwrap().name, "deployer");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(table.authenticate(&old).is_none(), "the overlap ends on time, without a reload");
+    assert!(table.authenticate(&new).is_some());
+    assert_eq!(store.authenticate(&old).await.unwrap(), None);
+
+    // A revocation ends an overlap at once.
+    let (_, newest, _) = store.rotate_token("alice", "deployer", std::time::Duration::from_secs(3600)).await.unwrap();
+    assert!(store.authenticate(&new).await.unwrap().is_some(), "in its overlap");
+    store.revoke_token("alice", "deployer").await.unwrap();
+    assert_eq!(store.authenticate(&new).await.unwrap(), None);
+    assert_eq!(store.authenticate(&newest).await.unwrap(), None);
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { .. }));
 }
 
 async fn a_batch_is_all_or_nothing(db: Database) {

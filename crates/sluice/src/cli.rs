@@ -375,6 +375,44 @@ pub struct ServeArgs {
     /// First wait before a failed webhook action is retried (doubled on each retry, with jitter).
     #[arg(long, default_value = "1s", value_parser = humantime_like)]
     pub retry_backoff: std::time::Duration,
+    /// On SIGTERM or SIGINT: how long requests under way may take to finish before their connections are
+    /// closed. Change streams end at once (their clients reconnect); metrics are saved and the lease let
+    /// go after.
+    #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime_like)]
+    pub shutdown_timeout: std::time::Duration,
+    /// The longest a connection may take to send a request's headers, counted from when the server waits
+    /// for them (so also the longest a kept-alive connection may sit idle between requests).
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime_like)]
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no bytes moving either way for this long is closed.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime_like)]
+    pub idle_timeout: std::time::Duration,
+    /// Open connections at most (per replica); one more is answered 503 and closed.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Open change streams (/api/v1/stream, and OFREP event streams with a token) per token, per replica.
+    #[arg(long, env = "SLUICE_MAX_STREAMS_PER_TOKEN", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams_per_token: u32,
+    /// Open OFREP event streams without a token per client address, per replica.
+    #[arg(long, env = "SLUICE_MAX_ANONYMOUS_STREAMS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_anonymous_streams: u32,
+    /// Failed dashboard logins per client address per minute (per replica); past it, 429 with Retry-After.
+    #[arg(long, env = "SLUICE_FAILED_LOGINS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub failed_logins_per_minute: u32,
+    /// Writes to the admin API per token per minute (per replica); past it, 429 with Retry-After.
+    #[arg(long, env = "SLUICE_CHANGES_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub changes_per_minute: u32,
+    /// A proxy (an address or a CIDR, e.g. 10.0.0.0/8) whose X-Forwarded-For names the client, for the
+    /// per-address limits; repeat for more. Without it, the client is the TCP peer.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `10.0.0.0/8`, or one address (`10.0.0.7`, `::1`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an address or a CIDR block (e.g. 10.0.0.7 or 10.0.0.0/8)"))
 }
 
 /// A lease time: a second at least, so that renewals (every third of it) do not hammer the database.
@@ -553,6 +591,15 @@ pub enum TokenCmd {
     List,
     /// Revoke a token.
     Revoke { name: String },
+    /// Give a token a new secret (printed once); the old one keeps working for `--overlap` so that its
+    /// users can switch, and is revoked after.
+    Rotate {
+        name: String,
+        /// How long the old secret keeps working, at most 30 days (`1h`, `2d`); without it, the old
+        /// secret ends at once.
+        #[arg(long, value_parser = humantime_like)]
+        overlap: Option<std::time::Duration>,
+    },
 }
 
 #[derive(Subcommand)]

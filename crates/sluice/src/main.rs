@@ -56,6 +56,7 @@ mod serve;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use serde_json::json;
 
@@ -64,7 +65,20 @@ use client::{CliError, Client};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if asks_for_json_logs() && !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            // `serve --log-format json` under a log collector: a usage error is one JSON line too.
+            eprintln!(
+                "{}",
+                json!({"level": "ERROR", "error": e.kind().to_string(), "message": e.to_string().trim_end()})
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let json_errors =
+        cli.output == Output::Json || matches!(&cli.command, Command::Serve(a) if a.log_format == cli::LogFormat::Json);
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Demo(args) => demo::run(args).await,
@@ -76,9 +90,10 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if cli.output == Output::Json => {
-            // A script asked for JSON: the error is JSON too (on stderr, with the failing exit status).
-            eprintln!("{}", json!({"error": e.to_string()}));
+        Err(e) if json_errors => {
+            // A script (or a log collector) asked for JSON: the error is JSON too (on stderr, with the
+            // failing exit status).
+            eprintln!("{}", json!({"level": "ERROR", "error": e.to_string()}));
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -86,6 +101,16 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the command line or the environment asks `serve` for JSON logs: read before clap, whose own
+/// usage errors would otherwise be the one plain line a log collector sees.
+fn asks_for_json_logs() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let by_flag = args.iter().enumerate().any(|(i, a)| {
+        a == "--log-format=json" || (a == "--log-format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    });
+    by_flag || std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|v| v == "json")
 }
 
 /// Runs a client command against the server.

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use sluice_store::{Role, Store};
+use sluice_store::{Bootstrap, Role, Store};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogFormat, Output, ServeArgs, StoreCmd};
@@ -41,20 +41,48 @@ async fn open_store(args: &ServeArgs) -> Result<(std::sync::Arc<dyn Store>, Stri
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format)?;
+    // Before anything that takes time: a SIGTERM during start-up stops it cleanly too, rather than
+    // killing the process with the default action.
+    let stopping = stop_signal()?;
+    let json_lines = args.log_format == LogFormat::Json;
+    // One server per SQLite file: a second one would split the installation in two without a word.
+    let _writer = match &args.database {
+        Some(url) => match sluice_store::sqlite_file(url) {
+            Some(file) => Some(take_writer_lock(std::path::Path::new(file))?),
+            None => None,
+        },
+        None => Some(take_writer_lock(&args.data_dir.join("sluice.db"))?),
+    };
     let (store, shown) = open_store(&args).await?;
     tracing::info!(database = %shown, "database open");
     let io = |e: sluice_store::StoreError| CliError(e.to_string());
     match std::env::var("SLUICE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
-        Some(text) => {
-            store.ensure_token("sluice-serve", "admin", Role::Admin, &text).await.map_err(io)?;
-        }
+        Some(text) => match store.bootstrap_token("sluice-serve", "admin", Role::Admin, &text).await.map_err(io)? {
+            Bootstrap::Kept => {}
+            Bootstrap::Added { name } => {
+                tracing::info!(token = %name, "SLUICE_ADMIN_TOKEN is the admin token `{name}`")
+            }
+            Bootstrap::Replaced { name } => tracing::warn!(
+                token = %name,
+                "SLUICE_ADMIN_TOKEN changed: the token `{name}` has the new secret, and the one it replaces is revoked (audited)"
+            ),
+            Bootstrap::Overlapping { name, until } => tracing::warn!(
+                token = %name, %until,
+                "SLUICE_ADMIN_TOKEN is the old secret of the rotated token `{name}`: it stops working at {until}"
+            ),
+        },
         None => {
             let has_admin =
                 store.tokens().await.map_err(io)?.iter().any(|t| t.role == Role::Admin && t.revoked_at.is_none());
             if !has_admin {
                 let (_, token) = store.create_token("sluice-serve", "admin", Role::Admin).await.map_err(io)?;
-                println!("admin token (shown once; keep it): {token}");
-                println!("  export SLUICE_TOKEN={token}");
+                if json_lines {
+                    let line = serde_json::json!({"admin_token": token, "message": "shown once; keep it"});
+                    println!("{line}");
+                } else {
+                    println!("admin token (shown once; keep it): {token}");
+                    println!("  export SLUICE_TOKEN={token}");
+                }
             }
         }
     }
@@ -77,6 +105,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             address: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
             lease: args.lease,
         }),
+        limits: sluice_server::limits::Limits {
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+            streams_per_token: args.max_streams_per_token as usize,
+            anonymous_streams_per_address: args.max_anonymous_streams as usize,
+            failed_logins_per_minute: args.failed_logins_per_minute,
+            changes_per_minute: args.changes_per_minute,
+            trusted_proxies: args.trusted_proxies.clone(),
+            drain: args.shutdown_timeout,
+        },
     };
     let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
         secrets_dir: args.secrets_dir.clone(),
@@ -86,27 +125,48 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     });
     let seams = sluice_server::Seams { plugins: std::sync::Arc::new(plugins), ..sluice_server::Seams::default() };
     let state = sluice_server::AppState::load_with(store, options, seams).await.map_err(io)?;
-    println!("dashboard: http://{addr}/ (log in with a viewer, operator or admin token)");
-    println!("sluice listening on http://{addr} (database: {shown})");
+    if json_lines {
+        tracing::info!(url = %format!("http://{addr}/"), database = %shown, "listening; the dashboard is at the url");
+    } else {
+        println!("dashboard: http://{addr}/ (log in with a viewer, operator or admin token)");
+        println!("sluice listening on http://{addr} (database: {shown})");
+    }
     let leading = tokio::spawn(sluice_server::replica::lead(state.clone()));
     tokio::spawn(sluice_server::replica::follow(state.clone()));
     tokio::spawn(sluice_server::replica::share_metrics(state.clone()));
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
-    let last = state.clone();
-    axum::serve(listener, sluice_server::router(state))
-        .with_graceful_shutdown(async {
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => tracing::info!("Ctrl-C: finishing the requests under way, then stopping"),
-                Err(e) => tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping"),
-            }
-        })
+    sluice_server::serving::serve(listener, state.clone(), stopping)
         .await
         .map_err(|e| CliError(format!("server error: {e}")))?;
     // No more bids from here on: a bid after the release would take the lease back on the way out.
     leading.abort();
     let _ = leading.await;
-    sluice_server::replica::release(&last).await;
-    last.save_metrics().await.map_err(|e| CliError(format!("saving the built-in metrics at shutdown: {e}")))
+    let saved = state.save_metrics().await;
+    sluice_server::replica::release(&state).await;
+    saved.map_err(|e| CliError(format!("saving the built-in metrics at shutdown: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The lock of the SQLite file, or the error that names who holds it.
+fn take_writer_lock(file: &std::path::Path) -> Result<sluice_store::WriterLock, CliError> {
+    sluice_store::WriterLock::take(file).map_err(|e| CliError(e.to_string()))
+}
+
+/// Resolves at the first SIGTERM (systemd, Docker, Kubernetes) or SIGINT (Ctrl-C). Later ones change
+/// nothing: the drain has its own time limit (`--shutdown-timeout`).
+fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen =
+        |kind: SignalKind, name: &str| signal(kind).map_err(|e| CliError(format!("cannot listen for {name}: {e}")));
+    let (mut term, mut int) = (listen(SignalKind::terminate(), "SIGTERM")?, listen(SignalKind::interrupt(), "SIGINT")?);
+    Ok(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "stopping: no new connections; finishing the requests under way");
+    })
 }
 
 /// The host's name and the port: unique among replicas on one network.

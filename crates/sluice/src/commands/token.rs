@@ -32,6 +32,19 @@ pub async fn run(client: &Client, output: Output, cmd: TokenCmd) -> Result<(), C
             let answer = client.call(Method::DELETE, &format!("/api/v1/tokens/{}", enc(&name)), None).await?;
             print_written(output, &answer, &format!("revoked token {name}"));
         }
+        TokenCmd::Rotate { name, overlap } => {
+            let body = json!({"overlap_secs": overlap.map_or(0, |d| d.as_secs())});
+            let answer =
+                client.call(Method::POST, &format!("/api/v1/tokens/{}/rotate", enc(&name)), Some(&body)).await?;
+            match output {
+                Output::Json => print_json(&answer),
+                Output::Table => {
+                    let until = answer["old_secret_valid_until"].as_str().unwrap_or("now");
+                    println!("token {name} has a new secret — shown once, keep it (the old one works until {until}):");
+                    println!("{}", answer["token"].as_str().unwrap_or(""));
+                }
+            }
+        }
     }
     Ok(())
 }
