@@ -18,6 +18,9 @@ async function login(browser, token, options = {}) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, ...options });
   const page = await context.newPage();
   const errors = [];
+  // Every write the page sends, so that a "nothing was sent" check sees what would have been.
+  const writes = [];
+  page.on('request', r => { if (r.method() !== 'GET') writes.push(`${r.method()} ${new URL(r.url()).pathname}`); });
   page.on('pageerror', e => errors.push(e.message));
   // Refused requests (the 401 before login, the forged writes below) are expected; script errors are not.
   page.on('console', m => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text()); });
@@ -25,7 +28,7 @@ async function login(browser, token, options = {}) {
   await page.getByLabel('Token').fill(token);
   await page.getByRole('button', { name: 'Log in' }).click();
   await page.getByRole('navigation', { name: 'Sections' }).waitFor();
-  return { context, page, errors };
+  return { context, page, errors, writes };
 }
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
@@ -105,9 +108,11 @@ try {
   await page.getByRole('dialog').waitFor();
   check(await page.evaluate(() => document.activeElement?.id === 'reason'), 'the dialog opens with the reason field focused');
   await page.keyboard.type('typed, then cancelled');
+  const writesBefore = op.writes.length;
   await page.keyboard.press('Escape');
   await page.getByRole('dialog').waitFor({ state: 'hidden' });
-  check(!(await page.locator('#state').textContent()).includes('rolled back'), 'Escape closes the dialog and sends nothing');
+  check(op.writes.length === writesBefore && !(await page.locator('#state').textContent()).includes('rolled back'),
+    `Escape closes the dialog and sends nothing: ${op.writes.slice(writesBefore).join(', ')}`);
   await page.getByRole('button', { name: 'Roll back' }).click();
   const dialog = page.getByRole('dialog');
   await dialog.getByRole('button', { name: 'Roll back' }).click();
@@ -117,6 +122,8 @@ try {
   await dialog.getByRole('button', { name: 'Roll back' }).click();
   await page.locator('#state', { hasText: 'rolled back' }).waitFor({ timeout: 15000 });
   check(true, 'the rollback shows as the rollout\'s state');
+  check(op.writes.slice(writesBefore).filter(w => w.endsWith('/rollback')).length === 1,
+    `the watch that saw nothing after Escape sees the one rollback sent: ${op.writes.slice(writesBefore).join(', ')}`);
   await page.goto(`${url}/#/audit?entity=rollout:${encodeURIComponent(STEADY)}`);
   const row = page.locator('tr', { hasText: 'rollout.rolled_back' });
   await row.first().waitFor();

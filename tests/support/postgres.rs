@@ -3,9 +3,12 @@
 //! stopped and deleted when dropped. Shared by the test crates through `#[path]`, so that there is one copy.
 //!
 //! Without PostgreSQL installed, [`Postgres::start`] returns `None` (the test says so and passes), unless
-//! `SLUICE_REQUIRE_EXTERNAL=1` (CI), where it fails: a skipped test must never pass for a green one.
+//! `SLUICE_REQUIRE_EXTERNAL` is set (CI), where it fails: a skipped test must never pass for a green one.
 
 #![allow(dead_code)]
+
+#[path = "external.rs"]
+mod external;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,13 +39,7 @@ fn binaries() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc_geteuid() == 0 }
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    rustix::process::geteuid().is_root()
 }
 
 fn free_port() -> u16 {
@@ -53,11 +50,7 @@ impl Postgres {
     /// Starts a new cluster, or `None` when PostgreSQL is not installed and CI does not require it.
     pub fn start() -> Option<Postgres> {
         let Some(bin) = binaries() else {
-            assert!(
-                std::env::var("SLUICE_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
-                "PostgreSQL (initdb, pg_ctl) is not installed and SLUICE_REQUIRE_EXTERNAL=1: install Debian's `postgresql`"
-            );
-            eprintln!("PostgreSQL is not installed: skipping (install Debian's `postgresql` to run this test)");
+            external::missing("PostgreSQL (initdb, pg_ctl)", "Debian: apt-get install postgresql");
             return None;
         };
         let dir = tempfile::Builder::new().prefix("sluice-pg").tempdir().unwrap();

@@ -52,7 +52,7 @@ pub struct Catalog {
     on_publish: OnPublish,
     /// The audit events this process told the stream itself (the latest few thousand): a replica that
     /// follows the shared audit log does not tell its watchers about them twice.
-    told: std::sync::Mutex<std::collections::VecDeque<i64>>,
+    told: parking_lot::Mutex<std::collections::VecDeque<i64>>,
 }
 
 /// What a committed write returns; the snapshot itself is already published.
@@ -176,7 +176,7 @@ impl Catalog {
 
     fn remember_told(&self, events: &[AuditEvent]) {
         const KEPT: usize = 4096;
-        let mut told = self.told.lock().expect("told");
+        let mut told = self.told.lock();
         told.extend(events.iter().map(|e| e.seq));
         while told.len() > KEPT {
             told.pop_front();
@@ -187,7 +187,7 @@ impl Catalog {
     /// replica's dashboards and watchers see them too.
     pub fn tell_replicated(&self, mut events: Vec<AuditEvent>, rollout: Option<RolloutChange>) {
         {
-            let told = self.told.lock().expect("told");
+            let told = self.told.lock();
             events.retain(|e| !told.contains(&e.seq));
         }
         if !events.is_empty() {

@@ -12,6 +12,7 @@ use sluice_plan::{Level, Plan};
 use sluice_sources::CapabilitiesOf;
 use sluice_store::{Principal, Role, RolloutRecord};
 
+use crate::transition::Settled;
 use crate::{plan_of, Controller, ControllerError, RolloutSummary};
 
 /// A person's decision on a rollout.
@@ -49,17 +50,6 @@ pub enum Command {
     },
     /// Send the rollout's dead notifications (given up after a permanent failure or too many) again.
     Redeliver,
-}
-
-/// What happened to an action interrupted by a crash, as a person found out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    /// It ran and succeeded: it is not run again and the rollout goes on.
-    Ran,
-    /// It did not run: it runs now.
-    Retry,
-    /// It ran and failed: as if the controller had seen it fail (a phase hook steps the rollout back).
-    Failed,
 }
 
 /// The body of a rollout command, as the API and the CLI send it.

@@ -23,6 +23,7 @@
 
 mod activity;
 mod catalog;
+pub mod cluster;
 mod commands;
 mod error;
 mod notify;
@@ -32,7 +33,9 @@ mod status;
 mod transition;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use sluice_engine::{Clock, OutboxItem, Rollout};
 use sluice_flags::Flag;
@@ -42,11 +45,12 @@ use sluice_store::{Fence, RolloutRecord, Store};
 
 pub use activity::Activity;
 pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
-pub use commands::{Command, CommandBody, Settled};
+pub use commands::{Command, CommandBody};
 pub use error::ControllerError;
 pub use refusals::Refusals;
 pub use runner::{RunnerMemory, Settings};
 pub use status::{Pending, RolloutSummary, Undelivered};
+pub use transition::Settled;
 
 /// Called at every commit and side-effect boundary of a rollout with the boundary's name; `true` makes the
 /// controller stop there as if killed (crash-safety tests).
@@ -194,7 +198,7 @@ impl Controller {
     /// Waits for, then holds, the lock of one rollout (or, with a `start:` key, of starting one on a flag).
     async fn lock(&self, id: &str) -> RolloutGuard {
         let lock = {
-            let mut locks = self.locks.lock().expect("rollout locks");
+            let mut locks = self.locks.lock();
             if locks.len() > 1024 {
                 // A lock only the map holds is neither held nor awaited: forget it (ended rollouts, starts).
                 locks.retain(|_, l| Arc::strong_count(l) > 1);
@@ -224,17 +228,17 @@ impl Controller {
     }
 
     fn unfinished_insert(&self, id: &str) {
-        self.unfinished.lock().expect("unfinished").insert(id.to_string());
+        self.unfinished.lock().insert(id.to_string());
     }
 
     fn unfinished_remove(&self, id: &str) {
-        self.unfinished.lock().expect("unfinished").remove(id);
+        self.unfinished.lock().remove(id);
     }
 
     /// Whether the stored outbox of `record` is in hand: this process is carrying it out (a phase hook
     /// runs with the lock let go). A carrier of an outbox that a rollback has since replaced does not count.
     fn in_hand(&self, record: &RolloutRecord) -> bool {
-        let carrying = self.carrying.lock().expect("carrying");
+        let carrying = self.carrying.lock();
         let Some(keys) = carrying.get(&record.id) else { return false };
         record.outbox.iter().any(|i| keys.contains(&i.key))
     }
@@ -242,7 +246,7 @@ impl Controller {
     /// Marks the rollout's outbox as being carried out in this process until the mark is dropped.
     fn mark_carrying(&self, id: &str, outbox: &[OutboxItem]) -> Carrying<'_> {
         let keys: Vec<String> = outbox.iter().map(|i| i.key.clone()).collect();
-        self.carrying.lock().expect("carrying").entry(id.to_string()).or_default().extend(keys.iter().cloned());
+        self.carrying.lock().entry(id.to_string()).or_default().extend(keys.iter().cloned());
         Carrying { controller: self, id: id.to_string(), keys }
     }
 }
@@ -256,7 +260,7 @@ struct Carrying<'c> {
 
 impl Drop for Carrying<'_> {
     fn drop(&mut self) {
-        let mut carrying = self.controller.carrying.lock().expect("carrying");
+        let mut carrying = self.controller.carrying.lock();
         if let Some(keys) = carrying.get_mut(&self.id) {
             keys.retain(|k| !self.keys.contains(k));
             if keys.is_empty() {

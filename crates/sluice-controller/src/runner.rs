@@ -52,9 +52,9 @@ impl Default for Settings {
 /// which only means the next tick comes at once and its decisions are audited again.
 #[derive(Default)]
 pub struct RunnerMemory {
-    last_tick: std::sync::Mutex<HashMap<String, u64>>,
-    outcomes: std::sync::Mutex<HashMap<(String, String), Outcome>>,
-    ticking: std::sync::Mutex<HashSet<String>>,
+    last_tick: parking_lot::Mutex<HashMap<String, u64>>,
+    outcomes: parking_lot::Mutex<HashMap<(String, String), Outcome>>,
+    ticking: parking_lot::Mutex<HashSet<String>>,
 }
 
 /// Marks a rollout as ticking until dropped, so that the runner never starts a second tick of it while a
@@ -66,13 +66,13 @@ pub(crate) struct Ticking<'m> {
 
 impl<'m> Ticking<'m> {
     fn claim(memory: &'m RunnerMemory, id: &str) -> Option<Self> {
-        memory.ticking.lock().expect("ticking").insert(id.to_string()).then(|| Ticking { memory, id: id.to_string() })
+        memory.ticking.lock().insert(id.to_string()).then(|| Ticking { memory, id: id.to_string() })
     }
 }
 
 impl Drop for Ticking<'_> {
     fn drop(&mut self) {
-        self.memory.ticking.lock().expect("ticking").remove(&self.id);
+        self.memory.ticking.lock().remove(&self.id);
     }
 }
 
@@ -90,7 +90,7 @@ impl Controller {
         }
         match self.store.rollouts(false).await {
             Ok(all) => {
-                let mut unfinished = self.unfinished.lock().expect("unfinished");
+                let mut unfinished = self.unfinished.lock();
                 unfinished.extend(all.into_iter().filter(|r| !r.outbox.is_empty()).map(|r| r.id));
             }
             Err(e) => tracing::error!(error = %e, "reading rollouts to recover"),
@@ -148,7 +148,7 @@ impl Controller {
                     continue;
                 }
             };
-            let undone = !record.outbox.is_empty() || self.unfinished.lock().expect("unfinished").contains(&id);
+            let undone = !record.outbox.is_empty() || self.unfinished.lock().contains(&id);
             if !record.active && !undone {
                 return;
             }
@@ -161,7 +161,7 @@ impl Controller {
                 }
             };
             let now = self.clock.now();
-            let last = memory.last_tick.lock().expect("last tick").get(&id).copied();
+            let last = memory.last_tick.lock().get(&id).copied();
             let due = last.map_or(now, |t| t + interval);
             if due <= now {
                 let (controller, memory, id) = (self.clone(), memory.clone(), id.clone());
@@ -193,7 +193,7 @@ impl Controller {
     /// The active rollouts, and those whose outbox may be unfinished.
     async fn runnable(&self) -> Result<Vec<RolloutRecord>, ControllerError> {
         let mut records = self.store.rollouts(true).await?;
-        let unfinished: Vec<String> = self.unfinished.lock().expect("unfinished").iter().cloned().collect();
+        let unfinished: Vec<String> = self.unfinished.lock().iter().cloned().collect();
         for id in unfinished {
             if !records.iter().any(|r| r.id == id) {
                 match self.store.rollout(&id).await? {
@@ -241,7 +241,7 @@ impl Controller {
         })?;
         let interval = plan.analysis.interval.value.0.as_millis() as u64;
         {
-            let mut last_tick = memory.last_tick.lock().expect("last tick");
+            let mut last_tick = memory.last_tick.lock();
             if last_tick.get(&record.id).is_some_and(|t| now < t + interval) {
                 return Ok(());
             }
@@ -319,7 +319,7 @@ impl Controller {
             // A person (or another tick) moved the rollout while this one measured: what was measured may
             // not be what is due now (a resumed rollout's gates were never measured). Discarded, never
             // charged as a source error; the next pass measures again.
-            memory.last_tick.lock().expect("last tick").remove(&record.id);
+            memory.last_tick.lock().remove(&record.id);
             return Ok(());
         }
         let mut rollout = record.state.clone();
@@ -342,12 +342,12 @@ impl Controller {
             // tick has to tell (a trigger without data) is told — it must not replace the hook's outbox.
             let (_, events) = self.outbox_of(&record.id, &plan, rollout.history.len(), effects);
             self.save(&record, &plan, &rollout, &actor, &record.outbox, Saving { events: &events, ..also }).await?;
-            memory.outcomes.lock().expect("outcomes").extend(outcomes);
+            memory.outcomes.lock().extend(outcomes);
             return Ok(());
         }
         // Always written: the state carries the `for` runs and the source-error count between ticks.
         let outbox = self.commit_with(&record, &plan, &rollout, effects, &actor, also).await?;
-        memory.outcomes.lock().expect("outcomes").extend(outcomes);
+        memory.outcomes.lock().extend(outcomes);
         drop(ticking);
         self.carry_out(guard, &record, &plan, &mut rollout, outbox).await.map(drop)
     }
@@ -371,7 +371,7 @@ impl Controller {
             })
             .collect();
         let action = if action.is_empty() { "none".to_string() } else { action.join(",") };
-        let last = memory.outcomes.lock().expect("outcomes");
+        let last = memory.outcomes.lock();
         let mut kept = Vec::new();
         let mut notes = Vec::new();
         let mut outcomes = Vec::new();

@@ -12,8 +12,18 @@ use sluice_store::{
     AuditNote, Change, Decided, Destination, NewDecision, NewNotification, Principal, RolloutRecord, RolloutSave,
 };
 
-use crate::commands::Settled;
 use crate::{plan_of, Controller, ControllerError, RolloutChange, RolloutGuard};
+
+/// What happened to an action interrupted by a crash, as a person found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// It ran and succeeded: it is not run again and the rollout goes on.
+    Ran,
+    /// It did not run: it runs now.
+    Retry,
+    /// It ran and failed: as if the controller had seen it fail (a phase hook steps the rollout back).
+    Failed,
+}
 
 impl Controller {
     /// Writes a transition (state, outbox, audit, notifications) and then carries out its effects. The

@@ -44,21 +44,22 @@ async fn a_new_term_pauses_the_rollouts_of_flags_disabled_while_nobody_led() {
     fence.set(token);
     let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
     let controller = Controller::new(catalog.clone(), Seams { fence: Some(fence.clone()), ..Seams::default() });
-    tokio::spawn(controller.clone().run());
+    let first_term = tokio::spawn(controller.clone().run());
     let admin = Principal { name: "admin".into(), role: Role::Admin };
     let id = controller.start(&admin, "hourly.yaml", PLAN).await.unwrap().id;
     // Running under the first term: its first tick is an interval (an hour) away.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.rollout(&id).await.unwrap().unwrap().state.status, Status::Running);
 
-    // The term ends (the lease lapsed); meanwhile a person pulls the kill switch, which no leader hears.
+    // The term ends (the lease lapsed): its runner stops at its next scan. Only then does a person pull the
+    // kill switch, which no leader hears.
     fence.set(0);
+    tokio::time::timeout(Duration::from_secs(10), first_term).await.expect("the first term's runner stops").unwrap();
     let mut disabled = catalog.live().load().flags()[0].clone();
     disabled.enabled = false;
     catalog
         .write("bob", None, |_| Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(disabled.clone())]))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(store.rollout(&id).await.unwrap().unwrap().state.status, Status::Running, "nobody leads");
 
     // The same replica leads again: its next tick of the rollout is an hour away, and the rollout pauses now.

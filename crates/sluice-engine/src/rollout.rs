@@ -627,12 +627,7 @@ impl Rollout {
         }
         let mut effects = Vec::new();
         self.note_inconclusive(plan, now, &decisions, &mut effects);
-        self.source_errors = if errored { self.source_errors + 1 } else { 0 };
-        if self.source_errors >= plan.analysis.max_source_errors.value.max(1)
-            && plan.analysis.on_source_down == OnSourceDown::Rollback
-        {
-            let reason = format!("{} consecutive ticks with a source error", self.source_errors);
-            self.source_errors = 0;
+        if let Some((_, reason)) = self.source_down(plan, errored, false) {
             effects.extend(self.rollback_inner(plan, now, &reason));
         }
         (decisions, effects)
@@ -742,19 +737,13 @@ impl Rollout {
 
         self.note_inconclusive(plan, now, &decisions, &mut effects);
 
-        // A source that keeps failing stops the rollout: unknown is never a pass. With `on_source_down:
-        // rollback` that holds while paused too — the flag is still exposed at its percentage.
-        self.source_errors = if errored { self.source_errors + 1 } else { 0 };
-        let paused = matches!(self.status, Status::Paused { .. });
-        let rolls_back = plan.analysis.on_source_down == OnSourceDown::Rollback;
-        if self.source_errors >= plan.analysis.max_source_errors.value.max(1) && (rolls_back || !paused) {
-            let reason = format!("{} consecutive ticks with a source error", self.source_errors);
-            self.source_errors = 0;
-            if rolls_back {
-                effects.extend(self.rollback_inner(plan, now, &reason));
-            } else {
-                self.status = self.pause_status(reason.clone(), None, None);
-                effects.push(self.event(plan, now, "source_down", reason));
+        if let Some((down, reason)) = self.source_down(plan, errored, true) {
+            match down {
+                OnSourceDown::Rollback => effects.extend(self.rollback_inner(plan, now, &reason)),
+                OnSourceDown::Pause => {
+                    self.status = self.pause_status(reason.clone(), None, None);
+                    effects.push(self.event(plan, now, "source_down", reason));
+                }
             }
             return (decisions, effects);
         }
@@ -1269,6 +1258,29 @@ pub fn phase_baseline_checks(plan: &Plan, phase: usize) -> impl Iterator<Item = 
         .map(|g| &g.value)
         .filter(|c| c.baseline.is_some())
         .map(move |c| (phase_baseline_key(&c.name.value, phase), c))
+}
+
+impl Rollout {
+    /// The one rule for a source that keeps failing, at every tick (`full`) and at a tick of the triggers
+    /// only while a phase hook runs: this tick's source errors are counted in a row, and past
+    /// `max_source_errors` the rollout stops, because unknown is never a pass. It says how
+    /// (`on_source_down`) and why, and starts counting again. `rollback` acts at any tick and while paused
+    /// too: the flag is still exposed at its percentage. `pause` acts at a full tick of a rollout not
+    /// paused already; during a hook the count carries to the next full tick.
+    fn source_down(&mut self, plan: &Plan, errored: bool, full: bool) -> Option<(OnSourceDown, String)> {
+        self.source_errors = if errored { self.source_errors + 1 } else { 0 };
+        let down = plan.analysis.on_source_down;
+        let acts = match down {
+            OnSourceDown::Rollback => true,
+            OnSourceDown::Pause => full && !matches!(self.status, Status::Paused { .. }),
+        };
+        if self.source_errors < plan.analysis.max_source_errors.value.max(1) || !acts {
+            return None;
+        }
+        let reason = format!("{} consecutive ticks with a source error", self.source_errors);
+        self.source_errors = 0;
+        Some((down, reason))
+    }
 }
 
 /// A source error counts toward `max_source_errors`, except a rehearsed (dry-run) check's: a rehearsal

@@ -12,7 +12,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 /// Slots per lazily allocated chunk of a thread's row.
 const CHUNK: usize = 512;
@@ -79,7 +81,7 @@ impl Default for Tally {
 
 impl std::fmt::Debug for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tally").field("threads", &self.inner.rows.lock().map_or(0, |r| r.len())).finish()
+        f.debug_struct("Tally").field("threads", &self.inner.rows.lock().len()).finish()
     }
 }
 
@@ -105,7 +107,7 @@ impl Tally {
                 return row.clone();
             }
             let row = Arc::new(Row::new());
-            self.inner.rows.lock().unwrap_or_else(|e| e.into_inner()).push(row.clone());
+            self.inner.rows.lock().push(row.clone());
             rows.borrow_mut().push((self.inner.id, row.clone()));
             row
         });
@@ -114,7 +116,7 @@ impl Tally {
 
     /// The total of one slot over every thread.
     pub fn sum(&self, slot: u32) -> u64 {
-        let rows = self.inner.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let rows = self.inner.rows.lock();
         rows.iter().map(|r| r.get(slot)).sum()
     }
 }
@@ -176,7 +178,7 @@ struct Pairs {
 impl Evaluations {
     /// The slot of (`flag`, `served`), numbered on first sight; `None` once [`MAX_SLOTS`] pairs exist.
     pub(crate) fn slot(&self, flag: &str, served: Served) -> Option<u32> {
-        let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pairs = self.pairs.lock();
         let key = (Box::from(flag), served);
         if let Some(&slot) = pairs.slots.get(&key) {
             return Some(slot);
@@ -194,8 +196,8 @@ impl Evaluations {
     /// Every (flag, served, count) counted so far, in the order the pairs were first seen. Flags since
     /// deleted are included; callers filter by the current snapshot.
     pub fn counts(&self) -> Vec<(Box<str>, Served, u64)> {
-        let names = self.pairs.lock().unwrap_or_else(|e| e.into_inner()).names.clone();
-        let rows = self.tally.inner.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let names = self.pairs.lock().names.clone();
+        let rows = self.tally.inner.rows.lock();
         names
             .into_iter()
             .enumerate()
@@ -228,7 +230,7 @@ mod tests {
         });
         assert_eq!(tally.sum(0), 40_000);
         assert_eq!(tally.sum(700), 80_000);
-        assert_eq!(tally.inner.rows.lock().unwrap().len(), 4);
+        assert_eq!(tally.inner.rows.lock().len(), 4);
     }
 
     #[test]

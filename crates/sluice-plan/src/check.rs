@@ -200,13 +200,24 @@ impl Checker<'_> {
         }
     }
 
-    /// One gate or trigger. `trigger` says which.
+    /// One gate or trigger. `trigger` says which: where its value comes from, its margin or threshold,
+    /// its timing, and what it does when it holds.
     fn check(&mut self, c: &Spanned<Check>, key: &str, trigger: bool) {
-        let loc = c.referenced;
         let v = &c.value;
         if v.name.value.trim().is_empty() {
             self.error(v.name.referenced, format!("{key}.name"), "must not be empty");
         }
+        let Some(source) = self.check_source(c, key, trigger) else { return };
+        let margin = self.check_margin(c, key);
+        self.check_threshold(c, key, source != SIGNAL && !margin);
+        self.check_timing(c, key);
+        self.check_severity(c, key, trigger);
+    }
+
+    /// Which source a check's value comes from, with that source's own rules; `None` when it cannot be
+    /// told (reported), and the rest of the check would only add noise.
+    fn check_source(&mut self, c: &Spanned<Check>, key: &str, trigger: bool) -> Option<String> {
+        let (loc, v) = (c.referenced, &c.value);
         let kinds = self.plugins.kinds(Family::Source);
         let named = crate::kinds_named(&v.block, Family::Source, self.plugins);
         if v.source.is_none() && named.len() > 1 {
@@ -215,7 +226,7 @@ impl Checker<'_> {
                 key,
                 format!("give the keys of one source ({}), or say which with `source`", self.known(Family::Source)),
             );
-            return;
+            return None;
         }
         let resolved = v.source_kind(self.plan, self.plugins);
         // Without a registry any kind goes: its block is its plug-in's to check.
@@ -234,81 +245,84 @@ impl Checker<'_> {
                     self.known(Family::Source)
                 ),
             );
-            return;
+            return None;
         };
-        let mut threshold_needed = true;
         if source == SIGNAL {
-            threshold_needed = false;
-            if !trigger {
-                let message = if v.source.is_none() {
-                    format!("where does the value come from? give {}", self.known(Family::Source))
-                } else {
-                    "a gate needs a measured value; `signal` is for triggers fired by a person or an alert".to_string()
-                };
-                self.error(loc, key, message);
-                return;
-            }
-            if let Some(k) = v.block.keys().next() {
-                self.error(
-                    k.referenced,
-                    format!("{key}.{}", k.value),
-                    "a signal is fired by a person or an alert: it has no source keys",
-                );
-            }
-            for (present, field) in [
-                (v.compare.as_ref().map(|c| c.referenced), "compare"),
-                (v.baseline.as_ref().map(|b| b.referenced), "baseline"),
-                (v.window.as_ref().map(|w| w.referenced), "window"),
-            ] {
-                if let Some(at) = present {
-                    self.error(at, format!("{key}.{field}"), format!("`{field}` does not apply to a `signal`"));
-                }
-            }
-        } else {
-            let info = match &kinds {
-                None => None,
-                Some(list) => match list.iter().find(|k| k.name == source) {
-                    Some(info) => Some(info.clone()),
-                    None => {
-                        let at = v.source.as_ref().map_or(loc, |s| s.referenced);
-                        // `source:` as written, or `analysis.source` (reported there).
-                        if v.source.is_none() {
-                            return;
-                        }
-                        let names: Vec<&str> = list.iter().map(|k| k.name.as_str()).collect();
-                        self.error(
-                            at,
-                            format!("{key}.source"),
-                            format!("unknown source `{source}`: this server has {}, and `signal`", names.join(", ")),
-                        );
-                        return;
-                    }
-                },
-            };
-            let supports =
-                info.as_ref().map_or(Supports { compare: true, baseline: true, window: true }, |i| i.supports);
-            for (present, field, ok) in [
-                (v.compare.as_ref().map(|c| c.referenced), "compare", supports.compare),
-                (v.baseline.as_ref().map(|b| b.referenced), "baseline", supports.baseline),
-                (v.window.as_ref().map(|w| w.referenced), "window", supports.window),
-            ] {
-                if let (Some(at), false) = (present, ok) {
+            self.check_signal(c, key, trigger);
+            // A gate cannot be a signal (reported): nothing more to say about it.
+            return trigger.then_some(source);
+        }
+        let info = match &kinds {
+            None => None,
+            Some(list) => match list.iter().find(|k| k.name == source) {
+                Some(info) => Some(info.clone()),
+                None => {
+                    // `source:` as written; `analysis.source` is reported there, not at each check.
+                    let at = v.source.as_ref()?.referenced;
+                    let names: Vec<&str> = list.iter().map(|k| k.name.as_str()).collect();
                     self.error(
                         at,
-                        format!("{key}.{field}"),
-                        format!("`{field}` does not apply to a `{source}` source"),
+                        format!("{key}.source"),
+                        format!("unknown source `{source}`: this server has {}, and `signal`", names.join(", ")),
                     );
+                    return None;
                 }
-            }
-            if !source.is_empty() {
-                self.available(loc, PluginKind::source(&source), key);
-                let plugins = self.plugins;
-                plugins.check_source(&source, v, trigger, loc, &mut self.report(key));
+            },
+        };
+        let supports = info.as_ref().map_or(Supports { compare: true, baseline: true, window: true }, |i| i.supports);
+        for (present, field, ok) in [
+            (v.compare.as_ref().map(|c| c.referenced), "compare", supports.compare),
+            (v.baseline.as_ref().map(|b| b.referenced), "baseline", supports.baseline),
+            (v.window.as_ref().map(|w| w.referenced), "window", supports.window),
+        ] {
+            if let (Some(at), false) = (present, ok) {
+                self.error(at, format!("{key}.{field}"), format!("`{field}` does not apply to a `{source}` source"));
             }
         }
-        if self.baseline(v, key) || self.comparison(v, key) {
-            threshold_needed = false;
-        } else if v.max_increase.is_some() || v.max_increase_pct.is_some() {
+        if !source.is_empty() {
+            self.available(loc, PluginKind::source(&source), key);
+            let plugins = self.plugins;
+            plugins.check_source(&source, v, trigger, loc, &mut self.report(key));
+        }
+        Some(source)
+    }
+
+    /// A trigger fired by a person or an alert: no source keys, nothing measured.
+    fn check_signal(&mut self, c: &Spanned<Check>, key: &str, trigger: bool) {
+        let (loc, v) = (c.referenced, &c.value);
+        if !trigger {
+            let message = if v.source.is_none() {
+                format!("where does the value come from? give {}", self.known(Family::Source))
+            } else {
+                "a gate needs a measured value; `signal` is for triggers fired by a person or an alert".to_string()
+            };
+            self.error(loc, key, message);
+            return;
+        }
+        if let Some(k) = v.block.keys().next() {
+            self.error(
+                k.referenced,
+                format!("{key}.{}", k.value),
+                "a signal is fired by a person or an alert: it has no source keys",
+            );
+        }
+        for (present, field) in [
+            (v.compare.as_ref().map(|c| c.referenced), "compare"),
+            (v.baseline.as_ref().map(|b| b.referenced), "baseline"),
+            (v.window.as_ref().map(|w| w.referenced), "window"),
+        ] {
+            if let Some(at) = present {
+                self.error(at, format!("{key}.{field}"), format!("`{field}` does not apply to a `signal`"));
+            }
+        }
+    }
+
+    /// A margin (`baseline`, `compare`) and its error rate; whether the check has one (then it needs no
+    /// threshold).
+    fn check_margin(&mut self, c: &Spanned<Check>, key: &str) -> bool {
+        let (loc, v) = (c.referenced, &c.value);
+        let margin = self.baseline(v, key) || self.comparison(v, key);
+        if !margin && (v.max_increase.is_some() || v.max_increase_pct.is_some()) {
             self.error(
                 loc,
                 format!("{key}.max_increase"),
@@ -327,8 +341,14 @@ impl Checker<'_> {
                 );
             }
         }
+        margin
+    }
+
+    /// One finite threshold, unless the check has a margin or is a signal (`needed` false).
+    fn check_threshold(&mut self, c: &Spanned<Check>, key: &str, needed: bool) {
+        let (loc, v) = (c.referenced, &c.value);
         let thresholds = [v.below.is_some(), v.above.is_some(), v.between.is_some()].iter().filter(|b| **b).count();
-        if threshold_needed && thresholds == 0 {
+        if needed && thresholds == 0 {
             self.error(
                 loc,
                 key,
@@ -351,6 +371,11 @@ impl Checker<'_> {
                 self.error(b.referenced, format!("{key}.between"), "needs [lo, hi] with lo < hi");
             }
         }
+    }
+
+    /// `timeout` and `for` against the plan's analysis interval.
+    fn check_timing(&mut self, c: &Spanned<Check>, key: &str) {
+        let v = &c.value;
         if let Some(t) = &v.timeout {
             if t.value.0.is_zero() {
                 self.error(t.referenced, format!("{key}.timeout"), "a timeout longer than 0s");
@@ -362,6 +387,11 @@ impl Checker<'_> {
                 self.error(f.referenced, format!("{key}.for"), format!("`for: {}` is shorter than the analysis interval {interval}: one tick already decides; drop `for` or make it longer", f.value));
             }
         }
+    }
+
+    /// What a trigger does when it holds (`severity` and a soft trigger's decision rule); a gate has none.
+    fn check_severity(&mut self, c: &Spanned<Check>, key: &str, trigger: bool) {
+        let (loc, v) = (c.referenced, &c.value);
         if trigger {
             match v.severity.as_ref().map(|s| s.value) {
                 None => self.error(

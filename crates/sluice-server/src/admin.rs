@@ -127,8 +127,8 @@ async fn update_flag(
 /// is already disabled when this runs: a failure here is logged, not answered as an error for a change
 /// that was made, and the rollout's next tick pauses it anyway.
 async fn pause_for_kill_switch(state: &AppState, key: &str, who: &str) {
-    if !state.replica.leading() {
-        // Its store is fenced: the leader pauses the rollout when it reads the change (replica.rs).
+    if !state.cluster.leading() {
+        // Its store is fenced: the leader pauses the rollout when it reads the change (`Cluster::follow`).
         return;
     }
     if let Err(e) = state.controller.kill_switch_pulled(key, who).await {

@@ -40,9 +40,15 @@ const STYLE: &str = include_str!("../dashboard/app.css");
 pub(crate) struct SessionKey(Vec<u8>);
 
 impl SessionKey {
-    pub(crate) fn from_hex(hex: &str) -> SessionKey {
-        let bytes = (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
-        SessionKey(bytes)
+    /// The key as the store keeps it (hex). Anything else is a damaged store: a key that is not what was
+    /// drawn would sign sessions nobody can trust.
+    pub(crate) fn from_hex(text: &str) -> Result<SessionKey, sluice_store::StoreError> {
+        match hex::decode(text) {
+            Ok(bytes) if !bytes.is_empty() => Ok(SessionKey(bytes)),
+            _ => Err(sluice_store::StoreError::Corrupt {
+                message: "the dashboard's session key in the store is not hex: restore the store from a backup".into(),
+            }),
+        }
     }
 
     fn sign(&self, purpose: &str, text: &str) -> String {
@@ -50,12 +56,12 @@ impl SessionKey {
         mac.update(purpose.as_bytes());
         mac.update(b"|");
         mac.update(text.as_bytes());
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// A session for `name`'s token (`digest`: its digest's first 16 hex digits) until `expires` (seconds).
     fn cookie_value(&self, name: &str, digest: &str, expires: i64) -> String {
-        let body = format!("{}.{digest}.{expires}", hex(name.as_bytes()));
+        let body = format!("{}.{digest}.{expires}", hex::encode(name.as_bytes()));
         format!("{body}.{}", self.sign("session", &body))
     }
 
@@ -65,22 +71,14 @@ impl SessionKey {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(text: &str) -> Option<String> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..text.len() / 2).map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()).collect();
-    String::from_utf8(bytes?).ok()
+    String::from_utf8(hex::decode(text).ok()?).ok()
 }
 
 /// Compares without stopping at the first difference, so the time taken says nothing about the signature.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// The session cookie's value in a request, if any.
@@ -256,9 +254,10 @@ mod tests {
 
     #[test]
     fn names_survive_the_cookie_and_signatures_compare_whole() {
-        assert_eq!(unhex(&hex("dana.o'neil".as_bytes())).as_deref(), Some("dana.o'neil"));
+        assert_eq!(unhex(&hex::encode("dana.o'neil")).as_deref(), Some("dana.o'neil"));
         assert_eq!(unhex("zz"), None);
-        let key = SessionKey::from_hex(&"ab".repeat(32));
+        assert!(SessionKey::from_hex("not hex").is_err() && SessionKey::from_hex("").is_err());
+        let key = SessionKey::from_hex(&"ab".repeat(32)).unwrap();
         let v = key.cookie_value("dana", "0123456789abcdef", 10);
         let (body, sig) = v.rsplit_once('.').unwrap();
         assert!(same(&key.sign("session", body), sig));

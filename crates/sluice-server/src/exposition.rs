@@ -47,104 +47,20 @@ impl<'a> Family<'a> {
 /// Every rollout state, for the one-hot `sluice_rollout_status` family.
 const STATES: &[&str] = &["pending", "running", "paused", "baking"];
 
+/// `GET /metrics` (viewer): each family group from what it is read from — the live flags, the SDKs'
+/// reports, the controller's activity, request times, the store's rollouts and decisions, the limits.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = state.require(&headers, Role::Viewer) {
         return e.into_response();
     }
     let mut out = String::new();
-    let snapshot = state.live().load();
-    {
-        let mut f = Family::new(
-            &mut out,
-            "sluice_flag_enabled",
-            "gauge",
-            "Whether the flag is on (0: its kill switch is pulled).",
-        );
-        for flag in snapshot.flags() {
-            f.sample("sluice_flag_enabled", &[("flag", &flag.key)], f64::from(u8::from(flag.enabled)));
-        }
-    }
-    {
-        let mut f = Family::new(&mut out, "sluice_flag_percent", "gauge", "The percentage of the flag's ramp.");
-        for flag in snapshot.flags() {
-            f.sample("sluice_flag_percent", &[("flag", &flag.key)], f64::from(flag.ramp.percent));
-        }
-    }
-    {
-        let mut f = Family::new(
-            &mut out,
-            "sluice_builtin_observations_total",
-            "counter",
-            "Request outcomes applications reported for the flag (POST /api/v1/metrics) since the store began.",
-        );
-        for flag in snapshot.flags() {
-            f.sample(
-                "sluice_builtin_observations_total",
-                &[("flag", &flag.key)],
-                state.metrics.observed(&flag.key) as f64,
-            );
-        }
-    }
-    {
-        let counts = state.live().evaluations().counts();
-        let mut f = Family::new(
-            &mut out,
-            "sluice_flag_evaluations_total",
-            "counter",
-            "OFREP answers served, by flag and variant, since the process started.",
-        );
-        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
-            if let Served::Variant(variant) = served {
-                f.sample("sluice_flag_evaluations_total", &[("flag", flag), ("variant", variant)], *n as f64);
-            }
-        }
-        let mut f = Family::new(
-            &mut out,
-            "sluice_flag_evaluation_errors_total",
-            "counter",
-            "OFREP evaluations answered with an error code, by flag, since the process started.",
-        );
-        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
-            if *served == Served::TargetingKeyMissing {
-                f.sample(
-                    "sluice_flag_evaluation_errors_total",
-                    &[("flag", flag), ("code", "TARGETING_KEY_MISSING")],
-                    *n as f64,
-                );
-            }
-        }
-    }
-    drop(snapshot);
+    flags(&mut out, &state);
     // Kept in the store for good; only the flags that still exist are exported.
     let mut reported = state.store.client_metrics().await.unwrap_or_default();
     let snapshot = state.live().load();
     reported.retain(|(flag, _, _)| snapshot.contains(flag));
     drop(snapshot);
-    {
-        let mut f = Family::new(
-            &mut out,
-            "sluice_unleash_client_evaluations_total",
-            "counter",
-            "Evaluations Unleash SDKs reported (POST /api/client/metrics), by flag and whether it was on.",
-        );
-        for (flag, variant, n) in &reported {
-            let enabled = match variant.as_str() {
-                "(enabled)" => "true",
-                "(disabled)" => "false",
-                _ => continue,
-            };
-            f.sample("sluice_unleash_client_evaluations_total", &[("flag", flag), ("enabled", enabled)], *n as f64);
-        }
-        let mut f = Family::new(
-            &mut out,
-            "sluice_unleash_client_variants_total",
-            "counter",
-            "Variants Unleash SDKs reported serving, by flag and variant.",
-        );
-        for (flag, variant, n) in reported.iter().filter(|(_, v, _)| !v.starts_with('(')) {
-            f.sample("sluice_unleash_client_variants_total", &[("flag", flag), ("variant", variant)], *n as f64);
-        }
-    }
+    client_reports(&mut out, &reported);
     controller_activity(&mut out, state.controller.activity());
     request_times(&mut out, &state.request_times.read());
     let rollouts = match state.store.rollouts(true).await {
@@ -161,15 +77,117 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         checks.extend(recent.into_iter().filter(|d| Some(d.decision.at) == last).map(|d| (r, d.decision)));
     }
     let dead = state.store.dead_notifications(None).await.unwrap_or_default();
+    undelivered(&mut out, &dead);
+    let all = state.store.rollouts(false).await.unwrap_or_default();
+    failed_actions(&mut out, &all);
+    rollout_states(&mut out, &rollouts);
+    last_checks(&mut out, &checks);
+    limits(&mut out, state.limit_counters, state.controller.refusal_counts());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+/// Each flag's state and what was served and observed for it, from the live snapshot.
+fn flags(out: &mut String, state: &AppState) {
+    let snapshot = state.live().load();
+    {
+        let mut f =
+            Family::new(out, "sluice_flag_enabled", "gauge", "Whether the flag is on (0: its kill switch is pulled).");
+        for flag in snapshot.flags() {
+            f.sample("sluice_flag_enabled", &[("flag", &flag.key)], f64::from(u8::from(flag.enabled)));
+        }
+    }
+    {
+        let mut f = Family::new(out, "sluice_flag_percent", "gauge", "The percentage of the flag's ramp.");
+        for flag in snapshot.flags() {
+            f.sample("sluice_flag_percent", &[("flag", &flag.key)], f64::from(flag.ramp.percent));
+        }
+    }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
+            "sluice_builtin_observations_total",
+            "counter",
+            "Request outcomes applications reported for the flag (POST /api/v1/metrics) since the store began.",
+        );
+        for flag in snapshot.flags() {
+            f.sample(
+                "sluice_builtin_observations_total",
+                &[("flag", &flag.key)],
+                state.metrics.observed(&flag.key) as f64,
+            );
+        }
+    }
+    {
+        let counts = state.live().evaluations().counts();
+        let mut f = Family::new(
+            out,
+            "sluice_flag_evaluations_total",
+            "counter",
+            "OFREP answers served, by flag and variant, since the process started.",
+        );
+        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
+            if let Served::Variant(variant) = served {
+                f.sample("sluice_flag_evaluations_total", &[("flag", flag), ("variant", variant)], *n as f64);
+            }
+        }
+        let mut f = Family::new(
+            out,
+            "sluice_flag_evaluation_errors_total",
+            "counter",
+            "OFREP evaluations answered with an error code, by flag, since the process started.",
+        );
+        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
+            if *served == Served::TargetingKeyMissing {
+                f.sample(
+                    "sluice_flag_evaluation_errors_total",
+                    &[("flag", flag), ("code", "TARGETING_KEY_MISSING")],
+                    *n as f64,
+                );
+            }
+        }
+    }
+}
+
+/// What Unleash SDKs reported (`POST /api/client/metrics`), kept in the store.
+fn client_reports(out: &mut String, reported: &[(String, String, u64)]) {
+    {
+        let mut f = Family::new(
+            out,
+            "sluice_unleash_client_evaluations_total",
+            "counter",
+            "Evaluations Unleash SDKs reported (POST /api/client/metrics), by flag and whether it was on.",
+        );
+        for (flag, variant, n) in reported {
+            let enabled = match variant.as_str() {
+                "(enabled)" => "true",
+                "(disabled)" => "false",
+                _ => continue,
+            };
+            f.sample("sluice_unleash_client_evaluations_total", &[("flag", flag), ("enabled", enabled)], *n as f64);
+        }
+        let mut f = Family::new(
+            out,
+            "sluice_unleash_client_variants_total",
+            "counter",
+            "Variants Unleash SDKs reported serving, by flag and variant.",
+        );
+        for (flag, variant, n) in reported.iter().filter(|(_, v, _)| !v.starts_with('(')) {
+            f.sample("sluice_unleash_client_variants_total", &[("flag", flag), ("variant", variant)], *n as f64);
+        }
+    }
+}
+
+/// Notifications given up and not sent again.
+fn undelivered(out: &mut String, dead: &[sluice_store::QueuedNotification]) {
+    {
+        let mut f = Family::new(
+            out,
             "sluice_notifications_undelivered",
             "gauge",
             "Notifications given up (a permanent failure, or too many attempts) and not sent again, by rollout and destination.",
         );
         let mut by: std::collections::BTreeMap<(&str, String), u64> = std::collections::BTreeMap::new();
-        for n in &dead {
+        for n in dead {
             *by.entry((n.rollout_id.as_str(), n.destination.to_string())).or_default() += 1;
         }
         for ((rollout, destination), count) in by {
@@ -180,14 +198,17 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             );
         }
     }
+}
+
+/// Actions that failed for good, waiting for a person, among every rollout.
+fn failed_actions(out: &mut String, all: &[sluice_store::RolloutRecord]) {
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "sluice_actions_failed_pending",
             "gauge",
             "Actions of a rollout that failed for good and wait for a person to settle them.",
         );
-        let all = state.store.rollouts(false).await.unwrap_or_default();
         for r in all.iter().filter(|r| r.outbox.iter().any(|i| i.failed.is_some() && !i.done)) {
             let n = r.outbox.iter().filter(|i| i.failed.is_some() && !i.done).count();
             f.sample(
@@ -197,14 +218,18 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             );
         }
     }
+}
+
+/// Where each active rollout is: percent, phase, state.
+fn rollout_states(out: &mut String, rollouts: &[sluice_store::RolloutRecord]) {
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "sluice_rollout_percent",
             "gauge",
             "The percentage an active rollout serves the ramped variant.",
         );
-        for r in &rollouts {
+        for r in rollouts {
             let percent = sluice_controller::plan_of(r).map_or(0, |p| r.state.percent(&p));
             f.sample(
                 "sluice_rollout_percent",
@@ -215,20 +240,20 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     }
     {
         let mut f =
-            Family::new(&mut out, "sluice_rollout_phase", "gauge", "The current phase of an active rollout, from 1.");
-        for r in &rollouts {
+            Family::new(out, "sluice_rollout_phase", "gauge", "The current phase of an active rollout, from 1.");
+        for r in rollouts {
             let phase = (r.state.phase + 1) as f64;
             f.sample("sluice_rollout_phase", &[("rollout", &r.id), ("plan", &r.plan_name), ("flag", &r.flag)], phase);
         }
     }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "sluice_rollout_status",
             "gauge",
             "1 for the state an active rollout is in, 0 for the others.",
         );
-        for r in &rollouts {
+        for r in rollouts {
             for s in STATES {
                 let on = r.state.status.name() == *s;
                 f.sample(
@@ -239,14 +264,18 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             }
         }
     }
+}
+
+/// Each check of an active rollout at its last tick: its value and whether it held.
+fn last_checks(out: &mut String, checks: &[(&sluice_store::RolloutRecord, sluice_engine::CheckDecision)]) {
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "sluice_check_value",
             "gauge",
             "The value each gate and trigger of an active rollout had at its last tick.",
         );
-        for (r, d) in &checks {
+        for (r, d) in checks {
             if let Some(v) = d.value {
                 let (check, kind) = (d.check.as_str(), d.kind.as_str());
                 f.sample(
@@ -259,12 +288,12 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "sluice_check_holds",
             "gauge",
             "Whether each gate and trigger of an active rollout held at its last tick (1), did not (0), or was inconclusive (-1).",
         );
-        for (r, d) in &checks {
+        for (r, d) in checks {
             let (check, kind) = (d.check.as_str(), d.kind.as_str());
             let v = match d.outcome {
                 Outcome::Holds => 1.0,
@@ -278,8 +307,6 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
             );
         }
     }
-    limits(&mut out, state.limit_counters, state.controller.refusal_counts());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
 /// What is open, and how often each limit was reached, since the process started.

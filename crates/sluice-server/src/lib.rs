@@ -29,6 +29,7 @@ mod rollouts;
 pub mod serving;
 mod stream;
 
+pub use sluice_controller::cluster::{Cluster, Replication};
 pub use sluice_controller::{
     ChangeEvent, CommandBody, Controller, ControllerError, FaultHook, RolloutSummary, RunnerMemory, Seams, Settings,
 };
@@ -63,9 +64,9 @@ pub struct Options {
     pub controller: Settings,
     /// Mark the dashboard's session cookie `Secure` (the server is reached over HTTPS, e.g. behind a proxy).
     pub secure_cookies: bool,
-    /// Run the controller under a lease ([`replica::lead`]), sharing the database with other replicas when
+    /// Run the controller under a lease ([`Cluster::lead`]), sharing the database with other replicas when
     /// it says so. `None`: the caller runs the controller itself (tests, `sluice demo`).
-    pub replication: Option<replica::Replication>,
+    pub replication: Option<Replication>,
     /// What one caller may take: connections, streams, failed logins, changes ([`limits`]).
     pub limits: limits::Limits,
 }
@@ -103,7 +104,9 @@ pub struct AppState {
     /// How long requests take, by route, for `/metrics`.
     pub(crate) request_times: &'static latency::RequestTimes,
     /// The lease, the other replicas, and how current this one is.
-    pub(crate) replica: replica::ReplicaState,
+    pub(crate) cluster: Arc<Cluster>,
+    /// Forwards rollout commands to the leading replica.
+    pub(crate) forward_client: reqwest::Client,
     /// How often each limit was reached, and what is open (one per state, for the process's life).
     pub(crate) limit_counters: &'static limits::LimitCounters,
     /// Set when the server stops accepting: the change streams end, so that the drain can finish.
@@ -138,7 +141,7 @@ impl AppState {
             Box::new(move |snapshot, revision| publish_to.store(Arc::new(publish_of(snapshot, revision))));
         let catalog = Arc::new(Catalog::load(store.clone(), on_publish).await?);
         let tokens = store.token_table().await?;
-        let session_key = dashboard::SessionKey::from_hex(&store.server_key("dashboard-session").await?);
+        let session_key = dashboard::SessionKey::from_hex(&store.server_key("dashboard-session").await?)?;
         let metrics = seams.plugins.metrics().unwrap_or_default();
         let replica_name = options.replication.as_ref().map(|r| r.name.clone()).unwrap_or_default();
         let (own, peers): (Vec<_>, Vec<_>) =
@@ -146,14 +149,20 @@ impl AppState {
         metrics.restore(own.into_iter().map(|(_, flag, body)| (flag, body)).collect());
         metrics.set_peers(peers);
         let fence = sluice_store::Fence::default();
-        let shared = store.change_feed().is_some();
-        let replica = replica::ReplicaState::new(options.replication.clone(), fence.clone(), shared);
         if options.replication.is_some() {
             seams.fence = Some(fence.clone());
         }
+        let controller = Controller::with_settings(catalog.clone(), seams, options.controller.clone());
+        let cluster =
+            Cluster::new(controller.clone(), store.clone(), metrics.clone(), options.replication.clone(), fence);
         Ok(Arc::new(AppState {
             metrics,
-            controller: Controller::with_settings(catalog.clone(), seams, options.controller.clone()),
+            controller,
+            cluster,
+            forward_client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(300))
+                .build()
+                .expect("an HTTP client with rustls builds"),
             catalog,
             store,
             published,
@@ -166,7 +175,6 @@ impl AppState {
             // One per state, for the life of the process (a server has one): see `latency::TimeRequests`.
             request_times: Box::leak(Box::default()),
             session_key,
-            replica,
             limit_counters: Box::leak(Box::default()),
             shutting_down: tokio::sync::watch::channel(false).0,
             streams: Arc::default(),
@@ -185,20 +193,22 @@ impl AppState {
         self.catalog.live()
     }
 
-    /// Saves the built-in metrics changed since the last save (every [`replica::METRICS_SHARE_INTERVAL`] while
-    /// serving, and at shutdown): a restart loses at most one interval of observations.
+    /// Saves the built-in metrics changed since the last save ([`Cluster::save_metrics`]; every
+    /// [`METRICS_SHARE_INTERVAL`](sluice_controller::cluster::METRICS_SHARE_INTERVAL) while serving, and at
+    /// shutdown): a restart loses at most one interval of observations.
     pub async fn save_metrics(&self) -> Result<(), StoreError> {
-        let changed = self.metrics.to_save();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = changed.iter().map(|(n, _)| n.clone()).collect();
-        let replica = self.replica.options.as_ref().map_or("", |r| r.name.as_str());
-        let result = self.store.save_metrics(replica, &changed, self.controller.now() as i64).await;
-        if result.is_err() {
-            self.metrics.unsaved(names);
-        }
-        result
+        self.cluster.save_metrics().await
+    }
+
+    /// This replica among the others: run [`Cluster::lead`] and [`Cluster::share_metrics`] beside the
+    /// server, [`replica::follow`] to follow the others' commits, and [`Cluster::release`] when it stops.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Connections open now (what `sluice_connections_open` says).
+    pub fn connections_open(&self) -> u64 {
+        self.limit_counters.connections_open.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ends the change streams (the server stops): [`serving::serve`] does it when it stops accepting; a

@@ -152,7 +152,12 @@ notify:
         ("the audit chain", call(Method::GET, "/api/v1/audit/chain", None).await),
         ("the flags", call(Method::GET, "/api/v1/flags", None).await),
     ];
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Only a stream that carried the rollout's events can show that they hold no secret.
+    let began = std::time::Instant::now();
+    while !stream_text.lock().unwrap().contains(id.as_str()) {
+        assert!(began.elapsed() < std::time::Duration::from_secs(10), "the change stream never carried the rollout");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     seen.push(("the change stream", stream_text.lock().unwrap().clone()));
     seen.push(("the logs", String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string()));
     assert!(seen.last().unwrap().1.contains("secretive"), "the logs were captured");

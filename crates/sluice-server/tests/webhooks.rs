@@ -1,6 +1,9 @@
 //! Actions and notifications against receivers on loopback: a recording HTTP server in the test that
 //! fails on demand, and a real Alertmanager (Debian `prometheus-alertmanager`) started by the test.
 
+#[path = "../../../tests/support/external.rs"]
+mod external;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -424,11 +427,7 @@ async fn alertmanager() -> Option<RealAlertmanager> {
         .into_iter()
         .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
     let Some(binary) = binary else {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
-            "SLUICE_REQUIRE_EXTERNAL is set and Alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)"
-        );
-        eprintln!("skipped: Alertmanager is not installed (Debian: apt-get install prometheus-alertmanager)");
+        external::missing("Alertmanager", "Debian: apt-get install prometheus-alertmanager");
         return None;
     };
     let dir = tempfile::tempdir().unwrap();

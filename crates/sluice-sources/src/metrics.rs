@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::Millis;
@@ -508,7 +508,7 @@ impl Metrics {
                 }
             }
         }
-        let mut flags = self.flags.lock().expect("metrics");
+        let mut flags = self.flags.lock();
         // Names first, for the whole batch: a batch that would pass the limit changes nothing. A batch is
         // usually one flag's, or a few flags' in runs: each run looks its flag up once.
         let mut added: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
@@ -532,7 +532,7 @@ impl Metrics {
             }
             at += run.len();
         }
-        let mut dirty = self.dirty.lock().expect("dirty");
+        let mut dirty = self.dirty.lock();
         for this in batch.chunk_by(|a, b| a.flag == b.flag) {
             let flag: &str = &this[0].flag;
             if !dirty.contains(flag) {
@@ -580,10 +580,10 @@ impl Metrics {
         to: Option<Millis>,
     ) -> Aggregate {
         let mut out = Aggregate::default();
-        if let Some(f) = self.flags.lock().expect("metrics").get(flag) {
+        if let Some(f) = self.flags.lock().get(flag) {
             f.window_into(&mut out, variant, served, from, to);
         }
-        for flags in self.peers.lock().expect("peers").values() {
+        for flags in self.peers.lock().values() {
             if let Some(f) = flags.get(flag) {
                 f.window_into(&mut out, variant, served, from, to);
             }
@@ -594,7 +594,7 @@ impl Metrics {
     /// Distinct stickiness keys of `flag`'s split by variant since `since`; the count starts (empty) when
     /// `since` changes — a new percentage is a new sequence.
     pub fn split_keys(&self, flag: &str, since: Millis) -> BTreeMap<String, u64> {
-        let mut flags = self.flags.lock().expect("metrics");
+        let mut flags = self.flags.lock();
         let f = flags.entry(flag.to_string()).or_default();
         match &f.keys {
             Some(k) if k.since == since => k.by_variant.iter().map(|(v, n)| (v.clone(), *n)).collect(),
@@ -608,8 +608,8 @@ impl Metrics {
     /// The flags changed since the last call, each as the JSON body to save; they are clean afterwards
     /// (call [`Metrics::unsaved`] with their names if saving them failed).
     pub fn to_save(&self) -> Vec<(String, String)> {
-        let names: Vec<String> = std::mem::take(&mut *self.dirty.lock().expect("dirty")).into_iter().collect();
-        let flags = self.flags.lock().expect("metrics");
+        let names: Vec<String> = std::mem::take(&mut *self.dirty.lock()).into_iter().collect();
+        let flags = self.flags.lock();
         names
             .into_iter()
             .filter_map(|name| {
@@ -631,13 +631,13 @@ impl Metrics {
 
     /// Flags whose save failed: saved again next time.
     pub fn unsaved(&self, names: impl IntoIterator<Item = String>) {
-        self.dirty.lock().expect("dirty").extend(names);
+        self.dirty.lock().extend(names);
     }
 
     /// Loads what [`Metrics::to_save`] gave, as the store kept it; a body this version cannot read is
     /// skipped with a warning (its flag starts empty).
     pub fn restore(&self, saved: Vec<(String, String)>) {
-        let mut flags = self.flags.lock().expect("metrics");
+        let mut flags = self.flags.lock();
         for (name, body) in saved {
             match FlagMetrics::parse(&body) {
                 Ok(f) => {
@@ -664,14 +664,13 @@ impl Metrics {
                 }
             }
         }
-        *self.peers.lock().expect("peers") = peers;
+        *self.peers.lock() = peers;
     }
 
     /// Observations recorded for `flag` since the start.
     pub fn observed(&self, flag: &str) -> u64 {
-        let own = self.flags.lock().expect("metrics").get(flag).map_or(0, |f| f.observed);
-        let peers: u64 =
-            self.peers.lock().expect("peers").values().filter_map(|f| f.get(flag)).map(|f| f.observed).sum();
+        let own = self.flags.lock().get(flag).map_or(0, |f| f.observed);
+        let peers: u64 = self.peers.lock().values().filter_map(|f| f.get(flag)).map(|f| f.observed).sum();
         own + peers
     }
 }

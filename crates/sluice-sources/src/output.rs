@@ -207,12 +207,10 @@ impl Drop for Group {
 /// SIGKILLs every process in group `id`: tokio's `kill` reaches only the child itself.
 #[cfg(unix)]
 fn kill_group(id: i32) {
-    unsafe extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
+    if let Some(group) = rustix::process::Pid::from_raw(id) {
+        // Gone already is fine: there is nothing left to stop.
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     }
-    const SIGKILL: i32 = 9;
-    // SAFETY: kill(2) takes two integers and touches no memory of ours. A negative pid names the group.
-    let _ = unsafe { kill(-id, SIGKILL) };
 }
 
 /// Elsewhere only the child is killed (by `kill_on_drop`).

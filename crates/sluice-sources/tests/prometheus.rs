@@ -1,6 +1,6 @@
 //! The `prometheus` source against a real Prometheus (Debian's `prometheus`), started on a free loopback
 //! port, scraping an exporter in this test every second. Without the binary the test is skipped, unless
-//! `SLUICE_REQUIRE_EXTERNAL=1` (CI), where it fails.
+//! `SLUICE_REQUIRE_EXTERNAL` is set (CI), where it fails.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -63,7 +63,7 @@ impl AuditEvent {
             self.prev_hash,
         ]);
         let digest = Sha256::digest(canonical.to_string().as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(digest)
     }
 }
 

@@ -574,7 +574,7 @@ mod sqlite_only {
     /// Every commit is synced (`synchronous=FULL`): a transition written before its effects run must
     /// survive a power cut, not only a crash of the process.
     #[tokio::test]
-    async fn commits_survive_a_power_loss() {
+    async fn every_pooled_connection_commits_with_synchronous_full() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(dir.path().join("s.db")).await.unwrap();
         let mut conn = store.pool().acquire().await.unwrap();

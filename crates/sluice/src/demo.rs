@@ -7,10 +7,11 @@
 //! users, caught by its canary-vs-control trigger and rolled back.
 
 use std::collections::BTreeMap;
-use std::future::IntoFuture;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -76,7 +77,7 @@ impl Service {
             })
             .buffer_unordered(16);
         let answers: Vec<Option<(usize, Value)>> = answers.collect().await;
-        let mut served = self.served.lock().expect("served");
+        let mut served = self.served.lock();
         for (user, body) in answers.into_iter().flatten() {
             for f in body["flags"].as_array().into_iter().flatten() {
                 if let (Some(key), Some(variant), Some(reason)) =
@@ -90,7 +91,7 @@ impl Service {
 
     /// A batch of request outcomes: 1% errors, except the bad canary's once it serves 10% of users.
     fn requests(&self, n: usize, rng: &mut fastrand::Rng) -> Value {
-        let served = self.served.lock().expect("served");
+        let served = self.served.lock();
         let on_bad = (0..USERS).filter(|u| served.get(&(BAD.to_string(), *u)).is_some_and(|s| s.0 == "on")).count();
         // The bad canary's bug shows under load: once it serves about a tenth of the users.
         let overloaded = on_bad * 20 >= USERS;
@@ -132,7 +133,11 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let url = format!("http://{}", listener.local_addr().map_err(|e| CliError(e.to_string()))?);
-    tokio::spawn(axum::serve(listener, sluice_server::router(state.clone())).into_future());
+    // The production serving path: limits, JSON errors and the drain at the end, as `sluice serve` has.
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sluice_server::serving::serve(listener, state.clone(), async {
+        let _ = serving_stopped.await;
+    }));
     tokio::spawn(state.controller().clone().run());
     println!("Sluice demo: a server on {url} (a temporary store in {})", dir.display());
     println!("  watch it in the dashboard:  {url}/  (log in with the token {admin})");
@@ -253,6 +258,21 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     stop.store(true, Ordering::SeqCst);
     let _ = traffic.await;
     let _ = refresh.await;
+    // Stopped as `sluice serve` stops on SIGTERM: no new connections, streams ended, requests finished,
+    // the built-in metrics saved.
+    let open = state.connections_open();
+    let _ = stop_serving.send(());
+    let drained = Instant::now();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(CliError(format!("serving: {e}"))),
+        Err(e) => return Err(CliError(format!("serving: {e}"))),
+    }
+    state.save_metrics().await.map_err(io)?;
+    println!(
+        "Stopped as `sluice serve` stops on SIGTERM: {open} connection(s) drained in {} ms, the built-in metrics saved.",
+        drained.elapsed().as_millis()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     if as_expected {
         Ok(())

@@ -3,9 +3,17 @@
 //! so that its actor is the token's principal and the server audits every change. Tables by default,
 //! `--output json` everywhere (errors too, on stderr).
 //!
-//! - `serve`: the HTTP server (OFREP, Unleash client API, admin API, SSE) and the rollout controller on an
-//!   SQLite file; logs to stderr (`SLUICE_LOG`, else `RUST_LOG`, else `info`; `--log-format text|json`);
-//!   `--allow-exec PROGRAM` (what operators' plans may run), `--secrets-dir DIR`, `--keep-decisions 7d`.
+//! - `demo`: a server on a temporary store, a synthetic service reporting its requests, a good canary
+//!   promoted to 100% and a bad one rolled back on the evidence, in about a minute.
+//! - `serve`: the HTTP server (OFREP, Unleash client API, admin API, SSE) and the rollout controller, on an
+//!   SQLite file (one server per file) or PostgreSQL (`--database postgres://…`, several replicas); logs to
+//!   stderr (`SLUICE_LOG`, else `RUST_LOG`, else `info`; `--log-format text|json`); `--allow-exec PROGRAM`
+//!   (what operators' plans may run), `--secrets-dir DIR`, `--keep-decisions 7d`; limits
+//!   (`--max-connections`, `--header-read-timeout`, `--changes-per-minute` …, `--trusted-proxy`). SIGTERM
+//!   or SIGINT drains within `--shutdown-timeout` and exits 0.
+//! - `status`: this replica, which replica leads the controller, and whether this one is caught up.
+//! - `store copy --from URL --to URL`: move an installation between stores (SQLite to PostgreSQL), without
+//!   a server.
 //! - `flag list`: every flag with its state, ramp, stickiness, segments and overrides.
 //! - `flag get KEY`: one flag, its variants and overrides.
 //! - `flag create KEY`: a new flag (`--variants`, `--base`, `--ramped`, `--percent`, `--segments` …).
@@ -22,6 +30,7 @@
 //! - `token create NAME --role ROLE`: a new API token, printed once.
 //! - `token list`: every token, never its secret.
 //! - `token revoke NAME`: revoke a token.
+//! - `token rotate NAME [--overlap 1h]`: a new secret, printed once; the old one works for the overlap.
 //! - `audit list`: audit events, newest first (`--actor`, `--entity`, `--action`, `--since`, `--limit`).
 //! - `audit verify`: fetch the whole chain and recompute every hash here (`--head` to check an anchor).
 //! - `audit head`: the head hash, to anchor elsewhere.
@@ -41,7 +50,13 @@
 //! - `rollout approve ID ITEM`: sign a go/no-go item of the current phase.
 //! - `rollout settle ID --ran|--retry|--failed`: after a restart, say what became of an action that was running.
 //! - `rollout signal ID NAME --hard|--soft --reason …`: fire a trigger by hand.
-//! - `simulate PLAN --metrics FILE`: run a plan in virtual time against a recorded timeline (no server).
+//! - `rollout redeliver ID --reason …`: send again the notifications that were given up.
+//! - `simulate PLAN --metrics FILE`: run a plan in virtual time against a recorded timeline, or
+//!   `--prometheus URL --from T --to T` against real history (no server).
+//! - `probe record|verify|test SUITE`: golden suites of HTTP requests (no server).
+//! - `export prometheus-rules|grafana PLAN`: a plan as Prometheus alerting rules or a Grafana dashboard (no
+//!   server).
+//! - `report ROLLOUT --format md|html`: the post-rollout review.
 //!
 //! Layout: [`cli`] holds the clap definitions, [`serve`] the server command, [`commands`] one module per
 //! command family, [`output`] the tables and JSON printing they share, [`client`] the HTTP client.

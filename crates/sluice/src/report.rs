@@ -4,9 +4,9 @@
 //! [`Facts`] is what both formats show.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
 use serde_json::Value;
 use sluice_engine::{CheckDecision, Outcome, Verdict};
 use sluice_store::{AuditEvent, Decided, Verification};
@@ -314,175 +314,6 @@ fn gist(a: &AuditEvent) -> String {
     }
 }
 
-/// The review as Markdown: tables and text sparklines that read well in a code review.
-pub fn markdown(r: &Review) -> String {
-    let f = Facts::of(r);
-    let mut o = String::new();
-    let _ = writeln!(o, "# Rollout review: {} (`{}`)\n", md(&f.plan), code(&f.id));
-    let _ = writeln!(o, "| Rollout | `{}` |\n|---|---|", code(&f.id));
-    let _ = writeln!(o, "| Flag | `{}` |", code(&f.flag));
-    let _ = writeln!(o, "| Outcome | **{}** |", md(&f.outcome()));
-    let _ = writeln!(o, "| Started | {} by {} |", when(f.start), md(&f.created_by));
-    match f.end {
-        Some(end) => {
-            let _ = writeln!(o, "| Ended | {} ({} in all) |", when(end), span(end.saturating_sub(f.start)));
-        }
-        None => {
-            let _ = writeln!(o, "| Ended | not yet: this review is of a rollout still under way |");
-        }
-    }
-    let _ = writeln!(
-        o,
-        "| Incidents | {} ({} paused, {} rolled back) |",
-        f.incidents.len(),
-        f.incidents.iter().filter(|i| i.kind == "paused").count(),
-        f.incidents.iter().filter(|i| i.kind == "rolled_back").count()
-    );
-    let failed = f.actions.iter().filter(|a| a.after.as_ref().is_none_or(|v| v["ok"] != true)).count();
-    let _ = writeln!(o, "| Actions | {} run, {failed} failed |", f.actions.len());
-    let _ = writeln!(o, "| Written | {} |\n", r.written_at.format("%Y-%m-%d %H:%M:%S UTC"));
-
-    let _ = writeln!(o, "## Phases\n");
-    let _ = writeln!(o, "| Phase | Percent | Entered | Left | Duration | Ended by |\n|---|---|---|---|---|---|");
-    for v in &f.visits {
-        let left = v.to.map_or_else(|| "—".to_string(), when);
-        let duration = v.to.map_or_else(|| "under way".to_string(), |to| span(to.saturating_sub(v.from)));
-        let ended = v.ended_by.as_ref().map_or_else(String::new, |(k, why)| format!("{}: {}", md(k), md(why)));
-        let _ = writeln!(o, "| {} | {}% | {} | {left} | {duration} | {ended} |", v.phase, v.percent, when(v.from));
-    }
-
-    let _ = writeln!(o, "\n## Gates and triggers\n");
-    if f.series.is_empty() {
-        let _ = writeln!(o, "No decisions were kept for this rollout.");
-    } else {
-        let _ = writeln!(
-            o,
-            "| Check | Kind | Threshold | Values over time | Min | Max | Last | Pass/fired | Fail/quiet | No value |\n|---|---|---|---|---|---|---|---|---|---|"
-        );
-        for x in &f.series {
-            let values: Vec<f64> = x.values().collect();
-            let (min, max) = (
-                values.iter().copied().fold(f64::INFINITY, f64::min),
-                values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            );
-            let last = x.points.last().map(|d| value_of(d)).unwrap_or_default();
-            let shown = |v: f64| if v.is_finite() { number(v) } else { "—".into() };
-            let _ = writeln!(
-                o,
-                "| {} | {} | `{}` | `{}` | {} | {} | {last} | {} | {} | {} |",
-                md(&x.name),
-                md(&x.kind),
-                code(&x.threshold),
-                sparkline(&values, 32),
-                shown(min),
-                shown(max),
-                x.count(Outcome::Holds),
-                x.count(Outcome::Clear),
-                x.count(Outcome::Inconclusive)
-            );
-        }
-    }
-
-    let _ = writeln!(o, "\n## Decisions\n");
-    let _ =
-        writeln!(o, "The ticks that changed a check's verdict or made the rollout do something, with the evidence.\n");
-    if f.turning.is_empty() {
-        let _ = writeln!(o, "None kept.");
-    } else {
-        let _ = writeln!(
-            o,
-            "| Time | Check | Value | Threshold | Verdict | What the tick did |\n|---|---|---|---|---|---|"
-        );
-        for t in &f.turning {
-            let d = &t.decision;
-            let note = d.note.as_deref().map(|n| format!(" ({})", md(n))).unwrap_or_default();
-            let _ = writeln!(
-                o,
-                "| {} | {} {} | {}{note} | `{}` | {} | {} |",
-                when(d.at),
-                md(d.kind.as_str()),
-                md(&d.check),
-                value_of(d),
-                code(&d.threshold.to_string()),
-                verdict_run(d),
-                md(&t.action.replace(',', ", "))
-            );
-        }
-    }
-
-    let _ = writeln!(o, "\n## Incidents\n");
-    if f.incidents.is_empty() {
-        let _ = writeln!(o, "None: the rollout was never paused or rolled back.");
-    }
-    for i in &f.incidents {
-        let then = i.then.as_ref().map_or_else(
-            || ended_or_not(&i.kind),
-            |(at, k)| format!("{} after {}", md(&k.replace('_', " ")), span(at.saturating_sub(i.at))),
-        );
-        let _ = writeln!(
-            o,
-            "- **{}** at {} in phase {} ({}%): {}. Then: {then}.",
-            md(&i.kind.replace('_', " ")),
-            when(i.at),
-            i.phase,
-            i.percent,
-            md(&i.reason)
-        );
-    }
-
-    let _ = writeln!(o, "\n## Approvals\n");
-    if f.approvals.is_empty() {
-        let _ = writeln!(o, "None signed.");
-    }
-    for (at, item, by) in &f.approvals {
-        let _ = writeln!(o, "- `{}` signed by {} at {}", code(item), md(by), when(*at));
-    }
-
-    let _ = writeln!(o, "\n## Actions\n");
-    if f.actions.is_empty() {
-        let _ = writeln!(o, "None run.");
-    } else {
-        let _ = writeln!(o, "| Time | Purpose | Name | Result | Attempts | Detail |\n|---|---|---|---|---|---|");
-        for a in &f.actions {
-            let v = a.after.clone().unwrap_or_default();
-            let result = if v["ok"] == true { "ok" } else { "FAILED" };
-            let attempts = v["attempts"].as_array().map_or(1, Vec::len);
-            let detail = cut(&s(&v["detail"]), 120);
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {result} | {attempts} | {} |",
-                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                md(&s(&v["purpose"])),
-                md(&s(&v["name"])),
-                md(&detail)
-            );
-        }
-    }
-    if !f.notifications.is_empty() {
-        let _ = writeln!(o, "\nNotifications: {}.", md(&notifications_line(&f)));
-    }
-
-    let _ = writeln!(o, "\n## Audit excerpt\n");
-    let _ = writeln!(o, "{}\n", md(&chain_line(r)));
-    for note in &r.notes {
-        let _ = writeln!(o, "**Note:** {}\n", md(note));
-    }
-    let _ = writeln!(o, "| # | Time | Actor | Action | Entity | Reason or detail |\n|---|---|---|---|---|---|");
-    for a in &r.audit {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} |",
-            a.seq,
-            a.at.format("%Y-%m-%d %H:%M:%S UTC"),
-            md(&a.actor),
-            md(&a.action),
-            md(&a.entity),
-            md(&gist(a))
-        );
-    }
-    o
-}
-
 /// What follows an incident nothing moved on from.
 fn ended_or_not(kind: &str) -> String {
     if ENDINGS.contains(&kind) {
@@ -572,307 +403,598 @@ fn esc(t: &str) -> String {
     t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;color:#1b1f24;max-width:1100px;margin:24px auto;padding:0 16px}\
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccd;padding-bottom:4px}\
-table{border-collapse:collapse;width:100%;margin:8px 0}th,td{border:1px solid #d5d8de;padding:4px 8px;text-align:left;vertical-align:top}\
-th{background:#f2f4f7}code{font-family:ui-monospace,monospace;font-size:13px}\
-.ok{color:#116329}.bad{color:#a40e26;font-weight:600}.muted{color:#57606a}\
-.chart{margin:10px 0 18px}.chart svg{border:1px solid #d5d8de;background:#fff}\
-.timeline{display:flex;gap:2px;margin:8px 0}.timeline div{padding:6px 8px;border:1px solid #8c959f;background:#eef2f7;font-size:12px;min-width:60px}";
-
-/// The review as one self-contained HTML file.
-pub fn html(r: &Review) -> String {
-    let f = Facts::of(r);
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Rollout review: {} ({})</title><style>{STYLE}</style></head><body>",
-        esc(&f.plan),
-        esc(&f.id)
-    );
-    let _ = write!(o, "<h1>Rollout review: {} <code>{}</code></h1>", esc(&f.plan), esc(&f.id));
-    let ended = match f.end {
-        Some(end) => format!("{} ({} in all)", when(end), span(end.saturating_sub(f.start))),
-        None => "not yet: this review is of a rollout still under way".into(),
-    };
-    let (class, mark) = match f.state.as_str() {
-        "completed" | "baking" => ("ok", "✔"),
-        "rolled_back" | "aborted" => ("bad", "✖"),
-        "paused" => ("", "‖"),
-        _ => ("", "▶"),
-    };
-    let _ = write!(
-        o,
-        "<table><tr><th>Flag</th><td><code>{}</code></td></tr><tr><th>Outcome</th><td class=\"{}\">{} {}</td></tr>\
-         <tr><th>Started</th><td>{} by {}</td></tr><tr><th>Ended</th><td>{}</td></tr><tr><th>Written</th><td>{}</td></tr></table>",
-        esc(&f.flag),
-        class,
-        mark,
-        esc(&f.outcome()),
-        when(f.start),
-        esc(&f.created_by),
-        ended,
-        r.written_at.format("%Y-%m-%d %H:%M:%S UTC")
-    );
-
-    let _ = write!(o, "<h2>Phases</h2><div class=\"timeline\" aria-label=\"phase timeline\">");
-    let total = f.end.unwrap_or_else(|| f.visits.last().map_or(f.start, |v| v.from)).saturating_sub(f.start).max(1);
-    for v in &f.visits {
-        let width = v.to.map_or(8.0, |to| (to.saturating_sub(v.from) as f64 / total as f64 * 100.0).max(4.0));
-        let _ = write!(o, "<div style=\"flex:{width:.1}\">phase {} · {}%</div>", v.phase, v.percent);
-    }
-    let _ = write!(o, "</div><table><tr><th>Phase</th><th>Percent</th><th>Entered</th><th>Left</th><th>Duration</th><th>Ended by</th></tr>");
-    for v in &f.visits {
-        let left = v.to.map_or_else(|| "—".to_string(), when);
-        let duration = v.to.map_or_else(|| "under way".to_string(), |to| span(to.saturating_sub(v.from)));
-        let ended = v.ended_by.as_ref().map_or_else(String::new, |(k, why)| format!("<b>{}</b>: {}", esc(k), esc(why)));
-        let _ = write!(
-            o,
-            "<tr><td>{}</td><td>{}%</td><td>{}</td><td>{left}</td><td>{duration}</td><td>{ended}</td></tr>",
-            v.phase,
-            v.percent,
-            when(v.from)
-        );
-    }
-    let _ = write!(o, "</table>");
-
-    let _ = write!(o, "<h2>Gates and triggers</h2>");
-    if f.series.is_empty() {
-        let _ = write!(o, "<p>No decisions were kept for this rollout.</p>");
-    }
-    for x in &f.series {
-        let _ = write!(
-            o,
-            "<div class=\"chart\"><b>{} {}</b> <code>{}</code> <span class=\"muted\">— {} pass/fired, {} fail/quiet, {} without a value</span>{}</div>",
-            esc(&x.kind),
-            esc(&x.name),
-            esc(&x.threshold),
-            x.count(Outcome::Holds),
-            x.count(Outcome::Clear),
-            x.count(Outcome::Inconclusive),
-            chart(x, f.start, f.end)
-        );
-    }
-    if !f.series.is_empty() {
-        let _ = write!(
-            o,
-            "<p class=\"muted\">Marks: ● pass (gate) or quiet (trigger) · ✖ fail (gate) or fired (trigger) · ○ on the axis: no value. The dashed line is the threshold.</p>"
-        );
-    }
-
-    let _ = write!(o, "<h2>Decisions</h2><p>The ticks that changed a check's verdict or made the rollout do something, with the evidence.</p>");
-    if f.turning.is_empty() {
-        let _ = write!(o, "<p>None kept.</p>");
-    } else {
-        let _ = write!(o, "<table><tr><th>Time</th><th>Check</th><th>Value</th><th>Threshold</th><th>Verdict</th><th>What the tick did</th></tr>");
-        for t in &f.turning {
-            let d = &t.decision;
-            let note =
-                d.note.as_deref().map(|n| format!(" <span class=\"muted\">({})</span>", esc(n))).unwrap_or_default();
-            let class = if matches!(d.verdict(), Verdict::Fail | Verdict::Fired) { "bad" } else { "" };
-            let v = esc(&verdict_run(d));
-            let _ = write!(
-                o,
-                "<tr><td>{}</td><td>{} {}</td><td>{}{note}</td><td><code>{}</code></td><td class=\"{class}\">{v}</td><td>{}</td></tr>",
-                when(d.at),
-                esc(d.kind.as_str()),
-                esc(&d.check),
-                value_of(d),
-                esc(&d.threshold.to_string()),
-                esc(&t.action.replace(',', ", "))
-            );
-        }
-        let _ = write!(o, "</table>");
-    }
-
-    let _ = write!(o, "<h2>Incidents</h2>");
-    if f.incidents.is_empty() {
-        let _ = write!(o, "<p>None: the rollout was never paused or rolled back.</p>");
-    } else {
-        let _ = write!(o, "<ul>");
-        for i in &f.incidents {
-            let then = i.then.as_ref().map_or_else(
-                || ended_or_not(&i.kind),
-                |(at, k)| format!("{} after {}", k.replace('_', " "), span(at.saturating_sub(i.at))),
-            );
-            let then = esc(&then);
-            let _ = write!(
-                o,
-                "<li><b class=\"bad\">✖ {}</b> at {} in phase {} ({}%): {}. Then: {then}.</li>",
-                esc(&i.kind.replace('_', " ")),
-                when(i.at),
-                i.phase,
-                i.percent,
-                esc(&i.reason)
-            );
-        }
-        let _ = write!(o, "</ul>");
-    }
-
-    let _ = write!(o, "<h2>Approvals</h2>");
-    if f.approvals.is_empty() {
-        let _ = write!(o, "<p>None signed.</p>");
-    } else {
-        let _ = write!(o, "<ul>");
-        for (at, item, by) in &f.approvals {
-            let _ = write!(o, "<li>✔ <code>{}</code> signed by {} at {}</li>", esc(item), esc(by), when(*at));
-        }
-        let _ = write!(o, "</ul>");
-    }
-
-    let _ = write!(o, "<h2>Actions</h2>");
-    if f.actions.is_empty() {
-        let _ = write!(o, "<p>None run.</p>");
-    } else {
-        let _ = write!(
-            o,
-            "<table><tr><th>Time</th><th>Purpose</th><th>Name</th><th>Result</th><th>Attempts</th><th>Detail</th></tr>"
-        );
-        for a in &f.actions {
-            let v = a.after.clone().unwrap_or_default();
-            let ok = v["ok"] == true;
-            let attempts = v["attempts"].as_array().map_or(1, Vec::len);
-            let detail = cut(&s(&v["detail"]), 200);
-            let _ = write!(
-                o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{attempts}</td><td><code>{}</code></td></tr>",
-                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                esc(&s(&v["purpose"])),
-                esc(&s(&v["name"])),
-                if ok { "ok" } else { "bad" },
-                if ok { "✔ ok" } else { "✖ failed" },
-                esc(&detail)
-            );
-        }
-        let _ = write!(o, "</table>");
-    }
-    if !f.notifications.is_empty() {
-        let _ = write!(o, "<p>Notifications: {}.</p>", esc(&notifications_line(&f)));
-    }
-
-    let _ = write!(o, "<h2>Audit excerpt</h2><p>{}</p>", esc(&chain_line(r)));
-    for note in &r.notes {
-        let _ = write!(o, "<p class=\"bad\">Note: {}</p>", esc(note));
-    }
-    let _ = write!(
-        o,
-        "<table><tr><th>#</th><th>Time</th><th>Actor</th><th>Action</th><th>Entity</th><th>Reason or detail</th></tr>"
-    );
-    for a in &r.audit {
-        let _ = write!(
-            o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            a.seq,
-            a.at.format("%Y-%m-%d %H:%M:%S UTC"),
-            esc(&a.actor),
-            esc(&a.action),
-            esc(&a.entity),
-            esc(&gist(a))
-        );
-    }
-    let _ = writeln!(o, "</table></body></html>");
-    o
+/// The review as Markdown: tables and text sparklines that read well in a code review
+/// (`templates/review.md`).
+pub fn markdown(r: &Review) -> Result<String, minijinja::Error> {
+    render("review.md", r)
 }
 
-/// One check as an SVG line chart over the rollout's time: its values, the threshold as a dashed line,
-/// and each tick's verdict as a mark whose shape says it (circle: pass or quiet, cross: fail or fired,
-/// ring on the axis: no value), so that colour is never the only cue.
-fn chart(x: &Series, start: u64, end: Option<u64>) -> String {
-    let (w, h, left, right, top, bottom) = (900.0, 180.0, 64.0, 12.0, 10.0, 26.0);
-    let t0 = start as f64;
-    let t1 = end.or_else(|| x.points.last().map(|d| d.at)).unwrap_or(start) as f64;
-    let t1 = if t1 > t0 { t1 } else { t0 + 1.0 };
-    let values: Vec<f64> = x.values().chain(x.bound).collect();
-    let (mut lo, mut hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-    if !lo.is_finite() {
-        (lo, hi) = (0.0, 1.0);
-    }
-    if (hi - lo).abs() < f64::EPSILON {
-        (lo, hi) = (lo - 0.5 * lo.abs().max(1.0), hi + 0.5 * hi.abs().max(1.0));
-    }
-    // Rates and counts start at zero, so the axis does too; a check with negative values gets a margin.
-    let pad = (hi - lo) * 0.08;
-    let (lo, hi) = (if lo >= 0.0 { 0.0 } else { lo - pad }, hi + pad);
-    let px = |t: f64| left + (t - t0) / (t1 - t0) * (w - left - right);
-    let py = |v: f64| top + (hi - v) / (hi - lo) * (h - top - bottom);
-    let mut o = format!(
-        "<svg role=\"img\" aria-label=\"{} {} over time against {}\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\">",
-        esc(&x.kind),
-        esc(&x.name),
-        esc(&x.threshold)
-    );
-    for v in [lo, (lo + hi) / 2.0, hi] {
-        let _ = write!(
-            o,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eaeef2\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#57606a\">{}</text>",
-            w - right,
-            left - 6.0,
-            py(v) + 4.0,
-            number(v),
-            y = py(v)
-        );
-    }
-    for (t, anchor) in [(t0, "start"), (t1, "end")] {
-        let _ = write!(
-            o,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"{anchor}\" fill=\"#57606a\">{}</text>",
-            px(t),
-            h - 8.0,
-            when(t as u64)
-        );
-    }
-    if let Some(b) = x.bound {
-        let _ = write!(
-            o,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#a40e26\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#a40e26\">threshold {}</text>",
-            w - right,
-            w - right - 4.0,
-            py(b) - 4.0,
-            esc(&x.threshold),
-            y = py(b)
-        );
-    }
-    let path: Vec<String> =
-        x.points.iter().filter_map(|d| d.value.map(|v| format!("{:.1},{:.1}", px(d.at as f64), py(v)))).collect();
-    if path.len() > 1 {
-        let _ = write!(
-            o,
-            "<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\" points=\"{}\"/>",
-            path.join(" ")
-        );
-    }
-    // At most ~300 marks: a long rollout's ticks would otherwise be an ink blot.
-    let step = (x.points.len() / 300).max(1);
-    for d in x.points.iter().step_by(step) {
-        let cx = px(d.at as f64);
-        match (d.value, d.verdict()) {
-            (None, _) | (_, Verdict::Inconclusive) => {
-                let _ = write!(
-                    o,
-                    "<circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"none\" stroke=\"#57606a\"/>",
-                    h - bottom
-                );
-            }
-            (Some(v), Verdict::Fail | Verdict::Fired) => {
-                let cy = py(v);
-                let _ = write!(
-                    o,
-                    "<path d=\"M{:.1} {:.1}l7 7m0 -7l-7 7\" stroke=\"#a40e26\" stroke-width=\"2\"/>",
-                    cx - 3.5,
-                    cy - 3.5
-                );
-            }
-            (Some(v), _) => {
-                let _ = write!(o, "<circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#116329\"/>", py(v));
-            }
+/// The review as one self-contained HTML file (`templates/review.html`, its charts `templates/chart.svg`).
+pub fn html(r: &Review) -> Result<String, minijinja::Error> {
+    render("review.html", r)
+}
+
+/// Renders one of the templates with what both formats show. Every value a template prints is escaped
+/// for the file it is written into — HTML for `.html` and `.svg`, Markdown for `.md` — unless the
+/// template asks for a code span (`|code`), which escapes for inside backticks instead.
+fn render(template: &str, r: &Review) -> Result<String, minijinja::Error> {
+    let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".md") {
+            minijinja::AutoEscape::Custom("markdown")
+        } else {
+            minijinja::AutoEscape::Html
+        }
+    });
+    // Before the templates are added: each takes its escaping from its name as it is compiled.
+    env.add_template("review.md", include_str!("../templates/review.md"))?;
+    env.add_template("review.html", include_str!("../templates/review.html"))?;
+    env.add_template("chart.svg", include_str!("../templates/chart.svg"))?;
+    env.set_formatter(|out, state, value| {
+        let text = if value.is_none() || value.is_undefined() { String::new() } else { value.to_string() };
+        let shown = match (value.is_safe(), state.auto_escape()) {
+            (true, _) | (_, minijinja::AutoEscape::None) => text,
+            (false, minijinja::AutoEscape::Custom("markdown")) => md(&text),
+            (false, _) => esc(&text),
+        };
+        out.write_str(&shown)
+            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing the review"))
+    });
+    env.add_filter("code", |text: String| minijinja::Value::from_safe_string(code(&text)));
+    env.get_template(template)?.render(View::of(&Facts::of(r), r))
+}
+
+/// What a template prints: [`Facts`] in words and numbers, never escaped here.
+#[derive(Serialize)]
+struct View {
+    plan: String,
+    id: String,
+    flag: String,
+    outcome: String,
+    state_class: &'static str,
+    state_mark: &'static str,
+    started: String,
+    created_by: String,
+    ended: Option<String>,
+    took: String,
+    written: String,
+    paused: usize,
+    rolled_back: usize,
+    actions_failed: usize,
+    timeline: Vec<Stretch>,
+    visits: Vec<VisitRow>,
+    series: Vec<SeriesRow>,
+    turning: Vec<TurnRow>,
+    incidents: Vec<IncidentRow>,
+    approvals: Vec<ApprovalRow>,
+    actions: Vec<ActionRow>,
+    notifications: String,
+    chain: String,
+    notes: Vec<String>,
+    audit: Vec<AuditRow>,
+}
+
+#[derive(Serialize)]
+struct Stretch {
+    flex: String,
+    phase: usize,
+    percent: u64,
+}
+
+#[derive(Serialize)]
+struct VisitRow {
+    phase: usize,
+    percent: u64,
+    entered: String,
+    left: String,
+    duration: String,
+    ended_kind: Option<String>,
+    ended_why: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SeriesRow {
+    name: String,
+    kind: String,
+    threshold: String,
+    sparkline: String,
+    min: String,
+    max: String,
+    last: String,
+    holds: usize,
+    clear: usize,
+    inconclusive: usize,
+    chart: Chart,
+}
+
+#[derive(Serialize)]
+struct TurnRow {
+    time: String,
+    kind: String,
+    check: String,
+    value: String,
+    note: Option<String>,
+    threshold: String,
+    verdict: String,
+    bad: bool,
+    action: String,
+}
+
+#[derive(Serialize)]
+struct IncidentRow {
+    kind: String,
+    time: String,
+    phase: usize,
+    percent: u64,
+    reason: String,
+    then: String,
+}
+
+#[derive(Serialize)]
+struct ApprovalRow {
+    item: String,
+    by: String,
+    time: String,
+}
+
+#[derive(Serialize)]
+struct ActionRow {
+    time: String,
+    purpose: String,
+    name: String,
+    ok: bool,
+    attempts: usize,
+    /// Cut for a Markdown table cell.
+    detail_short: String,
+    /// Cut for the HTML table.
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct AuditRow {
+    seq: i64,
+    time: String,
+    actor: String,
+    action: String,
+    entity: String,
+    gist: String,
+}
+
+impl View {
+    fn of(f: &Facts, r: &Review) -> View {
+        let (state_class, state_mark) = match f.state.as_str() {
+            "completed" | "baking" => ("ok", "✔"),
+            "rolled_back" | "aborted" => ("bad", "✖"),
+            "paused" => ("", "‖"),
+            _ => ("", "▶"),
+        };
+        let total = f.end.unwrap_or_else(|| f.visits.last().map_or(f.start, |v| v.from)).saturating_sub(f.start).max(1);
+        let stamp = |at: &DateTime<Utc>| at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        View {
+            plan: f.plan.clone(),
+            id: f.id.clone(),
+            flag: f.flag.clone(),
+            outcome: f.outcome(),
+            state_class,
+            state_mark,
+            started: when(f.start),
+            created_by: f.created_by.clone(),
+            ended: f.end.map(when),
+            took: f.end.map_or_else(String::new, |end| span(end.saturating_sub(f.start))),
+            written: stamp(&r.written_at),
+            paused: f.incidents.iter().filter(|i| i.kind == "paused").count(),
+            rolled_back: f.incidents.iter().filter(|i| i.kind == "rolled_back").count(),
+            actions_failed: f.actions.iter().filter(|a| a.after.as_ref().is_none_or(|v| v["ok"] != true)).count(),
+            timeline: f
+                .visits
+                .iter()
+                .map(|v| Stretch {
+                    flex: format!(
+                        "{:.1}",
+                        v.to.map_or(8.0, |to| (to.saturating_sub(v.from) as f64 / total as f64 * 100.0).max(4.0))
+                    ),
+                    phase: v.phase,
+                    percent: v.percent,
+                })
+                .collect(),
+            visits: f
+                .visits
+                .iter()
+                .map(|v| VisitRow {
+                    phase: v.phase,
+                    percent: v.percent,
+                    entered: when(v.from),
+                    left: v.to.map_or_else(|| "—".to_string(), when),
+                    duration: v.to.map_or_else(|| "under way".to_string(), |to| span(to.saturating_sub(v.from))),
+                    ended_kind: v.ended_by.as_ref().map(|(k, _)| k.clone()),
+                    ended_why: v.ended_by.as_ref().map(|(_, why)| why.clone()),
+                })
+                .collect(),
+            series: f.series.iter().map(|x| SeriesRow::of(x, f)).collect(),
+            turning: f
+                .turning
+                .iter()
+                .map(|t| {
+                    let d = &t.decision;
+                    TurnRow {
+                        time: when(d.at),
+                        kind: d.kind.as_str().to_string(),
+                        check: d.check.clone(),
+                        value: value_of(d),
+                        note: d.note.clone(),
+                        threshold: d.threshold.to_string(),
+                        verdict: verdict_run(d),
+                        bad: matches!(d.verdict(), Verdict::Fail | Verdict::Fired),
+                        action: t.action.replace(',', ", "),
+                    }
+                })
+                .collect(),
+            incidents: f
+                .incidents
+                .iter()
+                .map(|i| IncidentRow {
+                    kind: i.kind.replace('_', " "),
+                    time: when(i.at),
+                    phase: i.phase,
+                    percent: i.percent,
+                    reason: i.reason.clone(),
+                    then: i.then.as_ref().map_or_else(
+                        || ended_or_not(&i.kind),
+                        |(at, k)| format!("{} after {}", k.replace('_', " "), span(at.saturating_sub(i.at))),
+                    ),
+                })
+                .collect(),
+            approvals: f
+                .approvals
+                .iter()
+                .map(|(at, item, by)| ApprovalRow { item: item.clone(), by: by.clone(), time: when(*at) })
+                .collect(),
+            actions: f
+                .actions
+                .iter()
+                .map(|a| {
+                    let v = a.after.clone().unwrap_or_default();
+                    ActionRow {
+                        time: stamp(&a.at),
+                        purpose: s(&v["purpose"]),
+                        name: s(&v["name"]),
+                        ok: v["ok"] == true,
+                        attempts: v["attempts"].as_array().map_or(1, Vec::len),
+                        detail_short: cut(&s(&v["detail"]), 120),
+                        detail: cut(&s(&v["detail"]), 200),
+                    }
+                })
+                .collect(),
+            notifications: notifications_line(f),
+            chain: chain_line(r),
+            notes: r.notes.clone(),
+            audit: r
+                .audit
+                .iter()
+                .map(|a| AuditRow {
+                    seq: a.seq,
+                    time: stamp(&a.at),
+                    actor: a.actor.clone(),
+                    action: a.action.clone(),
+                    entity: a.entity.clone(),
+                    gist: gist(a),
+                })
+                .collect(),
         }
     }
-    o + "</svg>"
+}
+
+impl SeriesRow {
+    fn of(x: &Series, f: &Facts) -> SeriesRow {
+        let values: Vec<f64> = x.values().collect();
+        let (min, max) = (
+            values.iter().copied().fold(f64::INFINITY, f64::min),
+            values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        let shown = |v: f64| if v.is_finite() { number(v) } else { "—".into() };
+        SeriesRow {
+            name: x.name.clone(),
+            kind: x.kind.clone(),
+            threshold: x.threshold.clone(),
+            sparkline: sparkline(&values, 32),
+            min: shown(min),
+            max: shown(max),
+            last: x.points.last().map(|d| value_of(d)).unwrap_or_default(),
+            holds: x.count(Outcome::Holds),
+            clear: x.count(Outcome::Clear),
+            inconclusive: x.count(Outcome::Inconclusive),
+            chart: Chart::of(x, f.start, f.end),
+        }
+    }
+}
+
+/// One check as an SVG line chart over the rollout's time (`templates/chart.svg`): every coordinate,
+/// worked out here.
+#[derive(Serialize)]
+struct Chart {
+    label: String,
+    threshold: String,
+    w: String,
+    h: String,
+    left: String,
+    /// Grid lines with their value.
+    grid: Vec<GridLine>,
+    /// The start and end times under the axis.
+    axis: Vec<AxisLabel>,
+    /// The threshold's dashed line.
+    bound: Option<GridLine>,
+    /// The values' polyline (`x,y x,y …`), when there are two or more.
+    line: Option<String>,
+    /// Each tick's verdict.
+    marks: Vec<Mark>,
+}
+
+#[derive(Serialize)]
+struct GridLine {
+    x2: String,
+    y: String,
+    tx: String,
+    ty: String,
+    label: String,
+}
+
+#[derive(Serialize)]
+struct AxisLabel {
+    x: String,
+    y: String,
+    anchor: &'static str,
+    label: String,
+}
+
+/// A tick's mark: `ring` (no value, on the axis), `cross` (fail or fired), `dot` (pass or quiet).
+#[derive(Serialize)]
+struct Mark {
+    shape: &'static str,
+    x: String,
+    y: String,
+}
+
+impl Chart {
+    fn of(x: &Series, start: u64, end: Option<u64>) -> Chart {
+        let (w, h, left, right, top, bottom) = (900.0, 180.0, 64.0, 12.0, 10.0, 26.0);
+        let t0 = start as f64;
+        let t1 = end.or_else(|| x.points.last().map(|d| d.at)).unwrap_or(start) as f64;
+        let t1 = if t1 > t0 { t1 } else { t0 + 1.0 };
+        let values: Vec<f64> = x.values().chain(x.bound).collect();
+        let (mut lo, mut hi) =
+            values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        if !lo.is_finite() {
+            (lo, hi) = (0.0, 1.0);
+        }
+        if (hi - lo).abs() < f64::EPSILON {
+            (lo, hi) = (lo - 0.5 * lo.abs().max(1.0), hi + 0.5 * hi.abs().max(1.0));
+        }
+        // Rates and counts start at zero, so the axis does too; a check with negative values gets a margin.
+        let pad = (hi - lo) * 0.08;
+        let (lo, hi) = (if lo >= 0.0 { 0.0 } else { lo - pad }, hi + pad);
+        let px = |t: f64| left + (t - t0) / (t1 - t0) * (w - left - right);
+        let py = |v: f64| top + (hi - v) / (hi - lo) * (h - top - bottom);
+        let grid = [lo, (lo + hi) / 2.0, hi]
+            .into_iter()
+            .map(|v| GridLine {
+                x2: format!("{}", w - right),
+                y: format!("{:.1}", py(v)),
+                tx: format!("{}", left - 6.0),
+                ty: format!("{:.1}", py(v) + 4.0),
+                label: number(v),
+            })
+            .collect();
+        let axis = [(t0, "start"), (t1, "end")]
+            .into_iter()
+            .map(|(t, anchor)| AxisLabel {
+                x: format!("{:.1}", px(t)),
+                y: format!("{}", h - 8.0),
+                anchor,
+                label: when(t as u64),
+            })
+            .collect();
+        let bound = x.bound.map(|b| GridLine {
+            x2: format!("{}", w - right),
+            y: format!("{:.1}", py(b)),
+            tx: format!("{}", w - right - 4.0),
+            ty: format!("{:.1}", py(b) - 4.0),
+            label: x.threshold.clone(),
+        });
+        let path: Vec<String> =
+            x.points.iter().filter_map(|d| d.value.map(|v| format!("{:.1},{:.1}", px(d.at as f64), py(v)))).collect();
+        // At most ~300 marks: a long rollout's ticks would otherwise be an ink blot.
+        let step = (x.points.len() / 300).max(1);
+        let marks = x
+            .points
+            .iter()
+            .step_by(step)
+            .map(|d| {
+                let cx = px(d.at as f64);
+                match (d.value, d.verdict()) {
+                    (None, _) | (_, Verdict::Inconclusive) => {
+                        Mark { shape: "ring", x: format!("{cx:.1}"), y: format!("{:.1}", h - bottom) }
+                    }
+                    (Some(v), Verdict::Fail | Verdict::Fired) => {
+                        Mark { shape: "cross", x: format!("{:.1}", cx - 3.5), y: format!("{:.1}", py(v) - 3.5) }
+                    }
+                    (Some(v), _) => Mark { shape: "dot", x: format!("{cx:.1}"), y: format!("{:.1}", py(v)) },
+                }
+            })
+            .collect();
+        Chart {
+            label: format!("{} {} over time against {}", x.kind, x.name, x.threshold),
+            threshold: x.threshold.clone(),
+            w: format!("{w}"),
+            h: format!("{h}"),
+            left: format!("{left}"),
+            grid,
+            axis,
+            bound,
+            line: (path.len() > 1).then(|| path.join(" ")),
+            marks,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use sluice_engine::{CheckKind, Threshold};
+
+    const T0: u64 = 1_795_000_000_000;
+
+    fn decision(
+        at: u64,
+        check: &str,
+        kind: CheckKind,
+        value: Option<f64>,
+        threshold: Threshold,
+        outcome: Outcome,
+    ) -> Decided {
+        let action = if at == T0 + 9_000 { "rolled_back" } else { "none" };
+        Decided {
+            decision: CheckDecision {
+                at,
+                check: check.into(),
+                kind,
+                value,
+                threshold,
+                outcome,
+                note: value.is_none().then(|| "too few samples: 3 (min_samples 10) | <i>".to_string()),
+                run: 1,
+                needed: if kind == CheckKind::Trigger { 2 } else { 1 },
+                dry_run: false,
+                interval: None,
+            },
+            action: action.into(),
+        }
+    }
+
+    fn event(seq: i64, at: u64, actor: &str, action: &str, after: Option<Value>, reason: Option<&str>) -> AuditEvent {
+        AuditEvent {
+            seq,
+            at: Utc.timestamp_millis_opt(at as i64).unwrap(),
+            actor: actor.into(),
+            action: action.into(),
+            entity: "rollout:r-1".into(),
+            before: None,
+            after,
+            reason: reason.map(String::from),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// A rollout with every part a review shows, and text that would break Markdown or HTML everywhere a
+    /// person or a program can put text.
+    fn fixture() -> Review {
+        let hostile = "not <b>us</b> [see](http://127.0.0.1/x) | `tick` *now*\nsecond line & more";
+        let history = json!([
+            {"at": T0, "kind": "started", "phase": 0, "percent": 10, "reason": "started"},
+            {"at": T0 + 3_000, "kind": "paused", "phase": 0, "percent": 10, "reason": hostile},
+            {"at": T0 + 5_000, "kind": "resumed", "phase": 0, "percent": 10, "reason": "looked fine"},
+            {"at": T0 + 6_000, "kind": "promoted", "phase": 1, "percent": 50, "reason": "gates passed"},
+            {"at": T0 + 9_000, "kind": "rolled_back", "phase": 1, "percent": 0, "reason": "trigger `errors` fired"},
+        ]);
+        let rollout = json!({
+            "id": "r-1", "plan": "checkout <ramp>", "flag": "checkout_v2", "created_by": "dana|ops",
+            "status": {"state": "rolled_back", "reason": "trigger `errors` fired"}, "history": history,
+        });
+        let below = || Threshold::Below { limit: 0.01 };
+        let above = || Threshold::Above { limit: 0.5 };
+        let mut decisions = Vec::new();
+        for (i, at) in (0..10).map(|i| (i, T0 + i * 1_000)) {
+            let v = 0.002 * i as f64;
+            let gate = if i == 4 { None } else { Some(v) };
+            let outcome = match gate {
+                None => Outcome::Inconclusive,
+                Some(v) if v < 0.01 => Outcome::Holds,
+                Some(_) => Outcome::Clear,
+            };
+            decisions.push(decision(at, "error-rate", CheckKind::Gate, gate, below(), outcome));
+            let fired = if i >= 8 { Outcome::Holds } else { Outcome::Clear };
+            decisions.push(decision(at, "errors", CheckKind::Trigger, Some(0.1 * i as f64), above(), fired));
+        }
+        let audit = vec![
+            event(1, T0, "dana|ops", "rollout.start", None, Some("ship it")),
+            event(2, T0 + 1_000, "olivia", "rollout.approved", None, Some("qa-signoff by olivia")),
+            event(
+                3,
+                T0 + 2_000,
+                "controller",
+                "rollout.action",
+                Some(json!({"purpose": "hook", "name": "warm", "ok": true, "detail": "warmed <ok>"})),
+                None,
+            ),
+            event(
+                4,
+                T0 + 9_000,
+                "controller",
+                "rollout.action",
+                Some(
+                    json!({"purpose": "rollback", "name": "undo", "ok": false, "attempts": [1, 2], "detail": hostile}),
+                ),
+                None,
+            ),
+            event(
+                5,
+                T0 + 9_000,
+                "controller",
+                "rollout.notification",
+                Some(json!({"destination": "notify[0]", "ok": true})),
+                None,
+            ),
+            event(
+                6,
+                T0 + 9_100,
+                "controller",
+                "rollout.notification",
+                Some(json!({"destination": "notify[0]", "ok": false})),
+                None,
+            ),
+            AuditEvent {
+                entity: "flag:checkout_v2".into(),
+                before: Some(json!({"ramp": {"percent": 50}})),
+                ..event(
+                    7,
+                    T0 + 9_000,
+                    "controller",
+                    "flag.update",
+                    Some(json!({"ramp": {"percent": 0}})),
+                    Some(hostile),
+                )
+            },
+        ];
+        Review {
+            rollout,
+            decisions,
+            audit,
+            chain: Some(Verification::Intact { events: 7, head: "abc123".into() }),
+            notes: vec!["one event could not be read: <gone>".into()],
+            written_at: Utc.timestamp_millis_opt(T0 as i64 + 60_000).unwrap(),
+        }
+    }
+
+    /// The review as users have read it: a change to how it is rendered must not change what it says.
+    /// `SLUICE_BLESS=1` writes the files anew (then read the diff).
+    #[test]
+    fn both_formats_render_the_fixture_as_kept() {
+        let review = fixture();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (file, text) in [("review.md", markdown(&review).unwrap()), ("review.html", html(&review).unwrap())] {
+            let path = dir.join(file);
+            if std::env::var_os("SLUICE_BLESS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            }
+            let kept = std::fs::read_to_string(&path).unwrap();
+            assert!(text == kept, "{file} differs from what was kept:\n{text}");
+        }
+    }
 
     #[test]
     fn sparklines_scale_and_squeeze() {

@@ -9,16 +9,15 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{LogFormat, Output, ServeArgs, StoreCmd};
 use crate::client::CliError;
 
-/// A database URL for logs and messages: its password is not shown.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{}{user}{hidden}{}", &url[..scheme + 3], &url[at..])
+/// A database URL for logs and messages: its password is not shown. Anything that does not parse as a
+/// URL (an SQLite path) has no password to hide.
+fn redacted(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
         }
-        _ => url.to_string(),
+        _ => text.to_string(),
     }
 }
 
@@ -100,7 +99,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             delivery_give_up: args.delivery_give_up.0,
         },
         secure_cookies: args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
-        replication: Some(sluice_server::replica::Replication {
+        replication: Some(sluice_server::Replication {
             name: args.replica_name.clone().unwrap_or_else(|| default_replica_name(addr)),
             address: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
             lease: args.lease,
@@ -131,9 +130,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         println!("dashboard: http://{addr}/ (log in with a viewer, operator or admin token)");
         println!("sluice listening on http://{addr} (database: {shown})");
     }
-    let leading = tokio::spawn(sluice_server::replica::lead(state.clone()));
+    let leading = tokio::spawn(state.cluster().clone().lead());
     tokio::spawn(sluice_server::replica::follow(state.clone()));
-    tokio::spawn(sluice_server::replica::share_metrics(state.clone()));
+    tokio::spawn(state.cluster().clone().share_metrics());
     tokio::spawn(sluice_server::announce_expiries(state.clone()));
     sluice_server::serving::serve(listener, state.clone(), stopping)
         .await
@@ -142,7 +141,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     leading.abort();
     let _ = leading.await;
     let saved = state.save_metrics().await;
-    sluice_server::replica::release(&state).await;
+    state.cluster().release().await;
     saved.map_err(|e| CliError(format!("saving the built-in metrics at shutdown: {e}")))?;
     tracing::info!("stopped");
     Ok(())
@@ -234,4 +233,17 @@ fn init_logging(format: LogFormat) -> Result<(), CliError> {
         LogFormat::Json => logs.json().try_init(),
     };
     installed.map_err(|e| CliError(format!("cannot install the logger: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_database_urls_password_is_never_shown() {
+        assert_eq!(redacted("postgres://sluice:s3cret@db:5432/sluice"), "postgres://sluice:***@db:5432/sluice");
+        assert_eq!(redacted("postgres://u:p%40ss:w@h/d?sslmode=require"), "postgres://u:***@h/d?sslmode=require");
+        assert_eq!(redacted("postgres://db/sluice"), "postgres://db/sluice");
+        assert_eq!(redacted("sqlite:/var/lib/sluice/sluice.db"), "sqlite:/var/lib/sluice/sluice.db");
+    }
 }

@@ -287,8 +287,16 @@ fn an_openfeature_hook_reports_outcomes_to_the_builtin_metrics() {
     )
     .unwrap();
     s.cli(&["rollout", "start", plan.to_str().unwrap()]);
-    // Let the first tick start the sequence, then send.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The first tick starts the sequence: send once the gate has judged a window.
+    let began = std::time::Instant::now();
+    while !serde_json::from_str::<Vec<Value>>(&s.cli(&["rollout", "decisions", "counted", "-o", "json"]))
+        .unwrap()
+        .iter()
+        .any(|d| d["check"] == "canary-requests")
+    {
+        assert!(began.elapsed() < std::time::Duration::from_secs(15), "the gate never judged a window");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let sdk = s.sdk_token("checkout-service");
     let out = run_checked(
         Command::new("node")

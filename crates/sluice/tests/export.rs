@@ -38,11 +38,7 @@ fn promtool() -> Option<&'static str> {
     if Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()) {
         return Some("promtool");
     }
-    assert!(
-        std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
-        "SLUICE_REQUIRE_EXTERNAL is set and promtool is not installed (Debian: apt-get install prometheus)"
-    );
-    eprintln!("skipped: promtool is not installed (Debian: apt-get install prometheus)");
+    common::external::missing("promtool", "Debian: apt-get install prometheus");
     None
 }
 

@@ -114,10 +114,22 @@ fn a_rollout_review_tells_its_phases_evidence_incidents_and_audit() {
     screenshot(&out, &artefacts.join("report.png"));
 }
 
-/// Renders the HTML review to a PNG with headless Chromium (a check that a real browser opens it, and a
-/// picture for people to look at).
+/// Opens the HTML review in headless Chromium: the document a real browser builds from it has both charts,
+/// the status in words and the hostile reason as text (no `<b>` element made from it); and a PNG for people
+/// to look at.
 fn screenshot(html: &Path, png: &Path) {
     let Some(chromium) = common::chromium() else { return };
+    let profile = tempfile::tempdir().unwrap();
+    let dom = std::process::Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(dom.matches("<svg").count(), 2, "the browser's document has both charts: {dom}");
+    assert!(dom.contains("✖ rolled back"), "{dom}");
+    assert!(dom.contains("not &lt;b&gt;us&lt;/b&gt;") && !dom.contains("<b>us</b>"), "the reason stays text: {dom}");
     let _ = std::fs::remove_file(png);
     let profile = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(chromium)

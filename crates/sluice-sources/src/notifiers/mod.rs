@@ -121,21 +121,7 @@ async fn deliver(http: &reqwest::Client, call: Result<(Call, Redactor), String>)
 /// assert_eq!(sluice_sources::notifiers::rfc3339(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
 /// ```
 pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    match ms % 1000 {
-        0 => format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
-        frac => format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{frac:03}Z"),
-    }
+    let at = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default();
+    let digits = if ms.is_multiple_of(1000) { chrono::SecondsFormat::Secs } else { chrono::SecondsFormat::Millis };
+    at.to_rfc3339_opts(digits, true)
 }

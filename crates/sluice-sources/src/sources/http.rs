@@ -8,7 +8,7 @@
 //! measures the endpoints, and that is what it found.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -270,7 +270,7 @@ impl crate::Source for Http {
                 Measurement::Value(good as f64 / outcomes.len() as f64)
             }
             ProbeValue::ConsecutiveFailures => {
-                let mut failures = self.failures.lock().expect("failures");
+                let mut failures = self.failures.lock();
                 let mut longest = 0;
                 for (i, outcome) in outcomes.iter().enumerate() {
                     let run = failures.entry((cx.rollout_id.to_string(), check.name.value.clone(), i)).or_insert(0);

@@ -9,7 +9,9 @@
 //! wait for one counts toward the check's timeout.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -182,7 +184,7 @@ impl Prometheus {
     }
 
     fn slots_of(&self, base: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut slots = self.slots.lock().expect("slots");
+        let mut slots = self.slots.lock();
         slots
             .entry(base.to_string())
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(SLOTS_PER_ENDPOINT)))
@@ -280,7 +282,7 @@ impl Prometheus {
             When::Past(history, at_ms) => (history, at_ms),
         };
         let cell = {
-            let mut ranges = history.ranges.lock().expect("history");
+            let mut ranges = history.ranges.lock();
             ranges.entry(query.to_string()).or_default().clone()
         };
         let series = cell

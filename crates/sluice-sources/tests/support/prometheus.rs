@@ -1,9 +1,12 @@
 //! A real Prometheus for tests (Debian's `prometheus`, with `promtool`): started on a free loopback port,
 //! scraping a target or serving a history loaded with `promtool tsdb create-blocks-from openmetrics`, and
-//! stopped when dropped. Without the binaries a test is skipped, unless `SLUICE_REQUIRE_EXTERNAL=1` (CI),
+//! stopped when dropped. Without the binaries a test is skipped, unless `SLUICE_REQUIRE_EXTERNAL` is set (CI),
 //! where it fails. Shared by the tests of several crates (`#[path]`).
 
 #![allow(dead_code)]
+
+#[path = "../../../../tests/support/external.rs"]
+mod external;
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -36,11 +39,7 @@ pub fn binary(name: &str) -> Option<String> {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
     if found.is_none() {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
-            "{name} is not installed (Debian: apt-get install prometheus) and SLUICE_REQUIRE_EXTERNAL=1"
-        );
-        eprintln!("skipped: {name} is not installed");
+        external::missing(name, "Debian: apt-get install prometheus");
     }
     found
 }

@@ -72,7 +72,8 @@ pub async fn run(client: &Client, rollout: &str, format: ReportFormat, out: Opti
     let text = match format {
         ReportFormat::Md => markdown(&review),
         ReportFormat::Html => html(&review),
-    };
+    }
+    .map_err(|e| CliError(format!("rendering the review: {e:#} (a bug in Sluice's templates: please report it)")))?;
     match out {
         Some(path) => {
             std::fs::write(&path, text).map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))

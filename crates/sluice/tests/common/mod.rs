@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../../tests/support/external.rs"]
+pub mod external;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -109,11 +112,7 @@ pub fn chromium() -> Option<&'static str> {
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
     if found.is_none() {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_EXTERNAL").is_err(),
-            "SLUICE_REQUIRE_EXTERNAL is set and Chromium is not installed (Debian: apt-get install chromium)"
-        );
-        eprintln!("skipped: Chromium is not installed");
+        external::missing("Chromium", "Debian: apt-get install chromium");
     }
     found
 }
