@@ -2,8 +2,8 @@
 //! an embedded SQLite file (WAL) or in PostgreSQL when several replicas share one database (migrations
 //! embedded for both). Every change is validated against the whole catalog, written
 //! with its audit event in one transaction, and returned with the compiled [`Snapshot`] to publish — so a
-//! change is either fully committed and audited, or not written at all. The SQL is written once (`sql.rs`) and
-//! run by both backends under the same tests; the rules — what a change does, what it audits, how the chain
+//! change is either fully committed and audited, or not written at all. The SQL is written once, as plain
+//! functions (`sql.rs`, over a [`session::Backend`]), and run by both backends under the same tests; the rules — what a change does, what it audits, how the chain
 //! links — are backend-neutral code. Replicas elect one controller through a lease ([`Store::take_lease`]);
 //! the controller's writes carry a [`Fence`] that the database checks in the same transaction.
 //!
@@ -21,13 +21,13 @@
 
 #![warn(missing_docs)]
 
-#[macro_use]
-mod sql;
 pub mod audit;
 mod catalog;
 mod copy;
 mod postgres;
 mod rollout;
+pub mod session;
+mod sql;
 mod sqlite;
 mod stored;
 mod token;

@@ -1,28 +1,14 @@
-//! The PostgreSQL store, for several replicas on one database. The SQL is the SQLite store's (`sql_store!`);
+//! The PostgreSQL store, for several replicas on one database. The SQL is the SQLite store's (`sql.rs`);
 //! what differs is how writes are made one at a time — a transaction-scoped advisory lock, so that replicas
 //! append to one audit chain in turn — and that every committed write tells the other replicas
 //! (`NOTIFY sluice_changes`), who then load what changed.
 
 use async_trait::async_trait;
-use chrono::Utc;
-use serde_json::Value;
-use sluice_flags::Snapshot;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 
-use crate::audit::{AuditRow, NewEvent};
-use crate::catalog::{Catalog, RowEdit};
-use crate::rollout::{self, NotificationRow, RolloutRow};
-use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
-use crate::token::{self, NewToken, TokenRow};
-use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Bootstrap, Change, Decided, Destination, Fence, Lease,
-    LeaseAnswer, LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store,
-    StoreError, TokenInfo, TokenTable, CONTROLLER_LEASE,
-};
-
-/// The connection type the shared SQL (`sql_store!`) runs on.
-type Conn = sqlx::PgConnection;
+use crate::session::{Backend, Conn, Query, Tx, Writer};
+use crate::{Fence, StoreError};
 
 /// The channel every committed write notifies; its payload is empty (a listener reads what changed).
 pub const CHANGES_CHANNEL: &str = "sluice_changes";
@@ -63,40 +49,43 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-
-    /// A read of several statements that sees one state (READ COMMITTED, PostgreSQL's default, would let
-    /// each statement see a different one).
-    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?)
-    }
-
-    /// A controller's write (a fenced store) checks its fence in the same transaction.
-    async fn begin_write(&self) -> Result<((), sqlx::Transaction<'static, Postgres>), StoreError> {
-        let ((), mut tx) = self.begin_unfenced_write().await?;
-        if let Some(fence) = &self.fence {
-            check_fence(&mut tx, fence).await?;
-        }
-        Ok(((), tx))
-    }
-
-    /// One write at a time across replicas, and a notification to every other replica when it commits
-    /// (PostgreSQL sends it at commit, and drops it with a rollback).
-    async fn begin_unfenced_write(&self) -> Result<((), sqlx::Transaction<'static, Postgres>), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
-        sqlx::query("SELECT pg_notify($1, '')").bind(CHANGES_CHANNEL).execute(&mut *tx).await?;
-        Ok(((), tx))
-    }
 }
 
-impl PgStore {
+#[async_trait]
+impl Backend for PgStore {
+    // The database's clock in ms: every replica's lease is judged by the same clock.
+    const NOW_MS: &'static str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+    /// REPEATABLE READ: READ COMMITTED, PostgreSQL's default, would let each statement see another state.
+    async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(Tx::Postgres(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?))
+    }
+
+    /// One write at a time across replicas (a transaction-scoped advisory lock), and a notification to
+    /// every other replica when it commits (PostgreSQL sends it at commit, and drops it with a rollback).
+    async fn begin_unfenced_write(&self) -> Result<(Writer<'_>, Tx), StoreError> {
+        let mut tx = Tx::Postgres(self.pool.begin().await?);
+        Query::new("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut tx).await?;
+        Query::new("SELECT pg_notify($1, '')").bind(CHANGES_CHANNEL).execute(&mut tx).await?;
+        Ok((None, tx))
+    }
+
+    async fn acquire(&self) -> Result<Conn, StoreError> {
+        Ok(Conn::Postgres(self.pool.acquire().await?))
+    }
+
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    fn with_fence(&self, fence: Fence) -> Self {
+        PgStore { fence: Some(fence), ..self.clone() }
+    }
+
     fn feed(&self) -> Option<crate::ChangeFeed> {
         Some(crate::ChangeFeed { url: self.url.clone() })
     }
 }
-
-// The database's clock in ms: every replica's lease is judged by the same clock.
-sql_store!(PgStore, now_ms = "(extract(epoch from clock_timestamp()) * 1000)::bigint");
 
 /// The schema migrations, embedded in the binary.
 fn migrator() -> sqlx::migrate::Migrator {

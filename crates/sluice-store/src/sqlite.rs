@@ -6,23 +6,12 @@ use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use chrono::Utc;
-use serde_json::Value;
-use sluice_flags::Snapshot;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::SqlitePool;
+use tokio::sync::Mutex;
 
-use crate::audit::{AuditRow, NewEvent};
-use crate::catalog::{Catalog, RowEdit};
-use crate::rollout::{self, NotificationRow, RolloutRow};
-use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
-use crate::token::{self, NewToken, TokenRow};
-use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Bootstrap, Change, Decided, Destination, Fence, Lease,
-    LeaseAnswer, LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store,
-    StoreError, TokenInfo, TokenTable, CONTROLLER_LEASE,
-};
+use crate::session::{Backend, Conn, Tx, Writer};
+use crate::{Fence, StoreError};
 
 /// What a commit survives once it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +23,6 @@ pub enum Durability {
     /// A crash of the process only (`synchronous=NORMAL`): the last commits may be lost with the machine.
     ProcessCrash,
 }
-
-/// The connection type the shared SQL (`sql_store!`) runs on.
-type Conn = sqlx::SqliteConnection;
 
 /// The SQLite implementation of [`Store`]: one file, WAL, migrations embedded.
 #[derive(Debug, Clone)]
@@ -63,38 +49,6 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writer: Default::default(), fence: None })
     }
 
-    /// Starts a write: one at a time in this process (the writer lock), and `BEGIN IMMEDIATE` so that the
-    /// file's write lock is taken up front. A deferred transaction that reads and then writes fails with
-    /// `SQLITE_BUSY_SNAPSHOT` when another write commits in between, and no busy timeout waits that out.
-    /// A controller's write (a fenced store) checks its fence in the same transaction.
-    async fn begin_write(&self) -> Result<(MutexGuard<'_, ()>, sqlx::Transaction<'static, Sqlite>), StoreError> {
-        let (writer, mut tx) = self.begin_unfenced_write().await?;
-        if let Some(fence) = &self.fence {
-            check_fence(&mut tx, fence).await?;
-        }
-        Ok((writer, tx))
-    }
-
-    /// A write that no fence stops: taking a lease, copying a store in.
-    async fn begin_unfenced_write(
-        &self,
-    ) -> Result<(MutexGuard<'_, ()>, sqlx::Transaction<'static, Sqlite>), StoreError> {
-        let writer = self.writer.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok((writer, tx))
-    }
-
-    /// A read of several statements that sees one state: a SQLite read transaction (in WAL mode, the
-    /// snapshot is taken at its first read).
-    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin().await?)
-    }
-
-    /// A single file has no other replicas to hear from.
-    fn feed(&self) -> Option<crate::ChangeFeed> {
-        None
-    }
-
     /// The underlying pool, for tests and tools that inspect the file.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -118,8 +72,42 @@ async fn connect(path: &Path, durability: Durability) -> Result<SqlitePool, Stor
     Ok(SqlitePoolOptions::new().max_connections(4).connect_with(options).await?)
 }
 
-// The database's clock in ms: SQLite's `julianday('now')` is the clock of the process that runs the query.
-sql_store!(SqliteStore, now_ms = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)");
+#[async_trait]
+impl Backend for SqliteStore {
+    // The database's clock in ms: SQLite's `julianday('now')` is the clock of the process that runs the query.
+    const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+    /// A SQLite read transaction (in WAL mode, the snapshot is taken at its first read).
+    async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(Tx::Sqlite(self.pool.begin().await?))
+    }
+
+    /// One at a time in this process (the writer lock), and `BEGIN IMMEDIATE` so that the file's write
+    /// lock is taken up front. A deferred transaction that reads and then writes fails with
+    /// `SQLITE_BUSY_SNAPSHOT` when another write commits in between, and no busy timeout waits that out.
+    async fn begin_unfenced_write(&self) -> Result<(Writer<'_>, Tx), StoreError> {
+        let writer = self.writer.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((Some(writer), Tx::Sqlite(tx)))
+    }
+
+    async fn acquire(&self) -> Result<Conn, StoreError> {
+        Ok(Conn::Sqlite(self.pool.acquire().await?))
+    }
+
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    fn with_fence(&self, fence: Fence) -> Self {
+        SqliteStore { fence: Some(fence), ..self.clone() }
+    }
+
+    /// A single file has no other replicas to hear from.
+    fn feed(&self) -> Option<crate::ChangeFeed> {
+        None
+    }
+}
 
 /// The schema migrations, embedded in the binary (no `sqlx` macros: nothing needs a database at build time).
 fn migrator() -> sqlx::migrate::Migrator {
@@ -147,6 +135,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
     use serde_json::json;
 
     /// A file written before decisions had `seq` (ordered by SQLite's rowid then) still opens, and its
