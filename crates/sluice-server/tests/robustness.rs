@@ -1,84 +1,14 @@
 //! No input crashes the server or gets a 5xx: random bytes, random JSON, and valid bodies with one field
 //! mutated, sent to every write and evaluation endpoint. Deterministic (seeded) so a failure reproduces.
 
+mod support;
+
 use std::sync::Arc;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use sluice_server::{AppState, Options};
 use sluice_store::{Role, SqliteStore, Store, Verification};
-
-fn random_json(rng: &mut fastrand::Rng, depth: u32) -> Value {
-    match rng.u32(0..if depth == 0 { 5 } else { 7 }) {
-        0 => Value::Null,
-        1 => json!(rng.bool()),
-        2 => json!([0i64, -1, 101, 255, 256, i64::MAX, i64::MIN][rng.usize(0..7)]),
-        3 => json!([0.5f64, -0.0, 1e308, 99.999][rng.usize(0..4)]),
-        4 => json!(["", "off", "on", "userId", "IN", "💥", "a\u{0000}b", &"x".repeat(300)][rng.usize(0..8)]),
-        5 => Value::Array((0..rng.usize(0..4)).map(|_| random_json(rng, depth - 1)).collect()),
-        _ => {
-            let keys = [
-                "key",
-                "ramp",
-                "percent",
-                "variants",
-                "overrides",
-                "field",
-                "value",
-                "action",
-                "constraints",
-                "contextName",
-                "operator",
-                "values",
-                "context",
-                "targetingKey",
-                "segments",
-                "features",
-                "flags",
-                "name",
-                "role",
-                "strategies",
-                "parameters",
-                "expires_in",
-                "expires_at",
-                "bucket",
-                "toggles",
-            ];
-            Value::Object(
-                (0..rng.usize(0..5))
-                    .map(|_| (keys[rng.usize(0..keys.len())].to_string(), random_json(rng, depth - 1)))
-                    .collect(),
-            )
-        }
-    }
-}
-
-/// A valid body with one value somewhere replaced by random JSON.
-fn mutate(rng: &mut fastrand::Rng, mut v: Value) -> Value {
-    fn walk(rng: &mut fastrand::Rng, v: &mut Value) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                let k = m.keys().nth(rng.usize(0..m.len())).unwrap().clone();
-                if rng.u32(0..3) == 0 {
-                    m[&k] = random_json(rng, 2)
-                } else {
-                    walk(rng, m.get_mut(&k).unwrap())
-                }
-            }
-            Value::Array(a) if !a.is_empty() => {
-                let i = rng.usize(0..a.len());
-                if rng.u32(0..3) == 0 {
-                    a[i] = random_json(rng, 2)
-                } else {
-                    walk(rng, &mut a[i])
-                }
-            }
-            other => *other = random_json(rng, 2),
-        }
-    }
-    walk(rng, &mut v);
-    v
-}
 
 #[tokio::test]
 async fn no_request_gets_a_server_error() {
@@ -136,8 +66,8 @@ async fn no_request_gets_a_server_error() {
     for round in 0..250 {
         for (method, path, body) in &valid {
             let body = match round % 3 {
-                0 => mutate(&mut rng, body.clone()).to_string().into_bytes(),
-                1 => random_json(&mut rng, 4).to_string().into_bytes(),
+                0 => support::mutate(&mut rng, body.clone()).to_string().into_bytes(),
+                1 => support::random_json(&mut rng, 4).to_string().into_bytes(),
                 _ => (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect(),
             };
             let resp = http

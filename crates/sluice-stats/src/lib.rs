@@ -136,7 +136,9 @@ impl Histogram {
         if ms <= SMALLEST_MS {
             return 0;
         }
-        ((ms / SMALLEST_MS).ln() / GROWTH.ln()).floor().clamp(0.0, u16::MAX as f64) as u16 + 1
+        // The last bucket holds everything past its lower edge (a latency of 1e308 ms is still counted as
+        // the slowest, not wrapped around to the fastest).
+        ((ms / SMALLEST_MS).ln() / GROWTH.ln()).floor().clamp(0.0, f64::from(u16::MAX - 1)) as u16 + 1
     }
 
     /// The bucket's upper edge (ms).
@@ -633,6 +635,20 @@ fn ln_gamma(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the generated ingestion batches (`sluice-server/tests/generated.rs`): a latency past the
+    /// last bucket's edge overflowed the bucket index (a panic in a debug build, the fastest bucket in a
+    /// release build).
+    #[test]
+    fn a_latency_past_the_last_bucket_counts_as_the_slowest() {
+        let mut h = Histogram::default();
+        for ms in [f64::MAX, 1e308, 1e30, f64::NAN, -5.0, 3.0] {
+            h.add(ms);
+        }
+        assert_eq!(h.n, 6);
+        assert_eq!(h.count_above(1e9), 3, "{:?}", h.buckets);
+        assert_eq!(h.count_above(1.0), 4);
+    }
 
     #[test]
     fn ln_gamma_matches_factorials() {
