@@ -80,12 +80,11 @@ async fn a_planted_secret_is_never_echoed() {
     };
 
     // The change stream, read from the start.
-    let stream_text = Arc::new(Mutex::new(String::new()));
+    let (into, mut stream_text) = tokio::sync::watch::channel(String::new());
     let mut stream = http.get(format!("{url}/api/v1/stream")).bearer_auth(&admin).send().await.unwrap();
-    let into = stream_text.clone();
     tokio::spawn(async move {
         while let Ok(Some(chunk)) = stream.chunk().await {
-            into.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk));
+            into.send_modify(|text| text.push_str(&String::from_utf8_lossy(&chunk)));
         }
     });
 
@@ -153,12 +152,10 @@ notify:
         ("the flags", call(Method::GET, "/api/v1/flags", None).await),
     ];
     // Only a stream that carried the rollout's events can show that they hold no secret.
-    let began = std::time::Instant::now();
-    while !stream_text.lock().unwrap().contains(id.as_str()) {
-        assert!(began.elapsed() < std::time::Duration::from_secs(10), "the change stream never carried the rollout");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    seen.push(("the change stream", stream_text.lock().unwrap().clone()));
+    let carried = stream_text.wait_for(|text| text.contains(id.as_str()));
+    let carried = tokio::time::timeout(std::time::Duration::from_secs(10), carried).await;
+    let streamed = carried.expect("the change stream never carried the rollout").unwrap().clone();
+    seen.push(("the change stream", streamed));
     seen.push(("the logs", String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string()));
     assert!(seen.last().unwrap().1.contains("secretive"), "the logs were captured");
     for file in std::fs::read_dir(dir.path()).unwrap() {

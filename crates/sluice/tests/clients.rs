@@ -288,15 +288,10 @@ fn an_openfeature_hook_reports_outcomes_to_the_builtin_metrics() {
     .unwrap();
     s.cli(&["rollout", "start", plan.to_str().unwrap()]);
     // The first tick starts the sequence: send once the gate has judged a window.
-    let began = std::time::Instant::now();
-    while !serde_json::from_str::<Vec<Value>>(&s.cli(&["rollout", "decisions", "counted", "-o", "json"]))
-        .unwrap()
-        .iter()
-        .any(|d| d["check"] == "canary-requests")
-    {
-        assert!(began.elapsed() < std::time::Duration::from_secs(15), "the gate never judged a window");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let within = std::time::Duration::from_secs(15);
+    common::wait_for_decisions(&s, "counted", "first judged window", within, |decided| {
+        decided.iter().any(|d| d["check"] == "canary-requests")
+    });
     let sdk = s.sdk_token("checkout-service");
     let out = run_checked(
         Command::new("node")
@@ -309,15 +304,8 @@ fn an_openfeature_hook_reports_outcomes_to_the_builtin_metrics() {
     let canary: f64 = out.trim().rsplit(' ').next().unwrap().parse().unwrap();
     assert!(canary > 0.0, "{out}");
     // The next ticks count what the hook reported.
-    let began = std::time::Instant::now();
-    loop {
-        let decisions: Value =
-            serde_json::from_str(&s.cli(&["rollout", "decisions", "counted", "-o", "json"])).unwrap();
-        let last = decisions.as_array().and_then(|d| d.iter().rev().find(|d| d["check"] == "canary-requests").cloned());
-        if last.as_ref().and_then(|d| d["value"].as_f64()) == Some(canary) {
-            break;
-        }
-        assert!(began.elapsed() < std::time::Duration::from_secs(15), "no decision counted {canary}: {last:?}");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    common::wait_for_decisions(&s, "counted", &format!("decision counting {canary}"), within, |decided| {
+        let last = decided.iter().rev().find(|d| d["check"] == "canary-requests");
+        last.and_then(|d| d["value"].as_f64()) == Some(canary)
+    });
 }

@@ -81,15 +81,11 @@ fn a_healthy_rollout_waits_for_its_approval_then_ramps_to_100() {
     // hold whose gate passed, which would have promoted the rollout had the items been signed.
     let held = wait_for(&s, &id, "phase 1", |st| st["phase"] == 1);
     let hold_over = held["phase_started_ms"].as_u64().unwrap() + held["hold_ms"].as_u64().unwrap();
-    let began = std::time::Instant::now();
-    while !serde_json::from_str::<Vec<Value>>(&s.cli(&["rollout", "decisions", &id, "-o", "json"]))
-        .unwrap()
-        .iter()
-        .any(|d| d["check"] == "error-rate" && d["outcome"] == "holds" && d["at"].as_u64() > Some(hold_over))
-    {
-        assert!(began.elapsed() < Duration::from_secs(20), "no passing gate after the hold");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for_decisions(&s, &id, "passing gate after the hold", Duration::from_secs(20), |decided| {
+        decided
+            .iter()
+            .any(|d| d["check"] == "error-rate" && d["outcome"] == "holds" && d["at"].as_u64() > Some(hold_over))
+    });
     let status = wait_for(&s, &id, "phase 1", |st| st["phase"] == 1);
     assert_eq!(status["status"]["state"], "running");
     s.cli_with(Some(&operator), &["rollout", "approve", &id, "qa-signoff"]);

@@ -106,6 +106,26 @@ pub fn wait_for(s: &Server, id: &str, what: &str, within: std::time::Duration, d
     }
 }
 
+/// Polls a rollout's kept decisions through the CLI until `done` says so, for at most `within`; returns
+/// them. The poll interval is how often the CLI asks, not a wait for anything.
+pub fn wait_for_decisions(
+    s: &Server,
+    id: &str,
+    what: &str,
+    within: std::time::Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let decisions: Vec<Value> = serde_json::from_str(&s.cli(&["rollout", "decisions", id, "-o", "json"])).unwrap();
+        if done(&decisions) {
+            return decisions;
+        }
+        assert!(started.elapsed() < within, "no {what} within {within:?}: {decisions:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Debian's Chromium, or `None` (a failure under `SLUICE_REQUIRE_EXTERNAL`, as in CI) when it is missing.
 pub fn chromium() -> Option<&'static str> {
     let found = ["chromium", "chromium-browser"]
