@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use sluice_sources::metrics::Metrics;
 use sluice_store::{AuditEvent, Fence, Lease, LeaseAnswer, LeaseBid, Store, StoreError, CONTROLLER_LEASE};
 
-use crate::{Catalog, Controller};
+use crate::Controller;
 
 /// How this process shares its database with other replicas (`sluice serve --replica-name …`).
 #[derive(Debug, Clone)]
@@ -55,7 +55,6 @@ pub const METRICS_SHARE_INTERVAL: Duration = Duration::from_secs(2);
 /// shares. One per process.
 pub struct Cluster {
     controller: Arc<Controller>,
-    catalog: Arc<Catalog>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     fence: Fence,
@@ -111,7 +110,6 @@ impl Cluster {
         fence: Fence,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
-            catalog: controller.catalog().clone(),
             shared: store.change_feed().is_some(),
             controller,
             store,
@@ -356,7 +354,7 @@ impl Cluster {
         Fut: Future<Output = Result<(), StoreError>>,
     {
         const PAGE: u32 = 1000;
-        self.catalog.reload().await?;
+        self.controller.catalog().reload().await?;
         let mut seen = self.sync.lock().seen_seq;
         loop {
             let page = self.store.chain(seen, PAGE).await?;
@@ -377,13 +375,15 @@ impl Cluster {
                     Some(_) if self.leading() => {}
                     Some(id) => {
                         let rollout = self.store.rollout(id).await?;
-                        self.catalog.tell_replicated(events, rollout.as_ref().and_then(Controller::change_of_record));
+                        self.controller
+                            .catalog()
+                            .tell_replicated(events, rollout.as_ref().and_then(Controller::change_of_record));
                     }
                     None => {
                         if let Some(key) = entity.strip_prefix("flag:") {
                             self.pause_if_killed_elsewhere(key, &events);
                         }
-                        self.catalog.tell_replicated(events, None)
+                        self.controller.catalog().tell_replicated(events, None)
                     }
                 }
                 start = end;
