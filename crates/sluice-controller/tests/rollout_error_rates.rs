@@ -17,6 +17,9 @@
 //! `docs/metrics.md`'s rollout table is generated); `SLUICE_CONTROLLER_RUNS` the controller's (10 by
 //! default; 200 in the full run).
 
+#[path = "../../sluice-stats/tests/support/sim.rs"]
+mod sim;
+use sim::{binomial, wilson_upper};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -66,29 +69,6 @@ struct Traffic {
     canary_errors: u64,
     control: u64,
     control_errors: u64,
-}
-
-/// Successes in `n` trials of probability `p`, by geometric skips (O(np)).
-fn binomial(rng: &mut fastrand::Rng, n: u64, p: f64) -> u64 {
-    if p <= 0.0 || n == 0 {
-        return 0;
-    }
-    if p >= 1.0 {
-        return n;
-    }
-    if p > 0.5 {
-        return n - binomial(rng, n, 1.0 - p);
-    }
-    let lq = (1.0 - p).ln();
-    let (mut k, mut at) = (0u64, 0f64);
-    loop {
-        let u = 1.0 - rng.f64();
-        at += (u.ln() / lq).floor() + 1.0;
-        if at > n as f64 {
-            return k;
-        }
-        k += 1;
-    }
 }
 
 /// Tick `k`'s traffic at `percent`.
@@ -278,14 +258,6 @@ struct Row {
     wilson: f64,
     /// Ticks (seconds) to the end of the rollouts that completed: median.
     median_ticks: u64,
-}
-
-fn wilson_upper(k: usize, n: usize) -> f64 {
-    let (k, n, z) = (k as f64, n as f64, 1.959_964);
-    let p = k / n;
-    let centre = p + z * z / (2.0 * n);
-    let spread = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
-    (centre + spread) / (1.0 + z * z / n)
 }
 
 fn scenarios() -> Vec<Row> {

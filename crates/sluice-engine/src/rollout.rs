@@ -605,25 +605,16 @@ impl Rollout {
         if self.status.is_terminal() || self.status == Status::Pending {
             return (decisions, Vec::new());
         }
-        let interval = plan.analysis.interval.value.0.as_millis() as u64;
-        if self.last_tick.is_some_and(|t| now < t + interval) {
+        let Some(interval) = self.take_tick(plan, now) else {
             return (decisions, Vec::new());
-        }
-        self.last_tick = Some(now);
+        };
         let mut errored = false;
         let control = self.control_window(plan, now);
-        for t in &plan.triggers {
-            let t = &t.value;
-            if is_signal(plan, t) {
-                continue;
-            }
-            let (d, fired) = self.evaluate_trigger(t, interval, now, control, source, &mut errored);
-            decisions.push(d);
-            if fired && t.severity.as_ref().map(|s| s.value) == Some(Severity::Hard) {
-                self.runs.insert(format!("trigger:{}", t.name.value), 0);
-                let reason = format!("trigger `{}` fired", t.name.value);
-                return (decisions, self.rollback_inner(plan, now, &reason));
-            }
+        let fired = self.measure_triggers(plan, interval, now, control, source, &mut errored, &mut decisions);
+        // A soft trigger keeps its run: it fires at the first full tick after the hook.
+        if let Some(hard) = fired.into_iter().find(|t| is_hard(t)) {
+            let reason = self.fire(hard);
+            return (decisions, self.rollback_inner(plan, now, &reason));
         }
         let mut effects = Vec::new();
         self.note_inconclusive(plan, now, &decisions, &mut effects);
@@ -658,11 +649,9 @@ impl Rollout {
         if self.status.is_terminal() || self.status == Status::Pending {
             return (decisions, effects);
         }
-        let interval = plan.analysis.interval.value.0.as_millis() as u64;
-        if self.last_tick.is_some_and(|t| now < t + interval) {
+        let Some(interval) = self.take_tick(plan, now) else {
             return (decisions, effects);
-        }
-        self.last_tick = Some(now);
+        };
         // Said again by this tick if a confirm gate still says no; anything else it waited on is over.
         self.waiting_for = None;
         // Resumed by the soft trigger's default in this very tick: the gates were not due (the rollout was
@@ -688,36 +677,27 @@ impl Rollout {
         let control = self.control_window(plan, now);
 
         // Triggers, armed from start to completion.
-        for t in &plan.triggers {
-            let t = &t.value;
-            if is_signal(plan, t) {
-                continue;
-            }
-            let (d, fired) = self.evaluate_trigger(t, interval, now, control, source, &mut errored);
-            decisions.push(d);
-            if fired {
-                self.runs.insert(format!("trigger:{}", t.name.value), 0);
-                let reason = format!("trigger `{}` fired", t.name.value);
-                match t.severity.as_ref().map(|s| s.value) {
-                    Some(Severity::Hard) => {
-                        effects.extend(self.rollback_inner(plan, now, &reason));
-                        return (decisions, effects);
-                    }
-                    _ if !matches!(self.status, Status::Paused { .. }) => {
-                        let decide_by = t.decide_within.as_ref().map(|d| now + d.value.0.as_millis() as u64);
-                        let default = t.default.as_ref().map(|d| d.value.into());
-                        self.status = self.pause_status(reason.clone(), decide_by, default);
-                        // People read the deadline and what happens at it in the notification itself.
-                        let told = match (&t.decide_within, default) {
-                            (Some(within), Some(d)) => {
-                                format!("{reason}; decide within {} or it will {}", within.value, d.as_verb())
-                            }
-                            _ => format!("{reason}; it waits for a person to resume or roll back"),
-                        };
-                        effects.push(self.event(plan, now, "paused", told));
-                    }
-                    _ => {}
+        for t in self.measure_triggers(plan, interval, now, control, source, &mut errored, &mut decisions) {
+            let reason = self.fire(t);
+            match t.severity.as_ref().map(|s| s.value) {
+                Some(Severity::Hard) => {
+                    effects.extend(self.rollback_inner(plan, now, &reason));
+                    return (decisions, effects);
                 }
+                _ if !matches!(self.status, Status::Paused { .. }) => {
+                    let decide_by = t.decide_within.as_ref().map(|d| now + d.value.0.as_millis() as u64);
+                    let default = t.default.as_ref().map(|d| d.value.into());
+                    self.status = self.pause_status(reason.clone(), decide_by, default);
+                    // People read the deadline and what happens at it in the notification itself.
+                    let told = match (&t.decide_within, default) {
+                        (Some(within), Some(d)) => {
+                            format!("{reason}; decide within {} or it will {}", within.value, d.as_verb())
+                        }
+                        _ => format!("{reason}; it waits for a person to resume or roll back"),
+                    };
+                    effects.push(self.event(plan, now, "paused", told));
+                }
+                _ => {}
             }
         }
 
@@ -813,6 +793,51 @@ impl Rollout {
             .filter(|(_, n)| **n >= limit)
             .filter_map(|(k, _)| k.strip_prefix("trigger:").map(str::to_string))
             .collect()
+    }
+
+    /// The analysis interval when a tick is due at `now` (which this takes), `None` less than one interval
+    /// after the last tick.
+    fn take_tick(&mut self, plan: &Plan, now: Millis) -> Option<u64> {
+        let interval = plan.analysis.interval.value.0.as_millis() as u64;
+        if self.last_tick.is_some_and(|t| now < t + interval) {
+            return None;
+        }
+        self.last_tick = Some(now);
+        Some(interval)
+    }
+
+    /// Measures the armed triggers (not the signals: those arrive from outside) in the plan's order,
+    /// adding each decision, and returns those that fired, stopping after the first hard one: it rolls
+    /// back, and nothing after it is measured.
+    #[allow(clippy::too_many_arguments)]
+    fn measure_triggers<'p>(
+        &mut self,
+        plan: &'p Plan,
+        interval: u64,
+        now: Millis,
+        control: Option<(Millis, Millis)>,
+        source: &mut dyn MetricSource,
+        errored: &mut bool,
+        decisions: &mut Vec<CheckDecision>,
+    ) -> Vec<&'p Check> {
+        let mut fired = Vec::new();
+        for t in plan.triggers.iter().map(|t| &t.value).filter(|t| !is_signal(plan, t)) {
+            let (d, fires) = self.evaluate_trigger(t, interval, now, control, source, errored);
+            decisions.push(d);
+            if fires {
+                fired.push(t);
+                if is_hard(t) {
+                    break;
+                }
+            }
+        }
+        fired
+    }
+
+    /// A trigger acted on: its run starts again, and the reason its pause or rollback gives.
+    fn fire(&mut self, t: &Check) -> String {
+        self.runs.insert(format!("trigger:{}", t.name.value), 0);
+        format!("trigger `{}` fired", t.name.value)
     }
 
     /// Evaluates one measured trigger: its decision, and whether it fires (held for its `for`, and not a
@@ -1290,6 +1315,10 @@ fn counts_as_source_error(d: &CheckDecision) -> bool {
 }
 
 /// A trigger only a person or an alert fires: never measured.
+fn is_hard(t: &Check) -> bool {
+    t.severity.as_ref().map(|s| s.value) == Some(Severity::Hard)
+}
+
 fn is_signal(plan: &Plan, c: &Check) -> bool {
     c.is_signal(plan.analysis.source.as_ref().map(|s| s.value.as_str()))
 }

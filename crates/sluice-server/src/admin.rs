@@ -16,6 +16,7 @@ use sluice_flags::unleash::{ClientFeatures, Constraint};
 use sluice_flags::{Flag, Override, OverrideAction, SegmentDef, Snapshot};
 use sluice_store::{AuditFilter, Change, Principal, Role};
 
+use crate::auth::{Admin, Operator, Viewer};
 use crate::error::{parse_json, Params};
 use crate::{ApiError, AppState};
 
@@ -145,8 +146,7 @@ async fn audit_refusal(state: &AppState, actor: &str, key: &str, refusal: &ApiEr
     Ok(())
 }
 
-pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
+pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, _: Viewer) -> ApiResult {
     let snapshot = state.live().load();
     let revision = state.published.load().revision;
     Ok(Json(json!({"data": snapshot.flags(), "revision": revision})).into_response())
@@ -154,10 +154,9 @@ pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, headers: Head
 
 pub(crate) async fn get_flag(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Viewer(_): Viewer,
     Path(key): Path<String>,
 ) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
     let snapshot = state.live().load();
     Ok(Json(json!({"data": flag_of(&snapshot, &key)?})).into_response())
 }
@@ -165,12 +164,12 @@ pub(crate) async fn get_flag(
 /// `PUT /api/v1/flags/{key}`: creates or replaces. With `If-None-Match: *` it only creates (412 if it exists).
 pub(crate) async fn put_flag(
     State(state): State<Arc<AppState>>,
+    Operator(who): Operator,
     headers: HeaderMap,
     Path(key): Path<String>,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let mut body: Value = parse_json(&body)?;
     if !body.is_object() {
         return Err(ApiError::invalid("", "the body must be a JSON object: a flag"));
@@ -215,11 +214,10 @@ pub(crate) async fn put_flag(
 
 pub(crate) async fn delete_flag(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Path(key): Path<String>,
     Params(why): Params<Why>,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     // A flag that a rollout ramps is refused by the store, in the delete's own transaction.
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteFlag(key.clone())])).await?;
     Ok(written(StatusCode::OK, Value::Null, w))
@@ -239,12 +237,11 @@ pub(crate) struct RampEdit {
 /// `POST /api/v1/flags/{key}/ramp`: changes any of the ramp's fields.
 pub(crate) async fn set_ramp(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Path(key): Path<String>,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let edit: RampEdit = parse_json(&body)?;
     update_flag(&state, &who, &key, why, |flag| {
         let r = &mut flag.ramp;
@@ -274,31 +271,30 @@ pub(crate) async fn set_ramp(
 /// `POST /api/v1/flags/{key}/enable`: the kill switch back on.
 pub(crate) async fn enable(
     state: State<Arc<AppState>>,
-    headers: HeaderMap,
+    who: Operator,
     key: Path<String>,
     why: Params<Why>,
 ) -> ApiResult {
-    set_enabled(state, headers, key, why, true).await
+    set_enabled(state, who, key, why, true).await
 }
 
 /// `POST /api/v1/flags/{key}/disable`: the kill switch; everyone gets the off variant.
 pub(crate) async fn disable(
     state: State<Arc<AppState>>,
-    headers: HeaderMap,
+    who: Operator,
     key: Path<String>,
     why: Params<Why>,
 ) -> ApiResult {
-    set_enabled(state, headers, key, why, false).await
+    set_enabled(state, who, key, why, false).await
 }
 
 async fn set_enabled(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Path(key): Path<String>,
     Params(why): Params<Why>,
     enabled: bool,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let answer = update_flag(&state, &who, &key, why, |f| {
         f.enabled = enabled;
         Ok(())
@@ -312,10 +308,9 @@ async fn set_enabled(
 
 pub(crate) async fn list_overrides(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Viewer(_): Viewer,
     Path(key): Path<String>,
 ) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
     let snapshot = state.live().load();
     Ok(Json(json!({"data": flag_of(&snapshot, &key)?.overrides})).into_response())
 }
@@ -334,12 +329,11 @@ pub(crate) struct OverrideBody {
 /// `POST /api/v1/flags/{key}/overrides`: adds an override, replacing one for the same field and value.
 pub(crate) async fn add_override(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Path(key): Path<String>,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let b: OverrideBody = parse_json(&body)?;
     let expires_at = match (&b.expires_at, &b.expires_in) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("expires_in", "give expires_at or expires_in, not both")),
@@ -369,11 +363,10 @@ pub(crate) struct OverrideSelector {
 /// `DELETE /api/v1/flags/{key}/overrides`: clears all, or the one given by `?field=&value=`.
 pub(crate) async fn clear_overrides(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Path(key): Path<String>,
     Params(sel): Params<OverrideSelector>,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     update_flag(&state, &who, &key, Why { reason: sel.reason, force: false }, |flag| {
         match (&sel.field, &sel.value) {
             (Some(f), Some(v)) => {
@@ -391,8 +384,7 @@ pub(crate) async fn clear_overrides(
     .await
 }
 
-pub(crate) async fn list_segments(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
+pub(crate) async fn list_segments(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> ApiResult {
     Ok(Json(json!({"data": state.live().load().segments()})).into_response())
 }
 
@@ -413,12 +405,11 @@ fn check_segment_name(name: &str) -> Result<(), String> {
 
 pub(crate) async fn put_segment(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Path(name): Path<String>,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let b: SegmentBody = parse_json(&body)?;
     check_segment_name(&name).map_err(|m| ApiError::invalid("name", m))?;
     let segment = SegmentDef { id: 0, name: name.clone(), description: b.description, constraints: b.constraints };
@@ -430,17 +421,15 @@ pub(crate) async fn put_segment(
 
 pub(crate) async fn delete_segment(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Path(name): Path<String>,
     Params(why): Params<Why>,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteSegment(name.clone())])).await?;
     Ok(written(StatusCode::OK, Value::Null, w))
 }
 
-pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    state.require(&headers, Role::Admin)?;
+pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>, Admin(_): Admin) -> ApiResult {
     Ok(Json(json!({"data": state.store.tokens().await?})).into_response())
 }
 
@@ -452,8 +441,7 @@ pub(crate) struct TokenBody {
 }
 
 /// `POST /api/v1/tokens`: the answer carries the token text, the only time it is shown.
-pub(crate) async fn create_token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let who = state.require(&headers, Role::Admin)?;
+pub(crate) async fn create_token(State(state): State<Arc<AppState>>, Admin(who): Admin, body: Bytes) -> ApiResult {
     let b: TokenBody = parse_json(&body)?;
     let (info, token) = state.store.create_token(&who.name, &b.name, b.role).await?;
     state.reload_tokens().await?;
@@ -462,10 +450,9 @@ pub(crate) async fn create_token(State(state): State<Arc<AppState>>, headers: He
 
 pub(crate) async fn revoke_token(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Admin(who): Admin,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Admin)?;
     let event = state.store.revoke_token(&who.name, &name).await?;
     state.reload_tokens().await?;
     Ok(Json(json!({"audit": [event]})).into_response())
@@ -483,11 +470,10 @@ pub(crate) struct RotateBody {
 /// shown); the old one works for `overlap_secs` more, at most 30 days.
 pub(crate) async fn rotate_token(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Admin(who): Admin,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Admin)?;
     let b: RotateBody =
         if body.iter().all(u8::is_ascii_whitespace) { RotateBody::default() } else { parse_json(&body)? };
     const MAX_OVERLAP: u64 = 30 * 86_400;
@@ -519,10 +505,9 @@ pub(crate) struct AuditQuery {
 /// `GET /api/v1/audit`: newest first, filtered.
 pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Viewer(_): Viewer,
     Params(q): Params<AuditQuery>,
 ) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
     let limit = q.limit.unwrap_or(100);
     if limit > 10_000 {
         return Err(ApiError::invalid("limit", "at most 10000 events per request"));
@@ -542,10 +527,9 @@ pub(crate) struct ChainQuery {
 /// recompute every hash itself (`sluice audit verify`).
 pub(crate) async fn audit_chain(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Viewer(_): Viewer,
     Params(q): Params<ChainQuery>,
 ) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
     let limit = q.limit.unwrap_or(1_000);
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::invalid("limit", "between 1 and 10000 events per page"));
@@ -558,8 +542,7 @@ pub(crate) async fn audit_chain(
 
 /// `GET /api/v1/audit/verify`: the whole chain recomputed here, page by page (the dashboard shows it;
 /// `sluice audit verify` recomputes it on the client instead, trusting nothing the server says).
-pub(crate) async fn audit_verify(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
+pub(crate) async fn audit_verify(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> ApiResult {
     let mut check = sluice_store::audit::ChainCheck::new(None);
     let verdict = loop {
         let page = state.store.chain(check.last_seq(), 5_000).await?;
@@ -573,19 +556,17 @@ pub(crate) async fn audit_verify(State(state): State<Arc<AppState>>, headers: He
     Ok(Json(json!({"data": verdict})).into_response())
 }
 
-pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
+pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> ApiResult {
     Ok(Json(json!({"head": state.store.head().await?})).into_response())
 }
 
 /// `POST /api/v1/import/unleash`: an Unleash client-API export, all or nothing.
 pub(crate) async fn import_unleash(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let features: ClientFeatures = parse_json(&body)?;
     let (flags, segments) = sluice_flags::import::from_unleash(&features)
         .map_err(|e| ApiError { field: Some(e.field.clone()), ..ApiError::invalid("", e.to_string()) })?;
@@ -604,11 +585,10 @@ pub(crate) struct FlagFile {
 /// `POST /api/v1/import/flags`: a Sluice flag file (`{segments, flags}`), all or nothing.
 pub(crate) async fn import_flags(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
-    let who = state.require(&headers, Role::Operator)?;
     let file: FlagFile = parse_json(&body)?;
     import(&state, &who.name, why.reason, why.force, file.flags, file.segments).await
 }
@@ -668,8 +648,7 @@ async fn import(
 /// registered application instances (`applications`), and `dropped`: how many reported counts this server
 /// process did not keep since it started (unknown flag or variant, or over the per-report cap; see
 /// `client_api::metrics`).
-pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    state.require(&headers, Role::Viewer)?;
+pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, _: Viewer) -> ApiResult {
     let rows: Vec<Value> = state
         .store
         .client_metrics()

@@ -12,13 +12,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use sluice_store::Role;
 
+use crate::auth::Viewer;
 use crate::{ApiError, AppState};
 
 /// The header a forwarded request carries: a replica that receives one does not forward it again.
@@ -69,8 +69,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /api/v1/status` (viewer): this replica, which replica leads the controller, and how current this
 /// replica is.
-pub(crate) async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    state.require(&headers, Role::Viewer)?;
+pub(crate) async fn status(State(state): State<Arc<AppState>>, _: Viewer) -> Result<Response, ApiError> {
     Ok(Json(json!({"data": report(&state).1})).into_response())
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -14,6 +14,7 @@ use serde_json::json;
 use sluice_controller::CommandBody;
 use sluice_store::{Principal, Role};
 
+use crate::auth::{Operator, Viewer};
 use crate::error::{parse_json, Params};
 use crate::{ApiError, AppState};
 
@@ -30,10 +31,9 @@ pub(crate) struct StartBody {
 /// `POST /api/v1/rollouts`: checks the plan against the live catalog and starts it, or says every problem.
 pub(crate) async fn start(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(who): Operator,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let who = state.require(&headers, Role::Operator)?;
     let b: StartBody = parse_json(&body)?;
     let file = b.file.unwrap_or_else(|| "plan.yaml".into());
     let record = state.controller.start(&who, &file, &b.plan).await?;
@@ -41,18 +41,16 @@ pub(crate) async fn start(
     Ok((StatusCode::CREATED, Json(json!({"data": data}))).into_response())
 }
 
-pub(crate) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    state.require(&headers, Role::Viewer)?;
+pub(crate) async fn list(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> Result<Response, ApiError> {
     let out = state.controller.summaries().await?;
     Ok(Json(json!({"data": out})).into_response())
 }
 
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Viewer(_): Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.require(&headers, Role::Viewer)?;
     let record = state.controller.find(&id).await?;
     Ok(Json(json!({"data": state.controller.summary_of(&record).await?})).into_response())
 }
@@ -64,19 +62,17 @@ pub(crate) struct Limit {
 
 pub(crate) async fn decisions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Viewer(_): Viewer,
     Path(id): Path<String>,
     Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
-    state.require(&headers, Role::Viewer)?;
     let record = state.controller.find(&id).await?;
     let limit = q.limit.unwrap_or(200).min(10_000);
     Ok(Json(json!({"data": state.store.decisions(&record.id, limit).await?})).into_response())
 }
 
 /// The operator who may decide, or a refusal that is itself audited.
-async fn decider(state: &AppState, headers: &HeaderMap, id: &str, command: &str) -> Result<Principal, ApiError> {
-    let who = state.require(headers, Role::Viewer)?;
+async fn decider(state: &AppState, who: Principal, id: &str, command: &str) -> Result<Principal, ApiError> {
     if !who.role.allows(Role::Operator) {
         let detail = json!({"command": command, "role": who.role.as_str()});
         let reason = Some("needs the operator role".into());
@@ -89,14 +85,14 @@ async fn decider(state: &AppState, headers: &HeaderMap, id: &str, command: &str)
 /// `POST /api/v1/rollouts/{id}/{command}`: pause, resume, promote, rollback, abort, approve, signal, settle.
 pub(crate) async fn command(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    // Who first (the extractor runs before the handler): an unauthenticated caller learns nothing, not
+    // even whether the rollout exists; a viewer is refused below, audited, once the rollout is known.
+    Viewer(who): Viewer,
     Path((id, command)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    // Who first: an unauthenticated caller learns nothing, not even whether the rollout exists.
-    state.require(&headers, Role::Viewer)?;
     let record = state.controller.find(&id).await?;
-    let who = decider(&state, &headers, &record.id, &command).await?;
+    let who = decider(&state, who, &record.id, &command).await?;
     let b: CommandBody =
         if body.iter().all(u8::is_ascii_whitespace) { CommandBody::default() } else { parse_json(&body)? };
     let data = state.controller.command_named(&record.id, &command, b, &who).await?;
@@ -127,11 +123,11 @@ pub(crate) struct Alert {
 /// answered with 503, so that Alertmanager sends the notification again.
 pub(crate) async fn alertmanager(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Viewer(who): Viewer,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     // A refused caller is audited, as for any rollout decision.
-    let who = decider(&state, &headers, "alertmanager", "signal").await?;
+    let who = decider(&state, who, "alertmanager", "signal").await?;
     let b: AlertmanagerBody = parse_json(&body)?;
     let (mut signalled, mut ignored, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for alert in b.alerts.iter().filter(|a| a.status == "firing") {

@@ -3,58 +3,30 @@
 //! `builtin` source — a bad canary rolled back by its canary-vs-control trigger, a broken traffic split
 //! made inconclusive — and the ingestion's refusals.
 
+mod support;
+
 use std::sync::Arc;
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sluice_engine::{Clock, Status, VirtualClock};
+use sluice_engine::{Clock, Status};
 use sluice_server::{AppState, Options, RunnerMemory, Seams};
-use sluice_store::{Role, SqliteStore, Store};
+use sluice_store::Store;
+use support::server::Server;
 
-struct Server {
-    url: String,
-    admin: String,
-    sdk: String,
-    http: Client,
-    state: Arc<AppState>,
-    clock: Arc<VirtualClock>,
-    store: Arc<SqliteStore>,
-    _dir: tempfile::TempDir,
-}
-
+/// The clock starts in 2027: built-in windows are judged on the virtual clock only.
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
-    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
-    let (_, sdk) = store.create_token("app", "sdk", Role::Sdk).await.unwrap();
-    let clock = Arc::new(VirtualClock::at(1_800_000_000_000));
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, ..Seams::default() };
-    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = sluice_server::router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Server { url, admin, sdk, http: Client::new(), state, clock, store, _dir: dir }
+    Server::start(1_800_000_000_000, Default::default()).await
 }
 
 impl Server {
-    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
     /// Each user's variant and reason, as OFREP serves them.
     async fn evaluate(&self, flag: &str, users: usize) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         for u in 0..users {
             let key = format!("user-{u}");
             let (s, v) = self
-                .call(
+                .call_as(
                     &self.sdk,
                     Method::POST,
                     &format!("/ofrep/v1/evaluate/flags/{flag}"),
@@ -98,9 +70,9 @@ triggers:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_canary_is_rolled_back_on_evidence_from_the_builtin_metrics() {
     let s = start().await;
-    let (st, v) = s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    let (st, v) = s.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
     assert!(st.is_success(), "{v}");
-    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": PLAN}))).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": PLAN}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let id = v["data"]["id"].as_str().unwrap().to_string();
     let users = s.evaluate("f", 2000).await;
@@ -113,7 +85,7 @@ async fn a_bad_canary_is_rolled_back_on_evidence_from_the_builtin_metrics() {
     let mut ticks = 0;
     while ticks < 30 {
         let batch = minute(&users, "f", |v| if v == "on" { 0.06 } else { 0.01 }, &mut rng);
-        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
+        let (st, v) = s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
         assert_eq!(st, StatusCode::ACCEPTED, "{v}");
         s.clock.advance_ms(60_000);
         s.state.controller().run_due(&memory).await.unwrap();
@@ -123,7 +95,7 @@ async fn a_bad_canary_is_rolled_back_on_evidence_from_the_builtin_metrics() {
         }
     }
     let state = s.store.rollout(&id).await.unwrap().unwrap().state;
-    let (_, decisions) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
+    let (_, decisions) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
     assert!(
         matches!(&state.status, Status::RolledBack { reason } if reason.contains("errors-vs-control")),
         "after {ticks} ticks: {:?}: {decisions}",
@@ -136,8 +108,8 @@ async fn a_bad_canary_is_rolled_back_on_evidence_from_the_builtin_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_traffic_split_that_does_not_match_the_percentage_makes_comparisons_inconclusive() {
     let s = start().await;
-    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
-    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": PLAN}))).await;
+    s.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": PLAN}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let id = v["data"]["id"].as_str().unwrap().to_string();
     // An application that assigns half its users to the canary itself, whatever the flag said.
@@ -149,12 +121,12 @@ async fn a_traffic_split_that_does_not_match_the_percentage_makes_comparisons_in
     // The first tick starts the sequence; the next ones see the split.
     for _ in 0..4 {
         let batch = minute(&users, "f", |_| 0.01, &mut rng);
-        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
+        let (st, v) = s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
         assert_eq!(st, StatusCode::ACCEPTED, "{v}");
         s.clock.advance_ms(60_000);
         s.state.controller().run_due(&memory).await.unwrap();
     }
-    let (_, decisions) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
+    let (_, decisions) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
     let text = decisions.to_string();
     assert!(text.contains("sample ratio mismatch"), "{text}");
     assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.status, Status::Running);
@@ -167,7 +139,7 @@ async fn a_traffic_split_that_does_not_match_the_percentage_makes_comparisons_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_keep_watching_at_100_percent_and_through_the_bake() {
     let s = start().await;
-    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    s.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
     let plan = r#"name: baked
 flag: f
 analysis: { interval: 1m }
@@ -177,7 +149,7 @@ triggers:
   - { name: errors-high, metric: error_rate, above: 0.05, severity: hard }
   - { name: errors-vs-control, metric: error_rate, compare: control, max_increase: 0.01, severity: hard }
 "#;
-    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let id = v["data"]["id"].as_str().unwrap().to_string();
     let mut rng = fastrand::Rng::with_seed(9);
@@ -203,9 +175,9 @@ triggers:
         }
         if baking == 20 {
             // Well into the bake: neither trigger is blind, and both measure the canary.
-            let (_, status) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}"), None).await;
+            let (_, status) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}"), None).await;
             assert_eq!(status["data"]["blind_triggers"], json!([]), "{status}");
-            let (_, d) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=2"), None).await;
+            let (_, d) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=2"), None).await;
             for decision in d["data"].as_array().unwrap() {
                 assert!(decision["value"].is_number(), "a value during the bake: {decision}");
                 assert_eq!(decision["outcome"], "clear", "{decision}");
@@ -215,7 +187,7 @@ triggers:
         // past the 1 % control had plus the margin of one point.
         let canary_rate = if baking > 5 { 0.035 } else { 0.01 };
         let batch = minute(&users, "f", |v| if v == "on" { canary_rate } else { 0.01 }, &mut rng);
-        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
+        let (st, v) = s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(batch)).await;
         assert_eq!(st, StatusCode::ACCEPTED, "{v}");
         s.clock.advance_ms(60_000);
         s.state.controller().run_due(&memory).await.unwrap();
@@ -228,14 +200,14 @@ triggers:
         "the canary that went bad during the bake was rolled back by the comparison with the control of 10 %: {:?}",
         state.status
     );
-    let (_, d) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=4"), None).await;
+    let (_, d) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions?limit=4"), None).await;
     assert!(d.to_string().contains("lower bound of canary − control − 0.01 > 0"), "{d}");
 }
 
 #[tokio::test]
 async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
     let s = start().await;
-    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 10}}))).await;
+    s.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 10}}))).await;
     let good = json!({"flag": "f", "variant": "on", "reason": "SPLIT", "key": "u1", "ok": true, "latency_ms": 3.5});
     let cases = [
         (
@@ -260,15 +232,16 @@ async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
         ),
     ];
     for (batch, field, words) in cases {
-        let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": batch}))).await;
+        let (st, v) = s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": batch}))).await;
         assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
         assert_eq!(v["field"], field, "{v}");
         assert!(v["message"].as_str().unwrap().contains(words), "{v}");
     }
     let big: Vec<Value> = (0..10_001).map(|_| good.clone()).collect();
-    let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": big}))).await;
+    let (st, v) = s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": big}))).await;
     assert_eq!((st, v["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("observations")), "{v}");
-    let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [{"flag": "f"}]}))).await;
+    let (st, v) =
+        s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [{"flag": "f"}]}))).await;
     assert_eq!((st, v["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("observations[0]")), "{v}");
     // Raw bodies: a value named twice (a JSON object may repeat a key; a count must not silently drop one),
     // escapes undone in names, and bytes that are not UTF-8.
@@ -296,9 +269,9 @@ async fn ingestion_refuses_a_bad_batch_whole_and_names_the_entry() {
     let v: Value = r.json().await.unwrap();
     assert!(v["message"].as_str().unwrap().contains("not UTF-8"), "{v}");
     // Only applications report: an admin token is not an sdk token.
-    let (st, _) = s.call(&s.admin, Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
+    let (st, _) = s.call(Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    let (st, v) = s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
+    let (st, v) = s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(json!({"observations": [good]}))).await;
     assert_eq!((st, v["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(1)), "{v}");
 }
 
@@ -311,11 +284,11 @@ fn canary_count(decisions: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_evidence_but_for_the_last_unsaved_interval() {
     let s = start().await;
-    s.call(&s.admin, Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
+    s.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
     // A gate that never has enough samples, so that its note tells the count.
     let plan = "name: counted\nflag: f\nanalysis: { interval: 1m }\nphases: [ { percent: 10, hold: 2h }, { percent: 100 } ]\n\
                 gates: [ { name: errors, metric: error_rate, compare: control, max_increase: 0.01, min_samples: 1000000000 } ]\n";
-    let (st, v) = s.call(&s.admin, Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let id = v["data"]["id"].as_str().unwrap().to_string();
     let users = s.evaluate("f", 500).await;
@@ -324,7 +297,7 @@ async fn a_restart_keeps_the_evidence_but_for_the_last_unsaved_interval() {
     for minute_no in 0..4 {
         s.clock.advance_ms(60_000);
         let (st, v) =
-            s.call(&s.sdk, Method::POST, "/api/v1/metrics", Some(minute(&users, "f", |_| 0.01, &mut rng))).await;
+            s.call_as(&s.sdk, Method::POST, "/api/v1/metrics", Some(minute(&users, "f", |_| 0.01, &mut rng))).await;
         assert_eq!(st, StatusCode::ACCEPTED, "{v}");
         if minute_no == 2 {
             s.state.save_metrics().await.unwrap();
@@ -332,7 +305,7 @@ async fn a_restart_keeps_the_evidence_but_for_the_last_unsaved_interval() {
     }
     s.clock.advance_ms(60_000);
     s.state.controller().run_due(&memory).await.unwrap();
-    let (_, decisions) = s.call(&s.admin, Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
+    let (_, decisions) = s.call(Method::GET, &format!("/api/v1/rollouts/{id}/decisions"), None).await;
     let before = canary_count(&decisions);
     let unsaved = users.iter().filter(|u| u.1 == "on").count() as u64;
     assert!(before > 3 * unsaved / 2, "four minutes of the canary counted: {before}");

@@ -2,31 +2,19 @@
 
 #[path = "../../../tests/support/external.rs"]
 mod external;
+mod support;
 
 use std::io::Write;
-use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::json;
-use sluice_engine::{Clock, VirtualClock};
-use sluice_server::{AppState, Options, RunnerMemory, Seams};
-use sluice_store::{Role, SqliteStore, Store};
+use sluice_server::RunnerMemory;
+use support::server::Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
-    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
-    let (_, sdk) = store.create_token("app", "sdk", Role::Sdk).await.unwrap();
-    let clock = Arc::new(VirtualClock::at(1_000_000));
-    let plugins = sluice_sources::Registry::new(&sluice_sources::Config::default());
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None, fence: None };
-    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = sluice_server::router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let http = reqwest::Client::new();
+    let s = Server::start(1_000_000, Default::default()).await;
+    let (state, clock, url, http, admin, sdk) = (&s.state, &s.clock, &s.url, &s.http, &s.admin, &s.sdk);
     let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
         let mut req = http.request(method, format!("{url}{path}")).bearer_auth(&admin);
         if let Some(b) = body {

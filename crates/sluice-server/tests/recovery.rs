@@ -25,6 +25,40 @@ rollback:
     )
 }
 
+/// A store in a temporary directory holding flag `f`, and the file the plan's actions write to.
+struct Scene {
+    dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    store: SqliteStore,
+    flag: Flag,
+}
+
+impl Scene {
+    async fn new() -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("actions.log");
+        let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+        let flag = Flag::boolean("f");
+        store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+        Scene { dir, log, store, flag }
+    }
+
+    /// `f` at 0%, raised to 10% by the rollout that crashed: what its rollback must restore.
+    async fn raised_by_a_crashed_rollout() -> Scene {
+        let mut scene = Scene::new().await;
+        scene.flag.ramp.percent = 0;
+        scene.store.apply("alice", Change::PutFlag(scene.flag.clone()), None).await.unwrap();
+        let mut raised = scene.flag.clone();
+        raised.ramp.percent = 10;
+        scene.store.apply("rollout:crashy", Change::PutFlag(raised), None).await.unwrap();
+        scene
+    }
+}
+
+fn oncall() -> sluice_store::Principal {
+    sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator }
+}
+
 async fn crashed_rollout(
     store: &SqliteStore,
     id: &str,
@@ -71,11 +105,7 @@ async fn crashed_rollout(
 
 #[tokio::test]
 async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_person() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("actions.log");
-    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
-    let flag = Flag::boolean("f");
-    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let Scene { dir: _dir, log, store, flag } = Scene::new().await;
     // Stopped while promoting to phase 2, with the hook (not idempotent) running: the new percentage after
     // it was still pending.
     let outbox = json!([
@@ -103,7 +133,7 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
     assert!(!log.exists());
 
     // A person checked: it did not run. Retry runs it once, then the rest of the outbox.
-    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
+    let who = oncall();
     let body = sluice_server::CommandBody { pending: Some("retry".into()), ..Default::default() };
     state.controller().command_named("r1", "settle", body, &who).await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r1:3:0\n");
@@ -113,11 +143,7 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
 
 #[tokio::test]
 async fn a_non_idempotent_action_that_had_not_started_runs_on_recovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("actions.log");
-    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
-    let flag = Flag::boolean("f");
-    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let Scene { dir: _dir, log, store, flag } = Scene::new().await;
     let outbox = json!([{"key": "r3:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}}]);
     crashed_rollout(&store, "r3", &flag, &plan(&log), "running", outbox).await;
     let state = AppState::load(Arc::new(store), Options::default()).await.unwrap();
@@ -127,15 +153,7 @@ async fn a_non_idempotent_action_that_had_not_started_runs_on_recovery() {
 
 #[tokio::test]
 async fn a_rollback_interrupted_after_its_transition_still_runs_its_actions_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("actions.log");
-    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
-    let mut flag = Flag::boolean("f");
-    flag.ramp.percent = 0;
-    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
-    let mut ramped = flag.clone();
-    ramped.ramp.percent = 10;
-    store.apply("rollout:crashy", Change::PutFlag(ramped), None).await.unwrap();
+    let Scene { dir: _dir, log, store, flag } = Scene::raised_by_a_crashed_rollout().await;
     // The rollback was written (the rollout is finished), then the controller stopped before any effect.
     let outbox = json!([
         {"key": "r2:2:0", "effect": {"kind": "restore_flag"}},
@@ -157,11 +175,7 @@ async fn a_rollback_interrupted_after_its_transition_still_runs_its_actions_once
 /// running controller at the rollout's next tick, without a restart; a command on it finishes it first.
 #[tokio::test]
 async fn a_stranded_outbox_is_finished_by_the_running_controller() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("actions.log");
-    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
-    let flag = Flag::boolean("f");
-    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let Scene { dir: _dir, log, store, flag } = Scene::new().await;
     let outbox = json!([
         {"key": "r5:3:0", "effect": {"kind": "run", "purpose": "phases[1].hooks.before[0]", "idempotent": false}},
         {"key": "r5:3:1", "effect": {"kind": "set_ramp", "percent": 50, "base": null, "ramped": null, "segments": []}},
@@ -181,7 +195,7 @@ async fn a_stranded_outbox_is_finished_by_the_running_controller() {
     let g = Flag::boolean("g");
     let plan_g = plan(&log).replace("flag: f", "flag: g");
     crashed_rollout(&store, "r6", &g, &plan_g, "running", serde_json::from_str(&outbox).unwrap()).await;
-    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
+    let who = oncall();
     let body = sluice_server::CommandBody { reason: Some("look".into()), ..Default::default() };
     state.controller().command_named("r6", "pause", body, &who).await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r6:3:0\n", "its own key, run once");
@@ -192,16 +206,12 @@ async fn a_stranded_outbox_is_finished_by_the_running_controller() {
 /// A rollback whose `flags_off` names a flag deleted since the plan was checked still runs the rest.
 #[tokio::test]
 async fn a_rollback_runs_its_actions_even_when_a_flag_to_switch_off_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("actions.log");
-    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
-    let flag = Flag::boolean("f");
-    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
+    let Scene { dir: _dir, log, store, flag } = Scene::new().await;
     let plan = plan(&log).replace("rollback:\n", "rollback:\n  flags_off: [gone]\n");
     crashed_rollout(&store, "r7", &flag, &plan, "running", json!([])).await;
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
-    let who = sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator };
+    let who = oncall();
     let body = sluice_server::CommandBody { reason: Some("errors".into()), ..Default::default() };
     state.controller().command_named("r7", "rollback", body, &who).await.unwrap();
     let r7 = store.rollout("r7").await.unwrap().unwrap();
@@ -216,15 +226,7 @@ async fn a_rollback_runs_its_actions_even_when_a_flag_to_switch_off_is_gone() {
 /// task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_finishes_a_finished_rollouts_rollback() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("actions.log");
-    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
-    let mut flag = Flag::boolean("f");
-    flag.ramp.percent = 0;
-    store.apply("alice", Change::PutFlag(flag.clone()), None).await.unwrap();
-    let mut raised = flag.clone();
-    raised.ramp.percent = 10;
-    store.apply("rollout:crashy", Change::PutFlag(raised), None).await.unwrap();
+    let Scene { dir: _dir, log, store, flag } = Scene::raised_by_a_crashed_rollout().await;
     let outbox = json!([
         {"key": "r8:2:0", "effect": {"kind": "restore_flag"}},
         {"key": "r8:2:1", "effect": {"kind": "run", "purpose": "rollback.actions[0]", "idempotent": true}},

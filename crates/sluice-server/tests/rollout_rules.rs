@@ -1,47 +1,21 @@
 //! What people may do to a flag while a rollout drives it, and what the Alertmanager receiver answers, over
 //! real HTTP on loopback.
 
-use std::sync::Arc;
+mod support;
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sluice_server::{AppState, Options};
-use sluice_store::{Role, SqliteStore, Store};
+use sluice_store::Store;
+use support::server::Server;
 
 const PLAN: &str =
     "name: ramp\nflag: f\nanalysis: { interval: 1m }\nphases: [ { percent: 10, hold: 1h }, { percent: 100 } ]\n";
 
-struct Server {
-    url: String,
-    admin: String,
-    http: Client,
-    store: Arc<SqliteStore>,
-    _dir: tempfile::TempDir,
-}
-
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
-    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
-    let state = AppState::load(store.clone() as Arc<dyn Store>, Options::default()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = sluice_server::router(state);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Server { url, admin, http: Client::new(), store, _dir: dir }
+    Server::start(0, Default::default()).await
 }
 
 impl Server {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.admin);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
     /// Flag `f` and a running rollout of it (at 10%).
     async fn rollout(&self) -> String {
         let (s, v) = self.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;

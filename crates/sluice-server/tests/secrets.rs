@@ -2,14 +2,15 @@
 //! the secrets directory, then searched for in every answer, the audit log, the decisions, the change
 //! stream, the logs and the database files.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
 use serde_json::json;
-use sluice_engine::{Clock, VirtualClock};
-use sluice_server::{AppState, Options, RunnerMemory, Seams};
-use sluice_store::{Role, SqliteStore, Store};
+use sluice_server::RunnerMemory;
+use support::server::Server;
 
 const FROM_ENV: &str = "pl4nted-env-s3cret-7f3a";
 const FROM_FILE: &str = "pl4nted-file-s3cret-91c2";
@@ -56,21 +57,13 @@ async fn a_planted_secret_is_never_echoed() {
     tokio::spawn(async move { axum::serve(echo_listener, echo).await.unwrap() });
     std::env::set_var("SLUICE_SECRET_HOOK_URL", &hook_url);
 
-    let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
-    let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
-    let clock = Arc::new(VirtualClock::at(1_000_000));
-    let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
+    let config = sluice_sources::Config {
         secrets_dir: Some(secrets.clone()),
         retry_backoff: Some(std::time::Duration::from_millis(10)),
         ..Default::default()
-    });
-    let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None, fence: None };
-    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = sluice_server::router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let http = reqwest::Client::new();
+    };
+    let s = Server::start(1_000_000, config).await;
+    let (state, clock, url, http, admin) = (&s.state, &s.clock, &s.url, &s.http, &s.admin);
     let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
         let mut req = http.request(method, format!("{url}{path}")).bearer_auth(&admin);
         if let Some(b) = body {
@@ -158,12 +151,14 @@ notify:
     seen.push(("the change stream", streamed));
     seen.push(("the logs", String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string()));
     assert!(seen.last().unwrap().1.contains("secretive"), "the logs were captured");
-    for file in std::fs::read_dir(dir.path()).unwrap() {
+    let before = seen.len();
+    for file in std::fs::read_dir(s.dir.path()).unwrap() {
         let path = file.unwrap().path();
         if path.to_string_lossy().contains("sluice.db") {
             seen.push(("a database file", String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string()));
         }
     }
+    assert!(seen.len() > before, "the database's files were read");
     for (place, text) in &seen {
         for secret in [FROM_ENV, FROM_FILE, ADMIN_TOKEN, UNNAMED, hook_url.as_str(), "hook-path-s3cret-88aa"] {
             assert!(!text.contains(secret), "{place} shows a secret: {text}");

@@ -3,6 +3,7 @@
 
 #[path = "../../../tests/support/external.rs"]
 mod external;
+mod support;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,10 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use reqwest::Method;
 use serde_json::{json, Value};
-use sluice_engine::{Clock, VirtualClock};
 use sluice_server::{AppState, Options, RunnerMemory, Seams};
 use sluice_sources::outbound::verify;
 use sluice_store::{Role, SqliteStore, Store};
+use support::server::Server;
 
 const HOOK_SECRET: &str = "whsec-planted-for-webhooks-5d1e";
 
@@ -67,47 +68,14 @@ impl Receiver {
     }
 }
 
-struct Server {
-    url: String,
-    admin: String,
-    http: reqwest::Client,
-    state: Arc<AppState>,
-    clock: Arc<VirtualClock>,
-    store: Arc<SqliteStore>,
-    _dir: tempfile::TempDir,
+/// A server whose clock is now (webhook signatures carry timestamps a receiver checks), retrying fast.
+async fn start(public_url: Option<String>) -> Server {
+    let config =
+        sluice_sources::Config { retry_backoff: Some(Duration::from_millis(10)), public_url, ..Default::default() };
+    Server::start(unix_now() * 1000, config).await
 }
 
 impl Server {
-    async fn start(public_url: Option<String>) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path().join("sluice.db")).await.unwrap());
-        let (_, admin) = store.create_token("root", "admin", Role::Admin).await.unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-        let clock = Arc::new(VirtualClock::at(now));
-        let plugins = sluice_sources::Registry::new(&sluice_sources::Config {
-            retry_backoff: Some(Duration::from_millis(10)),
-            public_url,
-            ..Default::default()
-        });
-        let seams =
-            Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(plugins), faults: None, fence: None };
-        let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = sluice_server::router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Server { url, admin, http: reqwest::Client::new(), state, clock, store, _dir: dir }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.admin);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        (r.status(), r.json().await.unwrap_or(Value::Null))
-    }
-
     async fn start_plan(&self, plan: &str) -> String {
         self.call(Method::PUT, "/api/v1/flags/f", Some(json!({"ramp": {"percent": 0}}))).await;
         let (st, v) = self.call(Method::POST, "/api/v1/rollouts", Some(json!({"plan": plan}))).await;
@@ -146,7 +114,7 @@ async fn a_rollback_webhook_is_signed_keyed_templated_and_retried_and_notifiers_
     let recv = receiver.start().await;
     // The receiver fails twice, then takes it.
     receiver.fail("/incident", &[500, 503]);
-    let s = Server::start(Some("https://sluice.example.com".into())).await;
+    let s = start(Some("https://sluice.example.com".into())).await;
     let plan = format!(
         r#"name: hooked
 flag: f
@@ -249,7 +217,7 @@ async fn a_failing_rollback_webhook_is_reported_and_a_rejected_one_is_not_retrie
     receiver.fail("/reject", &[400]);
     // A redirect (an SSO proxy's login page) is a failure, never followed into a 200.
     receiver.fail("/moved", &[302]);
-    let s = Server::start(None).await;
+    let s = start(None).await;
     let plan = format!(
         r#"name: failing
 flag: f
@@ -305,7 +273,7 @@ async fn a_notifier_answering_404_is_tried_once_and_given_up_visibly_until_sent_
     let recv = receiver.start().await;
     receiver.fail("/gone", &[404; 5]);
     receiver.fail("/busy", &[503; 20]);
-    let s = Server::start(None).await;
+    let s = start(None).await;
     let plan = format!(
         r#"name: told
 flag: f
@@ -463,7 +431,7 @@ async fn active_alerts(am: &str, rollout: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_rollout_fires_an_alert_in_a_real_alertmanager_kept_up_while_it_lasts_and_resolved_after() {
     let Some(am) = alertmanager().await else { return };
-    let s = Server::start(Some("https://sluice.example.com".into())).await;
+    let s = start(Some("https://sluice.example.com".into())).await;
     let plan = format!(
         r#"name: alerting
 flag: f
@@ -528,7 +496,7 @@ notify:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flag_action_sets_another_flag_audited_and_is_refused_on_a_flag_another_rollout_drives() {
-    let s = Server::start(None).await;
+    let s = start(None).await;
     for key in ["g", "h"] {
         let (st, v) = s.call(Method::PUT, &format!("/api/v1/flags/{key}"), Some(json!({"ramp": {"percent": 0}}))).await;
         assert!(st.is_success(), "{v}");
@@ -588,7 +556,7 @@ async fn confirm_gates_hold_the_start_and_each_step_until_their_webhook_says_yes
     // The change freeze says no twice at the start, then yes; the promotion desk says no once.
     receiver.fail("/freeze", &[403, 403]);
     receiver.fail("/final", &[409]);
-    let s = Server::start(None).await;
+    let s = start(None).await;
     let plan = format!(
         r#"name: confirmed
 flag: f

@@ -504,6 +504,12 @@ fn restricted(x_c: f64, n_c: f64, x_r: f64, n_r: f64, k: f64, m: f64) -> (f64, f
     ((k * p + m).clamp(0.0, 1.0), p)
 }
 
+/// Both arms' sizes once each has `min_samples`, and at least two (one observation has no spread).
+fn enough(canary: u64, reference: u64, min_samples: u64) -> Option<(f64, f64)> {
+    let min = min_samples.max(2);
+    (canary >= min && reference >= min).then_some((canary as f64, reference as f64))
+}
+
 /// One window of a comparison of two means (an error ratio when `proportion`): `None` (inconclusive)
 /// until each arm has `min_samples`. The variance is held at what the margin implies (see the crate
 /// documentation); `reference` names the reference's window.
@@ -515,11 +521,8 @@ pub fn sample_means(
     min_samples: u64,
     reference_window: u64,
 ) -> Option<Sample> {
-    if canary.n < min_samples.max(2) || reference.n < min_samples.max(2) {
-        return None;
-    }
+    let (nc, nr) = enough(canary.n, reference.n, min_samples)?;
     let (k, m) = margin.parts();
-    let (nc, nr) = (canary.n as f64, reference.n as f64);
     let d = canary.mean()? - k * reference.mean()? - m;
     let (v_canary, v_reference) = if proportion {
         let (pc, pr) = restricted(canary.sum, nc, reference.sum, nr, k, m);
@@ -557,12 +560,9 @@ pub fn sample_quantile(
     min_samples: u64,
     reference_window: u64,
 ) -> Option<Sample> {
-    if canary.n < min_samples.max(2) || reference.n < min_samples.max(2) {
-        return None;
-    }
+    let (nc, nr) = enough(canary.n, reference.n, min_samples)?;
     let (k, m) = margin.parts();
     let limit = k * reference.quantile_interpolated(q)? + m;
-    let (nc, nr) = (canary.n as f64, reference.n as f64);
     let above = canary.share_above(limit);
     let p0 = 1.0 - q;
     let p_hat = (above + 1.0) / (nc + 2.0);

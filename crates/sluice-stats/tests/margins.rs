@@ -9,11 +9,13 @@
 //! 10,000 and writes `docs/error-rates.json`, from which `docs/metrics.md`'s table is generated; the
 //! `published_table_matches_the_simulations` test fails when the two differ).
 
+mod support;
 use serde::{Deserialize, Serialize};
 use sluice_stats::{
     half_width, sample_means, sample_quantile, sample_ratio_mismatch, Histogram, Margin, Moments, Sequence,
     QUANTILE_TIGHTEST_AT,
 };
+use support::sim::{add_outcomes, binomial, wilson_upper};
 
 const ALPHA: f64 = 0.05;
 const PER_TICK: u64 = 1000;
@@ -28,44 +30,6 @@ fn wanted(name: &str) -> bool {
 
 fn runs() -> usize {
     std::env::var("SLUICE_SIM_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(1_000)
-}
-
-/// The upper end of the two-sided 95 % Wilson interval of `k` successes in `n`.
-fn wilson_upper(k: usize, n: usize) -> f64 {
-    let (k, n, z) = (k as f64, n as f64, 1.959_964);
-    let p = k / n;
-    let centre = p + z * z / (2.0 * n);
-    let spread = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
-    (centre + spread) / (1.0 + z * z / n)
-}
-
-/// Successes in `n` trials of probability `p`, by geometric skips (O(np)).
-fn binomial(rng: &mut fastrand::Rng, n: u64, p: f64) -> u64 {
-    if p <= 0.0 || n == 0 {
-        return 0;
-    }
-    if p >= 1.0 {
-        return n;
-    }
-    if p > 0.5 {
-        return n - binomial(rng, n, 1.0 - p);
-    }
-    let lq = (1.0 - p).ln();
-    let (mut k, mut at) = (0u64, 0f64);
-    loop {
-        let u = 1.0 - rng.f64();
-        at += (u.ln() / lq).floor() + 1.0;
-        if at > n as f64 {
-            return k;
-        }
-        k += 1;
-    }
-}
-
-fn add_outcomes(m: &mut Moments, n: u64, errors: u64) {
-    m.n += n;
-    m.sum += errors as f64;
-    m.sum_sq += errors as f64;
 }
 
 /// How a check decides.

@@ -6,35 +6,14 @@
 //! Each simulated rollout sends 1,000 requests per tick, 10% to the canary; 1,000 rollouts per scenario.
 //! Run with `--nocapture` to see the figures (BENCHMARKS.md records them).
 
+mod support;
 use sluice_stats::{compare, sample_ratio_mismatch, Margin, Moments, Settings};
+use support::sim::{add_outcomes, binomial};
 
 const RUNS: usize = 1000;
 const PER_TICK: u64 = 1000;
 const CANARY_SHARE: f64 = 0.10;
 const ALPHA: f64 = 0.05;
-
-/// Successes in `n` trials of probability `p`, by geometric skips (O(np)).
-fn binomial(rng: &mut fastrand::Rng, n: u64, p: f64) -> u64 {
-    if p <= 0.0 {
-        return 0;
-    }
-    let lq = (1.0 - p).ln();
-    let (mut k, mut at) = (0u64, 0f64);
-    loop {
-        let u = 1.0 - rng.f64();
-        at += (u.ln() / lq).floor() + 1.0;
-        if at > n as f64 {
-            return k;
-        }
-        k += 1;
-    }
-}
-
-fn add_outcomes(m: &mut Moments, n: u64, errors: u64) {
-    m.n += n;
-    m.sum += errors as f64;
-    m.sum_sq += errors as f64;
-}
 
 /// One rollout's arms after each tick.
 struct Rollout {

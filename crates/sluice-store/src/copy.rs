@@ -25,6 +25,57 @@ pub struct Dump {
     pub(crate) retired_secrets: Vec<(String, String, String)>,
 }
 
+/// A table a copy moves: its columns in the order of the dump's tuples, and an order to read its rows in
+/// that makes two dumps of the same store equal. The one list both `dump` and `restore` read, so that a
+/// column added to one cannot be forgotten in the other.
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
+    pub(crate) columns: &'static str,
+    pub(crate) order: &'static str,
+}
+
+impl Table {
+    /// `SELECT columns FROM name ORDER BY order`.
+    pub(crate) fn select(&self) -> String {
+        format!("SELECT {} FROM {} ORDER BY {}", self.columns, self.name, self.order)
+    }
+
+    /// `INSERT INTO name (columns) VALUES ($1, …)`.
+    pub(crate) fn insert(&self) -> String {
+        let places: Vec<String> = (1..=self.columns.split(',').count()).map(|i| format!("${i}")).collect();
+        format!("INSERT INTO {} ({}) VALUES ({})", self.name, self.columns, places.join(", "))
+    }
+}
+
+pub(crate) const FLAGS: Table = Table { name: "flags", columns: "key, body, updated_at", order: "key" };
+pub(crate) const SEGMENTS: Table = Table { name: "segments", columns: "id, name, body", order: "id" };
+pub(crate) const TOKENS: Table = Table {
+    name: "tokens",
+    columns: "id, name, role, secret_sha256, created_at, created_by, revoked_at",
+    order: "created_at, id",
+};
+pub(crate) const RETIRED_SECRETS: Table =
+    Table { name: "retired_secrets", columns: "secret_sha256, token_id, until", order: "token_id, secret_sha256" };
+pub(crate) const CLIENT_METRICS: Table =
+    Table { name: "client_metrics", columns: "flag, variant, count", order: "flag, variant" };
+pub(crate) const ROLLOUTS: Table = Table {
+    name: "rollouts",
+    columns: "id, flag, plan_name, plan_text, original_flag, state, status, active, outbox, created_by, \
+              created_at, updated_at",
+    order: "created_at, id",
+};
+pub(crate) const DECISIONS: Table =
+    Table { name: "decisions", columns: "rollout_id, at_ms, body, changed", order: "seq" };
+pub(crate) const NOTIFICATIONS: Table = Table {
+    name: "notifications",
+    columns: "id, destination, rollout_id, body, created_ms, attempts, next_ms, delivered_ms, last_error, dead_ms",
+    order: "created_ms, id, destination",
+};
+pub(crate) const METRICS: Table =
+    Table { name: "metrics", columns: "replica, flag, body, saved_at_ms", order: "replica, flag" };
+pub(crate) const SERVER_KEYS: Table =
+    Table { name: "server_keys", columns: "name, key_hex, created_at", order: "name" };
+
 /// What a copy moved, to print and to compare with the source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Copied {

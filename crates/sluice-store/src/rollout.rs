@@ -107,6 +107,23 @@ pub(crate) struct RolloutRow {
     pub(crate) updated_at: String,
 }
 
+impl crate::session::Values for RolloutRow {
+    fn bind_to<'a>(&'a self, q: crate::session::Query<'a>) -> crate::session::Query<'a> {
+        q.bind(&self.id)
+            .bind(&self.flag)
+            .bind(&self.plan_name)
+            .bind(&self.plan_text)
+            .bind(&self.original_flag)
+            .bind(&self.state)
+            .bind(&self.status)
+            .bind(self.active)
+            .bind(&self.outbox)
+            .bind(&self.created_by)
+            .bind(&self.created_at)
+            .bind(&self.updated_at)
+    }
+}
+
 impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for RolloutRow {
     fn from_row(r: &'r R) -> Result<Self, sqlx::Error> {
         Ok(RolloutRow {

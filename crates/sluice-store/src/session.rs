@@ -117,6 +117,32 @@ pub trait Row: Send + Unpin + for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'
 
 impl<T> Row for T where T: Send + Unpin + for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> {}
 
+/// A row to write: its values bound in column order (a tuple of [`Bind`] values, or a row struct).
+pub trait Values {
+    /// Binds every value of the row to `q`, in order.
+    fn bind_to<'a>(&'a self, q: Query<'a>) -> Query<'a>;
+}
+
+macro_rules! values_for_tuples {
+    ($(($($t:ident $i:tt),+))+) => {$(
+        impl<$($t),+> Values for ($($t,)+)
+        where
+            $(for<'a> &'a $t: Bind<'a>),+
+        {
+            fn bind_to<'a>(&'a self, q: Query<'a>) -> Query<'a> {
+                q$(.bind(&self.$i))+
+            }
+        }
+    )+};
+}
+
+values_for_tuples! {
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6)
+    (A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9)
+}
+
 /// One statement (`$1`, `$2`, … for its arguments, which both databases read), with its arguments bound
 /// for each database: which one runs it is known only when it runs. Its text is the store's own, never
 /// built from input (every value is an argument).

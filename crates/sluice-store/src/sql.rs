@@ -11,7 +11,7 @@ use sluice_flags::Snapshot;
 use crate::audit::{AuditRow, NewEvent};
 use crate::catalog::{Catalog, RowEdit};
 use crate::rollout::{self, NotificationRow, RolloutRow};
-use crate::session::{Backend, Query, Session, Tx, Writer};
+use crate::session::{Backend, Query, Row, Session, Tx, Values, Writer};
 use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
@@ -175,41 +175,21 @@ impl<B: Backend> Store for B {
     }
 
     async fn dump(&self) -> Result<crate::copy::Dump, StoreError> {
+        use crate::copy::*;
         let mut tx = self.begin_read().await?;
-        let dump = crate::copy::Dump {
+        let dump = Dump {
             revision: Query::new("SELECT revision FROM revision WHERE id = 1").scalar(&mut tx).await?,
-            flags: Query::new("SELECT key, body, updated_at FROM flags ORDER BY key").fetch_all(&mut tx).await?,
-            segments: Query::new("SELECT id, name, body FROM segments ORDER BY id").fetch_all(&mut tx).await?,
+            flags: read_table(&mut tx, &FLAGS).await?,
+            segments: read_table(&mut tx, &SEGMENTS).await?,
             audit: Query::new("SELECT * FROM audit ORDER BY seq").fetch_all(&mut tx).await?,
-            tokens: Query::new(
-                "SELECT id, name, role, secret_sha256, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, id",
-            )
-            .fetch_all(&mut tx)
-            .await?,
-            client_metrics: Query::new("SELECT flag, variant, count FROM client_metrics ORDER BY flag, variant")
-                .fetch_all(&mut tx)
-                .await?,
-            rollouts: Query::new("SELECT * FROM rollouts ORDER BY created_at, id").fetch_all(&mut tx).await?,
-            decisions: Query::new("SELECT rollout_id, at_ms, body, changed FROM decisions ORDER BY seq")
-                .fetch_all(&mut tx)
-                .await?,
-            notifications: Query::new(
-                "SELECT id, destination, rollout_id, body, created_ms, attempts, next_ms, delivered_ms, last_error, \
-                   dead_ms FROM notifications ORDER BY created_ms, id, destination",
-            )
-            .fetch_all(&mut tx)
-            .await?,
-            metrics: Query::new("SELECT replica, flag, body, saved_at_ms FROM metrics ORDER BY replica, flag")
-                .fetch_all(&mut tx)
-                .await?,
-            server_keys: Query::new("SELECT name, key_hex, created_at FROM server_keys ORDER BY name")
-                .fetch_all(&mut tx)
-                .await?,
-            retired_secrets: Query::new(
-                "SELECT secret_sha256, token_id, until FROM retired_secrets ORDER BY token_id, secret_sha256",
-            )
-            .fetch_all(&mut tx)
-            .await?,
+            tokens: read_table(&mut tx, &TOKENS).await?,
+            client_metrics: read_table(&mut tx, &CLIENT_METRICS).await?,
+            rollouts: read_table(&mut tx, &ROLLOUTS).await?,
+            decisions: read_table(&mut tx, &DECISIONS).await?,
+            notifications: read_table(&mut tx, &NOTIFICATIONS).await?,
+            metrics: read_table(&mut tx, &METRICS).await?,
+            server_keys: read_table(&mut tx, &SERVER_KEYS).await?,
+            retired_secrets: read_table(&mut tx, &RETIRED_SECRETS).await?,
         };
         tx.commit().await?;
         Ok(dump)
@@ -231,121 +211,21 @@ impl<B: Backend> Store for B {
                 ),
             });
         }
+        use crate::copy::*;
         Query::new("UPDATE revision SET revision = $1 WHERE id = 1").bind(dump.revision).execute(&mut tx).await?;
-        for (key, body, updated_at) in &dump.flags {
-            Query::new("INSERT INTO flags (key, body, updated_at) VALUES ($1, $2, $3)")
-                .bind(key)
-                .bind(body)
-                .bind(updated_at)
-                .execute(&mut tx)
-                .await?;
-        }
-        for (id, name, body) in &dump.segments {
-            Query::new("INSERT INTO segments (id, name, body) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(name)
-                .bind(body)
-                .execute(&mut tx)
-                .await?;
-        }
+        write_table(&mut tx, &FLAGS, &dump.flags).await?;
+        write_table(&mut tx, &SEGMENTS, &dump.segments).await?;
         for row in &dump.audit {
             insert_audit_row(&mut tx, row).await?;
         }
-        for (id, name, role, secret, created_at, created_by, revoked_at) in &dump.tokens {
-            Query::new(
-                "INSERT INTO tokens (id, name, role, secret_sha256, created_at, created_by, revoked_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(id)
-            .bind(name)
-            .bind(role)
-            .bind(secret)
-            .bind(created_at)
-            .bind(created_by)
-            .bind(revoked_at)
-            .execute(&mut tx)
-            .await?;
-        }
-        for (secret, token_id, until) in &dump.retired_secrets {
-            Query::new("INSERT INTO retired_secrets (secret_sha256, token_id, until) VALUES ($1, $2, $3)")
-                .bind(secret)
-                .bind(token_id)
-                .bind(until)
-                .execute(&mut tx)
-                .await?;
-        }
-        for (flag, variant, count) in &dump.client_metrics {
-            Query::new("INSERT INTO client_metrics (flag, variant, count) VALUES ($1, $2, $3)")
-                .bind(flag)
-                .bind(variant)
-                .bind(count)
-                .execute(&mut tx)
-                .await?;
-        }
-        for r in &dump.rollouts {
-            Query::new(
-                "INSERT INTO rollouts (id, flag, plan_name, plan_text, original_flag, state, status, active, outbox, \
-                   created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&r.id)
-            .bind(&r.flag)
-            .bind(&r.plan_name)
-            .bind(&r.plan_text)
-            .bind(&r.original_flag)
-            .bind(&r.state)
-            .bind(&r.status)
-            .bind(r.active)
-            .bind(&r.outbox)
-            .bind(&r.created_by)
-            .bind(&r.created_at)
-            .bind(&r.updated_at)
-            .execute(&mut tx)
-            .await?;
-        }
-        for (rollout_id, at_ms, body, changed) in &dump.decisions {
-            Query::new("INSERT INTO decisions (rollout_id, at_ms, body, changed) VALUES ($1, $2, $3, $4)")
-                .bind(rollout_id)
-                .bind(at_ms)
-                .bind(body)
-                .bind(changed)
-                .execute(&mut tx)
-                .await?;
-        }
-        for n in &dump.notifications {
-            Query::new(
-                "INSERT INTO notifications (id, destination, rollout_id, body, created_ms, attempts, next_ms, \
-                   delivered_ms, last_error, dead_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&n.0)
-            .bind(&n.1)
-            .bind(&n.2)
-            .bind(&n.3)
-            .bind(n.4)
-            .bind(n.5)
-            .bind(n.6)
-            .bind(n.7)
-            .bind(&n.8)
-            .bind(n.9)
-            .execute(&mut tx)
-            .await?;
-        }
-        for (replica, flag, body, saved_at_ms) in &dump.metrics {
-            Query::new("INSERT INTO metrics (replica, flag, body, saved_at_ms) VALUES ($1, $2, $3, $4)")
-                .bind(replica)
-                .bind(flag)
-                .bind(body)
-                .bind(saved_at_ms)
-                .execute(&mut tx)
-                .await?;
-        }
-        for (name, key_hex, created_at) in &dump.server_keys {
-            Query::new("INSERT INTO server_keys (name, key_hex, created_at) VALUES ($1, $2, $3)")
-                .bind(name)
-                .bind(key_hex)
-                .bind(created_at)
-                .execute(&mut tx)
-                .await?;
-        }
+        write_table(&mut tx, &TOKENS, &dump.tokens).await?;
+        write_table(&mut tx, &RETIRED_SECRETS, &dump.retired_secrets).await?;
+        write_table(&mut tx, &CLIENT_METRICS, &dump.client_metrics).await?;
+        write_table(&mut tx, &ROLLOUTS, &dump.rollouts).await?;
+        write_table(&mut tx, &DECISIONS, &dump.decisions).await?;
+        write_table(&mut tx, &NOTIFICATIONS, &dump.notifications).await?;
+        write_table(&mut tx, &METRICS, &dump.metrics).await?;
+        write_table(&mut tx, &SERVER_KEYS, &dump.server_keys).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -920,6 +800,24 @@ async fn check_fence(conn: &mut impl Session, fence: &Fence) -> Result<(), Store
 }
 
 /// Writes an audit row as it is (a copy between stores): its hash is checked after, never recomputed.
+/// Every row of a table a copy moves.
+async fn read_table<T: Row>(conn: &mut impl Session, table: &crate::copy::Table) -> Result<Vec<T>, StoreError> {
+    Query::new(&table.select()).fetch_all(conn).await
+}
+
+/// Writes rows read by [`read_table`] back, as they were.
+async fn write_table<T: Values>(
+    conn: &mut impl Session,
+    table: &crate::copy::Table,
+    rows: &[T],
+) -> Result<(), StoreError> {
+    let insert = table.insert();
+    for row in rows {
+        row.bind_to(Query::new(&insert)).execute(conn).await?;
+    }
+    Ok(())
+}
+
 async fn insert_audit_row(conn: &mut impl Session, row: &AuditRow) -> Result<(), StoreError> {
     Query::new(
         "INSERT INTO audit (seq, at, actor, action, entity, before, after, reason, prev_hash, hash) \

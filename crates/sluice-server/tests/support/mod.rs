@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use serde_json::{json, Value};
 
 /// Random JSON up to `depth` levels, with the keys and awkward values Sluice's bodies have.

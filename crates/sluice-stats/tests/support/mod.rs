@@ -1,0 +1,2 @@
+//! Shared by the statistics tests.
+pub mod sim;
