@@ -4,13 +4,9 @@
 //! one under 100 ms late (one outlier is the machine, not Sluice: a loaded CI box stalls a process now and
 //! then), and none by a second (a tick waiting on the stuck endpoint would be 2–3 s late).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_controller::{Catalog, Controller, Seams};
-use sluice_flags::Flag;
-use sluice_store::{Change, Principal, Role, SqliteStore, Store};
-
+mod common;
 #[path = "../../sluice-sources/tests/support/prometheus.rs"]
 mod support;
 
@@ -27,17 +23,8 @@ fn plan(flag: &str, prometheus: &str, checks: usize) -> String {
 async fn a_hanging_prometheus_does_not_delay_another_rollouts_ticks() {
     let Some(prometheus) = tokio::task::block_in_place(support::idle) else { return };
     let stuck = support::hanging().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
-    for key in ["stuck", "fine"] {
-        let mut flag = Flag::boolean(key);
-        flag.ramp.percent = 0;
-        store.apply("test", Change::PutFlag(flag), None).await.unwrap();
-    }
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
-    let controller = Controller::new(catalog, Seams::default());
-    tokio::spawn(controller.clone().run());
-    let admin = Principal { name: "admin".into(), role: Role::Admin };
+    let (_dir, store, controller) = common::running_with_flags(&["stuck", "fine"]).await;
+    let admin = common::admin();
     // Six checks on four slots: the stuck endpoint's slots stay full the whole time.
     let stuck_id = controller.start(&admin, "stuck.yaml", &plan("stuck", &stuck, 6)).await.unwrap().id;
     let fine_id = controller.start(&admin, "fine.yaml", &plan("fine", &prometheus.url, 5)).await.unwrap().id;

@@ -7,12 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_controller::{Catalog, Controller, Seams};
 use sluice_engine::Status;
-use sluice_flags::Flag;
-use sluice_store::{Change, Principal, Role, SqliteStore, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
 #[path = "../../sluice-sources/tests/support/prometheus.rs"]
 mod support;
 
@@ -112,17 +110,8 @@ async fn a_healthy_rollout_is_promoted_and_a_failing_one_rolls_back_on_live_numb
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
-    for key in ["a", "b"] {
-        let mut flag = Flag::boolean(key);
-        flag.ramp.percent = 0;
-        store.apply("test", Change::PutFlag(flag), None).await.unwrap();
-    }
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
-    let controller = Controller::new(catalog, Seams::default());
-    tokio::spawn(controller.clone().run());
-    let admin = Principal { name: "admin".into(), role: Role::Admin };
+    let (_dir, store, controller) = common::running_with_flags(&["a", "b"]).await;
+    let admin = common::admin();
     let a = controller.start(&admin, "a.yaml", &plan("a", &prometheus.url, "3s")).await.unwrap().id;
     let b = controller.start(&admin, "b.yaml", &plan("b", &prometheus.url, "30s")).await.unwrap().id;
 

@@ -19,7 +19,7 @@
 
 #[path = "../../sluice-stats/tests/support/sim.rs"]
 mod sim;
-use sim::{binomial, wilson_upper};
+use sim::{binomial, published_table, repo, wilson_upper};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -317,10 +317,6 @@ const BEGIN: &str =
     "<!-- rollout-error-rates: generated from docs/rollout-error-rates.json by `scripts/error-rates`; do not edit -->";
 const END: &str = "<!-- rollout-error-rates: end -->";
 
-fn repo(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
-
 #[test]
 fn whole_rollouts_keep_their_error_rates() {
     let rows = scenarios();
@@ -340,16 +336,8 @@ fn published_rollout_table_matches_the_simulations() {
         serde_json::from_str(&std::fs::read_to_string(repo("docs/rollout-error-rates.json")).unwrap()).unwrap();
     assert!(rows.iter().all(|r| r.runs >= 10_000), "the published run has at least 10,000 runs per scenario");
     let expected = render(&rows);
-    if std::env::var("SLUICE_SIM_WRITE_DOCS").is_ok() {
-        let doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
-        let (head, rest) = doc.split_once(BEGIN).unwrap();
-        let (_, tail) = rest.split_once(END).unwrap();
-        std::fs::write(repo("docs/metrics.md"), format!("{head}{BEGIN}\n\n{expected}\n{END}{tail}")).unwrap();
-    }
-    let doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
-    let published = doc.split_once(BEGIN).expect("the markers").1.split_once(END).expect("the end marker").0.trim();
     assert_eq!(
-        published,
+        published_table(BEGIN, END, &expected),
         expected.trim(),
         "docs/metrics.md differs from docs/rollout-error-rates.json: run scripts/error-rates"
     );

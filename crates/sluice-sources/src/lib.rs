@@ -93,6 +93,21 @@ pub struct MeasureContext<'a> {
     pub rollout: Option<&'a sluice_engine::Rollout>,
 }
 
+impl<'a> MeasureContext<'a> {
+    /// A check measured at `now` outside any rollout (a dry run of a plan's checks, a test): no rollout
+    /// state, and no start, so that a sample counts everything seen since the epoch.
+    ///
+    /// ```
+    /// # let (plan, _) = sluice_plan::load("p.yaml", "name: p\nflag: f\nphases: [ { percent: 100 } ]\n", None).unwrap();
+    /// let values = std::collections::BTreeMap::new();
+    /// let cx = sluice_sources::MeasureContext::outside_a_rollout(&plan, &values, 1_000);
+    /// assert_eq!((cx.started_at, cx.now, cx.rollout_id), (0, 1_000, "-"));
+    /// ```
+    pub fn outside_a_rollout(plan: &'a Plan, values: &'a BTreeMap<String, String>, now: Millis) -> Self {
+        MeasureContext { rollout_id: "-", plan, started_at: 0, phase_started: 0, now, values, rollout: None }
+    }
+}
+
 /// What an action may know about the run it is part of.
 #[derive(Debug, Clone, Copy)]
 pub struct ActionContext<'a> {

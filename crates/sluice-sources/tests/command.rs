@@ -13,7 +13,7 @@ fn plan(yaml: &str) -> sluice_plan::Plan {
 /// Measures the plan's one gate through the registry, as the controller does.
 async fn measure(plan: &sluice_plan::Plan, values: &BTreeMap<String, String>) -> Measurement {
     let registry = Registry::new(&sluice_sources::Config::default());
-    let cx = MeasureContext { rollout: None, rollout_id: "r", plan, started_at: 0, phase_started: 0, now: 0, values };
+    let cx = MeasureContext::outside_a_rollout(plan, values, 0);
     registry.measure(&plan.gates[0].value, &cx).await
 }
 

@@ -57,15 +57,7 @@ fn plan(gates: &str) -> sluice_plan::Plan {
 
 async fn measure(registry: &Registry, plan: &sluice_plan::Plan) -> Vec<Measurement> {
     let values = BTreeMap::from([("flag".to_string(), "f".to_string())]);
-    let cx = MeasureContext {
-        rollout: None,
-        rollout_id: "r",
-        plan,
-        started_at: 0,
-        phase_started: 0,
-        now: 0,
-        values: &values,
-    };
+    let cx = MeasureContext::outside_a_rollout(plan, &values, 0);
     let mut out = Vec::new();
     for g in &plan.gates {
         out.push(registry.measure(&g.value, &cx).await);

@@ -74,15 +74,7 @@ async fn measure(registry: &Registry, plan: &sluice_plan::Plan) -> Vec<Measureme
         ("base".to_string(), "off".to_string()),
         ("interval".to_string(), "1m".to_string()),
     ]);
-    let cx = MeasureContext {
-        rollout: None,
-        rollout_id: "r",
-        plan,
-        started_at: 0,
-        phase_started: 0,
-        now: now_ms(),
-        values: &values,
-    };
+    let cx = MeasureContext::outside_a_rollout(plan, &values, now_ms());
     let mut out = Vec::new();
     for g in &plan.gates {
         out.push(registry.measure(&g.value, &cx).await);

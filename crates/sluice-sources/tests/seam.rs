@@ -70,15 +70,7 @@ async fn a_source_added_to_a_registry_is_checked_resolved_and_measured() {
     let check = &plan.gates[0].value;
     assert_eq!(check.source_kind(&plan, &registry).as_deref(), Some("constant"));
     let values = BTreeMap::new();
-    let cx = MeasureContext {
-        rollout: None,
-        rollout_id: "r",
-        plan: &plan,
-        started_at: 0,
-        phase_started: 0,
-        now: 0,
-        values: &values,
-    };
+    let cx = MeasureContext::outside_a_rollout(&plan, &values, 0);
     assert_eq!(Plugins::measure(&registry, check, &cx).await, Measurement::Value(3.0));
 
     // Its own rule, at its line and column.
@@ -206,15 +198,7 @@ async fn the_json_source_reads_a_number_at_a_pointer_over_http() {
     );
     let (plan, _) = sluice_plan::load_with("p.yaml", &yaml, None, &registry).unwrap();
     let values = BTreeMap::new();
-    let cx = MeasureContext {
-        rollout: None,
-        rollout_id: "r",
-        plan: &plan,
-        started_at: 0,
-        phase_started: 0,
-        now: 0,
-        values: &values,
-    };
+    let cx = MeasureContext::outside_a_rollout(&plan, &values, 0);
     let mut got = Vec::new();
     for g in &plan.gates {
         got.push(Plugins::measure(&registry, &g.value, &cx).await);

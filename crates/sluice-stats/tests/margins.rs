@@ -15,7 +15,7 @@ use sluice_stats::{
     half_width, sample_means, sample_quantile, sample_ratio_mismatch, Histogram, Margin, Moments, Sequence,
     QUANTILE_TIGHTEST_AT,
 };
-use support::sim::{add_outcomes, binomial, wilson_upper};
+use support::sim::{add_outcomes, binomial, published_table, repo, wilson_upper};
 
 const ALPHA: f64 = 0.05;
 const PER_TICK: u64 = 1000;
@@ -510,17 +510,6 @@ fn render(rows: &[Row]) -> String {
 const BEGIN: &str = "<!-- error-rates: generated from docs/error-rates.json by `scripts/error-rates`; do not edit -->";
 const END: &str = "<!-- error-rates: end -->";
 
-fn repo(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
-
-/// The published section of `docs/metrics.md`, between its markers.
-fn published() -> String {
-    let doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
-    let (_, rest) = doc.split_once(BEGIN).expect("docs/metrics.md has the error-rates markers");
-    rest.split_once(END).expect("the end marker").0.trim().to_string()
-}
-
 /// Every kind at its margin: the rate's Wilson bound at most α; an equal canary passes the gate in at least
 /// 95 % of runs. With `SLUICE_SIM_OUT` set, the rows are written there (the full run's file).
 #[test]
@@ -556,14 +545,8 @@ fn published_table_matches_the_simulations() {
         serde_json::from_str(&std::fs::read_to_string(repo("docs/error-rates.json")).unwrap()).unwrap();
     assert!(rows.iter().all(|r| r.runs >= 10_000), "the published run has at least 10,000 runs per row");
     let expected = render(&rows);
-    if std::env::var("SLUICE_SIM_WRITE_DOCS").is_ok() {
-        let doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
-        let (head, rest) = doc.split_once(BEGIN).unwrap();
-        let (_, tail) = rest.split_once(END).unwrap();
-        std::fs::write(repo("docs/metrics.md"), format!("{head}{BEGIN}\n\n{expected}\n{END}{tail}")).unwrap();
-    }
     assert_eq!(
-        published(),
+        published_table(BEGIN, END, &expected),
         expected.trim(),
         "docs/metrics.md differs from docs/error-rates.json: run scripts/error-rates"
     );

@@ -546,15 +546,11 @@ impl<B: Backend> Store for B {
     }
 
     async fn notification_delivered(&self, id: &str, destination: &Destination) -> Result<(), StoreError> {
-        let (_writer, mut tx) = begin_write(self).await?;
-        Query::new("UPDATE notifications SET delivered_ms = $1 WHERE id = $2 AND destination = $3")
+        let delivered = Query::new("UPDATE notifications SET delivered_ms = $1 WHERE id = $2 AND destination = $3")
             .bind(Utc::now().timestamp_millis())
             .bind(id)
-            .bind(destination.to_string())
-            .execute(&mut tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+            .bind(destination.to_string());
+        write_one(self, delivered).await.map(drop)
     }
 
     async fn notification_failed(
@@ -564,20 +560,16 @@ impl<B: Backend> Store for B {
         error: &str,
         retry_in: std::time::Duration,
     ) -> Result<(), StoreError> {
-        let (_writer, mut tx) = begin_write(self).await?;
         let next =
             Utc::now().timestamp_millis().saturating_add(i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX));
-        Query::new(
+        let failed = Query::new(
             "UPDATE notifications SET attempts = attempts + 1, next_ms = $1, last_error = $2 WHERE id = $3 AND destination = $4",
         )
         .bind(next)
         .bind(stored::bounded_text(error, 4096))
         .bind(id)
-        .bind(destination.to_string())
-        .execute(&mut tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .bind(destination.to_string());
+        write_one(self, failed).await.map(drop)
     }
 
     async fn notification_dead(
@@ -696,13 +688,7 @@ impl<B: Backend> Store for B {
     }
 
     async fn prune_decisions(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let (_writer, mut tx) = begin_write(self).await?;
-        let gone = Query::new("DELETE FROM decisions WHERE changed = 0 AND at_ms < $1")
-            .bind(before_ms)
-            .execute(&mut tx)
-            .await?;
-        tx.commit().await?;
-        Ok(gone)
+        write_one(self, Query::new("DELETE FROM decisions WHERE changed = 0 AND at_ms < $1").bind(before_ms)).await
     }
 
     async fn save_metrics(&self, replica: &str, flags: &[(String, String)], at_ms: i64) -> Result<(), StoreError> {
@@ -766,6 +752,14 @@ async fn begin_write<B: Backend>(backend: &B) -> Result<(Writer<'_>, Tx), StoreE
         check_fence(&mut tx, fence).await?;
     }
     Ok((writer, tx))
+}
+
+/// One statement as a write of its own: how many rows it changed.
+async fn write_one<B: Backend>(backend: &B, statement: Query<'_>) -> Result<u64, StoreError> {
+    let (_writer, mut tx) = begin_write(backend).await?;
+    let changed = statement.execute(&mut tx).await?;
+    tx.commit().await?;
+    Ok(changed)
 }
 
 /// The lease called `name` as the database sees it at `now_ms`, if anyone ever took it.

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{root, serve, ADMIN_TOKEN};
+use common::{root, serve, Server, ADMIN_TOKEN};
 use serde_json::{json, Value};
 
 fn node_modules() -> PathBuf {
@@ -41,25 +41,20 @@ fn run_checked(cmd: &mut Command, what: &str) -> String {
     stdout.into_owned()
 }
 
+/// The multi-variant flag of seed 002 (`warn` ramping to `enforce`) and a flag at 100% to switch off:
+/// what every SDK is asked about.
+fn stage_validation_and_a_killed_flag(s: &Server, percent: &str) {
+    let variants = ["--variants", "off,warn,enforce", "--base", "warn", "--ramped", "enforce"];
+    s.cli(&[&["flag", "create", "stage_validation"][..], &variants, &["--percent", percent]].concat());
+    s.cli(&["flag", "create", "killed", "--percent", "100"]);
+}
+
 #[test]
 fn openfeature_sdks_read_flags_and_hear_changes() {
     let modules = node_modules();
     let s = serve();
     s.cli(&["flag", "create", "checkout_redesign", "--percent", "100"]);
-    s.cli(&[
-        "flag",
-        "create",
-        "stage_validation",
-        "--variants",
-        "off,warn,enforce",
-        "--base",
-        "warn",
-        "--ramped",
-        "enforce",
-        "--percent",
-        "100",
-    ]);
-    s.cli(&["flag", "create", "killed", "--percent", "100"]);
+    stage_validation_and_a_killed_flag(&s, "100");
     s.cli(&["flag", "disable", "killed", "--reason", "incident"]);
     let sdk = s.sdk_token("web-app");
     let out = run_checked(
@@ -99,21 +94,8 @@ fn the_python_unleash_sdk_agrees_with_ofrep_for_ten_thousand_users() {
         .send()
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().unwrap());
-    s.cli(&[
-        "flag",
-        "create",
-        "stage_validation",
-        "--variants",
-        "off,warn,enforce",
-        "--base",
-        "warn",
-        "--ramped",
-        "enforce",
-        "--percent",
-        "40",
-    ]);
+    stage_validation_and_a_killed_flag(&s, "40");
     s.cli(&["flag", "override", "stage_validation", "--user", "user-5", "--variant", "off"]);
-    s.cli(&["flag", "create", "killed", "--percent", "100"]);
     s.cli(&["flag", "disable", "killed"]);
     s.cli(&["flag", "create", "segmented", "--percent", "50", "--segments", "beta"]);
     let sdk = s.sdk_token("python-app");

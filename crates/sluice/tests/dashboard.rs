@@ -49,8 +49,7 @@ fn the_dashboard_shows_rollouts_live_and_takes_an_operators_decision() {
     )
     .unwrap();
     let start = |file: &str| -> String {
-        let out: Value =
-            serde_json::from_str(&s.cli(&["rollout", "start", d.join(file).to_str().unwrap(), "-o", "json"])).unwrap();
+        let out: Value = s.start_rollout(&d.join(file));
         out["id"].as_str().unwrap().to_string()
     };
     let steady = start("steady.yaml");

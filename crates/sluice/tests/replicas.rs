@@ -62,14 +62,7 @@ fn start(name: &str, database: &str) -> Replica {
             LOGS.lock().unwrap().push_str(&format!("[{who}] {line}\n"));
         }
     });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("sluice listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let url = common::listening_url(child.stdout.take().unwrap());
     Replica { name: name.to_string(), child, url, log }
 }
 

@@ -45,9 +45,7 @@ fn a_rollout_review_tells_its_phases_evidence_incidents_and_audit() {
     std::fs::write(d.join("plan.yaml"), plan(&d)).unwrap();
     s.cli(&["flag", "create", "checkout", "--percent", "0"]);
     let operator = s.token("dana", "operator");
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", d.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let started: Value = s.start_rollout(&d.join("plan.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
     let run = |args: &[&str]| {
         let out = s.cli_with(Some(&operator), args);

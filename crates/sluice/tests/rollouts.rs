@@ -71,9 +71,7 @@ fn a_healthy_rollout_waits_for_its_approval_then_ramps_to_100() {
     let operator = s.token("deployer", "operator");
     let admin_item = "approvals: [qa-signoff, { item: security-review, role: admin }]";
     write(&dir.join("plan.yaml"), &plan(&dir, "1s", "").replace("approvals: [qa-signoff]", admin_item));
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let started: Value = s.start_rollout(&dir.join("plan.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
     assert_eq!(started["percent"], 10);
 
@@ -119,9 +117,7 @@ fn a_hard_trigger_restores_the_flag_then_runs_the_rollback_once() {
     let sdk = s.token("app", "sdk");
     s.cli(&["flag", "override", "awf_bundle", "--user", "vip", "--enable"]);
     write(&dir.join("plan.yaml"), &plan(&dir, "1h", "bake: 1h"));
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let started: Value = s.start_rollout(&dir.join("plan.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
 
     // A second rollout of the same flag is refused, naming the first.
@@ -178,19 +174,11 @@ phases:
     );
     write(&dir.join("slow.yaml"), &slow);
     write(&dir.join("plan.yaml"), &plan(&dir, "1h", ""));
-    let slow_id: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("slow.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let slow_id: Value = s.start_rollout(&dir.join("slow.yaml"));
+    let started: Value = s.start_rollout(&dir.join("plan.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
 
-    let begun = Instant::now();
-    while !dir.join("migrating").exists() {
-        assert!(begun.elapsed() < Duration::from_secs(20), "the slow hook never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for_file(&dir.join("migrating"), "the slow hook never started");
     // While the migration runs: a command on the other rollout answers, and its hard trigger rolls it back
     // after its `for: 2s`, not after the migration.
     let fired = Instant::now();
@@ -218,9 +206,7 @@ fn people_and_alerts_decide_and_roles_are_enforced() {
     let dir = setup(&s);
     let viewer = s.token("auditor", "viewer");
     write(&dir.join("plan.yaml"), &plan(&dir, "1h", ""));
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let started: Value = s.start_rollout(&dir.join("plan.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
 
     // A viewer may look but not decide; the refusal is audited.
@@ -296,9 +282,7 @@ phases:
 "#
     );
     write(&dir.join("hooked.yaml"), &plan);
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("hooked.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let started: Value = s.start_rollout(&dir.join("hooked.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
     let paused = wait_for(&s, &id, "the hook to fail", |st| st["status"]["state"] == "paused");
     assert!(paused["status"]["reason"].as_str().unwrap().contains("phases[1].hooks.before[0] failed"), "{paused:#}");
@@ -371,15 +355,9 @@ rollback:
         d = dir.display()
     );
     write(&dir.join("plan.yaml"), &plan);
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let started: Value = s.start_rollout(&dir.join("plan.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
-    let begun = Instant::now();
-    while !dir.join("migrating").exists() {
-        assert!(begun.elapsed() < Duration::from_secs(20), "the hook never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for_file(&dir.join("migrating"), "the hook never started");
     let paused = s.cli_with(Some(ADMIN_TOKEN), &["rollout", "pause", &id, "--reason", "look"]);
     let err = String::from_utf8_lossy(&paused.stderr);
     assert!(!paused.status.success() && err.contains("phase hook"), "{err}");
@@ -478,9 +456,7 @@ rollback:
             work.display()
         ),
     );
-    let started: Value =
-        serde_json::from_str(&s.cli(&["rollout", "start", dir.join("plan.yaml").to_str().unwrap(), "-o", "json"]))
-            .unwrap();
+    let started: Value = s.start_rollout(&dir.join("plan.yaml"));
     let id = started["id"].as_str().unwrap().to_string();
     s.cli(&["rollout", "signal", &id, "pii-exposure", "--hard", "--reason", "the PII scanner fired"]);
     wait_for(&s, &id, "rollback", |st| {

@@ -43,3 +43,24 @@ pub fn wilson_upper(k: usize, n: usize) -> f64 {
     let spread = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
     (centre + spread) / (1.0 + z * z / n)
 }
+
+/// The repository's file `path`.
+pub fn repo(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+/// The table between the markers `begin` and `end` in `docs/metrics.md`. With `SLUICE_SIM_WRITE_DOCS`
+/// set (as `scripts/error-rates` sets it), `rendered` is written there first: the published table is
+/// always the simulation's output, never a hand-copied figure.
+pub fn published_table(begin: &str, end: &str, rendered: &str) -> String {
+    let path = repo("docs/metrics.md");
+    if std::env::var("SLUICE_SIM_WRITE_DOCS").is_ok() {
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let (head, rest) = doc.split_once(begin).unwrap();
+        let (_, tail) = rest.split_once(end).unwrap();
+        std::fs::write(&path, format!("{head}{begin}\n\n{rendered}\n{end}{tail}")).unwrap();
+    }
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (_, rest) = doc.split_once(begin).expect("docs/metrics.md has the table's markers");
+    rest.split_once(end).expect("the end marker").0.trim().to_string()
+}

@@ -47,16 +47,22 @@ pub fn serve_with(env: &[(&str, String)]) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = listening_url(child.stdout.take().unwrap());
+    Server { child, url, dir }
+}
+
+/// The address `sluice serve` says it listens on, read from its stdout, which is then drained for good so
+/// that the server never blocks on a full pipe.
+pub fn listening_url(stdout: std::process::ChildStdout) -> String {
+    let mut lines = BufReader::new(stdout).lines();
     let url = loop {
         let line = lines.next().expect("serve printed its address").unwrap();
         if let Some(rest) = line.strip_prefix("sluice listening on ") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, url, dir }
+    url
 }
 
 impl Server {
@@ -78,18 +84,28 @@ impl Server {
     }
 
     pub fn sdk_token(&self, name: &str) -> String {
-        let created: Value =
-            serde_json::from_str(&self.cli(&["token", "create", name, "--role", "sdk", "-o", "json"])).unwrap();
-        created["token"].as_str().unwrap().to_string()
+        self.token(name, "sdk")
     }
-}
 
-impl Server {
+    /// Starts the rollout of the plan in `file` as the admin: the started rollout, as `-o json` prints it.
+    pub fn start_rollout(&self, file: &std::path::Path) -> Value {
+        serde_json::from_str(&self.cli(&["rollout", "start", file.to_str().unwrap(), "-o", "json"])).unwrap()
+    }
+
     /// A token with `role`.
     pub fn token(&self, name: &str, role: &str) -> String {
         let created: Value =
             serde_json::from_str(&self.cli(&["token", "create", name, "--role", role, "-o", "json"])).unwrap();
         created["token"].as_str().unwrap().to_string()
+    }
+}
+
+/// Waits for a file a hook or an action writes, for at most 20 seconds.
+pub fn wait_for_file(path: &std::path::Path, what: &str) {
+    let begun = std::time::Instant::now();
+    while !path.exists() {
+        assert!(begun.elapsed() < std::time::Duration::from_secs(20), "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
