@@ -16,7 +16,7 @@ async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
     let s = Server::start(1_000_000, Default::default()).await;
     let (state, clock, url, http, admin, sdk) = (&s.state, &s.clock, &s.url, &s.http, &s.admin, &s.sdk);
     let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
-        let mut req = http.request(method, format!("{url}{path}")).bearer_auth(&admin);
+        let mut req = http.request(method, format!("{url}{path}")).bearer_auth(admin);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -43,7 +43,7 @@ async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
         let body = json!({"context": {"targetingKey": format!("user-{i}")}});
         let r = http
             .post(format!("{url}/ofrep/v1/evaluate/flags/checkout"))
-            .bearer_auth(&sdk)
+            .bearer_auth(sdk)
             .json(&body)
             .send()
             .await
@@ -58,7 +58,7 @@ async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
     // Bulk: one more answer for each flag; no targeting key on a partial ramp: an error for `checkout`.
     let r = http
         .post(format!("{url}/ofrep/v1/evaluate/flags"))
-        .bearer_auth(&sdk)
+        .bearer_auth(sdk)
         .json(&json!({"context": {}}))
         .send()
         .await
@@ -67,11 +67,11 @@ async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
     // What an Unleash SDK reports.
     let report = json!({"appName": "shop", "instanceId": "i1", "bucket": {"start": "2026-11-26T00:00:00Z", "stop": "2026-11-26T00:01:00Z",
         "toggles": {"checkout": {"yes": 7, "no": 3, "variants": {"on": 7, "disabled": 3}}}}});
-    let r = http.post(format!("{url}/api/client/metrics")).bearer_auth(&sdk).json(&report).send().await.unwrap();
+    let r = http.post(format!("{url}/api/client/metrics")).bearer_auth(sdk).json(&report).send().await.unwrap();
     assert_eq!(r.status(), 202);
 
     // An sdk token reads no metrics; a viewer or above does.
-    let refused = http.get(format!("{url}/metrics")).bearer_auth(&sdk).send().await.unwrap();
+    let refused = http.get(format!("{url}/metrics")).bearer_auth(sdk).send().await.unwrap();
     assert_eq!(refused.status(), 403);
     let r = call(Method::GET, "/metrics", None).await;
     assert_eq!(r.status(), 200);

@@ -65,7 +65,7 @@ async fn a_planted_secret_is_never_echoed() {
     let s = Server::start(1_000_000, config).await;
     let (state, clock, url, http, admin) = (&s.state, &s.clock, &s.url, &s.http, &s.admin);
     let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
-        let mut req = http.request(method, format!("{url}{path}")).bearer_auth(&admin);
+        let mut req = http.request(method, format!("{url}{path}")).bearer_auth(admin);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -74,7 +74,7 @@ async fn a_planted_secret_is_never_echoed() {
 
     // The change stream, read from the start.
     let (into, mut stream_text) = tokio::sync::watch::channel(String::new());
-    let mut stream = http.get(format!("{url}/api/v1/stream")).bearer_auth(&admin).send().await.unwrap();
+    let mut stream = http.get(format!("{url}/api/v1/stream")).bearer_auth(admin).send().await.unwrap();
     tokio::spawn(async move {
         while let Ok(Some(chunk)) = stream.chunk().await {
             into.send_modify(|text| text.push_str(&String::from_utf8_lossy(&chunk)));
