@@ -53,6 +53,7 @@ pub enum Command {
 }
 
 /// The body of a rollout command, as the API and the CLI send it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {

@@ -39,9 +39,11 @@ pub const MAX_EXPIRING_DISABLES: usize = 32;
 /// assert!(snap.is_enabled("awf_bundle", &Context::new().user_id("user-123")));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Flag {
     /// Unique key: letters, digits, `_`, `-`, `.`.
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub key: String,
     /// Free text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -62,6 +64,7 @@ pub struct Flag {
 
 /// One variant of a flag and the value it serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FlagVariant {
     /// Variant name (`off`, `on`, `warn`, `enforce`, …).
@@ -72,6 +75,7 @@ pub struct FlagVariant {
 
 /// The ramp: at `percent`, contexts whose bucket is `<= percent` get `ramped`, every other eligible one `base`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Ramp {
     /// The variant outside the ramp (`off`, or the current mode such as `warn`).
@@ -82,6 +86,7 @@ pub struct Ramp {
     pub ramped: String,
     /// 0..=100.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub percent: u8,
     /// The context field that picks the bucket: `default` (userId, then sessionId, then random), `userId`,
     /// `sessionId`, `random`, or any property.
@@ -110,6 +115,7 @@ impl Default for Ramp {
 
 /// A pinned answer for one context value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Override {
     /// The context field: `userId`, `sessionId`, or any property.
@@ -125,6 +131,7 @@ pub struct Override {
 
 /// What an override does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OverrideAction {
     /// Serve the ramped variant.
@@ -165,6 +172,7 @@ impl Override {
 
 /// A named, reusable list of constraints (e.g. `internal_qa`), with the id Unleash SDKs see.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SegmentDef {
     /// Stable numeric id (Unleash strategies refer to segments by id).

@@ -8,6 +8,7 @@ use crate::Context;
 
 /// Why a flag resolved to its value (OpenFeature's resolution reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Reason {
     /// The flag has no targeting: the same value for everyone.
@@ -28,6 +29,7 @@ pub enum Reason {
 
 /// OFREP error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The request body could not be parsed.

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// The body of `GET /api/client/features`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientFeatures {
     /// Format version; Unleash servers send 2.
@@ -38,6 +39,7 @@ fn default_version() -> u32 {
 
 /// One feature toggle.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Feature {
     /// The toggle's name (Sluice: the flag key).
@@ -72,6 +74,7 @@ pub struct Feature {
 
 /// A targeting rule: the named activation check, its constraints (AND) and segments (AND).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Strategy {
     /// `default`, `flexibleRollout`, `userWithId`, `gradualRolloutUserId`, `gradualRolloutSessionId`,
@@ -93,6 +96,7 @@ pub struct Strategy {
 
 /// One condition on a context field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Constraint {
     /// `userId`, `sessionId`, `remoteAddress`, `environment`, `appName`, `currentTime`, or a property name.
@@ -116,6 +120,7 @@ pub struct Constraint {
 
 /// A named, reusable list of constraints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Segment {
     /// The id strategies refer to.
@@ -130,6 +135,7 @@ pub struct Segment {
 
 /// A variant of a feature or strategy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Variant {
     /// Variant name, returned to the SDK.
@@ -152,6 +158,7 @@ pub struct Variant {
 
 /// A variant's payload: Unleash always transports the value as a string.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Payload {
     /// `string`, `json`, `csv` or `number`.
     #[serde(rename = "type")]
@@ -162,6 +169,7 @@ pub struct Payload {
 
 /// Pins contexts whose field has one of `values` to a feature-level variant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VariantOverride {
     /// The context field.
@@ -172,6 +180,7 @@ pub struct VariantOverride {
 
 /// A parent a feature depends on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Dependency {
     /// The parent feature's name.
     pub feature: String,
@@ -185,6 +194,7 @@ pub struct Dependency {
 
 /// One event of Unleash's delta API (`/api/client/delta`), applied in order to a [`ClientFeatures`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum DeltaEvent {
     /// Replaces the whole state.

@@ -24,6 +24,8 @@ type ApiResult = Result<Response, ApiError>;
 
 /// `?reason=` on every write: recorded in the audit event. `?force=true` (with a reason) lets a person
 /// change the ramp or variants of a flag that an active rollout drives.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Why {
     reason: Option<String>,
@@ -146,12 +148,17 @@ async fn audit_refusal(state: &AppState, actor: &str, key: &str, refusal: &ApiEr
     Ok(())
 }
 
+#[utoipa::path(get, path = "/api/v1/flags", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Every flag", body = crate::openapi::FlagList), crate::openapi::ReadErrors))]
 pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, _: Viewer) -> ApiResult {
     let snapshot = state.live().load();
     let revision = state.published.load().revision;
     Ok(Json(json!({"data": snapshot.flags(), "revision": revision})).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/flags/{key}", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key")),
+    responses((status = 200, description = "The flag", body = crate::openapi::OneFlag), crate::openapi::ReadErrors))]
 pub(crate) async fn get_flag(
     State(state): State<Arc<AppState>>,
     Viewer(_): Viewer,
@@ -162,6 +169,9 @@ pub(crate) async fn get_flag(
 }
 
 /// `PUT /api/v1/flags/{key}`: creates or replaces. With `If-None-Match: *` it only creates (412 if it exists).
+#[utoipa::path(put, path = "/api/v1/flags/{key}", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key"), Why, ("If-None-Match" = Option<String>, Header, description = "`*`: create only")), request_body = Flag,
+    responses((status = 200, description = "Replaced", body = crate::openapi::FlagWritten), (status = 201, description = "Created", body = crate::openapi::FlagWritten), crate::openapi::WriteErrors))]
 pub(crate) async fn put_flag(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -212,6 +222,9 @@ pub(crate) async fn put_flag(
     Ok(written(if created { StatusCode::CREATED } else { StatusCode::OK }, json!(flag), w))
 }
 
+#[utoipa::path(delete, path = "/api/v1/flags/{key}", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key"), Why),
+    responses((status = 200, description = "Deleted", body = crate::openapi::Deleted), crate::openapi::WriteErrors))]
 pub(crate) async fn delete_flag(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -223,7 +236,7 @@ pub(crate) async fn delete_flag(
     Ok(written(StatusCode::OK, Value::Null, w))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RampEdit {
     percent: Option<u8>,
@@ -235,6 +248,9 @@ pub(crate) struct RampEdit {
 }
 
 /// `POST /api/v1/flags/{key}/ramp`: changes any of the ramp's fields.
+#[utoipa::path(post, path = "/api/v1/flags/{key}/ramp", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key"), Why), request_body = RampEdit,
+    responses((status = 200, description = "The flag with its new ramp", body = crate::openapi::FlagWritten), crate::openapi::WriteErrors))]
 pub(crate) async fn set_ramp(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -269,6 +285,9 @@ pub(crate) async fn set_ramp(
 }
 
 /// `POST /api/v1/flags/{key}/enable`: the kill switch back on.
+#[utoipa::path(post, path = "/api/v1/flags/{key}/enable", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key"), Why),
+    responses((status = 200, description = "Enabled", body = crate::openapi::FlagWritten), crate::openapi::WriteErrors))]
 pub(crate) async fn enable(
     state: State<Arc<AppState>>,
     who: Operator,
@@ -279,6 +298,9 @@ pub(crate) async fn enable(
 }
 
 /// `POST /api/v1/flags/{key}/disable`: the kill switch; everyone gets the off variant.
+#[utoipa::path(post, path = "/api/v1/flags/{key}/disable", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key"), Why),
+    responses((status = 200, description = "Disabled: every context gets the off variant", body = crate::openapi::FlagWritten), crate::openapi::WriteErrors))]
 pub(crate) async fn disable(
     state: State<Arc<AppState>>,
     who: Operator,
@@ -306,6 +328,9 @@ async fn set_enabled(
     Ok(answer)
 }
 
+#[utoipa::path(get, path = "/api/v1/flags/{key}/overrides", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key")),
+    responses((status = 200, description = "The flag's overrides", body = crate::openapi::OverrideList), crate::openapi::ReadErrors))]
 pub(crate) async fn list_overrides(
     State(state): State<Arc<AppState>>,
     Viewer(_): Viewer,
@@ -315,7 +340,7 @@ pub(crate) async fn list_overrides(
     Ok(Json(json!({"data": flag_of(&snapshot, &key)?.overrides})).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OverrideBody {
     field: String,
@@ -327,6 +352,9 @@ pub(crate) struct OverrideBody {
 }
 
 /// `POST /api/v1/flags/{key}/overrides`: adds an override, replacing one for the same field and value.
+#[utoipa::path(post, path = "/api/v1/flags/{key}/overrides", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key"), Why), request_body = OverrideBody,
+    responses((status = 200, description = "The flag with the override", body = crate::openapi::FlagWritten), crate::openapi::WriteErrors))]
 pub(crate) async fn add_override(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -353,6 +381,8 @@ pub(crate) async fn add_override(
     .await
 }
 
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Deserialize)]
 pub(crate) struct OverrideSelector {
     field: Option<String>,
@@ -361,6 +391,9 @@ pub(crate) struct OverrideSelector {
 }
 
 /// `DELETE /api/v1/flags/{key}/overrides`: clears all, or the one given by `?field=&value=`.
+#[utoipa::path(delete, path = "/api/v1/flags/{key}/overrides", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("key" = String, Path, description = "The flag's key"), OverrideSelector),
+    responses((status = 200, description = "The flag without them", body = crate::openapi::FlagWritten), crate::openapi::WriteErrors))]
 pub(crate) async fn clear_overrides(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -384,11 +417,13 @@ pub(crate) async fn clear_overrides(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/segments", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Every segment", body = crate::openapi::SegmentList), crate::openapi::ReadErrors))]
 pub(crate) async fn list_segments(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> ApiResult {
     Ok(Json(json!({"data": state.live().load().segments()})).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SegmentBody {
     #[serde(default)]
@@ -403,6 +438,9 @@ fn check_segment_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+#[utoipa::path(put, path = "/api/v1/segments/{name}", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("name" = String, Path, description = "The segment's name"), Why), request_body = SegmentBody,
+    responses((status = 200, description = "Created or replaced", body = crate::openapi::SegmentWritten), crate::openapi::WriteErrors))]
 pub(crate) async fn put_segment(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -419,6 +457,9 @@ pub(crate) async fn put_segment(
     Ok(written(StatusCode::OK, json!(stored), w))
 }
 
+#[utoipa::path(delete, path = "/api/v1/segments/{name}", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(("name" = String, Path, description = "The segment's name"), Why),
+    responses((status = 200, description = "Deleted", body = crate::openapi::Deleted), crate::openapi::WriteErrors))]
 pub(crate) async fn delete_segment(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -429,11 +470,13 @@ pub(crate) async fn delete_segment(
     Ok(written(StatusCode::OK, Value::Null, w))
 }
 
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Every token, never a secret", body = crate::openapi::TokenList), crate::openapi::ReadErrors))]
 pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>, Admin(_): Admin) -> ApiResult {
     Ok(Json(json!({"data": state.store.tokens().await?})).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenBody {
     name: String,
@@ -441,6 +484,9 @@ pub(crate) struct TokenBody {
 }
 
 /// `POST /api/v1/tokens`: the answer carries the token text, the only time it is shown.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = []), ("apiKey" = [])),
+    request_body = TokenBody,
+    responses((status = 201, description = "Created; the token's text is shown this once", body = crate::openapi::TokenCreated), crate::openapi::WriteErrors))]
 pub(crate) async fn create_token(State(state): State<Arc<AppState>>, Admin(who): Admin, body: Bytes) -> ApiResult {
     let b: TokenBody = parse_json(&body)?;
     let (info, token) = state.store.create_token(&who.name, &b.name, b.role).await?;
@@ -448,6 +494,9 @@ pub(crate) async fn create_token(State(state): State<Arc<AppState>>, Admin(who):
     Ok((StatusCode::CREATED, Json(json!({"data": info, "token": token}))).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", security(("bearer" = []), ("apiKey" = [])),
+    params(("name" = String, Path, description = "The token's name")),
+    responses((status = 200, description = "Revoked", body = crate::openapi::TokenRevoked), crate::openapi::WriteErrors))]
 pub(crate) async fn revoke_token(
     State(state): State<Arc<AppState>>,
     Admin(who): Admin,
@@ -458,7 +507,7 @@ pub(crate) async fn revoke_token(
     Ok(Json(json!({"audit": [event]})).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateBody {
     /// How long the old secret keeps working, in seconds (0 by default: not at all).
@@ -468,6 +517,9 @@ pub(crate) struct RotateBody {
 
 /// `POST /api/v1/tokens/{name}/rotate`: a new secret for the token (in the answer, the only time it is
 /// shown); the old one works for `overlap_secs` more, at most 30 days.
+#[utoipa::path(post, path = "/api/v1/tokens/{name}/rotate", tag = "tokens", security(("bearer" = []), ("apiKey" = [])),
+    params(("name" = String, Path, description = "The token's name")), request_body = Option<RotateBody>,
+    responses((status = 200, description = "A new secret, shown this once", body = crate::openapi::TokenRotated), crate::openapi::WriteErrors))]
 pub(crate) async fn rotate_token(
     State(state): State<Arc<AppState>>,
     Admin(who): Admin,
@@ -493,16 +545,23 @@ pub(crate) async fn rotate_token(
     Ok(Json(json!({"data": info, "token": token, "old_secret_valid_until": until, "audit": [event]})).into_response())
 }
 
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Deserialize)]
 pub(crate) struct AuditQuery {
     actor: Option<String>,
     entity: Option<String>,
     action: Option<String>,
     since: Option<DateTime<Utc>>,
+    /// At most 10,000 events (100 by default).
+    #[param(maximum = 10000)]
     limit: Option<u32>,
 }
 
 /// `GET /api/v1/audit`: newest first, filtered.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = []), ("apiKey" = [])),
+    params(AuditQuery),
+    responses((status = 200, description = "Events, newest first", body = crate::openapi::AuditPage), crate::openapi::ReadErrors))]
 pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
     Viewer(_): Viewer,
@@ -516,15 +575,24 @@ pub(crate) async fn audit(
     Ok(Json(json!({"data": state.store.audit(&filter).await?})).into_response())
 }
 
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Deserialize)]
 pub(crate) struct ChainQuery {
+    /// The sequence number after which the page starts (0: the start of the chain).
     #[serde(default)]
+    #[param(minimum = 0)]
     after: i64,
+    /// Events a page: 1 to 10,000 (1,000 by default).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 
 /// `GET /api/v1/audit/chain?after=SEQ&limit=N`: the chain in order, a page at a time, for a client to
 /// recompute every hash itself (`sluice audit verify`).
+#[utoipa::path(get, path = "/api/v1/audit/chain", tag = "audit", security(("bearer" = []), ("apiKey" = [])),
+    params(ChainQuery),
+    responses((status = 200, description = "Events in order, from `after`", body = crate::openapi::AuditPage), crate::openapi::ReadErrors))]
 pub(crate) async fn audit_chain(
     State(state): State<Arc<AppState>>,
     Viewer(_): Viewer,
@@ -542,6 +610,8 @@ pub(crate) async fn audit_chain(
 
 /// `GET /api/v1/audit/verify`: the whole chain recomputed here, page by page (the dashboard shows it;
 /// `sluice audit verify` recomputes it on the client instead, trusting nothing the server says).
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "The chain recomputed by the server", body = crate::openapi::ChainVerdict), crate::openapi::ReadErrors))]
 pub(crate) async fn audit_verify(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> ApiResult {
     let mut check = sluice_store::audit::ChainCheck::new(None);
     let verdict = loop {
@@ -556,11 +626,16 @@ pub(crate) async fn audit_verify(State(state): State<Arc<AppState>>, Viewer(_): 
     Ok(Json(json!({"data": verdict})).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/audit/head", tag = "audit", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "The hash of the newest event", body = crate::openapi::ChainHead), crate::openapi::ReadErrors))]
 pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> ApiResult {
     Ok(Json(json!({"head": state.store.head().await?})).into_response())
 }
 
 /// `POST /api/v1/import/unleash`: an Unleash client-API export, all or nothing.
+#[utoipa::path(post, path = "/api/v1/import/unleash", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(Why), request_body = ClientFeatures,
+    responses((status = 200, description = "Imported, all or nothing", body = crate::openapi::Imported), crate::openapi::WriteErrors))]
 pub(crate) async fn import_unleash(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -573,7 +648,7 @@ pub(crate) async fn import_unleash(
     import(&state, &who.name, why.reason, why.force, flags, segments).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlagFile {
     #[serde(default)]
@@ -583,6 +658,9 @@ pub(crate) struct FlagFile {
 }
 
 /// `POST /api/v1/import/flags`: a Sluice flag file (`{segments, flags}`), all or nothing.
+#[utoipa::path(post, path = "/api/v1/import/flags", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
+    params(Why), request_body = FlagFile,
+    responses((status = 200, description = "Imported, all or nothing", body = crate::openapi::Imported), crate::openapi::WriteErrors))]
 pub(crate) async fn import_flags(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -648,6 +726,8 @@ async fn import(
 /// registered application instances (`applications`), and `dropped`: how many reported counts this server
 /// process did not keep since it started (unknown flag or variant, or over the per-report cap; see
 /// `client_api::metrics`).
+#[utoipa::path(get, path = "/api/v1/client-metrics", tag = "unleash", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Counts reported by Unleash SDKs", body = crate::openapi::ClientMetrics), crate::openapi::ReadErrors))]
 pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, _: Viewer) -> ApiResult {
     let rows: Vec<Value> = state
         .store

@@ -32,6 +32,9 @@ fn allowed(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
 }
 
 /// `GET /api/client/features`: the compiled Unleash features, serialized once per revision.
+#[utoipa::path(get, path = "/api/client/features", tag = "unleash", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
+    params(("If-None-Match" = Option<String>, Header, description = "The ETag of the last document")),
+    responses((status = 200, description = "Every flag as Unleash features", body = sluice_flags::unleash::ClientFeatures, headers(("ETag" = String))), (status = 304, description = "Unchanged since the ETag given"), crate::openapi::SdkErrors))]
 pub(crate) async fn features(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(r) = allowed(&state, &headers) {
         return *r;
@@ -52,7 +55,7 @@ pub(crate) async fn features(State(state): State<Arc<AppState>>, headers: Header
 /// Application instances remembered from `register`.
 const MAX_CLIENT_APPS: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Registration {
     app_name: String,
@@ -61,6 +64,9 @@ struct Registration {
 }
 
 /// `POST /api/client/register`: remembers which applications use the flags.
+#[utoipa::path(post, path = "/api/client/register", tag = "unleash", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
+    request_body = Registration,
+    responses((status = 202, description = "Registered"), crate::openapi::SdkErrors))]
 pub(crate) async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = allowed(&state, &headers) {
         return *r;
@@ -90,18 +96,18 @@ pub(crate) async fn register(State(state): State<Arc<AppState>>, headers: Header
     StatusCode::ACCEPTED.into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 struct MetricsBody {
     bucket: Bucket,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 struct Bucket {
     #[serde(default)]
     toggles: BTreeMap<String, ToggleCounts>,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 struct ToggleCounts {
     #[serde(default)]
     yes: u64,
@@ -138,6 +144,9 @@ pub(crate) fn dropped_counts() -> u64 {
 /// [`dropped_counts`]) rather than refusing the report: an SDK retries a refused report forever. The work is
 /// bounded by the catalog and the body limit: the catalog is walked and each of its names looked up in the
 /// report, so invented names are never compared one by one.
+#[utoipa::path(post, path = "/api/client/metrics", tag = "unleash", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
+    request_body = MetricsBody,
+    responses((status = 202, description = "Counted"), crate::openapi::SdkErrors))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = allowed(&state, &headers) {
         return *r;
@@ -146,6 +155,17 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
+    // A count the store cannot hold is refused, not clamped: the SDK's report is wrong, and it should hear so.
+    for (flag, t) in &m.bucket.toggles {
+        let variants = t.variants.iter().map(|(name, n)| (format!("variants.{name}"), *n));
+        for (what, n) in [("yes".to_string(), t.yes), ("no".to_string(), t.no)].into_iter().chain(variants) {
+            if i64::try_from(n).is_err() {
+                let field = format!("bucket.toggles.{flag}.{what}");
+                return ApiError::invalid(field, format!("{n} is more than a count can be ({})", i64::MAX))
+                    .into_response();
+            }
+        }
+    }
     let mut toggles = m.bucket.toggles;
     let mut counts = Vec::new();
     let mut dropped = 0;
@@ -186,6 +206,9 @@ struct ObservationBatch<'a> {
 /// nothing. Each names the flag, the variant and the reason OFREP served it, and the stickiness key; an
 /// unknown flag or variant, a negative or non-finite number, a 33rd value name of a flag or a batch of
 /// more than 10,000 is refused with the entry's index in `field`.
+#[utoipa::path(post, path = "/api/v1/metrics", tag = "ingestion", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
+    request_body = crate::openapi::ObservationBatch,
+    responses((status = 202, description = "Recorded", body = crate::openapi::Accepted), crate::openapi::SdkErrors))]
 pub(crate) async fn observations(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = allowed(&state, &headers) {
         return *r;

@@ -129,16 +129,22 @@ pub(crate) async fn check_csrf(State(state): State<Arc<AppState>>, request: Requ
 }
 
 /// `GET /`: the dashboard page.
+#[utoipa::path(get, path = "/", tag = "dashboard", security(()),
+    responses((status = 200, description = "The dashboard", content_type = "text/html", body = String)))]
 pub(crate) async fn index() -> Response {
     page(INDEX, "text/html; charset=utf-8")
 }
 
 /// `GET /ui/app.js`.
+#[utoipa::path(get, path = "/ui/app.js", tag = "dashboard", security(()),
+    responses((status = 200, description = "Its script", content_type = "text/javascript", body = String)))]
 pub(crate) async fn script() -> Response {
     page(SCRIPT, "text/javascript; charset=utf-8")
 }
 
 /// `GET /ui/app.css`.
+#[utoipa::path(get, path = "/ui/app.css", tag = "dashboard", security(()),
+    responses((status = 200, description = "Its style", content_type = "text/css", body = String)))]
 pub(crate) async fn style() -> Response {
     page(STYLE, "text/css; charset=utf-8")
 }
@@ -162,7 +168,7 @@ fn page(body: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Login {
     token: String,
@@ -170,6 +176,9 @@ struct Login {
 
 /// `POST /ui/login` `{"token": …}`: a viewer, operator or admin token gets a session cookie; the answer is
 /// what `GET /ui/session` says.
+#[utoipa::path(post, path = "/ui/login", tag = "dashboard", security(()),
+    request_body = Login,
+    responses((status = 200, description = "A session cookie", body = crate::openapi::SessionAnswer), crate::openapi::SdkErrors))]
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     extensions: axum::http::Extensions,
@@ -234,6 +243,8 @@ fn session_body(state: &AppState, who: &Principal, cookie: &str) -> serde_json::
 }
 
 /// `GET /ui/session`: who the session cookie is (401 without a valid one), with the CSRF value for writes.
+#[utoipa::path(get, path = "/ui/session", tag = "dashboard", security(()),
+    responses((status = 200, description = "Who the session cookie is", body = crate::openapi::SessionAnswer), (status = 401, description = "No valid session", body = crate::error::ApiError)))]
 pub(crate) async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = state.session_principal(&headers).ok_or_else(ApiError::unauthorized)?;
     let cookie = session_cookie(&headers).unwrap_or_default();
@@ -241,6 +252,8 @@ pub(crate) async fn session(State(state): State<Arc<AppState>>, headers: HeaderM
 }
 
 /// `POST /ui/logout`: forgets the cookie in this browser.
+#[utoipa::path(post, path = "/ui/logout", tag = "dashboard", security(()),
+    responses((status = 204, description = "The cookie is forgotten")))]
 pub(crate) async fn logout() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");

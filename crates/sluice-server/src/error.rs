@@ -7,7 +7,7 @@ use serde::Serialize;
 use sluice_store::StoreError;
 
 /// An admin-API error: `{"error": CODE, "message": …, "field": …}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,

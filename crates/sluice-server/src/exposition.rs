@@ -49,6 +49,8 @@ const STATES: &[&str] = &["pending", "running", "paused", "baking"];
 
 /// `GET /metrics` (viewer): each family group from what it is read from — the live flags, the SDKs'
 /// reports, the controller's activity, request times, the store's rollouts and decisions, the limits.
+#[utoipa::path(get, path = "/metrics", tag = "server", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), crate::openapi::ReadErrors))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = state.require(&headers, Role::Viewer) {
         return e.into_response();

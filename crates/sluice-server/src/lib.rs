@@ -24,6 +24,7 @@ mod exposition;
 mod latency;
 pub mod limits;
 mod ofrep;
+pub mod openapi;
 pub mod replica;
 mod rollouts;
 pub mod serving;
@@ -41,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use sluice_controller::{Catalog, Written};
 use sluice_flags::LiveFlags;
@@ -343,64 +344,97 @@ async fn log_admin_request(
     response
 }
 
+/// A table of routes: each path with its handlers. The router is built from these tables and the API
+/// document's coverage test reads them ([`served_paths`]), so a route cannot be served without being
+/// checked against the document.
+type Routes = &'static [(&'static str, fn() -> MethodRouter<Arc<AppState>>)];
+
+/// OFREP: its errors take OFREP's shape.
+const OFREP_ROUTES: Routes = &[
+    ("/ofrep/v1/evaluate/flags/{key}", || post(ofrep::evaluate_one)),
+    ("/ofrep/v1/evaluate/flags", || post(ofrep::evaluate_all)),
+    ("/ofrep/v1/configuration", || get(ofrep::configuration)),
+    ("/ofrep/v1/events", || get(stream::ofrep_events)),
+];
+
+/// The admin API: forwarded to the leader where it must be, writes limited, the dashboard's writes
+/// CSRF-checked, every request logged.
+const ADMIN_ROUTES: Routes = &[
+    ("/api/v1/flags", || get(admin::list_flags)),
+    ("/api/v1/flags/{key}", || get(admin::get_flag).put(admin::put_flag).delete(admin::delete_flag)),
+    ("/api/v1/flags/{key}/ramp", || post(admin::set_ramp)),
+    ("/api/v1/flags/{key}/enable", || post(admin::enable)),
+    ("/api/v1/flags/{key}/disable", || post(admin::disable)),
+    ("/api/v1/flags/{key}/overrides", || {
+        get(admin::list_overrides).post(admin::add_override).delete(admin::clear_overrides)
+    }),
+    ("/api/v1/segments", || get(admin::list_segments)),
+    ("/api/v1/segments/{name}", || put(admin::put_segment).delete(admin::delete_segment)),
+    ("/api/v1/tokens", || get(admin::list_tokens).post(admin::create_token)),
+    ("/api/v1/tokens/{name}", || delete(admin::revoke_token)),
+    ("/api/v1/tokens/{name}/rotate", || post(admin::rotate_token)),
+    ("/api/v1/audit", || get(admin::audit)),
+    ("/api/v1/audit/head", || get(admin::audit_head)),
+    ("/api/v1/audit/chain", || get(admin::audit_chain)),
+    ("/api/v1/audit/verify", || get(admin::audit_verify)),
+    ("/api/v1/import/unleash", || post(admin::import_unleash)),
+    ("/api/v1/import/flags", || post(admin::import_flags)),
+    ("/api/v1/client-metrics", || get(admin::client_metrics)),
+    ("/api/v1/stream", || get(stream::changes)),
+    ("/api/v1/rollouts", || get(rollouts::list).post(rollouts::start)),
+    ("/api/v1/rollouts/{id}", || get(rollouts::get)),
+    ("/api/v1/rollouts/{id}/decisions", || get(rollouts::decisions)),
+    ("/api/v1/rollouts/{id}/{command}", || post(rollouts::command)),
+    ("/api/v1/alertmanager", || post(rollouts::alertmanager)),
+    ("/api/v1/status", || get(replica::status)),
+];
+
+/// The rest: the dashboard, health, Prometheus, the Unleash client API, ingestion and the API document.
+const OTHER_ROUTES: Routes = &[
+    ("/", || get(dashboard::index)),
+    ("/ui/app.js", || get(dashboard::script)),
+    ("/ui/app.css", || get(dashboard::style)),
+    ("/ui/login", || post(dashboard::login)),
+    ("/ui/session", || get(dashboard::session)),
+    ("/ui/logout", || post(dashboard::logout)),
+    ("/healthz", || get(healthz)),
+    ("/readyz", || get(replica::readyz)),
+    ("/metrics", || get(exposition::metrics)),
+    ("/api/client/features", || get(client_api::features)),
+    ("/api/client/register", || post(client_api::register)),
+    ("/api/client/metrics", || post(client_api::metrics)),
+    // A full batch (10,000 observations with values) is larger than other requests.
+    ("/api/v1/metrics", || post(client_api::observations).layer(DefaultBodyLimit::max(8 * MAX_BODY_BYTES))),
+    ("/api/v1/openapi.json", || get(openapi::openapi_json)),
+];
+
+/// Every path the router serves, as written in its table (`{key}` for a parameter).
+pub fn served_paths() -> impl Iterator<Item = &'static str> {
+    OFREP_ROUTES.iter().chain(ADMIN_ROUTES).chain(OTHER_ROUTES).map(|(path, _)| *path)
+}
+
+fn routes(table: Routes) -> Router<Arc<AppState>> {
+    table.iter().fold(Router::new(), |router, (path, handlers)| router.route(path, handlers()))
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "server", security(()),
+    responses((status = 200, description = "The process answers", content_type = "text/plain", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// Every route of the server.
 pub fn router(state: Arc<AppState>) -> Router {
     use axum::middleware::{from_fn, map_response};
-    let ofrep = Router::new()
-        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_one))
-        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
-        .route("/ofrep/v1/configuration", get(ofrep::configuration))
-        .route("/ofrep/v1/events", get(stream::ofrep_events))
-        .layer(map_response(error::ofrep_errors));
-    let admin = Router::new()
-        .route("/api/v1/flags", get(admin::list_flags))
-        .route("/api/v1/flags/{key}", get(admin::get_flag).put(admin::put_flag).delete(admin::delete_flag))
-        .route("/api/v1/flags/{key}/ramp", post(admin::set_ramp))
-        .route("/api/v1/flags/{key}/enable", post(admin::enable))
-        .route("/api/v1/flags/{key}/disable", post(admin::disable))
-        .route(
-            "/api/v1/flags/{key}/overrides",
-            get(admin::list_overrides).post(admin::add_override).delete(admin::clear_overrides),
-        )
-        .route("/api/v1/segments", get(admin::list_segments))
-        .route("/api/v1/segments/{name}", put(admin::put_segment).delete(admin::delete_segment))
-        .route("/api/v1/tokens", get(admin::list_tokens).post(admin::create_token))
-        .route("/api/v1/tokens/{name}", delete(admin::revoke_token))
-        .route("/api/v1/tokens/{name}/rotate", post(admin::rotate_token))
-        .route("/api/v1/audit", get(admin::audit))
-        .route("/api/v1/audit/head", get(admin::audit_head))
-        .route("/api/v1/audit/chain", get(admin::audit_chain))
-        .route("/api/v1/audit/verify", get(admin::audit_verify))
-        .route("/api/v1/import/unleash", post(admin::import_unleash))
-        .route("/api/v1/import/flags", post(admin::import_flags))
-        .route("/api/v1/client-metrics", get(admin::client_metrics))
-        .route("/api/v1/stream", get(stream::changes))
-        .route("/api/v1/rollouts", get(rollouts::list).post(rollouts::start))
-        .route("/api/v1/rollouts/{id}", get(rollouts::get))
-        .route("/api/v1/rollouts/{id}/decisions", get(rollouts::decisions))
-        .route("/api/v1/rollouts/{id}/{command}", post(rollouts::command))
-        .route("/api/v1/alertmanager", post(rollouts::alertmanager))
-        .route("/api/v1/status", get(replica::status))
+    let ofrep = routes(OFREP_ROUTES).layer(map_response(error::ofrep_errors));
+    let admin = routes(ADMIN_ROUTES)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), replica::forward_to_leader))
         .route_layer(from_fn(run_writes_to_completion))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), limit_changes))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), dashboard::check_csrf))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), log_admin_request));
-    Router::new()
-        .route("/", get(dashboard::index))
-        .route("/ui/app.js", get(dashboard::script))
-        .route("/ui/app.css", get(dashboard::style))
-        .route("/ui/login", post(dashboard::login))
-        .route("/ui/session", get(dashboard::session))
-        .route("/ui/logout", post(dashboard::logout))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(replica::readyz))
-        .route("/metrics", get(exposition::metrics))
-        .route("/api/client/features", get(client_api::features))
-        .route("/api/client/register", post(client_api::register))
-        .route("/api/client/metrics", post(client_api::metrics))
-        // A full batch (10,000 observations with values) is larger than other requests.
-        .route("/api/v1/metrics", post(client_api::observations).layer(DefaultBodyLimit::max(8 * MAX_BODY_BYTES)))
+    routes(OTHER_ROUTES)
         .merge(ofrep)
         .merge(admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })

@@ -111,6 +111,9 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "ofrep", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
+    params(("key" = String, Path, description = "The flag's key")), request_body = Option<crate::openapi::OfrepRequest>,
+    responses((status = 200, description = "The flag's value for this context", body = crate::openapi::OfrepEvaluation), crate::openapi::OfrepErrors))]
 pub(crate) async fn evaluate_one(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
@@ -142,6 +145,9 @@ pub(crate) async fn evaluate_one(
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag for one context. The ETag is the hash of the answer itself,
 /// so it changes exactly when the answer does (a catalog change, or a time-bound override expiring).
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
+    params(("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer")), request_body = Option<crate::openapi::OfrepRequest>,
+    responses((status = 200, description = "Every flag for this context", body = crate::openapi::OfrepBulk, headers(("ETag" = String))), (status = 304, description = "Unchanged since the ETag given"), crate::openapi::OfrepErrors))]
 pub(crate) async fn evaluate_all(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = state.evaluator(&headers) {
         return refusal(r);
@@ -199,6 +205,8 @@ const EVENT_STREAMS: &[EventStream] =
     &[EventStream { kind: "sse", endpoint: Endpoint { request_uri: "/ofrep/v1/events" }, inactivity_delay_sec: 120 }];
 
 /// `GET /ofrep/v1/configuration`: what this server supports, including its event stream.
+#[utoipa::path(get, path = "/ofrep/v1/configuration", tag = "ofrep", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
+    responses((status = 200, description = "What this server supports", body = Object), crate::openapi::OfrepErrors))]
 pub(crate) async fn configuration(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(r) = state.evaluator(&headers) {
         return refusal(r);

@@ -61,6 +61,8 @@ fn report(state: &AppState) -> (bool, serde_json::Value) {
 
 /// `GET /readyz`: 200 when the replica has every committed change (or nobody can commit: the database is
 /// out of reach), 503 when it lags behind the database; the body says why.
+#[utoipa::path(get, path = "/readyz", tag = "server", security(()),
+    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Behind the database", body = Object)))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let (ready, body) = report(&state);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -69,6 +71,8 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /api/v1/status` (viewer): this replica, which replica leads the controller, and how current this
 /// replica is.
+#[utoipa::path(get, path = "/api/v1/status", tag = "server", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "This replica, the leader, and how current this replica is", body = crate::openapi::StatusAnswer), crate::openapi::ReadErrors))]
 pub(crate) async fn status(State(state): State<Arc<AppState>>, _: Viewer) -> Result<Response, ApiError> {
     Ok(Json(json!({"data": report(&state).1})).into_response())
 }

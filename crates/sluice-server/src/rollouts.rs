@@ -18,7 +18,7 @@ use crate::auth::{Operator, Viewer};
 use crate::error::{parse_json, Params};
 use crate::{ApiError, AppState};
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartBody {
     /// The plan's YAML.
@@ -29,6 +29,9 @@ pub(crate) struct StartBody {
 }
 
 /// `POST /api/v1/rollouts`: checks the plan against the live catalog and starts it, or says every problem.
+#[utoipa::path(post, path = "/api/v1/rollouts", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
+    request_body = StartBody,
+    responses((status = 201, description = "Started", body = crate::openapi::RolloutAnswer), crate::openapi::WriteErrors))]
 pub(crate) async fn start(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
@@ -41,11 +44,16 @@ pub(crate) async fn start(
     Ok((StatusCode::CREATED, Json(json!({"data": data}))).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Every rollout", body = crate::openapi::RolloutList), crate::openapi::ReadErrors))]
 pub(crate) async fn list(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> Result<Response, ApiError> {
     let out = state.controller.summaries().await?;
     Ok(Json(json!({"data": out})).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The rollout's id, or its plan's name when one rollout of that name runs")),
+    responses((status = 200, description = "The rollout", body = crate::openapi::RolloutAnswer), crate::openapi::ReadErrors))]
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     Viewer(_): Viewer,
@@ -55,11 +63,16 @@ pub(crate) async fn get(
     Ok(Json(json!({"data": state.controller.summary_of(&record).await?})).into_response())
 }
 
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Deserialize)]
 pub(crate) struct Limit {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}/decisions", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The rollout's id, or its plan's name when one rollout of that name runs"), Limit),
+    responses((status = 200, description = "Its last decisions, oldest first", body = crate::openapi::DecisionList), crate::openapi::ReadErrors))]
 pub(crate) async fn decisions(
     State(state): State<Arc<AppState>>,
     Viewer(_): Viewer,
@@ -83,6 +96,9 @@ async fn decider(state: &AppState, who: Principal, id: &str, command: &str) -> R
 }
 
 /// `POST /api/v1/rollouts/{id}/{command}`: pause, resume, promote, rollback, abort, approve, signal, settle.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/{command}", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The rollout's id, or its plan's name when one rollout of that name runs"), ("command" = String, Path, description = "pause, resume, promote, rollback, abort, approve, signal, settle or redeliver")), request_body = Option<CommandBody>,
+    responses((status = 200, description = "Done", body = crate::openapi::CommandAnswer), crate::openapi::WriteErrors))]
 pub(crate) async fn command(
     State(state): State<Arc<AppState>>,
     // Who first (the extractor runs before the handler): an unauthenticated caller learns nothing, not
@@ -99,13 +115,13 @@ pub(crate) async fn command(
     Ok(Json(json!({"data": data})).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 pub(crate) struct AlertmanagerBody {
     #[serde(default)]
     alerts: Vec<Alert>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 pub(crate) struct Alert {
     status: String,
     #[serde(default)]
@@ -121,6 +137,9 @@ pub(crate) struct Alert {
 /// explains it). Alerts for no rollout, or for one that has ended, are ignored and listed as such. A signal
 /// that fails (the store, a rollout busy with a phase hook or waiting to be settled) is audited and
 /// answered with 503, so that Alertmanager sends the notification again.
+#[utoipa::path(post, path = "/api/v1/alertmanager", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
+    request_body = AlertmanagerBody,
+    responses((status = 200, description = "What became of each firing alert", body = crate::openapi::AlertsAnswer), crate::openapi::WriteErrors))]
 pub(crate) async fn alertmanager(
     State(state): State<Arc<AppState>>,
     Viewer(who): Viewer,

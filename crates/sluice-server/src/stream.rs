@@ -71,6 +71,8 @@ fn stream_slot(state: &AppState, key: String, limit: usize, whose: &str) -> Resu
 /// `GET /ofrep/v1/events`: one unnamed (`message`) event `{"type":"refetchEvaluation", …}` per committed
 /// change. It carries no flag data, only "something changed", so it needs no token: browsers' and Node's
 /// `EventSource` cannot send an `Authorization` header.
+#[utoipa::path(get, path = "/ofrep/v1/events", tag = "ofrep", security((), ("bearer" = [])),
+    responses((status = 200, description = "Server-sent events: `refetchEvaluation` on every change (never ends)", content_type = "text/event-stream", body = String), (status = 429, description = "Too many streams open", body = crate::error::ApiError)))]
 pub(crate) async fn ofrep_events(
     State(state): State<Arc<AppState>>,
     extensions: axum::http::Extensions,
@@ -161,6 +163,8 @@ pub async fn announce_expiries(state: Arc<AppState>) {
 /// `GET /api/v1/stream` (viewer): every committed catalog change as an event `change` with its revision and
 /// audit events, and every rollout transition or tick as an event `rollout` (with the rollout's id, status,
 /// phase, percentage and the tick's decisions) — the feed the dashboard and `sluice rollout watch` read.
+#[utoipa::path(get, path = "/api/v1/stream", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Server-sent events `change` and `rollout` (never ends)", content_type = "text/event-stream", body = String), crate::openapi::ReadErrors))]
 pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let who = match state.require(&headers, Role::Viewer) {
         Ok(who) => who,

@@ -14,6 +14,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// One append-only audit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Position in the chain, from 1.
     pub seq: i64,

@@ -11,6 +11,7 @@ use crate::StoreError;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including tokens.
@@ -80,6 +81,7 @@ pub struct Principal {
 
 /// A token as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     /// Public id (the part of the token before the secret).
     pub id: String,
