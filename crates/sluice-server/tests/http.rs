@@ -282,6 +282,17 @@ async fn the_unleash_client_api_serves_features_with_etags_and_keeps_metrics() {
     let yes = rows.iter().find(|r| r["flag"] == "f" && r["variant"] == "(enabled)").unwrap();
     assert_eq!(yes["count"], i64::MAX);
     assert!(!rows.iter().any(|r| r["flag"] == "typo_flag"), "{kept}");
+
+    // A count no store column holds is refused, naming it (schemathesis found it taken as 202 and dropped).
+    let beyond = json!({"bucket": {"toggles": {"f": {"yes": 1, "variants": {"on": 9_223_372_036_854_775_808u64}}}}});
+    let (st, v) = s.send(M::POST, "/api/client/metrics", Some(&sdk), Some(beyond)).await;
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("bucket.toggles.f.variants.on")),
+        "{v}"
+    );
+    let (_, after) = s.admin(M::GET, "/api/v1/client-metrics", None).await;
+    assert_eq!(after["data"], kept["data"], "nothing of the refused report was kept");
 }
 
 /// Variant names come from SDKs: only the flag's own variants and Unleash's `disabled` are kept, so the
