@@ -259,6 +259,24 @@ fn publish_of(snapshot: &sluice_flags::Snapshot, revision: i64) -> Published {
     }
 }
 
+/// The most a request's head (its URI and headers) may take. hyper has a limit of its own (about 400 KiB of
+/// read buffer), but whether a head past it is refused depends on how it arrived: one read in few large
+/// pieces can complete it before the check. This one holds the same for every request.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+async fn limit_head_size(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    let size = headers + request.uri().to_string().len();
+    if size > MAX_HEAD_BYTES {
+        let message =
+            format!("the request's URI and headers take {size} bytes, more than the {MAX_HEAD_BYTES} allowed");
+        return ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message)
+            .into_response();
+    }
+    next.run(request).await
+}
+
 /// Admin writes run in their own task, so that a client that goes away (a closed terminal, a proxy's
 /// timeout) cannot cancel one halfway: a change committed but never published, or a rollback whose flag
 /// was restored but whose actions never ran. Reads and evaluations are not worth a task.
@@ -439,6 +457,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(map_response(error::json_errors))
+        .layer(from_fn(limit_head_size))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(latency::TimeRequests(state.request_times))
         .with_state(state)
