@@ -143,6 +143,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     println!("  watch it in the dashboard:  {url}/  (log in with the token {admin})");
     println!("  or from a shell:            export SLUICE_SERVER={url} SLUICE_TOKEN={admin}");
     println!("                              sluice rollout list; sluice rollout decisions bad-canary");
+    println!("  the whole API, as OpenAPI 3.1: {url}/api/v1/openapi.json  (docs/api.md)");
     println!("  slow-canary will pause on a soft trigger and wait 20 s for you to resume or roll it back");
     println!("  in the dashboard; if nobody decides, its plan's default (roll back) applies.");
     println!();
