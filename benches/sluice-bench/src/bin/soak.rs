@@ -202,7 +202,8 @@ async fn main() {
     let (alone, alone_failed) = ofrep_at_rate(http.clone(), url.clone(), sdk.clone(), a.rate, alone_secs).await;
 
     // 2. Everything at once.
-    let stop = Arc::new(tokio::sync::Notify::new());
+    // Every background task watches this and returns when it turns true.
+    let (stop_all, stop) = tokio::sync::watch::channel(false);
     let failures = Arc::new(AtomicU64::new(0));
     let fail = |what: String, failures: &AtomicU64| {
         if failures.fetch_add(1, Ordering::Relaxed) < 10 {
@@ -216,6 +217,7 @@ async fn main() {
     for _ in 0..a.streams {
         let (http, url, viewer, events, failures, stop) =
             (http.clone(), url.clone(), viewer.clone(), events.clone(), failures.clone(), stop.clone());
+        let mut stop = stop;
         background.spawn(async move {
             let mut r = match http.get(format!("{url}/api/v1/stream")).bearer_auth(&viewer).send().await {
                 Ok(r) if r.status() == 200 => r,
@@ -223,7 +225,7 @@ async fn main() {
             };
             loop {
                 tokio::select! {
-                    _ = stop.notified() => return,
+                    _ = stop.changed() => return,
                     chunk = r.chunk() => match chunk {
                         Ok(Some(c)) => { events.fetch_add(c.iter().filter(|b| **b == b'\n').count() as u64, Ordering::Relaxed); }
                         other => return fail(format!("stream ended: {other:?}"), &failures),
@@ -254,10 +256,11 @@ async fn main() {
     {
         let (http, url, sdk, ingested, failures, stop) =
             (http.clone(), url.clone(), sdk.clone(), ingested.clone(), failures.clone(), stop.clone());
+        let mut stop = stop;
         background.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / batches_per_s));
             for n in 0u64.. {
-                tokio::select! { _ = stop.notified() => return, _ = tick.tick() => {} }
+                tokio::select! { _ = stop.changed() => return, _ = tick.tick() => {} }
                 let body = bodies[(n % 16) as usize].clone();
                 let r = http
                     .post(format!("{url}/api/v1/metrics"))
@@ -281,10 +284,11 @@ async fn main() {
     {
         let (http, url, writes, failures, stop) =
             (http.clone(), url.clone(), writes.clone(), failures.clone(), stop.clone());
+        let mut stop = stop;
         background.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             for n in 0u64.. {
-                tokio::select! { _ = stop.notified() => return, _ = tick.tick() => {} }
+                tokio::select! { _ = stop.changed() => return, _ = tick.tick() => {} }
                 let u = format!("{url}/api/v1/flags/admin-toggle/ramp?reason=soak");
                 let (st, v) = call(&http, &u, ADMIN, reqwest::Method::POST, json!({"percent": n % 101})).await;
                 if st == 200 {
@@ -299,24 +303,22 @@ async fn main() {
     // RSS every second.
     let samples = Arc::new(parking_lot::Mutex::new(Vec::new()));
     {
-        let (samples, stop) = (samples.clone(), stop.clone());
+        let (samples, mut stop) = (samples.clone(), stop.clone());
         background.spawn(async move {
             let began = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tokio::select! { _ = stop.notified() => return, _ = tick.tick() => {} }
+                tokio::select! { _ = stop.changed() => return, _ = tick.tick() => {} }
                 samples.lock().push((began.elapsed().as_secs_f64(), rss_kib(pid)));
             }
         });
     }
 
     let (loaded, loaded_failed) = ofrep_at_rate(http.clone(), url.clone(), sdk.clone(), a.rate, a.seconds).await;
-    stop.notify_waiters();
-    // Notify reaches only tasks waiting at that instant; the rest see it at their next turn.
-    for _ in 0..20 {
-        stop.notify_waiters();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _ = stop_all.send(true);
+    // Each task returns at its next turn; one stuck in a request is not waited for.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), async { while background.join_next().await.is_some() {} }).await;
     background.abort_all();
 
     // The rollouts: still running, each with decisions.

@@ -100,7 +100,8 @@ impl Server {
     }
 }
 
-/// Waits for a file a hook or an action writes, for at most 20 seconds.
+/// Waits for a file a hook or an action writes, for at most 20 seconds. The writer is another process
+/// (the hook's shell), so the file's appearance is the only event there is; the sleep is the poll interval.
 pub fn wait_for_file(path: &std::path::Path, what: &str) {
     let begun = std::time::Instant::now();
     while !path.exists() {
