@@ -267,7 +267,11 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 async fn limit_head_size(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse;
     let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    let size = headers + request.uri().to_string().len();
+    // Measured without building the URI's text: this runs on every evaluation too.
+    let uri = request.uri();
+    let size = headers
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
     if size > MAX_HEAD_BYTES {
         let message =
             format!("the request's URI and headers take {size} bytes, more than the {MAX_HEAD_BYTES} allowed");
