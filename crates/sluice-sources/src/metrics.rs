@@ -2,13 +2,16 @@
 //! aggregated in memory per flag, variant and how the variant was served, for the `builtin` source.
 //!
 //! Each series keeps its running totals (count, errors, a latency histogram, the moments of each named
-//! value), each second's requests for the last ten minutes, and checkpoints of the totals — one a minute
-//! for two hours, one an hour for eight days — so that any window is a sum of seconds (to the second, in
-//! the last ten minutes) or the difference of two totals (to the minute, or the hour, further back): "since
-//! the current percentage took effect" (a phase may last seconds in a demo or days in production), "the
-//! last 15 minutes", "the hour before the rollout started". Windows round inwards: they never take in a
-//! request from before their start or after their end. Memory is bounded by the number of series, not by
-//! traffic. Observations an override or a disabled flag served are counted but
+//! value), each second's requests for the last two minutes, checkpoints of the totals — one a minute
+//! for two hours, one an hour for eight days — and marks: the totals before the exact seconds its windows
+//! start and end at, taken the first time a window is measured while the seconds still cover it. So a
+//! window is a sum of seconds (in the last two minutes), or the difference of a mark and the totals (to
+//! the second, for as long as the window is measured), or of two checkpoints (to the minute, or the
+//! hour, for a window first measured later): "since the current percentage took effect" (a phase may last
+//! seconds in a demo or days in production), "the last 15 minutes", "the hour before the rollout
+//! started". Windows round inwards: they never take in a request from before their start or after their
+//! end. Memory is bounded by the number of series, not by traffic or time: the seconds fill in two
+//! minutes and then stay. Observations an override or a disabled flag served are counted but
 //! belong to no cohort.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -28,8 +31,17 @@ pub const MAX_NAMES: usize = 32;
 const MAX_KEYS: usize = 2_000_000;
 const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60_000;
-/// How long each second's requests are kept.
-const SECONDS_KEPT: u64 = 10 * MINUTE;
+/// How long each second's requests are kept: long enough for a rollout's first look at a new window (a
+/// tick every `analysis.interval`, a minute in the examples) to mark its start to the second. Ten minutes
+/// of seconds cost about 1 KB each per series and were most of a busy server's memory (BENCHMARKS.md, the
+/// soak).
+const SECONDS_KEPT: u64 = 2 * MINUTE;
+/// Most marks kept per series, the least recently used dropped first: a rollout's windows use two or three.
+const MARKS_KEPT: usize = 16;
+/// How old a window's start is when it is marked: a rollout ticking every minute measures it at least once
+/// between this age and [`SECONDS_KEPT`], and a sliding window shorter than this (a new start at every
+/// tick) is never marked.
+const MARK_AFTER: u64 = 45 * SECOND;
 const HOUR: u64 = 3_600_000;
 
 /// One request's outcome, as an application reports it. Its strings borrow from the request body (a
@@ -248,7 +260,7 @@ struct Series {
     total: Aggregate,
     minutes: VecDeque<(Millis, Aggregate)>,
     hours: VecDeque<(Millis, Aggregate)>,
-    /// Each second's requests (not the totals), for the last ten minutes.
+    /// Each second's requests (not the totals), for the last two minutes.
     #[serde(default)]
     seconds: VecDeque<(Millis, Aggregate)>,
     /// From when `seconds` holds every request.
@@ -257,14 +269,22 @@ struct Series {
     /// Whether seconds were dropped: until then `seconds` holds every request of the series.
     #[serde(default)]
     seconds_pruned: bool,
+    /// The totals before a second a window starts or ends at, taken from the seconds once that second was
+    /// past: the window stays exact after its seconds are dropped. The most recently used last.
+    #[serde(default)]
+    marks: Vec<(Millis, Aggregate)>,
 }
 
 impl Series {
-    /// The requests since `from` (rounded up to the second) when the seconds cover it.
+    /// Whether `seconds` holds every request from `at` on.
+    fn seconds_cover(&self, at: Millis) -> bool {
+        !self.seconds.is_empty() && (!self.seconds_pruned || at >= self.seconds_complete_from)
+    }
+
     /// The requests from `from` to `to` (the end: every second that started at or after `from` and, when
-    /// `to` is given, ended by it), to the second, when the last ten minutes' seconds cover the window.
+    /// `to` is given, ended by it), to the second, when the last two minutes' seconds cover the window.
     fn seconds_between(&self, from: Millis, to: Option<Millis>) -> Option<Aggregate> {
-        if self.seconds.is_empty() || (self.seconds_pruned && from < self.seconds_complete_from) {
+        if !self.seconds_cover(from) {
             return None;
         }
         let mut out = Aggregate::default();
@@ -273,6 +293,63 @@ impl Series {
             out.merge(a);
         }
         Some(out)
+    }
+
+    /// The totals of every request before the second `at` (a whole second), exactly: from its mark, or
+    /// from the seconds while they cover it — then marked, once a request at or after `at` shows that no
+    /// request can arrive before it any more. `None` when neither knows.
+    fn totals_before(&mut self, at: Millis) -> Option<Aggregate> {
+        if let Some(i) = self.marks.iter().position(|(t, _)| *t == at) {
+            let mark = self.marks.remove(i);
+            let totals = mark.1.clone();
+            self.marks.push(mark);
+            return Some(totals);
+        }
+        if !self.seconds_cover(at) {
+            return None;
+        }
+        let mut after = Aggregate::default();
+        for (_, a) in self.seconds.iter().filter(|(t, _)| *t >= at) {
+            after.merge(a);
+        }
+        let totals = self.total.since(&after);
+        if self.seconds.back().is_some_and(|(t, _)| *t >= at) {
+            if self.marks.len() >= MARKS_KEPT {
+                self.marks.remove(0);
+            }
+            self.marks.push((at, totals.clone()));
+        }
+        Some(totals)
+    }
+
+    /// The requests from `from` to `to` (to now when `None`), rounded inwards: sums of seconds while they
+    /// cover the window, marks after that, checkpoints for a window first measured later still.
+    fn window(&mut self, from: Millis, to: Option<Millis>) -> Aggregate {
+        let start = from.div_ceil(SECOND) * SECOND;
+        let end = to.map(|t| t - t % SECOND);
+        if let Some(recent) = self.seconds_between(from, to) {
+            // Summed the same way for as long as the seconds last; marked once it is [`MARK_AFTER`] old, for
+            // when they are gone.
+            let newest = self.seconds.back().map_or(0, |(t, _)| *t);
+            for at in std::iter::once(start).chain(end).filter(|at| at + MARK_AFTER <= newest) {
+                match self.marks.iter().position(|(t, _)| *t == at) {
+                    Some(i) => {
+                        let mark = self.marks.remove(i);
+                        self.marks.push(mark);
+                    }
+                    None => {
+                        self.totals_before(at);
+                    }
+                }
+            }
+            return recent;
+        }
+        let before_start = self.totals_before(start).unwrap_or_else(|| self.from(from));
+        let before_end = match (to, end) {
+            (Some(to), Some(end)) => self.totals_before(end).unwrap_or_else(|| self.before(to)),
+            _ => self.total.clone(),
+        };
+        before_end.since(&before_start)
     }
 
     fn add(&mut self, o: &Observation<'_>, now: Millis) {
@@ -298,9 +375,10 @@ impl Series {
         if self.seconds.back().is_none_or(|(t, _)| *t < second) {
             self.seconds.push_back((second, Aggregate::default()));
             while self.seconds.front().is_some_and(|(t, _)| *t + SECONDS_KEPT < second) {
-                self.seconds.pop_front();
+                // Every request after the dropped second is still here, even across a quiet spell.
+                let (dropped, _) = self.seconds.pop_front().expect("a front");
                 self.seconds_pruned = true;
-                self.seconds_complete_from = self.seconds.front().map_or(second, |(t, _)| *t);
+                self.seconds_complete_from = dropped + SECOND;
             }
         }
         if let Some((_, a)) = self.seconds.back_mut() {
@@ -410,23 +488,34 @@ struct FlagMetrics {
 impl FlagMetrics {
     /// Adds this flag's requests of `variant` served as `served` between `from` and `to` to `out`.
     fn window_into(
-        &self,
+        &mut self,
         out: &mut Aggregate,
         variant: Option<&str>,
         served: &[Served],
         from: Millis,
         to: Option<Millis>,
     ) {
-        let all = self.series.iter().flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v, SERVED[i], s)));
-        for (v, s, series) in all {
-            if variant.is_some_and(|want| want != v.as_str()) || !served.contains(&s) || series.total.errors.n == 0 {
+        for (v, by) in &mut self.series {
+            if variant.is_some_and(|want| want != v.as_str()) {
                 continue;
             }
-            match series.seconds_between(from, to) {
-                Some(recent) => out.merge(&recent),
-                None => {
-                    let end = to.map_or_else(|| series.total.clone(), |t| series.before(t));
-                    out.merge(&end.since(&series.from(from)));
+            for (i, series) in by.iter_mut().enumerate() {
+                if served.contains(&SERVED[i]) && series.total.errors.n > 0 {
+                    out.merge(&series.window(from, to));
+                }
+            }
+        }
+    }
+
+    /// Keeps the marks `earlier` (this flag's previous copy of another replica's save) took: marks are
+    /// taken by the replica that measures, and a window's start stays exact across that replica's saves.
+    fn keep_marks(&mut self, earlier: &mut FlagMetrics) {
+        for (v, by) in &mut self.series {
+            if let Some((_, old)) = earlier.series.iter_mut().find(|(known, _)| known == v) {
+                for (series, old) in by.iter_mut().zip(old.iter_mut()) {
+                    if series.marks.is_empty() {
+                        series.marks = std::mem::take(&mut old.marks);
+                    }
                 }
             }
         }
@@ -452,11 +541,20 @@ impl FlagMetrics {
 
 /// A flag's aggregates as saved in the store (the traffic-split key sets are not: a restart starts them
 /// again).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Saved {
     names: std::collections::BTreeSet<String>,
     observed: u64,
     series: Vec<(String, Served, Series)>,
+}
+
+/// [`Saved`], written from the live aggregates without copying them (a save runs every 2 seconds under
+/// the lock that ingestion takes).
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    names: &'a std::collections::BTreeSet<String>,
+    observed: u64,
+    series: Vec<(&'a str, Served, &'a Series)>,
 }
 
 /// Every flag's built-in metrics. Shared by the ingestion endpoint (writes) and the `builtin` source.
@@ -580,11 +678,11 @@ impl Metrics {
         to: Option<Millis>,
     ) -> Aggregate {
         let mut out = Aggregate::default();
-        if let Some(f) = self.flags.lock().get(flag) {
+        if let Some(f) = self.flags.lock().get_mut(flag) {
             f.window_into(&mut out, variant, served, from, to);
         }
-        for flags in self.peers.lock().values() {
-            if let Some(f) = flags.get(flag) {
+        for flags in self.peers.lock().values_mut() {
+            if let Some(f) = flags.get_mut(flag) {
                 f.window_into(&mut out, variant, served, from, to);
             }
         }
@@ -608,25 +706,31 @@ impl Metrics {
     /// The flags changed since the last call, each as the JSON body to save; they are clean afterwards
     /// (call [`Metrics::unsaved`] with their names if saving them failed).
     pub fn to_save(&self) -> Vec<(String, String)> {
-        let names: Vec<String> = std::mem::take(&mut *self.dirty.lock()).into_iter().collect();
+        self.take_dirty().into_iter().filter_map(|name| self.saved_body(&name).map(|body| (name, body))).collect()
+    }
+
+    /// The flags changed since the last call, clean afterwards: write each with [`Metrics::saved_body`].
+    /// (A save of a hundred busy flags is tens of milliseconds of CPU; a caller that answers flag
+    /// evaluations on the same threads yields between flags.)
+    pub fn take_dirty(&self) -> Vec<String> {
+        std::mem::take(&mut *self.dirty.lock()).into_iter().collect()
+    }
+
+    /// `flag`'s aggregates as the JSON body to save, taking the lock for this flag only.
+    pub fn saved_body(&self, flag: &str) -> Option<String> {
         let flags = self.flags.lock();
-        names
-            .into_iter()
-            .filter_map(|name| {
-                let f = flags.get(&name)?;
-                let saved = Saved {
-                    names: f.names.clone(),
-                    observed: f.observed,
-                    series: f
-                        .series
-                        .iter()
-                        .flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v.clone(), SERVED[i], s.clone())))
-                        .filter(|(_, _, s)| s.total.errors.n > 0)
-                        .collect(),
-                };
-                Some((name, serde_json::to_string(&saved).expect("json")))
-            })
-            .collect()
+        let f = flags.get(flag)?;
+        let saved = SavedRef {
+            names: &f.names,
+            observed: f.observed,
+            series: f
+                .series
+                .iter()
+                .flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v.as_str(), SERVED[i], s)))
+                .filter(|(_, _, s)| s.total.errors.n > 0)
+                .collect(),
+        };
+        Some(serde_json::to_string(&saved).expect("json"))
     }
 
     /// Flags whose save failed: saved again next time.
@@ -664,7 +768,15 @@ impl Metrics {
                 }
             }
         }
-        *self.peers.lock() = peers;
+        let mut current = self.peers.lock();
+        for (replica, flags) in &mut peers {
+            for (flag, f) in flags.iter_mut() {
+                if let Some(earlier) = current.get_mut(replica).and_then(|r| r.get_mut(flag)) {
+                    f.keep_marks(earlier);
+                }
+            }
+        }
+        *current = peers;
     }
 
     /// Observations recorded for `flag` since the start.
@@ -713,15 +825,53 @@ mod tests {
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 4 * MINUTE)).errors.n, 2);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 1000)).errors.n, 2);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 999)).errors.n, 0);
-        // To the second in the last ten minutes.
         m.record(&[obs("on", true, 50.0)], t0 + 3 * HOUR + 1500).unwrap();
-        // Further back (the seconds and, beyond two hours, the minutes are gone) windows round inwards to the
-        // hour: a window ending before the next hourly checkpoint takes in nothing.
-        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 6 * MINUTE)).errors.n, 0);
+        // Further back (the seconds and, beyond two hours, the minutes are gone): a second marked while the
+        // seconds covered it is still exact (t0 + 1 s), one never marked rounds inwards to the hour's
+        // checkpoint (t0); after a quiet spell the seconds still know that nothing came since the last
+        // second they dropped (t0 + 6 minutes).
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 6 * MINUTE)).errors.n, 3);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 1000, Some(t0 + 6 * MINUTE)).errors.n, 1);
+        assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 2000, Some(t0 + 6 * MINUTE)).errors.n, 0);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0, Some(t0 + 3 * HOUR)).errors.n, 3);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 3 * HOUR + 1000, None).errors.n, 1);
         assert_eq!(m.window("f", Some("on"), &[Served::Split], t0 + 3 * HOUR + 2000, None).errors.n, 0);
         assert_eq!(m.window("f", None, &[Served::Split], 0, None).errors.n, 5);
+    }
+
+    /// A window measured while its seconds were kept stays exact to the second after they are gone —
+    /// across a save and a restore, and for what another replica observed — instead of dropping to the
+    /// next minute (a count that shrank would break a sequential test's looks).
+    #[test]
+    fn a_measured_window_keeps_its_start_to_the_second() {
+        let t0 = 10 * HOUR;
+        let traffic = |m: &Metrics, from: Millis, to: Millis| {
+            for t in (from..to).step_by(500) {
+                m.record(&[obs("on", t % 3000 != 0, 10.0)], t).unwrap();
+            }
+        };
+        let (leader, other) = (Metrics::default(), Metrics::default());
+        traffic(&leader, t0, t0 + 100 * SECOND);
+        traffic(&other, t0, t0 + 100 * SECOND);
+        let rows = |m: &Metrics| m.to_save().into_iter().map(|(f, b)| ("r2".to_string(), f, b)).collect::<Vec<_>>();
+        leader.set_peers(rows(&other));
+        // A phase started at t0 + 20.3 s: its window starts at t0 + 21 s.
+        let start = t0 + 20_300;
+        let w = leader.window("f", Some("on"), &[Served::Split], start, None);
+        assert_eq!(w.errors.n, 2 * 158, "79 s of two a second, from each replica");
+        traffic(&leader, t0 + 100 * SECOND, t0 + 10 * MINUTE);
+        traffic(&other, t0 + 100 * SECOND, t0 + 10 * MINUTE);
+        leader.set_peers(rows(&other));
+        let w = leader.window("f", Some("on"), &[Served::Split], start, None);
+        assert_eq!(w.errors.n, 2 * (1200 - 42), "to the second, not from t0 + 1 minute");
+        assert_eq!(w.errors.sum, 2.0 * ((1200 - 42) / 6) as f64);
+        // A window first measured now, from a second long gone, rounds inwards to the minute.
+        let late = leader.window("f", Some("on"), &[Served::Split], t0 + 30_000, None);
+        assert_eq!(late.errors.n, 2 * (1200 - 120));
+        let restored = Metrics::default();
+        restored.restore(leader.to_save().into_iter().chain([]).collect());
+        let w = restored.window("f", Some("on"), &[Served::Split], start, None);
+        assert_eq!(w.errors.n, 1200 - 42, "the mark was saved with the series");
     }
 
     #[test]
