@@ -10,6 +10,13 @@ use sluice_store::{AppliedBatch, AuditEvent, Change, Store, StoreError};
 use tokio::sync::broadcast;
 
 /// One committed change as the stream tells it: a catalog write, or a rollout's transition or tick.
+/// Subscribers share one copy ([`Catalog::subscribe`] hands out an `Arc`) and its JSON, written once.
+///
+/// ```
+/// use sluice_controller::ChangeEvent;
+/// let change = ChangeEvent::new(7, Vec::new(), None);
+/// assert_eq!(change.to_json(), r#"{"revision":7,"events":[]}"#);
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeEvent {
     /// The catalog revision after the change (unchanged by a rollout's own events).
@@ -19,6 +26,22 @@ pub struct ChangeEvent {
     /// Set when a rollout changed (a transition, a tick's decisions); `None` for a catalog write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutChange>,
+    /// The JSON above, written by the first subscriber that needs it: a hundred rollouts ticking each
+    /// second to a hundred watchers would otherwise serialize ten thousand times a second.
+    #[serde(skip)]
+    json: std::sync::OnceLock<String>,
+}
+
+impl ChangeEvent {
+    /// A change to tell.
+    pub fn new(revision: i64, events: Vec<AuditEvent>, rollout: Option<RolloutChange>) -> ChangeEvent {
+        ChangeEvent { revision, events, rollout, json: Default::default() }
+    }
+
+    /// The change as JSON (the stream's `data:`).
+    pub fn to_json(&self) -> &str {
+        self.json.get_or_init(|| serde_json::to_string(self).expect("a change serializes"))
+    }
 }
 
 /// What a rollout did, for a dashboard or `rollout watch` to follow without polling.
@@ -48,7 +71,7 @@ pub struct Catalog {
     revision: std::sync::atomic::AtomicI64,
     /// Writes are read-modify-write over the live catalog: one at a time, published before the next.
     writer: tokio::sync::Mutex<()>,
-    changes: broadcast::Sender<ChangeEvent>,
+    changes: broadcast::Sender<Arc<ChangeEvent>>,
     on_publish: OnPublish,
     /// The audit events this process told the stream itself (the latest few thousand): a replica that
     /// follows the shared audit log does not tell its watchers about them twice.
@@ -96,7 +119,7 @@ impl Catalog {
     }
 
     /// Subscribes to committed changes.
-    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
         self.changes.subscribe()
     }
 
@@ -171,7 +194,7 @@ impl Catalog {
         self.revision.store(revision, std::sync::atomic::Ordering::Release);
         self.remember_told(&events);
         // Nobody listening is fine.
-        let _ = self.changes.send(ChangeEvent { revision, events, rollout: None });
+        let _ = self.changes.send(Arc::new(ChangeEvent::new(revision, events, None)));
     }
 
     fn remember_told(&self, events: &[AuditEvent]) {
@@ -191,13 +214,13 @@ impl Catalog {
             events.retain(|e| !told.contains(&e.seq));
         }
         if !events.is_empty() {
-            let _ = self.changes.send(ChangeEvent { revision: self.revision(), events, rollout });
+            let _ = self.changes.send(Arc::new(ChangeEvent::new(self.revision(), events, rollout)));
         }
     }
 
     /// Tells the stream about a rollout's change (its audit events were written by the store already).
     pub(crate) fn tell(&self, events: Vec<AuditEvent>, rollout: RolloutChange) {
         self.remember_told(&events);
-        let _ = self.changes.send(ChangeEvent { revision: self.revision(), events, rollout: Some(rollout) });
+        let _ = self.changes.send(Arc::new(ChangeEvent::new(self.revision(), events, Some(rollout))));
     }
 }

@@ -229,7 +229,7 @@ impl AppState {
     }
 
     /// Subscribes to committed changes.
-    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
         self.catalog.subscribe()
     }
 

@@ -21,18 +21,21 @@ use crate::{ApiError, AppState, ChangeEvent};
 
 /// The next change, or `None` when the server shuts down. A receiver that fell behind gets the latest
 /// revision instead of the ones it missed: every listener only needs to know that it must refetch.
-async fn next_change(rx: &mut Receiver<ChangeEvent>, state: &AppState) -> Option<ChangeEvent> {
+/// How long `/api/v1/stream` waits after a change for more to send with it: unnoticeable on a dashboard.
+const COALESCE: Duration = Duration::from_millis(20);
+/// Most changes sent in one write.
+const COALESCE_MOST: usize = 256;
+
+async fn next_change(rx: &mut Receiver<Arc<ChangeEvent>>, state: &AppState) -> Option<Arc<ChangeEvent>> {
     match rx.recv().await {
         Ok(change) => Some(change),
-        Err(RecvError::Lagged(_)) => {
-            Some(ChangeEvent { revision: state.catalog.revision(), events: Vec::new(), rollout: None })
-        }
+        Err(RecvError::Lagged(_)) => Some(Arc::new(ChangeEvent::new(state.catalog.revision(), Vec::new(), None))),
         Err(RecvError::Closed) => None,
     }
 }
 
 /// The next change of the flag catalog: a rollout's own transitions and decisions change no answer.
-async fn next_flag_change(rx: &mut Receiver<ChangeEvent>, state: &AppState) -> Option<ChangeEvent> {
+async fn next_flag_change(rx: &mut Receiver<Arc<ChangeEvent>>, state: &AppState) -> Option<Arc<ChangeEvent>> {
     loop {
         let change = next_change(rx, state).await?;
         if change.rollout.is_none() {
@@ -177,12 +180,31 @@ pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderM
     };
     let (rx, stopping) = (state.subscribe(), state.clone());
     let events = stream::unfold((rx, state), |(mut rx, state)| async move {
-        let change = next_change(&mut rx, &state).await?;
-        let event = Event::default()
-            .event(if change.rollout.is_some() { "rollout" } else { "change" })
-            .id(change.revision.to_string())
-            .data(serde_json::to_string(&change).expect("json"));
-        Some((Ok(event), (rx, state)))
-    });
+        let first = next_change(&mut rx, &state).await?;
+        // What else arrives within a moment goes out in the same write: a hundred rollouts ticking in the
+        // same second would otherwise wake each watcher and write to its socket a hundred times.
+        tokio::time::sleep(COALESCE).await;
+        let mut batch = vec![first];
+        while batch.len() < COALESCE_MOST {
+            match rx.try_recv() {
+                Ok(change) => batch.push(change),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    batch.push(Arc::new(ChangeEvent::new(state.catalog.revision(), Vec::new(), None)))
+                }
+                Err(_) => break,
+            }
+        }
+        let events: Vec<Result<Event, Infallible>> = batch
+            .iter()
+            .map(|change| {
+                Ok(Event::default()
+                    .event(if change.rollout.is_some() { "rollout" } else { "change" })
+                    .id(change.revision.to_string())
+                    .data(change.to_json()))
+            })
+            .collect();
+        Some((stream::iter(events), (rx, state)))
+    })
+    .flatten();
     sse(&stopping, events, slot)
 }
