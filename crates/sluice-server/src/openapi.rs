@@ -124,7 +124,15 @@ impl Modify for Security {
     }
 }
 
+/// The answers `codes` give with a body of `schema`, and the one every route may give before it runs:
+/// 431 for a request head over [`crate::MAX_HEAD_BYTES`] (the server's own error shape, on OFREP too).
 fn answers(codes: &[(&str, &str)], schema: &str) -> BTreeMap<String, RefOr<Response>> {
+    let mut out = bodies(codes, schema);
+    out.extend(bodies(&[HEAD_TOO_LARGE], "ApiError"));
+    out
+}
+
+fn bodies(codes: &[(&str, &str)], schema: &str) -> BTreeMap<String, RefOr<Response>> {
     codes
         .iter()
         .map(|(code, what)| {
@@ -142,6 +150,7 @@ const WRONG_ROLE: (&str, &str) = ("403", "The token's role may not do this");
 const MALFORMED: (&str, &str) = ("400", "The body is not JSON");
 const INVALID: (&str, &str) = ("422", "A field is invalid: `field` names it");
 const TOO_LARGE: (&str, &str) = ("413", "The body is over the size limit");
+const HEAD_TOO_LARGE: (&str, &str) = ("431", "The request's URI and headers are over 64 KiB");
 const LIMITED: (&str, &str) = ("429", "Over a rate or stream limit: `Retry-After` says when to try again");
 const UNAVAILABLE: (&str, &str) =
     ("503", "The store is out of reach, or the leader is (a follower forwards rollout commands)");
