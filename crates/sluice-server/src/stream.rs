@@ -19,19 +19,24 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 use crate::limits::{client_address, StreamSlot};
 use crate::{ApiError, AppState, ChangeEvent};
 
-/// The next change, or `None` when the server shuts down. A receiver that fell behind gets the latest
-/// revision instead of the ones it missed: every listener only needs to know that it must refetch.
 /// How long `/api/v1/stream` waits after a change for more to send with it: unnoticeable on a dashboard.
 const COALESCE: Duration = Duration::from_millis(20);
 /// Most changes sent in one write.
 const COALESCE_MOST: usize = 256;
 
+/// The next change, or `None` when the server shuts down. A receiver that fell behind gets the latest
+/// revision instead of the ones it missed: every listener only needs to know that it must refetch.
 async fn next_change(rx: &mut Receiver<Arc<ChangeEvent>>, state: &AppState) -> Option<Arc<ChangeEvent>> {
     match rx.recv().await {
         Ok(change) => Some(change),
-        Err(RecvError::Lagged(_)) => Some(Arc::new(ChangeEvent::new(state.catalog.revision(), Vec::new(), None))),
+        Err(RecvError::Lagged(_)) => Some(catch_up(state)),
         Err(RecvError::Closed) => None,
     }
+}
+
+/// What a receiver that fell behind is told instead of the changes it missed: the latest revision.
+fn catch_up(state: &AppState) -> Arc<ChangeEvent> {
+    Arc::new(ChangeEvent::new(state.catalog.revision(), Vec::new(), None))
 }
 
 /// The next change of the flag catalog: a rollout's own transitions and decisions change no answer.
@@ -188,9 +193,7 @@ pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderM
         while batch.len() < COALESCE_MOST {
             match rx.try_recv() {
                 Ok(change) => batch.push(change),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                    batch.push(Arc::new(ChangeEvent::new(state.catalog.revision(), Vec::new(), None)))
-                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => batch.push(catch_up(&state)),
                 Err(_) => break,
             }
         }

@@ -299,11 +299,8 @@ impl Series {
     /// from the seconds while they cover it — then marked, once a request at or after `at` shows that no
     /// request can arrive before it any more. `None` when neither knows.
     fn totals_before(&mut self, at: Millis) -> Option<Aggregate> {
-        if let Some(i) = self.marks.iter().position(|(t, _)| *t == at) {
-            let mark = self.marks.remove(i);
-            let totals = mark.1.clone();
-            self.marks.push(mark);
-            return Some(totals);
+        if self.touch_mark(at) {
+            return self.marks.last().map(|(_, totals)| totals.clone());
         }
         if !self.seconds_cover(at) {
             return None;
@@ -322,6 +319,14 @@ impl Series {
         Some(totals)
     }
 
+    /// Whether `at` is marked; if so, its mark becomes the most recently used (the last).
+    fn touch_mark(&mut self, at: Millis) -> bool {
+        let Some(i) = self.marks.iter().position(|(t, _)| *t == at) else { return false };
+        let mark = self.marks.remove(i);
+        self.marks.push(mark);
+        true
+    }
+
     /// The requests from `from` to `to` (to now when `None`), rounded inwards: sums of seconds while they
     /// cover the window, marks after that, checkpoints for a window first measured later still.
     fn window(&mut self, from: Millis, to: Option<Millis>) -> Aggregate {
@@ -332,14 +337,8 @@ impl Series {
             // when they are gone.
             let newest = self.seconds.back().map_or(0, |(t, _)| *t);
             for at in std::iter::once(start).chain(end).filter(|at| at + MARK_AFTER <= newest) {
-                match self.marks.iter().position(|(t, _)| *t == at) {
-                    Some(i) => {
-                        let mark = self.marks.remove(i);
-                        self.marks.push(mark);
-                    }
-                    None => {
-                        self.totals_before(at);
-                    }
+                if !self.touch_mark(at) {
+                    self.totals_before(at);
                 }
             }
             return recent;

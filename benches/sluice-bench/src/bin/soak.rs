@@ -374,20 +374,15 @@ async fn main() {
         "soak: {} s, OFREP {}/s, ingestion {} obs/s, {} rollouts, {} streams",
         a.seconds, a.rate, a.observations, a.rollouts, a.streams
     );
-    println!(
-        "  OFREP alone:  {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        alone.len(),
-        alone.value_at_quantile(0.5) as f64 / 1000.0,
-        p99(&alone),
-        alone.max() as f64 / 1000.0
-    );
-    println!(
-        "  OFREP loaded: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        loaded.len(),
-        loaded.value_at_quantile(0.5) as f64 / 1000.0,
-        p99(&loaded),
-        loaded.max() as f64 / 1000.0
-    );
+    for (label, h) in [("alone: ", &alone), ("loaded:", &loaded)] {
+        println!(
+            "  OFREP {label} {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99(h),
+            h.max() as f64 / 1000.0
+        );
+    }
     println!("  ingested {} observations, {} admin writes, {} stream lines, {running}/{} rollouts running, {deciding} deciding",
         ingested.load(Ordering::Relaxed), writes.load(Ordering::Relaxed), events.load(Ordering::Relaxed), rollouts.len());
     println!(
