@@ -286,10 +286,13 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
         serde_json::from_str(&follower.cli(&["rollout", "start", path.to_str().unwrap(), "-o", "json"])).unwrap();
     let id = started["id"].as_str().unwrap().to_string();
 
-    // Mid-rollout (holding its second phase), the leader is killed.
-    // (`phase` is 1-based.)
+    // Mid-rollout (holding its second phase), the leader is killed. (`phase` is 1-based.) The command's
+    // line lands in the file before the leader records that it ran: killed in between, the new leader
+    // rightly cannot know and pauses as `uncertain`. This test is about a hold, so it waits for the record.
     until("the rollout holds its second phase, whose hooks have run", Duration::from_secs(20), || {
-        rollout_state(follower, &id)["phase"] == 2
+        let state = rollout_state(follower, &id);
+        state["phase"] == 2
+            && state["pending"].as_array().is_some_and(|p| p.is_empty())
             && runs(dir.path(), "survivor").len() == 2
             && keys.lock().unwrap().len() == 2
     });
@@ -323,7 +326,11 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
     let started: Value =
         serde_json::from_str(&second.cli(&["rollout", "start", path.to_str().unwrap(), "-o", "json"])).unwrap();
     let id2 = started["id"].as_str().unwrap().to_string();
-    until("the second rollout starts", Duration::from_secs(10), || runs(dir.path(), "frozen").len() == 1);
+    // As above: frozen between the command's line and its record, the next leader would rightly pause.
+    until("the second rollout starts and records its first hooks", Duration::from_secs(10), || {
+        runs(dir.path(), "frozen").len() == 1
+            && rollout_state(second, &id2)["pending"].as_array().is_some_and(|p| p.is_empty())
+    });
     second.signal("-STOP");
     let third = *survivors.iter().find(|r| r.name != second.name).unwrap();
     until("the third replica takes the lease", LEASE * 4, || third.status()["leading"] == true);
