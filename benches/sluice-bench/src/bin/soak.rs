@@ -151,18 +151,21 @@ async fn ofrep_at_rate(
     sdk: String,
     rate: u64,
     seconds: u64,
-) -> (Histogram<u64>, u64) {
-    let histogram = Arc::new(parking_lot::Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+) -> (Vec<Histogram<u64>>, u64) {
+    let empty = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let histograms = Arc::new(parking_lot::Mutex::new(vec![empty(); 10]));
     let failed = Arc::new(AtomicU64::new(0));
     let endpoint: Arc<str> = format!("{url}/ofrep/v1/evaluate/flags/checkout").into();
     let total = rate * seconds;
     let start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for connection in 0..OFREP_CONNECTIONS.min(total) {
-        let (http, endpoint, sdk, histogram, failed) =
-            (http.clone(), endpoint.clone(), sdk.clone(), histogram.clone(), failed.clone());
+        let (http, endpoint, sdk, histograms, failed) =
+            (http.clone(), endpoint.clone(), sdk.clone(), histograms.clone(), failed.clone());
         tasks.spawn(async move {
-            let mut mine = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            // One per tenth of the run: a p99 raised throughout and one raised by a few bad seconds call
+            // for different fixes.
+            let mut mine = vec![empty(); 10];
             for i in (connection..total).step_by(OFREP_CONNECTIONS as usize) {
                 let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
                 tokio::time::sleep_until(due).await;
@@ -178,23 +181,34 @@ async fn ofrep_at_rate(
                     Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
                     Err(_) => false,
                 };
-                mine.saturating_record((due.elapsed().as_micros() as u64).max(1));
+                mine[(i * 10 / total) as usize].saturating_record((due.elapsed().as_micros() as u64).max(1));
                 if !ok {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            histogram.lock().add(&mine).expect("same bounds");
+            for (all, mine) in histograms.lock().iter_mut().zip(&mine) {
+                all.add(mine).expect("same bounds");
+            }
         });
     }
     while tasks.join_next().await.is_some() {}
-    let h = histogram.lock().clone();
+    let h = histograms.lock().clone();
     (h, failed.load(Ordering::Relaxed))
+}
+
+/// The tenths of a run as one histogram.
+fn whole(tenths: &[Histogram<u64>]) -> Histogram<u64> {
+    let mut all = tenths[0].clone();
+    for h in &tenths[1..] {
+        all.add(h).expect("same bounds");
+    }
+    all
 }
 
 /// [`ofrep_at_rate`] on a thread and runtime of its own, with its own client: the latency it measures is
 /// the server's, not the wait for a turn behind the driver's other tasks (100 streams reading tens of
 /// thousands of lines a second, ingestion batches), which on a shared runtime showed up as the server's.
-async fn ofrep_on_own_thread(url: String, sdk: String, rate: u64, seconds: u64) -> (Histogram<u64>, u64) {
+async fn ofrep_on_own_thread(url: String, sdk: String, rate: u64, seconds: u64) -> (Vec<Histogram<u64>>, u64) {
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         runtime.block_on(ofrep_at_rate(client(), url, sdk, rate, seconds))
@@ -220,6 +234,7 @@ async fn main() {
     // 1. OFREP alone at the same rate: the p99 the loaded run is held to.
     let alone_secs = (a.seconds / 10).clamp(5, 60);
     let (alone, alone_failed) = ofrep_on_own_thread(url.clone(), sdk.clone(), a.rate, alone_secs).await;
+    let alone = whole(&alone);
 
     // 2. Everything at once.
     // Every background task watches this and returns when it turns true.
@@ -334,7 +349,8 @@ async fn main() {
         });
     }
 
-    let (loaded, loaded_failed) = ofrep_on_own_thread(url.clone(), sdk.clone(), a.rate, a.seconds).await;
+    let (loaded_tenths, loaded_failed) = ofrep_on_own_thread(url.clone(), sdk.clone(), a.rate, a.seconds).await;
+    let loaded = whole(&loaded_tenths);
     let _ = stop_all.send(true);
     // Each task returns at its next turn; one stuck in a request is not waited for.
     let _ =
@@ -383,6 +399,8 @@ async fn main() {
             h.max() as f64 / 1000.0
         );
     }
+    let tenths: Vec<String> = loaded_tenths.iter().map(|h| format!("{:.2}", p99(h))).collect();
+    println!("  loaded p99 at each tenth of the run (ms): {}", tenths.join(", "));
     println!("  ingested {} observations, {} admin writes, {} stream lines, {running}/{} rollouts running, {deciding} deciding",
         ingested.load(Ordering::Relaxed), writes.load(Ordering::Relaxed), events.load(Ordering::Relaxed), rollouts.len());
     println!(
