@@ -30,17 +30,36 @@ pub struct ChangeEvent {
     /// second to a hundred watchers would otherwise serialize ten thousand times a second.
     #[serde(skip)]
     json: std::sync::OnceLock<String>,
+    /// The server-sent event that carries it, written once for every watcher likewise.
+    #[serde(skip)]
+    sse: std::sync::OnceLock<String>,
 }
 
 impl ChangeEvent {
     /// A change to tell.
     pub fn new(revision: i64, events: Vec<AuditEvent>, rollout: Option<RolloutChange>) -> ChangeEvent {
-        ChangeEvent { revision, events, rollout, json: Default::default() }
+        ChangeEvent { revision, events, rollout, json: Default::default(), sse: Default::default() }
     }
 
     /// The change as JSON (the stream's `data:`).
     pub fn to_json(&self) -> &str {
         self.json.get_or_init(|| serde_json::to_string(self).expect("a change serializes"))
+    }
+
+    /// The change as one server-sent event: `rollout` for a rollout's change, `change` for a catalog
+    /// write, the revision as its id and the JSON as its data (JSON text has no raw line break, so one
+    /// `data:` line holds it).
+    ///
+    /// ```
+    /// use sluice_controller::ChangeEvent;
+    /// let change = ChangeEvent::new(7, Vec::new(), None);
+    /// assert_eq!(change.to_sse(), "event: change\nid: 7\ndata: {\"revision\":7,\"events\":[]}\n\n");
+    /// ```
+    pub fn to_sse(&self) -> &str {
+        self.sse.get_or_init(|| {
+            let kind = if self.rollout.is_some() { "rollout" } else { "change" };
+            format!("event: {kind}\nid: {}\ndata: {}\n\n", self.revision, self.to_json())
+        })
     }
 }
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -23,6 +24,8 @@ use crate::{ApiError, AppState, ChangeEvent};
 const COALESCE: Duration = Duration::from_millis(20);
 /// Most changes sent in one write.
 const COALESCE_MOST: usize = 256;
+/// How long a stream stays silent before a comment tells proxies and clients it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The next change, or `None` when the server shuts down. A receiver that fell behind gets the latest
 /// revision instead of the ones it missed: every listener only needs to know that it must refetch.
@@ -63,7 +66,7 @@ where
         let _held = &slot;
         e
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
 /// A slot for one more stream of `key`, or the 429 that says whose limit it reached.
@@ -184,10 +187,14 @@ pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderM
         Err(refused) => return refused.into_response(),
     };
     let (rx, stopping) = (state.subscribe(), state.clone());
-    let events = stream::unfold((rx, state), |(mut rx, state)| async move {
-        let first = next_change(&mut rx, &state).await?;
+    let frames = stream::unfold((rx, state), |(mut rx, state)| async move {
+        let first = match tokio::time::timeout(KEEP_ALIVE, next_change(&mut rx, &state)).await {
+            Err(_) => return Some((Bytes::from_static(b":\n\n"), (rx, state))),
+            Ok(change) => change?,
+        };
         // What else arrives within a moment goes out in the same write: a hundred rollouts ticking in the
-        // same second would otherwise wake each watcher and write to its socket a hundred times.
+        // same second would otherwise wake each watcher and write to its socket a hundred times. Each
+        // event's text is written once for every watcher; a watcher only joins them.
         tokio::time::sleep(COALESCE).await;
         let mut batch = vec![first];
         while batch.len() < COALESCE_MOST {
@@ -197,17 +204,29 @@ pub(crate) async fn changes(State(state): State<Arc<AppState>>, headers: HeaderM
                 Err(_) => break,
             }
         }
-        let events: Vec<Result<Event, Infallible>> = batch
-            .iter()
-            .map(|change| {
-                Ok(Event::default()
-                    .event(if change.rollout.is_some() { "rollout" } else { "change" })
-                    .id(change.revision.to_string())
-                    .data(change.to_json()))
-            })
-            .collect();
-        Some((stream::iter(events), (rx, state)))
-    })
-    .flatten();
-    sse(&stopping, events, slot)
+        let mut text = String::with_capacity(batch.iter().map(|c| c.to_sse().len()).sum());
+        for change in &batch {
+            text.push_str(change.to_sse());
+        }
+        Some((Bytes::from(text), (rx, state)))
+    });
+    sse_frames(&stopping, frames, slot)
+}
+
+/// Like [`sse`], for events already written as text (a batch of them per item), with the same
+/// keep-alive: the caller's stream yields a comment when it has had nothing to send for [`KEEP_ALIVE`].
+fn sse_frames<S>(state: &AppState, frames: S, slot: StreamSlot) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let mut stopping = state.shutting_down.subscribe();
+    let stop = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    let frames = frames.take_until(stop).map(move |frame| {
+        let _held = &slot;
+        Ok::<_, Infallible>(frame)
+    });
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(frames))
+        .into_response()
 }
