@@ -15,6 +15,7 @@
 //! belong to no cohort.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
 
 use parking_lot::Mutex;
 
@@ -273,9 +274,96 @@ struct Series {
     /// past: the window stays exact after its seconds are dropped. The most recently used last.
     #[serde(default)]
     marks: Vec<(Millis, Aggregate)>,
+    /// The saved text of what no longer changes, for the next save.
+    #[serde(skip)]
+    text: SavedText,
+}
+
+/// The JSON text of a series' entries that no longer change — every second but the current one, the
+/// checkpoints, the marks — kept from one save to the next, so that a save serializes what is new
+/// rather than two minutes of seconds and up to eight days of checkpoints every two seconds under the
+/// lock that ingestion takes (BENCHMARKS.md, the soak: the OFREP p99 grew with the server's uptime).
+#[derive(Debug, Default, Clone)]
+struct SavedText {
+    seconds: VecDeque<(Millis, String)>,
+    minutes: VecDeque<(Millis, String)>,
+    hours: VecDeque<(Millis, String)>,
+    marks: Vec<(Millis, String)>,
+}
+
+fn aggregate_json(a: &Aggregate) -> String {
+    serde_json::to_string(a).expect("an aggregate serializes")
+}
+
+/// Writes `entries` (in time order) as a JSON array of `[ms, aggregate]`, the first `frozen` of them
+/// from `text` (in the same order), which learns those it did not have and forgets those pruned.
+fn write_entries(
+    out: &mut String,
+    entries: &VecDeque<(Millis, Aggregate)>,
+    frozen: usize,
+    text: &mut VecDeque<(Millis, String)>,
+) {
+    let first = entries.front().map(|(t, _)| *t);
+    while text.front().is_some_and(|(t, _)| first.is_none_or(|first| *t < first)) {
+        text.pop_front();
+    }
+    out.push('[');
+    for (i, (t, a)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "[{t},");
+        if i < frozen {
+            if text.get(i).map(|(known, _)| *known) != Some(*t) {
+                text.truncate(i);
+                text.push_back((*t, aggregate_json(a)));
+            }
+            out.push_str(&text[i].1);
+        } else {
+            out.push_str(&aggregate_json(a));
+        }
+        out.push(']');
+    }
+    out.push(']');
 }
 
 impl Series {
+    /// Writes the series as its derived `Serialize` would, with the text of what has not changed since
+    /// the last save taken from [`SavedText`].
+    fn write_saved(&mut self, out: &mut String) {
+        let text = &mut self.text;
+        out.push_str("{\"total\":");
+        out.push_str(&aggregate_json(&self.total));
+        out.push_str(",\"minutes\":");
+        write_entries(out, &self.minutes, self.minutes.len(), &mut text.minutes);
+        out.push_str(",\"hours\":");
+        write_entries(out, &self.hours, self.hours.len(), &mut text.hours);
+        // Only the current second still takes requests.
+        out.push_str(",\"seconds\":");
+        write_entries(out, &self.seconds, self.seconds.len().saturating_sub(1), &mut text.seconds);
+        let _ = write!(
+            out,
+            ",\"seconds_complete_from\":{},\"seconds_pruned\":{},\"marks\":[",
+            self.seconds_complete_from, self.seconds_pruned
+        );
+        // Marks are reordered as they are used, never changed: their text is found by time.
+        text.marks.retain(|(t, _)| self.marks.iter().any(|(m, _)| m == t));
+        for (i, (t, a)) in self.marks.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let known = match text.marks.iter().position(|(m, _)| m == t) {
+                Some(k) => k,
+                None => {
+                    text.marks.push((*t, aggregate_json(a)));
+                    text.marks.len() - 1
+                }
+            };
+            let _ = write!(out, "[{t},{}]", text.marks[known].1);
+        }
+        out.push_str("]}");
+    }
+
     /// Whether `seconds` holds every request from `at` on.
     fn seconds_cover(&self, at: Millis) -> bool {
         !self.seconds.is_empty() && (!self.seconds_pruned || at >= self.seconds_complete_from)
@@ -520,6 +608,34 @@ impl FlagMetrics {
         }
     }
 
+    /// The body [`FlagMetrics::parse`] reads ([`Saved`]), written from the live aggregates without
+    /// copying them and, for what has not changed since the last save, from its kept text.
+    fn saved_body(&mut self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("{\"names\":");
+        out.push_str(&serde_json::to_string(&self.names).expect("names serialize"));
+        let _ = write!(out, ",\"observed\":{},\"series\":[", self.observed);
+        let mut first = true;
+        for (v, by) in &mut self.series {
+            for (i, series) in by.iter_mut().enumerate() {
+                if series.total.errors.n == 0 {
+                    continue;
+                }
+                if !std::mem::take(&mut first) {
+                    out.push(',');
+                }
+                let head = serde_json::to_string(&(v.as_str(), SERVED[i])).expect("a name serializes");
+                // `["variant","served"` and the series as the third item.
+                out.push_str(&head[..head.len() - 1]);
+                out.push(',');
+                series.write_saved(&mut out);
+                out.push(']');
+            }
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// A flag's aggregates from their saved body.
     fn parse(body: &str) -> Result<FlagMetrics, serde_json::Error> {
         let s: Saved = serde_json::from_str(body)?;
@@ -545,15 +661,6 @@ struct Saved {
     names: std::collections::BTreeSet<String>,
     observed: u64,
     series: Vec<(String, Served, Series)>,
-}
-
-/// [`Saved`], written from the live aggregates without copying them (a save runs every 2 seconds under
-/// the lock that ingestion takes).
-#[derive(Serialize)]
-struct SavedRef<'a> {
-    names: &'a std::collections::BTreeSet<String>,
-    observed: u64,
-    series: Vec<(&'a str, Served, &'a Series)>,
 }
 
 /// Every flag's built-in metrics. Shared by the ingestion endpoint (writes) and the `builtin` source.
@@ -717,19 +824,9 @@ impl Metrics {
 
     /// `flag`'s aggregates as the JSON body to save, taking the lock for this flag only.
     pub fn saved_body(&self, flag: &str) -> Option<String> {
-        let flags = self.flags.lock();
-        let f = flags.get(flag)?;
-        let saved = SavedRef {
-            names: &f.names,
-            observed: f.observed,
-            series: f
-                .series
-                .iter()
-                .flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v.as_str(), SERVED[i], s)))
-                .filter(|(_, _, s)| s.total.errors.n > 0)
-                .collect(),
-        };
-        Some(serde_json::to_string(&saved).expect("json"))
+        let mut flags = self.flags.lock();
+        let f = flags.get_mut(flag)?;
+        Some(f.saved_body())
     }
 
     /// Flags whose save failed: saved again next time.
@@ -805,6 +902,48 @@ mod tests {
             latency_ms: Some(ms),
             values: Values(vec![("score".into(), ms / 10.0)]),
         }
+    }
+
+    /// The body as `Saved`'s derived form would write it, with nothing kept from an earlier save.
+    fn derived_body(m: &Metrics, flag: &str) -> serde_json::Value {
+        let flags = m.flags.lock();
+        let f = &flags[flag];
+        let series: Vec<serde_json::Value> = f
+            .series
+            .iter()
+            .flat_map(|(v, by)| by.iter().enumerate().map(move |(i, s)| (v, SERVED[i], s)))
+            .filter(|(_, _, s)| s.total.errors.n > 0)
+            .map(|(v, served, s)| serde_json::json!([v, served, s]))
+            .collect();
+        serde_json::json!({"names": f.names, "observed": f.observed, "series": series})
+    }
+
+    #[test]
+    fn a_save_writes_what_the_derived_form_would_with_kept_text_across_saves() {
+        let m = Metrics::default();
+        let t0 = 10 * HOUR;
+        let mut t = t0;
+        // Four minutes of a request every 700 ms (seconds pruned, new minutes), windows that take marks
+        // and use them again in another order, a save every few seconds.
+        for step in 0..350u64 {
+            m.record(&[obs(if step % 3 == 0 { "off" } else { "on" }, step % 7 != 0, 10.0 + step as f64)], t).unwrap();
+            if step % 20 == 0 {
+                m.window("f", Some("on"), &[Served::Split], t0 + (step / 40) * SECOND, None);
+                m.window("f", Some("on"), &[Served::Split], t0, None);
+            }
+            if step % 4 == 0 {
+                let body = m.saved_body("f").unwrap();
+                let written: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(written, derived_body(&m, "f"), "at step {step}");
+            }
+            t += 700;
+        }
+        let restored = FlagMetrics::parse(&m.saved_body("f").unwrap()).unwrap();
+        let flags = m.flags.lock();
+        assert_eq!(restored.series.len(), flags["f"].series.len());
+        let on = &flags["f"].series.iter().find(|(v, _)| v == "on").unwrap().1[Served::Split as usize];
+        assert!(on.seconds_pruned && on.minutes.len() >= 4, "the run outlasted the seconds kept");
+        assert!(on.marks.len() >= 2, "windows took marks: {:?}", on.marks.len());
     }
 
     #[test]
