@@ -439,9 +439,9 @@ impl Cluster {
     /// Saves the built-in metrics changed since the last save (every [`METRICS_SHARE_INTERVAL`] while
     /// serving, and at shutdown): a restart loses at most one interval of observations.
     pub async fn save_metrics(&self) -> Result<(), StoreError> {
-        // Serializing a busy server's aggregates is tens of milliseconds of CPU on the threads that answer
-        // flag evaluations, and megabytes of text: a flag at a time, letting them in between, and saved a
-        // few flags at a time (each flag's body stands alone), so that the text never piles up.
+        // A busy server's bodies are megabytes of text, written on the threads that answer flag
+        // evaluations: a flag at a time, letting them in between, and saved a few flags at a time (each
+        // flag's body stands alone), so that the text never piles up.
         const FLAGS_PER_WRITE: usize = 8;
         let dirty = self.metrics.take_dirty();
         let mut result = Ok(());

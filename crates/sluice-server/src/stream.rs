@@ -58,15 +58,19 @@ fn sse<S>(state: &AppState, events: S, slot: StreamSlot) -> Response
 where
     S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
+    Sse::new(until_shutdown(state, events, slot)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+}
+
+/// `items` until the server stops accepting, holding `slot` for as long as the stream lives.
+fn until_shutdown<S: Stream>(state: &AppState, items: S, slot: StreamSlot) -> impl Stream<Item = S::Item> {
     let mut stopping = state.shutting_down.subscribe();
     let stop = async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;
     };
-    let events = events.take_until(stop).map(move |e| {
+    items.take_until(stop).map(move |item| {
         let _held = &slot;
-        e
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+        item
+    })
 }
 
 /// A slot for one more stream of `key`, or the 429 that says whose limit it reached.
@@ -219,14 +223,7 @@ fn sse_frames<S>(state: &AppState, frames: S, slot: StreamSlot) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
-    let mut stopping = state.shutting_down.subscribe();
-    let stop = async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    };
-    let frames = frames.take_until(stop).map(move |frame| {
-        let _held = &slot;
-        Ok::<_, Infallible>(frame)
-    });
+    let frames = until_shutdown(state, frames, slot).map(Ok::<_, Infallible>);
     ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(frames))
         .into_response()
 }

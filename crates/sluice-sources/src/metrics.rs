@@ -624,10 +624,9 @@ impl FlagMetrics {
                 if !std::mem::take(&mut first) {
                     out.push(',');
                 }
-                let head = serde_json::to_string(&(v.as_str(), SERVED[i])).expect("a name serializes");
-                // `["variant","served"` and the series as the third item.
-                out.push_str(&head[..head.len() - 1]);
-                out.push(',');
+                let variant = serde_json::to_string(v).expect("a name serializes");
+                let served = serde_json::to_string(&SERVED[i]).expect("a name serializes");
+                let _ = write!(out, "[{variant},{served},");
                 series.write_saved(&mut out);
                 out.push(']');
             }
@@ -815,9 +814,8 @@ impl Metrics {
         self.take_dirty().into_iter().filter_map(|name| self.saved_body(&name).map(|body| (name, body))).collect()
     }
 
-    /// The flags changed since the last call, clean afterwards: write each with [`Metrics::saved_body`].
-    /// (A save of a hundred busy flags is tens of milliseconds of CPU; a caller that answers flag
-    /// evaluations on the same threads yields between flags.)
+    /// The flags changed since the last call, clean afterwards: write each with [`Metrics::saved_body`]
+    /// (a caller that answers flag evaluations on the same threads yields between flags).
     pub fn take_dirty(&self) -> Vec<String> {
         std::mem::take(&mut *self.dirty.lock()).into_iter().collect()
     }
@@ -1007,7 +1005,7 @@ mod tests {
         let late = leader.window("f", Some("on"), &[Served::Split], t0 + 30_000, None);
         assert_eq!(late.errors.n, 2 * (1200 - 120));
         let restored = Metrics::default();
-        restored.restore(leader.to_save().into_iter().chain([]).collect());
+        restored.restore(leader.to_save());
         let w = restored.window("f", Some("on"), &[Served::Split], start, None);
         assert_eq!(w.errors.n, 1200 - 42, "the mark was saved with the series");
     }

@@ -399,8 +399,8 @@ async fn main() {
             h.max() as f64 / 1000.0
         );
     }
-    let tenths: Vec<String> = loaded_tenths.iter().map(|h| format!("{:.2}", p99(h))).collect();
-    println!("  loaded p99 at each tenth of the run (ms): {}", tenths.join(", "));
+    let p99s: Vec<String> = loaded_tenths.iter().map(|h| format!("{:.2}", p99(h))).collect();
+    println!("  loaded p99 at each tenth of the run (ms): {}", p99s.join(", "));
     println!("  ingested {} observations, {} admin writes, {} stream lines, {running}/{} rollouts running, {deciding} deciding",
         ingested.load(Ordering::Relaxed), writes.load(Ordering::Relaxed), events.load(Ordering::Relaxed), rollouts.len());
     println!(
