@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use sluice_flags::{LiveFlags, Snapshot};
-use sluice_store::{AppliedBatch, AuditEvent, Change, Store, StoreError};
+use sluice_store::{AppliedBatch, AuditEvent, Change, EnvChange, Store, StoreError};
 use tokio::sync::broadcast;
 
 /// One committed change as the stream tells it: a catalog write, or a rollout's transition or tick.
@@ -16,11 +17,17 @@ use tokio::sync::broadcast;
 /// use sluice_controller::ChangeEvent;
 /// let change = ChangeEvent::new(7, Vec::new(), None);
 /// assert_eq!(change.to_json(), r#"{"revision":7,"events":[]}"#);
+/// let change = ChangeEvent::new(8, Vec::new(), None).in_envs(vec!["staging".into()]);
+/// assert_eq!(change.to_json(), r#"{"revision":8,"envs":["staging"],"events":[]}"#);
 /// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeEvent {
     /// The catalog revision after the change (unchanged by a rollout's own events).
     pub revision: i64,
+    /// The environments whose answers may have changed (empty for a rollout's own events, which change
+    /// none): an evaluation client of another environment is not woken.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub envs: Vec<String>,
     /// The audit events the change wrote.
     pub events: Vec<AuditEvent>,
     /// Set when a rollout changed (a transition, a tick's decisions); `None` for a catalog write.
@@ -38,7 +45,17 @@ pub struct ChangeEvent {
 impl ChangeEvent {
     /// A change to tell.
     pub fn new(revision: i64, events: Vec<AuditEvent>, rollout: Option<RolloutChange>) -> ChangeEvent {
-        ChangeEvent { revision, events, rollout, json: Default::default(), sse: Default::default() }
+        ChangeEvent { revision, envs: Vec::new(), events, rollout, json: Default::default(), sse: Default::default() }
+    }
+
+    /// The same change, naming the environments whose answers it changed.
+    pub fn in_envs(self, envs: Vec<String>) -> ChangeEvent {
+        ChangeEvent { envs, ..self }
+    }
+
+    /// Whether it may change the answers of the environment `env`.
+    pub fn touches(&self, env: &str) -> bool {
+        self.envs.iter().any(|e| e == env)
     }
 
     /// The change as JSON (the stream's `data:`).
@@ -79,14 +96,47 @@ pub struct RolloutChange {
     pub decisions: Vec<sluice_store::Decided>,
 }
 
-/// Called with each snapshot before it goes live, e.g. to serialize what the Unleash client API serves
-/// once per revision rather than once per request.
-pub type OnPublish = Box<dyn Fn(&Snapshot, i64) + Send + Sync>;
+/// Called with each environment's snapshot before it goes live (the environment, the snapshot, its
+/// revision), e.g. to serialize what the Unleash client API serves once per revision rather than once per
+/// request.
+pub type OnPublish = Box<dyn Fn(&str, &Snapshot, i64) + Send + Sync>;
 
-/// The live flag catalog and its only write path.
+/// One environment's live flags, as evaluations see them, and the revision they are at.
+pub struct EnvFlags {
+    name: String,
+    live: LiveFlags,
+    revision: std::sync::atomic::AtomicI64,
+}
+
+impl EnvFlags {
+    /// The environment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its live flags; lock-free to read.
+    pub fn live(&self) -> &LiveFlags {
+        &self.live
+    }
+
+    /// Its revision (the catalog revision at its last change): its ETag.
+    pub fn revision(&self) -> i64 {
+        self.revision.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for EnvFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvFlags").field("name", &self.name).field("revision", &self.revision()).finish()
+    }
+}
+
+/// The live flag catalog of every environment and its only write path.
 pub struct Catalog {
     store: Arc<dyn Store>,
-    live: LiveFlags,
+    /// Every environment, in name order: swapped whole when one is added, renamed or removed, so that a
+    /// reader takes no lock.
+    envs: ArcSwap<Vec<Arc<EnvFlags>>>,
     revision: std::sync::atomic::AtomicI64,
     /// Writes are read-modify-write over the live catalog: one at a time, published before the next.
     writer: tokio::sync::Mutex<()>,
@@ -107,14 +157,22 @@ pub struct Written {
 }
 
 impl Catalog {
-    /// Loads the catalog from `store`; `on_publish` sees this snapshot and every later one.
+    /// Loads every environment's catalog from `store`; `on_publish` sees these snapshots and every later one.
     pub async fn load(store: Arc<dyn Store>, on_publish: OnPublish) -> Result<Catalog, StoreError> {
-        let (snapshot, revision) = store.snapshot().await?;
-        on_publish(&snapshot, revision);
+        let catalogs = store.snapshots().await?;
+        let mut envs = Vec::with_capacity(catalogs.envs.len());
+        for (env, snapshot) in catalogs.envs {
+            on_publish(&env.name, &snapshot, env.revision);
+            envs.push(Arc::new(EnvFlags {
+                name: env.name,
+                live: LiveFlags::new(snapshot),
+                revision: env.revision.into(),
+            }));
+        }
         Ok(Catalog {
             store,
-            live: LiveFlags::new(snapshot),
-            revision: revision.into(),
+            envs: ArcSwap::from_pointee(envs),
+            revision: catalogs.revision.into(),
             writer: tokio::sync::Mutex::new(()),
             changes: broadcast::channel(1024).0,
             on_publish,
@@ -127,12 +185,39 @@ impl Catalog {
         &self.store
     }
 
-    /// The live flags, as evaluations see them.
-    pub fn live(&self) -> &LiveFlags {
-        &self.live
+    /// The environment `name`'s live flags, if it exists; lock-free.
+    #[inline]
+    pub fn env(&self, name: &str) -> Option<Arc<EnvFlags>> {
+        self.envs.load().iter().find(|e| e.name == name).cloned()
     }
 
-    /// The revision last published.
+    /// Every environment, in name order.
+    pub fn envs(&self) -> Arc<Vec<Arc<EnvFlags>>> {
+        self.envs.load_full()
+    }
+
+    /// The environment a call means: `name`, or the only one when it names none. `NotFound` for an unknown
+    /// name; `Conflict` (name one) when it names none and there are several.
+    pub fn resolve(&self, name: Option<&str>) -> Result<Arc<EnvFlags>, StoreError> {
+        let envs = self.envs.load();
+        match name {
+            Some(name) => envs
+                .iter()
+                .find(|e| e.name == name)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound { entity: format!("environment `{name}`") }),
+            None if envs.len() == 1 => Ok(envs[0].clone()),
+            None => Err(StoreError::Conflict {
+                message: format!(
+                    "this server has {} environments ({}): name one (`--env`, `SLUICE_ENV`, or `?env=` in the API)",
+                    envs.len(),
+                    envs.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// The catalog revision last published (of every environment).
     pub fn revision(&self) -> i64 {
         self.revision.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -142,14 +227,15 @@ impl Catalog {
         self.changes.subscribe()
     }
 
-    /// Applies changes computed from the current catalog by `plan`, all or nothing, then publishes the new
-    /// snapshot and tells the stream. `plan`'s error type is the caller's, so it can refuse in its own terms.
-    pub async fn write<E, F>(&self, actor: &str, reason: Option<String>, plan: F) -> Result<Written, E>
+    /// Applies changes computed from the environment `env`'s current catalog by `plan`, all or nothing, then
+    /// publishes the new snapshots and tells the stream. `plan`'s error type is the caller's, so it can
+    /// refuse in its own terms.
+    pub async fn write<E, F>(&self, env: &str, actor: &str, reason: Option<String>, plan: F) -> Result<Written, E>
     where
         F: FnMut(&Snapshot) -> Result<Vec<Change>, E>,
         E: From<StoreError>,
     {
-        self.write_through(&*self.store, actor, reason, plan).await
+        self.write_through(&*self.store, env, actor, reason, plan).await
     }
 
     /// [`write`](Self::write) through another handle on the same store: the controller's, whose writes
@@ -161,6 +247,7 @@ impl Catalog {
     pub async fn write_through<E, F>(
         &self,
         store: &dyn Store,
+        env: &str,
         actor: &str,
         reason: Option<String>,
         mut plan: F,
@@ -172,18 +259,36 @@ impl Catalog {
         const TRIES: usize = 5;
         let _one_writer = self.writer.lock().await;
         let mut tries = 0;
-        let AppliedBatch { events, snapshot, revision } = loop {
+        let batch = loop {
             tries += 1;
-            let changes = plan(&self.live.load())?;
-            match store.apply_all_at(actor, changes, reason.clone(), Some(self.revision())).await {
+            let here = self.resolve(Some(env))?;
+            let changes = plan(&here.live.load())?;
+            match store.apply_in(actor, Some(env), changes, reason.clone(), Some(self.revision())).await {
                 Err(StoreError::Stale { .. }) if tries < TRIES => {
                     self.load_latest().await?;
                 }
                 written => break written?,
             }
         };
-        self.publish(snapshot, revision, events.clone());
+        let AppliedBatch { events, env, snapshot, others, revision } = batch;
+        let mut published = vec![(env, snapshot)];
+        published.extend(others);
+        self.publish(published, revision, events.clone());
         Ok(Written { events, revision })
+    }
+
+    /// Creates, renames or deletes an environment (audited), then publishes the catalogs as they now are.
+    pub async fn change_env(
+        &self,
+        actor: &str,
+        change: EnvChange,
+        reason: Option<String>,
+    ) -> Result<AuditEvent, StoreError> {
+        let _one_writer = self.writer.lock().await;
+        let event = self.store.change_env(actor, change, reason).await?;
+        self.remember_told(std::slice::from_ref(&event));
+        self.load_latest_telling(vec![event.clone()]).await?;
+        Ok(event)
     }
 
     /// Loads the catalog again when the store's revision is past the one published (another replica
@@ -195,25 +300,83 @@ impl Catalog {
 
     /// [`reload`](Self::reload) with the writer lock held.
     async fn load_latest(&self) -> Result<bool, StoreError> {
+        self.load_latest_telling(Vec::new()).await
+    }
+
+    async fn load_latest_telling(&self, events: Vec<AuditEvent>) -> Result<bool, StoreError> {
         // One small read first: most commits (rollout ticks, saved metrics) leave the catalog as it was.
         if self.store.revision().await? <= self.revision() {
             return Ok(false);
         }
-        let (snapshot, revision) = self.store.snapshot().await?;
-        if revision <= self.revision() {
+        let catalogs = self.store.snapshots().await?;
+        if catalogs.revision <= self.revision() {
             return Ok(false);
         }
-        self.publish(snapshot, revision, Vec::new());
+        let current = self.envs.load_full();
+        let same_names = current.len() == catalogs.envs.len()
+            && current.iter().zip(&catalogs.envs).all(|(live, (env, _))| live.name == env.name);
+        if same_names {
+            let mut changed = Vec::new();
+            for (live, (env, snapshot)) in current.iter().zip(catalogs.envs) {
+                if env.revision > live.revision() {
+                    changed.push((env.name, snapshot, env.revision));
+                }
+            }
+            self.publish_at(changed, catalogs.revision, events);
+        } else {
+            // An environment was added, renamed or removed: a new list, each environment with the
+            // snapshot just read (evaluations of one that stays keep their counts).
+            let mut envs = Vec::with_capacity(catalogs.envs.len());
+            let mut names = Vec::new();
+            for (env, snapshot) in catalogs.envs {
+                (self.on_publish)(&env.name, &snapshot, env.revision);
+                match current.iter().find(|e| e.name == env.name) {
+                    Some(live) if env.revision <= live.revision() => envs.push(live.clone()),
+                    Some(live) => {
+                        live.live.replace(snapshot);
+                        live.revision.store(env.revision, std::sync::atomic::Ordering::Release);
+                        names.push(env.name.clone());
+                        envs.push(live.clone());
+                    }
+                    None => {
+                        names.push(env.name.clone());
+                        envs.push(Arc::new(EnvFlags {
+                            name: env.name,
+                            live: LiveFlags::new(snapshot),
+                            revision: env.revision.into(),
+                        }));
+                    }
+                }
+            }
+            self.envs.store(Arc::new(envs));
+            self.revision.store(catalogs.revision, std::sync::atomic::Ordering::Release);
+            let _ = self.changes.send(Arc::new(ChangeEvent::new(catalogs.revision, events, None).in_envs(names)));
+        }
         Ok(true)
     }
 
-    fn publish(&self, snapshot: Snapshot, revision: i64, events: Vec<AuditEvent>) {
-        (self.on_publish)(&snapshot, revision);
-        self.live.replace(snapshot);
+    fn publish(&self, snapshots: Vec<(String, Snapshot)>, revision: i64, events: Vec<AuditEvent>) {
+        let at = snapshots.into_iter().map(|(env, snapshot)| (env, snapshot, revision)).collect();
+        self.publish_at(at, revision, events);
+    }
+
+    /// Publishes each environment's new snapshot at its revision, then the catalog's revision, then tells
+    /// the stream which environments changed.
+    fn publish_at(&self, snapshots: Vec<(String, Snapshot, i64)>, revision: i64, events: Vec<AuditEvent>) {
+        let envs = self.envs.load();
+        let mut names = Vec::with_capacity(snapshots.len());
+        for (env, snapshot, env_revision) in snapshots {
+            if let Some(live) = envs.iter().find(|e| e.name == env) {
+                (self.on_publish)(&env, &snapshot, env_revision);
+                live.live.replace(snapshot);
+                live.revision.store(env_revision, std::sync::atomic::Ordering::Release);
+            }
+            names.push(env);
+        }
         self.revision.store(revision, std::sync::atomic::Ordering::Release);
         self.remember_told(&events);
         // Nobody listening is fine.
-        let _ = self.changes.send(Arc::new(ChangeEvent::new(revision, events, None)));
+        let _ = self.changes.send(Arc::new(ChangeEvent::new(revision, events, None).in_envs(names)));
     }
 
     fn remember_told(&self, events: &[AuditEvent]) {

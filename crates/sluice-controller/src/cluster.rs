@@ -412,8 +412,9 @@ impl Cluster {
             return;
         }
         let (controller, key, who) = (self.controller.clone(), key.to_string(), last.actor.clone());
+        let Some(env) = last.env.clone() else { return };
         tokio::spawn(async move {
-            if let Err(e) = controller.kill_switch_pulled(&key, &who).await {
+            if let Err(e) = controller.kill_switch_pulled(&env, &key, &who).await {
                 tracing::warn!(flag = %key, error = %e, "pausing the rollout of a flag disabled on another replica; its next tick pauses it");
             }
         });

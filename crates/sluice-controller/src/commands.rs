@@ -170,8 +170,21 @@ impl Command {
 impl Controller {
     /// Checks a plan against the live catalog and this server's plug-ins, and starts it: the rollout, its
     /// started state and its first effects are written in one commit, then carried out.
-    pub async fn start(&self, who: &Principal, file: &str, text: &str) -> Result<RolloutRecord, ControllerError> {
-        let snapshot = self.catalog.live().load();
+    pub async fn start(
+        &self,
+        who: &Principal,
+        env: Option<&str>,
+        file: &str,
+        text: &str,
+    ) -> Result<RolloutRecord, ControllerError> {
+        let env = self.catalog.resolve(env)?;
+        if !who.may_act_in(env.name()) {
+            return Err(ControllerError::refused(
+                "environment",
+                format!("the token `{}` may not act in environment `{}`", who.name, env.name()),
+            ));
+        }
+        let snapshot = env.live().load();
         let catalog = sluice_plan::Catalog {
             flags: snapshot
                 .flags()
@@ -197,7 +210,7 @@ impl Controller {
             snapshot.flags().iter().find(|f| f.key == plan.flag.value).cloned().expect("checked against the catalog");
         drop(snapshot);
         let now = self.clock.now();
-        let baselines = self.baselines(&plan, &original, now).await?;
+        let baselines = self.baselines(env.name(), &plan, &original, now).await?;
         let starting = self.lock(&format!("start:{}", plan.flag.value)).await;
         // Readable and unique: the flag and the start time, with a suffix in the unlikely case of a second
         // start of the same flag in the same millisecond (no counter: it would restart with the process).
@@ -214,7 +227,7 @@ impl Controller {
             .rollouts(false)
             .await?
             .into_iter()
-            .find(|r| r.flag == plan.flag.value && !r.active && !r.outbox.is_empty())
+            .find(|r| r.env == env.name() && r.flag == plan.flag.value && !r.active && !r.outbox.is_empty())
         {
             return Err(ControllerError::refused(
                 "unfinished",
@@ -235,7 +248,7 @@ impl Controller {
         let effects = if start_confirms.is_empty() {
             rollout.start(&plan, now)
         } else {
-            let answers = self.ask_confirms(&id, &plan, &rollout, &start_confirms).await;
+            let answers = self.ask_confirms(&id, env.name(), &plan, &rollout, &start_confirms).await;
             let mut source = crate::runner::Answers { measured: &Default::default(), confirmed: &answers };
             let (_, effects) = rollout.tick(&plan, now, &mut source);
             effects
@@ -243,6 +256,7 @@ impl Controller {
         let (outbox, events) = self.outbox_of(&id, &plan, 0, effects);
         let record = RolloutRecord {
             id,
+            env: env.name().to_string(),
             flag: plan.flag.value.clone(),
             plan_name: plan.name.value.clone(),
             plan_text: text.to_string(),
@@ -278,12 +292,13 @@ impl Controller {
     /// start: it could never pass that gate (or fire that trigger).
     async fn baselines(
         &self,
+        env: &str,
         plan: &Plan,
         flag: &sluice_flags::Flag,
         now: sluice_engine::Millis,
     ) -> Result<BTreeMap<String, f64>, ControllerError> {
         let mut baselines = BTreeMap::new();
-        let values = Rollout::new(plan).template_values(plan, Some((&flag.ramp.base, &flag.ramp.ramped)));
+        let values = crate::template_values(env, plan, &Rollout::new(plan), Some(flag));
         for (key, check) in sluice_engine::baseline_checks(plan) {
             let cx = sluice_sources::MeasureContext {
                 rollout: None,
@@ -432,7 +447,7 @@ impl Controller {
         let result = match &command {
             Command::Pause => rollout.pause(&plan, now, &reason),
             Command::Resume => {
-                if self.live_flag(&record.flag).is_some_and(|f| !f.enabled) {
+                if self.live_flag(&record.env, &record.flag).is_some_and(|f| !f.enabled) {
                     return Err(ControllerError::refused(
                         "kill_switch",
                         format!(
@@ -469,9 +484,9 @@ impl Controller {
     ///
     /// The flag is read again first, from the database's latest catalog: told late (another replica took
     /// the command), the flag may have been enabled again since, and then nothing pauses.
-    pub async fn kill_switch_pulled(&self, flag: &str, who: &str) -> Result<(), ControllerError> {
+    pub async fn kill_switch_pulled(&self, env: &str, flag: &str, who: &str) -> Result<(), ControllerError> {
         self.catalog.reload().await?;
-        match self.store.rollouts(true).await?.into_iter().find(|r| r.flag == flag) {
+        match self.store.rollouts(true).await?.into_iter().find(|r| r.env == env && r.flag == flag) {
             Some(record) => self.pause_if_disabled(&record.id, who).await,
             None => Ok(()),
         }
@@ -483,7 +498,7 @@ impl Controller {
     pub(crate) async fn pause_rollouts_of_disabled_flags(&self) -> Result<(), ControllerError> {
         self.catalog.reload().await?;
         for record in self.store.rollouts(true).await? {
-            if self.live_flag(&record.flag).is_some_and(|f| !f.enabled) {
+            if self.live_flag(&record.env, &record.flag).is_some_and(|f| !f.enabled) {
                 self.pause_if_disabled(&record.id, &Self::actor(&record)).await?;
             }
         }
@@ -494,7 +509,7 @@ impl Controller {
     async fn pause_if_disabled(&self, id: &str, who: &str) -> Result<(), ControllerError> {
         let guard = self.lock(id).await;
         let record = self.record(id).await?;
-        if self.live_flag(&record.flag).is_some_and(|f| f.enabled) {
+        if self.live_flag(&record.env, &record.flag).is_some_and(|f| f.enabled) {
             return Ok(());
         }
         self.pause_for_kill_switch(guard, &record, who).await

@@ -13,7 +13,7 @@
 //! use std::sync::Arc;
 //! use sluice_controller::{Catalog, Controller, Seams};
 //! let store: Arc<dyn sluice_store::Store> = Arc::new(sluice_store::SqliteStore::open("data/sluice.db").await?);
-//! let catalog = Arc::new(Catalog::load(store, Box::new(|_, _| {})).await?);
+//! let catalog = Arc::new(Catalog::load(store, Box::new(|_, _, _| {})).await?);
 //! let controller = Controller::new(catalog, Seams::default());
 //! tokio::spawn(controller.clone().run());
 //! # Ok(()) }
@@ -44,7 +44,7 @@ use sluice_sources::Plugins;
 use sluice_store::{Fence, RolloutRecord, Store};
 
 pub use activity::Activity;
-pub use catalog::{Catalog, ChangeEvent, OnPublish, RolloutChange, Written};
+pub use catalog::{Catalog, ChangeEvent, EnvFlags, OnPublish, RolloutChange, Written};
 pub use commands::{Command, CommandBody};
 pub use error::ControllerError;
 pub use refusals::Refusals;
@@ -223,8 +223,8 @@ impl Controller {
     }
 
     /// The flag a rollout ramps, as evaluations see it now.
-    fn live_flag(&self, key: &str) -> Option<Flag> {
-        self.catalog.live().load().flags().iter().find(|f| f.key == key).cloned()
+    fn live_flag(&self, env: &str, key: &str) -> Option<Flag> {
+        self.catalog.env(env)?.live().load().flags().iter().find(|f| f.key == key).cloned()
     }
 
     fn unfinished_insert(&self, id: &str) {
@@ -285,8 +285,8 @@ pub fn plan_of(record: &RolloutRecord) -> Result<Plan, ControllerError> {
 
 /// An action's template values: a check's, and the rollout's `id`, `plan` and last `event` and `reason`
 /// (`sluice_plan::WEBHOOK_TEMPLATES`).
-fn action_values(id: &str, plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
-    let mut values = template_values(plan, rollout, flag);
+fn action_values(id: &str, env: &str, plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
+    let mut values = template_values(env, plan, rollout, flag);
     values.insert("id".into(), id.to_string());
     values.insert("plan".into(), plan.name.value.clone());
     if let Some(last) = rollout.history.last() {
@@ -296,7 +296,10 @@ fn action_values(id: &str, plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) 
     values
 }
 
-/// The template values of a rollout at this moment; the flag's own ramp when the plan names none.
-fn template_values(plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
-    rollout.template_values(plan, flag.map(|f| (f.ramp.base.as_str(), f.ramp.ramped.as_str())))
+/// The template values of a rollout at this moment; the flag's own ramp when the plan names none, and the
+/// environment it runs in as `{{env}}`.
+fn template_values(env: &str, plan: &Plan, rollout: &Rollout, flag: Option<&Flag>) -> BTreeMap<String, String> {
+    let mut values = rollout.template_values(plan, flag.map(|f| (f.ramp.base.as_str(), f.ramp.ramped.as_str())));
+    values.insert("env".into(), env.to_string());
+    values
 }

@@ -266,8 +266,8 @@ impl Controller {
         // Measure first, without the lock: commands may take a while.
         let rollout = record.state.clone();
         let measured_state = Epoch::of(&rollout);
-        let flag = self.live_flag(&record.flag);
-        let values = template_values(&plan, &rollout, flag.as_ref());
+        let flag = self.live_flag(&record.env, &record.flag);
+        let values = template_values(&record.env, &plan, &rollout, flag.as_ref());
         let cx = MeasureContext {
             rollout: Some(&rollout),
             rollout_id: &record.id,
@@ -300,7 +300,7 @@ impl Controller {
         // The confirm gates of the step this tick may take, asked beside the checks (not while a hook runs:
         // no step is taken then).
         let confirms = if hook_running { Vec::new() } else { rollout.confirms_due(&plan, now) };
-        let confirmed = self.ask_confirms(&record.id, &plan, &rollout, &confirms).await;
+        let confirmed = self.ask_confirms(&record.id, &record.env, &plan, &rollout, &confirms).await;
         let guard = self.lock(&record.id).await;
         // Re-read: a person may have acted meanwhile, or the hook finished.
         let Some(record) = self.store.rollout(&record.id).await? else { return Ok(()) };
@@ -310,7 +310,7 @@ impl Controller {
         if !record.active || !as_measured {
             return Ok(());
         }
-        if self.live_flag(&record.flag).is_some_and(|f| !f.enabled) && !pending {
+        if self.live_flag(&record.env, &record.flag).is_some_and(|f| !f.enabled) && !pending {
             // Disabled by any path (the kill switch, an import, a PUT): the rollout must not ramp a flag
             // nobody is served.
             return self.pause_for_kill_switch(guard, &record, &Self::actor(&record)).await;
@@ -459,6 +459,7 @@ impl Controller {
     pub(crate) async fn ask_confirms(
         &self,
         id: &str,
+        env: &str,
         plan: &sluice_plan::Plan,
         rollout: &sluice_engine::Rollout,
         confirms: &[&sluice_plan::model::Confirm],
@@ -466,8 +467,8 @@ impl Controller {
         if confirms.is_empty() {
             return HashMap::new();
         }
-        let flag = self.live_flag(&rollout.flag);
-        let values = crate::action_values(id, plan, rollout, flag.as_ref());
+        let flag = self.live_flag(env, &rollout.flag);
+        let values = crate::action_values(id, env, plan, rollout, flag.as_ref());
         let checks = serde_json::Value::Array(Vec::new());
         let asked = futures_util::future::join_all(confirms.iter().map(|c| {
             let (action, values, checks) = (c.action(), &values, &checks);

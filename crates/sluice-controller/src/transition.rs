@@ -277,8 +277,8 @@ impl Controller {
                         self.save(record, plan, rollout, &actor, &outbox, Saving::default()).await?;
                         self.fault("after-started")?;
                     }
-                    let flag = self.live_flag(&record.flag);
-                    let values = crate::action_values(&record.id, plan, rollout, flag.as_ref());
+                    let flag = self.live_flag(&record.env, &record.flag);
+                    let values = crate::action_values(&record.id, &record.env, plan, rollout, flag.as_ref());
                     let checks = self.last_checks(&record.id).await;
                     let key = outbox[i].key.clone();
                     let cx =
@@ -378,8 +378,9 @@ impl Controller {
         match self.store.rollouts(false).await {
             Ok(all) => {
                 // Active, or ended with its flag restore still to carry out.
-                let driving =
-                    |r: &&RolloutRecord| r.flag == key && r.id != record.id && (r.active || !r.outbox.is_empty());
+                let driving = |r: &&RolloutRecord| {
+                    r.env == record.env && r.flag == key && r.id != record.id && (r.active || !r.outbox.is_empty())
+                };
                 if let Some(other) = all.iter().find(driving) {
                     return ActionOutcome::failed(format!(
                         "flag `{key}` is driven by rollout `{}` ({}): not changed; finish or roll that rollout back first",
@@ -389,7 +390,7 @@ impl Controller {
             }
             Err(e) => return ActionOutcome::failed(format!("cannot tell which rollouts drive `{key}`: {e}")),
         }
-        let Some(flag) = self.live_flag(key) else {
+        let Some(flag) = self.live_flag(&record.env, key) else {
             return ActionOutcome::failed(format!("no flag `{key}`"));
         };
         if let Some(v) = &spec.variant {
@@ -460,12 +461,12 @@ impl Controller {
         key: &str,
         edit: impl Fn(&mut Flag),
     ) -> Result<(), ControllerError> {
-        if self.live_flag(key).is_none() {
+        if self.live_flag(&record.env, key).is_none() {
             let detail = json!({"flag": key, "skipped": "no such flag"});
             return self.audit(actor, "rollout.flag_missing", &record.id, detail, None).await;
         }
         self.catalog
-            .write_through(&*self.store, actor, reason, |snapshot| {
+            .write_through(&*self.store, &record.env, actor, reason, |snapshot| {
                 let mut flag = snapshot
                     .flags()
                     .iter()

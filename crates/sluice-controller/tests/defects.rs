@@ -76,14 +76,14 @@ impl Setup {
         store.apply("alice", Change::PutFlag(flag), None).await.unwrap();
         let clock = Arc::new(VirtualClock::default());
         let world = Arc::new(World::default());
-        let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+        let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
         let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None, fence: None };
         let controller = Controller::new(catalog, seams);
         Setup { _dir: dir, store, clock, world, controller, memory: RunnerMemory::default() }
     }
 
     async fn start(&self, plan: &str) -> String {
-        self.controller.start(&admin(), "plan.yaml", plan).await.unwrap().id
+        self.controller.start(&admin(), None, "plan.yaml", plan).await.unwrap().id
     }
 
     /// `n` minutes, one tick each.
@@ -108,7 +108,17 @@ impl Setup {
     }
 
     fn flag(&self) -> Flag {
-        self.controller.catalog().live().load().flags().iter().find(|f| f.key == "f").cloned().unwrap()
+        self.controller
+            .catalog()
+            .resolve(None)
+            .unwrap()
+            .live()
+            .load()
+            .flags()
+            .iter()
+            .find(|f| f.key == "f")
+            .cloned()
+            .unwrap()
     }
 }
 
@@ -116,7 +126,7 @@ impl Setup {
 async fn edit_flag(s: &Setup, edit: impl Fn(&mut Flag)) {
     s.controller
         .catalog()
-        .write("bob", None, |snapshot| {
+        .write("production", "bob", None, |snapshot| {
             let mut f = snapshot.flags()[0].clone();
             edit(&mut f);
             Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(f)])
@@ -126,7 +136,7 @@ async fn edit_flag(s: &Setup, edit: impl Fn(&mut Flag)) {
 }
 
 fn operator() -> Principal {
-    Principal { name: "oncall".into(), role: Role::Operator }
+    Principal { name: "oncall".into(), role: Role::Operator, envs: None }
 }
 
 fn because(reason: &str) -> CommandBody {
@@ -286,7 +296,7 @@ async fn the_kill_switch_pauses_the_rollout_and_no_rollback_re_enables_the_flag(
         })
     })
     .await;
-    s.controller.kill_switch_pulled("f", "bob").await.unwrap();
+    s.controller.kill_switch_pulled("production", "f", "bob").await.unwrap();
     let Status::Paused { reason, .. } = s.status(&id).await else { panic!("not paused") };
     assert!(reason.contains("kill switch"), "{reason}");
     let refused = s.command(&id, "resume", because("go")).await.unwrap_err();
@@ -364,7 +374,7 @@ async fn old_decisions_are_kept_only_where_the_outcome_changed() {
 
 /// Plans that run programs are started by an admin; operators decide on them.
 fn admin() -> sluice_store::Principal {
-    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin, envs: None }
 }
 
 /// Plans that run programs are started by admins, or by operators only for programs the server allows.
@@ -374,7 +384,7 @@ async fn operators_start_only_plans_whose_programs_the_server_allows() {
                 triggers: [ { name: t, command: [check-errors], above: 1, severity: hard } ]\n\
                 rollback: { actions: [ { exec: [kubectl, rollout, undo, deployment/x] } ] }\n";
     let s = Setup::new().await;
-    let refused = s.controller.start(&operator(), "plan.yaml", plan).await.unwrap_err();
+    let refused = s.controller.start(&operator(), None, "plan.yaml", plan).await.unwrap_err();
     let sluice_controller::ControllerError::Forbidden(why) = &refused else { panic!("{refused:?}") };
     assert!(why.contains("`check-errors`") && why.contains("`kubectl`") && why.contains("--allow-exec"), "{why}");
     let audited = sluice_store::AuditFilter { action_prefix: Some("rollout.refused".into()), ..Default::default() };
@@ -389,7 +399,7 @@ async fn operators_start_only_plans_whose_programs_the_server_allows() {
         ..Default::default()
     };
     let allowing = Controller::with_settings(catalog, seams, settings);
-    allowing.start(&operator(), "plan.yaml", plan).await.unwrap();
+    allowing.start(&operator(), None, "plan.yaml", plan).await.unwrap();
 }
 
 /// Defect 3, the automatic way: a soft trigger's `default: resume` resumes the rollout inside a tick whose

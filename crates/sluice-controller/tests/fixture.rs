@@ -17,11 +17,22 @@ const ROLLED_BACK: &str = "fixture_rolled_back-1a2179bdf6c";
 const THEN: u64 = 1_795_692_421_000;
 
 fn operator() -> Principal {
-    Principal { name: "fixture-operator".into(), role: Role::Operator }
+    Principal { name: "fixture-operator".into(), role: Role::Operator, envs: None }
 }
 
 fn percent(controller: &Controller, flag: &str) -> u8 {
-    controller.catalog().live().load().flags().iter().find(|f| f.key == flag).unwrap().ramp.percent
+    controller
+        .catalog()
+        .resolve(None)
+        .unwrap()
+        .live()
+        .load()
+        .flags()
+        .iter()
+        .find(|f| f.key == flag)
+        .unwrap()
+        .ramp
+        .percent
 }
 
 #[tokio::test]
@@ -52,7 +63,7 @@ async fn a_database_of_the_untyped_version_opens_and_its_rollouts_resume() {
     );
 
     let clock = Arc::new(VirtualClock::at(THEN));
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, ..Seams::default() };
     let controller = Controller::new(catalog, seams);
     controller.recover().await.unwrap();
@@ -69,7 +80,17 @@ async fn a_database_of_the_untyped_version_opens_and_its_rollouts_resume() {
     let settle = CommandBody { pending: Some("retry".into()), ..Default::default() };
     controller.command_named(OUTBOX, "settle", settle, &operator()).await.unwrap();
     assert_eq!(percent(&controller, "fixture_outbox"), 50);
-    let flag = controller.catalog().live().load().flags().iter().find(|f| f.key == "fixture_outbox").cloned().unwrap();
+    let flag = controller
+        .catalog()
+        .resolve(None)
+        .unwrap()
+        .live()
+        .load()
+        .flags()
+        .iter()
+        .find(|f| f.key == "fixture_outbox")
+        .cloned()
+        .unwrap();
     assert_eq!(flag.ramp.segments, ["internal_qa"]);
     let resume = CommandBody { reason: Some("the migration ran once".into()), ..Default::default() };
     let summary = controller.command_named(OUTBOX, "resume", resume, &operator()).await.unwrap();

@@ -26,8 +26,8 @@ async fn a_hanging_prometheus_does_not_delay_another_rollouts_ticks() {
     let (_dir, store, controller) = common::running_with_flags(&["stuck", "fine"]).await;
     let admin = common::admin();
     // Six checks on four slots: the stuck endpoint's slots stay full the whole time.
-    let stuck_id = controller.start(&admin, "stuck.yaml", &plan("stuck", &stuck, 6)).await.unwrap().id;
-    let fine_id = controller.start(&admin, "fine.yaml", &plan("fine", &prometheus.url, 5)).await.unwrap().id;
+    let stuck_id = controller.start(&admin, None, "stuck.yaml", &plan("stuck", &stuck, 6)).await.unwrap().id;
+    let fine_id = controller.start(&admin, None, "fine.yaml", &plan("fine", &prometheus.url, 5)).await.unwrap().id;
     tokio::time::sleep(Duration::from_secs(14)).await;
 
     let decisions = store.decisions(&fine_id, 10_000).await.unwrap();

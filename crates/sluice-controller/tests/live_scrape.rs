@@ -112,8 +112,8 @@ async fn a_healthy_rollout_is_promoted_and_a_failing_one_rolls_back_on_live_numb
 
     let (_dir, store, controller) = common::running_with_flags(&["a", "b"]).await;
     let admin = common::admin();
-    let a = controller.start(&admin, "a.yaml", &plan("a", &prometheus.url, "3s")).await.unwrap().id;
-    let b = controller.start(&admin, "b.yaml", &plan("b", &prometheus.url, "30s")).await.unwrap().id;
+    let a = controller.start(&admin, None, "a.yaml", &plan("a", &prometheus.url, "3s")).await.unwrap().id;
+    let b = controller.start(&admin, None, "b.yaml", &plan("b", &prometheus.url, "30s")).await.unwrap().id;
 
     // Four seconds in, flag b's service starts failing; a keeps going.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -133,7 +133,7 @@ async fn a_healthy_rollout_is_promoted_and_a_failing_one_rolls_back_on_live_numb
         matches!(&status_b, Status::RolledBack { reason } if reason.contains("errors")),
         "the failing rollout: {status_b:?}"
     );
-    let flags = controller.catalog().live().load();
+    let flags = controller.catalog().resolve(None).unwrap().live().load();
     let percent = |key: &str| flags.flags().iter().find(|f| f.key == key).unwrap().ramp.percent;
     assert_eq!((percent("a"), percent("b")), (100, 0));
     // The healthy one's gates passed on values, not on silence.

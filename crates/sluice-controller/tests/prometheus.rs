@@ -32,7 +32,7 @@ fn examples() -> PathBuf {
 }
 
 fn admin() -> Principal {
-    Principal { name: "platform-admin".into(), role: Role::Admin }
+    Principal { name: "platform-admin".into(), role: Role::Admin, envs: None }
 }
 
 #[derive(serde::Deserialize)]
@@ -245,7 +245,7 @@ async fn controller_at(
         store.apply("test", Change::PutFlag(f.clone()), None).await.unwrap();
     }
     let clock = Arc::new(VirtualClock::at(now_ms));
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, ..Seams::default() };
     (dir, store, Controller::new(catalog, seams), clock)
 }
@@ -319,7 +319,7 @@ async fn every_example_plan_starts_against_a_real_prometheus_and_measures_each_c
         }
 
         let (_dir, store, controller, clock) = controller_at(&file, now).await;
-        let record = match controller.start(&admin(), name, &runnable_text).await {
+        let record = match controller.start(&admin(), None, name, &runnable_text).await {
             Ok(r) => r,
             Err(e) => {
                 // A plan that needs a source this build lacks (the built-in metrics) cannot start yet,
@@ -378,13 +378,13 @@ async fn a_baseline_is_captured_at_the_start_and_kept_across_a_restart() {
     // Started an hour into the history: the baseline is the hour before, all at 0.2.
     let start = (t0 + 3600) * 1000;
     let (dir, store, controller, clock) = controller_at(&file, start).await;
-    let id = controller.start(&admin(), "p.yaml", &plan).await.unwrap().id;
+    let id = controller.start(&admin(), None, "p.yaml", &plan).await.unwrap().id;
     let stored = store.rollout(&id).await.unwrap().unwrap();
     assert!((stored.state.baselines["trigger:slower"] - 0.2).abs() < 1e-9, "{:?}", stored.state.baselines);
 
     // A restart: a new controller on the same store ticks with the stored baseline, not a new one.
     drop(controller);
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     clock.advance_ms(58 * 60_000);
     let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, ..Seams::default() };
     let controller = Controller::new(catalog, seams);
@@ -426,7 +426,7 @@ async fn a_phase_gates_baseline_is_captured_when_its_phase_starts() {
     );
     let start = (t0 + 3600 + 30 * 60) * 1000;
     let (dir, store, controller, clock) = controller_at(&file, start).await;
-    let id = controller.start(&admin(), "p.yaml", &plan).await.unwrap().id;
+    let id = controller.start(&admin(), None, "p.yaml", &plan).await.unwrap().id;
     assert!(store.rollout(&id).await.unwrap().unwrap().state.baselines.is_empty(), "nothing captured at the start");
     let memory = RunnerMemory::default();
     let mut summary = controller.summary(&id).await.unwrap();

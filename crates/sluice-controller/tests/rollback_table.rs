@@ -49,7 +49,7 @@ async fn run(row: Row, policy: &str) -> (&'static str, u8, u32) {
     store.apply("alice", Change::PutFlag(Flag::boolean("f")), None).await.unwrap();
     let clock = Arc::new(VirtualClock::default());
     let world = Arc::new(World::default());
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None, fence: None };
     let controller = Controller::new(catalog, seams);
     let plan = format!(
@@ -59,9 +59,9 @@ async fn run(row: Row, policy: &str) -> (&'static str, u8, u32) {
          - {{ name: soft, command: [soft], above: 1, severity: soft, decide_within: 2m, default: rollback }}\n\
          rollback: {{ to: {policy}, actions: [ {{ name: undo, exec: [undo], idempotent: true }} ] }}\n"
     );
-    let admin = Principal { name: "admin".into(), role: Role::Admin };
-    let person = Principal { name: "oncall".into(), role: Role::Operator };
-    let id = controller.start(&admin, "p.yaml", &plan).await.unwrap().id;
+    let admin = Principal { name: "admin".into(), role: Role::Admin, envs: None };
+    let person = Principal { name: "oncall".into(), role: Role::Operator, envs: None };
+    let id = controller.start(&admin, None, "p.yaml", &plan).await.unwrap().id;
     let memory = RunnerMemory::default();
     let tick = |n: usize| {
         let (controller, clock, memory) = (&controller, &clock, &memory);
@@ -116,7 +116,7 @@ async fn run(row: Row, policy: &str) -> (&'static str, u8, u32) {
 
 /// The flag's percentage as served (the summary's percent is the phase's).
 fn controller_flag(controller: &Controller) -> u8 {
-    controller.catalog().live().load().flags()[0].ramp.percent
+    controller.catalog().resolve(None).unwrap().live().load().flags()[0].ramp.percent
 }
 
 #[tokio::test]

@@ -204,12 +204,12 @@ async fn controller_run(plan_text: &str, seed: u64, p_canary: f64, p_control: f6
     let clock = Arc::new(VirtualClock::at(START));
     let registry = sluice_sources::Registry::new(&sluice_sources::Config::default());
     let metrics = sluice_sources::Plugins::metrics(&registry).unwrap();
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     let seams =
         Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: Arc::new(registry), faults: None, fence: None };
     let controller = Controller::new(catalog, seams);
-    let admin = Principal { name: "admin".into(), role: Role::Admin };
-    let id = controller.start(&admin, "plan.yaml", plan_text).await.unwrap().id;
+    let admin = Principal { name: "admin".into(), role: Role::Admin, envs: None };
+    let id = controller.start(&admin, None, "plan.yaml", plan_text).await.unwrap().id;
     let memory = RunnerMemory::default();
     let mut rng = fastrand::Rng::with_seed(seed);
     let plan = plan(plan_text);

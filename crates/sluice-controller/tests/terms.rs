@@ -42,11 +42,11 @@ async fn a_new_term_pauses_the_rollouts_of_flags_disabled_while_nobody_led() {
     let token = store.take_lease(&bid).await.unwrap().into_lease().token;
     let fence = Fence::default();
     fence.set(token);
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     let controller = Controller::new(catalog.clone(), Seams { fence: Some(fence.clone()), ..Seams::default() });
     let first_term = tokio::spawn(controller.clone().run());
-    let admin = Principal { name: "admin".into(), role: Role::Admin };
-    let id = controller.start(&admin, "hourly.yaml", PLAN).await.unwrap().id;
+    let admin = Principal { name: "admin".into(), role: Role::Admin, envs: None };
+    let id = controller.start(&admin, None, "hourly.yaml", PLAN).await.unwrap().id;
     // Running under the first term: its first tick is an interval (an hour) away.
     assert_eq!(store.rollout(&id).await.unwrap().unwrap().state.status, Status::Running);
 
@@ -54,10 +54,12 @@ async fn a_new_term_pauses_the_rollouts_of_flags_disabled_while_nobody_led() {
     // kill switch, which no leader hears.
     fence.set(0);
     tokio::time::timeout(Duration::from_secs(10), first_term).await.expect("the first term's runner stops").unwrap();
-    let mut disabled = catalog.live().load().flags()[0].clone();
+    let mut disabled = catalog.resolve(None).unwrap().live().load().flags()[0].clone();
     disabled.enabled = false;
     catalog
-        .write("bob", None, |_| Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(disabled.clone())]))
+        .write("production", "bob", None, |_| {
+            Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(disabled.clone())])
+        })
         .await
         .unwrap();
     assert_eq!(store.rollout(&id).await.unwrap().unwrap().state.status, Status::Running, "nobody leads");

@@ -16,9 +16,10 @@ use sluice_flags::unleash::{ClientFeatures, Constraint};
 use sluice_flags::{Flag, Override, OverrideAction, SegmentDef, Snapshot};
 use sluice_store::{AuditFilter, Change, Principal, Role};
 
-use crate::auth::{Admin, Operator, Viewer};
+use crate::auth::{Admin, InEnv, Operator, Viewer};
 use crate::error::{parse_json, Params};
 use crate::{ApiError, AppState};
+use sluice_controller::EnvFlags;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -39,9 +40,10 @@ pub(crate) struct Why {
 struct Driven(std::collections::HashMap<String, (String, String)>);
 
 impl Driven {
-    async fn load(state: &AppState) -> Result<Driven, ApiError> {
+    /// The flags rollouts drive in the environment `env`.
+    async fn load(state: &AppState, env: &EnvFlags) -> Result<Driven, ApiError> {
         let active = state.store.rollouts(true).await?;
-        Ok(Driven(active.into_iter().map(|r| (r.flag, (r.id, r.plan_name))).collect()))
+        Ok(Driven(active.into_iter().filter(|r| r.env == env.name()).map(|r| (r.flag, (r.id, r.plan_name))).collect()))
     }
 
     /// Refuses changing `before` (absent: a new flag) into `after` when a rollout drives it and the change
@@ -94,16 +96,17 @@ fn written(status: StatusCode, entity: Value, w: crate::Written) -> Response {
 async fn update_flag(
     state: &AppState,
     who: &Principal,
+    env: &EnvFlags,
     key: &str,
     why: Why,
     edit: impl Fn(&mut Flag) -> Result<(), ApiError>,
 ) -> ApiResult {
-    let driven = Driven::load(state).await?;
+    let driven = Driven::load(state, env).await?;
     let mut result = None;
     let mut refused = None;
     let reason = driven.reason(&[key], Why { reason: why.reason.clone(), force: why.force });
     let w = state
-        .write(&who.name, reason, |snapshot| {
+        .write(env, &who.name, reason, |snapshot| {
             let before = flag_of(snapshot, key)?;
             let mut flag = before.clone();
             edit(&mut flag)?;
@@ -129,12 +132,12 @@ async fn update_flag(
 /// tick) and says why: here when this replica leads, else on the leader as it reads the change. The flag
 /// is already disabled when this runs: a failure here is logged, not answered as an error for a change
 /// that was made, and the rollout's next tick pauses it anyway.
-async fn pause_for_kill_switch(state: &AppState, key: &str, who: &str) {
+async fn pause_for_kill_switch(state: &AppState, env: &EnvFlags, key: &str, who: &str) {
     if !state.cluster.leading() {
         // Its store is fenced: the leader pauses the rollout when it reads the change (`Cluster::follow`).
         return;
     }
-    if let Err(e) = state.controller.kill_switch_pulled(key, who).await {
+    if let Err(e) = state.controller.kill_switch_pulled(env.name(), key, who).await {
         tracing::warn!(flag = %key, error = %e, "pausing the rollout of a disabled flag failed; its next tick pauses it");
     }
 }
@@ -150,21 +153,16 @@ async fn audit_refusal(state: &AppState, actor: &str, key: &str, refusal: &ApiEr
 
 #[utoipa::path(get, path = "/api/v1/flags", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
     responses((status = 200, description = "Every flag", body = crate::openapi::FlagList), crate::openapi::ReadErrors))]
-pub(crate) async fn list_flags(State(state): State<Arc<AppState>>, _: Viewer) -> ApiResult {
-    let snapshot = state.live().load();
-    let revision = state.published.load().revision;
-    Ok(Json(json!({"data": snapshot.flags(), "revision": revision})).into_response())
+pub(crate) async fn list_flags(_: Viewer, InEnv(env): InEnv) -> ApiResult {
+    let snapshot = env.live().load();
+    Ok(Json(json!({"data": snapshot.flags(), "revision": env.revision(), "env": env.name()})).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/flags/{key}", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
     params(("key" = String, Path, description = "The flag's key")),
     responses((status = 200, description = "The flag", body = crate::openapi::OneFlag), crate::openapi::ReadErrors))]
-pub(crate) async fn get_flag(
-    State(state): State<Arc<AppState>>,
-    Viewer(_): Viewer,
-    Path(key): Path<String>,
-) -> ApiResult {
-    let snapshot = state.live().load();
+pub(crate) async fn get_flag(Viewer(_): Viewer, InEnv(env): InEnv, Path(key): Path<String>) -> ApiResult {
+    let snapshot = env.live().load();
     Ok(Json(json!({"data": flag_of(&snapshot, &key)?})).into_response())
 }
 
@@ -175,6 +173,7 @@ pub(crate) async fn get_flag(
 pub(crate) async fn put_flag(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     headers: HeaderMap,
     Path(key): Path<String>,
     Params(why): Params<Why>,
@@ -192,11 +191,11 @@ pub(crate) async fn put_flag(
     let flag: Flag = parse_json(body.to_string().as_bytes())?;
     let only_create = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
     let mut created = false;
-    let driven = Driven::load(&state).await?;
+    let driven = Driven::load(&state, &env).await?;
     let reason = driven.reason(&[&key], Why { reason: why.reason.clone(), force: why.force });
     let mut refused = None;
     let w = state
-        .write(&who.name, reason, |snapshot| {
+        .write(&env, &who.name, reason, |snapshot| {
             let before = snapshot.flags().iter().find(|f| f.key == key);
             created = before.is_none();
             if only_create && !created {
@@ -217,7 +216,7 @@ pub(crate) async fn put_flag(
         (w, _) => w?,
     };
     if !flag.enabled {
-        pause_for_kill_switch(&state, &key, &who.name).await;
+        pause_for_kill_switch(&state, &env, &key, &who.name).await;
     }
     Ok(written(if created { StatusCode::CREATED } else { StatusCode::OK }, json!(flag), w))
 }
@@ -228,11 +227,15 @@ pub(crate) async fn put_flag(
 pub(crate) async fn delete_flag(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Path(key): Path<String>,
     Params(why): Params<Why>,
 ) -> ApiResult {
-    // A flag that a rollout ramps is refused by the store, in the delete's own transaction.
-    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteFlag(key.clone())])).await?;
+    // The definition is shared: deleting removes the flag from every environment, so it takes a caller
+    // who may act in every one. A flag that a rollout ramps is refused by the store, in the delete's own
+    // transaction.
+    may_act_everywhere(&who, "delete a flag (it is removed from every environment)")?;
+    let w = state.write(&env, &who.name, why.reason, |_| Ok(vec![Change::DeleteFlag(key.clone())])).await?;
     Ok(written(StatusCode::OK, Value::Null, w))
 }
 
@@ -254,12 +257,13 @@ pub(crate) struct RampEdit {
 pub(crate) async fn set_ramp(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Path(key): Path<String>,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let edit: RampEdit = parse_json(&body)?;
-    update_flag(&state, &who, &key, why, |flag| {
+    update_flag(&state, &who, &env, &key, why, |flag| {
         let r = &mut flag.ramp;
         if let Some(p) = edit.percent {
             r.percent = p;
@@ -291,10 +295,11 @@ pub(crate) async fn set_ramp(
 pub(crate) async fn enable(
     state: State<Arc<AppState>>,
     who: Operator,
+    env: InEnv,
     key: Path<String>,
     why: Params<Why>,
 ) -> ApiResult {
-    set_enabled(state, who, key, why, true).await
+    set_enabled(state, who, env, key, why, true).await
 }
 
 /// `POST /api/v1/flags/{key}/disable`: the kill switch; everyone gets the off variant.
@@ -304,26 +309,28 @@ pub(crate) async fn enable(
 pub(crate) async fn disable(
     state: State<Arc<AppState>>,
     who: Operator,
+    env: InEnv,
     key: Path<String>,
     why: Params<Why>,
 ) -> ApiResult {
-    set_enabled(state, who, key, why, false).await
+    set_enabled(state, who, env, key, why, false).await
 }
 
 async fn set_enabled(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Path(key): Path<String>,
     Params(why): Params<Why>,
     enabled: bool,
 ) -> ApiResult {
-    let answer = update_flag(&state, &who, &key, why, |f| {
+    let answer = update_flag(&state, &who, &env, &key, why, |f| {
         f.enabled = enabled;
         Ok(())
     })
     .await?;
     if !enabled {
-        pause_for_kill_switch(&state, &key, &who.name).await;
+        pause_for_kill_switch(&state, &env, &key, &who.name).await;
     }
     Ok(answer)
 }
@@ -331,12 +338,8 @@ async fn set_enabled(
 #[utoipa::path(get, path = "/api/v1/flags/{key}/overrides", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
     params(("key" = String, Path, description = "The flag's key")),
     responses((status = 200, description = "The flag's overrides", body = crate::openapi::OverrideList), crate::openapi::ReadErrors))]
-pub(crate) async fn list_overrides(
-    State(state): State<Arc<AppState>>,
-    Viewer(_): Viewer,
-    Path(key): Path<String>,
-) -> ApiResult {
-    let snapshot = state.live().load();
+pub(crate) async fn list_overrides(Viewer(_): Viewer, InEnv(env): InEnv, Path(key): Path<String>) -> ApiResult {
+    let snapshot = env.live().load();
     Ok(Json(json!({"data": flag_of(&snapshot, &key)?.overrides})).into_response())
 }
 
@@ -358,6 +361,7 @@ pub(crate) struct OverrideBody {
 pub(crate) async fn add_override(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Path(key): Path<String>,
     Params(why): Params<Why>,
     body: Bytes,
@@ -373,7 +377,7 @@ pub(crate) async fn add_override(
         (None, None) => None,
     };
     let o = Override { field: b.field, value: b.value, action: b.action, expires_at };
-    update_flag(&state, &who, &key, why, move |flag| {
+    update_flag(&state, &who, &env, &key, why, move |flag| {
         flag.overrides.retain(|x| !(x.field == o.field && x.value == o.value));
         flag.overrides.push(o.clone());
         Ok(())
@@ -397,10 +401,11 @@ pub(crate) struct OverrideSelector {
 pub(crate) async fn clear_overrides(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Path(key): Path<String>,
     Params(sel): Params<OverrideSelector>,
 ) -> ApiResult {
-    update_flag(&state, &who, &key, Why { reason: sel.reason, force: false }, |flag| {
+    update_flag(&state, &who, &env, &key, Why { reason: sel.reason, force: false }, |flag| {
         match (&sel.field, &sel.value) {
             (Some(f), Some(v)) => {
                 let before = flag.overrides.len();
@@ -419,8 +424,9 @@ pub(crate) async fn clear_overrides(
 
 #[utoipa::path(get, path = "/api/v1/segments", tag = "flags", security(("bearer" = []), ("apiKey" = [])),
     responses((status = 200, description = "Every segment", body = crate::openapi::SegmentList), crate::openapi::ReadErrors))]
-pub(crate) async fn list_segments(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> ApiResult {
-    Ok(Json(json!({"data": state.live().load().segments()})).into_response())
+pub(crate) async fn list_segments(Viewer(_): Viewer, InEnv(env): InEnv) -> ApiResult {
+    // Segments are shared: every environment has the same ones.
+    Ok(Json(json!({"data": env.live().load().segments()})).into_response())
 }
 
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
@@ -444,6 +450,7 @@ fn check_segment_name(name: &str) -> Result<(), String> {
 pub(crate) async fn put_segment(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Path(name): Path<String>,
     Params(why): Params<Why>,
     body: Bytes,
@@ -451,8 +458,9 @@ pub(crate) async fn put_segment(
     let b: SegmentBody = parse_json(&body)?;
     check_segment_name(&name).map_err(|m| ApiError::invalid("name", m))?;
     let segment = SegmentDef { id: 0, name: name.clone(), description: b.description, constraints: b.constraints };
-    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::PutSegment(segment.clone())])).await?;
-    let snapshot = state.live().load();
+    may_act_everywhere(&who, "change a segment (segments are shared by every environment)")?;
+    let w = state.write(&env, &who.name, why.reason, |_| Ok(vec![Change::PutSegment(segment.clone())])).await?;
+    let snapshot = env.live().load();
     let stored = snapshot.segments().iter().find(|s| s.name == name).cloned();
     Ok(written(StatusCode::OK, json!(stored), w))
 }
@@ -463,10 +471,12 @@ pub(crate) async fn put_segment(
 pub(crate) async fn delete_segment(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Path(name): Path<String>,
     Params(why): Params<Why>,
 ) -> ApiResult {
-    let w = state.write(&who.name, why.reason, |_| Ok(vec![Change::DeleteSegment(name.clone())])).await?;
+    may_act_everywhere(&who, "delete a segment (segments are shared by every environment)")?;
+    let w = state.write(&env, &who.name, why.reason, |_| Ok(vec![Change::DeleteSegment(name.clone())])).await?;
     Ok(written(StatusCode::OK, Value::Null, w))
 }
 
@@ -481,6 +491,10 @@ pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>, Admin(_): Ad
 pub(crate) struct TokenBody {
     name: String,
     role: Role,
+    /// The environments it may act in: exactly one for an `sdk` token (the only one when there is one);
+    /// absent for another role: every one.
+    #[serde(default)]
+    envs: Option<Vec<String>>,
 }
 
 /// `POST /api/v1/tokens`: the answer carries the token text, the only time it is shown.
@@ -489,7 +503,23 @@ pub(crate) struct TokenBody {
     responses((status = 201, description = "Created; the token's text is shown this once", body = crate::openapi::TokenCreated), crate::openapi::WriteErrors))]
 pub(crate) async fn create_token(State(state): State<Arc<AppState>>, Admin(who): Admin, body: Bytes) -> ApiResult {
     let b: TokenBody = parse_json(&body)?;
-    let (info, token) = state.store.create_token(&who.name, &b.name, b.role).await?;
+    // A token limited to some environments cannot make one that reaches further than itself.
+    if let Some(mine) = &who.envs {
+        let asked = b.envs.as_ref().ok_or_else(|| {
+            ApiError::invalid(
+                "envs",
+                format!("the token `{}` may act in {} only: name those", who.name, mine.join(", ")),
+            )
+        })?;
+        if let Some(other) = asked.iter().find(|e| !mine.contains(e)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_environment",
+                format!("the token `{}` may not give access to environment `{other}`", who.name),
+            ));
+        }
+    }
+    let (info, token) = state.store.create_token_in(&who.name, &b.name, b.role, b.envs).await?;
     state.reload_tokens().await?;
     Ok((StatusCode::CREATED, Json(json!({"data": info, "token": token}))).into_response())
 }
@@ -639,13 +669,14 @@ pub(crate) async fn audit_head(State(state): State<Arc<AppState>>, Viewer(_): Vi
 pub(crate) async fn import_unleash(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let features: ClientFeatures = parse_json(&body)?;
     let (flags, segments) = sluice_flags::import::from_unleash(&features)
         .map_err(|e| ApiError { field: Some(e.field.clone()), ..ApiError::invalid("", e.to_string()) })?;
-    import(&state, &who.name, why.reason, why.force, flags, segments).await
+    import(&state, &who, &env, why, flags, segments).await
 }
 
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
@@ -664,21 +695,26 @@ pub(crate) struct FlagFile {
 pub(crate) async fn import_flags(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     Params(why): Params<Why>,
     body: Bytes,
 ) -> ApiResult {
     let file: FlagFile = parse_json(&body)?;
-    import(&state, &who.name, why.reason, why.force, file.flags, file.segments).await
+    import(&state, &who, &env, why, file.flags, file.segments).await
 }
 
 async fn import(
     state: &AppState,
-    actor: &str,
-    reason: Option<String>,
-    force: bool,
+    who: &Principal,
+    env: &EnvFlags,
+    why: Why,
     flags: Vec<Flag>,
     segments: Vec<SegmentDef>,
 ) -> ApiResult {
+    let (actor, reason, force) = (who.name.as_str(), why.reason, why.force);
+    if !segments.is_empty() {
+        may_act_everywhere(who, "import segments (segments are shared by every environment)")?;
+    }
     let (nf, ns) = (flags.len(), segments.len());
     // Two segments of one name would silently merge: flags that meant the first would get the second.
     for (i, s) in segments.iter().enumerate() {
@@ -690,7 +726,7 @@ async fn import(
             ));
         }
     }
-    let driven = Driven::load(state).await?;
+    let driven = Driven::load(state, env).await?;
     let keys: Vec<&str> = flags.iter().map(|f| f.key.as_str()).collect();
     let why = Why { reason, force };
     let reason = driven.reason(&keys, Why { reason: why.reason.clone(), force });
@@ -701,7 +737,7 @@ async fn import(
     }
     let mut refused = None;
     let w = state
-        .write(actor, reason, |snapshot| {
+        .write(env, actor, reason, |snapshot| {
             for (i, f) in flags.iter().enumerate() {
                 let before = snapshot.flags().iter().find(|b| b.key == f.key);
                 if let Err(e) = driven.check(before, f, &why) {
@@ -728,10 +764,10 @@ async fn import(
 /// `client_api::metrics`).
 #[utoipa::path(get, path = "/api/v1/client-metrics", tag = "unleash", security(("bearer" = []), ("apiKey" = [])),
     responses((status = 200, description = "Counts reported by Unleash SDKs", body = crate::openapi::ClientMetrics), crate::openapi::ReadErrors))]
-pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, _: Viewer) -> ApiResult {
+pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, _: Viewer, InEnv(env): InEnv) -> ApiResult {
     let rows: Vec<Value> = state
         .store
-        .client_metrics()
+        .client_metrics(env.name())
         .await?
         .into_iter()
         .map(|(flag, variant, n)| json!({"flag": flag, "variant": variant, "count": n}))
@@ -739,6 +775,19 @@ pub(crate) async fn client_metrics(State(state): State<Arc<AppState>>, _: Viewer
     let apps: Vec<Value> = state.client_apps.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
     let dropped = crate::client_api::dropped_counts();
     Ok(Json(json!({"data": rows, "applications": apps, "dropped": dropped})).into_response())
+}
+
+/// Refuses a caller limited to some environments an edit of what every environment shares (a segment, a
+/// flag's removal).
+fn may_act_everywhere(who: &Principal, what: &str) -> Result<(), ApiError> {
+    match &who.envs {
+        None => Ok(()),
+        Some(envs) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_environment",
+            format!("the token `{}` may act in {} only: it may not {what}", who.name, envs.join(", ")),
+        )),
+    }
 }
 
 /// `30s`, `5m`, `24h`, `2d`, `1w`.
@@ -759,4 +808,87 @@ pub(crate) fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
         return Err(format!("`{s}` must be positive and at most ten years"));
     }
     Ok(chrono::Duration::seconds(n * secs))
+}
+
+/// One environment as listed: its name and revision, and how many flags are enabled in it.
+fn env_summary(env: &EnvFlags) -> Value {
+    let snapshot = env.live().load();
+    let enabled = snapshot.flags().iter().filter(|f| f.enabled).count();
+    json!({"name": env.name(), "revision": env.revision(), "flags": snapshot.len(), "enabled": enabled})
+}
+
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments", security(("bearer" = []), ("apiKey" = [])),
+    responses((status = 200, description = "Every environment the caller may see", body = crate::openapi::EnvList), crate::openapi::ReadErrors))]
+pub(crate) async fn list_envs(State(state): State<Arc<AppState>>, Viewer(who): Viewer) -> ApiResult {
+    let envs: Vec<Value> =
+        state.catalog.envs().iter().filter(|e| who.may_act_in(e.name())).map(|e| env_summary(e)).collect();
+    Ok(Json(json!({"data": envs})).into_response())
+}
+
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvBody {
+    /// The new environment's name: letters, digits, `_`, `-`, `.`.
+    name: String,
+}
+
+/// `POST /api/v1/environments`: a new environment, every flag in it disabled at 0 %.
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environments", security(("bearer" = []), ("apiKey" = [])),
+    params(Why), request_body = EnvBody,
+    responses((status = 201, description = "Created", body = crate::openapi::EnvWritten), crate::openapi::WriteErrors))]
+pub(crate) async fn create_env(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Params(why): Params<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let b: EnvBody = parse_json(&body)?;
+    may_act_everywhere(&who, "create an environment")?;
+    let event =
+        state.catalog.change_env(&who.name, sluice_store::EnvChange::Create(b.name.clone()), why.reason).await?;
+    let env = state.catalog.resolve(Some(&b.name))?;
+    Ok((StatusCode::CREATED, Json(json!({"data": env_summary(&env), "audit": [event]}))).into_response())
+}
+
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RenameBody {
+    /// The new name.
+    to: String,
+}
+
+/// `POST /api/v1/environments/{name}/rename`: its flags, tokens, rollouts and counts follow.
+#[utoipa::path(post, path = "/api/v1/environments/{name}/rename", tag = "environments", security(("bearer" = []), ("apiKey" = [])),
+    params(("name" = String, Path, description = "The environment's name"), Why), request_body = RenameBody,
+    responses((status = 200, description = "Renamed", body = crate::openapi::EnvWritten), crate::openapi::WriteErrors))]
+pub(crate) async fn rename_env(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(name): Path<String>,
+    Params(why): Params<Why>,
+    body: Bytes,
+) -> ApiResult {
+    let b: RenameBody = parse_json(&body)?;
+    may_act_everywhere(&who, "rename an environment")?;
+    let change = sluice_store::EnvChange::Rename { from: name, to: b.to.clone() };
+    let event = state.catalog.change_env(&who.name, change, why.reason).await?;
+    state.reload_tokens().await?;
+    let env = state.catalog.resolve(Some(&b.to))?;
+    Ok(Json(json!({"data": env_summary(&env), "audit": [event]})).into_response())
+}
+
+/// `DELETE /api/v1/environments/{name}`: refused while a flag is enabled in it, a rollout runs in it, an
+/// active token belongs to it alone, or it is the last one.
+#[utoipa::path(delete, path = "/api/v1/environments/{name}", tag = "environments", security(("bearer" = []), ("apiKey" = [])),
+    params(("name" = String, Path, description = "The environment's name"), Why),
+    responses((status = 200, description = "Deleted", body = crate::openapi::Deleted), crate::openapi::WriteErrors))]
+pub(crate) async fn delete_env(
+    State(state): State<Arc<AppState>>,
+    Admin(who): Admin,
+    Path(name): Path<String>,
+    Params(why): Params<Why>,
+) -> ApiResult {
+    may_act_everywhere(&who, "delete an environment")?;
+    let event = state.catalog.change_env(&who.name, sluice_store::EnvChange::Delete(name), why.reason).await?;
+    Ok(Json(json!({"data": Value::Null, "revision": state.catalog.revision(), "audit": [event]})).into_response())
 }

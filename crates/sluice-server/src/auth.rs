@@ -6,6 +6,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::http::{header, HeaderMap};
+use std::sync::Arc;
+
+use sluice_controller::EnvFlags;
 use sluice_store::{Principal, Role};
 
 use crate::{ApiError, AppState};
@@ -75,30 +78,68 @@ impl AppState {
         }
     }
 
-    /// The caller of an evaluation endpoint: an `sdk` token, or nobody when the server runs with anonymous
-    /// evaluation. Tokens of the other roles are refused (403): an application holding an admin token
-    /// could change every flag. Returns the name to rate-limit by.
-    pub(crate) fn evaluator(&self, headers: &HeaderMap) -> Result<String, EvalRefusal> {
+    /// The environment an evaluation call is answered for, once its caller is known to be allowed: an
+    /// `sdk` token (its environment), or nobody when the server runs with anonymous evaluation (the
+    /// environment `?env=` names in `query`, or the only one). Tokens of the other roles are refused (403):
+    /// an application holding an admin token could change every flag. Rate-limited by the token's name.
+    pub(crate) fn evaluator(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Arc<EnvFlags>, EvalRefusal> {
         let tokens = self.tokens.load();
-        let name = match credential(headers) {
+        let (name, env) = match credential(headers) {
             Credential::Token(t) if !t.is_empty() => match tokens.authenticate(t) {
-                Some(p) if p.role == Role::Sdk => p.name.clone(),
+                Some(p) if p.role == Role::Sdk => (p.name.clone(), p.only_env().map(str::to_string)),
                 Some(p) => return Err(EvalRefusal::Forbidden { role: p.role }),
                 None => return Err(EvalRefusal::Unauthorized),
             },
             Credential::Unreadable => return Err(EvalRefusal::Unauthorized),
-            _ if self.options.anonymous_evaluation => "anonymous".to_string(),
+            _ if self.options.anonymous_evaluation => ("anonymous".to_string(), env_param(query)),
             _ => return Err(EvalRefusal::Unauthorized),
         };
+        let env = self.catalog.resolve(env.as_deref()).map_err(|e| EvalRefusal::Environment(e.to_string()))?;
         match self.limiter.check(&name) {
-            Ok(()) => Ok(name),
+            Ok(()) => Ok(env),
             Err(retry_after) => Err(EvalRefusal::RateLimited { retry_after }),
         }
     }
+
+    /// The environment an admin request acts in: the one `?env=` names in `query`, else the caller's only
+    /// one, else the server's only one. A caller limited to other environments is refused (403), and the
+    /// refusal audited (`access.refused`): an operator of staging probing production is worth knowing of.
+    pub(crate) async fn env_for(&self, who: &Principal, query: Option<&str>) -> Result<Arc<EnvFlags>, ApiError> {
+        let named = env_param(query);
+        let env = self.catalog.resolve(named.as_deref().or(who.only_env()))?;
+        if who.may_act_in(env.name()) {
+            return Ok(env);
+        }
+        let detail = serde_json::json!({"env": env.name(), "allowed": who.envs});
+        if let Err(e) =
+            self.store.record_event(&who.name, "access.refused", &format!("env:{}", env.name()), detail, None).await
+        {
+            tracing::warn!(error = %e, "auditing a refusal");
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden_environment",
+            format!(
+                "the token `{}` may act in {} only, not in `{}`",
+                who.name,
+                who.envs.as_deref().unwrap_or_default().join(", "),
+                env.name()
+            ),
+        ))
+    }
+}
+
+/// The value of `env=` in a query string, if there is one.
+pub(crate) fn env_param(query: Option<&str>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct EnvQuery {
+        env: Option<String>,
+    }
+    serde_urlencoded::from_str::<EnvQuery>(query?).ok()?.env.filter(|e| !e.is_empty())
 }
 
 /// Why an evaluation request was refused before evaluating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EvalRefusal {
     Unauthorized,
     /// A valid token of a role that does not evaluate.
@@ -109,6 +150,8 @@ pub(crate) enum EvalRefusal {
     RateLimited {
         retry_after: u64,
     },
+    /// No environment to answer for: an unknown `?env=`, or none named where there are several.
+    Environment(String),
 }
 
 /// A token bucket per caller: `rate` requests per second, bursts of up to one second's worth.
@@ -159,6 +202,22 @@ macro_rules! role_extractor {
             }
         }
     )+};
+}
+
+/// The environment an admin request acts in ([`AppState::env_for`]), as an extractor: after the role
+/// extractor in a handler's signature.
+pub(crate) struct InEnv(pub Arc<EnvFlags>);
+
+impl axum::extract::FromRequestParts<std::sync::Arc<AppState>> for InEnv {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &std::sync::Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let who = state.require(&parts.headers, Role::Viewer)?;
+        state.env_for(&who, parts.uri.query()).await.map(InEnv)
+    }
 }
 
 role_extractor! {

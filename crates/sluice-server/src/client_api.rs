@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -14,8 +14,13 @@ use std::collections::BTreeMap;
 use crate::error::parse_json;
 use crate::{ApiError, AppState};
 
-fn allowed(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    state.evaluator(headers).map(|_| ()).map_err(|r| {
+/// The environment an SDK's call is answered for (its token's), or the refusal to send.
+fn allowed(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Arc<sluice_controller::EnvFlags>, Box<Response>> {
+    state.evaluator(headers, query).map_err(|r| {
         Box::new(match r {
             crate::auth::EvalRefusal::Unauthorized => ApiError::unauthorized().into_response(),
             crate::auth::EvalRefusal::Forbidden { role } => {
@@ -27,6 +32,7 @@ fn allowed(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "rate limit exceeded"),
             )
                 .into_response(),
+            crate::auth::EvalRefusal::Environment(why) => ApiError::bad_request(why).into_response(),
         })
     })
 }
@@ -35,11 +41,18 @@ fn allowed(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
 #[utoipa::path(get, path = "/api/client/features", tag = "unleash", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
     params(("If-None-Match" = Option<String>, Header, description = "The ETag of the last document")),
     responses((status = 200, description = "Every flag as Unleash features", body = sluice_flags::unleash::ClientFeatures, headers(("ETag" = String))), (status = 304, description = "Unchanged since the ETag given"), crate::openapi::SdkErrors))]
-pub(crate) async fn features(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = allowed(&state, &headers) {
-        return *r;
-    }
-    let published = state.published.load();
+pub(crate) async fn features(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let env = match allowed(&state, &headers, query.as_deref()) {
+        Ok(env) => env,
+        Err(r) => return *r,
+    };
+    let Some(published) = state.published_in(env.name()) else {
+        return ApiError::not_found(format!("environment `{}` is not published yet", env.name())).into_response();
+    };
     let fresh = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == published.etag.as_bytes());
     if fresh {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, published.etag.clone())]).into_response();
@@ -67,8 +80,13 @@ struct Registration {
 #[utoipa::path(post, path = "/api/client/register", tag = "unleash", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
     request_body = Registration,
     responses((status = 202, description = "Registered"), crate::openapi::SdkErrors))]
-pub(crate) async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = allowed(&state, &headers) {
+pub(crate) async fn register(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = allowed(&state, &headers, query.as_deref()) {
         return *r;
     }
     let reg: Registration = match parse_json(&body) {
@@ -147,10 +165,16 @@ pub(crate) fn dropped_counts() -> u64 {
 #[utoipa::path(post, path = "/api/client/metrics", tag = "unleash", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
     request_body = MetricsBody,
     responses((status = 202, description = "Counted"), crate::openapi::SdkErrors))]
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = allowed(&state, &headers) {
-        return *r;
-    }
+pub(crate) async fn metrics(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let env = match allowed(&state, &headers, query.as_deref()) {
+        Ok(env) => env,
+        Err(r) => return *r,
+    };
     let m: MetricsBody = match parse_json(&body) {
         Ok(m) => m,
         Err(e) => return e.into_response(),
@@ -169,7 +193,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     let mut toggles = m.bucket.toggles;
     let mut counts = Vec::new();
     let mut dropped = 0;
-    for flag in state.live().load().flags() {
+    for flag in env.live().load().flags() {
         let Some(mut t) = toggles.remove(&flag.key) else { continue };
         counts.push((flag.key.clone(), "(enabled)".to_string(), t.yes));
         counts.push((flag.key.clone(), "(disabled)".to_string(), t.no));
@@ -189,7 +213,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         counts.truncate(MAX_COUNTS_PER_REPORT);
     }
     DROPPED_COUNTS.fetch_add(dropped as u64, Ordering::Relaxed);
-    match state.store.record_client_metrics(&counts).await {
+    match state.store.record_client_metrics(env.name(), &counts).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
@@ -209,15 +233,21 @@ struct ObservationBatch<'a> {
 #[utoipa::path(post, path = "/api/v1/metrics", tag = "ingestion", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
     request_body = crate::openapi::ObservationBatch,
     responses((status = 202, description = "Recorded", body = crate::openapi::Accepted), crate::openapi::SdkErrors))]
-pub(crate) async fn observations(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = allowed(&state, &headers) {
-        return *r;
-    }
+pub(crate) async fn observations(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let env = match allowed(&state, &headers, query.as_deref()) {
+        Ok(env) => env,
+        Err(r) => return *r,
+    };
     let batch: ObservationBatch = match parse_json(&body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let snapshot = state.live().load();
+    let snapshot = env.live().load();
     // A batch is usually about one flag or a few: the last one found is tried first.
     let mut last: Option<&sluice_flags::Flag> = None;
     for (i, o) in batch.observations.iter().enumerate() {

@@ -233,7 +233,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        // `env` picks the environment (`auth::InEnv`), for every endpoint alike: not a parameter of this one.
+        let rest: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k.as_ref() != "env"))
+            .finish();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(rest.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
             .map(Params)
             .map_err(|e| ApiError::invalid(e.path().to_string(), e.inner().to_string()))

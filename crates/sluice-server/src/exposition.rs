@@ -58,10 +58,15 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     let mut out = String::new();
     flags(&mut out, &state);
     // Kept in the store for good; only the flags that still exist are exported.
-    let mut reported = state.store.client_metrics().await.unwrap_or_default();
-    let snapshot = state.live().load();
-    reported.retain(|(flag, _, _)| snapshot.contains(flag));
-    drop(snapshot);
+    let mut reported = Vec::new();
+    for env in state.catalog.envs().iter() {
+        let snapshot = env.live().load();
+        for (flag, variant, n) in state.store.client_metrics(env.name()).await.unwrap_or_default() {
+            if snapshot.contains(&flag) {
+                reported.push((env.name().to_string(), flag, variant, n));
+            }
+        }
+    }
     client_reports(&mut out, &reported);
     controller_activity(&mut out, state.controller.activity());
     request_times(&mut out, &state.request_times.read());
@@ -88,20 +93,26 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
-/// Each flag's state and what was served and observed for it, from the live snapshot.
+/// Each flag's state in each environment and what was served and observed for it, from the live snapshots.
 fn flags(out: &mut String, state: &AppState) {
-    let snapshot = state.live().load();
+    let envs = state.catalog.envs();
     {
         let mut f =
             Family::new(out, "sluice_flag_enabled", "gauge", "Whether the flag is on (0: its kill switch is pulled).");
-        for flag in snapshot.flags() {
-            f.sample("sluice_flag_enabled", &[("flag", &flag.key)], f64::from(u8::from(flag.enabled)));
+        for env in envs.iter() {
+            for flag in env.live().load().flags() {
+                let labels = [("env", env.name()), ("flag", flag.key.as_str())];
+                f.sample("sluice_flag_enabled", &labels, f64::from(u8::from(flag.enabled)));
+            }
         }
     }
     {
         let mut f = Family::new(out, "sluice_flag_percent", "gauge", "The percentage of the flag's ramp.");
-        for flag in snapshot.flags() {
-            f.sample("sluice_flag_percent", &[("flag", &flag.key)], f64::from(flag.ramp.percent));
+        for env in envs.iter() {
+            for flag in env.live().load().flags() {
+                let labels = [("env", env.name()), ("flag", flag.key.as_str())];
+                f.sample("sluice_flag_percent", &labels, f64::from(flag.ramp.percent));
+            }
         }
     }
     {
@@ -111,47 +122,49 @@ fn flags(out: &mut String, state: &AppState) {
             "counter",
             "Request outcomes applications reported for the flag (POST /api/v1/metrics) since the store began.",
         );
-        for flag in snapshot.flags() {
-            f.sample(
-                "sluice_builtin_observations_total",
-                &[("flag", &flag.key)],
-                state.metrics.observed(&flag.key) as f64,
-            );
+        if let Some(env) = envs.first() {
+            for flag in env.live().load().flags() {
+                let n = state.metrics.observed(&flag.key) as f64;
+                f.sample("sluice_builtin_observations_total", &[("flag", &flag.key)], n);
+            }
         }
     }
     {
-        let counts = state.live().evaluations().counts();
         let mut f = Family::new(
             out,
             "sluice_flag_evaluations_total",
             "counter",
-            "OFREP answers served, by flag and variant, since the process started.",
+            "OFREP answers served, by environment, flag and variant, since the process started.",
         );
-        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
-            if let Served::Variant(variant) = served {
-                f.sample("sluice_flag_evaluations_total", &[("flag", flag), ("variant", variant)], *n as f64);
+        for env in envs.iter() {
+            let snapshot = env.live().load();
+            for (flag, served, n) in env.live().evaluations().counts().iter().filter(|(f, _, _)| snapshot.contains(f)) {
+                if let Served::Variant(variant) = served {
+                    let labels = [("env", env.name()), ("flag", flag), ("variant", variant)];
+                    f.sample("sluice_flag_evaluations_total", &labels, *n as f64);
+                }
             }
         }
         let mut f = Family::new(
             out,
             "sluice_flag_evaluation_errors_total",
             "counter",
-            "OFREP evaluations answered with an error code, by flag, since the process started.",
+            "OFREP evaluations answered with an error code, by environment and flag, since the process started.",
         );
-        for (flag, served, n) in counts.iter().filter(|(flag, _, _)| snapshot.contains(flag)) {
-            if *served == Served::TargetingKeyMissing {
-                f.sample(
-                    "sluice_flag_evaluation_errors_total",
-                    &[("flag", flag), ("code", "TARGETING_KEY_MISSING")],
-                    *n as f64,
-                );
+        for env in envs.iter() {
+            let snapshot = env.live().load();
+            for (flag, served, n) in env.live().evaluations().counts().iter().filter(|(f, _, _)| snapshot.contains(f)) {
+                if *served == Served::TargetingKeyMissing {
+                    let labels = [("env", env.name()), ("flag", flag), ("code", "TARGETING_KEY_MISSING")];
+                    f.sample("sluice_flag_evaluation_errors_total", &labels, *n as f64);
+                }
             }
         }
     }
 }
 
 /// What Unleash SDKs reported (`POST /api/client/metrics`), kept in the store.
-fn client_reports(out: &mut String, reported: &[(String, String, u64)]) {
+fn client_reports(out: &mut String, reported: &[(String, String, String, u64)]) {
     {
         let mut f = Family::new(
             out,
@@ -159,13 +172,14 @@ fn client_reports(out: &mut String, reported: &[(String, String, u64)]) {
             "counter",
             "Evaluations Unleash SDKs reported (POST /api/client/metrics), by flag and whether it was on.",
         );
-        for (flag, variant, n) in reported {
+        for (env, flag, variant, n) in reported {
             let enabled = match variant.as_str() {
                 "(enabled)" => "true",
                 "(disabled)" => "false",
                 _ => continue,
             };
-            f.sample("sluice_unleash_client_evaluations_total", &[("flag", flag), ("enabled", enabled)], *n as f64);
+            let labels = [("env", env.as_str()), ("flag", flag), ("enabled", enabled)];
+            f.sample("sluice_unleash_client_evaluations_total", &labels, *n as f64);
         }
         let mut f = Family::new(
             out,
@@ -173,8 +187,9 @@ fn client_reports(out: &mut String, reported: &[(String, String, u64)]) {
             "counter",
             "Variants Unleash SDKs reported serving, by flag and variant.",
         );
-        for (flag, variant, n) in reported.iter().filter(|(_, v, _)| !v.starts_with('(')) {
-            f.sample("sluice_unleash_client_variants_total", &[("flag", flag), ("variant", variant)], *n as f64);
+        for (env, flag, variant, n) in reported.iter().filter(|(_, _, v, _)| !v.starts_with('(')) {
+            let labels = [("env", env.as_str()), ("flag", flag), ("variant", variant)];
+            f.sample("sluice_unleash_client_variants_total", &labels, *n as f64);
         }
     }
 }

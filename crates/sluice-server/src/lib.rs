@@ -44,8 +44,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
-use sluice_controller::{Catalog, Written};
-use sluice_flags::LiveFlags;
+use sluice_controller::{Catalog, EnvFlags, Written};
 use sluice_store::{Change, Store, StoreError, TokenTable};
 use tokio::sync::broadcast;
 
@@ -75,7 +74,6 @@ pub struct Options {
 /// What the server publishes for each committed revision of the flag catalog.
 #[derive(Debug)]
 pub(crate) struct Published {
-    pub revision: i64,
     /// `/api/client/features`, serialized once per revision.
     pub client_features: axum::body::Bytes,
     pub etag: HeaderValue,
@@ -89,14 +87,15 @@ pub struct AppState {
     pub(crate) metrics: Arc<sluice_sources::metrics::Metrics>,
     pub(crate) controller: Arc<Controller>,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) published: Arc<ArcSwap<Published>>,
+    /// What each environment publishes, by name.
+    pub(crate) published: Arc<ArcSwap<std::collections::HashMap<String, Arc<Published>>>>,
     pub(crate) tokens: ArcSwap<TokenTable>,
     /// Token reloads, one at a time: each reads the table after the one before has stored its copy, so a
     /// slow reload can never put back a token that a later revoke removed.
     pub(crate) tokens_reload: tokio::sync::Mutex<()>,
-    /// An override's expiry time (ms) once it has passed: answers changed with no write, so OFREP clients
+    /// An override's environment and expiry time (ms) once it has passed: answers changed with no write, so OFREP clients
     /// that listen instead of polling are told to refetch.
-    pub(crate) expiries: broadcast::Sender<i64>,
+    pub(crate) expiries: broadcast::Sender<(String, i64)>,
     pub(crate) options: Options,
     pub(crate) limiter: auth::RateLimiter,
     pub(crate) client_apps: Mutex<BTreeMap<String, serde_json::Value>>,
@@ -132,14 +131,16 @@ impl AppState {
         options: Options,
         mut seams: Seams,
     ) -> Result<Arc<AppState>, StoreError> {
-        let published = Arc::new(ArcSwap::from_pointee(Published {
-            revision: -1,
-            client_features: axum::body::Bytes::new(),
-            etag: HeaderValue::from_static("\"\""),
-        }));
+        let published: Arc<ArcSwap<std::collections::HashMap<String, Arc<Published>>>> = Arc::default();
         let publish_to = published.clone();
-        let on_publish: sluice_controller::OnPublish =
-            Box::new(move |snapshot, revision| publish_to.store(Arc::new(publish_of(snapshot, revision))));
+        let on_publish: sluice_controller::OnPublish = Box::new(move |env, snapshot, revision| {
+            let one = Arc::new(publish_of(env, snapshot, revision));
+            publish_to.rcu(|all| {
+                let mut all = std::collections::HashMap::clone(all);
+                all.insert(env.to_string(), one.clone());
+                all
+            });
+        });
         let catalog = Arc::new(Catalog::load(store.clone(), on_publish).await?);
         let tokens = store.token_table().await?;
         let session_key = dashboard::SessionKey::from_hex(&store.server_key("dashboard-session").await?)?;
@@ -189,9 +190,14 @@ impl AppState {
         &*self.store
     }
 
-    /// The live flags, as evaluations see them.
-    pub fn live(&self) -> &LiveFlags {
-        self.catalog.live()
+    /// The live flags of the environment `env` (`None`: the only one), as evaluations see them.
+    pub fn live_in(&self, env: Option<&str>) -> Result<Arc<EnvFlags>, StoreError> {
+        self.catalog.resolve(env)
+    }
+
+    /// What the environment `env` publishes now (its Unleash client API body and ETag).
+    pub(crate) fn published_in(&self, env: &str) -> Option<Arc<Published>> {
+        self.published.load().get(env).cloned()
     }
 
     /// Saves the built-in metrics changed since the last save ([`Cluster::save_metrics`]; every
@@ -242,20 +248,27 @@ impl AppState {
 
     /// Applies changes computed from the current catalog by `plan`, all or nothing, then publishes the new
     /// snapshot (evaluations see it from the next request on) and tells the stream.
-    pub(crate) async fn write<F>(&self, actor: &str, reason: Option<String>, plan: F) -> Result<Written, ApiError>
+    pub(crate) async fn write<F>(
+        &self,
+        env: &EnvFlags,
+        actor: &str,
+        reason: Option<String>,
+        plan: F,
+    ) -> Result<Written, ApiError>
     where
         F: FnMut(&sluice_flags::Snapshot) -> Result<Vec<Change>, ApiError>,
     {
-        self.catalog.write(actor, reason, plan).await
+        self.catalog.write(env.name(), actor, reason, plan).await
     }
 }
 
-fn publish_of(snapshot: &sluice_flags::Snapshot, revision: i64) -> Published {
+fn publish_of(env: &str, snapshot: &sluice_flags::Snapshot, revision: i64) -> Published {
     let body = serde_json::to_vec(snapshot.client_features()).expect("features serialize");
     Published {
-        revision,
         client_features: body.into(),
-        etag: HeaderValue::from_str(&format!("\"r{revision}\"")).expect("ascii"),
+        // The environment is in the tag: a client whose token moves to another environment must not be
+        // told `304` because the two happen to be at the same revision.
+        etag: HeaderValue::from_str(&format!("\"{env}-r{revision}\"")).expect("environment names are ascii"),
     }
 }
 
@@ -390,6 +403,9 @@ const ADMIN_ROUTES: Routes = &[
     ("/api/v1/flags/{key}/overrides", || {
         get(admin::list_overrides).post(admin::add_override).delete(admin::clear_overrides)
     }),
+    ("/api/v1/environments", || get(admin::list_envs).post(admin::create_env)),
+    ("/api/v1/environments/{name}", || delete(admin::delete_env)),
+    ("/api/v1/environments/{name}/rename", || post(admin::rename_env)),
     ("/api/v1/segments", || get(admin::list_segments)),
     ("/api/v1/segments/{name}", || put(admin::put_segment).delete(admin::delete_segment)),
     ("/api/v1/tokens", || get(admin::list_tokens).post(admin::create_token)),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -42,6 +42,10 @@ fn refusal(r: EvalRefusal) -> Response {
             axum::Json(json!({"errorCode": ErrorCode::General, "errorDetails": "rate limit exceeded"})),
         )
             .into_response(),
+        EvalRefusal::Environment(why) => {
+            (StatusCode::BAD_REQUEST, axum::Json(json!({"errorCode": ErrorCode::General, "errorDetails": why})))
+                .into_response()
+        }
     }
 }
 
@@ -117,17 +121,19 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 pub(crate) async fn evaluate_one(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = state.evaluator(&headers) {
-        return refusal(r);
-    }
+    let env = match state.evaluator(&headers, query.as_deref()) {
+        Ok(env) => env,
+        Err(r) => return refusal(r),
+    };
     let ctx = match context_of(&body, Some(&key)) {
         Ok(ctx) => ctx,
         Err(response) => return *response,
     };
-    match state.live().load().evaluate_ofrep(&key, &ctx) {
+    match env.live().load().evaluate_ofrep(&key, &ctx) {
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(error_body(Some(&key), ErrorCode::FlagNotFound, format!("no flag `{key}`"))),
@@ -148,15 +154,21 @@ pub(crate) async fn evaluate_one(
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
     params(("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer")), request_body = Option<crate::openapi::OfrepRequest>,
     responses((status = 200, description = "Every flag for this context", body = crate::openapi::OfrepBulk, headers(("ETag" = String))), (status = 304, description = "Unchanged since the ETag given"), crate::openapi::OfrepErrors))]
-pub(crate) async fn evaluate_all(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = state.evaluator(&headers) {
-        return refusal(r);
-    }
+pub(crate) async fn evaluate_all(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let env = match state.evaluator(&headers, query.as_deref()) {
+        Ok(env) => env,
+        Err(r) => return refusal(r),
+    };
     let ctx = match context_of(&body, None) {
         Ok(ctx) => ctx,
         Err(response) => return *response,
     };
-    let snapshot = state.live().load();
+    let snapshot = env.live().load();
     let mut flags: Vec<Entry<'_>> = Vec::with_capacity(snapshot.len());
     snapshot.evaluate_ofrep_each(&ctx, |o| flags.push(Entry::from(o)));
     let body = serde_json::to_vec(&Bulk { flags, metadata: Empty {}, event_streams: EVENT_STREAMS }).expect("json");
@@ -207,8 +219,12 @@ const EVENT_STREAMS: &[EventStream] =
 /// `GET /ofrep/v1/configuration`: what this server supports, including its event stream.
 #[utoipa::path(get, path = "/ofrep/v1/configuration", tag = "ofrep", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
     responses((status = 200, description = "What this server supports", body = Object), crate::openapi::OfrepErrors))]
-pub(crate) async fn configuration(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = state.evaluator(&headers) {
+pub(crate) async fn configuration(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = state.evaluator(&headers, query.as_deref()) {
         return refusal(r);
     }
     axum::Json(json!({

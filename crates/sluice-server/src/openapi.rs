@@ -60,6 +60,10 @@ pub(crate) async fn openapi_json() -> axum::response::Response {
         crate::admin::list_overrides,
         crate::admin::add_override,
         crate::admin::clear_overrides,
+        crate::admin::list_envs,
+        crate::admin::create_env,
+        crate::admin::rename_env,
+        crate::admin::delete_env,
         crate::admin::list_segments,
         crate::admin::put_segment,
         crate::admin::delete_segment,
@@ -100,6 +104,7 @@ pub(crate) async fn openapi_json() -> axum::response::Response {
         (name = "unleash", description = "The Unleash client API, for Unleash SDKs (an `sdk` token)"),
         (name = "ingestion", description = "Built-in metrics: outcomes reported by the app (an `sdk` token)"),
         (name = "flags", description = "Flags, overrides and segments (viewer reads, operator writes)"),
+        (name = "environments", description = "Environments: named sets of flag states in one server (viewer reads, admin writes). Every admin endpoint takes `?env=NAME`; without it, the caller's only environment or the server's only one"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "The hash-chained audit log (viewer)"),
         (name = "rollouts", description = "Rollouts and their decisions (viewer reads, operator decides)"),
@@ -331,6 +336,29 @@ pub(crate) struct SegmentList {
 pub(crate) struct SegmentWritten {
     data: Option<SegmentDef>,
     revision: i64,
+    audit: Vec<AuditEvent>,
+}
+
+/// One environment.
+#[derive(ToSchema)]
+pub(crate) struct EnvSummary {
+    name: String,
+    /// The catalog revision at its last change: its ETag.
+    revision: i64,
+    /// Flags in it (every flag is in every environment).
+    flags: u64,
+    /// Flags enabled in it.
+    enabled: u64,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct EnvList {
+    data: Vec<EnvSummary>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct EnvWritten {
+    data: EnvSummary,
     audit: Vec<AuditEvent>,
 }
 

@@ -14,7 +14,7 @@ use serde_json::json;
 use sluice_controller::CommandBody;
 use sluice_store::{Principal, Role};
 
-use crate::auth::{Operator, Viewer};
+use crate::auth::{InEnv, Operator, Viewer};
 use crate::error::{parse_json, Params};
 use crate::{ApiError, AppState};
 
@@ -35,11 +35,12 @@ pub(crate) struct StartBody {
 pub(crate) async fn start(
     State(state): State<Arc<AppState>>,
     Operator(who): Operator,
+    InEnv(env): InEnv,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: StartBody = parse_json(&body)?;
     let file = b.file.unwrap_or_else(|| "plan.yaml".into());
-    let record = state.controller.start(&who, &file, &b.plan).await?;
+    let record = state.controller.start(&who, Some(env.name()), &file, &b.plan).await?;
     let data = state.controller.summary(&record.id).await?;
     Ok((StatusCode::CREATED, Json(json!({"data": data}))).into_response())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -90,16 +90,20 @@ fn stream_slot(state: &AppState, key: String, limit: usize, whose: &str) -> Resu
     responses((status = 200, description = "Server-sent events: `refetchEvaluation` on every change (never ends)", content_type = "text/event-stream", body = String), (status = 429, description = "Too many streams open", body = crate::error::ApiError)))]
 pub(crate) async fn ofrep_events(
     State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
     extensions: axum::http::Extensions,
     headers: HeaderMap,
 ) -> Response {
     let peer = extensions.get::<ConnectInfo<SocketAddr>>().copied();
     // A listener with a valid token counts against its token; one without, against its address.
     let tokens = state.tokens.load();
-    let token = match crate::auth::credential(&headers) {
-        crate::auth::Credential::Token(t) => tokens.authenticate(t).map(|p| p.name.clone()),
+    let principal = match crate::auth::credential(&headers) {
+        crate::auth::Credential::Token(t) => tokens.authenticate(t).cloned(),
         _ => None,
     };
+    let token = principal.as_ref().map(|p| p.name.clone());
+    let env_of_token = principal.as_ref().and_then(|p| p.only_env().map(str::to_string));
+    drop(tokens);
     let limits = &state.options.limits;
     let slot = match token {
         Some(name) => {
@@ -122,16 +126,41 @@ pub(crate) async fn ofrep_events(
         Ok(slot) => slot,
         Err(refused) => return refused.into_response(),
     };
+    // The environment: the token's, else the one `?env=` names, else every one (a change anywhere wakes).
+    let env = match (env_of_token, crate::auth::env_param(query.as_deref())) {
+        (Some(env), _) => Some(env),
+        (None, Some(named)) => match state.catalog.resolve(Some(&named)) {
+            Ok(env) => Some(env.name().to_string()),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        (None, None) => None,
+    };
     let (rx, expired, stopping) = (state.subscribe(), state.expiries.subscribe(), state.clone());
-    let events = stream::unfold((rx, expired, state), |(mut rx, mut expired, state)| async move {
+    let events = stream::unfold((rx, expired, state, env), |(mut rx, mut expired, state, env)| async move {
         // A committed change, or an override expiring: either way the answers may differ now.
-        let etag = tokio::select! {
-            change = next_flag_change(&mut rx, &state) => format!("r{}", change?.revision),
-            at = expired.recv() => match at {
-                Ok(at) => format!("r{}-x{at}", state.catalog.revision()),
-                Err(RecvError::Lagged(_)) => format!("r{}-x", state.catalog.revision()),
-                Err(RecvError::Closed) => return None,
-            },
+        let revision = |state: &AppState| match &env {
+            Some(env) => state.catalog.env(env).map_or(0, |e| e.revision()),
+            None => state.catalog.revision(),
+        };
+        let etag = loop {
+            tokio::select! {
+                change = next_flag_change(&mut rx, &state) => {
+                    let change = change?;
+                    // A change of another environment changes none of this client's answers; a catch-up
+                    // after falling behind (no environments named) may have.
+                    if env.as_ref().is_none_or(|e| change.envs.is_empty() || change.touches(e)) {
+                        break format!("r{}", revision(&state));
+                    }
+                }
+                at = expired.recv() => match at {
+                    Ok((in_env, at)) if env.as_ref().is_none_or(|e| *e == in_env) => {
+                        break format!("r{}-x{at}", revision(&state));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break format!("r{}-x", revision(&state)),
+                    Err(RecvError::Closed) => return None,
+                },
+            }
         };
         let data = json!({
             "type": "refetchEvaluation",
@@ -139,7 +168,7 @@ pub(crate) async fn ofrep_events(
             "lastModified": chrono::Utc::now().timestamp(),
         });
         let event = Event::default().id(etag).data(data.to_string());
-        Some((Ok(event), (rx, expired, state)))
+        Some((Ok(event), (rx, expired, state, env)))
     });
     sse(&stopping, events, slot)
 }
@@ -150,20 +179,28 @@ pub async fn announce_expiries(state: Arc<AppState>) {
     let mut changes = state.subscribe();
     loop {
         let now = chrono::Utc::now();
+        // The next override to expire in any environment, and where.
         let next = state
-            .live()
-            .load()
-            .flags()
+            .catalog
+            .envs()
             .iter()
-            .flat_map(|f| f.overrides.iter().filter_map(|o| o.expires_at))
-            .filter(|t| *t > now)
+            .flat_map(|env| {
+                let snapshot = env.live().load();
+                let times: Vec<_> = snapshot
+                    .flags()
+                    .iter()
+                    .flat_map(|f| f.overrides.iter().filter_map(|o| o.expires_at))
+                    .filter(|t| *t > now)
+                    .collect();
+                times.into_iter().map(|t| (t, env.name().to_string()))
+            })
             .min();
         // Nothing expiring: wake on the next change (or hourly, which costs nothing).
-        let wait = next.map_or(Duration::from_secs(3600), |t| (t - now).to_std().unwrap_or_default());
+        let wait = next.as_ref().map_or(Duration::from_secs(3600), |(t, _)| (*t - now).to_std().unwrap_or_default());
         tokio::select! {
             () = tokio::time::sleep(wait) => {
-                if let Some(t) = next.filter(|t| *t <= chrono::Utc::now()) {
-                    let _ = state.expiries.send(t.timestamp_millis());
+                if let Some((t, env)) = next.filter(|(t, _)| *t <= chrono::Utc::now()) {
+                    let _ = state.expiries.send((env, t.timestamp_millis()));
                 }
             }
             change = changes.recv() => {

@@ -202,7 +202,7 @@ struct Run {
 }
 
 fn operator() -> Principal {
-    Principal { name: "oncall".into(), role: Role::Operator }
+    Principal { name: "oncall".into(), role: Role::Operator, envs: None }
 }
 
 fn crashed(e: &sluice_server::ControllerError) -> bool {
@@ -294,7 +294,7 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     for (name, _) in scenarios(set) {
         loop {
-            match state.controller().start(&admin(), name, &plan(name)).await {
+            match state.controller().start(&admin(), None, name, &plan(name)).await {
                 Ok(r) => {
                     ids.insert(name.to_string(), r.id);
                     break;
@@ -355,7 +355,7 @@ async fn drive(set: Set, dir: &Path, crash_at: Option<usize>) -> Run {
     assert_eq!(done_controls, controls.len());
     // Whatever the queue holds is delivered (a failed delivery would wait its backoff; none fails here).
     while state.controller().deliver_due().await > 0 {}
-    let snapshot = state.live().load();
+    let snapshot = state.live_in(None).unwrap().live().load();
     let mut ends = BTreeMap::new();
     for (name, id) in &ids {
         let record = store.rollout(id).await.unwrap().unwrap();
@@ -490,5 +490,5 @@ async fn prove(set: Set, at_least: usize) {
 
 /// Plans that run programs are started by an admin; operators decide on them.
 fn admin() -> sluice_store::Principal {
-    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin, envs: None }
 }

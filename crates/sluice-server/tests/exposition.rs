@@ -77,25 +77,37 @@ async fn metrics_show_flags_rollouts_and_check_values_and_pass_promtool() {
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
-    assert!(text.contains("sluice_flag_percent{flag=\"checkout\"} 10"), "{text}");
+    assert!(text.contains("sluice_flag_percent{env=\"production\",flag=\"checkout\"} 10"), "{text}");
     assert!(text.contains("sluice_rollout_percent{rollout=\"checkout-"), "{text}");
     assert!(text.contains("plan=\"shop \\\"quoted\\\"\""), "label values are escaped: {text}");
     assert!(text.contains("check=\"errors\",kind=\"gate\"} 0.004"), "{text}");
     assert!(text.contains("status=\"running\"} 1"), "{text}");
     assert!(
-        text.contains(&format!("sluice_flag_evaluations_total{{flag=\"checkout\",variant=\"on\"}} {on}\n")),
+        text.contains(&format!(
+            "sluice_flag_evaluations_total{{env=\"production\",flag=\"checkout\",variant=\"on\"}} {on}\n"
+        )),
         "{text}"
     );
     assert!(
-        text.contains(&format!("sluice_flag_evaluations_total{{flag=\"checkout\",variant=\"off\"}} {off}\n")),
+        text.contains(&format!(
+            "sluice_flag_evaluations_total{{env=\"production\",flag=\"checkout\",variant=\"off\"}} {off}\n"
+        )),
         "{text}"
     );
     assert!(
-        text.contains("sluice_flag_evaluation_errors_total{flag=\"checkout\",code=\"TARGETING_KEY_MISSING\"} 1\n"),
+        text.contains("sluice_flag_evaluation_errors_total{env=\"production\",flag=\"checkout\",code=\"TARGETING_KEY_MISSING\"} 1\n"),
         "{text}"
     );
-    assert!(text.contains("sluice_unleash_client_evaluations_total{flag=\"checkout\",enabled=\"true\"} 7\n"), "{text}");
-    assert!(text.contains("sluice_unleash_client_variants_total{flag=\"checkout\",variant=\"on\"} 7\n"), "{text}");
+    assert!(
+        text.contains(
+            "sluice_unleash_client_evaluations_total{env=\"production\",flag=\"checkout\",enabled=\"true\"} 7\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_unleash_client_variants_total{env=\"production\",flag=\"checkout\",variant=\"on\"} 7\n"),
+        "{text}"
+    );
     assert!(text.contains("sluice_decisions_total{kind=\"gate\",outcome=\"holds\"} 1\n"), "{text}");
     assert!(text.contains("sluice_rollout_events_total{event=\"started\"} 2\n"), "{text}");
     assert!(text.contains("sluice_actions_total{kind=\"exec\",result=\"failed\"} 1\n"), "{text}");

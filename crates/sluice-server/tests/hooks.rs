@@ -79,7 +79,7 @@ async fn setup() -> Setup {
     let world = Arc::new(World::default());
     let seams = Seams { clock: clock.clone() as Arc<dyn Clock>, plugins: world.clone(), faults: None, fence: None };
     let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
-    let who = Principal { name: "oncall".into(), role: Role::Operator };
+    let who = Principal { name: "oncall".into(), role: Role::Operator, envs: None };
     Setup { _dir: dir, store, clock, world, state, who }
 }
 
@@ -112,9 +112,9 @@ async fn tick_until_the_migration_runs(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_during_a_long_hook_supersedes_it() {
     let Setup { _dir, store, clock, world, state, who } = setup().await;
-    let id = state.controller().start(&admin(), "plan.yaml", PLAN).await.unwrap().id;
+    let id = state.controller().start(&admin(), None, "plan.yaml", PLAN).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
-    let percent = |state: &AppState| state.live().load().flags()[0].ramp.percent;
+    let percent = |state: &AppState| state.live_in(None).unwrap().live().load().flags()[0].ramp.percent;
 
     // Ticks until phase 2's migration starts; it then runs in its own task, as the runner's ticks do.
     let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
@@ -154,7 +154,7 @@ async fn a_rollback_during_a_long_hook_supersedes_it() {
 async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
     let Setup { _dir, store, clock, world, state, who: _ } = setup().await;
     let plan = PLAN.replace("rollback:\n", "rollback:\n  to: previous-phase\n");
-    let id = state.controller().start(&admin(), "plan.yaml", &plan).await.unwrap().id;
+    let id = state.controller().start(&admin(), None, "plan.yaml", &plan).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
 
     let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
@@ -168,15 +168,15 @@ async fn after_a_step_back_during_a_hook_the_triggers_still_tick() {
     assert!(states.contains(&"paused"), "stepped back first: {states:?}");
     assert_eq!(*states.last().unwrap(), "rolled_back", "then rolled back, the hook still running: {states:?}");
     assert_eq!(world.undos.load(Ordering::SeqCst), 1, "the rollback's action, once");
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 0);
+    assert_eq!(state.live_in(None).unwrap().live().load().flags()[0].ramp.percent, 0);
     world.finish.notify_one();
     migration.await.unwrap().unwrap();
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 0);
+    assert_eq!(state.live_in(None).unwrap().live().load().flags()[0].ramp.percent, 0);
 }
 
 /// Plans that run programs are started by an admin; operators decide on them.
 fn admin() -> sluice_store::Principal {
-    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin, envs: None }
 }
 
 /// A trigger without data while a long hook runs is told to people — and the hook's transition goes on:
@@ -185,7 +185,7 @@ fn admin() -> sluice_store::Principal {
 async fn a_trigger_without_data_during_a_hook_does_not_cancel_the_hook() {
     let Setup { _dir, store, clock, world, state, who: _ } = setup().await;
     let plan = PLAN.replace("analysis: { interval: 1m }", "analysis: { interval: 1m, max_inconclusive: 2 }");
-    let id = state.controller().start(&admin(), "plan.yaml", &plan).await.unwrap().id;
+    let id = state.controller().start(&admin(), None, "plan.yaml", &plan).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
     let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
     world.no_data.store(true, Ordering::SeqCst);
@@ -198,7 +198,11 @@ async fn a_trigger_without_data_during_a_hook_does_not_cancel_the_hook() {
     assert!(!record.outbox.is_empty(), "the hook's transition is still there");
     world.finish.notify_one();
     migration.await.unwrap().unwrap();
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 50, "the hook's percentage was raised");
+    assert_eq!(
+        state.live_in(None).unwrap().live().load().flags()[0].ramp.percent,
+        50,
+        "the hook's percentage was raised"
+    );
 }
 
 /// The kill switch pulled while a hook runs pauses the rollout beside the hook's transition, never over
@@ -206,18 +210,18 @@ async fn a_trigger_without_data_during_a_hook_does_not_cancel_the_hook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kill_switch_during_a_hook_pauses_without_losing_the_hook() {
     let Setup { _dir, store, clock, world, state, who } = setup().await;
-    let id = state.controller().start(&admin(), "plan.yaml", PLAN).await.unwrap().id;
+    let id = state.controller().start(&admin(), None, "plan.yaml", PLAN).await.unwrap().id;
     let memory = Arc::new(RunnerMemory::default());
     let migration = tick_until_the_migration_runs(&state, &clock, &memory, &world).await;
-    let mut flag = state.live().load().flags()[0].clone();
+    let mut flag = state.live_in(None).unwrap().live().load().flags()[0].clone();
     flag.enabled = false;
     state
         .controller()
         .catalog()
-        .write("bob", None, |_| Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(flag.clone())]))
+        .write("production", "bob", None, |_| Ok::<_, sluice_store::StoreError>(vec![Change::PutFlag(flag.clone())]))
         .await
         .unwrap();
-    state.controller().kill_switch_pulled("f", "bob").await.unwrap();
+    state.controller().kill_switch_pulled("production", "f", "bob").await.unwrap();
     let record = store.rollout(&id).await.unwrap().unwrap();
     assert_eq!(record.state.status.name(), "paused");
     assert!(!record.outbox.is_empty(), "the hook's transition is kept");
@@ -225,8 +229,8 @@ async fn the_kill_switch_during_a_hook_pauses_without_losing_the_hook() {
     migration.await.unwrap().unwrap();
     let record = store.rollout(&id).await.unwrap().unwrap();
     assert!(record.outbox.is_empty(), "carried out: {:?}", record.outbox);
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
-    assert!(!state.live().load().flags()[0].enabled, "still disabled");
+    assert_eq!(state.live_in(None).unwrap().live().load().flags()[0].ramp.percent, 50);
+    assert!(!state.live_in(None).unwrap().live().load().flags()[0].enabled, "still disabled");
     let resume = CommandBody { reason: Some("go".into()), ..Default::default() };
     assert!(state.controller().command_named(&id, "resume", resume, &who).await.is_err(), "refused while disabled");
 }

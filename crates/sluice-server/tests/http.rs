@@ -478,7 +478,7 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "method_not_allowed");
 
     assert_eq!(s.audit_len().await, before, "nothing was written");
-    assert_eq!(s.state.live().load().len(), 1);
+    assert_eq!(s.state.live_in(None).unwrap().live().load().len(), 1);
 }
 
 #[tokio::test]
@@ -514,7 +514,7 @@ async fn imports_are_all_or_nothing() {
     let (st, v) = s.admin(M::POST, "/api/v1/import/flags", Some(file)).await;
     assert_eq!((st, &v["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("segments[0].name")), "{v}");
     assert_eq!(s.audit_len().await, before, "nothing of a failed import is written");
-    assert_eq!(s.state.live().load().keys().collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(s.state.live_in(None).unwrap().live().load().keys().collect::<Vec<_>>(), vec!["a", "b"]);
 
     // Query parameters and token names are refused like any bad input: 422 naming the field.
     let (st, v) = s.admin(M::GET, "/api/v1/audit?limit=abc", None).await;

@@ -56,7 +56,7 @@ impl Scene {
 }
 
 fn oncall() -> sluice_store::Principal {
-    sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator }
+    sluice_store::Principal { name: "oncall".into(), role: sluice_store::Role::Operator, envs: None }
 }
 
 async fn crashed_rollout(
@@ -74,6 +74,7 @@ async fn crashed_rollout(
         rollout.rollback(&parsed, 1, "errors").unwrap();
     }
     let record = RolloutRecord {
+        env: "production".into(),
         id: id.into(),
         flag: flag.key.clone(),
         plan_name: "crashy".into(),
@@ -122,7 +123,11 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
     let r = store.rollout("r1").await.unwrap().unwrap();
     assert_eq!(r.status().name(), "paused");
     assert!(r.outbox[0].uncertain, "it waits to be settled: {:?}", r.outbox);
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "nothing after it runs before it is settled");
+    assert_eq!(
+        state.live_in(None).unwrap().live().load().flags()[0].ramp.percent,
+        0,
+        "nothing after it runs before it is settled"
+    );
     let audit = store.audit(&Default::default()).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "rollout.action_unknown"
         && e.reason.as_deref().unwrap_or("").contains("phases[1].hooks.before[0]")));
@@ -137,7 +142,7 @@ async fn an_interrupted_promotion_is_finished_and_an_uncertain_hook_asks_a_perso
     let body = sluice_server::CommandBody { pending: Some("retry".into()), ..Default::default() };
     state.controller().command_named("r1", "settle", body, &who).await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r1:3:0\n");
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
+    assert_eq!(state.live_in(None).unwrap().live().load().flags()[0].ramp.percent, 50);
     assert_eq!(store.rollout("r1").await.unwrap().unwrap().outbox, vec![]);
 }
 
@@ -164,7 +169,7 @@ async fn a_rollback_interrupted_after_its_transition_still_runs_its_actions_once
     let store = Arc::new(store);
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     state.controller().recover().await.unwrap();
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "the flag is back as it was");
+    assert_eq!(state.live_in(None).unwrap().live().load().flags()[0].ramp.percent, 0, "the flag is back as it was");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r2:2:1\n", "the rollback action ran, with its key");
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     state.controller().recover().await.unwrap();
@@ -186,7 +191,7 @@ async fn a_stranded_outbox_is_finished_by_the_running_controller() {
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     state.controller().run_due(&sluice_server::RunnerMemory::default()).await.unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "migrate r5:3:0\n");
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 50);
+    assert_eq!(state.live_in(None).unwrap().live().load().flags()[0].ramp.percent, 50);
     assert_eq!(store.rollout("r5").await.unwrap().unwrap().outbox, vec![]);
 
     // The same stranded outbox under a person's `pause`: carried out first, then the pause.
@@ -236,7 +241,7 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
     let state = AppState::load(store.clone(), Options::default()).await.unwrap();
     // Until that rollback is carried out, a new rollout of the flag would have it restored underneath.
     let refused: sluice_server::ApiError =
-        state.controller().start(&admin(), "p.yaml", &plan(&log)).await.unwrap_err().into();
+        state.controller().start(&admin(), None, "p.yaml", &plan(&log)).await.unwrap_err().into();
     assert_eq!(refused.error, "unfinished", "{}", refused.message);
     tokio::spawn(state.controller().clone().run());
     let begun = std::time::Instant::now();
@@ -244,13 +249,13 @@ async fn the_runner_finishes_a_finished_rollouts_rollback() {
         assert!(begun.elapsed() < std::time::Duration::from_secs(10), "the runner never finished it");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(state.live().load().flags()[0].ramp.percent, 0, "restored");
+    assert_eq!(state.live_in(None).unwrap().live().load().flags()[0].ramp.percent, 0, "restored");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo r8:2:1\n");
     // Then it may start.
-    state.controller().start(&admin(), "p.yaml", &plan(&log)).await.unwrap();
+    state.controller().start(&admin(), None, "p.yaml", &plan(&log)).await.unwrap();
 }
 
 /// Plans that run programs are started by an admin; operators decide on them.
 fn admin() -> sluice_store::Principal {
-    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin }
+    sluice_store::Principal { name: "platform-admin".into(), role: sluice_store::Role::Admin, envs: None }
 }

@@ -204,7 +204,7 @@ notify:
     let told = s.audit("rollout.notification").await;
     assert_eq!(told.iter().filter(|t| t["after"]["ok"] == true).count(), 3, "{told:?}");
     // The rollback itself never waited on the receiver: the flag is back.
-    let flag = s.state.live().load();
+    let flag = s.state.live_in(None).unwrap().live().load();
     assert_eq!(flag.flags().iter().find(|f| f.key == "f").unwrap().ramp.percent, 0);
     assert_eq!(s.store.rollout(&id).await.unwrap().unwrap().state.status.name(), "rolled_back");
 }
@@ -244,7 +244,10 @@ rollback:
     // The flag rollback happened anyway, before the actions.
     let record = s.store.rollout(&id).await.unwrap().unwrap();
     assert_eq!(record.state.status.name(), "rolled_back");
-    assert_eq!(s.state.live().load().flags().iter().find(|f| f.key == "f").unwrap().ramp.percent, 0);
+    assert_eq!(
+        s.state.live_in(None).unwrap().live().load().flags().iter().find(|f| f.key == "f").unwrap().ramp.percent,
+        0
+    );
     // Each failed for good: kept as failed until a person settles it, told once each, and shown on status.
     assert_eq!(record.outbox.iter().filter(|i| i.failed.is_some()).count(), 3, "{:?}", record.outbox);
     assert_eq!(record.state.history.iter().filter(|e| e.kind == "action_failed").count(), 3);
@@ -351,10 +354,10 @@ async fn a_notifier_failing_transiently_is_given_up_after_its_attempts() {
     let plan = format!(
         "name: told\nflag: f\nphases: [ {{ percent: 10, hold: 1h }} ]\nnotify:\n  - slack: {{ url: \"{recv}/busy\" }}\n    on: [started]\n"
     );
-    let who = sluice_store::Principal { name: admin.clone(), role: Role::Admin };
+    let who = sluice_store::Principal { name: admin.clone(), role: Role::Admin, envs: None };
     store.apply("root", sluice_store::Change::PutFlag(sluice_flags::Flag::boolean("f")), None).await.unwrap();
     state.controller().catalog().reload().await.unwrap();
-    let id = state.controller().start(&who, "told.yaml", &plan).await.unwrap().id;
+    let id = state.controller().start(&who, None, "told.yaml", &plan).await.unwrap().id;
     for _ in 0..3 {
         // Each failed try is due again after its backoff: make it due now.
         sqlx::query("UPDATE notifications SET next_ms = 0 WHERE delivered_ms IS NULL")
@@ -520,7 +523,7 @@ phases:
   - percent: 100
 "#;
     let id = s.start_plan(plan).await;
-    let flags = s.state.live().load();
+    let flags = s.state.live_in(None).unwrap().live().load();
     let h = flags.flags().iter().find(|f| f.key == "h").unwrap();
     assert_eq!((h.ramp.percent, h.ramp.ramped.as_str()), (30, "on"), "set before phase 1");
     drop(flags);
@@ -541,7 +544,7 @@ phases:
     s.state.controller().run_due(&RunnerMemory::default()).await.unwrap();
     let record = s.store.rollout(&id).await.unwrap().unwrap();
     assert_eq!(record.state.status.name(), "paused", "the refused hook stepped the rollout back");
-    let g = s.state.live().load().flags().iter().find(|f| f.key == "g").unwrap().ramp.percent;
+    let g = s.state.live_in(None).unwrap().live().load().flags().iter().find(|f| f.key == "g").unwrap().ramp.percent;
     assert_eq!(g, 5, "g stays where its own rollout put it");
     let actions = s.audit("rollout.action").await;
     let refused = actions.iter().find(|a| a["after"]["name"] == "g half").expect("reported");

@@ -36,6 +36,10 @@ pub struct AuditEvent {
     pub prev_hash: String,
     /// SHA-256 (hex) of this event's fields and `prev_hash`.
     pub hash: String,
+    /// The environment it happened in; `None` for what belongs to none (tokens, leases) and for events
+    /// written before environments existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
 }
 
 impl AuditEvent {
@@ -45,14 +49,14 @@ impl AuditEvent {
     /// use sluice_store::audit::{AuditEvent, GENESIS};
     /// let mut e = AuditEvent { seq: 1, at: chrono::Utc::now(), actor: "admin".into(), action: "flag.create".into(),
     ///     entity: "flag:x".into(), before: None, after: Some(serde_json::json!({"key": "x"})), reason: None,
-    ///     prev_hash: GENESIS.into(), hash: String::new() };
+    ///     prev_hash: GENESIS.into(), hash: String::new(), env: Some("staging".into()) };
     /// e.hash = e.computed_hash();
     /// assert_eq!(e.hash.len(), 64);
     /// ```
     pub fn computed_hash(&self) -> String {
         // A JSON array of the fields is an unambiguous encoding (no field can bleed into the next), and
         // serde_json writes object keys sorted, so the same event always gives the same bytes.
-        let canonical = serde_json::json!([
+        let mut canonical = serde_json::json!([
             self.seq,
             self.at.to_rfc3339_opts(SecondsFormat::Micros, true),
             self.actor,
@@ -63,6 +67,11 @@ impl AuditEvent {
             self.reason,
             self.prev_hash,
         ]);
+        // The environment is a tenth field only when there is one: an event written before environments
+        // existed hashes as it did then, and one written since cannot have its environment changed.
+        if let Some(env) = &self.env {
+            canonical.as_array_mut().expect("an array").push(env.as_str().into());
+        }
         let digest = Sha256::digest(canonical.to_string().as_bytes());
         hex::encode(digest)
     }
@@ -113,7 +122,7 @@ pub fn verify<'a>(events: impl IntoIterator<Item = &'a AuditEvent>, anchored_hea
 /// use sluice_store::audit::{AuditEvent, ChainCheck, Verification, GENESIS};
 /// let mut e = AuditEvent { seq: 1, at: chrono::Utc::now(), actor: "admin".into(), action: "flag.create".into(),
 ///     entity: "flag:x".into(), before: None, after: None, reason: None, prev_hash: GENESIS.into(),
-///     hash: String::new() };
+///     hash: String::new(), env: None };
 /// e.hash = e.computed_hash();
 /// let mut check = ChainCheck::new(None);
 /// check.push(&e).unwrap();
@@ -187,12 +196,18 @@ pub(crate) struct NewEvent {
     pub(crate) before: Option<Value>,
     pub(crate) after: Option<Value>,
     pub(crate) reason: Option<String>,
+    pub(crate) env: Option<String>,
 }
 
 impl NewEvent {
     /// The same event, with why.
     pub(crate) fn because(self, reason: impl Into<String>) -> Self {
         NewEvent { reason: Some(reason.into()), ..self }
+    }
+
+    /// The same event, in the environment `env`.
+    pub(crate) fn in_env(self, env: &str) -> Self {
+        NewEvent { env: Some(env.to_string()), ..self }
     }
 
     /// An event that records `after` with no `before`: a note about an entity rather than an edit of it.
@@ -212,6 +227,7 @@ impl NewEvent {
             before: None,
             after: Some(after),
             reason,
+            env: None,
         }
     }
 
@@ -233,6 +249,7 @@ impl NewEvent {
             reason: self.reason,
             prev_hash,
             hash: String::new(),
+            env: self.env,
         };
         event.hash = event.computed_hash();
         event
@@ -252,6 +269,7 @@ pub(crate) struct AuditRow {
     pub(crate) reason: Option<String>,
     pub(crate) prev_hash: String,
     pub(crate) hash: String,
+    pub(crate) env: Option<String>,
 }
 
 impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for AuditRow {
@@ -267,6 +285,7 @@ impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for AuditRow {
             reason: r.text_or_null("reason")?,
             prev_hash: r.text("prev_hash")?,
             hash: r.text("hash")?,
+            env: r.text_or_null("env")?,
         })
     }
 }
@@ -285,6 +304,7 @@ impl AuditRow {
             reason: e.reason.clone(),
             prev_hash: e.prev_hash.clone(),
             hash: e.hash.clone(),
+            env: e.env.clone(),
         }
     }
 
@@ -306,6 +326,7 @@ impl AuditRow {
             reason: self.reason,
             prev_hash: self.prev_hash,
             hash: self.hash,
+            env: self.env,
         })
     }
 }

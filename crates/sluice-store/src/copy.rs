@@ -9,12 +9,13 @@ use crate::{Store, StoreError, Verification};
 #[derive(Debug, Clone)]
 pub struct Dump {
     pub(crate) revision: i64,
-    pub(crate) flags: Vec<(String, String, String)>,
+    pub(crate) environments: Vec<(String, i64, String)>,
+    pub(crate) flags: Vec<(String, String, String, String)>,
     pub(crate) segments: Vec<(i64, String, String)>,
     pub(crate) audit: Vec<AuditRow>,
     #[allow(clippy::type_complexity)]
-    pub(crate) tokens: Vec<(String, String, String, String, String, String, Option<String>)>,
-    pub(crate) client_metrics: Vec<(String, String, i64)>,
+    pub(crate) tokens: Vec<(String, String, String, String, String, String, Option<String>, Option<String>)>,
+    pub(crate) client_metrics: Vec<(String, String, String, i64)>,
     pub(crate) rollouts: Vec<RolloutRow>,
     pub(crate) decisions: Vec<(String, i64, String, i64)>,
     #[allow(clippy::type_complexity)]
@@ -47,21 +48,23 @@ impl Table {
     }
 }
 
-pub(crate) const FLAGS: Table = Table { name: "flags", columns: "key, body, updated_at", order: "key" };
+pub(crate) const ENVIRONMENTS: Table =
+    Table { name: "environments", columns: "name, revision, created_at", order: "name" };
+pub(crate) const FLAGS: Table = Table { name: "flags", columns: "env, key, body, updated_at", order: "env, key" };
 pub(crate) const SEGMENTS: Table = Table { name: "segments", columns: "id, name, body", order: "id" };
 pub(crate) const TOKENS: Table = Table {
     name: "tokens",
-    columns: "id, name, role, secret_sha256, created_at, created_by, revoked_at",
+    columns: "id, name, role, secret_sha256, created_at, created_by, revoked_at, envs",
     order: "created_at, id",
 };
 pub(crate) const RETIRED_SECRETS: Table =
     Table { name: "retired_secrets", columns: "secret_sha256, token_id, until", order: "token_id, secret_sha256" };
 pub(crate) const CLIENT_METRICS: Table =
-    Table { name: "client_metrics", columns: "flag, variant, count", order: "flag, variant" };
+    Table { name: "client_metrics", columns: "env, flag, variant, count", order: "env, flag, variant" };
 pub(crate) const ROLLOUTS: Table = Table {
     name: "rollouts",
     columns: "id, flag, plan_name, plan_text, original_flag, state, status, active, outbox, created_by, \
-              created_at, updated_at",
+              created_at, updated_at, env",
     order: "created_at, id",
 };
 pub(crate) const DECISIONS: Table =
@@ -79,7 +82,9 @@ pub(crate) const SERVER_KEYS: Table =
 /// What a copy moved, to print and to compare with the source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Copied {
-    /// Flags.
+    /// Environments.
+    pub environments: usize,
+    /// Flags (one per flag and environment).
     pub flags: usize,
     /// Segments.
     pub segments: usize,
@@ -100,6 +105,7 @@ pub struct Copied {
 impl Dump {
     fn counts(&self, head: String) -> Copied {
         Copied {
+            environments: self.environments.len(),
             flags: self.flags.len(),
             segments: self.segments.len(),
             audit_events: self.audit.len(),

@@ -24,6 +24,7 @@
 pub mod audit;
 mod catalog;
 mod copy;
+mod environment;
 mod postgres;
 mod rollout;
 pub mod session;
@@ -40,6 +41,7 @@ use sluice_flags::{Flag, FlagError, SegmentDef, Snapshot};
 
 pub use audit::{AuditEvent, Verification};
 pub use copy::{copy, Copied, Dump};
+pub use environment::check_env_name;
 pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use token::{Principal, Role, TokenInfo, TokenTable};
@@ -97,10 +99,53 @@ pub struct Applied {
 pub struct AppliedBatch {
     /// The audit events, in the order of the changes.
     pub events: Vec<AuditEvent>,
-    /// The whole catalog after the changes, compiled.
+    /// The environment the changes were made in.
+    pub env: String,
+    /// The whole catalog of that environment after the changes, compiled.
     pub snapshot: Snapshot,
+    /// Other environments whose state changed too (a new flag appears in each, a definition or a segment
+    /// is shared), each compiled; they are at `revision` too.
+    pub others: Vec<(String, Snapshot)>,
     /// The catalog's revision after the changes.
     pub revision: i64,
+}
+
+/// One environment: a named set of flag states with its own revision (its ETag).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Environment {
+    /// Its name (`staging`, `production`).
+    pub name: String,
+    /// The catalog revision at its last change.
+    pub revision: i64,
+    /// When it was made (RFC 3339; for `production` of a store from before environments, the upgrade).
+    pub created_at: String,
+}
+
+/// Every environment's catalog, compiled, read in one transaction.
+#[derive(Debug)]
+pub struct Catalogs {
+    /// The catalog revision (of all environments: any change bumps it).
+    pub revision: i64,
+    /// Each environment with its snapshot, in name order.
+    pub envs: Vec<(Environment, Snapshot)>,
+}
+
+/// A change to the environments themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvChange {
+    /// A new environment, with every flag in it disabled at 0 %.
+    Create(String),
+    /// A new name for an environment: its flags, tokens, rollouts and counts follow.
+    Rename {
+        /// The name now.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// Removes an environment; refused while a flag is enabled in it, a rollout runs in it, an active token
+    /// belongs to it only, or it is the last one.
+    Delete(String),
 }
 
 /// Why a change or a read failed.
@@ -228,8 +273,29 @@ pub struct AuditFilter {
 /// several replicas). Every method that changes state writes its audit event in the same transaction.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// The current catalog compiled into a snapshot, and its revision (the ETag of the flag state).
-    async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError>;
+    /// The catalog of the only environment compiled into a snapshot, and the catalog's revision;
+    /// `Conflict` when there are several (read [`snapshots`](Self::snapshots)).
+    async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError> {
+        let catalogs = self.snapshots().await?;
+        let revision = catalogs.revision;
+        let only = environment::only(catalogs.envs.into_iter().map(|(e, s)| (e.name, s)).collect())?;
+        Ok((only, revision))
+    }
+
+    /// Every environment's catalog compiled, with its revision, and the catalog's revision.
+    async fn snapshots(&self) -> Result<Catalogs, StoreError>;
+
+    /// The environments, in name order.
+    async fn environments(&self) -> Result<Vec<Environment>, StoreError>;
+
+    /// Creates, renames or deletes an environment as `actor`, audited (`env.create`, `env.rename`,
+    /// `env.delete`) in the same transaction; bumps the catalog's revision.
+    async fn change_env(
+        &self,
+        actor: &str,
+        change: EnvChange,
+        reason: Option<String>,
+    ) -> Result<AuditEvent, StoreError>;
 
     /// The catalog's revision now: one small read, to learn whether another replica changed it.
     async fn revision(&self) -> Result<i64, StoreError>;
@@ -247,10 +313,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// [`apply_all`](Self::apply_all), refused with [`StoreError::Stale`] unless the catalog is still at
     /// `expect_revision`: changes planned from a replica's copy of the catalog must not overwrite a change
-    /// another replica committed meanwhile.
+    /// another replica committed meanwhile. Made in the only environment (`Conflict` when there are
+    /// several: use [`apply_in`](Self::apply_in)).
     async fn apply_all_at(
         &self,
         actor: &str,
+        changes: Vec<Change>,
+        reason: Option<String>,
+        expect_revision: Option<i64>,
+    ) -> Result<AppliedBatch, StoreError> {
+        self.apply_in(actor, None, changes, reason, expect_revision).await
+    }
+
+    /// [`apply_all_at`](Self::apply_all_at) in the environment `env` (`None`: the only one).
+    async fn apply_in(
+        &self,
+        actor: &str,
+        env: Option<&str>,
         changes: Vec<Change>,
         reason: Option<String>,
         expect_revision: Option<i64>,
@@ -321,8 +400,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn head(&self) -> Result<String, StoreError>;
 
     /// Creates a token named `name` with `role`, audited as `actor`. Returns the token text, shown only now:
-    /// the store keeps its SHA-256.
-    async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError>;
+    /// the store keeps its SHA-256. An `sdk` token belongs to the only environment (`Conflict` when there
+    /// are several: use [`create_token_in`](Self::create_token_in)); any other may act in every one.
+    async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError> {
+        self.create_token_in(actor, name, role, None).await
+    }
+
+    /// [`create_token`](Self::create_token), limited to the environments `envs` (`None`: every one; an
+    /// `sdk` token must name exactly one, or there must be only one).
+    async fn create_token_in(
+        &self,
+        actor: &str,
+        name: &str,
+        role: Role,
+        envs: Option<Vec<String>>,
+    ) -> Result<(TokenInfo, String), StoreError>;
 
     /// Makes `text` (`SLUICE_ADMIN_TOKEN`) an active token named `name` with `role`: kept when it is one
     /// already; the new secret of the token `name` when that exists (the secret it replaces is revoked,
@@ -357,11 +449,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(self.token_table().await?.authenticate(token).cloned())
     }
 
-    /// Adds evaluation counts reported by an SDK: (flag, variant) → count.
-    async fn record_client_metrics(&self, counts: &[(String, String, u64)]) -> Result<(), StoreError>;
+    /// Adds evaluation counts reported by an SDK of the environment `env`: (flag, variant) → count.
+    async fn record_client_metrics(&self, env: &str, counts: &[(String, String, u64)]) -> Result<(), StoreError>;
 
-    /// The evaluation counts kept so far: (flag, variant, count), by flag then variant.
-    async fn client_metrics(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// The evaluation counts kept so far in `env`: (flag, variant, count), by flag then variant.
+    async fn client_metrics(&self, env: &str) -> Result<Vec<(String, String, u64)>, StoreError>;
 
     /// Records a new active rollout with the audit events of its start and its queued notifications,
     /// refused (`Conflict`, naming it) when its flag already has one. Returns the audit events written.
@@ -684,6 +776,8 @@ pub type AuditNote = (String, Value, Option<String>);
 pub struct RolloutRecord {
     /// Its id.
     pub id: String,
+    /// The environment it runs in.
+    pub env: String,
     /// The flag it ramps.
     pub flag: String,
     /// The plan's name.

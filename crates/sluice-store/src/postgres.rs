@@ -93,6 +93,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         (1, "schema", include_str!("../migrations/postgres/0001_schema.sql")),
         (2, "dead letters", include_str!("../migrations/postgres/0002_dead_letters.sql")),
         (3, "retired secrets", include_str!("../migrations/postgres/0003_retired_secrets.sql")),
+        (4, "environments", include_str!("../migrations/postgres/0004_environments.sql")),
     ];
     sqlx::migrate::Migrator::with_migrations(crate::sql::migrations_of(MIGRATIONS))
 }

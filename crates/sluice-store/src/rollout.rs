@@ -67,22 +67,25 @@ pub(crate) fn not_found(id: &str) -> StoreError {
 
 /// The audit events of a rollout's start: `rollout.create`, then the caller's notes.
 pub(crate) fn created_events(r: &RolloutRecord, notes: &[AuditNote], at: DateTime<Utc>) -> Vec<NewEvent> {
-    let created = serde_json::json!({"id": r.id, "plan": r.plan_name, "flag": r.flag});
-    let mut events = vec![NewEvent::note(at, &r.created_by, "rollout.create", &entity(&r.id), created, None)];
-    events.extend(note_events(&r.created_by, &r.id, notes, at));
+    let created = serde_json::json!({"id": r.id, "plan": r.plan_name, "flag": r.flag, "env": r.env});
+    let mut events =
+        vec![NewEvent::note(at, &r.created_by, "rollout.create", &entity(&r.id), created, None).in_env(&r.env)];
+    events.extend(note_events(&r.created_by, &r.id, &r.env, notes, at));
     events
 }
 
-/// The audit events of a rollout's transition.
-pub(crate) fn saved_events(save: &RolloutSave<'_>, at: DateTime<Utc>) -> Vec<NewEvent> {
-    note_events(save.actor, save.id, save.events, at)
+/// The audit events of a rollout's transition, in its environment `env`.
+pub(crate) fn saved_events(save: &RolloutSave<'_>, env: &str, at: DateTime<Utc>) -> Vec<NewEvent> {
+    note_events(save.actor, save.id, env, save.events, at)
 }
 
-fn note_events(actor: &str, id: &str, notes: &[AuditNote], at: DateTime<Utc>) -> Vec<NewEvent> {
+fn note_events(actor: &str, id: &str, env: &str, notes: &[AuditNote], at: DateTime<Utc>) -> Vec<NewEvent> {
     let entity = entity(id);
     notes
         .iter()
-        .map(|(action, after, reason)| NewEvent::note(at, actor, action, &entity, after.clone(), reason.clone()))
+        .map(|(action, after, reason)| {
+            NewEvent::note(at, actor, action, &entity, after.clone(), reason.clone()).in_env(env)
+        })
         .collect()
 }
 
@@ -105,6 +108,7 @@ pub(crate) struct RolloutRow {
     pub(crate) created_by: String,
     pub(crate) created_at: String,
     pub(crate) updated_at: String,
+    pub(crate) env: String,
 }
 
 impl crate::session::Values for RolloutRow {
@@ -121,6 +125,7 @@ impl crate::session::Values for RolloutRow {
             .bind(&self.created_by)
             .bind(&self.created_at)
             .bind(&self.updated_at)
+            .bind(&self.env)
     }
 }
 
@@ -139,6 +144,7 @@ impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for RolloutRow {
             created_by: r.text("created_by")?,
             created_at: r.text("created_at")?,
             updated_at: r.text("updated_at")?,
+            env: r.text("env")?,
         })
     }
 }
@@ -162,6 +168,7 @@ impl RolloutRow {
             created_by: self.created_by,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            env: self.env,
             id,
         })
     }

@@ -6,7 +6,6 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
-use sluice_flags::Snapshot;
 
 use crate::audit::{AuditRow, NewEvent};
 use crate::catalog::{Catalog, RowEdit};
@@ -15,9 +14,9 @@ use crate::session::{Backend, Query, Row, Session, Tx, Values, Writer};
 use crate::stored::{self, count_from_column, count_to_column, rfc3339, to_json};
 use crate::token::{self, NewToken, TokenRow};
 use crate::{
-    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Bootstrap, Change, Decided, Destination, Fence, Lease,
-    LeaseAnswer, LeaseBid, NewDecision, NewNotification, QueuedNotification, Role, RolloutRecord, RolloutSave, Store,
-    StoreError, TokenInfo, TokenTable, CONTROLLER_LEASE,
+    audit, AppliedBatch, AuditEvent, AuditFilter, AuditNote, Bootstrap, Catalogs, Change, Decided, Destination,
+    EnvChange, Environment, Fence, Lease, LeaseAnswer, LeaseBid, NewDecision, NewNotification, QueuedNotification,
+    Role, RolloutRecord, RolloutSave, Store, StoreError, TokenInfo, TokenTable, CONTROLLER_LEASE,
 };
 
 /// A backend's embedded migrations, (version, description, SQL), as sqlx runs them.
@@ -33,18 +32,150 @@ pub(crate) fn migrations_of(list: &'static [(i64, &'static str, &'static str)]) 
 
 #[async_trait]
 impl<B: Backend> Store for B {
-    async fn snapshot(&self) -> Result<(Snapshot, i64), StoreError> {
+    async fn snapshots(&self) -> Result<Catalogs, StoreError> {
         // One snapshot of the database: a commit between the reads must not label catalog N as N+1.
         let mut tx = self.begin_read().await?;
         let catalog = load_catalog(&mut tx).await?;
+        let envs = read_environments(&mut tx).await?;
         let revision: i64 = Query::new("SELECT revision FROM revision WHERE id = 1").scalar(&mut tx).await?;
         tx.commit().await?;
-        Ok((catalog.into_snapshot()?, revision))
+        let compiled = catalog.into_snapshots()?;
+        let envs = envs.into_iter().zip(compiled).map(|(env, (_, snapshot))| (env, snapshot)).collect();
+        Ok(Catalogs { revision, envs })
     }
 
-    async fn apply_all_at(
+    async fn environments(&self) -> Result<Vec<Environment>, StoreError> {
+        read_environments(&mut self.acquire().await?).await
+    }
+
+    async fn change_env(
         &self,
         actor: &str,
+        change: EnvChange,
+        reason: Option<String>,
+    ) -> Result<AuditEvent, StoreError> {
+        let (_writer, mut tx) = begin_write(self).await?;
+        let now = Utc::now();
+        let catalog = load_catalog(&mut tx).await?;
+        let names: Vec<String> = catalog.env_names().map(str::to_string).collect();
+        let exists = |name: &str| names.iter().any(|n| n == name);
+        let missing = |name: &str| StoreError::NotFound { entity: format!("environment `{name}`") };
+        let taken = |name: &str| StoreError::Conflict { message: format!("environment `{name}` exists already") };
+        let invalid = |name: &str, message: String| StoreError::InvalidField {
+            entity: format!("environment `{name}`"),
+            field: "name".into(),
+            message,
+        };
+        let revision: i64 = Query::new("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision")
+            .scalar(&mut tx)
+            .await?;
+        let event = match &change {
+            EnvChange::Create(name) => {
+                crate::check_env_name(name).map_err(|m| invalid(name, m))?;
+                if exists(name) {
+                    return Err(taken(name));
+                }
+                Query::new("INSERT INTO environments (name, revision, created_at) VALUES ($1, $2, $3)")
+                    .bind(name)
+                    .bind(revision)
+                    .bind(rfc3339(now))
+                    .execute(&mut tx)
+                    .await?;
+                let flags = catalog.definitions();
+                for flag in &flags {
+                    let edit =
+                        RowEdit::PutFlag { env: name.clone(), key: flag.key.clone(), body: to_json(flag).to_string() };
+                    write_edit(&mut tx, &edit, &rfc3339(now)).await?;
+                }
+                let after = serde_json::json!({"name": name, "flags": flags.len()});
+                NewEvent::note(now, actor, "env.create", &format!("env:{name}"), after, reason).in_env(name)
+            }
+            EnvChange::Rename { from, to } => {
+                crate::check_env_name(to).map_err(|m| invalid(to, m))?;
+                if !exists(from) {
+                    return Err(missing(from));
+                }
+                if exists(to) {
+                    return Err(taken(to));
+                }
+                Query::new("UPDATE environments SET name = $2, revision = $3 WHERE name = $1")
+                    .bind(from)
+                    .bind(to)
+                    .bind(revision)
+                    .execute(&mut tx)
+                    .await?;
+                for sql in [
+                    "UPDATE flags SET env = $2 WHERE env = $1",
+                    "UPDATE rollouts SET env = $2 WHERE env = $1",
+                    "UPDATE client_metrics SET env = $2 WHERE env = $1",
+                ] {
+                    Query::new(sql).bind(from).bind(to).execute(&mut tx).await?;
+                }
+                // Tokens keep their environments as a JSON list: rewritten one by one.
+                let limited: Vec<(String, String)> =
+                    Query::new("SELECT id, envs FROM tokens WHERE envs IS NOT NULL").fetch_all(&mut tx).await?;
+                for (id, envs) in limited {
+                    let mut list: Vec<String> = stored::parse_json(&envs, || format!("token {id}, `envs`"))?;
+                    if list.iter().any(|e| e == from) {
+                        list.iter_mut().filter(|e| *e == from).for_each(|e| e.clone_from(to));
+                        Query::new("UPDATE tokens SET envs = $1 WHERE id = $2")
+                            .bind(to_json(&list).to_string())
+                            .bind(&id)
+                            .execute(&mut tx)
+                            .await?;
+                    }
+                }
+                let after = serde_json::json!({"from": from, "to": to});
+                NewEvent::note(now, actor, "env.rename", &format!("env:{to}"), after, reason).in_env(to)
+            }
+            EnvChange::Delete(name) => {
+                if !exists(name) {
+                    return Err(missing(name));
+                }
+                let enabled: Vec<String> = catalog
+                    .flags_of(name)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|f| f.enabled)
+                    .map(|f| f.key.clone())
+                    .collect();
+                let running: Vec<(String, String)> =
+                    Query::new("SELECT id, flag FROM rollouts WHERE env = $1 AND (active = 1 OR outbox <> '[]')")
+                        .bind(name)
+                        .fetch_all(&mut tx)
+                        .await?;
+                let limited: Vec<(String, String)> =
+                    Query::new("SELECT name, envs FROM tokens WHERE envs IS NOT NULL AND revoked_at IS NULL")
+                        .fetch_all(&mut tx)
+                        .await?;
+                let mut only_here = Vec::new();
+                for (token, envs) in limited {
+                    let list: Vec<String> = stored::parse_json(&envs, || format!("token `{token}`, `envs`"))?;
+                    if list.iter().all(|e| e == name) {
+                        only_here.push(token);
+                    }
+                }
+                crate::environment::refuse_delete(name, names.len(), &enabled, &running, &only_here)?;
+                for sql in [
+                    "DELETE FROM environments WHERE name = $1",
+                    "DELETE FROM flags WHERE env = $1",
+                    "DELETE FROM client_metrics WHERE env = $1",
+                ] {
+                    Query::new(sql).bind(name).execute(&mut tx).await?;
+                }
+                let after = serde_json::json!({"name": name});
+                NewEvent::note(now, actor, "env.delete", &format!("env:{name}"), after, reason).in_env(name)
+            }
+        };
+        let event = append_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn apply_in(
+        &self,
+        actor: &str,
+        env: Option<&str>,
         changes: Vec<Change>,
         reason: Option<String>,
         expect_revision: Option<i64>,
@@ -64,7 +195,12 @@ impl<B: Backend> Store for B {
             let busy = rows.into_iter().map(RolloutRow::into_record).collect::<Result<Vec<_>, _>>()?;
             rollout::refuse_deleting_what_rollouts_need(&changes, &busy)?;
         }
-        let batch = load_catalog(&mut tx).await?.apply(changes, actor, reason, now)?;
+        let catalog = load_catalog(&mut tx).await?;
+        let env = match env {
+            Some(env) => env.to_string(),
+            None => crate::environment::only(catalog.env_names().map(|n| (n.to_string(), n.to_string())).collect())?,
+        };
+        let batch = catalog.apply(&env, changes, actor, reason, now)?;
         let updated_at = rfc3339(now);
         for edit in &batch.edits {
             write_edit(&mut tx, edit, &updated_at).await?;
@@ -73,8 +209,15 @@ impl<B: Backend> Store for B {
         let revision: i64 = Query::new("UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision")
             .scalar(&mut tx)
             .await?;
+        for name in std::iter::once(&env).chain(batch.others.iter().map(|(name, _)| name)) {
+            Query::new("UPDATE environments SET revision = $1 WHERE name = $2")
+                .bind(revision)
+                .bind(name)
+                .execute(&mut tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(AppliedBatch { events, snapshot: batch.snapshot, revision })
+        Ok(AppliedBatch { events, env, snapshot: batch.snapshot, others: batch.others, revision })
     }
 
     async fn revision(&self) -> Result<i64, StoreError> {
@@ -179,6 +322,7 @@ impl<B: Backend> Store for B {
         let mut tx = self.begin_read().await?;
         let dump = Dump {
             revision: Query::new("SELECT revision FROM revision WHERE id = 1").scalar(&mut tx).await?,
+            environments: read_table(&mut tx, &ENVIRONMENTS).await?,
             flags: read_table(&mut tx, &FLAGS).await?,
             segments: read_table(&mut tx, &SEGMENTS).await?,
             audit: Query::new("SELECT * FROM audit ORDER BY seq").fetch_all(&mut tx).await?,
@@ -213,6 +357,9 @@ impl<B: Backend> Store for B {
         }
         use crate::copy::*;
         Query::new("UPDATE revision SET revision = $1 WHERE id = 1").bind(dump.revision).execute(&mut tx).await?;
+        // A new store starts with the environment `production`: the source's environments replace it.
+        Query::new("DELETE FROM environments").execute(&mut tx).await?;
+        write_table(&mut tx, &ENVIRONMENTS, &dump.environments).await?;
         write_table(&mut tx, &FLAGS, &dump.flags).await?;
         write_table(&mut tx, &SEGMENTS, &dump.segments).await?;
         for row in &dump.audit {
@@ -257,13 +404,21 @@ impl<B: Backend> Store for B {
         Ok(head.unwrap_or_else(|| audit::GENESIS.into()))
     }
 
-    async fn create_token(&self, actor: &str, name: &str, role: Role) -> Result<(TokenInfo, String), StoreError> {
+    async fn create_token_in(
+        &self,
+        actor: &str,
+        name: &str,
+        role: Role,
+        envs: Option<Vec<String>>,
+    ) -> Result<(TokenInfo, String), StoreError> {
         token::check_name(name)?;
         let (_writer, mut tx) = begin_write(self).await?;
         if token_name_taken(&mut tx, name).await? {
             return Err(token::name_taken(name));
         }
-        let new = NewToken::generated(actor, name, role, Utc::now());
+        let existing: Vec<Environment> = read_environments(&mut tx).await?;
+        let envs = crate::environment::token_envs(name, role, envs, &existing)?;
+        let new = NewToken::generated(actor, name, role, envs, Utc::now());
         insert_token(&mut tx, &new).await?;
         tx.commit().await?;
         Ok((new.info, new.text))
@@ -336,7 +491,7 @@ impl<B: Backend> Store for B {
     ) -> Result<(TokenInfo, String, AuditEvent), StoreError> {
         let (_writer, mut tx) = begin_write(self).await?;
         let row: Option<TokenRow> = Query::new(
-            "SELECT id, name, role, created_at, created_by, revoked_at FROM tokens WHERE name = $1 AND revoked_at IS NULL",
+            "SELECT id, name, role, created_at, created_by, revoked_at, envs FROM tokens WHERE name = $1 AND revoked_at IS NULL",
         )
         .bind(name)
         .fetch_optional(&mut tx)
@@ -387,7 +542,7 @@ impl<B: Backend> Store for B {
 
     async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         let rows: Vec<TokenRow> = Query::new(
-            "SELECT id, name, role, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, name",
+            "SELECT id, name, role, created_at, created_by, revoked_at, envs FROM tokens ORDER BY created_at, name",
         )
         .fetch_all(&mut self.acquire().await?)
         .await?;
@@ -413,11 +568,11 @@ impl<B: Backend> Store for B {
 
     async fn token_table(&self) -> Result<TokenTable, StoreError> {
         let mut tx = self.begin_read().await?;
-        let rows = Query::new("SELECT name, role, secret_sha256 FROM tokens WHERE revoked_at IS NULL")
+        let rows = Query::new("SELECT name, role, secret_sha256, envs FROM tokens WHERE revoked_at IS NULL")
             .fetch_all(&mut tx)
             .await?;
         let overlapping = Query::new(
-            "SELECT t.name, t.role, r.secret_sha256, r.until FROM retired_secrets r \
+            "SELECT t.name, t.role, r.secret_sha256, r.until, t.envs FROM retired_secrets r \
              JOIN tokens t ON t.id = r.token_id WHERE t.revoked_at IS NULL AND r.until > $1",
         )
         .bind(rfc3339(Utc::now()))
@@ -436,18 +591,19 @@ impl<B: Backend> Store for B {
         rows.into_iter().map(AuditRow::into_event).collect()
     }
 
-    async fn record_client_metrics(&self, counts: &[(String, String, u64)]) -> Result<(), StoreError> {
+    async fn record_client_metrics(&self, env: &str, counts: &[(String, String, u64)]) -> Result<(), StoreError> {
         let (_writer, mut tx) = begin_write(self).await?;
         for (flag, variant, n) in counts {
             Query::new(
-                "INSERT INTO client_metrics (flag, variant, count) VALUES ($1, $2, $3) \
-                 ON CONFLICT (flag, variant) DO UPDATE SET count = \
+                "INSERT INTO client_metrics (flag, variant, count, env) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (env, flag, variant) DO UPDATE SET count = \
                    CASE WHEN client_metrics.count > 9223372036854775807 - excluded.count \
                         THEN 9223372036854775807 ELSE client_metrics.count + excluded.count END",
             )
             .bind(flag)
             .bind(variant)
             .bind(count_to_column(*n))
+            .bind(env)
             .execute(&mut tx)
             .await?;
         }
@@ -455,9 +611,10 @@ impl<B: Backend> Store for B {
         Ok(())
     }
 
-    async fn client_metrics(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+    async fn client_metrics(&self, env: &str) -> Result<Vec<(String, String, u64)>, StoreError> {
         let rows: Vec<(String, String, i64)> =
-            Query::new("SELECT flag, variant, count FROM client_metrics ORDER BY flag, variant")
+            Query::new("SELECT flag, variant, count FROM client_metrics WHERE env = $1 ORDER BY flag, variant")
+                .bind(env)
                 .fetch_all(&mut self.acquire().await?)
                 .await?;
         Ok(rows.into_iter().map(|(f, v, n)| (f, v, count_from_column(n))).collect())
@@ -471,7 +628,8 @@ impl<B: Backend> Store for B {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let (_writer, mut tx) = begin_write(self).await?;
         let active: Option<(String, String)> =
-            Query::new("SELECT id, plan_name FROM rollouts WHERE flag = $1 AND active = 1")
+            Query::new("SELECT id, plan_name FROM rollouts WHERE env = $1 AND flag = $2 AND active = 1")
+                .bind(&r.env)
                 .bind(&r.flag)
                 .fetch_optional(&mut tx)
                 .await?;
@@ -479,15 +637,18 @@ impl<B: Backend> Store for B {
             return Err(rollout::already_active(&r.flag, &id, &plan_name));
         }
         // A delete of the flag that committed after the plan was checked: the rollout would ramp nothing.
-        let flag: Option<(String,)> =
-            Query::new("SELECT key FROM flags WHERE key = $1").bind(&r.flag).fetch_optional(&mut tx).await?;
+        let flag: Option<(String,)> = Query::new("SELECT key FROM flags WHERE env = $1 AND key = $2")
+            .bind(&r.env)
+            .bind(&r.flag)
+            .fetch_optional(&mut tx)
+            .await?;
         if flag.is_none() {
-            return Err(StoreError::NotFound { entity: format!("flag:{}", r.flag) });
+            return Err(StoreError::NotFound { entity: format!("flag:{} in environment `{}`", r.flag, r.env) });
         }
         let now = Utc::now();
         Query::new(
-            "INSERT INTO rollouts (id, flag, plan_name, plan_text, original_flag, state, status, active, outbox, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $10)",
+            "INSERT INTO rollouts (id, flag, plan_name, plan_text, original_flag, state, status, active, outbox, created_by, created_at, updated_at, env) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $10, $11)",
         )
         .bind(&r.id)
         .bind(&r.flag)
@@ -499,6 +660,7 @@ impl<B: Backend> Store for B {
         .bind(to_json(&r.outbox).to_string())
         .bind(&r.created_by)
         .bind(rfc3339(now))
+        .bind(&r.env)
         .execute(&mut tx)
         .await?;
         let written = append_all(&mut tx, rollout::created_events(r, events, now)).await?;
@@ -510,8 +672,9 @@ impl<B: Backend> Store for B {
     async fn save_rollout(&self, save: &RolloutSave<'_>) -> Result<Vec<AuditEvent>, StoreError> {
         let (_writer, mut tx) = begin_write(self).await?;
         let now = Utc::now();
-        let updated = Query::new(
-            "UPDATE rollouts SET state = $1, status = $2, active = $3, outbox = $4, updated_at = $5 WHERE id = $6",
+        let env: Option<String> = Query::new(
+            "UPDATE rollouts SET state = $1, status = $2, active = $3, outbox = $4, updated_at = $5 WHERE id = $6 \
+             RETURNING env",
         )
         .bind(to_json(save.state).to_string())
         .bind(save.state.status.name())
@@ -519,12 +682,12 @@ impl<B: Backend> Store for B {
         .bind(to_json(&save.outbox).to_string())
         .bind(rfc3339(now))
         .bind(save.id)
-        .execute(&mut tx)
+        .scalar_optional(&mut tx)
         .await?;
-        if updated == 0 {
+        let Some(env) = env else {
             return Err(rollout::not_found(save.id));
-        }
-        let events = append_all(&mut tx, rollout::saved_events(save, now)).await?;
+        };
+        let events = append_all(&mut tx, rollout::saved_events(save, &env, now)).await?;
         queue_notifications(&mut tx, save.notifications, now).await?;
         if let Some((at_ms, decisions)) = save.decisions {
             insert_decisions(&mut tx, save.id, at_ms, decisions).await?;
@@ -814,8 +977,8 @@ async fn write_table<T: Values>(
 
 async fn insert_audit_row(conn: &mut impl Session, row: &AuditRow) -> Result<(), StoreError> {
     Query::new(
-        "INSERT INTO audit (seq, at, actor, action, entity, before, after, reason, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO audit (seq, at, actor, action, entity, before, after, reason, prev_hash, hash, env) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(row.seq)
     .bind(&row.at)
@@ -827,24 +990,33 @@ async fn insert_audit_row(conn: &mut impl Session, row: &AuditRow) -> Result<(),
     .bind(&row.reason)
     .bind(&row.prev_hash)
     .bind(&row.hash)
+    .bind(&row.env)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 async fn load_catalog(conn: &mut impl Session) -> Result<Catalog, StoreError> {
-    let flags = Query::new("SELECT key, body FROM flags ORDER BY key").fetch_all(&mut *conn).await?;
+    let envs: Vec<(String,)> = Query::new("SELECT name FROM environments ORDER BY name").fetch_all(&mut *conn).await?;
+    let flags = Query::new("SELECT env, key, body FROM flags ORDER BY env, key").fetch_all(&mut *conn).await?;
     let segments = Query::new("SELECT name, body FROM segments ORDER BY id").fetch_all(&mut *conn).await?;
-    Catalog::from_rows(flags, segments)
+    Catalog::from_rows(envs.into_iter().map(|(e,)| e).collect(), flags, segments)
+}
+
+async fn read_environments(conn: &mut impl Session) -> Result<Vec<Environment>, StoreError> {
+    let rows: Vec<(String, i64, String)> =
+        Query::new("SELECT name, revision, created_at FROM environments ORDER BY name").fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(|(name, revision, created_at)| Environment { name, revision, created_at }).collect())
 }
 
 /// Writes one change's row; `now` is the flag's `updated_at`.
 async fn write_edit(tx: &mut impl Session, edit: &RowEdit, now: &str) -> Result<(), StoreError> {
     let query = match edit {
-        RowEdit::PutFlag { key, body } => Query::new(
-            "INSERT INTO flags (key, body, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        RowEdit::PutFlag { env, key, body } => Query::new(
+            "INSERT INTO flags (env, key, body, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (env, key) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
         )
+        .bind(env)
         .bind(key)
         .bind(body)
         .bind(now),
@@ -893,7 +1065,8 @@ async fn replace_secret(
 async fn insert_token(tx: &mut impl Session, new: &NewToken) -> Result<(), StoreError> {
     let info = &new.info;
     Query::new(
-        "INSERT INTO tokens (id, name, role, secret_sha256, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO tokens (id, name, role, secret_sha256, created_at, created_by, envs) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&info.id)
     .bind(&info.name)
@@ -901,6 +1074,7 @@ async fn insert_token(tx: &mut impl Session, new: &NewToken) -> Result<(), Store
     .bind(&new.secret_sha256)
     .bind(&info.created_at)
     .bind(&info.created_by)
+    .bind(info.envs.as_ref().map(|envs| to_json(envs).to_string()))
     .execute(&mut *tx)
     .await?;
     append_audit(tx, new.created_event()).await?;

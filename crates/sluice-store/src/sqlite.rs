@@ -128,6 +128,7 @@ fn migrations() -> Vec<sqlx::migrate::Migration> {
         (10, "leases and replica metrics", include_str!("../migrations/0010_leases_and_replica_metrics.sql")),
         (11, "dead letters", include_str!("../migrations/0011_dead_letters.sql")),
         (12, "retired secrets", include_str!("../migrations/0012_retired_secrets.sql")),
+        (13, "environments", include_str!("../migrations/0013_environments.sql")),
     ];
     crate::sql::migrations_of(MIGRATIONS)
 }

@@ -77,6 +77,37 @@ pub struct Principal {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// The environments it may act in; `None`: every one. An `sdk` token's has exactly one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envs: Option<Vec<String>>,
+}
+
+impl Principal {
+    /// A principal that may act in every environment.
+    pub fn new(name: impl Into<String>, role: Role) -> Principal {
+        Principal { name: name.into(), role, envs: None }
+    }
+
+    /// Whether it may act in the environment `env`.
+    ///
+    /// ```
+    /// use sluice_store::{Principal, Role};
+    /// let mut p = Principal::new("ci", Role::Operator);
+    /// assert!(p.may_act_in("production"));
+    /// p.envs = Some(vec!["staging".into()]);
+    /// assert!(p.may_act_in("staging") && !p.may_act_in("production"));
+    /// ```
+    pub fn may_act_in(&self, env: &str) -> bool {
+        self.envs.as_ref().is_none_or(|envs| envs.iter().any(|e| e == env))
+    }
+
+    /// The one environment it is limited to, if it is limited to one (always, for an `sdk` token).
+    pub fn only_env(&self) -> Option<&str> {
+        match self.envs.as_deref() {
+            Some([one]) => Some(one),
+            _ => None,
+        }
+    }
 }
 
 /// A token as listed: never its secret.
@@ -95,6 +126,9 @@ pub struct TokenInfo {
     pub created_by: String,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,
+    /// The environments it may act in; absent: every one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envs: Option<Vec<String>>,
 }
 
 /// The active tokens, for authenticating without touching the database on every request. Keyed by the
@@ -228,11 +262,13 @@ pub(crate) struct NewToken {
 }
 
 impl NewToken {
-    /// A fresh `slc_<id>_<secret>` token named `name`.
-    pub(crate) fn generated(actor: &str, name: &str, role: Role, at: DateTime<Utc>) -> Self {
+    /// A fresh `slc_<id>_<secret>` token named `name`, limited to `envs` (`None`: every environment).
+    pub(crate) fn generated(actor: &str, name: &str, role: Role, envs: Option<Vec<String>>, at: DateTime<Utc>) -> Self {
         let id = random_hex(8);
         let text = generated_text(&id);
-        NewToken::with_text(actor, id, name.into(), role, text, at)
+        let mut token = NewToken::with_text(actor, id, name.into(), role, text, at);
+        token.info.envs = envs;
+        token
     }
 
     /// A token with a text chosen elsewhere; when `name` is taken the new one gets a suffix from its digest,
@@ -252,7 +288,15 @@ impl NewToken {
 
     fn with_text(actor: &str, id: String, name: String, role: Role, text: String, at: DateTime<Utc>) -> Self {
         NewToken {
-            info: TokenInfo { id, name, role, created_at: rfc3339(at), created_by: actor.into(), revoked_at: None },
+            info: TokenInfo {
+                id,
+                name,
+                role,
+                created_at: rfc3339(at),
+                created_by: actor.into(),
+                revoked_at: None,
+                envs: None,
+            },
             secret_sha256: sha256_hex(&text),
             text,
             at,
@@ -262,7 +306,10 @@ impl NewToken {
     /// Its `token.create` audit event: never the secret.
     pub(crate) fn created_event(&self) -> NewEvent {
         let i = &self.info;
-        let body = summary(&i.id, &i.name, i.role.as_str());
+        let mut body = summary(&i.id, &i.name, i.role.as_str());
+        if let Some(envs) = &i.envs {
+            body["envs"] = serde_json::json!(envs);
+        }
         token_event(&i.created_by, self.at, "token.create", &i.name, None, Some(body))
     }
 }
@@ -293,6 +340,7 @@ fn token_event(
         before,
         after,
         reason: None,
+        env: None,
     }
 }
 
@@ -305,6 +353,7 @@ pub(crate) struct TokenRow {
     created_at: String,
     created_by: String,
     revoked_at: Option<String>,
+    envs: Option<String>,
 }
 
 impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for TokenRow {
@@ -316,6 +365,7 @@ impl<'r, R: sqlx::Row + Columns<'r>> sqlx::FromRow<'r, R> for TokenRow {
             created_at: r.text("created_at")?,
             created_by: r.text("created_by")?,
             revoked_at: r.text_or_null("revoked_at")?,
+            envs: r.text_or_null("envs")?,
         })
     }
 }
@@ -324,6 +374,7 @@ impl TokenRow {
     /// The token it stores; `Corrupt` for an unknown role.
     pub(crate) fn into_info(self) -> Result<TokenInfo, StoreError> {
         Ok(TokenInfo {
+            envs: parse_envs(&self.name, self.envs.as_deref())?,
             role: parse_role(&self.role)?,
             id: self.id,
             name: self.name,
@@ -334,23 +385,28 @@ impl TokenRow {
     }
 }
 
-/// The table of active tokens from their rows: (name, role, secret_sha256).
-/// The table of the active tokens' secrets, and of the secrets still in a rotation's overlap (with
-/// their end, RFC 3339).
+/// The table of the active tokens' secrets, (name, role, secret_sha256, envs), and of the secrets still in
+/// a rotation's overlap (with their end, RFC 3339).
 pub(crate) fn table_from_rows(
-    rows: Vec<(String, String, String)>,
-    overlapping: Vec<(String, String, String, String)>,
+    rows: Vec<(String, String, String, Option<String>)>,
+    overlapping: Vec<(String, String, String, String, Option<String>)>,
 ) -> Result<TokenTable, StoreError> {
     let mut table = TokenTable::default();
-    for (name, role, hash) in rows {
-        table.insert(hash, Principal { name, role: parse_role(&role)? }, None);
+    for (name, role, hash, envs) in rows {
+        let envs = parse_envs(&name, envs.as_deref())?;
+        table.insert(hash, Principal { name, role: parse_role(&role)?, envs }, None);
     }
-    for (name, role, hash, until) in overlapping {
+    for (name, role, hash, until, envs) in overlapping {
         let until = DateTime::parse_from_rfc3339(&until)
             .map_err(|e| StoreError::Corrupt { message: format!("a rotated secret's end `{until}`: {e}") })?;
-        table.insert(hash, Principal { name, role: parse_role(&role)? }, Some(until.timestamp_millis()));
+        let envs = parse_envs(&name, envs.as_deref())?;
+        table.insert(hash, Principal { name, role: parse_role(&role)?, envs }, Some(until.timestamp_millis()));
     }
     Ok(table)
+}
+
+fn parse_envs(name: &str, envs: Option<&str>) -> Result<Option<Vec<String>>, StoreError> {
+    envs.map(|text| crate::stored::parse_json(text, || format!("token `{name}`, `envs`"))).transpose()
 }
 
 fn parse_role(role: &str) -> Result<Role, StoreError> {

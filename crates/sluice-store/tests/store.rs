@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use sluice_flags::unleash::Constraint;
 use sluice_flags::{Context, Flag, Override, SegmentDef};
-use sluice_store::{AuditFilter, Change, Destination, PgStore, SqliteStore, Store, StoreError, Verification};
+use sluice_store::{
+    AuditFilter, Change, Destination, EnvChange, PgStore, SqliteStore, Store, StoreError, Verification,
+};
 
 #[path = "../../../tests/support/postgres.rs"]
 mod pg_cluster;
@@ -241,7 +243,7 @@ async fn a_copy_keeps_every_row_and_the_chain(db: Database) {
     let (_, text) = from.create_token("alice", "deployer", sluice_store::Role::Operator).await.unwrap();
     // Rotated with an overlap: the copy keeps both secrets, each until it ends.
     let (_, rotated, _) = from.rotate_token("alice", "deployer", std::time::Duration::from_secs(3600)).await.unwrap();
-    from.record_client_metrics(&[("f".into(), "(enabled)".into(), 7)]).await.unwrap();
+    from.record_client_metrics("production", &[("f".into(), "(enabled)".into(), 7)]).await.unwrap();
     let key = from.server_key("dashboard-session").await.unwrap();
     let to = db.open().await;
     let copied = sluice_store::copy(&from, &*to).await.unwrap();
@@ -251,7 +253,7 @@ async fn a_copy_keeps_every_row_and_the_chain(db: Database) {
     assert_eq!(to.revision().await.unwrap(), from.revision().await.unwrap());
     assert_eq!(to.authenticate(&text).await.unwrap().map(|p| p.name), Some("deployer".to_string()));
     assert_eq!(to.authenticate(&rotated).await.unwrap().map(|p| p.name), Some("deployer".to_string()));
-    assert_eq!(to.client_metrics().await.unwrap(), [("f".to_string(), "(enabled)".to_string(), 7)]);
+    assert_eq!(to.client_metrics("production").await.unwrap(), [("f".to_string(), "(enabled)".to_string(), 7)]);
     assert_eq!(to.server_key("dashboard-session").await.unwrap(), key);
     let (snapshot, _) = to.snapshot().await.unwrap();
     assert!(snapshot.contains("f"));
@@ -477,12 +479,12 @@ async fn client_metrics_add_up_and_are_kept(db: Database) {
     {
         let store = db.open().await;
         let report = vec![("f".to_string(), "on".to_string(), 7), ("f".to_string(), "off".to_string(), 3)];
-        store.record_client_metrics(&report).await.unwrap();
-        store.record_client_metrics(&report[..1]).await.unwrap();
+        store.record_client_metrics("production", &report).await.unwrap();
+        store.record_client_metrics("production", &report[..1]).await.unwrap();
     }
     let store = db.open().await;
     assert_eq!(
-        store.client_metrics().await.unwrap(),
+        store.client_metrics("production").await.unwrap(),
         vec![("f".to_string(), "off".to_string(), 3), ("f".to_string(), "on".to_string(), 14)]
     );
 }
@@ -494,6 +496,7 @@ async fn a_flag_has_at_most_one_active_rollout(db: Database) {
     store.apply("alice", Change::PutFlag(Flag::boolean("awf_bundle")), None).await.unwrap();
     let (plan, running) = started("awf-week-1");
     let record = |id: &str, plan: &str| RolloutRecord {
+        env: "production".into(),
         id: id.into(),
         flag: "awf_bundle".into(),
         plan_name: plan.into(),
@@ -556,7 +559,7 @@ async fn concurrent_writes_of_every_kind_all_commit(db: Database) {
                     .record_event("runner", "rollout.decision", &format!("rollout:r{t}"), json!({"i": i}), None)
                     .await?;
                 store.record_decisions(&format!("r{t}"), i64::from(i), &[decided("g", f64::from(i))]).await?;
-                store.record_client_metrics(&[(format!("f{t}"), "on".into(), 1)]).await?;
+                store.record_client_metrics("production", &[(format!("f{t}"), "on".into(), 1)]).await?;
             }
             Ok::<_, StoreError>(())
         }));
@@ -565,7 +568,7 @@ async fn concurrent_writes_of_every_kind_all_commit(db: Database) {
         task.await.unwrap().unwrap();
     }
     assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 640, .. }));
-    let metrics = store.client_metrics().await.unwrap();
+    let metrics = store.client_metrics("production").await.unwrap();
     assert_eq!(metrics.iter().map(|(_, _, n)| n).sum::<u64>(), 320);
 }
 
@@ -668,6 +671,7 @@ async fn notifications_are_queued_with_their_transition_until_delivered(db: Data
         body: json!({"event": id}),
     };
     let record = RolloutRecord {
+        env: "production".into(),
         id: "r1".into(),
         flag: "awf_bundle".into(),
         plan_name: "p".into(),
@@ -790,6 +794,7 @@ async fn what_an_active_rollout_needs_cannot_be_deleted(db: Database) {
     let mut state = sluice_engine::Rollout::new(&plan);
     state.start(&plan, 0);
     let record = |id: &str, flag: &str| RolloutRecord {
+        env: "production".into(),
         id: id.into(),
         flag: flag.into(),
         plan_name: "staged".into(),
@@ -816,4 +821,55 @@ async fn what_an_active_rollout_needs_cannot_be_deleted(db: Database) {
     store.apply("bob", Change::DeleteFlag("other".into()), None).await.unwrap();
     let gone = store.create_rollout(&record("r2", "other"), &[], &[]).await.unwrap_err();
     assert!(matches!(gone, StoreError::NotFound { .. }), "{gone}");
+}
+
+/// A database written by the version before environments (`sluice serve` at a82a4b2: a segment, three
+/// flags one of them disabled, an sdk and an operator token, a running rollout, SDK counts; 12 audit
+/// events) opens as one environment, `production`, with everything kept, its chain verifying as it did;
+/// after the upgrade it takes a second environment, a rename, and new events that name theirs.
+#[tokio::test]
+async fn a_store_from_before_environments_opens_as_production_with_everything_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/before-environments.db"), &path).unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+
+    let envs = store.environments().await.unwrap();
+    assert_eq!(envs.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["production"]);
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 12, .. }));
+    let (snapshot, _) = store.snapshot().await.unwrap();
+    let flags: Vec<(&str, bool, u8)> =
+        snapshot.flags().iter().map(|f| (f.key.as_str(), f.enabled, f.ramp.percent)).collect();
+    assert_eq!(flags, [("auth_mode", true, 10), ("checkout", true, 25), ("legacy", false, 0)]);
+    assert_eq!(snapshot.segments()[0].name, "internal");
+    let tokens = store.tokens().await.unwrap();
+    let envs_of = |name: &str| tokens.iter().find(|t| t.name == name).unwrap().envs.clone();
+    assert_eq!(envs_of("shop"), Some(vec!["production".to_string()]), "an sdk token belongs to production");
+    assert_eq!(envs_of("ops"), None, "an operator token may act everywhere");
+    let sdk = "slc_b98eff932d572f91_efa75be1480af5718e6f2b4533a36eb88cb866c52c226bd48fc9a95543457f49";
+    assert_eq!(store.authenticate(sdk).await.unwrap().unwrap().only_env(), Some("production"));
+    let rollouts = store.rollouts(true).await.unwrap();
+    assert_eq!((rollouts.len(), rollouts[0].env.as_str(), rollouts[0].flag.as_str()), (1, "production", "checkout"));
+    let counts = store.client_metrics("production").await.unwrap();
+    assert!(counts.contains(&("checkout".to_string(), "(enabled)".to_string(), 5)), "{counts:?}");
+
+    // The upgraded store takes what environments bring, and the chain still verifies from its start.
+    store.change_env("admin", EnvChange::Rename { from: "production".into(), to: "prod".into() }, None).await.unwrap();
+    store.change_env("admin", EnvChange::Create("staging".into()), None).await.unwrap();
+    let catalogs = store.snapshots().await.unwrap();
+    let staging = &catalogs.envs.iter().find(|(e, _)| e.name == "staging").unwrap().1;
+    assert!(staging.flags().iter().all(|f| !f.enabled && f.ramp.percent == 0), "a new environment starts off");
+    assert_eq!(store.rollouts(true).await.unwrap()[0].env, "prod", "the rollout followed the rename");
+    assert_eq!(store.authenticate(sdk).await.unwrap().unwrap().only_env(), Some("prod"));
+    let applied =
+        store.apply_in("admin", Some("staging"), vec![Change::DeleteSegment("nope".into())], None, None).await;
+    assert!(matches!(applied, Err(StoreError::NotFound { .. })));
+    let mut flag = staging.flags()[0].clone();
+    flag.enabled = true;
+    let applied = store.apply_in("admin", Some("staging"), vec![Change::PutFlag(flag)], None, None).await.unwrap();
+    assert_eq!(applied.events[0].env.as_deref(), Some("staging"));
+    assert!(applied.others.is_empty(), "a state change is one environment's");
+    assert!(matches!(store.verify(None).await.unwrap(), Verification::Intact { events: 15, .. }));
+    let old = store.chain(0, 12).await.unwrap();
+    assert!(old.iter().all(|e| e.env.is_none()), "events from before keep no environment");
 }

@@ -19,6 +19,10 @@ pub struct Cli {
     /// API token (`sluice serve` prints the admin token on first start).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The environment a command acts in (`staging`, `production`); needed only when the server has
+    /// several and the token is not limited to one.
+    #[arg(long, global = true, env = "SLUICE_ENV")]
+    pub env: Option<String>,
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -54,6 +58,9 @@ pub enum Command {
     /// Manage API tokens (admin).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage environments (staging, production): one server, a flag's state per environment.
+    #[command(subcommand)]
+    Env(EnvCmd),
     /// Read and check the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -586,6 +593,10 @@ pub enum TokenCmd {
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// The environments it may act in, comma-separated (default: `--env` if given; else every one, and
+        /// for an `sdk` token the server's only one).
+        #[arg(long, value_delimiter = ',')]
+        envs: Vec<String>,
     },
     /// List tokens (never their secrets).
     List,
@@ -599,6 +610,32 @@ pub enum TokenCmd {
         /// secret ends at once.
         #[arg(long, value_parser = humantime_like)]
         overlap: Option<std::time::Duration>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EnvCmd {
+    /// List the environments, with their revisions and how many flags are enabled in each.
+    List,
+    /// Create an environment; every flag appears in it disabled at 0 %.
+    Create {
+        name: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// Rename an environment: its flags, tokens, rollouts and counts follow.
+    Rename {
+        from: String,
+        to: String,
+        #[command(flatten)]
+        why: Reason,
+    },
+    /// Delete an environment (refused while a flag is enabled in it, a rollout runs in it, or a token
+    /// belongs to it alone).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        why: Reason,
     },
 }
 

@@ -8,6 +8,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// `?env=` on every request: the environment the command acts in.
+    env: Option<String>,
 }
 
 /// A server-sent event stream (`/api/v1/stream`), read event by event.
@@ -50,7 +52,7 @@ impl std::fmt::Display for CliError {
 impl std::error::Error for CliError {}
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> Client {
+    pub fn new(base: &str, token: Option<String>, env: Option<String>) -> Client {
         Client {
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
@@ -58,7 +60,13 @@ impl Client {
                 .expect("an HTTP client"),
             base: base.trim_end_matches('/').to_string(),
             token,
+            env: env.filter(|e| !e.is_empty()),
         }
+    }
+
+    /// The environment named with `--env` / `SLUICE_ENV`, if any.
+    pub fn env(&self) -> Option<&str> {
+        self.env.as_deref()
     }
 
     /// Sends a request; returns the JSON answer of a 2xx, or the server's error in words.
@@ -80,6 +88,9 @@ impl Client {
     ) -> Result<Value, CliError> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
+        if let Some(env) = &self.env {
+            req = req.query(&[("env", env)]);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -121,6 +132,9 @@ impl Client {
     /// Opens a server-sent event stream (no overall timeout: it stays open).
     pub async fn stream(&self, path: &str) -> Result<Events, CliError> {
         let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
+        if let Some(env) = &self.env {
+            request = request.query(&[("env", env)]);
+        }
         if let Some(t) = &self.token {
             request = request.bearer_auth(t);
         }

@@ -99,7 +99,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Store(cmd) => serve::store(cli.output, cmd).await,
         command => {
-            let client = Client::new(&cli.server, cli.token.clone());
+            let client = Client::new(&cli.server, cli.token.clone(), cli.env.clone());
             run(&client, cli.output, command).await
         }
     };
@@ -136,6 +136,7 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
         Command::Flag(cmd) => commands::flag::run(client, output, cmd).await,
         Command::Segment(cmd) => commands::segment::run(client, output, cmd).await,
         Command::Token(cmd) => commands::token::run(client, output, cmd).await,
+        Command::Env(cmd) => commands::env::run(client, output, cmd).await,
         Command::Audit(cmd) => commands::audit::run(client, output, cmd).await,
         Command::Import(cmd) => commands::import::run(client, output, cmd).await,
         Command::Plan(cmd) => commands::plan::run(client, output, cmd).await,

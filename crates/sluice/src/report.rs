@@ -886,6 +886,7 @@ mod tests {
             reason: reason.map(String::from),
             prev_hash: String::new(),
             hash: String::new(),
+            env: None,
         }
     }
 

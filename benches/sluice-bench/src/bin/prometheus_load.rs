@@ -177,15 +177,15 @@ async fn main() {
         took: Mutex::new(Vec::new()),
         outcomes: Mutex::new(BTreeMap::new()),
     });
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     let seams = Seams { plugins: timed.clone(), ..Seams::default() };
     let controller = Controller::new(catalog, seams);
     tokio::spawn(controller.clone().run());
-    let admin = Principal { name: "bench".into(), role: Role::Admin };
+    let admin = Principal { name: "bench".into(), role: Role::Admin, envs: None };
     let started = Instant::now();
     let mut ids = Vec::new();
     for i in 0..rollouts {
-        ids.push(controller.start(&admin, "load.yaml", &plan(i, &prom.1)).await.unwrap().id);
+        ids.push(controller.start(&admin, None, "load.yaml", &plan(i, &prom.1)).await.unwrap().id);
     }
     let start_took = started.elapsed();
     timed.took.lock().unwrap().clear();

@@ -55,7 +55,7 @@ async fn main() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(axum::serve(listener, sluice_server::router(state.clone())).into_future());
     let http = reqwest::Client::new();
-    let who = Principal { name: "bench".into(), role: Role::Admin };
+    let who = Principal { name: "bench".into(), role: Role::Admin, envs: None };
 
     let (mut virtual_delays, mut wall) = (Vec::new(), Vec::new());
     let memory = RunnerMemory::default();
@@ -63,13 +63,13 @@ async fn main() {
         let flag = format!("f{i}");
         store.apply("bench", Change::PutFlag(sluice_flags::Flag::boolean(&flag)), None).await.unwrap();
         let snapshot = store.snapshot().await.unwrap().0;
-        state.live().replace(snapshot);
+        state.live_in(None).unwrap().live().replace(snapshot);
         let plan = format!(
             "name: p{i}\nflag: {flag}\nanalysis: {{ interval: 1m }}\nphases:\n  - {{ percent: 100, hold: 1h }}\nbake: 1h\n\
              triggers:\n  - {{ name: errors, command: [x], value_from: last_number, above: 0.05, for: 2m, severity: hard }}\n"
         );
         level.0.store(1, Ordering::SeqCst);
-        state.controller().start(&who, "p.yaml", &plan).await.unwrap();
+        state.controller().start(&who, None, "p.yaml", &plan).await.unwrap();
         // A few healthy ticks, then the condition turns true at a moment between two ticks.
         for _ in 0..3 {
             clock.advance_ms(MIN);

@@ -28,6 +28,7 @@ async fn measure(durability: Durability, n: usize) -> (Vec<Duration>, Vec<Durati
     let mut state = sluice_engine::Rollout::new(&plan);
     state.start(&plan, 0);
     let record = RolloutRecord {
+        env: "production".into(),
         id: "r".into(),
         flag: "f".into(),
         plan_name: "p".into(),

@@ -17,7 +17,7 @@ pub async fn running_with_flags(keys: &[&str]) -> (tempfile::TempDir, Arc<dyn St
         flag.ramp.percent = 0;
         store.apply("test", Change::PutFlag(flag), None).await.unwrap();
     }
-    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _| {})).await.unwrap());
+    let catalog = Arc::new(Catalog::load(store.clone(), Box::new(|_, _, _| {})).await.unwrap());
     let controller = Controller::new(catalog, Seams::default());
     tokio::spawn(controller.clone().run());
     (dir, store, controller)
@@ -25,5 +25,5 @@ pub async fn running_with_flags(keys: &[&str]) -> (tempfile::TempDir, Arc<dyn St
 
 /// Who starts the rollouts (plans that run programs need an admin).
 pub fn admin() -> Principal {
-    Principal { name: "admin".into(), role: Role::Admin }
+    Principal { name: "admin".into(), role: Role::Admin, envs: None }
 }

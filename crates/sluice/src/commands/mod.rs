@@ -2,6 +2,7 @@
 //! [`Client`](crate::client::Client) (all but `simulate`, `probe` and `export`) and prints through [`output`](crate::output).
 
 pub mod audit;
+pub mod env;
 pub mod export;
 pub mod flag;
 pub mod import;

@@ -9,10 +9,14 @@ use crate::output::{print_json, print_list, print_written, text};
 
 pub async fn run(client: &Client, output: Output, cmd: TokenCmd) -> Result<(), CliError> {
     match cmd {
-        TokenCmd::Create { name, role } => {
-            let answer = client
-                .call(Method::POST, "/api/v1/tokens", Some(&json!({"name": name, "role": role.as_str()})))
-                .await?;
+        TokenCmd::Create { name, role, envs } => {
+            let mut body = json!({"name": name, "role": role.as_str()});
+            match (envs.is_empty(), client.env()) {
+                (false, _) => body["envs"] = json!(envs),
+                (true, Some(env)) => body["envs"] = json!([env]),
+                (true, None) => {}
+            }
+            let answer = client.call(Method::POST, "/api/v1/tokens", Some(&body)).await?;
             match output {
                 Output::Json => print_json(&answer),
                 Output::Table => {
@@ -23,9 +27,12 @@ pub async fn run(client: &Client, output: Output, cmd: TokenCmd) -> Result<(), C
         }
         TokenCmd::List => {
             let answer = client.get("/api/v1/tokens").await?;
-            print_list(output, &answer["data"], &["TOKEN", "ROLE", "CREATED", "BY", "REVOKED"], |t| {
+            print_list(output, &answer["data"], &["TOKEN", "ROLE", "ENVIRONMENTS", "CREATED", "BY", "REVOKED"], |t| {
                 let revoked = if t["revoked_at"].is_null() { "-".to_string() } else { text(&t["revoked_at"]) };
-                vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["created_by"]), revoked]
+                let envs = t["envs"]
+                    .as_array()
+                    .map_or_else(|| "all".to_string(), |e| e.iter().map(text).collect::<Vec<_>>().join(","));
+                vec![text(&t["name"]), text(&t["role"]), envs, text(&t["created_at"]), text(&t["created_by"]), revoked]
             });
         }
         TokenCmd::Revoke { name } => {
