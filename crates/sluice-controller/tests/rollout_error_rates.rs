@@ -230,7 +230,7 @@ async fn controller_run(plan_text: &str, seed: u64, p_canary: f64, p_control: f6
                 ("off", sluice_flags::ofrep::Reason::Default, i - t.canary >= t.control_errors)
             };
             batch.push(Observation {
-                flag: "f".into(),
+                flag: sluice_sources::metrics::key("production", "f").into(),
                 variant: variant.into(),
                 reason,
                 key: Some(key.as_str().into()),

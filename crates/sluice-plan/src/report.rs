@@ -16,7 +16,7 @@ use crate::{Level, Plan, Problem};
 pub const SECRET_ENV_PREFIX: &str = "SLUICE_SECRET_";
 
 /// Template names every plan has.
-pub const BUILTIN_TEMPLATES: &[&str] = &["flag", "ramped", "base", "phase", "percent", "interval"];
+pub const BUILTIN_TEMPLATES: &[&str] = &["flag", "ramped", "base", "phase", "percent", "interval", "env"];
 
 /// Problems of one plan being checked, under a key prefix (`gates[0]`, `notify[1]`): what a plug-in reports
 /// into. Keys given to its methods are relative to the prefix.

@@ -870,8 +870,9 @@ pub(crate) async fn rename_env(
 ) -> ApiResult {
     let b: RenameBody = parse_json(&body)?;
     may_act_everywhere(&who, "rename an environment")?;
-    let change = sluice_store::EnvChange::Rename { from: name, to: b.to.clone() };
+    let change = sluice_store::EnvChange::Rename { from: name.clone(), to: b.to.clone() };
     let event = state.catalog.change_env(&who.name, change, why.reason).await?;
+    state.metrics.rename_env(&name, &b.to);
     state.reload_tokens().await?;
     let env = state.catalog.resolve(Some(&b.to))?;
     Ok(Json(json!({"data": env_summary(&env), "audit": [event]})).into_response())

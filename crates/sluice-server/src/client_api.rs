@@ -243,7 +243,7 @@ pub(crate) async fn observations(
         Ok(env) => env,
         Err(r) => return *r,
     };
-    let batch: ObservationBatch = match parse_json(&body) {
+    let mut batch: ObservationBatch = match parse_json(&body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -270,6 +270,10 @@ pub(crate) async fn observations(
         }
     }
     drop(snapshot);
+    // Kept under the flag's name in this environment: a staging outcome never reaches a production check.
+    for o in &mut batch.observations {
+        o.flag = sluice_sources::metrics::Text(sluice_sources::metrics::key(env.name(), &o.flag).into());
+    }
     match state.metrics.record(&batch.observations, state.controller.now()) {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"accepted": batch.observations.len()})))
             .into_response(),

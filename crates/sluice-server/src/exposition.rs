@@ -122,10 +122,10 @@ fn flags(out: &mut String, state: &AppState) {
             "counter",
             "Request outcomes applications reported for the flag (POST /api/v1/metrics) since the store began.",
         );
-        if let Some(env) = envs.first() {
+        for env in envs.iter() {
             for flag in env.live().load().flags() {
-                let n = state.metrics.observed(&flag.key) as f64;
-                f.sample("sluice_builtin_observations_total", &[("flag", &flag.key)], n);
+                let n = state.metrics.observed(&sluice_sources::metrics::key(env.name(), &flag.key)) as f64;
+                f.sample("sluice_builtin_observations_total", &[("env", env.name()), ("flag", &flag.key)], n);
             }
         }
     }

@@ -171,7 +171,8 @@ pub(crate) async fn evaluate_all(
     let snapshot = env.live().load();
     let mut flags: Vec<Entry<'_>> = Vec::with_capacity(snapshot.len());
     snapshot.evaluate_ofrep_each(&ctx, |o| flags.push(Entry::from(o)));
-    let body = serde_json::to_vec(&Bulk { flags, metadata: Empty {}, event_streams: EVENT_STREAMS }).expect("json");
+    let bulk = Bulk { flags, metadata: Empty {}, event_streams: event_streams(env.name()) };
+    let body = serde_json::to_vec(&bulk).expect("json");
     // A weak ETag of the answer itself; collisions only cost a missed refresh until the next change, and
     // SipHash is several times cheaper than a cryptographic digest of a 30 KB body.
     let mut hasher = std::hash::DefaultHasher::new();
@@ -194,7 +195,7 @@ struct Bulk<'s> {
     flags: Vec<Entry<'s>>,
     metadata: Empty,
     #[serde(rename = "eventStreams")]
-    event_streams: &'static [EventStream],
+    event_streams: [EventStream; 1],
 }
 
 /// Advertised relative to the provider's base URL, so no host name is needed here.
@@ -210,11 +211,17 @@ struct EventStream {
 #[derive(Serialize)]
 struct Endpoint {
     #[serde(rename = "requestUri")]
-    request_uri: &'static str,
+    request_uri: String,
 }
 
-const EVENT_STREAMS: &[EventStream] =
-    &[EventStream { kind: "sse", endpoint: Endpoint { request_uri: "/ofrep/v1/events" }, inactivity_delay_sec: 120 }];
+/// The change stream of the environment `env`: a browser's `EventSource` sends no token, so the
+/// environment is in the URI the bulk answer gives its provider, and its stream hears that environment's
+/// changes only.
+fn event_streams(env: &str) -> [EventStream; 1] {
+    let request_uri =
+        format!("/ofrep/v1/events?env={}", form_urlencoded::byte_serialize(env.as_bytes()).collect::<String>());
+    [EventStream { kind: "sse", endpoint: Endpoint { request_uri }, inactivity_delay_sec: 120 }]
+}
 
 /// `GET /ofrep/v1/configuration`: what this server supports, including its event stream.
 #[utoipa::path(get, path = "/ofrep/v1/configuration", tag = "ofrep", security(("bearer" = []), ("apiKey" = []), ("unleash" = [])),
@@ -224,9 +231,10 @@ pub(crate) async fn configuration(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = state.evaluator(&headers, query.as_deref()) {
-        return refusal(r);
-    }
+    let env = match state.evaluator(&headers, query.as_deref()) {
+        Ok(env) => env,
+        Err(r) => return refusal(r),
+    };
     axum::Json(json!({
         "name": "sluice",
         "capabilities": {
@@ -234,7 +242,7 @@ pub(crate) async fn configuration(
             // Every OpenFeature type is served: a variant's value is a boolean, string, number or object.
             "flagEvaluation": {"unsupportedTypes": []},
         },
-        "eventStreams": [{"type": "sse", "endpoint": {"requestUri": "/ofrep/v1/events"}}],
+        "eventStreams": event_streams(env.name()),
     }))
     .into_response()
 }

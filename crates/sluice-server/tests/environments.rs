@@ -163,6 +163,22 @@ async fn each_environment_answers_its_own_clients_and_a_staging_change_never_wak
     tokio::time::timeout(Duration::from_secs(5), prod_events.recv()).await.unwrap().unwrap();
     assert_eq!(s.ofrep(&prod, "checkout", "u1").await, json!(false));
 
+    // Built-in metrics: a staging app's outcomes count for staging only.
+    let batch =
+        json!({"observations": [{"flag": "checkout", "variant": "on", "reason": "SPLIT", "key": "u1", "ok": false}]});
+    let (status, answer) = s.send(Method::POST, "/api/v1/metrics", &staging, Some(batch)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let exposition =
+        s.http.get(format!("{}/metrics", s.url)).bearer_auth(&s.admin).send().await.unwrap().text().await.unwrap();
+    assert!(
+        exposition.contains("sluice_builtin_observations_total{env=\"staging\",flag=\"checkout\"} 1\n"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("sluice_builtin_observations_total{env=\"production\",flag=\"checkout\"} 0\n"),
+        "{exposition}"
+    );
+
     // A definition change (a new variant) reaches every environment; state stays apart.
     let (status, body) = s
         .admin(
@@ -260,4 +276,87 @@ async fn environments_are_renamed_with_their_tokens_and_deleted_only_when_nothin
     assert_eq!((status, flags["env"].clone()), (StatusCode::OK, json!("production")));
     let (_, verified) = s.admin(Method::GET, "/api/v1/audit/verify", None).await;
     assert_eq!(verified["data"]["status"], "intact");
+}
+
+/// The `{{env}}` each check was measured with.
+#[derive(Default)]
+struct Recorded {
+    envs: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl sluice_sources::Plugins for Recorded {
+    async fn measure(
+        &self,
+        _: &sluice_plan::model::Check,
+        cx: &sluice_sources::MeasureContext<'_>,
+    ) -> sluice_engine::Measurement {
+        // What a Prometheus query of the plan reads as `{{env}}`.
+        let query = sluice_plan::render(r#"errors_total{env="{{env}}"}"#, cx.values);
+        self.envs.lock().unwrap().push(query);
+        sluice_engine::Measurement::Value(0.0)
+    }
+
+    async fn run(
+        &self,
+        _: &sluice_plan::model::Action,
+        _: &sluice_sources::ActionContext<'_>,
+    ) -> sluice_sources::ActionOutcome {
+        sluice_sources::ActionOutcome::done("")
+    }
+}
+
+#[tokio::test]
+async fn a_rollout_runs_in_one_environment_and_its_queries_get_env() {
+    use sluice_engine::{Clock, VirtualClock};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).await.unwrap());
+    store.apply("alice", sluice_store::Change::PutFlag(sluice_flags::Flag::boolean("f")), None).await.unwrap();
+    store.change_env("alice", sluice_store::EnvChange::Create("staging".into()), None).await.unwrap();
+    let clock = Arc::new(VirtualClock::default());
+    let recorded = Arc::new(Recorded::default());
+    let seams = sluice_server::Seams {
+        clock: clock.clone() as Arc<dyn Clock>,
+        plugins: recorded.clone(),
+        faults: None,
+        fence: None,
+    };
+    let state = AppState::load_with(store.clone() as Arc<dyn Store>, Options::default(), seams).await.unwrap();
+    let who = sluice_store::Principal::new("oncall", Role::Operator);
+    let plan = r#"
+name: canary
+flag: f
+analysis: { interval: 1m, prometheus: { url: "http://127.0.0.1:9" } }
+phases: [ { percent: 20, hold: 5m }, { percent: 100 } ]
+gates:
+  - { name: errors, query: 'sum(rate(errors_total{env="{{env}}"}[5m]))', below: 0.1 }
+"#;
+    let staging = state.controller().start(&who, Some("staging"), "p.yaml", plan).await.unwrap();
+    assert_eq!(staging.env, "staging");
+    // One active rollout per flag and environment: production's may run beside staging's.
+    let production = state.controller().start(&who, Some("production"), "p.yaml", plan).await.unwrap();
+    assert_eq!(production.env, "production");
+    let refused = state.controller().start(&who, Some("staging"), "p.yaml", plan).await.unwrap_err();
+    assert!(refused.to_string().contains("already has an active rollout"), "{refused}");
+    // A staging operator cannot start one in production.
+    let mut limited = sluice_store::Principal::new("staging-oncall", Role::Operator);
+    limited.envs = Some(vec!["staging".into()]);
+    assert!(state.controller().start(&limited, Some("production"), "p.yaml", plan).await.is_err());
+
+    let memory = Arc::new(sluice_server::RunnerMemory::default());
+    clock.advance_ms(60_000);
+    state.controller().run_due(&memory).await.unwrap();
+    let asked = recorded.envs.lock().unwrap().clone();
+    assert!(asked.iter().any(|q| q.contains(r#"env="staging""#)), "{asked:?}");
+    assert!(asked.iter().any(|q| q.contains(r#"env="production""#)), "{asked:?}");
+    // Each rollout set its own environment's flag.
+    for (env, id) in [("staging", &staging.id), ("production", &production.id)] {
+        let live = state.live_in(Some(env)).unwrap();
+        assert_eq!(live.live().load().flags()[0].ramp.percent, 20, "{env}");
+        let events = store
+            .audit(&sluice_store::AuditFilter { entity: Some(format!("rollout:{id}")), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(events.iter().all(|e| e.env.as_deref() == Some(env)), "{events:?}");
+    }
 }

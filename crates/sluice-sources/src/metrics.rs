@@ -662,6 +662,16 @@ struct Saved {
     series: Vec<(String, Served, Series)>,
 }
 
+/// The name a flag's aggregates are kept under in the environment `env` (in memory and in the store): one
+/// environment's outcomes never reach another's checks, and no flag key holds `@`.
+///
+/// ```
+/// assert_eq!(sluice_sources::metrics::key("staging", "checkout"), "checkout@staging");
+/// ```
+pub fn key(env: &str, flag: &str) -> String {
+    format!("{flag}@{env}")
+}
+
 /// Every flag's built-in metrics. Shared by the ingestion endpoint (writes) and the `builtin` source.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -871,6 +881,31 @@ impl Metrics {
             }
         }
         *current = peers;
+    }
+
+    /// Keeps the aggregates of the environment `from` under its new name `to` (the store renames its rows
+    /// in the same change), this replica's and what it holds of the others'.
+    pub fn rename_env(&self, from: &str, to: &str) {
+        let (old, new) = (format!("@{from}"), format!("@{to}"));
+        let renamed = |name: &str| name.strip_suffix(old.as_str()).map(|flag| format!("{flag}{new}"));
+        let rekey = |map: &mut HashMap<String, FlagMetrics>| {
+            let moving: Vec<String> = map.keys().filter(|k| k.ends_with(old.as_str())).cloned().collect();
+            for name in moving {
+                if let (Some(f), Some(to)) = (map.remove(&name), renamed(&name)) {
+                    map.insert(to, f);
+                }
+            }
+        };
+        rekey(&mut self.flags.lock());
+        for flags in self.peers.lock().values_mut() {
+            rekey(flags);
+        }
+        let mut dirty = self.dirty.lock();
+        let moving: Vec<String> = dirty.iter().filter(|k| k.ends_with(old.as_str())).cloned().collect();
+        for name in moving {
+            dirty.remove(&name);
+            dirty.extend(renamed(&name));
+        }
     }
 
     /// Observations recorded for `flag` since the start.

@@ -44,6 +44,9 @@ INSERT INTO client_metrics_by_env (env, flag, variant, count) SELECT 'production
 DROP TABLE client_metrics;
 ALTER TABLE client_metrics_by_env RENAME TO client_metrics;
 
+-- Built-in metric aggregates are kept per flag and environment, under `flag@env` (no key holds `@`).
+UPDATE metrics SET flag = flag || '@production';
+
 -- The environment an audit event happened in, inside its hashed record; NULL for events written before
 -- (their hash never covered one, so they verify as they did) and for events of no environment (tokens).
 ALTER TABLE audit ADD COLUMN env TEXT;

@@ -3,18 +3,20 @@
 
 use crate::{Environment, Role, StoreError};
 
-/// Whether `name` may name an environment: what a flag key may be (letters, digits, `_`, `-`, `.`), at most
-/// 64 characters, since it goes into URLs, tokens' limits and Prometheus queries (`{{env}}`).
+/// Whether `name` may name an environment: 1 to 64 ASCII letters, digits, `_`, `-` or `.`, since it goes
+/// into URLs, ETags, tokens' limits and Prometheus queries (`{{env}}`).
 ///
 /// ```
 /// assert!(sluice_store::check_env_name("staging").is_ok());
 /// assert!(sluice_store::check_env_name("pre prod").is_err());
+/// assert!(sluice_store::check_env_name("prød").is_err());
 /// ```
 pub fn check_env_name(name: &str) -> Result<(), String> {
-    if name.len() > 64 {
-        return Err(format!("an environment's name has at most 64 characters; `{name}` has {}", name.len()));
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if name.is_empty() || name.len() > 64 || name == "." || name == ".." || !name.chars().all(ok) {
+        return Err(format!("`{name}` is not an environment name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`"));
     }
-    sluice_flags::check_key(name)
+    Ok(())
 }
 
 /// The one item of a per-environment list, for a call that names no environment: fine while there is one.

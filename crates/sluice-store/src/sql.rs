@@ -104,6 +104,15 @@ impl<B: Backend> Store for B {
                     .bind(revision)
                     .execute(&mut tx)
                     .await?;
+                // Built-in aggregates are kept as `flag@env`.
+                Query::new(
+                    "UPDATE metrics SET flag = substr(flag, 1, length(flag) - length($1)) || $2 \
+                     WHERE substr(flag, length(flag) - length($1) + 1) = $1",
+                )
+                .bind(format!("@{from}"))
+                .bind(format!("@{to}"))
+                .execute(&mut tx)
+                .await?;
                 for sql in [
                     "UPDATE flags SET env = $2 WHERE env = $1",
                     "UPDATE rollouts SET env = $2 WHERE env = $1",
@@ -156,6 +165,10 @@ impl<B: Backend> Store for B {
                     }
                 }
                 crate::environment::refuse_delete(name, names.len(), &enabled, &running, &only_here)?;
+                Query::new("DELETE FROM metrics WHERE substr(flag, length(flag) - length($1) + 1) = $1")
+                    .bind(format!("@{name}"))
+                    .execute(&mut tx)
+                    .await?;
                 for sql in [
                     "DELETE FROM environments WHERE name = $1",
                     "DELETE FROM flags WHERE env = $1",

@@ -145,11 +145,11 @@ async fn run(client: &Client, output: Output, command: Command) -> Result<(), Cl
                 Some(url) => Some(commands::simulate::History::parse(url, from, to)?),
                 None => None,
             };
-            commands::simulate::run(output, plan, metrics, replay, verbose).await
+            commands::simulate::run(output, plan, metrics, replay, verbose, client.env()).await
         }
         Command::Rollout(cmd) => commands::rollout::run(client, output, cmd).await,
         Command::Probe(cmd) => commands::probe::run(output, cmd).await,
-        Command::Export(cmd) => commands::export::run(cmd),
+        Command::Export(cmd) => commands::export::run(cmd, client.env()),
         Command::Report { rollout, format, out } => commands::report::run(client, &rollout, format, out).await,
     }
 }

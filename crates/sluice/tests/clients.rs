@@ -291,3 +291,59 @@ fn an_openfeature_hook_reports_outcomes_to_the_builtin_metrics() {
         last.and_then(|d| d["value"].as_f64()) == Some(canary)
     });
 }
+
+/// One server with `staging` and `production`, set up with the CLI (`--env`): the OpenFeature server SDK
+/// (OFREP provider) with one token per environment gets each environment's answer for the same flag and
+/// context; the web SDK's change stream hears production's changes and never staging's; the Python
+/// UnleashClient with each token evaluates each environment's document.
+#[test]
+fn clients_of_each_environment_get_its_answers_and_hear_only_its_changes() {
+    let modules = node_modules();
+    let python = python();
+    let s = serve();
+    stage_validation_and_a_killed_flag(&s, "0");
+    s.cli(&["env", "create", "staging", "--reason", "a second environment"]);
+    let listed = s.cli(&["env", "list"]);
+    assert!(listed.contains("staging") && listed.contains("production"), "{listed}");
+    // Two environments now: a command that names none is refused, naming them.
+    let refused = s.cli_with(Some(ADMIN_TOKEN), &["flag", "set", "stage_validation", "--percent", "10"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("production, staging"), "{refused:?}");
+    s.cli(&["flag", "enable", "stage_validation", "--env", "staging"]);
+    s.cli(&["flag", "set", "stage_validation", "--percent", "100", "--env", "staging"]);
+    let created = |env: &str, name: &str| -> String {
+        let out = s.cli(&["token", "create", name, "--role", "sdk", "--env", env, "-o", "json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let (prod, staging) = (created("production", "shop-prod"), created("staging", "shop-staging"));
+
+    let out = run_checked(
+        Command::new("node")
+            .arg(root().join("tests/clients/environments.mjs"))
+            .current_dir(modules.parent().unwrap())
+            .env("SLUICE_URL", &s.url)
+            .env("PROD_TOKEN", &prod)
+            .env("STAGING_TOKEN", &staging)
+            .env("ADMIN_TOKEN", ADMIN_TOKEN),
+        "the OpenFeature environments script",
+    );
+    assert!(out.contains("server SDK per environment: ok") && out.contains("web SDK per environment: ok"), "{out}");
+
+    // Unleash's own engine with each token: production now enforces (the script ramped it), staging is
+    // back at 0 % (the script's staging change), so the two documents answer differently.
+    let contexts = json!([{"userId": "user-1", "sessionId": "s-1", "properties": {}}]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&contexts).unwrap()).unwrap();
+    let answer = |token: &str| -> Value {
+        let mut cmd = Command::new(&python);
+        cmd.arg(root().join("tests/clients/unleash_parity.py"))
+            .arg(format!("{}/api", s.url))
+            .arg(token)
+            .arg(file.path())
+            .arg("stage_validation");
+        serde_json::from_str(run_checked(&mut cmd, "the Python UnleashClient script").lines().next().unwrap()).unwrap()
+    };
+    let (in_prod, in_staging) = (answer(&prod), answer(&staging));
+    assert_eq!(in_prod["variant"], "enforce", "{in_prod}");
+    assert_eq!(in_staging["variant"], "warn", "{in_staging}");
+}

@@ -136,7 +136,11 @@ impl crate::Source for Builtin {
             Ok(m) => m,
             Err(e) => return Measurement::Error(e),
         };
-        let flag = &cx.plan.flag.value;
+        // The rollout's environment's aggregates (the controller gives every check `{{env}}`).
+        let flag = &match cx.values.get("env") {
+            Some(env) => crate::metrics::key(env, &cx.plan.flag.value),
+            None => cx.plan.flag.value.clone(),
+        };
         let ramped = cx.values.get("ramped").map(String::as_str).unwrap_or("on");
         let base = cx.values.get("base").map(String::as_str).unwrap_or("off");
         let min = config.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES);

@@ -25,4 +25,6 @@ ALTER TABLE client_metrics ALTER COLUMN env DROP DEFAULT;
 ALTER TABLE client_metrics DROP CONSTRAINT client_metrics_pkey;
 ALTER TABLE client_metrics ADD PRIMARY KEY (env, flag, variant);
 
+UPDATE metrics SET flag = flag || '@production';
+
 ALTER TABLE audit ADD COLUMN env TEXT;

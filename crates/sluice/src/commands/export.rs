@@ -6,10 +6,10 @@ use std::path::Path;
 use crate::cli::ExportCmd;
 use crate::client::CliError;
 
-pub fn run(cmd: ExportCmd) -> Result<(), CliError> {
+pub fn run(cmd: ExportCmd, env: Option<&str>) -> Result<(), CliError> {
     let (plan_path, out, text, notes) = match cmd {
         ExportCmd::PrometheusRules { plan, out } => {
-            let loaded = load(&plan)?;
+            let loaded = load(&plan, env)?;
             let (yaml, notes) = sluice_sources::export::prometheus_rules_yaml(&loaded);
             let header = format!(
                 "# Prometheus rules equivalent to the Prometheus checks of {} (sluice export prometheus-rules).\n# Check: promtool check rules FILE\n",
@@ -18,7 +18,7 @@ pub fn run(cmd: ExportCmd) -> Result<(), CliError> {
             (plan, out, format!("{header}{yaml}"), notes)
         }
         ExportCmd::Grafana { plan, out } => {
-            let loaded = load(&plan)?;
+            let loaded = load(&plan, env)?;
             let dashboard = sluice_sources::export::grafana_dashboard(&loaded);
             let json = serde_json::to_string_pretty(&dashboard).expect("json") + "\n";
             (plan, out, json, Vec::new())
@@ -36,10 +36,12 @@ pub fn run(cmd: ExportCmd) -> Result<(), CliError> {
     Ok(())
 }
 
-fn load(path: &Path) -> Result<sluice_plan::Plan, CliError> {
+fn load(path: &Path, env: Option<&str>) -> Result<sluice_plan::Plan, CliError> {
     let text = super::read(path)?;
     let name = path.display().to_string();
-    sluice_plan::load(&name, &text, None)
+    let mut plan = sluice_plan::load(&name, &text, None)
         .map(|(plan, _)| plan)
-        .map_err(|problems| CliError(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")))
+        .map_err(|problems| CliError(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")))?;
+    super::fill_env(&mut plan, &text, env)?;
+    Ok(plan)
 }

@@ -23,6 +23,24 @@ use serde_json::Value;
 use crate::cli::Reason;
 use crate::client::{enc, CliError, Client};
 
+/// `{{env}}` for a plan used here, without a server (simulate, export): the environment `--env` names, as a
+/// value of the plan's own. A plan that reads `{{env}}` needs one: a guess would put another environment's
+/// series into its rules.
+pub(crate) fn fill_env(plan: &mut sluice_plan::Plan, text: &str, env: Option<&str>) -> Result<(), CliError> {
+    let reads_env = text.split("{{").skip(1).any(|t| t.split("}}").next().is_some_and(|name| name.trim() == "env"));
+    match env {
+        Some(env) => {
+            plan.vars.insert("env".into(), sluice_plan::model::Scalar(env.to_string()));
+            Ok(())
+        }
+        None if reads_env => Err(CliError(format!(
+            "the plan `{}` reads {{{{env}}}}: name the environment it runs in with --env (or SLUICE_ENV)",
+            plan.name.value
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// `reason=…` for a write's query, after `path`'s own query if it has one; or nothing.
 fn reason_query(path: &str, why: &Reason) -> String {
     let sep = if path.contains('?') { '&' } else { '?' };

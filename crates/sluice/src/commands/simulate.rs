@@ -65,11 +65,13 @@ pub async fn run(
     metrics: Option<PathBuf>,
     history: Option<History>,
     verbose: bool,
+    env: Option<&str>,
 ) -> Result<(), CliError> {
     let name = plan_path.display().to_string();
     let text = read(&plan_path)?;
     let (mut plan, _) = sluice_plan::load(&name, &text, None)
         .map_err(|problems| CliError(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")))?;
+    super::fill_env(&mut plan, &text, env)?;
     let mut timeline = match &metrics {
         Some(path) => {
             let csv = read(path)?;
