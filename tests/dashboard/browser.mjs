@@ -66,6 +66,17 @@ try {
   await page.goto(`${url}/#/flags`);
   await page.getByRole('heading', { name: /^Flags/ }).waitFor();
   await page.screenshot({ path: `${ARTEFACTS}/dashboard-flags.png`, fullPage: true });
+  // Environments: each flag's state in every one side by side, and a switcher that narrows the rollouts.
+  const heads = await page.locator('thead th').allTextContents();
+  check(heads.includes('production') && heads.includes('staging'), `the flags page shows every environment side by side: ${heads}`);
+  const stagingCells = await page.locator('tbody tr td:nth-child(4)').allTextContents();
+  check(stagingCells.length === 3 && stagingCells.every(t => t.includes('off')), `a new environment has every flag off: ${stagingCells}`);
+  await page.getByLabel('Environment').selectOption('staging');
+  await page.goto(`${url}/#/rollouts`);
+  await page.getByRole('heading', { name: 'Rollouts in staging' }).waitFor();
+  check((await page.locator('table').count()) === 0, 'the switcher narrows the rollouts to its environment (none in staging)');
+  await page.getByLabel('Environment').selectOption('');
+  await page.getByRole('heading', { name: 'Rollouts', exact: true }).waitFor();
 
   // A rollout advances while we watch, without a reload. It was paused at start; resumed from the page.
   await page.goto(`${url}/#/rollouts/${ADVANCING}`);

@@ -17,6 +17,8 @@ pub struct RolloutSummary {
     pub id: String,
     /// The plan's name.
     pub plan: String,
+    /// The environment it runs in.
+    pub env: String,
     /// The flag it ramps.
     pub flag: String,
     /// Where it is.
@@ -126,6 +128,7 @@ impl RolloutSummary {
         Ok(RolloutSummary {
             id: record.id.clone(),
             plan: record.plan_name.clone(),
+            env: record.env.clone(),
             flag: record.flag.clone(),
             status: rollout.status.clone(),
             phase: rollout.phase + 1,

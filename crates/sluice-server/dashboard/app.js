@@ -223,24 +223,50 @@ function loginPage(message) {
   return form;
 }
 
-async function flagsPage(main, mine) {
-  const [flags, rollouts] = await Promise.all([api('/api/v1/flags'), api('/api/v1/rollouts')]);
+// The environment the dashboard looks at ('' for every one), kept across visits.
+function currentEnv() {
+  return localStorage.getItem('sluice.env') || '';
+}
+
+// The environment switcher: every environment the session may see, and "every environment".
+async function envSwitcher() {
+  const envs = (await api('/api/v1/environments')).data.map(e => e.name);
+  if (currentEnv() && !envs.includes(currentEnv())) localStorage.removeItem('sluice.env');
+  const select = h('select', { id: 'env', 'aria-label': 'Environment', onchange: e => {
+    if (e.target.value) localStorage.setItem('sluice.env', e.target.value); else localStorage.removeItem('sluice.env');
+    render();
+  } }, h('option', { value: '' }, envs.length > 1 ? 'All environments' : envs[0] || 'All environments'),
+  envs.length > 1 ? envs.map(n => h('option', { value: n, selected: n === currentEnv() }, n)) : []);
+  return { envs, select };
+}
+
+// Every flag with its state in every environment side by side: the definition is shared, the state is not.
+async function flagsPage(main, mine, envs) {
+  const [perEnv, rollouts] = await Promise.all([
+    Promise.all(envs.map(e => api(`/api/v1/flags?env=${encodeURIComponent(e)}`))),
+    api('/api/v1/rollouts'),
+  ]);
   if (superseded(mine)) return;
   const driving = {};
-  for (const r of rollouts.data) if (!TERMINAL.includes(r.status.state)) driving[r.flag] = r;
-  const rows = flags.data.map(f => {
-    const r = driving[f.key];
-    return h('tr', {},
-      h('td', {}, h('code', {}, f.key), f.description ? h('div', { class: 'muted' }, f.description) : null),
-      h('td', { class: f.enabled ? 'good' : 'bad' }, f.enabled ? '● on' : '■ off (kill switch)'),
-      h('td', {}, (f.variants || []).map(v => v.name).join(', ')),
-      h('td', {}, h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { 'data-w': f.ramp.percent })), `${f.ramp.percent}% ${f.ramp.ramped}, else ${f.ramp.base}`),
-      h('td', {}, String((f.overrides || []).length)),
-      h('td', {}, r ? h('a', { href: `#/rollouts/${encodeURIComponent(r.id)}` }, `${r.plan} (${STATE_MARK[r.status.state] || r.status.state})`) : h('span', { class: 'muted' }, '—')));
-  });
-  put(main, 
-    h('h1', {}, `Flags (${flags.data.length})`),
-    h('table', {}, h('thead', {}, h('tr', {}, ['Flag', 'State', 'Variants', 'Ramp', 'Overrides', 'Driven by'].map(t => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)));
+  for (const r of rollouts.data) if (!TERMINAL.includes(r.status.state)) driving[`${r.env}/${r.flag}`] = r;
+  const flags = perEnv.length ? perEnv[0].data : [];
+  const stateIn = (env, key) => perEnv[envs.indexOf(env)].data.find(f => f.key === key);
+  const rows = flags.map(f => h('tr', {},
+    h('td', {}, h('code', {}, f.key), f.description ? h('div', { class: 'muted' }, f.description) : null),
+    h('td', {}, (f.variants || []).map(v => v.name).join(', ')),
+    envs.map(env => {
+      const x = stateIn(env, f.key);
+      if (!x) return h('td', { class: 'muted' }, '—');
+      const r = driving[`${env}/${f.key}`];
+      return h('td', { class: env === currentEnv() ? 'current' : null },
+        h('div', { class: x.enabled ? 'good' : 'bad' }, x.enabled ? '● on' : '■ off (kill switch)'),
+        h('div', {}, h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { 'data-w': x.ramp.percent })), `${x.ramp.percent}% ${x.ramp.ramped}, else ${x.ramp.base}`),
+        (x.overrides || []).length ? h('div', { class: 'muted' }, `${x.overrides.length} override${x.overrides.length > 1 ? 's' : ''}`) : null,
+        r ? h('div', {}, 'driven by ', h('a', { href: `#/rollouts/${encodeURIComponent(r.id)}` }, `${r.plan} (${STATE_MARK[r.status.state] || r.status.state})`)) : null);
+    })));
+  put(main,
+    h('h1', {}, `Flags (${flags.length})`),
+    h('table', {}, h('thead', {}, h('tr', {}, ['Flag', 'Variants', ...envs].map(t => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)));
   fillBars(main);
 }
 
@@ -249,22 +275,25 @@ function fillBars(root) {
   root.querySelectorAll('[data-w]').forEach(el => { el.style.width = `${Math.min(100, Number(el.dataset.w))}%`; });
 }
 
-async function rolloutsPage(main, mine) {
-  const rollouts = (await api('/api/v1/rollouts')).data;
+async function rolloutsPage(main, mine, switching) {
+  const env = currentEnv();
+  const [list, { envs }] = await Promise.all([api('/api/v1/rollouts'), switching]);
   if (superseded(mine)) return;
+  const rollouts = list.data.filter(r => !env || r.env === env);
+  const several = envs.length > 1;
   const active = rollouts.filter(r => !TERMINAL.includes(r.status.state));
   const ended = rollouts.filter(r => TERMINAL.includes(r.status.state));
   const table = list => h('table', {},
-    h('thead', {}, h('tr', {}, ['Rollout', 'Plan', 'Flag', 'State', 'Phase', 'Percent', 'Started'].map(t => h('th', { scope: 'col' }, t)))),
+    h('thead', {}, h('tr', {}, ['Rollout', 'Plan', several ? 'Environment' : null, 'Flag', 'State', 'Phase', 'Percent', 'Started'].filter(Boolean).map(t => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, list.map(r => h('tr', {},
       h('td', {}, h('a', { href: `#/rollouts/${encodeURIComponent(r.id)}` }, r.id)),
-      h('td', {}, r.plan), h('td', {}, h('code', {}, r.flag)),
+      h('td', {}, r.plan), several ? h('td', {}, r.env) : null, h('td', {}, h('code', {}, r.flag)),
       h('td', { class: `status ${stateClass(r.status.state)}` }, STATE_MARK[r.status.state] || r.status.state, r.waiting_for ? h('div', { class: 'muted' }, `waiting for ${r.waiting_for}`) : null),
       h('td', {}, `${r.phase} of ${r.phases}`),
       h('td', {}, h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { 'data-w': r.percent })), `${r.percent}%`),
       h('td', {}, r.created_at.replace('T', ' ').slice(0, 19))))));
   put(main, 
-    h('h1', {}, 'Rollouts'),
+    h('h1', {}, env ? `Rollouts in ${env}` : 'Rollouts'),
     h('h2', {}, `Active (${active.length})`), active.length ? table(active) : h('p', { class: 'muted' }, 'None running.'),
     h('h2', {}, `Ended (${ended.length})`), ended.length ? table(ended) : h('p', { class: 'muted' }, 'None yet.'));
   fillBars(main);
@@ -407,7 +436,7 @@ async function rolloutPage(main, id, mine) {
       r.status.reason ? h('span', {}, ` — ${r.status.reason}`) : null),
     r.waiting_for ? h('p', { class: 'warn' }, `Waiting for ${r.waiting_for}`) : null,
     r.status.decide_by ? h('p', { class: 'warn' }, `Decide by ${when(r.status.decide_by)}; then the plan's default (${r.status.default || 'rollback'}) applies.`) : null,
-    h('p', {}, `Flag `, h('code', {}, r.flag), ended ? ` — ended in phase ${r.phase} of ${r.phases} (${r.percent}%), ${when(end)}, after ${span(end - start)}.` : ` at ${r.percent}%, phase ${r.phase} of ${r.phases}.`, ` Started ${when(start)} by ${r.created_by}.`),
+    h('p', {}, `Flag `, h('code', {}, r.flag), ` in `, h('strong', {}, r.env), ended ? ` — ended in phase ${r.phase} of ${r.phases} (${r.percent}%), ${when(end)}, after ${span(end - start)}.` : ` at ${r.percent}%, phase ${r.phase} of ${r.phases}.`, ` Started ${when(start)} by ${r.created_by}.`),
     buttons.length ? h('div', { class: 'actions', role: 'group', 'aria-label': 'Decisions' }, buttons) : null,
     h('h2', {}, 'Phases'), phases,
     h('h2', {}, 'Approvals'),
@@ -522,6 +551,10 @@ async function draw() {
   }
   nav.hidden = false;
   const live = h('span', { class: 'live', id: 'live' }, stream && stream.readyState === 1 ? '● live' : '○ connecting');
+  // Asked beside the page's own requests, not before them: a page left before its answers came must
+  // still have sent them (and its late answers must still not paint).
+  const switching = envSwitcher().catch(() => ({ envs: [], select: null }));
+  switching.then(sw => { if (!superseded(mine) && sw.select) who.prepend(sw.select); });
   put(who, live, h('span', {}, `${session.name} (${session.role})`),
     h('button', { type: 'button', onclick: async () => { await api('/ui/logout', { method: 'POST' }).catch(() => {}); session = null; render(); } }, 'Log out'));
   follow();
@@ -533,9 +566,9 @@ async function draw() {
   }
   try {
     if (path.startsWith('/rollouts/')) await rolloutPage(main, decodeURIComponent(path.slice(10)), mine);
-    else if (path.startsWith('/flags')) await flagsPage(main, mine);
+    else if (path.startsWith('/flags')) await flagsPage(main, mine, (await switching).envs);
     else if (path.startsWith('/audit')) await auditPage(main, query || '', mine);
-    else await rolloutsPage(main, mine);
+    else await rolloutsPage(main, mine, switching);
     if (superseded(mine)) return;
     document.title = `Sluice — ${main.querySelector('h1')?.textContent || ''}`;
   } catch (err) {

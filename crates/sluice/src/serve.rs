@@ -200,8 +200,9 @@ pub async fn store(output: Output, cmd: StoreCmd) -> Result<(), CliError> {
             match output {
                 Output::Json => crate::output::print_json(&serde_json::to_value(&copied).expect("json")),
                 Output::Table => println!(
-                    "copied {} flags, {} segments, {} tokens, {} rollouts, {} decisions, {} notifications and {} audit events; \
-                     the chain verifies in the destination (head {})",
+                    "copied {} environments, {} flags, {} segments, {} tokens, {} rollouts, {} decisions, {} notifications \
+                     and {} audit events; the chain verifies in the destination (head {})",
+                    copied.environments,
                     copied.flags,
                     copied.segments,
                     copied.tokens,

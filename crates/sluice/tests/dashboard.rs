@@ -57,6 +57,8 @@ fn the_dashboard_shows_rollouts_live_and_takes_an_operators_decision() {
     // Held until the browser watches it (the browser resumes it from the page): started free, it could
     // finish before a slow machine has Chromium up, and there would be nothing left to see move.
     s.cli(&["rollout", "pause", &advancing, "--reason", "held until the browser watches"]);
+    // A second environment: the flags page shows both side by side, the switcher narrows the rollouts.
+    s.cli(&["env", "create", "staging"]);
     let operator = s.token("olivia", "operator");
     let viewer = s.token("vic", "viewer");
     let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artefacts");
@@ -88,6 +90,8 @@ fn the_dashboard_shows_rollouts_live_and_takes_an_operators_decision() {
         "a late answer for a page already left does not paint over",
         "the audit log has the rollback",
         "axe-core finds no violations on #/audit",
+        "the flags page shows every environment side by side",
+        "the switcher narrows the rollouts to its environment",
     ] {
         assert!(stdout.contains(expected), "{stdout}");
     }

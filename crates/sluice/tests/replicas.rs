@@ -426,6 +426,29 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
     });
     let paused = rollout_state(leading, &killed_id);
     assert!(paused["status"]["reason"].as_str().unwrap_or("").contains("kill switch"), "{paused:#}");
+
+    // Environments: one made and written on one replica is served by the others to its own clients,
+    // while the production clients' answers stay as they were.
+    follower.cli(&["env", "create", "staging"]);
+    let staging: Value = serde_json::from_str(&follower.cli(&[
+        "token",
+        "create",
+        "app-staging",
+        "--role",
+        "sdk",
+        "--env",
+        "staging",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let staging = staging["token"].as_str().unwrap().to_string();
+    follower.cli(&["flag", "enable", "checkout", "--env", "staging"]);
+    follower.cli(&["flag", "set", "checkout", "--percent", "100", "--env", "staging"]);
+    until("a staging write reaches the other replica's staging clients", Duration::from_secs(5), || {
+        ofrep(&http, leading, "checkout", &staging) == Some(true)
+    });
+    assert_eq!(ofrep(&http, leading, "checkout", &sdk), Some(false), "production is as it was");
     drop(replicas);
     drop(pg);
 }
@@ -440,17 +463,33 @@ fn store_copy_moves_a_sqlite_installation_to_postgres() {
     s.cli(&["flag", "create", "moved_flag", "--percent", "100"]);
     s.cli(&["segment", "set", "internal_qa", "--constraint", "email STR_ENDS_WITH @example.com"]);
     let sdk = s.sdk_token("app");
+    // A second environment, its own state and its own token, come along too.
+    s.cli(&["env", "create", "staging"]);
+    let staging: Value = serde_json::from_str(&s.cli(&[
+        "token",
+        "create",
+        "app-staging",
+        "--role",
+        "sdk",
+        "--env",
+        "staging",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let staging = staging["token"].as_str().unwrap().to_string();
     let head = s.cli(&["audit", "head"]).trim().to_string();
     let file = format!("sqlite:{}", s.dir.path().join("data/sluice.db").display());
     let sluice = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().unwrap();
 
     let copied = sluice(&["store", "copy", "--from", &file, "--to", &database]);
     let said = String::from_utf8_lossy(&copied.stdout).to_string() + &String::from_utf8_lossy(&copied.stderr);
-    assert!(copied.status.success() && said.contains(&head) && said.contains("1 flags"), "{said}");
+    assert!(copied.status.success() && said.contains(&head) && said.contains("2 flags"), "{said}");
 
     let replica = start("moved-1", &database);
     let http = reqwest::blocking::Client::new();
     assert_eq!(ofrep(&http, &replica, "moved_flag", &sdk), Some(true), "the flag and the sdk token came along");
+    assert_eq!(ofrep(&http, &replica, "moved_flag", &staging), Some(false), "staging's state came along");
     // The chain goes on from the copied head (the replica has since audited taking the lease).
     assert!(replica.cli(&["audit", "verify", "--head", &head]).contains("intact"));
     assert!(replica.cli(&["audit", "list", "--action", "lease.", "-o", "json"]).contains("replica:moved-1"));
