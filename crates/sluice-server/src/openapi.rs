@@ -165,7 +165,8 @@ pub(crate) struct ReadErrors;
 
 impl utoipa::IntoResponses for ReadErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        answers(&[NO_TOKEN, WRONG_ROLE, ("404", "No such entity"), INVALID, LIMITED, UNAVAILABLE], "ApiError")
+        let several = ("409", "The server has several environments and the call names none (`?env=`)");
+        answers(&[NO_TOKEN, WRONG_ROLE, ("404", "No such entity"), several, INVALID, LIMITED, UNAVAILABLE], "ApiError")
     }
 }
 

@@ -147,7 +147,9 @@ fn the_plan_format_keeps_no_list_of_kinds() {
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
         for (n, line) in code.lines().enumerate() {
             let line = line.trim_start();
-            if line.starts_with("//") {
+            // The template names every plan has (`{{env}}` among them) are the engine's, not a plug-in's,
+            // though `exec`'s `env:` key is spelled the same.
+            if line.starts_with("//") || line.starts_with("pub const BUILTIN_TEMPLATES") {
                 continue;
             }
             for w in &words {

@@ -126,6 +126,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     );
     let (_, admin) = store.create_token("demo-admin", "admin", Role::Admin).await.map_err(io)?;
     let (_, sdk) = store.create_token("demo-service", "sdk", Role::Sdk).await.map_err(io)?;
+    // Two environments, as every team has: the service's token (made first) belongs to production; staging
+    // is where the flags were validated before.
+    store.change_env("demo-admin", sluice_store::EnvChange::Create("staging".into()), None).await.map_err(io)?;
     let state = sluice_server::AppState::load(store.clone() as Arc<dyn Store>, sluice_server::Options::default())
         .await
         .map_err(io)?;
@@ -144,6 +147,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     println!("  or from a shell:            export SLUICE_SERVER={url} SLUICE_TOKEN={admin}");
     println!("                              sluice rollout list; sluice rollout decisions bad-canary");
     println!("  the whole API, as OpenAPI 3.1: {url}/api/v1/openapi.json  (docs/api.md)");
+    println!("  two environments: staging already serves every flag at 100% (validated there); the canaries");
+    println!("  ramp production. The dashboard's Flags page shows both side by side; its switcher narrows.");
     println!("  slow-canary will pause on a soft trigger and wait 20 s for you to resume or roll it back");
     println!("  in the dashboard; if nobody decides, its plan's default (roll back) applies.");
     println!();
@@ -152,12 +157,14 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let call = |method: reqwest::Method, path: &str, body: Value| {
         http.request(method, format!("{url}{path}")).bearer_auth(&admin).json(&body).send()
     };
-    for flag in [GOOD, BAD, SLOW] {
-        let r = call(reqwest::Method::PUT, &format!("/api/v1/flags/{flag}"), json!({"ramp": {"percent": 0}}))
+    for (flag, env, percent) in [GOOD, BAD, SLOW].into_iter().flat_map(|f| [(f, "production", 0), (f, "staging", 100)])
+    {
+        let path = format!("/api/v1/flags/{flag}?env={env}");
+        let r = call(reqwest::Method::PUT, &path, json!({"ramp": {"percent": percent}}))
             .await
             .map_err(|e| CliError(e.to_string()))?;
         if !r.status().is_success() {
-            return Err(CliError(format!("creating flag {flag}: {}", r.text().await.unwrap_or_default())));
+            return Err(CliError(format!("setting flag {flag} in {env}: {}", r.text().await.unwrap_or_default())));
         }
     }
     let service = Arc::new(Service::default());
@@ -165,7 +172,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let mut ids = Vec::new();
     for (name, flag, more) in [("good-canary", GOOD, ""), ("bad-canary", BAD, ""), ("slow-canary", SLOW, SOFT_TRIGGER)]
     {
-        let r = call(reqwest::Method::POST, "/api/v1/rollouts", json!({"plan": plan(name, flag, more)}))
+        let r = call(reqwest::Method::POST, "/api/v1/rollouts?env=production", json!({"plan": plan(name, flag, more)}))
             .await
             .map_err(|e| CliError(e.to_string()))?;
         let v: Value = r.json().await.map_err(|e| CliError(e.to_string()))?;
@@ -250,6 +257,17 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             _ => false,
         };
     }
+    for env in ["production", "staging"] {
+        let live = state.live_in(Some(env)).map_err(io)?;
+        let snapshot = live.live().load();
+        let percents: Vec<String> = [GOOD, BAD, SLOW]
+            .iter()
+            .filter_map(|key| snapshot.flags().iter().find(|f| f.key == *key))
+            .map(|f| format!("{} {}%", f.key, f.ramp.percent))
+            .collect();
+        println!("  {env:<10} {}", percents.join(", "));
+    }
+    println!("  (a rollback in production leaves staging as it was: each environment has its own state)");
     println!("  every decision and change is in the audit log: sluice audit list; sluice audit verify");
     if args.keep_running {
         println!();

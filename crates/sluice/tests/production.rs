@@ -309,7 +309,7 @@ fn sigterm_ends_streams_finishes_requests_saves_metrics_lets_the_lease_go_and_ex
         p.admin(reqwest::Method::GET, "/api/v1/status", None)["data"]["leading"] == true
     });
     assert!(restarted.elapsed() < Duration::from_secs(15));
-    assert_eq!(sample(&p.metrics(), "sluice_builtin_observations_total{flag=\"checkout\"}"), 7.0);
+    assert_eq!(sample(&p.metrics(), "sluice_builtin_observations_total{env=\"production\",flag=\"checkout\"}"), 7.0);
 }
 
 /// Item 1, SIGINT too (Ctrl-C): the same stop.
