@@ -83,15 +83,17 @@ impl AppState {
     /// environment `?env=` names in `query`, or the only one). Tokens of the other roles are refused (403):
     /// an application holding an admin token could change every flag. Rate-limited by the token's name.
     pub(crate) fn evaluator(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Arc<EnvFlags>, EvalRefusal> {
+        use std::borrow::Cow;
         let tokens = self.tokens.load();
-        let (name, env) = match credential(headers) {
+        // Borrowed from the token table where it can be: this runs on every evaluation.
+        let (name, env): (Cow<'_, str>, Option<Cow<'_, str>>) = match credential(headers) {
             Credential::Token(t) if !t.is_empty() => match tokens.authenticate(t) {
-                Some(p) if p.role == Role::Sdk => (p.name.clone(), p.only_env().map(str::to_string)),
+                Some(p) if p.role == Role::Sdk => (Cow::Borrowed(p.name.as_str()), p.only_env().map(Cow::Borrowed)),
                 Some(p) => return Err(EvalRefusal::Forbidden { role: p.role }),
                 None => return Err(EvalRefusal::Unauthorized),
             },
             Credential::Unreadable => return Err(EvalRefusal::Unauthorized),
-            _ if self.options.anonymous_evaluation => ("anonymous".to_string(), env_param(query)),
+            _ if self.options.anonymous_evaluation => (Cow::Borrowed("anonymous"), env_param(query).map(Cow::Owned)),
             _ => return Err(EvalRefusal::Unauthorized),
         };
         let env = self.catalog.resolve(env.as_deref()).map_err(|e| EvalRefusal::Environment(e.to_string()))?;
@@ -100,6 +102,7 @@ impl AppState {
             Err(retry_after) => Err(EvalRefusal::RateLimited { retry_after }),
         }
     }
+
 
     /// The environment an admin request acts in: the one `?env=` names in `query`, else the caller's only
     /// one, else the server's only one. A caller limited to other environments is refused (403), and the
