@@ -103,7 +103,6 @@ impl AppState {
         }
     }
 
-
     /// The environment an admin request acts in: the one `?env=` names in `query`, else the caller's only
     /// one, else the server's only one. A caller limited to other environments is refused (403), and the
     /// refusal audited (`access.refused`): an operator of staging probing production is worth knowing of.

@@ -14,8 +14,13 @@ pub async fn run(client: &Client, output: Output, cmd: AuditCmd) -> Result<(), C
                 }
             }
             let answer = client.get(&format!("/api/v1/audit?{}", q.join("&"))).await?;
-            print_list(output, &answer["data"], &["SEQ", "AT", "ACTOR", "ACTION", "ENTITY", "REASON"], |e| {
-                ["seq", "at", "actor", "action", "entity", "reason"].iter().map(|k| text(&e[*k])).collect()
+            print_list(output, &answer["data"], &["SEQ", "AT", "ACTOR", "ACTION", "ENV", "ENTITY", "REASON"], |e| {
+                // An event of no environment (a token's, one written before environments) shows `-`.
+                let env = if e["env"].is_null() { "-".to_string() } else { text(&e["env"]) };
+                let mut row: Vec<String> = ["seq", "at", "actor", "action"].iter().map(|k| text(&e[*k])).collect();
+                row.push(env);
+                row.extend(["entity", "reason"].iter().map(|k| text(&e[*k])));
+                row
             });
         }
         AuditCmd::Head => {

@@ -13,10 +13,11 @@ fn print_rollout(r: &Value) {
     let state = status["state"].as_str().unwrap_or("");
     let detail = status.get("reason").and_then(Value::as_str).map(|s| format!(" ({s})")).unwrap_or_default();
     println!(
-        "{} {}  flag {}  {state}{detail}",
+        "{} {}  flag {} in {}  {state}{detail}",
         r["id"].as_str().unwrap_or(""),
         r["plan"].as_str().unwrap_or(""),
-        r["flag"].as_str().unwrap_or("")
+        r["flag"].as_str().unwrap_or(""),
+        r["env"].as_str().unwrap_or("")
     );
     let phase = r["phase"].as_u64().unwrap_or(0) as usize;
     let percents: Vec<u64> = r["phase_percents"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
@@ -126,10 +127,11 @@ pub async fn run(client: &Client, output: Output, cmd: RolloutCmd) -> Result<(),
         }
         RolloutCmd::List => {
             let answer = client.get("/api/v1/rollouts").await?;
-            print_list(output, &answer["data"], &["ID", "PLAN", "FLAG", "STATE", "PHASE", "PERCENT"], |r| {
+            print_list(output, &answer["data"], &["ID", "PLAN", "ENV", "FLAG", "STATE", "PHASE", "PERCENT"], |r| {
                 vec![
                     text(&r["id"]),
                     text(&r["plan"]),
+                    text(&r["env"]),
                     text(&r["flag"]),
                     text(&r["status"]["state"]),
                     format!("{}/{}", r["phase"], r["phases"]),
