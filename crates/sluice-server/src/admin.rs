@@ -36,24 +36,39 @@ pub(crate) struct Why {
 
 /// The flags that active rollouts drive, by key: a person's edit of their ramp or variants would fight
 /// the controller (and be undone by its next step or its rollback), so it is refused unless forced.
-/// The kill switch and per-user or per-session overrides stay allowed.
-struct Driven(std::collections::HashMap<String, (String, String)>);
+/// The kill switch and per-user or per-session overrides stay allowed. A ramp is one environment's; the
+/// variants are the shared definition, so a rollout in any environment guards them.
+struct Driven {
+    /// The rollouts of the environment written in: flag → (id, plan).
+    here: std::collections::HashMap<String, (String, String)>,
+    /// Those of every environment: flag → (id, plan, environment).
+    anywhere: std::collections::HashMap<String, (String, String, String)>,
+}
 
 impl Driven {
-    /// The flags rollouts drive in the environment `env`.
+    /// The flags rollouts drive, for a write in the environment `env`.
     async fn load(state: &AppState, env: &EnvFlags) -> Result<Driven, ApiError> {
         let active = state.store.rollouts(true).await?;
-        Ok(Driven(active.into_iter().filter(|r| r.env == env.name()).map(|r| (r.flag, (r.id, r.plan_name))).collect()))
+        let here = active
+            .iter()
+            .filter(|r| r.env == env.name())
+            .map(|r| (r.flag.clone(), (r.id.clone(), r.plan_name.clone())))
+            .collect();
+        let anywhere = active.into_iter().map(|r| (r.flag, (r.id, r.plan_name, r.env))).collect();
+        Ok(Driven { here, anywhere })
     }
 
     /// Refuses changing `before` (absent: a new flag) into `after` when a rollout drives it and the change
-    /// touches the ramp or the variants, unless `why` forces it with a reason.
+    /// touches the ramp (a rollout of this environment) or the variants (of any), unless `why` forces it
+    /// with a reason.
     fn check(&self, before: Option<&Flag>, after: &Flag, why: &Why) -> Result<(), ApiError> {
-        let Some((id, plan)) = self.0.get(&after.key) else { return Ok(()) };
-        let touches = before.is_none_or(|b| b.ramp != after.ramp || b.variants != after.variants);
-        if !touches {
-            return Ok(());
-        }
+        let ramp = before.is_none_or(|b| b.ramp != after.ramp);
+        let variants = before.is_none_or(|b| b.variants != after.variants);
+        let driver = match (self.here.get(&after.key), self.anywhere.get(&after.key)) {
+            (Some((id, plan)), _) if ramp || variants => format!("rollout `{plan}` ({id})"),
+            (_, Some((id, plan, env))) if variants => format!("rollout `{plan}` ({id}) in environment `{env}`"),
+            _ => return Ok(()),
+        };
         if why.force {
             return match why.reason.as_deref().map(str::trim) {
                 Some(r) if !r.is_empty() => Ok(()),
@@ -64,7 +79,7 @@ impl Driven {
             StatusCode::CONFLICT,
             "driven",
             format!(
-                "flag `{}` is driven by rollout `{plan}` ({id}): pause, finish or roll it back first, or force the edit with a reason (`--force --reason …`, `?force=true&reason=…`); the kill switch and overrides stay allowed",
+                "flag `{}` is driven by {driver}: pause, finish or roll it back first, or force the edit with a reason (`--force --reason …`, `?force=true&reason=…`); the kill switch and overrides stay allowed",
                 after.key
             ),
         ))
@@ -73,7 +88,7 @@ impl Driven {
     /// The audit reason of a write: a forced edit says so.
     fn reason(&self, keys: &[&str], why: Why) -> Option<String> {
         let forced: Vec<String> =
-            keys.iter().filter_map(|k| self.0.get(*k)).map(|(id, plan)| format!("{plan} ({id})")).collect();
+            keys.iter().filter_map(|k| self.anywhere.get(*k)).map(|(id, plan, _)| format!("{plan} ({id})")).collect();
         match why.reason {
             Some(r) if why.force && !forced.is_empty() => {
                 Some(format!("forced while rollout {} drives it: {r}", forced.join(", ")))
@@ -891,5 +906,6 @@ pub(crate) async fn delete_env(
 ) -> ApiResult {
     may_act_everywhere(&who, "delete an environment")?;
     let event = state.catalog.change_env(&who.name, sluice_store::EnvChange::Delete(name), why.reason).await?;
+    state.reload_tokens().await?;
     Ok(Json(json!({"data": Value::Null, "revision": state.catalog.revision(), "audit": [event]})).into_response())
 }

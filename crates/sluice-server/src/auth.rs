@@ -109,12 +109,18 @@ impl AppState {
     pub(crate) async fn env_for(&self, who: &Principal, query: Option<&str>) -> Result<Arc<EnvFlags>, ApiError> {
         let named = env_param(query);
         let env = self.catalog.resolve(named.as_deref().or(who.only_env()))?;
-        if who.may_act_in(env.name()) {
-            return Ok(env);
+        self.may_act_in(who, env.name()).await?;
+        Ok(env)
+    }
+
+    /// Whether `who` may act in the environment `env`; a refusal (403 `forbidden_environment`) is audited
+    /// as `access.refused`.
+    pub(crate) async fn may_act_in(&self, who: &Principal, env: &str) -> Result<(), ApiError> {
+        if who.may_act_in(env) {
+            return Ok(());
         }
-        let detail = serde_json::json!({"env": env.name(), "allowed": who.envs});
-        if let Err(e) =
-            self.store.record_event(&who.name, "access.refused", &format!("env:{}", env.name()), detail, None).await
+        let detail = serde_json::json!({"env": env, "allowed": who.envs});
+        if let Err(e) = self.store.record_event(&who.name, "access.refused", &format!("env:{env}"), detail, None).await
         {
             tracing::warn!(error = %e, "auditing a refusal");
         }
@@ -122,10 +128,9 @@ impl AppState {
             axum::http::StatusCode::FORBIDDEN,
             "forbidden_environment",
             format!(
-                "the token `{}` may act in {} only, not in `{}`",
+                "the token `{}` may act in {} only, not in `{env}`",
                 who.name,
-                who.envs.as_deref().unwrap_or_default().join(", "),
-                env.name()
+                who.envs.as_deref().unwrap_or_default().join(", ")
             ),
         ))
     }

@@ -47,8 +47,9 @@ pub(crate) async fn start(
 
 #[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts", security(("bearer" = []), ("apiKey" = [])),
     responses((status = 200, description = "Every rollout", body = crate::openapi::RolloutList), crate::openapi::ReadErrors))]
-pub(crate) async fn list(State(state): State<Arc<AppState>>, Viewer(_): Viewer) -> Result<Response, ApiError> {
-    let out = state.controller.summaries().await?;
+pub(crate) async fn list(State(state): State<Arc<AppState>>, Viewer(who): Viewer) -> Result<Response, ApiError> {
+    // A token limited to some environments sees their rollouts only.
+    let out: Vec<_> = state.controller.summaries().await?.into_iter().filter(|r| who.may_act_in(&r.env)).collect();
     Ok(Json(json!({"data": out})).into_response())
 }
 
@@ -57,10 +58,11 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, Viewer(_): Viewer) 
     responses((status = 200, description = "The rollout", body = crate::openapi::RolloutAnswer), crate::openapi::ReadErrors))]
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
-    Viewer(_): Viewer,
+    Viewer(who): Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let record = state.controller.find(&id).await?;
+    state.may_act_in(&who, &record.env).await?;
     Ok(Json(json!({"data": state.controller.summary_of(&record).await?})).into_response())
 }
 
@@ -76,11 +78,12 @@ pub(crate) struct Limit {
     responses((status = 200, description = "Its last decisions, oldest first", body = crate::openapi::DecisionList), crate::openapi::ReadErrors))]
 pub(crate) async fn decisions(
     State(state): State<Arc<AppState>>,
-    Viewer(_): Viewer,
+    Viewer(who): Viewer,
     Path(id): Path<String>,
     Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
     let record = state.controller.find(&id).await?;
+    state.may_act_in(&who, &record.env).await?;
     let limit = q.limit.unwrap_or(200).min(10_000);
     Ok(Json(json!({"data": state.store.decisions(&record.id, limit).await?})).into_response())
 }
@@ -110,6 +113,8 @@ pub(crate) async fn command(
 ) -> Result<Response, ApiError> {
     let record = state.controller.find(&id).await?;
     let who = decider(&state, who, &record.id, &command).await?;
+    // An operator of staging does not steer production's rollouts.
+    state.may_act_in(&who, &record.env).await?;
     let b: CommandBody =
         if body.iter().all(u8::is_ascii_whitespace) { CommandBody::default() } else { parse_json(&body)? };
     let data = state.controller.command_named(&record.id, &command, b, &who).await?;
@@ -175,6 +180,11 @@ pub(crate) async fn alertmanager(
                 continue;
             }
         };
+        if !who.may_act_in(&record.env) {
+            let why = format!("the token may not act in environment `{}`", record.env);
+            ignored.push(json!({"alert": name, "rollout": record.id, "why": why}));
+            continue;
+        }
         let hard = alert.labels.get("sluice_severity").map(String::as_str) == Some("hard")
             || matches!(alert.labels.get("severity").map(String::as_str), Some("critical" | "page"));
         let reason =

@@ -234,6 +234,32 @@ async fn a_token_limited_to_staging_cannot_touch_production_and_the_refusal_is_a
     // It sees only its environment in the list.
     let (_, envs) = s.send(Method::GET, "/api/v1/environments", &operator, None).await;
     assert_eq!(envs["data"].as_array().unwrap().len(), 1, "{envs}");
+
+    // Production's rollout is out of its sight and out of its hands.
+    let plan = "name: search-ramp\nflag: search\nphases: [ { percent: 10, hold: 1h }, { percent: 100 } ]\n";
+    s.admin(Method::POST, "/api/v1/flags/search/enable?env=production", None).await;
+    let (status, started) = s.admin(Method::POST, "/api/v1/rollouts?env=production", Some(json!({"plan": plan}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(started["data"]["env"], "production");
+    let (_, listed) = s.send(Method::GET, "/api/v1/rollouts", &operator, None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 0, "{listed}");
+    let (status, _) = s.send(Method::GET, &format!("/api/v1/rollouts/{id}"), &operator, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = s
+        .send(Method::POST, &format!("/api/v1/rollouts/{id}/rollback"), &operator, Some(json!({"reason": "mine?"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, state) = s.admin(Method::GET, &format!("/api/v1/rollouts/{id}"), None).await;
+    assert_eq!(state["data"]["status"]["state"], "running", "{state}");
+    // Nor may a change made in staging alter the variants production's rollout ramps (the definition is
+    // shared), while staging's own ramp stays its to change.
+    let two = json!({"enabled": true, "variants": [{"name": "off", "value": false}, {"name": "on", "value": true}, {"name": "x", "value": true}]});
+    let (status, refused) = s.send(Method::PUT, "/api/v1/flags/search", &operator, Some(two)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("in environment `production`"), "{refused}");
+    let (status, _) = s.send(Method::POST, "/api/v1/flags/search/ramp", &operator, Some(json!({"percent": 30}))).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -267,8 +293,12 @@ async fn environments_are_renamed_with_their_tokens_and_deleted_only_when_nothin
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(refused["message"].as_str().unwrap().contains("preprod-app"), "{refused}");
     s.admin(Method::DELETE, "/api/v1/tokens/preprod-app", None).await;
+    s.token("both", "operator", Some(&["staging", "production"])).await;
     let (status, deleted) = s.admin(Method::DELETE, "/api/v1/environments/staging", None).await;
     assert_eq!(status, StatusCode::OK, "{deleted}");
+    let (_, tokens) = s.admin(Method::GET, "/api/v1/tokens", None).await;
+    let both = tokens["data"].as_array().unwrap().iter().find(|t| t["name"] == "both").unwrap().clone();
+    assert_eq!(both["envs"], json!(["production"]), "a deleted environment leaves the tokens' lists");
     // The last one cannot go; with one left, calls need no name again.
     let (status, _) = s.admin(Method::DELETE, "/api/v1/environments/production", None).await;
     assert_eq!(status, StatusCode::CONFLICT);

@@ -165,6 +165,21 @@ impl<B: Backend> Store for B {
                     }
                 }
                 crate::environment::refuse_delete(name, names.len(), &enabled, &running, &only_here)?;
+                // A token of several environments loses this one: were an environment of that name made
+                // again, the token must not reach it.
+                let lists: Vec<(String, String)> =
+                    Query::new("SELECT id, envs FROM tokens WHERE envs IS NOT NULL").fetch_all(&mut tx).await?;
+                for (id, envs) in lists {
+                    let mut list: Vec<String> = stored::parse_json(&envs, || format!("token {id}, `envs`"))?;
+                    if list.iter().any(|e| e == name) {
+                        list.retain(|e| e != name);
+                        Query::new("UPDATE tokens SET envs = $1 WHERE id = $2")
+                            .bind(to_json(&list).to_string())
+                            .bind(&id)
+                            .execute(&mut tx)
+                            .await?;
+                    }
+                }
                 Query::new("DELETE FROM metrics WHERE substr(flag, length(flag) - length($1) + 1) = $1")
                     .bind(format!("@{name}"))
                     .execute(&mut tx)
