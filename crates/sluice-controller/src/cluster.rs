@@ -367,8 +367,17 @@ impl Cluster {
                 let entity = &page[start].entity;
                 let end = page[start..].iter().position(|e| &e.entity != entity).map_or(page.len(), |n| start + n);
                 let events = page[start..end].to_vec();
-                if entity.starts_with("token:") {
+                // Tokens name environments: a renamed or deleted one changes the table too.
+                if entity.starts_with("token:") || entity.starts_with("env:") {
                     self.sync.lock().tokens_dirty = true;
+                }
+                // Built-in aggregates are kept under `flag@env`: a rename on another replica re-keys this
+                // one's too (a no-op on the replica that took it, which re-keyed as it did).
+                for e in events.iter().filter(|e| e.action == "env.rename") {
+                    let names = e.after.as_ref().map(|a| (a["from"].as_str(), a["to"].as_str()));
+                    if let Some((Some(from), Some(to))) = names {
+                        self.metrics.rename_env(from, to);
+                    }
                 }
                 match entity.strip_prefix("rollout:") {
                     // The leader's own controller told its watchers already (every rollout write is its own).

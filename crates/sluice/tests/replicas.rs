@@ -449,6 +449,11 @@ fn replicas_share_one_database_one_controller_and_survive_their_leader() {
         ofrep(&http, leading, "checkout", &staging) == Some(true)
     });
     assert_eq!(ofrep(&http, leading, "checkout", &sdk), Some(false), "production is as it was");
+    // Renamed on one replica: the others learn the token's new environment and keep answering it.
+    follower.cli(&["env", "rename", "staging", "preprod"]);
+    until("a rename reaches the other replica's token table", Duration::from_secs(5), || {
+        leading.cli(&["env", "list"]).contains("preprod") && ofrep(&http, leading, "checkout", &staging) == Some(true)
+    });
     drop(replicas);
     drop(pg);
 }
