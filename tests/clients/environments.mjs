@@ -69,7 +69,9 @@ async function webSdk() {
   await within(streamOpen, 15000, 'open change stream');
   assert.ok(streamUrls.some(u => u.includes('env=production')), `the stream is production's: ${streamUrls}`);
 
-  // A staging change: the production client hears nothing.
+  // A staging change: the production client hears nothing. An absence has no event to wait for, so this
+  // waits a fixed window (the same write reaches a listening client in milliseconds; the production change
+  // below, heard within it, shows the stream is live).
   await admin('/api/v1/flags/stage_validation/ramp?env=staging&reason=env-test', { percent: 0 });
   await new Promise(resolve => setTimeout(resolve, 1500));
   assert.equal(changes, 0, 'a staging change reached a production client');
